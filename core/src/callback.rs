@@ -1,0 +1,151 @@
+//! The authorization response (RFC 6749 §4.1.2), however it arrives: as the query of the
+//! browser's request on the loopback port, or forwarded by an application's UI.
+//!
+//! Validation happens in two stages. [`Callback::parse`] decides whether the query can be
+//! read exactly and names one `state`; failures are [`Rejection`]s that never touch a flow
+//! (S10, S11, S25). Once the state has found its flow, [`Callback::judge`] reads the rest
+//! against that flow's provider and decides how the flow goes on (S13–S17).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use secrecy::SecretString;
+
+use crate::config::{ProviderInner, is_vschar};
+use crate::error::{CallbackDefect, FlowError, ProviderError};
+use crate::form;
+
+/// Why a callback was turned away without touching any flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The query cannot be decoded exactly: bad percent-encoding, bytes that are not UTF-8,
+    /// control characters, or longer than the head limit (S25).
+    Malformed,
+    /// `state` is missing, empty or repeated (S10, S14).
+    BadState,
+    /// No pending flow has this `state` (S10, S11).
+    UnknownState,
+    /// No flow is in progress at all (S31).
+    NoPendingFlow,
+    /// The state belonged to a flow whose callback was already accepted (S18).
+    AlreadyUsed,
+    /// The state belonged to a flow that expired or was cancelled (S19).
+    Expired,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Rejection::Malformed => "malformed callback query",
+            Rejection::BadState => "callback must carry exactly one non-empty `state`",
+            Rejection::UnknownState => "callback `state` matches no pending login",
+            Rejection::NoPendingFlow => "no login is in progress",
+            Rejection::AlreadyUsed => "this callback was already used",
+            Rejection::Expired => "the login this callback belongs to has expired or was cancelled",
+        })
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// Parameters whose repetition makes a callback ambiguous (S14).
+const SINGLE: [&str; 4] = ["code", "state", "iss", "error"];
+/// Implicit-grant artifacts that never belong in a code callback (S15).
+const IMPLICIT: [&str; 3] = ["access_token", "id_token", "token"];
+
+/// A decoded callback query.
+pub(crate) struct Callback<'q> {
+    pairs: Vec<(Cow<'q, str>, Cow<'q, str>)>,
+}
+
+impl<'q> Callback<'q> {
+    /// Decodes `query` exactly, or rejects it.
+    pub fn parse(query: &'q str, max_len: usize) -> Result<Callback<'q>, Rejection> {
+        if query.len() > max_len {
+            return Err(Rejection::Malformed);
+        }
+        let pairs = form::pairs(query)
+            .map(|pair| match pair {
+                Ok((name, value)) if !has_control(&name) && !has_control(&value) => {
+                    Ok((name, value))
+                }
+                _ => Err(Rejection::Malformed),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Callback { pairs })
+    }
+
+    /// The one non-empty `state`.
+    pub fn state(&self) -> Result<&str, Rejection> {
+        match self.single("state") {
+            Ok(Some(state)) if !state.is_empty() => Ok(state),
+            _ => Err(Rejection::BadState),
+        }
+    }
+
+    /// Reads the callback for a flow of `provider`: the code to exchange, or why the flow
+    /// ends here.
+    pub fn judge(&self, provider: &ProviderInner) -> Result<SecretString, FlowError> {
+        let invalid = FlowError::InvalidCallback;
+        for name in SINGLE {
+            self.single(name).map_err(invalid)?;
+        }
+        if let Some(artifact) = IMPLICIT.into_iter().find(|name| self.get(name).is_some()) {
+            return Err(invalid(CallbackDefect::ImplicitFlowArtifact(artifact)));
+        }
+        // RFC 9207 §2.4: check `iss` before anything else, error responses included.
+        if let Some(expected) = &provider.issuer {
+            let received = self.get("iss");
+            let mismatch = match received {
+                Some(iss) => iss != expected.as_str(),
+                None => provider.require_iss,
+            };
+            if mismatch {
+                return Err(FlowError::IssuerMismatch {
+                    expected: expected.clone(),
+                    received: received.map(str::to_owned),
+                });
+            }
+        }
+        match (self.get("code"), self.get("error")) {
+            (Some(_), Some(_)) => Err(invalid(CallbackDefect::BothCodeAndError)),
+            (Some(code), None) if !code.is_empty() && is_vschar(code) => Ok(code.to_owned().into()),
+            (Some(_), None) => Err(invalid(CallbackDefect::InvalidValue("code"))),
+            (None, Some(code)) if is_error_code(code) => Err(FlowError::Denied(ProviderError {
+                code: code.to_owned(),
+                description: self.get("error_description").map(str::to_owned),
+                uri: self.get("error_uri").map(str::to_owned),
+            })),
+            (None, Some(_)) => Err(invalid(CallbackDefect::InvalidValue("error"))),
+            (None, None) => Err(invalid(CallbackDefect::NeitherCodeNorError)),
+        }
+    }
+
+    /// The first value of `name`.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value.as_ref())
+    }
+
+    /// The value of `name` if it appears at most once.
+    fn single(&self, name: &'static str) -> Result<Option<&str>, CallbackDefect> {
+        let mut values = self.pairs.iter().filter(|(n, _)| n == name);
+        let first = values.next().map(|(_, value)| value.as_ref());
+        match values.next() {
+            Some(_) => Err(CallbackDefect::RepeatedParameter(name)),
+            None => Ok(first),
+        }
+    }
+}
+
+fn has_control(value: &str) -> bool {
+    value.chars().any(char::is_control)
+}
+
+/// RFC 6749 Appendix A.7: error = 1*NQSCHAR, NQSCHAR = %x20-21 / %x23-5B / %x5D-7E.
+fn is_error_code(code: &str) -> bool {
+    !code.is_empty() && is_vschar(code) && !code.contains(['"', '\\'])
+}

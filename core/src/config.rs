@@ -1,0 +1,591 @@
+//! Configuration, validated once: a [`Provider`] (endpoints, client, scopes) and a [`Config`]
+//! (the loopback redirect, what the browser sees at the end, lifetimes and limits).
+//!
+//! Everything that can be wrong with a configuration is a [`ConfigError`] at build time, so a
+//! running engine never meets a malformed endpoint or redirect target.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::form;
+use crate::url::{self, UrlError};
+
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3). Exactly one is used
+/// for every request (S33).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// HTTP Basic with the form-urlencoded client id and secret (`client_secret_basic`).
+    SecretBasic,
+    /// `client_id` and `client_secret` in the request body (`client_secret_post`).
+    SecretPost,
+    /// A public client: `client_id` in the body, no secret (`none`).
+    None,
+}
+
+/// An identity provider and this application's registration with it.
+///
+/// Cheap to clone (shared). Every flow keeps the provider it was started with, and its
+/// callback and token exchange are judged only against that record (S7).
+#[derive(Clone)]
+pub struct Provider(Arc<ProviderInner>);
+
+pub(crate) struct ProviderInner {
+    /// The authorization URL up to (excluding) the per-flow parameters.
+    pub authorize_prefix: String,
+    pub token_endpoint: http::Uri,
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
+    pub auth: ClientAuth,
+    pub scopes: Vec<String>,
+    pub issuer: Option<String>,
+    pub require_iss: bool,
+}
+
+impl Provider {
+    /// Starts describing a provider by its two endpoints and this application's client id.
+    pub fn builder(
+        authorization_endpoint: impl Into<String>,
+        token_endpoint: impl Into<String>,
+        client_id: impl Into<String>,
+    ) -> ProviderBuilder {
+        ProviderBuilder {
+            authorization_endpoint: authorization_endpoint.into(),
+            token_endpoint: token_endpoint.into(),
+            client_id: client_id.into(),
+            client_secret: None,
+            auth: None,
+            scopes: Vec::new(),
+            params: Vec::new(),
+            issuer: None,
+            require_iss: false,
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &ProviderInner {
+        &self.0
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.0.client_id
+    }
+
+    /// The client authentication method in use.
+    pub fn client_auth(&self) -> ClientAuth {
+        self.0.auth
+    }
+
+    /// The token endpoint.
+    pub fn token_endpoint(&self) -> &http::Uri {
+        &self.0.token_endpoint
+    }
+
+    /// The requested scopes.
+    pub fn scopes(&self) -> &[String] {
+        &self.0.scopes
+    }
+
+    /// The issuer identifier, if configured.
+    pub fn issuer(&self) -> Option<&str> {
+        self.0.issuer.as_deref()
+    }
+}
+
+impl fmt::Debug for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Provider")
+            .field("token_endpoint", &self.0.token_endpoint)
+            .field("client_id", &self.0.client_id)
+            .field("client_secret", &self.0.client_secret)
+            .field("auth", &self.0.auth)
+            .field("scopes", &self.0.scopes)
+            .field("issuer", &self.0.issuer)
+            .field("require_iss", &self.0.require_iss)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builder for [`Provider`]; [`build`](ProviderBuilder::build) validates everything.
+#[derive(Debug)]
+pub struct ProviderBuilder {
+    authorization_endpoint: String,
+    token_endpoint: String,
+    client_id: String,
+    client_secret: Option<SecretString>,
+    auth: Option<ClientAuth>,
+    scopes: Vec<String>,
+    params: Vec<(String, String)>,
+    issuer: Option<String>,
+    require_iss: bool,
+}
+
+/// Parameter names latchkey sets itself; the configuration may not set them (S4).
+const RESERVED_PARAMETERS: [&str; 7] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+];
+
+impl ProviderBuilder {
+    /// The client secret. A secret never turns PKCE off (S8): a desktop or extension
+    /// "secret" ships to every user and is not confidential.
+    pub fn client_secret(mut self, secret: SecretString) -> ProviderBuilder {
+        self.client_secret = Some(secret);
+        self
+    }
+
+    /// The client authentication method. Default: [`ClientAuth::SecretBasic`] when a secret
+    /// is set, [`ClientAuth::None`] otherwise.
+    pub fn client_auth(mut self, auth: ClientAuth) -> ProviderBuilder {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Adds one scope.
+    pub fn scope(mut self, scope: impl Into<String>) -> ProviderBuilder {
+        self.scopes.push(scope.into());
+        self
+    }
+
+    /// Adds scopes.
+    pub fn scopes<S: Into<String>>(
+        mut self,
+        scopes: impl IntoIterator<Item = S>,
+    ) -> ProviderBuilder {
+        self.scopes.extend(scopes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds an extra authorization parameter, such as `access_type=offline` (Google),
+    /// `prompt=consent` or `audience=…`. Names latchkey sets itself are refused.
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> ProviderBuilder {
+        self.params.push((name.into(), value.into()));
+        self
+    }
+
+    /// The provider's issuer identifier; a callback's `iss` must equal it exactly (S13).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> ProviderBuilder {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// The provider always sends `iss` in its authorization responses (RFC 9207), so a
+    /// callback without it is refused. Requires [`issuer`](ProviderBuilder::issuer).
+    pub fn require_iss(mut self, required: bool) -> ProviderBuilder {
+        self.require_iss = required;
+        self
+    }
+
+    /// Validates the description.
+    pub fn build(self) -> Result<Provider, ConfigError> {
+        let endpoint =
+            url::parse(&self.authorization_endpoint).map_err(|reason| ConfigError::InvalidUrl {
+                field: "authorization endpoint",
+                reason,
+            })?;
+        url::parse(&self.token_endpoint).map_err(|reason| ConfigError::InvalidUrl {
+            field: "token endpoint",
+            reason,
+        })?;
+        let token_endpoint =
+            self.token_endpoint
+                .parse::<http::Uri>()
+                .map_err(|_| ConfigError::InvalidUrl {
+                    field: "token endpoint",
+                    reason: UrlError::Host,
+                })?;
+        if self.client_id.is_empty() || !is_vschar(&self.client_id) {
+            return Err(ConfigError::InvalidClientId);
+        }
+        let auth = self.auth.unwrap_or(match self.client_secret {
+            Some(_) => ClientAuth::SecretBasic,
+            None => ClientAuth::None,
+        });
+        match (auth, &self.client_secret) {
+            (ClientAuth::SecretBasic | ClientAuth::SecretPost, None) => {
+                return Err(ConfigError::MissingClientSecret);
+            }
+            (ClientAuth::None, Some(_)) => return Err(ConfigError::UnusedClientSecret),
+            _ => {}
+        }
+        if let Some(scope) = self.scopes.iter().find(|scope| !is_scope_token(scope)) {
+            return Err(ConfigError::InvalidScope(scope.clone()));
+        }
+        if let Some(issuer) = &self.issuer {
+            let parsed = url::parse(issuer).map_err(|reason| ConfigError::InvalidUrl {
+                field: "issuer",
+                reason,
+            })?;
+            if parsed.query.is_some() {
+                return Err(ConfigError::InvalidUrl {
+                    field: "issuer",
+                    reason: UrlError::Fragment,
+                });
+            }
+        } else if self.require_iss {
+            return Err(ConfigError::IssRequiresIssuer);
+        }
+
+        // S4: keep the endpoint's own query, add each parameter exactly once.
+        let mut seen: Vec<String> = Vec::new();
+        for pair in form::pairs(endpoint.query.unwrap_or("")) {
+            let (name, _) = pair.map_err(|_| ConfigError::InvalidUrl {
+                field: "authorization endpoint",
+                reason: UrlError::BadCharacter,
+            })?;
+            seen.push(name.into_owned());
+        }
+        for (name, value) in &self.params {
+            if name.is_empty() || name.chars().chain(value.chars()).any(char::is_control) {
+                return Err(ConfigError::InvalidParameter(name.clone()));
+            }
+            seen.push(name.clone());
+        }
+        seen.extend(RESERVED_PARAMETERS.iter().map(|name| name.to_string()));
+        seen.sort_unstable();
+        if let Some(pair) = seen.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(ConfigError::DuplicateParameter(pair[0].clone()));
+        }
+
+        let (base, existing_query) = match self.authorization_endpoint.split_once('?') {
+            Some((base, query)) => (base, query),
+            None => (self.authorization_endpoint.as_str(), ""),
+        };
+        let mut query = form::Serializer::continuing(existing_query);
+        query
+            .append("response_type", "code")
+            .append("client_id", &self.client_id);
+        if !self.scopes.is_empty() {
+            query.append("scope", &self.scopes.join(" "));
+        }
+        for (name, value) in &self.params {
+            query.append(name, value);
+        }
+        query.append("code_challenge_method", "S256");
+        let authorize_prefix = format!("{base}?{}", query.finish());
+
+        Ok(Provider(Arc::new(ProviderInner {
+            authorize_prefix,
+            token_endpoint,
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            auth,
+            scopes: self.scopes,
+            issuer: self.issuer,
+            require_iss: self.require_iss,
+        })))
+    }
+}
+
+/// What the browser gets when a flow ends (S30).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Landing {
+    /// `303 See Other` to this constant URL, e.g. `docker-desktop://dashboard/open`. The
+    /// target never comes from the request and never carries code, state or tokens.
+    Redirect(String),
+    /// latchkey's built-in static page.
+    BuiltInPage,
+}
+
+/// Limits on the browser-facing listener (S26, S27).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest request head accepted; beyond it the answer is 431. Default 8 KiB.
+    pub max_head_bytes: usize,
+    /// Most browser connections open at once; beyond it new ones are refused. Default 64.
+    pub max_connections: usize,
+    /// Time a connection has to deliver its request head. Default 10 s.
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_head_bytes: 8 * 1024,
+            max_connections: 64,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// An engine's configuration: the default provider, the loopback redirect and the rules of
+/// the browser-facing listener.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) provider: Provider,
+    pub(crate) redirect: Redirect,
+    pub(crate) on_success: Landing,
+    pub(crate) on_failure: Landing,
+    pub(crate) flow_lifetime: Duration,
+    pub(crate) exchange_timeout: Duration,
+    pub(crate) limits: Limits,
+}
+
+/// The loopback redirect URI, in parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Redirect {
+    /// As it appears in a URL authority (`127.0.0.1`, `localhost`, `[::1]`).
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl Redirect {
+    pub fn uri(&self) -> String {
+        format!("http://{}:{}{}", self.host, self.port, self.path)
+    }
+}
+
+impl Config {
+    /// Starts a configuration whose flows use `provider` unless told otherwise.
+    pub fn builder(provider: Provider) -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config {
+                provider,
+                redirect: Redirect {
+                    host: "127.0.0.1".into(),
+                    port: 0,
+                    path: "/callback".into(),
+                },
+                on_success: Landing::BuiltInPage,
+                on_failure: Landing::BuiltInPage,
+                flow_lifetime: Duration::from_secs(600),
+                exchange_timeout: Duration::from_secs(30),
+                limits: Limits::default(),
+            },
+        }
+    }
+
+    /// The default provider.
+    pub fn provider(&self) -> &Provider {
+        &self.provider
+    }
+
+    /// The port of the redirect URI; 0 until a driver fills in the port it bound.
+    pub fn redirect_port(&self) -> u16 {
+        self.redirect.port
+    }
+
+    /// The same configuration with the redirect URI's port set. Drivers that bound port 0
+    /// call this with the port the system chose (S21).
+    pub fn with_redirect_port(mut self, port: u16) -> Config {
+        self.redirect.port = port;
+        self
+    }
+
+    /// The limits of the listener.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
+
+/// Builder for [`Config`].
+#[derive(Debug)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl ConfigBuilder {
+    /// The redirect URI `http://HOST:PORT/PATH`. `host` is `127.0.0.1` (the default, which
+    /// RFC 8252 prefers), another 127.0.0.0/8 address, `::1`, or `localhost`; port 0 means
+    /// "whatever the driver binds"; the path is matched exactly. Default
+    /// `http://127.0.0.1:0/callback`.
+    pub fn redirect_uri(
+        mut self,
+        host: impl Into<String>,
+        port: u16,
+        path: impl Into<String>,
+    ) -> ConfigBuilder {
+        let host = host.into();
+        self.config.redirect = Redirect {
+            host: match host.parse::<std::net::Ipv6Addr>() {
+                Ok(_) => format!("[{host}]"),
+                Err(_) => host,
+            },
+            port,
+            path: path.into(),
+        };
+        self
+    }
+
+    /// What the browser gets after a successful login. Default: the built-in page.
+    pub fn on_success(mut self, landing: Landing) -> ConfigBuilder {
+        self.config.on_success = landing;
+        self
+    }
+
+    /// What the browser gets after a failed login. Default: the built-in page.
+    pub fn on_failure(mut self, landing: Landing) -> ConfigBuilder {
+        self.config.on_failure = landing;
+        self
+    }
+
+    /// How long a flow waits for its callback (S19). Default 10 minutes.
+    pub fn flow_lifetime(mut self, lifetime: Duration) -> ConfigBuilder {
+        self.config.flow_lifetime = lifetime;
+        self
+    }
+
+    /// How long the token exchange may take. Default 30 s.
+    pub fn exchange_timeout(mut self, timeout: Duration) -> ConfigBuilder {
+        self.config.exchange_timeout = timeout;
+        self
+    }
+
+    /// Limits of the browser-facing listener.
+    pub fn limits(mut self, limits: Limits) -> ConfigBuilder {
+        self.config.limits = limits;
+        self
+    }
+
+    /// Validates the configuration.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let config = self.config;
+        let redirect = &config.redirect;
+        if !url::is_loopback_host(&redirect.host) {
+            return Err(ConfigError::RedirectNotLoopback);
+        }
+        let path_ok = redirect.path.starts_with('/')
+            && redirect
+                .path
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'%'));
+        if !path_ok {
+            return Err(ConfigError::InvalidRedirectPath);
+        }
+        for landing in [&config.on_success, &config.on_failure] {
+            if let Landing::Redirect(target) = landing {
+                if !is_absolute_uri(target) {
+                    return Err(ConfigError::InvalidLanding);
+                }
+            }
+        }
+        let limits = &config.limits;
+        for (name, zero) in [
+            ("flow lifetime", config.flow_lifetime.is_zero()),
+            ("exchange timeout", config.exchange_timeout.is_zero()),
+            ("header timeout", limits.header_timeout.is_zero()),
+            ("max connections", limits.max_connections == 0),
+            // A head must at least fit the request line for the callback.
+            ("max head bytes", limits.max_head_bytes < 256),
+        ] {
+            if zero {
+                return Err(ConfigError::InvalidLimit(name));
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// `scheme:rest` with a valid scheme and nothing but visible ASCII (no spaces, controls).
+fn is_absolute_uri(target: &str) -> bool {
+    let Some((scheme, rest)) = target.split_once(':') else {
+        return false;
+    };
+    let mut scheme_bytes = scheme.bytes();
+    scheme_bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme_bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        && !rest.is_empty()
+        && target.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// RFC 6749 Appendix A: VSCHAR = %x20-7E.
+pub(crate) fn is_vschar(value: &str) -> bool {
+    value.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+/// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An endpoint or issuer URL is malformed or insecure (S6).
+    InvalidUrl {
+        /// Which URL.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: UrlError,
+    },
+    /// The client id is empty or has characters outside %x20-7E.
+    InvalidClientId,
+    /// `client_secret_basic` or `client_secret_post` without a secret.
+    MissingClientSecret,
+    /// A secret with client authentication `none`: it would never be sent.
+    UnusedClientSecret,
+    /// A scope is empty or contains spaces, quotes, backslashes or controls.
+    InvalidScope(String),
+    /// An extra authorization parameter has an empty name or control characters.
+    InvalidParameter(String),
+    /// A parameter would appear twice in the authorization URL, or an extra parameter uses a
+    /// name latchkey sets itself (S4).
+    DuplicateParameter(String),
+    /// `require_iss` without an issuer to compare with.
+    IssRequiresIssuer,
+    /// The redirect host is not loopback (`127.0.0.0/8`, `::1`, `localhost`).
+    RedirectNotLoopback,
+    /// The redirect path does not start with `/` or contains `?`, `#`, `%`, spaces or
+    /// non-ASCII characters.
+    InvalidRedirectPath,
+    /// The redirect port is still 0: bind first, then [`Config::with_redirect_port`].
+    UnresolvedRedirectPort,
+    /// A landing redirect is not an absolute URI of visible ASCII characters.
+    InvalidLanding,
+    /// A lifetime, timeout or limit is zero or too small (named).
+    InvalidLimit(&'static str),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::InvalidUrl { field, reason } => write!(f, "{field}: {reason}"),
+            ConfigError::InvalidClientId => {
+                f.write_str("client id is empty or not printable ASCII")
+            }
+            ConfigError::MissingClientSecret => {
+                f.write_str("client_secret_basic/client_secret_post need a client secret")
+            }
+            ConfigError::UnusedClientSecret => {
+                f.write_str("a client secret is set but client authentication is `none`")
+            }
+            ConfigError::InvalidScope(scope) => write!(f, "invalid scope {scope:?}"),
+            ConfigError::InvalidParameter(name) => {
+                write!(f, "invalid authorization parameter {name:?}")
+            }
+            ConfigError::DuplicateParameter(name) => {
+                write!(
+                    f,
+                    "authorization parameter {name:?} would appear more than once"
+                )
+            }
+            ConfigError::IssRequiresIssuer => f.write_str("require_iss needs an issuer"),
+            ConfigError::RedirectNotLoopback => f.write_str(
+                "redirect host must be 127.0.0.1, another loopback address, ::1 or localhost",
+            ),
+            ConfigError::InvalidRedirectPath => {
+                f.write_str("redirect path must start with `/` and be plain printable ASCII")
+            }
+            ConfigError::UnresolvedRedirectPort => {
+                f.write_str("redirect port is 0: bind the listener and set the real port first")
+            }
+            ConfigError::InvalidLanding => f.write_str("landing redirect must be an absolute URI"),
+            ConfigError::InvalidLimit(name) => write!(f, "{name} is zero or too small"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

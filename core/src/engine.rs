@@ -1,0 +1,839 @@
+//! The [`Engine`]: every pending flow and every browser connection, as one state machine.
+//!
+//! A flow moves through these phases; every arrow is taken in [`Engine::step`] and nowhere
+//! else:
+//!
+//! ```text
+//!   start ──► Waiting ──callback with code──► Exchanging ──tokens──► Persisting ──stored──► Ok(TokenSet)
+//!               │                                 │                     │
+//!               │ error / iss mismatch /          │ rejected /          │ store failed /
+//!               │ bad callback / deadline /       │ malformed /         │ deadline /
+//!               │ cancel / superseded             │ transport /         │ cancel
+//!               │                                 │ deadline / cancel   │
+//!               └─────────────────────────────────┴─────────────────────┴──────────────► Err(FlowError)
+//! ```
+//!
+//! A browser connection is `Reading` its request head until it is answered at once (a
+//! refusal, or a callback that ends its flow) or `Held` by the flow its callback started,
+//! which answers it when the flow finishes.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::callback::{Callback, Rejection};
+use crate::config::{Config, ConfigError, Provider};
+use crate::error::{FlowError, Step, StoreError, TransportError};
+use crate::exchange;
+use crate::pages::{self, Pages, Refusal};
+use crate::pkce::{ENTROPY_LEN, FlowSecrets, StateKey};
+use crate::token::{self, TokenSet};
+
+/// Most headers a browser request may carry (S26).
+const MAX_HEADERS: usize = 64;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(u64);
+
+        impl $name {
+            /// The raw number, unique within one engine (for logs and maps).
+            pub fn get(self) -> u64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Identifies a flow: one login, from [`Engine::start`] to [`Action::Finished`].
+    FlowId
+);
+id_type!(
+    /// Identifies a browser connection accepted with [`Engine::handle_accept`].
+    ConnId
+);
+id_type!(
+    /// Identifies one token request ([`Action::SendTokenRequest`]).
+    ExchangeId
+);
+
+/// Something the driver must do. Drained with [`Engine::poll_action`].
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Send the user's browser to `url`, the authorization URL of `flow`: open it with the
+    /// system browser as a process argument (never through a shell), or hand it to the
+    /// user's UI. The URL contains only validated configuration and fresh random values.
+    OpenBrowser {
+        /// The flow the URL belongs to.
+        flow: FlowId,
+        /// The authorization URL.
+        url: String,
+    },
+    /// Write `bytes` to the connection, then close it. Every response carries
+    /// `Connection: close`; nothing more will be read from or written to `conn`.
+    Respond {
+        /// The connection.
+        conn: ConnId,
+        /// The response's status, for logs and tests (it is also in `bytes`).
+        status: StatusCode,
+        /// The complete HTTP/1.1 response.
+        bytes: Bytes,
+    },
+    /// Close the connection without writing anything (header deadline, early end of input,
+    /// or a refused connection).
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Send this token request and report the outcome with
+    /// [`Engine::handle_token_response`] or [`Engine::handle_token_failure`]. Follow no
+    /// redirects (S34). The engine's exchange deadline applies; the driver's own timeouts may
+    /// be shorter.
+    SendTokenRequest {
+        /// The flow whose code is being exchanged.
+        flow: FlowId,
+        /// Names this exchange in the answer.
+        exchange: ExchangeId,
+        /// The request, complete with headers and body (see [`crate::http1`] to send it).
+        request: http::Request<Vec<u8>>,
+    },
+    /// Store these tokens, then report with [`Engine::handle_persisted`]. The browser is told
+    /// of success only after the store confirmed.
+    Persist {
+        /// The flow that obtained them.
+        flow: FlowId,
+        /// The tokens.
+        tokens: TokenSet,
+    },
+    /// The flow ended; it is the last action that names `flow`.
+    Finished {
+        /// The flow.
+        flow: FlowId,
+        /// Its outcome.
+        result: Result<TokenSet, FlowError>,
+    },
+}
+
+/// Options for [`Engine::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct FlowOptions {
+    provider: Option<Provider>,
+    owner: Option<String>,
+}
+
+impl FlowOptions {
+    /// Default options: the configuration's provider, no owner.
+    pub fn new() -> FlowOptions {
+        FlowOptions::default()
+    }
+
+    /// Log in with this provider instead of the configuration's.
+    pub fn provider(mut self, provider: Provider) -> FlowOptions {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// The user this login is for. Starting a flow for an owner who already has one pending
+    /// ends the older flow with [`FlowError::Superseded`] (S20).
+    pub fn owner(mut self, owner: impl Into<String>) -> FlowOptions {
+        self.owner = Some(owner.into());
+        self
+    }
+}
+
+/// Why [`Engine::start`] refused to start a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The entropy produced a `state` the engine has already seen: the driver's random
+    /// source repeats itself, and a flow started from it would not be secure.
+    ReusedEntropy,
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::ReusedEntropy => f.write_str("entropy was reused: the state is not fresh"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// One login in progress.
+#[derive(Debug, Clone)]
+struct Flow {
+    provider: Provider,
+    state: StateKey,
+    verifier: SecretString,
+    owner: Option<String>,
+    /// When the current phase times out.
+    deadline: Instant,
+    phase: Phase,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    /// Waiting for the browser's callback.
+    Waiting,
+    /// The code is being exchanged; the callback's connection, if any, waits for the outcome.
+    Exchanging {
+        exchange: ExchangeId,
+        conn: Option<ConnId>,
+    },
+    /// The tokens are being stored.
+    Persisting {
+        tokens: TokenSet,
+        conn: Option<ConnId>,
+    },
+}
+
+/// What happens to a flow; [`Engine::step`] applies it.
+enum Event {
+    /// A callback with this flow's state, judged: the code to exchange, or why the flow ends.
+    Callback {
+        verdict: Result<SecretString, FlowError>,
+        conn: Option<ConnId>,
+    },
+    /// The token endpoint answered (parsed), or could not be reached.
+    TokenResponse(Result<TokenSet, FlowError>),
+    Persisted(Result<(), StoreError>),
+    Deadline,
+    /// The application cancelled, or a newer flow replaced this one.
+    Abort(FlowError),
+}
+
+/// What a `state` the engine has issued points to.
+#[derive(Debug, Clone, Copy)]
+enum StateEntry {
+    Pending(FlowId),
+    /// Spent states are remembered for one flow lifetime, to answer replays and late
+    /// callbacks with a clear page.
+    Spent {
+        used: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Conn {
+    head: Vec<u8>,
+    /// How much of `head` has been searched for the blank line that ends it.
+    scanned: usize,
+    /// `None` once the request is complete and held by a flow.
+    deadline: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Flow(FlowId),
+    Conn(ConnId),
+    ForgetState(StateKey),
+}
+
+/// The sans-IO OAuth engine. See the [crate documentation](crate) for the run loop.
+///
+/// Methods come in four families: getters; commands ([`start`](Engine::start),
+/// [`cancel`](Engine::cancel)); inputs (`handle_*`); outputs
+/// ([`poll_action`](Engine::poll_action), [`poll_timeout`](Engine::poll_timeout)). After any
+/// command or input, drain `poll_action` until it returns `None`, then wait until the next
+/// input or `poll_timeout`.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    config: Config,
+    redirect_uri: String,
+    /// `Host` values accepted on the loopback port, lowercase (S22).
+    allowed_hosts: [String; 4],
+    pages: Pages,
+    flows: BTreeMap<FlowId, Flow>,
+    states: BTreeMap<StateKey, StateEntry>,
+    owners: BTreeMap<String, FlowId>,
+    conns: BTreeMap<ConnId, Conn>,
+    exchanges: BTreeMap<ExchangeId, FlowId>,
+    timers: BTreeSet<(Instant, Timer)>,
+    actions: VecDeque<Action>,
+    next_id: u64,
+}
+
+impl Engine {
+    /// An engine for `config`, whose redirect port must be known (bind first).
+    pub fn new(config: Config) -> Result<Engine, ConfigError> {
+        let redirect = &config.redirect;
+        if redirect.port == 0 {
+            return Err(ConfigError::UnresolvedRedirectPort);
+        }
+        let port = redirect.port;
+        let allowed_hosts = [
+            format!("{}:{port}", redirect.host.to_ascii_lowercase()),
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+        ];
+        Ok(Engine {
+            redirect_uri: redirect.uri(),
+            allowed_hosts,
+            pages: Pages::new(&config.on_success, &config.on_failure),
+            config,
+            flows: BTreeMap::new(),
+            states: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            exchanges: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            actions: VecDeque::new(),
+            next_id: 1,
+        })
+    }
+
+    // ----- getters -----
+
+    /// The redirect URI, exactly as sent in every authorization and token request (S5).
+    pub fn redirect_uri(&self) -> &str {
+        &self.redirect_uri
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Flows started and not yet finished.
+    pub fn flows_in_progress(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Browser connections accepted and not yet answered or closed.
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    // ----- commands -----
+
+    /// Starts a login with the configuration's provider. `entropy` must come from a
+    /// cryptographically secure source, fresh for every call.
+    ///
+    /// Emits [`Action::OpenBrowser`] with the authorization URL.
+    pub fn start(
+        &mut self,
+        now: Instant,
+        entropy: [u8; ENTROPY_LEN],
+    ) -> Result<FlowId, StartError> {
+        self.start_with(now, entropy, FlowOptions::new())
+    }
+
+    /// Starts a login with options (another provider, an owner).
+    pub fn start_with(
+        &mut self,
+        now: Instant,
+        entropy: [u8; ENTROPY_LEN],
+        options: FlowOptions,
+    ) -> Result<FlowId, StartError> {
+        let secrets = FlowSecrets::new(&entropy);
+        let state = StateKey::of_secret(&secrets.state);
+        if self.states.contains_key(&state) {
+            return Err(StartError::ReusedEntropy);
+        }
+        if let Some(previous) = options
+            .owner
+            .as_ref()
+            .and_then(|owner| self.owners.get(owner).copied())
+        {
+            self.step(now, previous, Event::Abort(FlowError::Superseded));
+        }
+        let provider = options
+            .provider
+            .unwrap_or_else(|| self.config.provider.clone());
+        let id = FlowId(self.fresh_id());
+        let mut url = provider.inner().authorize_prefix.clone();
+        for (name, value) in [
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("state", secrets.state.expose_secret()),
+            ("code_challenge", secrets.challenge.as_str()),
+        ] {
+            url.push('&');
+            url.push_str(name);
+            url.push('=');
+            crate::form::encode_into(&mut url, value);
+        }
+        if let Some(owner) = &options.owner {
+            self.owners.insert(owner.clone(), id);
+        }
+        let deadline = now + self.config.flow_lifetime;
+        self.states.insert(state, StateEntry::Pending(id));
+        self.timers.insert((deadline, Timer::Flow(id)));
+        self.flows.insert(
+            id,
+            Flow {
+                provider,
+                state,
+                verifier: secrets.verifier,
+                owner: options.owner,
+                deadline,
+                phase: Phase::Waiting,
+            },
+        );
+        self.actions
+            .push_back(Action::OpenBrowser { flow: id, url });
+        Ok(id)
+    }
+
+    /// Cancels a flow: it finishes with [`FlowError::Cancelled`], and a browser waiting on it
+    /// gets the failure landing. Unknown or finished flows are ignored.
+    pub fn cancel(&mut self, now: Instant, flow: FlowId) {
+        self.step(now, flow, Event::Abort(FlowError::Cancelled));
+    }
+
+    // ----- inputs: the browser side -----
+
+    /// A browser connection was accepted. Returns its id, or `None` when the connection cap
+    /// is reached (S27): drop the connection then.
+    pub fn handle_accept(&mut self, now: Instant) -> Option<ConnId> {
+        if self.conns.len() >= self.config.limits.max_connections {
+            return None;
+        }
+        let id = ConnId(self.fresh_id());
+        let deadline = now + self.config.limits.header_timeout;
+        self.conns.insert(
+            id,
+            Conn {
+                head: Vec::new(),
+                scanned: 0,
+                deadline: Some(deadline),
+            },
+        );
+        self.timers.insert((deadline, Timer::Conn(id)));
+        Some(id)
+    }
+
+    /// Bytes arrived on a browser connection, split anywhere. Bytes after a complete request
+    /// head are ignored.
+    pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        let max_head = self.config.limits.max_head_bytes;
+        let Some(state) = self.conns.get_mut(&conn) else {
+            self.debug_assert_issued(conn.0);
+            return;
+        };
+        if state.deadline.is_none() {
+            return; // already complete: pipelined bytes are ignored (S26)
+        }
+        let take = bytes.len().min(max_head.saturating_sub(state.head.len()));
+        state.head.extend_from_slice(&bytes[..take]);
+        // Parse only when the head may have ended: a blank line in the new bytes.
+        let from = state.scanned.saturating_sub(3);
+        state.scanned = state.head.len();
+        let ended = state.head[from..]
+            .windows(2)
+            .any(|w| w == b"\n\n" || w == b"\n\r");
+        if ended {
+            self.on_head(now, conn);
+        } else if state.head.len() >= max_head {
+            self.refuse(conn, Refusal::HeadTooLarge);
+        }
+    }
+
+    /// The browser closed its side. A connection without a complete request is closed; one
+    /// held by a flow still gets the flow's outcome.
+    pub fn handle_eof(&mut self, _now: Instant, conn: ConnId) {
+        match self.conns.get(&conn) {
+            Some(state) if state.deadline.is_some() => self.close(conn),
+            Some(_) => {}
+            None => self.debug_assert_issued(conn.0),
+        }
+    }
+
+    /// A callback that reached the application some other way than the loopback port: a
+    /// full redirect URI, a deep link such as
+    /// `docker-desktop://dashboard/extension-tab?extensionId=…&code=…&state=…`, or just its
+    /// query. Validated exactly like the loopback callback, without an HTTP response.
+    ///
+    /// `Ok(flow)`: the callback belongs to `flow`, whose outcome arrives as
+    /// [`Action::Finished`]. `Err`: it was turned away and changed nothing.
+    pub fn handle_redirect(
+        &mut self,
+        now: Instant,
+        uri_or_query: &str,
+    ) -> Result<FlowId, Rejection> {
+        let without_fragment = uri_or_query.split('#').next().unwrap_or_default();
+        let query = match without_fragment.split_once('?') {
+            Some((_, query)) => query,
+            None => without_fragment,
+        };
+        self.on_callback(now, query, None)
+    }
+
+    // ----- inputs: the token endpoint and the store -----
+
+    /// The token endpoint answered. `wall` is the current wall-clock time, from which the
+    /// tokens' absolute expiry is computed. Answers to exchanges that no longer matter (the
+    /// flow timed out or was cancelled) are ignored.
+    pub fn handle_token_response(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        exchange: ExchangeId,
+        response: http::Response<Vec<u8>>,
+    ) {
+        let Some(flow_id) = self.exchanges.remove(&exchange) else {
+            self.debug_assert_issued(exchange.0);
+            return;
+        };
+        let Some(flow) = self.flows.get(&flow_id) else {
+            return;
+        };
+        let result = token::parse_token_response(&response, flow.provider.scopes(), wall);
+        self.step(now, flow_id, Event::TokenResponse(result));
+    }
+
+    /// The token request could not be completed. A code exchange is never retried.
+    pub fn handle_token_failure(
+        &mut self,
+        now: Instant,
+        exchange: ExchangeId,
+        error: TransportError,
+    ) {
+        match self.exchanges.remove(&exchange) {
+            Some(flow) => self.step(
+                now,
+                flow,
+                Event::TokenResponse(Err(FlowError::Transport(error))),
+            ),
+            None => self.debug_assert_issued(exchange.0),
+        }
+    }
+
+    /// The store finished with the tokens of [`Action::Persist`].
+    pub fn handle_persisted(&mut self, now: Instant, flow: FlowId, result: Result<(), StoreError>) {
+        self.step(now, flow, Event::Persisted(result));
+    }
+
+    /// Time passed: fires every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, timer));
+            match timer {
+                Timer::Flow(flow) => self.step(now, flow, Event::Deadline),
+                Timer::Conn(conn) => self.close(conn),
+                Timer::ForgetState(state) => {
+                    self.states.remove(&state);
+                }
+            }
+        }
+    }
+
+    // ----- outputs -----
+
+    /// The next thing to do, in order.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Engine::handle_timeout) must be called next, if ever. After
+    /// `handle_timeout(now)` it is always later than `now`.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(at, _)| at)
+    }
+
+    // ----- internals -----
+
+    /// The one place a flow changes phase.
+    fn step(&mut self, now: Instant, id: FlowId, event: Event) {
+        let Some(mut flow) = self.flows.remove(&id) else {
+            return; // finished already: late answers and stale timers are normal
+        };
+        // The match below decides the real next phase.
+        let phase = std::mem::replace(&mut flow.phase, Phase::Waiting);
+        let next = match (phase, event) {
+            (Phase::Waiting, Event::Callback { verdict, conn }) => {
+                self.spend_state(now, flow.state, true); // consumed before the exchange (S18)
+                match verdict {
+                    Ok(code) => {
+                        let exchange = ExchangeId(self.fresh_id());
+                        let request = exchange::code_request(
+                            flow.provider.inner(),
+                            &code,
+                            &self.redirect_uri,
+                            &flow.verifier,
+                        );
+                        self.exchanges.insert(exchange, id);
+                        self.actions.push_back(Action::SendTokenRequest {
+                            flow: id,
+                            exchange,
+                            request,
+                        });
+                        let deadline = now + self.config.exchange_timeout;
+                        Ok((Phase::Exchanging { exchange, conn }, deadline))
+                    }
+                    Err(error) => Err((error, conn)),
+                }
+            }
+            (Phase::Exchanging { conn, .. }, Event::TokenResponse(Ok(tokens))) => {
+                self.actions.push_back(Action::Persist {
+                    flow: id,
+                    tokens: tokens.clone(),
+                });
+                let deadline = now + self.config.exchange_timeout;
+                Ok((Phase::Persisting { tokens, conn }, deadline))
+            }
+            (Phase::Exchanging { conn, .. }, Event::TokenResponse(Err(error))) => {
+                Err((error, conn))
+            }
+            (Phase::Persisting { tokens, conn }, Event::Persisted(Ok(()))) => {
+                self.finish(now, id, flow, conn, Ok(tokens));
+                return;
+            }
+            (Phase::Persisting { conn, .. }, Event::Persisted(Err(error))) => {
+                Err((FlowError::Storage(error), conn))
+            }
+            (phase, Event::Deadline) => {
+                let step = match phase {
+                    Phase::Waiting => Step::Callback,
+                    Phase::Exchanging { .. } => Step::TokenExchange,
+                    Phase::Persisting { .. } => Step::Storage,
+                };
+                self.forget_exchange(&phase);
+                Err((FlowError::TimedOut(step), phase.conn()))
+            }
+            (phase, Event::Abort(error)) => {
+                self.forget_exchange(&phase);
+                Err((error, phase.conn()))
+            }
+            // An input that does not fit the phase (a persist report while exchanging, …) is
+            // driver misuse: ignore it.
+            (phase, _) => {
+                debug_assert!(false, "flow {id}: event does not fit phase {phase:?}");
+                Ok((phase, flow.deadline))
+            }
+        };
+        match next {
+            Ok((phase, deadline)) => {
+                self.timers.remove(&(flow.deadline, Timer::Flow(id)));
+                self.timers.insert((deadline, Timer::Flow(id)));
+                flow.deadline = deadline;
+                flow.phase = phase;
+                self.flows.insert(id, flow);
+            }
+            Err((error, conn)) => self.finish(now, id, flow, conn, Err(error)),
+        }
+    }
+
+    /// Ends a flow (already removed from `flows`): answers its browser, reports the outcome.
+    fn finish(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        flow: Flow,
+        conn: Option<ConnId>,
+        result: Result<TokenSet, FlowError>,
+    ) {
+        self.timers.remove(&(flow.deadline, Timer::Flow(id)));
+        // A flow that ends before its callback leaves an "expired" record behind (S19).
+        self.spend_state(now, flow.state, false);
+        if let Some(owner) = &flow.owner {
+            if self.owners.get(owner) == Some(&id) {
+                self.owners.remove(owner);
+            }
+        }
+        if let Some(conn) = conn {
+            let bytes = self.pages.landing(result.is_ok()).clone();
+            self.respond(conn, bytes);
+        }
+        self.actions
+            .push_back(Action::Finished { flow: id, result });
+    }
+
+    /// Marks a pending state as spent, to be forgotten one flow lifetime later. Spent states
+    /// stay as they are.
+    fn spend_state(&mut self, now: Instant, state: StateKey, used: bool) {
+        if let Some(entry @ StateEntry::Pending(_)) = self.states.get_mut(&state) {
+            let forget_at = now + self.config.flow_lifetime;
+            *entry = StateEntry::Spent { used };
+            self.timers.insert((forget_at, Timer::ForgetState(state)));
+        }
+    }
+
+    fn forget_exchange(&mut self, phase: &Phase) {
+        if let Phase::Exchanging { exchange, .. } = phase {
+            self.exchanges.remove(exchange);
+        }
+    }
+
+    /// A callback query, from the loopback port (`conn`) or forwarded by the application.
+    fn on_callback(
+        &mut self,
+        now: Instant,
+        query: &str,
+        conn: Option<ConnId>,
+    ) -> Result<FlowId, Rejection> {
+        let callback = Callback::parse(query, self.config.limits.max_head_bytes)?;
+        let state = StateKey::of(callback.state()?);
+        match self.states.get(&state) {
+            Some(&StateEntry::Pending(id)) => {
+                let flow = self.flows.get(&id).ok_or(Rejection::UnknownState)?;
+                let verdict = callback.judge(flow.provider.inner());
+                self.step(now, id, Event::Callback { verdict, conn });
+                Ok(id)
+            }
+            Some(StateEntry::Spent { used: true }) => Err(Rejection::AlreadyUsed),
+            Some(StateEntry::Spent { used: false }) => Err(Rejection::Expired),
+            None if self.flows.is_empty() => Err(Rejection::NoPendingFlow),
+            None => Err(Rejection::UnknownState),
+        }
+    }
+
+    /// A connection's head may be complete: answer it, hand it to a flow, or keep reading.
+    fn on_head(&mut self, now: Instant, conn: ConnId) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let head = std::mem::take(&mut state.head);
+        match self.read_request(&head) {
+            Ok(None) if head.len() >= self.config.limits.max_head_bytes => {
+                self.refuse(conn, Refusal::HeadTooLarge);
+            }
+            Ok(None) => {
+                if let Some(state) = self.conns.get_mut(&conn) {
+                    state.head = head;
+                }
+            }
+            Ok(Some(query)) => {
+                // Complete: no more header deadline; the callback's flow decides when to answer.
+                if let Some(deadline) = self.conns.get_mut(&conn).and_then(|c| c.deadline.take()) {
+                    self.timers.remove(&(deadline, Timer::Conn(conn)));
+                }
+                if let Err(rejection) = self.on_callback(now, query, Some(conn)) {
+                    self.refuse(conn, Refusal::Callback(rejection));
+                }
+            }
+            Err(refusal) => self.refuse(conn, refusal),
+        }
+    }
+
+    /// Checks a browser request against S22–S26. `Ok(None)`: the head is incomplete;
+    /// `Ok(Some(query))`: a well-formed `GET` of the callback path.
+    fn read_request<'h>(&self, head: &'h [u8]) -> Result<Option<&'h str>, Refusal> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(head) {
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Ok(httparse::Status::Complete(_)) => {}
+            Err(httparse::Error::TooManyHeaders) => return Err(Refusal::HeadTooLarge),
+            Err(_) => return Err(Refusal::BadRequest),
+        }
+        let headers = &*request.headers;
+        let single = |name: &str| -> Result<Option<&[u8]>, Refusal> {
+            let mut values = headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
+            match (values.next(), values.next()) {
+                (None, _) => Ok(None),
+                (Some(header), None) => Ok(Some(header.value)),
+                (Some(_), Some(_)) => Err(Refusal::BadRequest),
+            }
+        };
+
+        // S22: DNS rebinding defence.
+        let host = single("host")?.ok_or(Refusal::BadRequest)?;
+        if !self
+            .allowed_hosts
+            .iter()
+            .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(host))
+        {
+            return Err(Refusal::MisdirectedHost);
+        }
+        // S23, S24: GET only; OPTIONS (CORS preflight) included in the refusal.
+        if request.method != Some("GET") {
+            return Err(Refusal::MethodNotAllowed);
+        }
+        // S26: no request body.
+        let has_body = single("content-length")?.is_some_and(|length| length != b"0")
+            || single("transfer-encoding")?.is_some();
+        // S25: origin-form only.
+        let target = request.path.unwrap_or_default();
+        if has_body || !target.starts_with('/') || target.contains('#') {
+            return Err(Refusal::BadRequest);
+        }
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        if path != self.config.redirect.path {
+            return Err(Refusal::NotFound);
+        }
+        // S23: when the browser says what this is, it must be a top-level navigation.
+        for (name, wanted) in [
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document"),
+        ] {
+            if single(name)?.is_some_and(|value| !value.eq_ignore_ascii_case(wanted.as_bytes())) {
+                return Err(Refusal::NotNavigation);
+            }
+        }
+        Ok(Some(query))
+    }
+
+    fn refuse(&mut self, conn: ConnId, refusal: Refusal) {
+        let bytes = self.pages.refusal(refusal).clone();
+        self.respond(conn, bytes);
+    }
+
+    /// Answers and forgets a connection.
+    fn respond(&mut self, conn: ConnId, bytes: Bytes) {
+        self.drop_conn(conn);
+        let status = pages::status_of(&bytes);
+        self.actions.push_back(Action::Respond {
+            conn,
+            status,
+            bytes,
+        });
+    }
+
+    /// Closes and forgets a connection.
+    fn close(&mut self, conn: ConnId) {
+        self.drop_conn(conn);
+        self.actions.push_back(Action::Close { conn });
+    }
+
+    fn drop_conn(&mut self, conn: ConnId) {
+        if let Some(Conn {
+            deadline: Some(deadline),
+            ..
+        }) = self.conns.remove(&conn)
+        {
+            self.timers.remove(&(deadline, Timer::Conn(conn)));
+        }
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Ids the engine never issued are driver bugs; ids it issued and has since forgotten
+    /// (a late answer after a timeout) are normal.
+    fn debug_assert_issued(&self, id: u64) {
+        debug_assert!(id < self.next_id, "id {id} was never issued by this engine");
+    }
+}
+
+impl Phase {
+    /// The browser connection waiting for this flow's outcome.
+    fn conn(&self) -> Option<ConnId> {
+        match *self {
+            Phase::Waiting => None,
+            Phase::Exchanging { conn, .. } | Phase::Persisting { conn, .. } => conn,
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Why a flow ended without tokens, and the errors drivers report back to the engine.
+//!
+//! Only [`FlowError`] ends a flow. Garbage from the browser side never does: it gets an HTTP
+//! answer and the flow keeps waiting for its real callback.
+
+use std::fmt;
+
+/// Why a flow finished without tokens. Every flow finishes exactly once, with either a
+/// [`TokenSet`](crate::TokenSet) or one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlowError {
+    /// The provider answered the authorization request with an error. A user who pressed
+    /// "deny" gives `access_denied`.
+    Denied(ProviderError),
+    /// The callback's `iss` was missing although required, or named another issuer
+    /// (RFC 9207): the code may come from a different provider (a mix-up attack).
+    IssuerMismatch {
+        /// The issuer the flow was started with.
+        expected: String,
+        /// The `iss` the callback carried.
+        received: Option<String>,
+    },
+    /// The callback carried the flow's `state` but was otherwise unusable.
+    InvalidCallback(CallbackDefect),
+    /// The token endpoint refused the code (RFC 6749 §5.2). A code exchange is never retried.
+    TokenRejected {
+        /// HTTP status of the token response (providers such as GitHub use 200).
+        status: u16,
+        /// The provider's error.
+        error: ProviderError,
+    },
+    /// The token endpoint answered something that is not a token response.
+    BadTokenResponse {
+        /// HTTP status of the token response.
+        status: u16,
+        /// What was wrong with it.
+        reason: BadTokenResponse,
+    },
+    /// The token request could not be completed (connection, TLS, I/O).
+    Transport(TransportError),
+    /// A deadline passed.
+    TimedOut(Step),
+    /// The application cancelled the flow.
+    Cancelled,
+    /// A newer flow for the same owner replaced this one (S20).
+    Superseded,
+    /// The tokens could not be stored; the browser was shown the failure page.
+    Storage(StoreError),
+}
+
+impl fmt::Display for FlowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlowError::Denied(error) => write!(f, "authorization denied: {error}"),
+            FlowError::IssuerMismatch { expected, received } => match received {
+                Some(received) => write!(
+                    f,
+                    "issuer mismatch: expected {:?}, callback named {:?}",
+                    expected, received
+                ),
+                None => write!(
+                    f,
+                    "issuer mismatch: callback lacks the required `iss` for {expected:?}"
+                ),
+            },
+            FlowError::InvalidCallback(defect) => write!(f, "invalid callback: {defect}"),
+            FlowError::TokenRejected { status, error } => {
+                write!(
+                    f,
+                    "token endpoint rejected the code (HTTP {status}): {error}"
+                )
+            }
+            FlowError::BadTokenResponse { status, reason } => {
+                write!(f, "unusable token response (HTTP {status}): {reason}")
+            }
+            FlowError::Transport(error) => write!(f, "token request failed: {error}"),
+            FlowError::TimedOut(step) => write!(f, "timed out {step}"),
+            FlowError::Cancelled => f.write_str("cancelled"),
+            FlowError::Superseded => f.write_str("superseded by a newer login for the same owner"),
+            FlowError::Storage(error) => write!(f, "storing the tokens failed: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for FlowError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FlowError::Transport(error) => Some(error),
+            FlowError::Storage(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// An OAuth error as a provider reports it (RFC 6749 §4.1.2.1 and §5.2).
+///
+/// The values come from the provider (through the browser, for the authorization response).
+/// They are kept for the application and its logs and are never shown on a browser page
+/// (S16); `uri` is never followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderError {
+    /// The error code, such as `access_denied` or `invalid_grant`.
+    pub code: String,
+    /// `error_description`, if sent.
+    pub description: Option<String>,
+    /// `error_uri`, if sent.
+    pub uri: Option<String>,
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Debug formatting escapes control characters a hostile value might carry.
+        write!(f, "{:?}", self.code)?;
+        if let Some(description) = &self.description {
+            write!(f, " ({description:?})")?;
+        }
+        Ok(())
+    }
+}
+
+/// What was wrong with a callback that carried the flow's `state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallbackDefect {
+    /// A parameter that must appear at most once appeared more often (S14).
+    RepeatedParameter(&'static str),
+    /// An implicit-flow parameter such as `access_token` was present (S15).
+    ImplicitFlowArtifact(&'static str),
+    /// Neither `code` nor `error` (S17).
+    NeitherCodeNorError,
+    /// Both `code` and `error`.
+    BothCodeAndError,
+    /// A value was empty or held characters outside the printable range.
+    InvalidValue(&'static str),
+}
+
+impl fmt::Display for CallbackDefect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallbackDefect::RepeatedParameter(name) => write!(f, "`{name}` appears more than once"),
+            CallbackDefect::ImplicitFlowArtifact(name) => {
+                write!(
+                    f,
+                    "implicit-flow parameter `{name}` in an authorization-code callback"
+                )
+            }
+            CallbackDefect::NeitherCodeNorError => f.write_str("neither `code` nor `error`"),
+            CallbackDefect::BothCodeAndError => f.write_str("both `code` and `error`"),
+            CallbackDefect::InvalidValue(name) => write!(f, "`{name}` has an invalid value"),
+        }
+    }
+}
+
+/// Why a token endpoint's answer is not a token response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BadTokenResponse {
+    /// The body is neither a JSON object nor a form-encoded body.
+    Unparseable,
+    /// A non-2xx status without an OAuth `error` member.
+    UnexpectedStatus,
+    /// A success without an `access_token`.
+    MissingAccessToken,
+    /// A member that matters has the wrong type or characters (named).
+    InvalidMember(&'static str),
+    /// A member appears twice in a form-encoded body (named).
+    RepeatedMember(&'static str),
+}
+
+impl fmt::Display for BadTokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadTokenResponse::Unparseable => f.write_str("body is neither JSON nor form-encoded"),
+            BadTokenResponse::UnexpectedStatus => {
+                f.write_str("error status without an OAuth error")
+            }
+            BadTokenResponse::MissingAccessToken => f.write_str("no `access_token`"),
+            BadTokenResponse::InvalidMember(name) => write!(f, "`{name}` is invalid"),
+            BadTokenResponse::RepeatedMember(name) => write!(f, "`{name}` appears more than once"),
+        }
+    }
+}
+
+/// The step of a flow that a deadline interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// Waiting for the browser to come back with the callback (the flow's lifetime).
+    Callback,
+    /// Waiting for the token endpoint.
+    TokenExchange,
+    /// Waiting for the tokens to be stored.
+    Storage,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Callback => "waiting for the browser's callback",
+            Step::TokenExchange => "waiting for the token endpoint",
+            Step::Storage => "waiting for token storage",
+        })
+    }
+}
+
+/// A driver's report that the token request could not be completed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportError {
+    kind: TransportErrorKind,
+    detail: String,
+}
+
+/// The broad class of a [`TransportError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// Name resolution or TCP connect failed.
+    Connect,
+    /// The TLS handshake failed (including certificate verification).
+    Tls,
+    /// Reading or writing failed, or the peer closed early.
+    Io,
+    /// The driver's own connect or read timeout fired.
+    TimedOut,
+    /// The peer's bytes were not a well-formed HTTP/1.1 response.
+    Protocol,
+    /// The response exceeded the size cap.
+    TooLarge,
+    /// The endpoint answered with a redirect, which is never followed (S34).
+    Redirect,
+    /// Anything else.
+    Other,
+}
+
+impl TransportError {
+    /// A transport error of `kind`; `detail` is for humans and must not contain secrets.
+    pub fn new(kind: TransportErrorKind, detail: impl Into<String>) -> TransportError {
+        TransportError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// The class of failure.
+    pub fn kind(&self) -> TransportErrorKind {
+        self.kind
+    }
+
+    /// The human-readable detail.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.detail)
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+/// A driver's report that storing tokens failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError {
+    detail: String,
+}
+
+impl StoreError {
+    /// A storage error; `detail` is for humans and must not contain secrets.
+    pub fn new(detail: impl Into<String>) -> StoreError {
+        StoreError {
+            detail: detail.into(),
+        }
+    }
+
+    /// The human-readable detail.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<std::io::Error> for StoreError {
+    fn from(error: std::io::Error) -> StoreError {
+        StoreError::new(error.to_string())
+    }
+}

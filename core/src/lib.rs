@@ -1,0 +1,196 @@
+//! # latchkey
+//!
+//! The OAuth 2.0 authorization-code flow with PKCE (RFC 6749, RFC 7636) for applications that
+//! receive the browser's redirect on a loopback port (RFC 8252): command-line tools, desktop
+//! apps, a Docker Desktop extension's backend, a service logging in many users at once.
+//!
+//! This crate is the whole protocol and none of the I/O. It reads no clock, opens no socket,
+//! draws no randomness and runs on no async runtime: time, bytes and entropy come in as
+//! arguments, and everything the outside world must do comes out as an [`Action`]. The
+//! drivers `latchkey-smol` and `latchkey-tokio` wire it to sockets, TLS, timers, a browser
+//! and a token store; you can write your own in the same few lines.
+//!
+//! ## One flow, start to finish
+//!
+//! 1. [`Engine::start`] makes a fresh PKCE verifier and `state` from your entropy and emits
+//!    [`Action::OpenBrowser`] with the authorization URL.
+//! 2. The provider sends the browser back to `http://127.0.0.1:PORT/callback?code=…&state=…`.
+//!    You feed the connection's bytes to [`Engine::handle_bytes`]; the engine checks the
+//!    request (host, method, path, Fetch-Metadata, every parameter), routes it by `state`
+//!    to its flow, and emits [`Action::SendTokenRequest`]. The browser's connection is held.
+//! 3. You send the request and hand the answer to [`Engine::handle_token_response`]. The
+//!    engine emits [`Action::Persist`] with the [`TokenSet`].
+//! 4. You store the tokens and call [`Engine::handle_persisted`]. Only now does the browser
+//!    get its answer (a `303` to your landing URL, or a static page), and the flow ends with
+//!    [`Action::Finished`] carrying `Result<TokenSet, FlowError>`.
+//!
+//! Anything else the browser side sends (a favicon request, a forged callback, a web page
+//! probing the port) gets a fixed HTTP answer and changes no flow.
+//!
+//! ## The run loop
+//!
+//! The engine's methods come in four families: getters; commands ([`Engine::start`],
+//! [`Engine::cancel`]); inputs (`handle_*`, each taking `now`); and outputs
+//! ([`Engine::poll_action`], [`Engine::poll_timeout`]).
+//!
+//! **After every command or input, drain [`Engine::poll_action`] until it returns `None`
+//! before the next input.** Then wait for whichever comes first: the next socket event or
+//! the instant [`Engine::poll_timeout`] names, which you report with
+//! [`Engine::handle_timeout`]. A driver is this loop:
+//!
+//! ```text
+//! loop {
+//!     while let Some(action) = engine.poll_action() {
+//!         match action {
+//!             OpenBrowser { url, .. }             => launch the browser with `url` as an argument
+//!             Respond { conn, bytes, .. }         => write `bytes`, close `conn`
+//!             Close { conn }                      => close `conn`
+//!             SendTokenRequest { exchange, request, .. }
+//!                                                 => send it (see `http1`), later
+//!                                                    handle_token_response / handle_token_failure
+//!             Persist { flow, tokens }            => store, later handle_persisted
+//!             Finished { flow, result }           => hand the result to the application
+//!         }
+//!     }
+//!     wait for: accept → handle_accept, bytes → handle_bytes, EOF → handle_eof,
+//!               poll_timeout() reached → handle_timeout
+//! }
+//! ```
+//!
+//! The inputs return nothing about the flow; everything observable comes out of
+//! `poll_action`. Misuse by the driver (an id the engine never issued) is a `debug_assert!`
+//! and otherwise ignored; answers that arrive too late (a token response after the flow
+//! timed out) are ignored silently.
+//!
+//! ## A whole flow with literal bytes
+//!
+//! ```
+//! use std::time::{Instant, SystemTime};
+//! use latchkey::http1::ResponseReader;
+//! use latchkey::{Action, Config, Engine, Landing, Provider};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let provider = Provider::builder(
+//!     "https://idp.example/authorize",
+//!     "https://idp.example/token",
+//!     "my-extension",
+//! )
+//! .scopes(["openid", "email"])
+//! .issuer("https://idp.example")
+//! .build()?;
+//! let config = Config::builder(provider)
+//!     .redirect_uri("127.0.0.1", 8080, "/callback")
+//!     .on_success(Landing::Redirect("docker-desktop://dashboard/open".into()))
+//!     .build()?;
+//! let mut engine = Engine::new(config)?;
+//! let now = Instant::now();
+//!
+//! // 1. Start. Real drivers fill the entropy from the operating system.
+//! let flow = engine.start(now, [42; 64])?;
+//! let Some(Action::OpenBrowser { url, .. }) = engine.poll_action() else { unreachable!() };
+//! assert!(url.starts_with("https://idp.example/authorize?response_type=code&client_id=my-extension"));
+//! assert!(url.contains("&code_challenge_method=S256"));
+//! let state = url.split("&state=").nth(1).and_then(|s| s.split('&').next()).unwrap();
+//!
+//! // 2. The browser comes back, its request split across two reads.
+//! let conn = engine.handle_accept(now).expect("below the connection cap");
+//! let request = format!(
+//!     "GET /callback?code=SplxlOBeZQQYbYS6WxSbIA&state={state}&iss=https%3A%2F%2Fidp.example HTTP/1.1\r\n\
+//!      Host: 127.0.0.1:8080\r\nSec-Fetch-Mode: navigate\r\nSec-Fetch-Dest: document\r\n\r\n"
+//! );
+//! let (first, second) = request.as_bytes().split_at(20);
+//! engine.handle_bytes(now, conn, first);
+//! assert!(engine.poll_action().is_none());
+//! engine.handle_bytes(now, conn, second);
+//! let Some(Action::SendTokenRequest { exchange, request, .. }) = engine.poll_action() else {
+//!     unreachable!()
+//! };
+//! assert_eq!(request.uri(), "https://idp.example/token");
+//! let body = String::from_utf8(request.into_body())?;
+//! assert!(body.starts_with("grant_type=authorization_code&code=SplxlOBeZQQYbYS6WxSbIA"));
+//!
+//! // 3. The token endpoint answers; the reader takes its bytes as they come.
+//! let json = r#"{"access_token":"2YotnFZFEjr1zCsicMWpAA","token_type":"Bearer","expires_in":3600}"#;
+//! let raw = format!(
+//!     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n\
+//!      Content-Length: {}\r\n\r\n{json}",
+//!     json.len()
+//! );
+//! let mut reader = ResponseReader::new(1 << 20);
+//! let response = reader.read(raw.as_bytes())?.expect("complete response");
+//! engine.handle_token_response(now, SystemTime::now(), exchange, response);
+//!
+//! // 4. Store the tokens; only then is the browser redirected.
+//! let Some(Action::Persist { flow: persisted, tokens }) = engine.poll_action() else {
+//!     unreachable!()
+//! };
+//! assert_eq!(persisted, flow);
+//! assert_eq!(format!("{tokens:?}").contains("2YotnFZFEjr1zCsicMWpAA"), false);
+//! assert!(engine.poll_action().is_none(), "the browser waits for the store");
+//! engine.handle_persisted(now, flow, Ok(()));
+//! let Some(Action::Respond { status, bytes, .. }) = engine.poll_action() else { unreachable!() };
+//! assert_eq!(status, 303);
+//! assert!(bytes.starts_with(b"HTTP/1.1 303 See Other\r\nLocation: docker-desktop://dashboard/open\r\n"));
+//! let Some(Action::Finished { result: Ok(tokens), .. }) = engine.poll_action() else {
+//!     unreachable!()
+//! };
+//! assert!(tokens.expires_at().is_some());
+//! assert!(engine.poll_action().is_none());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Many users, several providers
+//!
+//! One engine serves any number of flows at once, each found by its `state`.
+//! [`Engine::start_with`] takes [`FlowOptions`]: another [`Provider`] (each flow is judged
+//! only against its own provider's issuer and token endpoint), and an owner key, so that a
+//! user who starts a second login cancels the first.
+//!
+//! ## When the UI receives the redirect
+//!
+//! Some embedders never see the browser's request: their UI is the redirect target and
+//! forwards what it received. [`Engine::handle_redirect`] validates that URI or query exactly
+//! like the loopback callback and answers with a [`Rejection`] instead of a page.
+//!
+//! ## Security
+//!
+//! Every rule latchkey enforces has an id in the project's security requirements (S1–S45),
+//! and a test carrying that id. In short: PKCE S256 and a 256-bit `state` on every flow;
+//! callbacks accepted only with a pending flow's `state`, once, before expiry, with exactly
+//! one of each parameter and the right `iss`; a browser-facing port that answers only
+//! `GET` of the callback path for its own `Host`, with static pages and strict headers; a
+//! token request with exactly one client authentication method; secrets that never appear in
+//! `Debug` output or URLs.
+//!
+//! ## Talking HTTP yourself
+//!
+//! [`Action::SendTokenRequest`] carries an [`http::Request`], so any HTTP client can send it.
+//! Drivers that own a plain TCP or TLS stream use [`http1::write_request`] and
+//! [`http1::ResponseReader`] and only move bytes.
+#![forbid(unsafe_code)]
+
+mod callback;
+mod config;
+mod engine;
+mod error;
+mod exchange;
+mod form;
+pub mod http1;
+mod pages;
+mod pkce;
+mod token;
+mod url;
+
+pub use callback::Rejection;
+pub use config::{
+    ClientAuth, Config, ConfigBuilder, ConfigError, Landing, Limits, Provider, ProviderBuilder,
+};
+pub use engine::{Action, ConnId, Engine, ExchangeId, FlowId, FlowOptions, StartError};
+pub use error::{
+    BadTokenResponse, CallbackDefect, FlowError, ProviderError, Step, StoreError, TransportError,
+    TransportErrorKind,
+};
+pub use pkce::ENTROPY_LEN;
+pub use token::{ScopeChange, TokenSet, TokenType};
+pub use url::UrlError;
