@@ -71,7 +71,10 @@ id_type!(
 );
 
 /// Something the driver must do. Drained with [`Engine::poll_action`].
-#[derive(Debug, Clone)]
+///
+/// `Debug` hides every secret: the `state` in the authorization URL and the token request's
+/// body (code, verifier, client secret) are redacted (S41).
+#[derive(Clone)]
 pub enum Action {
     /// Send the user's browser to `url`, the authorization URL of `flow`: open it with the
     /// system browser as a process argument (never through a shell), or hand it to the
@@ -125,6 +128,67 @@ pub enum Action {
         /// Its outcome.
         result: Result<TokenSet, FlowError>,
     },
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::OpenBrowser { flow, url } => f
+                .debug_struct("OpenBrowser")
+                .field("flow", flow)
+                .field("url", &redact_state(url))
+                .finish(),
+            Action::Respond {
+                conn,
+                status,
+                bytes,
+            } => f
+                .debug_struct("Respond")
+                .field("conn", conn)
+                .field("status", status)
+                .field("len", &bytes.len())
+                .finish(),
+            Action::Close { conn } => f.debug_struct("Close").field("conn", conn).finish(),
+            Action::SendTokenRequest {
+                flow,
+                exchange,
+                request,
+            } => f
+                .debug_struct("SendTokenRequest")
+                .field("flow", flow)
+                .field("exchange", exchange)
+                .field("method", request.method())
+                .field("uri", request.uri())
+                // `http` prints sensitive header values (Basic credentials) as "Sensitive".
+                .field("headers", request.headers())
+                .field(
+                    "body",
+                    &format_args!("[REDACTED {} bytes]", request.body().len()),
+                )
+                .finish(),
+            Action::Persist { flow, tokens } => f
+                .debug_struct("Persist")
+                .field("flow", flow)
+                .field("tokens", tokens)
+                .finish(),
+            Action::Finished { flow, result } => f
+                .debug_struct("Finished")
+                .field("flow", flow)
+                .field("result", result)
+                .finish(),
+        }
+    }
+}
+
+/// `url` with the value of its `state` parameter replaced.
+fn redact_state(url: &str) -> String {
+    match url.split_once("&state=") {
+        Some((before, after)) => {
+            let rest = after.find('&').map_or("", |end| &after[end..]);
+            format!("{before}&state=[REDACTED]{rest}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// Options for [`Engine::start_with`].
@@ -227,13 +291,23 @@ enum StateEntry {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Conn {
     head: Vec<u8>,
     /// How much of `head` has been searched for the blank line that ends it.
     scanned: usize,
     /// `None` once the request is complete and held by a flow.
     deadline: Option<Instant>,
+}
+
+/// Only the size of a partial head: it may hold a callback's code and state.
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("head_len", &self.head.len())
+            .field("deadline", &self.deadline)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use latchkey::{
-    Action, ClientAuth, Config, ConfigBuilder, ConnId, Engine, ExchangeId, FlowId, Provider,
-    ProviderBuilder,
+    Action, ClientAuth, Config, ConfigBuilder, ConnId, Engine, ExchangeId, FlowId, FlowOptions,
+    Provider, ProviderBuilder,
 };
 
 /// The issuer of the test provider.
@@ -46,7 +46,8 @@ pub fn confidential(auth: ClientAuth) -> Provider {
         .expect("valid confidential provider")
 }
 
-/// The test engine.
+/// The test engine. `Clone` forks it, virtual clock included.
+#[derive(Clone)]
 pub struct Harness {
     /// The engine.
     pub engine: Engine,
@@ -99,6 +100,16 @@ impl Harness {
     pub fn start(&mut self) -> Started {
         let entropy = self.entropy();
         let flow = self.engine.start(self.now, entropy).expect("fresh entropy");
+        self.started(flow)
+    }
+
+    /// Starts a flow with `options`.
+    pub fn start_with(&mut self, options: FlowOptions) -> Started {
+        let entropy = self.entropy();
+        let flow = self
+            .engine
+            .start_with(self.now, entropy, options)
+            .expect("fresh entropy");
         self.started(flow)
     }
 

@@ -44,10 +44,8 @@ pub enum Op {
         /// The bytes.
         bytes: Vec<u8>,
     },
-    /// A well-formed browser request on a known connection, split in two at `split`.
+    /// A well-formed browser request on a new connection, split in two at `split`.
     Request {
-        /// Connection index.
-        conn: u8,
         /// What the request carries.
         kind: CallbackKind,
         /// Where to split the bytes.
@@ -144,6 +142,7 @@ pub struct Sim {
     conns: Vec<ConnId>,
     answered: BTreeSet<ConnId>,
     exchanges: Vec<ExchangeId>,
+    answered_exchanges: BTreeSet<ExchangeId>,
 }
 
 impl Sim {
@@ -164,6 +163,7 @@ impl Sim {
             conns: Vec::new(),
             answered: BTreeSet::new(),
             exchanges: Vec::new(),
+            answered_exchanges: BTreeSet::new(),
         }
     }
 
@@ -182,6 +182,15 @@ impl Sim {
     /// The state of `flow`.
     pub fn state_of(&self, flow: FlowId) -> Option<&str> {
         self.flows.get(&flow).map(|record| record.state.as_str())
+    }
+
+    /// Flows still waiting for their callback: started, no token request, not finished.
+    pub fn waiting(&self) -> Vec<FlowId> {
+        self.flows
+            .iter()
+            .filter(|(_, record)| record.finished.is_none() && record.token_requests == 0)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Flows not finished yet.
@@ -223,9 +232,10 @@ impl Sim {
                     self.engine.handle_bytes(self.now, conn, bytes);
                 }
             }
-            Op::Request { conn, kind, split } => {
-                if let Some(conn) = pick(&self.conns, *conn) {
-                    let bytes = chromium_get(&format!("/callback?{}", self.query(kind)));
+            Op::Request { kind, split } => {
+                if let Some(conn) = self.engine.handle_accept(self.now) {
+                    self.conns.push(conn);
+                    let bytes = chromium_get(&format!("/callback?{}", self.query_for(kind)));
                     let split = usize::from(*split) % (bytes.len() + 1);
                     self.engine.handle_bytes(self.now, conn, &bytes[..split]);
                     self.check_drain()?;
@@ -240,13 +250,13 @@ impl Sim {
             Op::Redirect { kind } => {
                 let uri = format!(
                     "docker-desktop://dashboard/extension-tab?extensionId=x&{}",
-                    self.query(kind)
+                    self.query_for(kind)
                 );
                 // Accepted or rejected, the actions tell; the result is checked by properties.
                 let _ = self.engine.handle_redirect(self.now, &uri);
             }
             Op::TokenResponse { exchange, reply } => {
-                if let Some(exchange) = pick(&self.exchanges, *exchange) {
+                if let Some(exchange) = self.exchange_target(*exchange) {
                     let raw = match reply {
                         Reply::Tokens => harness::token_ok(),
                         Reply::InvalidGrant => {
@@ -280,7 +290,7 @@ impl Sim {
                 }
             }
             Op::TokenFailure { exchange } => {
-                if let Some(exchange) = pick(&self.exchanges, *exchange) {
+                if let Some(exchange) = self.exchange_target(*exchange) {
                     let error =
                         TransportError::new(TransportErrorKind::Connect, "connection refused");
                     self.engine.handle_token_failure(self.now, exchange, error);
@@ -326,8 +336,26 @@ impl Sim {
         Ok(all)
     }
 
-    /// The query a request of `kind` carries.
-    fn query(&mut self, kind: &CallbackKind) -> String {
+    /// Mostly an exchange still waiting for its answer; sometimes any, late answers included.
+    fn exchange_target(&mut self, index: u8) -> Option<ExchangeId> {
+        let exchange = if index % 4 == 0 {
+            pick(&self.exchanges, index / 4)
+        } else {
+            let open: Vec<ExchangeId> = self
+                .exchanges
+                .iter()
+                .filter(|x| !self.answered_exchanges.contains(x))
+                .copied()
+                .collect();
+            pick(&open, index / 4)
+        }?;
+        self.answered_exchanges.insert(exchange);
+        Some(exchange)
+    }
+
+    /// The query a request of `kind` carries; the flow it names counts as delivered its
+    /// state from now on.
+    pub fn query_for(&mut self, kind: &CallbackKind) -> String {
         let mut state_of = |index: u8| {
             let flow = pick(&self.flow_order, index)?;
             let record = self.flows.get_mut(&flow)?;
@@ -465,6 +493,28 @@ impl Default for Sim {
     }
 }
 
+/// Everything an action says, secrets included (its `Debug` redacts them), for comparing
+/// two runs.
+pub fn fingerprint(action: &Action) -> String {
+    match action {
+        Action::OpenBrowser { flow, url } => format!("open {flow} {url}"),
+        Action::Respond { conn, bytes, .. } => format!("respond {conn} {bytes:?}"),
+        Action::Close { conn } => format!("close {conn}"),
+        Action::SendTokenRequest {
+            flow,
+            exchange,
+            request,
+        } => format!(
+            "token {flow} {exchange} {} {:?} {}",
+            request.uri(),
+            request.headers(),
+            String::from_utf8_lossy(request.body())
+        ),
+        Action::Persist { flow, tokens } => format!("persist {flow} {tokens:?}"),
+        Action::Finished { flow, result } => format!("finished {flow} {result:?}"),
+    }
+}
+
 /// The element of `items` that `index` names (modulo the length).
 fn pick<T: Copy>(items: &[T], index: u8) -> Option<T> {
     match items.len() {
@@ -476,37 +526,37 @@ fn pick<T: Copy>(items: &[T], index: u8) -> Option<T> {
 impl Arbitrary for Op {
     fn arbitrary(g: &mut Gen) -> Op {
         let index = |g: &mut Gen| u8::arbitrary(g);
-        match u8::arbitrary(g) % 20 {
-            0..=2 => Op::Start {
+        // Weighted so that sequences often reach the token exchange and storage.
+        match u8::arbitrary(g) % 32 {
+            0..=3 => Op::Start {
                 owner: Option::<u8>::arbitrary(g),
             },
-            3 => Op::Cancel { flow: index(g) },
-            4..=5 => Op::Accept,
-            6 => Op::Bytes {
+            4 => Op::Cancel { flow: index(g) },
+            5..=6 => Op::Accept,
+            7..=8 => Op::Bytes {
                 conn: index(g),
                 bytes: mutated_request(g),
             },
-            7..=9 => Op::Request {
-                conn: index(g),
+            9..=14 => Op::Request {
                 kind: CallbackKind::arbitrary(g),
                 split: u16::arbitrary(g),
             },
-            10 => Op::Eof { conn: index(g) },
-            11 => Op::Redirect {
+            15 => Op::Eof { conn: index(g) },
+            16..=17 => Op::Redirect {
                 kind: CallbackKind::arbitrary(g),
             },
-            12..=13 => Op::TokenResponse {
+            18..=21 => Op::TokenResponse {
                 exchange: index(g),
                 reply: Reply::arbitrary(g),
             },
-            14 => Op::TokenFailure { exchange: index(g) },
-            15..=16 => Op::Persisted {
+            22 => Op::TokenFailure { exchange: index(g) },
+            23..=26 => Op::Persisted {
                 flow: index(g),
-                ok: bool::arbitrary(g),
+                ok: u8::arbitrary(g) % 4 != 0,
             },
             _ => Op::Advance {
                 millis: *g
-                    .choose(&[1, 500, 10_000, 30_001, 600_001, 1_200_000])
+                    .choose(&[1, 500, 2_000, 9_999, 10_000, 30_001, 600_001])
                     .unwrap_or(&1),
             },
         }
@@ -529,10 +579,10 @@ impl Arbitrary for CallbackKind {
 
 impl Arbitrary for Reply {
     fn arbitrary(g: &mut Gen) -> Reply {
-        match u8::arbitrary(g) % 5 {
-            0 | 1 => Reply::Tokens,
-            2 => Reply::InvalidGrant,
-            3 => Reply::ErrorWith200,
+        match u8::arbitrary(g) % 6 {
+            0..=2 => Reply::Tokens,
+            3 => Reply::InvalidGrant,
+            4 => Reply::ErrorWith200,
             _ => Reply::Garbage(u16::arbitrary(g), Vec::arbitrary(g)),
         }
     }

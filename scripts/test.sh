@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace. The README's test command; CI runs it too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "formatting"
+cargo fmt --all --check
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "the core stays free of runtimes, sockets and OS randomness"
+forbidden=$(cargo tree -p latchkey -e normal --prefix none --locked \
+    | grep -E '^(tokio|smol|async-[a-z-]+|mio|getrandom|rand|rand_[a-z]+) v' || true)
+if [ -n "$forbidden" ]; then
+    echo "latchkey's normal dependencies must not include:" >&2
+    echo "$forbidden" >&2
+    exit 1
+fi
+echo "latchkey depends on $(cargo tree -p latchkey -e normal --prefix none --locked | sort -u | wc -l) crates (itself included), none forbidden"
+
+step "tests"
+cargo test --workspace --locked
