@@ -28,20 +28,21 @@ pub(crate) fn code_request(
         .client_secret
         .as_ref()
         .map(ExposeSecret::expose_secret);
-    let mut basic = None;
-    match (provider.auth, secret) {
+    // Validation guarantees a secret exactly when the method needs one.
+    let basic = match (provider.auth, secret) {
         (ClientAuth::SecretBasic, Some(secret)) => {
-            basic = Some(basic_credentials(&provider.client_id, secret))
+            Some(basic_credentials(&provider.client_id, secret))
         }
         (ClientAuth::SecretPost, Some(secret)) => {
             body.append("client_id", &provider.client_id)
                 .append("client_secret", secret);
+            None
         }
-        // Validation guarantees a secret exactly when the method needs one.
         _ => {
             body.append("client_id", &provider.client_id);
+            None
         }
-    }
+    };
 
     let mut request = Request::new(body.finish().into_bytes());
     *request.method_mut() = Method::POST;

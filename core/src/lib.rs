@@ -153,6 +153,12 @@
 //! forwards what it received. [`Engine::handle_redirect`] validates that URI or query exactly
 //! like the loopback callback and answers with a [`Rejection`] instead of a page.
 //!
+//! ## Discovery
+//!
+//! [`Provider::from_metadata`] reads an authorization server's metadata document (RFC 8414,
+//! OpenID Connect Discovery), which the driver fetches, and refuses one whose `issuer`
+//! differs by a single byte from the issuer it was fetched for.
+//!
 //! ## Security
 //!
 //! Every rule latchkey enforces has an id in the project's security requirements (S1–S45),
@@ -172,6 +178,7 @@
 
 mod callback;
 mod config;
+mod discovery;
 mod engine;
 mod error;
 mod exchange;
@@ -186,6 +193,7 @@ pub use callback::Rejection;
 pub use config::{
     ClientAuth, Config, ConfigBuilder, ConfigError, Landing, Limits, Provider, ProviderBuilder,
 };
+pub use discovery::MetadataError;
 pub use engine::{Action, ConnId, Engine, ExchangeId, FlowId, FlowOptions, StartError};
 pub use error::{
     BadTokenResponse, CallbackDefect, FlowError, ProviderError, Step, StoreError, TransportError,
