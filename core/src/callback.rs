@@ -11,9 +11,10 @@ use std::fmt;
 
 use secrecy::SecretString;
 
-use crate::config::{ProviderInner, is_vschar};
+use crate::config::ProviderInner;
 use crate::error::{CallbackDefect, FlowError, ProviderError};
 use crate::form;
+use crate::grammar::{is_error_code, is_vschar_text};
 
 /// Why a callback was turned away without touching any flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +111,7 @@ impl<'q> Callback<'q> {
         }
         match (self.get("code"), self.get("error")) {
             (Some(_), Some(_)) => Err(invalid(CallbackDefect::BothCodeAndError)),
-            (Some(code), None) if !code.is_empty() && is_vschar(code) => Ok(code.to_owned().into()),
+            (Some(code), None) if is_vschar_text(code) => Ok(code.to_owned().into()),
             (Some(_), None) => Err(invalid(CallbackDefect::InvalidValue("code"))),
             (None, Some(code)) if is_error_code(code) => Err(FlowError::Denied(ProviderError {
                 code: code.to_owned(),
@@ -143,9 +144,4 @@ impl<'q> Callback<'q> {
 
 fn has_control(value: &str) -> bool {
     value.chars().any(char::is_control)
-}
-
-/// RFC 6749 Appendix A.7: error = 1*NQSCHAR, NQSCHAR = %x20-21 / %x23-5B / %x5D-7E.
-fn is_error_code(code: &str) -> bool {
-    !code.is_empty() && is_vschar(code) && !code.contains(['"', '\\'])
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::form;
+use crate::grammar::{is_scope_token, is_vschar_text};
 use crate::url::{self, UrlError};
 
 /// How the client authenticates at the token endpoint (RFC 6749 §2.3). Exactly one is used
@@ -201,7 +202,7 @@ impl ProviderBuilder {
                     field: "token endpoint",
                     reason: UrlError::Host,
                 })?;
-        if self.client_id.is_empty() || !is_vschar(&self.client_id) {
+        if !is_vschar_text(&self.client_id) {
             return Err(ConfigError::InvalidClientId);
         }
         let auth = self.auth.unwrap_or(match self.client_secret {
@@ -495,19 +496,6 @@ fn is_absolute_uri(target: &str) -> bool {
         && scheme_bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
         && !rest.is_empty()
         && target.bytes().all(|b| b.is_ascii_graphic())
-}
-
-/// RFC 6749 Appendix A: VSCHAR = %x20-7E.
-pub(crate) fn is_vschar(value: &str) -> bool {
-    value.bytes().all(|b| (0x20..=0x7e).contains(&b))
-}
-
-/// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
-fn is_scope_token(scope: &str) -> bool {
-    !scope.is_empty()
-        && scope
-            .bytes()
-            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
 }
 
 /// A configuration that cannot work.

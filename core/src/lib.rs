@@ -183,6 +183,7 @@ mod engine;
 mod error;
 mod exchange;
 mod form;
+mod grammar;
 pub mod http1;
 mod pages;
 mod pkce;

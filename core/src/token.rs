@@ -25,6 +25,7 @@ use serde::ser::SerializeMap;
 use serde_json::{Map, Value};
 
 use crate::error::{BadTokenResponse, FlowError, ProviderError};
+use crate::grammar::{is_error_code, is_vschar_text};
 
 /// The longest token lifetime believed: `expires_in` beyond a year is clamped to a year.
 const MAX_EXPIRES_IN: u64 = 365 * 24 * 60 * 60;
@@ -290,7 +291,7 @@ fn token_set(
     };
     let (token_type, token_type_defaulted) = match map.remove("token_type") {
         None | Some(Value::Null) => (TokenType::Bearer, true),
-        Some(Value::String(name)) if is_token_text(&name) => (TokenType::parse(&name), false),
+        Some(Value::String(name)) if is_vschar_text(&name) => (TokenType::parse(&name), false),
         Some(_) => return Err(BadTokenResponse::InvalidMember("token_type")),
     };
     let refresh_token = optional_secret(&mut map, "refresh_token")?;
@@ -332,22 +333,9 @@ fn optional_secret(
 /// A token value: a non-empty string of printable ASCII.
 fn secret(value: Value) -> Option<SecretString> {
     match value {
-        Value::String(text) if is_token_text(&text) => Some(SecretString::from(text)),
+        Value::String(text) if is_vschar_text(&text) => Some(SecretString::from(text)),
         _ => None,
     }
-}
-
-/// Non-empty, and only %x20-7E: safe to put into a header value.
-fn is_token_text(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| matches!(b, 0x20..=0x7e))
-}
-
-/// An RFC 6749 §5.2 error code: 1*( %x20-21 / %x23-5B / %x5D-7E ).
-fn is_error_code(code: &str) -> bool {
-    !code.is_empty()
-        && code
-            .bytes()
-            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e))
 }
 
 /// Removes and returns the lifetime in seconds, clamped, from `expires_in` or else its
@@ -596,7 +584,7 @@ fn from_storage(value: Value) -> Result<TokenSet, &'static str> {
     };
     let token_type = match map.remove("token_type") {
         None | Some(Value::Null) => None,
-        Some(Value::String(name)) if is_token_text(&name) => Some(TokenType::parse(&name)),
+        Some(Value::String(name)) if is_vschar_text(&name) => Some(TokenType::parse(&name)),
         Some(_) => return Err("stored `token_type` is invalid"),
     };
     let token_type_defaulted = match map.remove("token_type_defaulted") {
@@ -1525,7 +1513,7 @@ mod tests {
                 Ok(tokens) => {
                     successes += 1;
                     assert!((200..300).contains(&status));
-                    assert!(is_token_text(tokens.access_token().expose_secret()));
+                    assert!(is_vschar_text(tokens.access_token().expose_secret()));
                     let _ = format!("{tokens:?}");
                     let _ = tokens.scopes().count();
                     let _ = tokens.expires_within(received_at, Duration::from_secs(60));

@@ -1,0 +1,39 @@
+//! The character classes of RFC 6749 Appendix A, shared by everything that checks values
+//! from configuration, callbacks and token responses.
+
+/// VSCHAR: %x20-7E. Non-empty: client ids, codes, tokens (safe inside a header value).
+pub fn is_vschar_text(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| matches!(b, 0x20..=0x7e))
+}
+
+/// `error` (A.7, A.2 of §5.2): 1*NQSCHAR, NQSCHAR = %x20-21 / %x23-5B / %x5D-7E.
+pub fn is_error_code(code: &str) -> bool {
+    !code.is_empty()
+        && code
+            .bytes()
+            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e))
+}
+
+/// `scope-token` (A.4): 1*NQCHAR, NQCHAR = %x21 / %x23-5B / %x5D-7E.
+pub fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_follow_rfc6749_appendix_a() {
+        assert!(is_vschar_text("a b~"));
+        assert!(!is_vschar_text("") && !is_vschar_text("a\nb") && !is_vschar_text("é"));
+        assert!(is_error_code("access_denied") && is_error_code("a b"));
+        assert!(!is_error_code("a\"b") && !is_error_code("a\\b") && !is_error_code(""));
+        assert!(
+            is_scope_token("api://x/read") && !is_scope_token("a b") && !is_scope_token("a\"b")
+        );
+    }
+}
