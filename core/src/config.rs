@@ -469,18 +469,24 @@ impl ConfigBuilder {
                 }
             }
         }
+        // Deadlines are `now + duration`: bounded, so that sum can never overflow.
+        const LONGEST: Duration = Duration::from_secs(24 * 60 * 60);
         let limits = &config.limits;
-        for (name, zero) in [
-            ("flow lifetime", config.flow_lifetime.is_zero()),
-            ("exchange timeout", config.exchange_timeout.is_zero()),
-            ("header timeout", limits.header_timeout.is_zero()),
-            ("max connections", limits.max_connections == 0),
-            // A head must at least fit the request line for the callback.
-            ("max head bytes", limits.max_head_bytes < 256),
+        for (name, duration) in [
+            ("flow lifetime", config.flow_lifetime),
+            ("exchange timeout", config.exchange_timeout),
+            ("header timeout", limits.header_timeout),
         ] {
-            if zero {
+            if duration.is_zero() || duration > LONGEST {
                 return Err(ConfigError::InvalidLimit(name));
             }
+        }
+        if limits.max_connections == 0 {
+            return Err(ConfigError::InvalidLimit("max connections"));
+        }
+        // A head must at least fit the request line of a callback.
+        if limits.max_head_bytes < 256 {
+            return Err(ConfigError::InvalidLimit("max head bytes"));
         }
         Ok(config)
     }
@@ -533,7 +539,8 @@ pub enum ConfigError {
     UnresolvedRedirectPort,
     /// A landing redirect is not an absolute URI of visible ASCII characters.
     InvalidLanding,
-    /// A lifetime, timeout or limit is zero or too small (named).
+    /// A lifetime or timeout is zero or longer than a day, or a limit is zero or too small
+    /// (named).
     InvalidLimit(&'static str),
 }
 
@@ -571,7 +578,7 @@ impl fmt::Display for ConfigError {
                 f.write_str("redirect port is 0: bind the listener and set the real port first")
             }
             ConfigError::InvalidLanding => f.write_str("landing redirect must be an absolute URI"),
-            ConfigError::InvalidLimit(name) => write!(f, "{name} is zero or too small"),
+            ConfigError::InvalidLimit(name) => write!(f, "{name} is out of range"),
         }
     }
 }
