@@ -414,6 +414,7 @@ impl Engine {
         entropy: [u8; ENTROPY_LEN],
         options: FlowOptions,
     ) -> Result<FlowId, StartError> {
+        self.handle_timeout(now);
         let secrets = FlowSecrets::new(&entropy);
         let state = StateKey::of_secret(&secrets.state);
         if self.states.contains_key(&state) {
@@ -466,6 +467,7 @@ impl Engine {
     /// Cancels a flow: it finishes with [`FlowError::Cancelled`], and a browser waiting on it
     /// gets the failure landing. Unknown or finished flows are ignored.
     pub fn cancel(&mut self, now: Instant, flow: FlowId) {
+        self.handle_timeout(now);
         self.step(now, flow, Event::Abort(FlowError::Cancelled));
     }
 
@@ -474,6 +476,7 @@ impl Engine {
     /// A browser connection was accepted. Returns its id, or `None` when the connection cap
     /// is reached (S27): drop the connection then.
     pub fn handle_accept(&mut self, now: Instant) -> Option<ConnId> {
+        self.handle_timeout(now);
         if self.conns.len() >= self.config.limits.max_connections {
             return None;
         }
@@ -494,6 +497,7 @@ impl Engine {
     /// Bytes arrived on a browser connection, split anywhere. Bytes after a complete request
     /// head are ignored.
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        self.handle_timeout(now);
         let max_head = self.config.limits.max_head_bytes;
         let Some(state) = self.conns.get_mut(&conn) else {
             self.debug_assert_issued(conn.0);
@@ -519,7 +523,8 @@ impl Engine {
 
     /// The browser closed its side. A connection without a complete request is closed; one
     /// held by a flow still gets the flow's outcome.
-    pub fn handle_eof(&mut self, _now: Instant, conn: ConnId) {
+    pub fn handle_eof(&mut self, now: Instant, conn: ConnId) {
+        self.handle_timeout(now);
         match self.conns.get(&conn) {
             Some(state) if state.deadline.is_some() => self.close(conn),
             Some(_) => {}
@@ -539,6 +544,7 @@ impl Engine {
         now: Instant,
         uri_or_query: &str,
     ) -> Result<FlowId, Rejection> {
+        self.handle_timeout(now);
         let without_fragment = uri_or_query.split('#').next().unwrap_or_default();
         let query = match without_fragment.split_once('?') {
             Some((_, query)) => query,
@@ -559,6 +565,7 @@ impl Engine {
         exchange: ExchangeId,
         response: http::Response<Vec<u8>>,
     ) {
+        self.handle_timeout(now);
         let Some(flow_id) = self.exchanges.remove(&exchange) else {
             self.debug_assert_issued(exchange.0);
             return;
@@ -577,6 +584,7 @@ impl Engine {
         exchange: ExchangeId,
         error: TransportError,
     ) {
+        self.handle_timeout(now);
         match self.exchanges.remove(&exchange) {
             Some(flow) => self.step(
                 now,
@@ -589,10 +597,13 @@ impl Engine {
 
     /// The store finished with the tokens of [`Action::Persist`].
     pub fn handle_persisted(&mut self, now: Instant, flow: FlowId, result: Result<(), StoreError>) {
+        self.handle_timeout(now);
         self.step(now, flow, Event::Persisted(result));
     }
 
-    /// Time passed: fires every deadline at or before `now`.
+    /// Time passed: fires every deadline at or before `now`, in order, each at its own
+    /// instant. Every other input does this first too, so a late input never sees state
+    /// that should already have expired.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(at, timer)) = self.timers.first() {
             if at > now {
@@ -600,7 +611,7 @@ impl Engine {
             }
             self.timers.remove(&(at, timer));
             match timer {
-                Timer::Flow(flow) => self.step(now, flow, Event::Deadline),
+                Timer::Flow(flow) => self.step(at, flow, Event::Deadline),
                 Timer::Conn(conn) => self.close(conn),
                 Timer::ForgetState(state) => {
                     self.states.remove(&state);

@@ -416,3 +416,32 @@ fn cancelling_a_flow_answers_its_waiting_browser_and_reports_cancelled() {
     h.engine.cancel(h.now, started.flow);
     assert!(h.drain().is_empty());
 }
+
+#[test]
+fn s19_an_input_arriving_after_the_lifetime_sees_the_flow_already_expired() {
+    let mut h = Harness::new();
+    let started = h.start();
+    // The driver never called handle_timeout: the callback itself arrives too late.
+    h.now += Duration::from_secs(601);
+    let (conn, actions) = h.callback(&format!("code=c&state={}&{ISS}", started.state));
+    assert!(token_request(&actions).is_none());
+    assert_eq!(
+        outcome(&actions, started.flow),
+        Some(Err(FlowError::TimedOut(Step::Callback)))
+    );
+    assert_eq!(response_to(&actions, conn).unwrap().status, 410);
+}
+
+#[test]
+fn s19_an_expired_state_is_forgotten_one_lifetime_after_its_deadline() {
+    let mut h = Harness::new();
+    let started = h.start();
+    // One jump past the deadline and one more lifetime: the record is gone at once.
+    h.advance(Duration::from_secs(2 * 600) + Duration::from_millis(1));
+    let (conn, actions) = h.callback(&format!("code=c&state={}&{ISS}", started.state));
+    assert_eq!(
+        response_to(&actions, conn).unwrap().status,
+        404,
+        "no flow, no record"
+    );
+}
