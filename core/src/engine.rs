@@ -29,6 +29,7 @@ use crate::callback::{Callback, Rejection};
 use crate::config::{Config, ConfigError, Provider};
 use crate::error::{FlowError, Step, StoreError, TransportError};
 use crate::exchange;
+use crate::form;
 use crate::pages::{self, Pages, Refusal};
 use crate::pkce::{ENTROPY_LEN, FlowSecrets, StateKey};
 use crate::token::{self, TokenSet};
@@ -431,17 +432,11 @@ impl Engine {
             .provider
             .unwrap_or_else(|| self.config.provider.clone());
         let id = FlowId(self.fresh_id());
-        let mut url = provider.inner().authorize_prefix.clone();
-        for (name, value) in [
-            ("redirect_uri", self.redirect_uri.as_str()),
-            ("state", secrets.state.expose_secret()),
-            ("code_challenge", secrets.challenge.as_str()),
-        ] {
-            url.push('&');
-            url.push_str(name);
-            url.push('=');
-            crate::form::encode_into(&mut url, value);
-        }
+        let mut url = form::Serializer::continuing(&provider.inner().authorize_prefix);
+        url.append("redirect_uri", &self.redirect_uri)
+            .append("state", secrets.state.expose_secret())
+            .append("code_challenge", &secrets.challenge);
+        let url = url.finish();
         if let Some(owner) = &options.owner {
             self.owners.insert(owner.clone(), id);
         }

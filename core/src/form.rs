@@ -105,7 +105,8 @@ pub struct Serializer {
 }
 
 impl Serializer {
-    /// Continues an existing query (the part after `?`, possibly empty).
+    /// Continues an existing form-encoded string: a query (possibly empty), or a URL that
+    /// ends in one.
     pub fn continuing(existing: &str) -> Serializer {
         Serializer {
             out: existing.to_owned(),

@@ -30,6 +30,11 @@ fn body_value(request: &http::Request<Vec<u8>>, name: &str) -> Option<String> {
     query_value(std::str::from_utf8(request.body()).unwrap(), name)
 }
 
+fn assert_all_distinct(values: &[String]) {
+    let unique: std::collections::BTreeSet<&String> = values.iter().collect();
+    assert_eq!(unique.len(), values.len(), "a value repeats");
+}
+
 fn unreserved(value: &str) -> bool {
     value
         .bytes()
@@ -66,10 +71,7 @@ fn s1_verifiers_are_fresh_per_flow() {
     let challenges: Vec<String> = (0..50)
         .map(|_| query_value(&h.start().url, "code_challenge").unwrap())
         .collect();
-    let mut unique = challenges.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), challenges.len());
+    assert_all_distinct(&challenges);
 }
 
 #[test]
@@ -81,10 +83,7 @@ fn s2_state_is_256_random_bits_fresh_per_flow() {
         assert_eq!(state.len(), 43);
         assert!(unreserved(state));
     }
-    let mut unique = states.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), states.len());
+    assert_all_distinct(&states);
 }
 
 #[test]
@@ -143,11 +142,8 @@ fn s4_authorization_url_keeps_the_endpoint_query_and_adds_each_parameter_once() 
     );
     assert!(!url.contains('#'));
     let pairs = query_pairs(&url);
-    let mut names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_str()).collect();
-    names.sort_unstable();
-    let mut unique = names.clone();
-    unique.dedup();
-    assert_eq!(names, unique, "a parameter appears twice in {url}");
+    let names: Vec<String> = pairs.iter().map(|(n, _)| n.clone()).collect();
+    assert_all_distinct(&names);
     let expected = [
         ("tenant", "contoso"),
         ("p", "B2C_1_signin"),
