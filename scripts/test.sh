@@ -26,3 +26,7 @@ echo "latchkey depends on $(cargo tree -p latchkey -e normal --prefix none --loc
 
 step "tests"
 cargo test --workspace --locked
+
+step "the demo, on both drivers"
+cargo run --quiet --locked -p latchkey-cli -- demo
+cargo run --quiet --locked -p latchkey-cli -- demo --runtime tokio

@@ -370,6 +370,12 @@ impl Config {
         &self.provider
     }
 
+    /// The host of the redirect URI as it appears in the URI (`127.0.0.1`, `localhost`,
+    /// `[::1]`).
+    pub fn redirect_host(&self) -> &str {
+        &self.redirect.host
+    }
+
     /// The port of the redirect URI; 0 until a driver fills in the port it bound.
     pub fn redirect_port(&self) -> u16 {
         self.redirect.port

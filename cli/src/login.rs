@@ -1,0 +1,238 @@
+//! `latchkey login`: one login through either driver, reported as it goes.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use latchkey::{ClientAuth, Config, FlowError, FlowOptions, Landing, Provider, Step};
+use latchkey_io::driver::{
+    Elapsed, Login, LoginEvent, Runtime, Service, ServiceOptions, Transport,
+};
+use latchkey_io::http::{HttpClient, HttpOptions};
+use latchkey_io::opener::{Opener, SystemBrowser};
+use latchkey_io::proxy::Proxy;
+use latchkey_io::store::FileStore;
+use secrecy::SecretString;
+
+use crate::args::{LoginArgs, SecretSource};
+use crate::report::{Reporter, describe_failure};
+
+/// How often the spinner turns while the browser is away.
+const TICK: Duration = Duration::from_millis(120);
+
+/// Why the command stops short.
+pub enum Failure {
+    /// Usage or configuration: exit 2.
+    Config(String),
+    /// The login failed: exit 1.
+    Flow(FlowError),
+}
+
+impl Failure {
+    /// Reports the failure and gives the exit code.
+    pub fn report(self, reporter: &mut Reporter) -> ExitCode {
+        match self {
+            Failure::Config(message) => {
+                reporter.error("config", &message);
+                ExitCode::from(2)
+            }
+            Failure::Flow(error) => {
+                let (kind, message) = describe_failure(&error);
+                reporter.error(&kind, &message);
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+impl From<latchkey_io::driver::Error> for Failure {
+    fn from(error: latchkey_io::driver::Error) -> Failure {
+        match error {
+            latchkey_io::driver::Error::Flow(error) => Failure::Flow(error),
+            other => Failure::Config(other.to_string()),
+        }
+    }
+}
+
+/// Runs `latchkey login` on `runtime`.
+pub async fn run<R: Runtime>(runtime: R, args: LoginArgs) -> ExitCode {
+    let mut reporter = Reporter::new(args.json);
+    match login(&runtime, &args, &mut reporter).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(&mut reporter),
+    }
+}
+
+async fn login<R: Runtime>(
+    runtime: &R,
+    args: &LoginArgs,
+    reporter: &mut Reporter,
+) -> Result<(), Failure> {
+    let config = config(args)?;
+    let requested_scope = args.scopes.join(" ");
+    let client = HttpClient::new(HttpOptions {
+        proxy: Proxy::from_env().map_err(|e| Failure::Config(format!("proxy settings: {e}")))?,
+        ..HttpOptions::default()
+    })
+    .map_err(|e| Failure::Config(e.to_string()))?;
+    let mut options = ServiceOptions::new(
+        Arc::new(FileStore::new(&args.store)),
+        Transport::Builtin(client),
+    );
+    options.bind.extend(args.bind);
+    let service = Service::bind(runtime.clone(), config, options)?;
+    reporter.listening(service.redirect_uri());
+    let login = service.start(FlowOptions::new(), None).await?;
+
+    let opened = !args.no_browser && {
+        let url = login.url().to_owned();
+        runtime
+            .unblock(move || SystemBrowser.open(&url))
+            .await
+            .is_ok()
+    };
+    reporter.authorize(login.url(), opened);
+    let deadline = Instant::now() + args.timeout;
+    let result = follow(
+        runtime,
+        &login,
+        deadline,
+        reporter,
+        &requested_scope,
+        &args.store,
+    )
+    .await;
+    service.shutdown().await;
+    result.map_err(Failure::Flow)
+}
+
+/// Reports the login's events until it ends or `deadline` passes (then it is cancelled).
+pub async fn follow<R: Runtime>(
+    runtime: &R,
+    login: &Login,
+    deadline: Instant,
+    reporter: &mut Reporter,
+    requested_scope: &str,
+    store: &Path,
+) -> Result<(), FlowError> {
+    let mut step = Step::Callback;
+    loop {
+        let tick = (Instant::now() + TICK).min(deadline);
+        match login.next_event_by(runtime, tick).await {
+            Ok(Some(event)) => {
+                step = event.step().unwrap_or(step);
+                match event {
+                    LoginEvent::Callback => reporter.callback(),
+                    LoginEvent::Tokens(tokens) => reporter.token(&tokens, requested_scope),
+                    LoginEvent::Stored => reporter.stored(store),
+                    LoginEvent::Finished(result) => return result.map(drop),
+                }
+            }
+            Ok(None) => return Err(FlowError::Cancelled),
+            Err(Elapsed) if Instant::now() >= deadline => {
+                login.cancel().await;
+                return Err(FlowError::TimedOut(step));
+            }
+            // Ctrl-C: cancel properly, so a waiting browser gets the failure page and the
+            // outcome is reported; the engine's Finished(Cancelled) ends the loop.
+            Err(Elapsed) if crate::interrupted() => login.cancel().await,
+            Err(Elapsed) => reporter.tick("Waiting for you to sign in in the browser…"),
+        }
+    }
+}
+
+/// The engine's configuration from the command line.
+fn config(args: &LoginArgs) -> Result<Config, Failure> {
+    let invalid =
+        |what: &str, error: &dyn std::fmt::Display| Failure::Config(format!("{what}: {error}"));
+    let mut provider = Provider::builder(
+        &args.authorization_endpoint,
+        &args.token_endpoint,
+        &args.client_id,
+    )
+    .scopes(args.scopes.iter().cloned());
+    for (key, value) in &args.params {
+        provider = provider.param(key, value);
+    }
+    if let Some(issuer) = &args.issuer {
+        provider = provider.issuer(issuer);
+    }
+    if let Some(source) = &args.secret {
+        provider = provider.client_secret(read_secret(source)?);
+    }
+    if let Some(method) = &args.auth_method {
+        provider = provider.client_auth(match method.as_str() {
+            "basic" => ClientAuth::SecretBasic,
+            "post" => ClientAuth::SecretPost,
+            "none" => ClientAuth::None,
+            other => {
+                return Err(Failure::Config(format!(
+                    "--auth-method takes basic, post or none, not {other:?}"
+                )));
+            }
+        });
+    }
+    let provider = provider.build().map_err(|e| invalid("provider", &e))?;
+    let (host, port, path) = split_redirect_uri(&args.redirect_uri)?;
+    let mut config = Config::builder(provider)
+        .redirect_uri(host, port, path)
+        .flow_lifetime(args.timeout);
+    if let Some(then) = &args.then {
+        config = config.on_success(Landing::Redirect(then.clone()));
+    }
+    config.build().map_err(|e| invalid("configuration", &e))
+}
+
+/// `http://HOST:PORT/PATH` into its parts; the engine validates each.
+fn split_redirect_uri(uri: &str) -> Result<(&str, u16, &str), Failure> {
+    let bad = || {
+        Failure::Config(format!(
+            "--redirect-uri must look like http://127.0.0.1:PORT/PATH, not {uri:?}"
+        ))
+    };
+    let rest = uri.strip_prefix("http://").ok_or_else(bad)?;
+    let (authority, path) = rest.find('/').map_or((rest, "/"), |at| rest.split_at(at));
+    let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host, port.parse().map_err(|_| bad())?, path))
+}
+
+fn read_secret(source: &SecretSource) -> Result<SecretString, Failure> {
+    let secret = match source {
+        SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+            Failure::Config(format!("environment variable {var} holds no client secret"))
+        })?,
+        SecretSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+            Failure::Config(format!(
+                "cannot read the client secret from {}: {e}",
+                path.display()
+            ))
+        })?,
+    };
+    // A trailing newline from `echo secret > file` is not part of the secret.
+    Ok(SecretString::from(
+        secret.trim_end_matches(['\r', '\n']).to_owned(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris_split_into_host_port_and_path() {
+        let parts = |uri| split_redirect_uri(uri).ok();
+        assert_eq!(
+            parts("http://127.0.0.1:0/callback"),
+            Some(("127.0.0.1", 0, "/callback"))
+        );
+        assert_eq!(parts("http://[::1]:8080/cb"), Some(("::1", 8080, "/cb")));
+        assert_eq!(
+            parts("http://localhost:8080"),
+            Some(("localhost", 8080, "/"))
+        );
+        assert!(parts("https://127.0.0.1:1/x").is_none());
+        assert!(parts("http://127.0.0.1/x").is_none());
+    }
+}

@@ -1,0 +1,53 @@
+//! `latchkey token`: what is stored, without the secret unless asked.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use latchkey_io::store::{DEFAULT_KEY, FileStore, TokenStore};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use crate::report::{describe_tokens, unix_seconds};
+
+/// Prints the stored token set.
+pub fn run(store: &Path, reveal: bool, json: bool) -> ExitCode {
+    let tokens = match FileStore::new(store).load(DEFAULT_KEY) {
+        Ok(Some(tokens)) => tokens,
+        Ok(None) => {
+            eprintln!(
+                "latchkey: no tokens stored in {}; run `latchkey login` first",
+                store.display()
+            );
+            return ExitCode::from(1);
+        }
+        Err(error) => {
+            eprintln!("latchkey: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        let mut summary = json!({
+            "token_type": tokens.token_type().as_str(),
+            "expires_at": tokens.expires_at().map(unix_seconds),
+            "scope": tokens.scope(),
+            "refresh_token": tokens.refresh_token().is_some(),
+        });
+        if reveal {
+            summary["access_token"] = tokens.access_token().expose_secret().into();
+        }
+        println!("{summary}");
+    } else {
+        println!(
+            "{} token, {}",
+            tokens.token_type().as_str(),
+            describe_tokens(&tokens)
+        );
+        if let Some(scope) = tokens.scope() {
+            println!("scope: {scope}");
+        }
+        if reveal {
+            println!("{}", tokens.access_token().expose_secret());
+        }
+    }
+    ExitCode::SUCCESS
+}

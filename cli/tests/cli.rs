@@ -1,0 +1,1279 @@
+//! End-to-end tests of the `latchkey` binary: each test runs the real command against the
+//! development identity provider, plays the user's browser with the scripted user agent
+//! when the command prints its `authorize` event, and checks the JSON events, the exit
+//! code and the token file.
+//!
+//! Every child process is killed after [`LIMIT`], so a hanging command fails its test
+//! instead of hanging the suite. No test opens a real browser (`--no-browser`) or touches
+//! the user's own token file (`--store` in a temporary directory, `HOME` pointed away).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use latchkey_devidp::agent::{self, Hop};
+use latchkey_devidp::{Client, ClientAuth, Config, DevIdp, Quirk};
+use serde_json::{Map, Value};
+use tempfile::TempDir;
+
+/// Longest any one command may run before it is killed and its test fails.
+const LIMIT: Duration = Duration::from_secs(20);
+/// The client registered at every test's identity provider.
+const CLIENT_ID: &str = "latchkey-cli-test";
+/// Its secret (for the `basic` and `post` clients).
+const SECRET: &str = "cli-test-secret-9f3b2c71";
+/// The environment variable that carries the secret to the child.
+const SECRET_VAR: &str = "LATCHKEY_CLI_TEST_SECRET";
+/// Registered without a port: the identity provider accepts any port (RFC 8252 §7.3).
+const REGISTERED_REDIRECT_URI: &str = "http://127.0.0.1/callback";
+/// The same on the IPv6 loopback.
+const REGISTERED_REDIRECT_URI_V6: &str = "http://[::1]/callback";
+/// What the command is told to listen on: any free port.
+const REDIRECT_URI: &str = "http://127.0.0.1:0/callback";
+/// Where `--then` sends the browser after success.
+const LANDING: &str = "docker-desktop://dashboard/open";
+/// The success sequence of `--json` events.
+const SUCCESS_EVENTS: [&str; 5] = ["listening", "authorize", "callback", "token", "stored"];
+
+// ---- running the command ------------------------------------------------------------
+
+/// `latchkey ARGS` with an environment that cannot reach the user's files or a proxy.
+fn latchkey<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    command.args(args);
+    for var in [
+        "https_proxy",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "HTTP_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+        SECRET_VAR,
+    ] {
+        command.env_remove(var);
+    }
+    // Should a test forget `--store`, the default path must not be the user's real file.
+    let nowhere = std::env::temp_dir().join("latchkey-cli-test-no-home");
+    command
+        .env("HOME", &nowhere)
+        .env("XDG_CONFIG_HOME", &nowhere)
+        .env("APPDATA", &nowhere);
+    command
+}
+
+/// A running command: its stdout line by line as it comes, its stderr collected, and a
+/// watchdog that kills it after [`LIMIT`].
+struct Running {
+    child: Arc<Mutex<Child>>,
+    lines: Receiver<String>,
+    stdout: Vec<String>,
+    stderr: Option<JoinHandle<String>>,
+    killed: Arc<AtomicBool>,
+    /// Dropping it stops the watchdog.
+    _watchdog: Sender<()>,
+    started: Instant,
+}
+
+/// A command that ended.
+struct Finished {
+    status: ExitStatus,
+    stdout: Vec<String>,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Running {
+    fn spawn(mut command: Command) -> Running {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = command.spawn().expect("spawning latchkey");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+        let (line_tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let line = line.unwrap_or_else(|e| format!("<unreadable stdout line: {e}>"));
+                if line_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let stderr = thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = stderr_pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        });
+        let child = Arc::new(Mutex::new(child));
+        let killed = Arc::new(AtomicBool::new(false));
+        let (watchdog, stop) = mpsc::channel::<()>();
+        {
+            let (child, killed) = (child.clone(), killed.clone());
+            thread::spawn(move || {
+                if let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(LIMIT) {
+                    killed.store(true, Ordering::SeqCst);
+                    let _ = lock(&child).kill();
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            stdout: Vec::new(),
+            stderr: Some(stderr),
+            killed,
+            _watchdog: watchdog,
+            started,
+        }
+    }
+
+    /// The next line of stdout; `None` once it is closed.
+    fn next_line(&mut self) -> Option<String> {
+        let line = self.lines.recv().ok()?;
+        self.stdout.push(line.clone());
+        Some(line)
+    }
+
+    /// The next `--json` event, which must be named `name`.
+    fn expect_event(&mut self, name: &str) -> Map<String, Value> {
+        let Some(line) = self.next_line() else {
+            self.fail(&format!("stdout ended before the {name:?} event"));
+        };
+        let event = parse_event(&line);
+        if event["event"] != name {
+            self.fail(&format!("expected the {name:?} event, got {line}"));
+        }
+        event
+    }
+
+    /// Kills the command and fails the test, showing what it printed.
+    fn fail(&mut self, why: &str) -> ! {
+        let _ = lock(&self.child).kill();
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        let killed = if self.killed.load(Ordering::SeqCst) {
+            format!(" (killed after {LIMIT:?})")
+        } else {
+            String::new()
+        };
+        panic!(
+            "{why}{killed}\nstdout:\n{}\nstderr:\n{stderr}",
+            self.stdout.join("\n")
+        );
+    }
+
+    /// Reads the rest of stdout and waits for the exit.
+    fn finish(mut self) -> Finished {
+        while self.next_line().is_some() {}
+        let status = loop {
+            match lock(&self.child).try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) => {}
+                Err(e) => panic!("waiting for latchkey: {e}"),
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        let elapsed = self.started.elapsed();
+        if self.killed.load(Ordering::SeqCst) {
+            self.fail("latchkey did not finish in time");
+        }
+        let stderr = self
+            .stderr
+            .take()
+            .expect("stderr not taken")
+            .join()
+            .expect("stderr reader");
+        Finished {
+            status,
+            stdout: std::mem::take(&mut self.stdout),
+            stderr,
+            elapsed,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A test that panicked half-way must not leave the command running.
+        let mut child = lock(&self.child);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs a command that needs no browser to its end.
+fn run(command: Command) -> Finished {
+    Running::spawn(command).finish()
+}
+
+impl Finished {
+    fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    fn stdout_text(&self) -> String {
+        self.stdout.join("\n")
+    }
+
+    /// Every stdout line as a `--json` event.
+    fn events(&self) -> Vec<Map<String, Value>> {
+        self.stdout.iter().map(|line| parse_event(line)).collect()
+    }
+
+    fn event_names(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// The last event, which must be an error of `kind`; returns its message.
+    fn error(&self, kind: &str) -> String {
+        let events = self.events();
+        let Some(last) = events.last() else {
+            panic!("no events; stderr:\n{}", self.stderr);
+        };
+        assert_eq!(last["event"], "error", "{}", self.describe());
+        assert_eq!(last["kind"], kind, "{}", self.describe());
+        let errors = events.iter().filter(|e| e["event"] == "error").count();
+        assert_eq!(errors, 1, "exactly one error event: {}", self.describe());
+        last["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error message is a string: {}", self.describe()))
+            .to_owned()
+    }
+
+    /// Asserts the exit code, showing the output otherwise.
+    fn assert_code(&self, code: i32) {
+        assert_eq!(self.code(), Some(code), "{}", self.describe());
+    }
+
+    /// Asserts that none of `secrets` appears on stdout or stderr.
+    fn assert_never_shows(&self, secrets: &[(&str, &str)]) {
+        let stdout = self.stdout_text();
+        for (what, secret) in secrets {
+            assert!(!secret.is_empty(), "the {what} to look for is empty");
+            assert!(
+                !stdout.contains(secret) && !self.stderr.contains(secret),
+                "the {what} leaked: {}",
+                self.describe()
+            );
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "exit {:?} after {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.elapsed,
+            self.stdout_text(),
+            self.stderr
+        )
+    }
+}
+
+/// A `--json` line: a JSON object with a string `event`.
+fn parse_event(line: &str) -> Map<String, Value> {
+    match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(event)) if event.get("event").is_some_and(Value::is_string) => event,
+        _ => panic!("stdout line is not a JSON event object: {line:?}"),
+    }
+}
+
+// ---- the identity provider and a login against it -----------------------------------
+
+/// A development identity provider with one client that authenticates with `auth` (a
+/// secret for `Basic` and `Post`) and accepts the loopback redirect URI on any port.
+fn start_idp(auth: ClientAuth) -> DevIdp {
+    start_idp_with(auth, |_| {})
+}
+
+fn start_idp_with(auth: ClientAuth, adjust: impl FnOnce(&mut Config)) -> DevIdp {
+    let client = Client {
+        id: CLIENT_ID.into(),
+        secret: (auth != ClientAuth::None).then(|| SECRET.to_owned()),
+        auth,
+        redirect_uris: vec![
+            REGISTERED_REDIRECT_URI.into(),
+            REGISTERED_REDIRECT_URI_V6.into(),
+        ],
+    };
+    let mut config = Config::new(vec![client]);
+    adjust(&mut config);
+    DevIdp::start(config, (Ipv4Addr::LOCALHOST, 0).into()).expect("starting the DevIdp")
+}
+
+/// A temporary directory and the token file path in it (not yet created).
+fn store() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("tokens.json");
+    (dir, path)
+}
+
+/// `latchkey login --json` against `idp`, scopes `openid profile`, no browser, storing in
+/// `store`; `extra` adds or repeats options (the last repetition wins).
+fn login(idp: &DevIdp, store: &Path, extra: &[&str]) -> Command {
+    let mut command = latchkey([
+        "login",
+        "--json",
+        "--no-browser",
+        "--authorization-endpoint",
+        &idp.authorization_endpoint(),
+        "--token-endpoint",
+        &idp.token_endpoint(),
+        "--client-id",
+        CLIENT_ID,
+        "--redirect-uri",
+        REDIRECT_URI,
+        "--scope",
+        "openid",
+        "--scope",
+        "profile",
+    ]);
+    command.arg("--store").arg(store).args(extra);
+    command
+}
+
+/// How the child learns the client secret.
+#[derive(Clone, Copy, Debug)]
+enum SecretVia {
+    Env,
+    File,
+    Nothing,
+}
+
+/// Adds `--client-secret-env` or `--client-secret-file` (written in `dir`) for `secret`.
+fn pass_secret(command: &mut Command, via: SecretVia, secret: &str, dir: &Path) {
+    match via {
+        SecretVia::Env => {
+            command
+                .arg("--client-secret-env")
+                .arg(SECRET_VAR)
+                .env(SECRET_VAR, secret);
+        }
+        SecretVia::File => {
+            let file = dir.join("client-secret");
+            // As `echo SECRET > file` writes it: the newline is not part of the secret.
+            std::fs::write(&file, format!("{secret}\n")).expect("writing the secret file");
+            command.arg("--client-secret-file").arg(file);
+        }
+        SecretVia::Nothing => {}
+    }
+}
+
+/// A login that got as far as the browser.
+struct Browsed {
+    finished: Finished,
+    /// `redirect_uri` of the `listening` event.
+    redirect_uri: String,
+    /// `url` of the `authorize` event.
+    url: String,
+    /// The user agent's path, or why it failed.
+    hops: std::io::Result<Vec<Hop>>,
+}
+
+/// Runs `command` (a `login --json`), plays the browser on its authorization URL, and
+/// waits for the end.
+fn login_with_browser(command: Command) -> Browsed {
+    login_playing(command, |_, url| agent::browse(url))
+}
+
+/// Runs `command` (a `login --json`); once it has announced its redirect URI and
+/// authorization URL, `browser(redirect_uri, url)` plays the user; then waits for the end.
+fn login_playing(
+    command: Command,
+    browser: impl FnOnce(&str, &str) -> std::io::Result<Vec<Hop>>,
+) -> Browsed {
+    let mut running = Running::spawn(command);
+    let listening = running.expect_event("listening");
+    let redirect_uri = listening["redirect_uri"]
+        .as_str()
+        .expect("redirect_uri is a string")
+        .to_owned();
+    let authorize = running.expect_event("authorize");
+    let url = authorize["url"]
+        .as_str()
+        .expect("url is a string")
+        .to_owned();
+    let hops = browser(&redirect_uri, &url);
+    Browsed {
+        finished: running.finish(),
+        redirect_uri,
+        url,
+        hops,
+    }
+}
+
+/// Plays a user who never comes back from the provider.
+fn never_browse(_redirect_uri: &str, _url: &str) -> std::io::Result<Vec<Hop>> {
+    Ok(Vec::new())
+}
+
+/// A token endpoint that answers its first request with `response` (raw HTTP), or never
+/// answers it when `None`; its URL.
+fn fake_token_endpoint(response: Option<&'static str>) -> String {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a port");
+    let url = format!(
+        "http://{}/token",
+        listener.local_addr().expect("local address")
+    );
+    thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(LIMIT));
+        // Read the whole request (headers, then Content-Length bytes) before answering.
+        let mut request = Vec::new();
+        let mut buf = [0; 4096];
+        let complete = |request: &[u8]| {
+            let text = String::from_utf8_lossy(request);
+            let Some(end) = text.find("\r\n\r\n") else {
+                return false;
+            };
+            let length = text[..end]
+                .lines()
+                .filter_map(|line| line.split_once(':'))
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            request.len() >= end + 4 + length
+        };
+        while !complete(&request) {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        match response {
+            Some(response) => {
+                let _ = stream.write_all(response.as_bytes());
+            }
+            // Hold the connection open, silent, until the client gives up.
+            None => while matches!(stream.read(&mut buf), Ok(n) if n > 0) {},
+        }
+    });
+    url
+}
+
+/// The raw value of `name` in `url`'s query.
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let (_, query) = url.split_once('?')?;
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// The default entry of the token file at `path`.
+fn stored_tokens(path: &Path) -> Map<String, Value> {
+    let text = std::fs::read_to_string(path).expect("reading the token file");
+    let file: Value = serde_json::from_str(&text).expect("the token file is JSON");
+    match &file["tokens"]["default"] {
+        Value::Object(entry) => entry.clone(),
+        _ => panic!("the token file has no default entry"),
+    }
+}
+
+fn entry_string(entry: &Map<String, Value>, key: &str) -> String {
+    entry[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("token file entry lacks {key}"))
+        .to_owned()
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+#[cfg(unix)]
+fn assert_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .expect("token file metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "token file mode {:o}", mode & 0o7777);
+}
+
+#[cfg(not(unix))]
+fn assert_private(_path: &Path) {}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a port");
+    listener.local_addr().expect("local address").port()
+}
+
+// ---- 1. a successful login in JSON --------------------------------------------------
+
+/// A whole `--json` login with the client authenticating by `auth_method`: the events, the
+/// token file, and no secret anywhere in the output.
+fn assert_json_login_succeeds(auth_method: Option<&str>, runtime: &str, via: SecretVia) {
+    let auth = match auth_method {
+        Some("post") => ClientAuth::Post,
+        Some("none") => ClientAuth::None,
+        _ => ClientAuth::Basic,
+    };
+    let idp = start_idp(auth);
+    let (dir, path) = store();
+    let mut command = login(&idp, &path, &["--runtime", runtime]);
+    if let Some(method) = auth_method {
+        command.args(["--auth-method", method]);
+    }
+    pass_secret(&mut command, via, SECRET, dir.path());
+    let before = now_unix();
+    let browsed = login_with_browser(command);
+    let after = now_unix();
+    let finished = &browsed.finished;
+
+    finished.assert_code(0);
+    assert_eq!(
+        finished.event_names(),
+        SUCCESS_EVENTS,
+        "{}",
+        finished.describe()
+    );
+    let events = finished.events();
+
+    // listening: the real port, not 0.
+    let port = browsed
+        .redirect_uri
+        .strip_prefix("http://127.0.0.1:")
+        .and_then(|rest| rest.strip_suffix("/callback"))
+        .and_then(|port| port.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("redirect_uri {:?}", browsed.redirect_uri));
+    assert_ne!(port, 0);
+    assert_eq!(events[0].len(), 2, "listening: {:?}", events[0]);
+    assert!(
+        browsed.url.starts_with(&idp.authorization_endpoint()),
+        "{}",
+        browsed.url
+    );
+    assert_eq!(
+        events[2].len(),
+        1,
+        "callback carries nothing: {:?}",
+        events[2]
+    );
+
+    // token: exactly these members, no secret among them.
+    let token = &events[3];
+    let mut keys: Vec<&str> = token.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "event",
+            "expires_at",
+            "refresh_token",
+            "scope",
+            "token_type"
+        ]
+    );
+    assert_eq!(token["token_type"], "Bearer");
+    let expires_at = token["expires_at"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("expires_at is an integer: {token:?}"));
+    assert!(
+        (before + 3600 - 5..=after + 3600 + 5).contains(&expires_at),
+        "expires_at {expires_at} not about now + 3600 ({before})"
+    );
+    assert_eq!(token["scope"], "openid profile");
+    assert_eq!(token["refresh_token"], true);
+
+    // stored: the --store path, a private file.
+    assert_eq!(events[4]["path"], path.display().to_string());
+    assert_eq!(events[4].len(), 2, "stored: {:?}", events[4]);
+    assert!(path.is_file());
+    assert_private(&path);
+    let entry = stored_tokens(&path);
+    let access_token = entry_string(&entry, "access_token");
+    let refresh_token = entry_string(&entry, "refresh_token");
+    assert!(
+        idp.access_token_active(&access_token),
+        "the stored access token is the one the provider issued"
+    );
+
+    // The browser came back through the listener and was shown a page.
+    let hops = browsed.hops.as_ref().expect("the user agent's path");
+    let callback = hops
+        .iter()
+        .find(|hop| hop.url.starts_with(&browsed.redirect_uri))
+        .unwrap_or_else(|| panic!("the browser never reached the callback: {hops:?}"));
+    let code = query_param(&callback.url, "code").expect("the callback carried a code");
+    let state = query_param(&browsed.url, "state").expect("the authorization URL has a state");
+
+    // S41: no secret on stdout or stderr. The state is in the authorization URL by
+    // necessity, and nowhere else.
+    finished.assert_never_shows(&[
+        ("access token", &access_token),
+        ("refresh token", &refresh_token),
+        ("client secret", SECRET),
+        ("authorization code", &code),
+    ]);
+    let elsewhere = finished
+        .stdout
+        .iter()
+        .enumerate()
+        .any(|(i, line)| i != 1 && line.contains(&state));
+    assert!(
+        !elsewhere && !finished.stderr.contains(&state),
+        "the state is repeated outside the authorization URL: {}",
+        finished.describe()
+    );
+    drop(dir);
+}
+
+#[test]
+fn json_login_with_basic_auth_on_smol_reports_each_step_and_stores_the_tokens() {
+    assert_json_login_succeeds(Some("basic"), "smol", SecretVia::Env);
+}
+
+#[test]
+fn json_login_with_post_auth_on_smol_reports_each_step_and_stores_the_tokens() {
+    assert_json_login_succeeds(Some("post"), "smol", SecretVia::File);
+}
+
+#[test]
+fn json_login_as_public_client_on_smol_reports_each_step_and_stores_the_tokens() {
+    assert_json_login_succeeds(Some("none"), "smol", SecretVia::Nothing);
+}
+
+#[test]
+fn json_login_with_basic_auth_on_tokio_reports_each_step_and_stores_the_tokens() {
+    assert_json_login_succeeds(Some("basic"), "tokio", SecretVia::File);
+}
+
+#[test]
+fn json_login_with_post_auth_on_tokio_reports_each_step_and_stores_the_tokens() {
+    assert_json_login_succeeds(Some("post"), "tokio", SecretVia::Env);
+}
+
+#[test]
+fn json_login_as_public_client_on_tokio_reports_each_step_and_stores_the_tokens() {
+    assert_json_login_succeeds(Some("none"), "tokio", SecretVia::Nothing);
+}
+
+#[test]
+fn auth_method_defaults_to_basic_when_a_secret_is_given() {
+    assert_json_login_succeeds(None, "smol", SecretVia::Env);
+}
+
+#[test]
+fn json_token_event_has_no_expires_at_when_the_provider_gives_no_lifetime() {
+    // GitHub's token responses have no expires_in and no refresh token.
+    let idp = start_idp_with(ClientAuth::None, |config| config.quirk = Quirk::GitHub);
+    let (_dir, path) = store();
+    let browsed = login_with_browser(login(&idp, &path, &[]));
+    let finished = &browsed.finished;
+    finished.assert_code(0);
+    assert_eq!(
+        finished.event_names(),
+        SUCCESS_EVENTS,
+        "{}",
+        finished.describe()
+    );
+    let token = &finished.events()[3];
+    assert!(!token.contains_key("expires_at"), "{token:?}");
+    assert_eq!(token["refresh_token"], false);
+    assert_eq!(token["token_type"], "Bearer");
+}
+
+#[test]
+fn human_login_output_names_the_steps_without_secrets() {
+    let idp = start_idp(ClientAuth::Basic);
+    let (dir, path) = store();
+    // Without --json, but still with --no-browser: the URL is printed for the user.
+    let mut command = latchkey([
+        "login",
+        "--no-browser",
+        "--authorization-endpoint",
+        &idp.authorization_endpoint(),
+        "--token-endpoint",
+        &idp.token_endpoint(),
+        "--client-id",
+        CLIENT_ID,
+        "--redirect-uri",
+        REDIRECT_URI,
+    ]);
+    command.arg("--store").arg(&path);
+    pass_secret(&mut command, SecretVia::Env, SECRET, dir.path());
+    let mut running = Running::spawn(command);
+    let url = loop {
+        let Some(line) = running.next_line() else {
+            running.fail("stdout ended before the authorization URL");
+        };
+        if let Some(url) = line.trim().strip_prefix(&idp.authorization_endpoint()) {
+            break format!("{}{url}", idp.authorization_endpoint());
+        }
+    };
+    agent::browse(&url).expect("the user agent's path");
+    let finished = running.finish();
+    finished.assert_code(0);
+    let stdout = finished.stdout_text();
+    assert!(stdout.contains("Received Bearer token"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("Stored the tokens in {}", path.display())),
+        "{stdout}"
+    );
+    let entry = stored_tokens(&path);
+    finished.assert_never_shows(&[
+        ("access token", &entry_string(&entry, "access_token")),
+        ("refresh token", &entry_string(&entry, "refresh_token")),
+        ("client secret", SECRET),
+    ]);
+}
+
+#[test]
+fn json_login_listens_on_the_ipv6_loopback_when_asked() {
+    if TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).is_err() {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    }
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let command = login(&idp, &path, &["--redirect-uri", "http://[::1]:0/callback"]);
+    let browsed = login_with_browser(command);
+    browsed.finished.assert_code(0);
+    assert_eq!(browsed.finished.event_names(), SUCCESS_EVENTS);
+    let port = browsed
+        .redirect_uri
+        .strip_prefix("http://[::1]:")
+        .and_then(|rest| rest.strip_suffix("/callback"))
+        .and_then(|port| port.parse::<u16>().ok());
+    assert!(
+        port.is_some_and(|port| port != 0),
+        "{}",
+        browsed.redirect_uri
+    );
+}
+
+// ---- 2. latchkey token ----------------------------------------------------------------
+
+/// A token file written by a real login (public client), and its access and refresh token.
+fn logged_in() -> (TempDir, PathBuf, String, String) {
+    let idp = start_idp(ClientAuth::None);
+    let (dir, path) = store();
+    let browsed = login_with_browser(login(&idp, &path, &[]));
+    browsed.finished.assert_code(0);
+    let entry = stored_tokens(&path);
+    let access = entry_string(&entry, "access_token");
+    let refresh = entry_string(&entry, "refresh_token");
+    (dir, path, access, refresh)
+}
+
+fn token_command(path: &Path, extra: &[&str]) -> Finished {
+    let mut command = latchkey(["token", "--store"]);
+    command.arg(path).args(extra);
+    run(command)
+}
+
+#[test]
+fn token_shows_type_expiry_and_refresh_without_the_access_token() {
+    let (_dir, path, access, refresh) = logged_in();
+    let shown = token_command(&path, &[]);
+    shown.assert_code(0);
+    let stdout = shown.stdout_text();
+    assert!(stdout.contains("Bearer token"), "{stdout}");
+    assert!(stdout.contains("expires in 59 min"), "{stdout}");
+    assert!(stdout.contains("refresh token"), "{stdout}");
+    assert!(stdout.contains("scope: openid profile"), "{stdout}");
+    shown.assert_never_shows(&[("access token", &access), ("refresh token", &refresh)]);
+}
+
+#[test]
+fn token_reveal_prints_the_access_token_and_only_it() {
+    let (_dir, path, access, refresh) = logged_in();
+    let shown = token_command(&path, &["--reveal"]);
+    shown.assert_code(0);
+    assert!(
+        shown.stdout.iter().any(|line| line == &access),
+        "the access token on a line of its own: {}",
+        shown.describe()
+    );
+    shown.assert_never_shows(&[("refresh token", &refresh)]);
+}
+
+#[test]
+fn token_json_is_one_json_object_with_the_token_only_when_revealed() {
+    let (_dir, path, access, refresh) = logged_in();
+    let hidden = token_command(&path, &["--json"]);
+    hidden.assert_code(0);
+    assert_eq!(hidden.stdout.len(), 1, "{}", hidden.describe());
+    let summary: Map<String, Value> =
+        serde_json::from_str(&hidden.stdout[0]).expect("token --json prints a JSON object");
+    assert_eq!(summary["token_type"], "Bearer");
+    let expires_at = summary["expires_at"].as_u64().expect("integer expires_at");
+    assert!(expires_at > now_unix() + 3500, "{summary:?}");
+    assert_eq!(summary["scope"], "openid profile");
+    assert_eq!(summary["refresh_token"], true);
+    assert!(!summary.contains_key("access_token"), "{summary:?}");
+    hidden.assert_never_shows(&[("access token", &access), ("refresh token", &refresh)]);
+
+    let revealed = token_command(&path, &["--json", "--reveal"]);
+    revealed.assert_code(0);
+    assert_eq!(revealed.stdout.len(), 1, "{}", revealed.describe());
+    let summary: Map<String, Value> =
+        serde_json::from_str(&revealed.stdout[0]).expect("token --json prints a JSON object");
+    assert_eq!(summary["access_token"], access.as_str());
+    revealed.assert_never_shows(&[("refresh token", &refresh)]);
+}
+
+#[test]
+fn token_without_a_token_file_exits_1_and_advises_to_log_in() {
+    let (_dir, path) = store();
+    let shown = token_command(&path, &[]);
+    shown.assert_code(1);
+    assert!(
+        shown.stderr.contains("latchkey login"),
+        "{}",
+        shown.describe()
+    );
+    assert!(!path.exists());
+}
+
+#[test]
+fn token_with_a_corrupt_token_file_exits_1_without_quoting_it() {
+    let (_dir, path) = store();
+    let content = "{\"version\":1,\"tokens\": not-json corrupt-secret-77c1";
+    std::fs::write(&path, content).expect("writing the token file");
+    for extra in [&[][..], &["--reveal"], &["--json"]] {
+        let shown = token_command(&path, extra);
+        shown.assert_code(1);
+        assert!(shown.stderr.contains("corrupt"), "{}", shown.describe());
+        shown.assert_never_shows(&[("file content", "corrupt-secret-77c1")]);
+    }
+}
+
+// ---- 3.–7. failed logins: exit 1 ------------------------------------------------------
+
+/// Asserts a failed login: the events are the success sequence cut short (before
+/// `stored`), then one error; nothing was stored.
+fn assert_failed_login(finished: &Finished, path: &Path, kind: &str) -> String {
+    finished.assert_code(1);
+    let message = finished.error(kind);
+    let names = finished.event_names();
+    let before_error = &names[..names.len() - 1];
+    assert!(
+        before_error.len() <= 4 && before_error.iter().zip(SUCCESS_EVENTS).all(|(a, b)| a == b),
+        "events before the error: {names:?}"
+    );
+    assert!(!path.exists(), "nothing is stored after a failure");
+    message
+}
+
+#[test]
+fn denied_login_reports_access_denied_and_exits_1() {
+    let idp = start_idp(ClientAuth::None);
+    idp.set_deny(true);
+    let (_dir, path) = store();
+    let browsed = login_with_browser(login(&idp, &path, &[]));
+    let message = assert_failed_login(&browsed.finished, &path, "access_denied");
+    assert!(message.contains("access_denied"), "{message}");
+    assert_eq!(idp.stats().token_requests, 0);
+}
+
+#[test]
+fn issuer_mismatch_is_reported_and_exits_1_without_redeeming_the_code() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let browsed = login_with_browser(login(&idp, &path, &["--issuer", "https://other.example"]));
+    let message = assert_failed_login(&browsed.finished, &path, "issuer_mismatch");
+    assert!(message.contains("https://other.example"), "{message}");
+    assert_eq!(
+        idp.stats().token_requests,
+        0,
+        "a code from the wrong issuer is never sent to the token endpoint"
+    );
+}
+
+#[test]
+fn wrong_client_secret_is_token_rejected_with_invalid_client_and_exits_1() {
+    let idp = start_idp(ClientAuth::Basic);
+    let (dir, path) = store();
+    let wrong = "not-the-secret-5d1e";
+    let mut command = login(&idp, &path, &["--auth-method", "basic"]);
+    pass_secret(&mut command, SecretVia::Env, wrong, dir.path());
+    let browsed = login_with_browser(command);
+    let finished = &browsed.finished;
+    let message = assert_failed_login(finished, &path, "token_rejected");
+    assert!(message.contains("invalid_client"), "{message}");
+    finished.assert_never_shows(&[("client secret", wrong)]);
+}
+
+#[test]
+fn unreachable_token_endpoint_is_a_transport_error_and_exits_1() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let token_endpoint = format!("http://127.0.0.1:{}/token", closed_port());
+    let browsed = login_with_browser(login(&idp, &path, &["--token-endpoint", &token_endpoint]));
+    assert_failed_login(&browsed.finished, &path, "transport");
+}
+
+/// `--timeout 1` while the browser never comes back: a `timeout` error within ~3 s.
+fn assert_login_times_out_waiting_for_the_browser(runtime: &str) {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let command = login(&idp, &path, &["--timeout", "1", "--runtime", runtime]);
+    let finished = login_playing(command, never_browse).finished;
+    assert_failed_login(&finished, &path, "timeout");
+    assert!(
+        finished.elapsed < Duration::from_secs(3),
+        "timed out after {:?}",
+        finished.elapsed
+    );
+    assert_eq!(idp.stats().authorize_requests, 0);
+}
+
+#[test]
+fn login_times_out_when_the_browser_never_comes_back() {
+    assert_login_times_out_waiting_for_the_browser("smol");
+}
+
+#[test]
+fn login_times_out_when_the_browser_never_comes_back_on_tokio() {
+    assert_login_times_out_waiting_for_the_browser("tokio");
+}
+
+#[test]
+fn login_times_out_when_the_token_endpoint_never_answers() {
+    // --timeout bounds the whole login, the code exchange included.
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let token_endpoint = fake_token_endpoint(None);
+    let command = login(
+        &idp,
+        &path,
+        &["--timeout", "2", "--token-endpoint", &token_endpoint],
+    );
+    let browsed = login_playing(command, |_, url| {
+        // The callback's answer waits for the exchange; do not wait for it here.
+        let url = url.to_owned();
+        thread::spawn(move || agent::browse(&url));
+        Ok(Vec::new())
+    });
+    let finished = &browsed.finished;
+    assert_failed_login(finished, &path, "timeout");
+    assert!(
+        finished.elapsed < Duration::from_secs(4),
+        "timed out after {:?}",
+        finished.elapsed
+    );
+}
+
+#[test]
+fn unusable_token_response_is_an_invalid_response_and_exits_1() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let token_endpoint = fake_token_endpoint(Some(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 19\r\n\
+         Connection: close\r\n\r\n<html>hello</html>\n",
+    ));
+    let browsed = login_with_browser(login(&idp, &path, &["--token-endpoint", &token_endpoint]));
+    assert_failed_login(&browsed.finished, &path, "invalid_response");
+}
+
+#[test]
+fn unwritable_store_is_a_store_error_and_exits_1() {
+    let idp = start_idp(ClientAuth::None);
+    let (dir, _) = store();
+    // The token file's parent "directory" is a regular file.
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, "").expect("writing a file");
+    let path = blocker.join("tokens.json");
+    let browsed = login_with_browser(login(&idp, &path, &[]));
+    let finished = &browsed.finished;
+    assert_failed_login(finished, &path, "store");
+}
+
+#[test]
+fn a_forged_callback_with_the_wrong_state_does_not_end_the_login() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let browsed = login_playing(login(&idp, &path, &[]), |redirect_uri, url| {
+        // Another page fires a request at the listener first.
+        let forged = format!("{redirect_uri}?code=forged-code&state=forged-state");
+        let (status, _, _) = agent::get(&forged, &[])?;
+        assert!(status >= 400, "a forged callback got {status}");
+        agent::browse(url)
+    });
+    let finished = &browsed.finished;
+    finished.assert_code(0);
+    assert_eq!(
+        finished.event_names(),
+        SUCCESS_EVENTS,
+        "{}",
+        finished.describe()
+    );
+    assert!(path.is_file());
+}
+
+#[test]
+fn store_creates_missing_directories_privately() {
+    let idp = start_idp(ClientAuth::None);
+    let (dir, _) = store();
+    let path = dir
+        .path()
+        .join("config")
+        .join("latchkey")
+        .join("tokens.json");
+    let browsed = login_with_browser(login(&idp, &path, &[]));
+    browsed.finished.assert_code(0);
+    assert_private(&path);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = path.parent().expect("parent directory");
+        let mode = std::fs::metadata(parent)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "directory mode {:o}", mode & 0o7777);
+    }
+}
+
+/// Ctrl-C while waiting for the browser: the `cancelled` error event and exit 1.
+#[cfg(unix)]
+#[test]
+fn interrupted_login_reports_cancelled_and_exits_1() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let mut running = Running::spawn(login(&idp, &path, &[]));
+    running.expect_event("listening");
+    running.expect_event("authorize");
+    let pid = lock(&running.child).id().to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("running kill");
+    assert!(sent.success(), "sending SIGINT to {pid}");
+    let finished = running.finish();
+    assert_failed_login(&finished, &path, "cancelled");
+    assert!(
+        finished.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        finished.elapsed
+    );
+}
+
+// ---- 8. usage and configuration errors: exit 2 ----------------------------------------
+
+/// Asserts a usage error caught while parsing: exit 2, the reason and usage on stderr,
+/// nothing on stdout.
+fn assert_usage_error(finished: &Finished, mentions: &str) {
+    finished.assert_code(2);
+    assert!(finished.stdout.is_empty(), "{}", finished.describe());
+    assert!(
+        finished.stderr.contains(mentions) && finished.stderr.contains("USAGE"),
+        "{}",
+        finished.describe()
+    );
+}
+
+/// Asserts a configuration error in `--json` mode: exit 2, quickly, and a single `config`
+/// error event (no listener was announced); returns its message.
+fn assert_config_error(finished: &Finished) -> String {
+    finished.assert_code(2);
+    assert_eq!(finished.event_names(), ["error"], "{}", finished.describe());
+    assert!(
+        finished.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        finished.elapsed
+    );
+    finished.error("config")
+}
+
+#[test]
+fn missing_client_id_is_a_usage_error() {
+    let finished = run(latchkey([
+        "login",
+        "--json",
+        "--authorization-endpoint",
+        "http://127.0.0.1:1/authorize",
+        "--token-endpoint",
+        "http://127.0.0.1:1/token",
+    ]));
+    assert_usage_error(&finished, "--client-id");
+}
+
+#[test]
+fn client_secret_on_the_command_line_is_refused_without_echoing_it() {
+    for secret in [
+        &["--client-secret", "hunter2"][..],
+        &["--client-secret=hunter2"],
+    ] {
+        let mut command = latchkey([
+            "login",
+            "--json",
+            "--authorization-endpoint",
+            "http://127.0.0.1:1/authorize",
+            "--token-endpoint",
+            "http://127.0.0.1:1/token",
+            "--client-id",
+            CLIENT_ID,
+        ]);
+        command.args(secret);
+        let finished = run(command);
+        assert_usage_error(&finished, "--client-secret-env");
+        finished.assert_never_shows(&[("secret", "hunter2")]);
+    }
+}
+
+#[test]
+fn malformed_arguments_are_usage_errors() {
+    for (args, mentions) in [
+        (&["frobnicate"][..], "unknown command"),
+        (&["login", "--no-such-option"], "--no-such-option"),
+        (&["login", "--timeout", "soon"], "soon"),
+        (&["login", "--runtime", "async-std"], "smol or tokio"),
+        (&["login", "--param", "no-equals-sign"], "KEY=VALUE"),
+        (&["token", "--revel"], "--revel"),
+        (&["demo", "--runtime", "rayon"], "smol or tokio"),
+    ] {
+        let finished = run(latchkey(args));
+        assert_usage_error(&finished, mentions);
+    }
+}
+
+#[test]
+fn unknown_auth_method_is_a_config_error() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let finished = run(login(&idp, &path, &["--auth-method", "bogus"]));
+    let message = assert_config_error(&finished);
+    assert!(message.contains("bogus"), "{message}");
+}
+
+#[test]
+fn https_redirect_uri_is_a_config_error() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let finished = run(login(
+        &idp,
+        &path,
+        &["--redirect-uri", "https://example.com/cb"],
+    ));
+    assert_config_error(&finished);
+}
+
+#[test]
+fn unset_secret_variable_and_unreadable_secret_file_are_config_errors() {
+    let idp = start_idp(ClientAuth::Basic);
+    let (dir, path) = store();
+    let missing_file = dir.path().join("no-such-secret");
+    let missing_file = missing_file.to_str().expect("UTF-8 temporary path");
+    for extra in [
+        ["--client-secret-env", "LATCHKEY_CLI_TEST_UNSET_VARIABLE"],
+        ["--client-secret-file", missing_file],
+    ] {
+        let finished = run(login(&idp, &path, &extra));
+        assert_config_error(&finished);
+    }
+}
+
+#[test]
+fn redirect_port_in_use_is_a_config_error() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a port");
+    let port = taken.local_addr().expect("local address").port();
+    let redirect_uri = format!("http://127.0.0.1:{port}/callback");
+    let finished = run(login(&idp, &path, &["--redirect-uri", &redirect_uri]));
+    let message = assert_config_error(&finished);
+    assert!(message.contains(&port.to_string()), "{message}");
+    drop(taken);
+}
+
+// ---- 9. latchkey demo -----------------------------------------------------------------
+
+fn assert_demo_completes(extra: &[&str]) {
+    let mut command = latchkey(["demo"]);
+    command.args(extra);
+    let running = Running::spawn(command);
+    let pid = lock(&running.child).id();
+    let finished = running.finish();
+    finished.assert_code(0);
+    let stdout = finished.stdout_text();
+    assert!(
+        finished
+            .stdout
+            .iter()
+            .any(|line| line.contains("-> 303 docker-desktop://dashboard/open")),
+        "{stdout}"
+    );
+    assert!(
+        finished.stdout.iter().any(|line| line.contains("0600")),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("code=") && !stdout.contains("state="),
+        "the demo redacts codes and states: {stdout}"
+    );
+    // The demo's token file does not outlive it.
+    let workdir = std::env::temp_dir().join(format!("latchkey-demo-{pid}"));
+    assert!(!workdir.exists(), "{} left behind", workdir.display());
+}
+
+#[test]
+fn demo_completes_a_login_on_smol() {
+    assert_demo_completes(&[]);
+}
+
+#[test]
+fn demo_completes_a_login_on_tokio() {
+    assert_demo_completes(&["--runtime", "tokio"]);
+}
+
+// ---- 10. --then -----------------------------------------------------------------------
+
+#[test]
+fn then_sends_the_browser_to_the_landing_url_after_success() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let browsed = login_with_browser(login(&idp, &path, &["--then", LANDING]));
+    browsed.finished.assert_code(0);
+    assert_eq!(browsed.finished.event_names(), SUCCESS_EVENTS);
+    let hops = browsed.hops.expect("the user agent's path");
+    let last = hops.last().expect("at least one hop");
+    assert!(last.url.starts_with(&browsed.redirect_uri), "{hops:?}");
+    assert_eq!(last.status, 303, "{hops:?}");
+    assert_eq!(last.location.as_deref(), Some(LANDING), "{hops:?}");
+}
+
+#[test]
+fn then_is_not_followed_after_a_denial() {
+    let idp = start_idp(ClientAuth::None);
+    idp.set_deny(true);
+    let (_dir, path) = store();
+    let browsed = login_with_browser(login(&idp, &path, &["--then", LANDING]));
+    assert_failed_login(&browsed.finished, &path, "access_denied");
+    let hops = browsed.hops.expect("the user agent's path");
+    let last = hops.last().expect("at least one hop");
+    assert!(last.url.starts_with(&browsed.redirect_uri), "{hops:?}");
+    assert_ne!(last.location.as_deref(), Some(LANDING), "{hops:?}");
+}

@@ -1,0 +1,779 @@
+//! The endpoints: authorization (RFC 6749 §4.1.1–4.1.2, RFC 7636, RFC 9207), token
+//! (RFC 6749 §4.1.3–4.1.4, §5, §6, §2.3.1) and metadata (RFC 8414).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Map, Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::form::{self, Params};
+use crate::http::Response;
+use crate::{Client, ClientAuth, Config, Quirk, RecordedRequest, Stats};
+
+/// How many recent requests [`crate::DevIdp::requests`] keeps.
+const LOG_CAPACITY: usize = 1024;
+
+/// Everything the connection threads share.
+pub(crate) struct Server {
+    pub(crate) config: Config,
+    pub(crate) base_url: String,
+    pub(crate) issuer: String,
+    pub(crate) deny_all: AtomicBool,
+    metadata_paths: Vec<String>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    codes: HashMap<String, Code>,
+    access: HashMap<String, Issued>,
+    refresh: HashMap<String, Refresh>,
+    /// Rotated-out refresh tokens and the grant they belonged to (reuse detection).
+    retired: HashMap<String, u64>,
+    next_grant: u64,
+    pub(crate) log: VecDeque<RecordedRequest>,
+    pub(crate) last_token_request: Option<RecordedRequest>,
+    pub(crate) stats: Stats,
+}
+
+struct Code {
+    client_id: String,
+    redirect_uri: String,
+    challenge: String,
+    scope: Vec<String>,
+    issued: Instant,
+    /// The grant created when the code was redeemed.
+    redeemed: Option<u64>,
+}
+
+struct Issued {
+    grant: u64,
+    issued: Instant,
+}
+
+struct Refresh {
+    grant: u64,
+    client_id: String,
+    scope: Vec<String>,
+}
+
+/// A token endpoint error (RFC 6749 §5.2).
+struct Failure {
+    status: u16,
+    error: &'static str,
+    description: &'static str,
+}
+
+fn invalid_request(description: &'static str) -> Failure {
+    Failure {
+        status: 400,
+        error: "invalid_request",
+        description,
+    }
+}
+fn invalid_client(description: &'static str) -> Failure {
+    Failure {
+        status: 401,
+        error: "invalid_client",
+        description,
+    }
+}
+fn invalid_grant(description: &'static str) -> Failure {
+    Failure {
+        status: 400,
+        error: "invalid_grant",
+        description,
+    }
+}
+fn server_error() -> Failure {
+    Failure {
+        status: 500,
+        error: "server_error",
+        description: "no randomness available",
+    }
+}
+
+/// What a successful token request hands out.
+struct Tokens {
+    access: String,
+    refresh: Option<String>,
+    scope: Vec<String>,
+}
+
+impl Server {
+    pub(crate) fn new(config: Config, base_url: String) -> Server {
+        let issuer = config.issuer.clone().unwrap_or_else(|| base_url.clone());
+        let mut metadata_paths = vec![
+            "/.well-known/oauth-authorization-server".to_owned(),
+            "/.well-known/openid-configuration".to_owned(),
+        ];
+        // RFC 8414 §3.1 and OpenID Connect Discovery §4 for an issuer with a path.
+        let issuer_path = issuer
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+            .map(|p| p.trim_end_matches('/'))
+            .unwrap_or_default();
+        if !issuer_path.is_empty() {
+            metadata_paths.push(format!(
+                "/.well-known/oauth-authorization-server{issuer_path}"
+            ));
+            metadata_paths.push(format!("{issuer_path}/.well-known/openid-configuration"));
+        }
+        Server {
+            config,
+            base_url,
+            issuer,
+            deny_all: AtomicBool::new(false),
+            metadata_paths,
+            state: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn client(&self, id: &str) -> Option<&Client> {
+        self.config.clients.iter().find(|c| c.id == id)
+    }
+
+    /// Routes and records one request.
+    pub(crate) fn handle(&self, request: RecordedRequest) -> Response {
+        let (path, query) = request
+            .target
+            .split_once('?')
+            .unwrap_or((&request.target, ""));
+        let allowed = match path {
+            "/authorize" => Some("GET"),
+            "/token" => Some("POST"),
+            p if self.metadata_paths.iter().any(|m| m == p) => Some("GET"),
+            _ => None,
+        };
+        let response = match (allowed, path) {
+            (None, _) => Response::page(404, "Nothing here."),
+            (Some(method), _) if method != request.method => {
+                Response::page(405, "Method not allowed.").with("Allow", method)
+            }
+            (_, "/authorize") => self.authorize(query),
+            (_, "/token") => self.token(&request),
+            _ => self.metadata(),
+        };
+        let mut state = self.lock();
+        state.stats.requests += 1;
+        match path {
+            "/authorize" => state.stats.authorize_requests += 1,
+            "/token" => {
+                state.stats.token_requests += 1;
+                state.last_token_request = Some(request.clone());
+            }
+            _ => {}
+        }
+        if state.log.len() == LOG_CAPACITY {
+            state.log.pop_front();
+        }
+        state.log.push_back(request);
+        response
+    }
+
+    /// Whether `token` is an access token that is issued, unexpired and not revoked.
+    pub(crate) fn access_token_active(&self, token: &str) -> bool {
+        let lifetime = self.config.token_lifetime;
+        self.lock()
+            .access
+            .get(token)
+            .is_some_and(|t| t.issued.elapsed() < lifetime)
+    }
+
+    fn metadata(&self) -> Response {
+        let doc = json!({
+            "issuer": self.issuer,
+            "authorization_endpoint": format!("{}/authorize", self.base_url),
+            "token_endpoint": format!("{}/token", self.base_url),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "authorization_response_iss_parameter_supported": self.config.send_iss,
+        });
+        Response::new(200, "application/json", doc.to_string())
+    }
+
+    // ---- authorization endpoint -------------------------------------------------------
+
+    fn authorize(&self, query: &str) -> Response {
+        // Until client and redirect URI are known good, errors go to the user, never to a
+        // redirect (RFC 6749 §4.1.2.1).
+        let Ok(params) = Params::parse(query.as_bytes()) else {
+            return Response::page(
+                400,
+                "The authorization request is not a valid query string.",
+            );
+        };
+        let Some(client) = params.get("client_id").and_then(|id| self.client(id)) else {
+            return Response::page(400, "The client_id is missing or unknown.");
+        };
+        let Some(redirect_uri) = params.get("redirect_uri").filter(|uri| {
+            client
+                .redirect_uris
+                .iter()
+                .any(|r| redirect_matches(r, uri))
+        }) else {
+            return Response::page(
+                400,
+                "The redirect_uri is missing or not registered for this client.",
+            );
+        };
+        let state = params.get("state");
+        let reply = |fields: &[(&str, &str)]| self.redirect(redirect_uri, fields, state);
+
+        let checked = check_authorization(&params, &self.config.scopes_added);
+        let (challenge, scope) = match checked {
+            Ok(ok) => ok,
+            Err((error, description)) => {
+                return reply(&[("error", error), ("error_description", description)]);
+            }
+        };
+        if self.deny_all.load(Ordering::SeqCst) || params.get("login_hint") == Some("deny") {
+            return reply(&[
+                ("error", "access_denied"),
+                ("error_description", "The user denied the request."),
+            ]);
+        }
+        let Some(code) = random_token() else {
+            return reply(&[
+                ("error", "server_error"),
+                ("error_description", "no randomness"),
+            ]);
+        };
+        let mut st = self.lock();
+        let keep = self.config.code_lifetime + self.config.token_lifetime;
+        st.codes.retain(|_, c| c.issued.elapsed() < keep);
+        st.codes.insert(
+            code.clone(),
+            Code {
+                client_id: client.id.clone(),
+                redirect_uri: redirect_uri.to_owned(),
+                challenge: challenge.to_owned(),
+                scope,
+                issued: Instant::now(),
+                redeemed: None,
+            },
+        );
+        st.stats.codes_issued += 1;
+        drop(st);
+        reply(&[("code", &code)])
+    }
+
+    /// A 303 to the client's redirect URI with `fields`, `state` and `iss` in the query.
+    fn redirect(
+        &self,
+        redirect_uri: &str,
+        fields: &[(&str, &str)],
+        state: Option<&str>,
+    ) -> Response {
+        let mut fields = fields.to_vec();
+        fields.extend(state.map(|s| ("state", s)));
+        if self.config.send_iss {
+            fields.push(("iss", &self.issuer));
+        }
+        let separator = match redirect_uri.chars().last() {
+            _ if !redirect_uri.contains('?') => "?",
+            Some('?' | '&') => "",
+            _ => "&",
+        };
+        let location = format!("{redirect_uri}{separator}{}", form::serialize(&fields));
+        Response::new(303, "text/plain; charset=utf-8", "").with("Location", location)
+    }
+
+    // ---- token endpoint ---------------------------------------------------------------
+
+    fn token(&self, request: &RecordedRequest) -> Response {
+        let github = matches!(self.config.quirk, Quirk::GitHub);
+        let json = !github || accepts_json(request);
+        let outcome = self.token_outcome(request);
+        let mut response = match outcome {
+            Ok(tokens) => {
+                self.lock().stats.tokens_issued += 1;
+                self.token_success(tokens, json)
+            }
+            Err(failure) => token_failure(failure, github, json),
+        };
+        response.headers.push(("Pragma", "no-cache".to_owned()));
+        response
+    }
+
+    fn token_outcome(&self, request: &RecordedRequest) -> Result<Tokens, Failure> {
+        let form_type = request
+            .header("content-type")
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !form_type {
+            return Err(invalid_request(
+                "Content-Type must be application/x-www-form-urlencoded",
+            ));
+        }
+        let params = Params::parse(&request.body).map_err(invalid_request)?;
+        let client = self.authenticate(request, &params)?;
+        match params.get("grant_type") {
+            Some("authorization_code") => self.redeem_code(client, &params),
+            Some("refresh_token") => self.refresh(client, &params),
+            Some(_) => Err(Failure {
+                status: 400,
+                error: "unsupported_grant_type",
+                description: "only authorization_code and refresh_token are supported",
+            }),
+            None => Err(invalid_request("grant_type is missing")),
+        }
+    }
+
+    /// Client authentication, exactly by the registered method (RFC 6749 §2.3.1).
+    fn authenticate(&self, request: &RecordedRequest, params: &Params) -> Result<&Client, Failure> {
+        if request.headers_named("authorization").count() > 1 {
+            return Err(invalid_client("more than one Authorization header"));
+        }
+        let basic = match request.header("authorization") {
+            Some(value) => {
+                Some(parse_basic(value).ok_or(invalid_client("malformed Basic credentials"))?)
+            }
+            None => None,
+        };
+        let body_id = params.get("client_id");
+        let (id, secret, method) = match (basic, params.get("client_secret")) {
+            (Some(_), Some(_)) => {
+                return Err(invalid_client("more than one client authentication method"));
+            }
+            (Some((id, secret)), None) => {
+                if body_id.is_some_and(|b| b != id) {
+                    return Err(invalid_client("client_id in the body differs from Basic"));
+                }
+                (id, Some(secret), ClientAuth::Basic)
+            }
+            (None, Some(secret)) => (
+                body_id
+                    .ok_or(invalid_client("client_id is missing"))?
+                    .to_owned(),
+                Some(secret.to_owned()),
+                ClientAuth::Post,
+            ),
+            (None, None) => (
+                body_id
+                    .ok_or(invalid_client("client_id is missing"))?
+                    .to_owned(),
+                None,
+                ClientAuth::None,
+            ),
+        };
+        let client = self.client(&id).ok_or(invalid_client("unknown client"))?;
+        if client.auth != method {
+            return Err(invalid_client(match client.auth {
+                ClientAuth::Basic => "this client must authenticate with HTTP Basic",
+                ClientAuth::Post => "this client must send client_secret in the body",
+                ClientAuth::None => "this public client must not authenticate",
+            }));
+        }
+        let matches = match (&client.secret, &secret) {
+            (Some(expected), Some(given)) => {
+                constant_time_eq(expected.as_bytes(), given.as_bytes())
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        if !matches {
+            return Err(invalid_client("wrong client secret"));
+        }
+        Ok(client)
+    }
+
+    fn redeem_code(&self, client: &Client, params: &Params) -> Result<Tokens, Failure> {
+        let code = params
+            .get("code")
+            .ok_or(invalid_request("code is missing"))?;
+        let redirect_uri = params
+            .get("redirect_uri")
+            .ok_or(invalid_request("redirect_uri is missing"))?;
+        let verifier = params
+            .get("code_verifier")
+            .ok_or(invalid_request("code_verifier is missing"))?;
+        let mut st = self.lock();
+        let entry = st
+            .codes
+            .get(code)
+            .ok_or(invalid_grant("unknown authorization code"))?;
+        if let Some(grant) = entry.redeemed {
+            // RFC 6749 §4.1.2: deny, and revoke what the code produced.
+            st.revoke(grant);
+            return Err(invalid_grant(
+                "authorization code already used; its tokens are revoked",
+            ));
+        }
+        if entry.issued.elapsed() >= self.config.code_lifetime {
+            return Err(invalid_grant("authorization code expired"));
+        }
+        if entry.client_id != client.id {
+            return Err(invalid_grant(
+                "authorization code was issued to another client",
+            ));
+        }
+        if entry.redirect_uri != redirect_uri {
+            return Err(invalid_grant(
+                "redirect_uri differs from the authorization request",
+            ));
+        }
+        if !is_pkce_string(verifier) || s256(verifier) != entry.challenge {
+            return Err(invalid_grant("PKCE verification failed"));
+        }
+        let scope = entry.scope.clone();
+        let grant = st.next_grant;
+        st.next_grant += 1;
+        if let Some(entry) = st.codes.get_mut(code) {
+            entry.redeemed = Some(grant);
+        }
+        let with_refresh = !matches!(self.config.quirk, Quirk::GitHub);
+        st.issue(grant, &client.id, scope, with_refresh)
+            .ok_or_else(server_error)
+    }
+
+    fn refresh(&self, client: &Client, params: &Params) -> Result<Tokens, Failure> {
+        let old = params
+            .get("refresh_token")
+            .ok_or(invalid_request("refresh_token is missing"))?;
+        let requested = match params.get("scope") {
+            Some(s) => Some(parse_scope(s).ok_or(invalid_scope())?),
+            None => None,
+        };
+        let mut st = self.lock();
+        let Some(entry) = st.refresh.get(old) else {
+            if let Some(&grant) = st.retired.get(old) {
+                st.revoke(grant);
+                return Err(invalid_grant(
+                    "refresh token already rotated; the grant is revoked",
+                ));
+            }
+            return Err(invalid_grant("unknown refresh token"));
+        };
+        if entry.client_id != client.id {
+            return Err(invalid_grant("refresh token was issued to another client"));
+        }
+        if requested
+            .as_ref()
+            .is_some_and(|r| r.iter().any(|s| !entry.scope.contains(s)))
+        {
+            return Err(invalid_scope());
+        }
+        let (grant, scope) = (entry.grant, entry.scope.clone());
+        st.refresh.remove(old);
+        st.retired.insert(old.to_owned(), grant);
+        let mut tokens = st
+            .issue(grant, &client.id, scope, true)
+            .ok_or_else(server_error)?;
+        if let Some(narrower) = requested {
+            tokens.scope = narrower;
+        }
+        Ok(tokens)
+    }
+
+    fn token_success(&self, tokens: Tokens, json: bool) -> Response {
+        let seconds = self.config.token_lifetime.as_secs();
+        if let Quirk::GitHub = self.config.quirk {
+            let scope = tokens.scope.join(",");
+            let fields = [
+                ("access_token", tokens.access.as_str()),
+                ("scope", &scope),
+                ("token_type", "bearer"),
+            ];
+            return if json {
+                let body: Map<String, Value> = fields
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                    .collect();
+                Response::new(
+                    200,
+                    "application/json; charset=utf-8",
+                    Value::Object(body).to_string(),
+                )
+            } else {
+                Response::new(
+                    200,
+                    "application/x-www-form-urlencoded; charset=utf-8",
+                    form::serialize(&fields),
+                )
+            };
+        }
+        let mut body = Map::new();
+        body.insert("access_token".into(), json!(tokens.access));
+        if !matches!(self.config.quirk, Quirk::NoTokenType) {
+            body.insert("token_type".into(), json!("Bearer"));
+        }
+        if let Quirk::EntraStringExpiry = self.config.quirk {
+            body.insert("expires_in".into(), json!(seconds.to_string()));
+            body.insert("ext_expires_in".into(), json!(seconds.to_string()));
+        } else {
+            body.insert("expires_in".into(), json!(seconds));
+        }
+        if let Some(refresh) = tokens.refresh {
+            body.insert("refresh_token".into(), json!(refresh));
+        }
+        if !tokens.scope.is_empty() {
+            body.insert("scope".into(), json!(tokens.scope.join(" ")));
+        }
+        Response::new(200, "application/json", Value::Object(body).to_string())
+    }
+}
+
+impl State {
+    /// Issues an access token (and a refresh token) for `grant`; `None` without randomness.
+    fn issue(
+        &mut self,
+        grant: u64,
+        client_id: &str,
+        scope: Vec<String>,
+        refresh: bool,
+    ) -> Option<Tokens> {
+        let access = random_token()?;
+        let refresh = if refresh { Some(random_token()?) } else { None };
+        self.access.insert(
+            access.clone(),
+            Issued {
+                grant,
+                issued: Instant::now(),
+            },
+        );
+        if let Some(token) = &refresh {
+            let entry = Refresh {
+                grant,
+                client_id: client_id.to_owned(),
+                scope: scope.clone(),
+            };
+            self.refresh.insert(token.clone(), entry);
+        }
+        Some(Tokens {
+            access,
+            refresh,
+            scope,
+        })
+    }
+
+    fn revoke(&mut self, grant: u64) {
+        self.access.retain(|_, t| t.grant != grant);
+        self.refresh.retain(|_, t| t.grant != grant);
+    }
+}
+
+fn token_failure(failure: Failure, github: bool, json: bool) -> Response {
+    if !github {
+        let body = json!({"error": failure.error, "error_description": failure.description});
+        let response = Response::new(failure.status, "application/json", body.to_string());
+        return match failure.status {
+            401 => response.with("WWW-Authenticate", "Basic realm=\"devidp\""),
+            _ => response,
+        };
+    }
+    // GitHub answers every error with HTTP 200 and its own error codes.
+    let error = match failure.error {
+        "invalid_grant" => "bad_verification_code",
+        "invalid_client" => "incorrect_client_credentials",
+        other => other,
+    };
+    let fields = [("error", error), ("error_description", failure.description)];
+    if json {
+        let body = json!({"error": error, "error_description": failure.description});
+        Response::new(200, "application/json; charset=utf-8", body.to_string())
+    } else {
+        Response::new(
+            200,
+            "application/x-www-form-urlencoded; charset=utf-8",
+            form::serialize(&fields),
+        )
+    }
+}
+
+/// Exact string comparison (RFC 6749 §3.1.2.3), except that a registered loopback IP
+/// URI without a port (`http://127.0.0.1/cb`, `http://[::1]/cb`) matches any port
+/// (RFC 8252 §7.3), so native apps can listen on an ephemeral port.
+fn redirect_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    ["http://127.0.0.1", "http://[::1]"].iter().any(|host| {
+        let (Some(rest), Some(port_and_rest)) =
+            (registered.strip_prefix(host), requested.strip_prefix(host))
+        else {
+            return false;
+        };
+        let Some(port_and_rest) = port_and_rest.strip_prefix(':') else {
+            return false;
+        };
+        let digits = port_and_rest.bytes().take_while(u8::is_ascii_digit).count();
+        let portless = rest.is_empty() || rest.starts_with(['/', '?']);
+        portless && (1..=5).contains(&digits) && port_and_rest[digits..] == *rest
+    })
+}
+
+/// Validates the parts of an authorization request that are answered by redirect;
+/// returns the code challenge and the granted scope.
+fn check_authorization<'a>(
+    params: &'a Params,
+    scopes_added: &[String],
+) -> Result<(&'a str, Vec<String>), (&'static str, &'static str)> {
+    match params.get("response_type") {
+        Some("code") => {}
+        Some(_) => {
+            return Err((
+                "unsupported_response_type",
+                "only response_type=code is supported",
+            ));
+        }
+        None => return Err(("invalid_request", "response_type is missing")),
+    }
+    match params.get("code_challenge_method") {
+        Some("S256") => {}
+        Some("plain") | None => {
+            return Err((
+                "invalid_request",
+                "PKCE with code_challenge_method=S256 is required",
+            ));
+        }
+        Some(_) => return Err(("invalid_request", "unsupported code_challenge_method")),
+    }
+    let challenge = params
+        .get("code_challenge")
+        .ok_or(("invalid_request", "code_challenge is missing"))?;
+    let is_s256_value = challenge.len() == 43
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !is_s256_value {
+        return Err((
+            "invalid_request",
+            "code_challenge is not a BASE64URL SHA-256 value",
+        ));
+    }
+    let mut scope = match params.get("scope") {
+        Some(s) => parse_scope(s).ok_or(("invalid_scope", "scope is malformed"))?,
+        None => Vec::new(),
+    };
+    for added in scopes_added {
+        if !scope.contains(added) {
+            scope.push(added.clone());
+        }
+    }
+    Ok((challenge, scope))
+}
+
+fn invalid_scope() -> Failure {
+    Failure {
+        status: 400,
+        error: "invalid_scope",
+        description: "scope is malformed or exceeds the grant",
+    }
+}
+
+/// Splits a scope by single spaces (RFC 6749 §3.3), dropping repeats.
+fn parse_scope(s: &str) -> Option<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for token in s.split(' ') {
+        let valid = !token.is_empty()
+            && token
+                .bytes()
+                .all(|b| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e));
+        if !valid {
+            return None;
+        }
+        if !out.iter().any(|t| t == token) {
+            out.push(token.to_owned());
+        }
+    }
+    Some(out)
+}
+
+/// RFC 7636 §4.1: 43 to 128 unreserved characters.
+fn is_pkce_string(s: &str) -> bool {
+    (43..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// `BASE64URL(SHA256(ASCII(verifier)))` (RFC 7636 §4.2).
+fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// 32 random bytes, BASE64URL.
+fn random_token() -> Option<String> {
+    let mut bytes = [0; 32];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// `Basic base64(form-encoded id ":" form-encoded secret)` → decoded (id, secret).
+fn parse_basic(value: &str) -> Option<(String, String)> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = STANDARD.decode(credentials.trim_start_matches(' ')).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((
+        form::decode(id.as_bytes()).ok()?,
+        form::decode(secret.as_bytes()).ok()?,
+    ))
+}
+
+#[cfg(test)]
+#[test]
+fn loopback_redirects_match_any_port() {
+    let any = "http://127.0.0.1/cb";
+    assert!(redirect_matches(any, "http://127.0.0.1:5000/cb"));
+    assert!(redirect_matches("http://[::1]", "http://[::1]:1"));
+    assert!(redirect_matches(
+        "http://127.0.0.1?x",
+        "http://127.0.0.1:1?x"
+    ));
+    for no in [
+        "http://127.0.0.1:/cb",
+        "http://127.0.0.1:5000/cb/",
+        "http://127.0.0.1:123456/cb",
+        "http://127.0.0.10/cb",
+        "http://127.0.0.1:50x/cb",
+        "http://localhost:5000/cb",
+    ] {
+        assert!(!redirect_matches(any, no), "{no}");
+    }
+    assert!(!redirect_matches(
+        "http://127.0.0.1:4000/cb",
+        "http://127.0.0.1:5000/cb"
+    ));
+    assert!(!redirect_matches(
+        "http://127.0.0.10/cb",
+        "http://127.0.0.1:5/0/cb"
+    ));
+    assert!(!redirect_matches(
+        "http://localhost/cb",
+        "http://localhost:5/cb"
+    ));
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether the `Accept` header lists `application/json`.
+fn accepts_json(request: &RecordedRequest) -> bool {
+    request
+        .headers_named("accept")
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let media = range.split(';').next().unwrap_or_default();
+            media.trim().eq_ignore_ascii_case("application/json")
+        })
+}

@@ -1,0 +1,411 @@
+//! Where tokens are kept between runs: the [`TokenStore`] trait, [`MemoryStore`] and
+//! [`FileStore`].
+//!
+//! A store holds one [`TokenSet`] per key. Programs that log in one user use
+//! [`DEFAULT_KEY`]; a service logging in many users uses its own keys (user ids, say).
+//! Error messages name the file and the failing operation, never a token (S41).
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use latchkey::{StoreError, TokenSet};
+use serde_json::Value;
+
+/// Keeps token sets by key. The drivers call it from their blocking pools, so
+/// implementations may block.
+pub trait TokenStore: Send + Sync + 'static {
+    /// Stores `tokens` under `key`, replacing what was there as one step: a reader sees the
+    /// old entry or the new one, never a mix (S42 relies on this for rotated refresh tokens).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] if the tokens could not be stored; the previous entry is then kept.
+    fn save(&self, key: &str, tokens: &TokenSet) -> Result<(), StoreError>;
+
+    /// The token set stored under `key`, if any.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] if the store could not be read or is corrupt.
+    fn load(&self, key: &str) -> Result<Option<TokenSet>, StoreError>;
+
+    /// Removes the entry under `key`; removing an absent entry succeeds.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] if the store could not be updated.
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// The key programs that log in a single user store their tokens under.
+pub const DEFAULT_KEY: &str = "default";
+
+/// Tokens kept in memory only, lost when the process ends: for tests, and for programs that
+/// log in for one run.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    tokens: Mutex<BTreeMap<String, TokenSet>>,
+}
+
+impl MemoryStore {
+    fn tokens(&self) -> MutexGuard<'_, BTreeMap<String, TokenSet>> {
+        // Every operation is a single insert, remove or clone, so a thread that panicked while
+        // holding the lock cannot have left the map half-updated.
+        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl TokenStore for MemoryStore {
+    fn save(&self, key: &str, tokens: &TokenSet) -> Result<(), StoreError> {
+        self.tokens().insert(key.to_owned(), tokens.clone());
+        Ok(())
+    }
+
+    fn load(&self, key: &str) -> Result<Option<TokenSet>, StoreError> {
+        Ok(self.tokens().get(key).cloned())
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.tokens().remove(key);
+        Ok(())
+    }
+}
+
+/// The file format version written, and the only one read.
+const VERSION: u64 = 1;
+
+/// Temporary files older than this are leftovers of a save that crashed, and the next save
+/// removes them. Younger ones may belong to a save in progress in another process.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(60);
+
+/// The token sets in a file, by key.
+type Entries = BTreeMap<String, TokenSet>;
+
+/// Tokens kept in one JSON file:
+/// `{"version":1,"tokens":{"<key>":<token set>,...}}`, each token set as
+/// [`TokenSet`]'s `Serialize` writes it (secrets in clear, hence the permissions).
+///
+/// - The file is created with mode `0600`, also under `umask 000`; a missing parent
+///   directory is created with mode `0700`, an existing one is left alone (S38).
+/// - Every change writes a new file next to the old one (a randomly named temporary file,
+///   created exclusively and never through a symbolic link, `0600`), syncs it, renames it
+///   over the old one and syncs the directory. A crash at any point leaves the old file or
+///   the new one, never a partial one (S39). A crash can leave the temporary file behind;
+///   the next save removes those older than a minute.
+/// - A symbolic link planted at the path is never followed: [`load`](TokenStore::load)
+///   fails, and [`save`](TokenStore::save) replaces the link itself (S39).
+/// - Deleting the last entry removes the file.
+/// - Saves in one process are serialized; concurrent saves from several processes do not
+///   corrupt the file, but the last one wins and may drop another's entry.
+/// - A corrupt file or one with another version is an error, and is not overwritten: it may
+///   hold tokens a newer program version wrote. Remove it to start afresh.
+///
+/// On non-Unix systems there are no modes, and the directory is not synced.
+#[derive(Debug)]
+pub struct FileStore {
+    path: PathBuf,
+    /// Held across each read-modify-write so that two saves in this process cannot lose one
+    /// another's entry.
+    lock: Mutex<()>,
+}
+
+impl FileStore {
+    /// A store kept in the file at `path`. Nothing is touched until the first operation.
+    pub fn new(path: impl Into<PathBuf>) -> FileStore {
+        FileStore {
+            path: path.into(),
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// The token file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The guarded state is the file, which a panicking writer leaves old or new.
+        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replaces the file with `entries`, or removes it when there are none.
+    fn write(&self, entries: &Entries) -> Result<(), StoreError> {
+        let path = &self.path;
+        let Some(name) = path.file_name() else {
+            return Err(StoreError::new(format!(
+                "token file path {} does not name a file",
+                path.display()
+            )));
+        };
+        let dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        create_private_dir(dir)?;
+        remove_stale_temps(dir, name);
+        if entries.is_empty() {
+            match fs::remove_file(path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                    return Err(failed("removing", path, &error));
+                }
+                _ => {}
+            }
+        } else {
+            let bytes = serialize(entries).map_err(|_| {
+                StoreError::new(format!("serializing tokens for {}", path.display()))
+            })?;
+            let temp = dir.join(temp_name(name)?);
+            let written = write_new_file(&temp, &bytes).and_then(|()| {
+                fs::rename(&temp, path).map_err(|error| {
+                    failed(&format!("renaming {} over", temp.display()), path, &error)
+                })
+            });
+            if written.is_err() {
+                // Best effort: the save already failed, and the error to report is that one.
+                let _ = fs::remove_file(&temp);
+            }
+            written?;
+        }
+        sync_dir(dir)
+    }
+}
+
+impl TokenStore for FileStore {
+    fn save(&self, key: &str, tokens: &TokenSet) -> Result<(), StoreError> {
+        let _guard = self.lock();
+        // A planted symbolic link counts as no file: the rename replaces the link itself.
+        let mut entries = match read_existing(&self.path)? {
+            Existing::Missing | Existing::Symlink => Entries::new(),
+            Existing::Entries(entries) => entries,
+        };
+        entries.insert(key.to_owned(), tokens.clone());
+        self.write(&entries)
+    }
+
+    fn load(&self, key: &str) -> Result<Option<TokenSet>, StoreError> {
+        // No lock: the file is only ever replaced by a rename, so this reads the old file or
+        // the new one.
+        match read_existing(&self.path)? {
+            Existing::Missing => Ok(None),
+            Existing::Symlink => Err(StoreError::new(format!(
+                "token file {} is a symbolic link, which is never followed",
+                self.path.display()
+            ))),
+            Existing::Entries(mut entries) => Ok(entries.remove(key)),
+        }
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let _guard = self.lock();
+        let mut entries = match read_existing(&self.path)? {
+            Existing::Missing => return Ok(()),
+            // Writing no entries removes the planted link, as a save would replace it.
+            Existing::Symlink => Entries::new(),
+            Existing::Entries(entries) => entries,
+        };
+        entries.remove(key);
+        self.write(&entries)
+    }
+}
+
+/// What is at the token file's path.
+enum Existing {
+    Missing,
+    Symlink,
+    Entries(Entries),
+}
+
+fn read_existing(path: &Path) -> Result<Existing, StoreError> {
+    let mut file = match no_follow().read(true).open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Existing::Missing),
+        Err(error) => {
+            // O_NOFOLLOW fails with ELOOP on Linux and macOS but EMLINK on FreeBSD; asking the
+            // file system is portable.
+            if fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink()) {
+                return Ok(Existing::Symlink);
+            }
+            return Err(failed("opening", path, &error));
+        }
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|error| failed("reading", path, &error))?;
+    parse(&bytes)
+        .map(Existing::Entries)
+        .map_err(|reason| StoreError::new(format!("token file {}: {reason}", path.display())))
+}
+
+/// Parses the file's bytes. The reason given on failure never quotes the file's content,
+/// which may hold tokens (S41).
+fn parse(bytes: &[u8]) -> Result<Entries, String> {
+    let mut document: Value = serde_json::from_slice(bytes).map_err(|error| {
+        format!(
+            "corrupt: not JSON (line {}, column {})",
+            error.line(),
+            error.column()
+        )
+    })?;
+    match document.get("version").and_then(Value::as_u64) {
+        Some(VERSION) => {}
+        Some(version) => return Err(format!("unsupported format version {version}")),
+        None => return Err("corrupt: no format version".to_owned()),
+    }
+    let Some(Value::Object(tokens)) = document.get_mut("tokens").map(Value::take) else {
+        return Err("corrupt: no token map".to_owned());
+    };
+    tokens
+        .into_iter()
+        .map(|(key, value)| match serde_json::from_value(value) {
+            Ok(tokens) => Ok((key, tokens)),
+            // TokenSet's deserializer never puts a value into its error message.
+            Err(error) => Err(format!("corrupt entry {key:?}: {error}")),
+        })
+        .collect()
+}
+
+fn serialize(entries: &Entries) -> serde_json::Result<Vec<u8>> {
+    let mut bytes = format!("{{\"version\":{VERSION},\"tokens\":").into_bytes();
+    serde_json::to_writer(&mut bytes, entries)?;
+    bytes.extend_from_slice(b"}\n");
+    Ok(bytes)
+}
+
+/// Open options that refuse to go through a symbolic link at the last path component.
+fn no_follow() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    options
+}
+
+/// Creates `dir` (and missing ancestors) with mode `0700`; an existing directory is left
+/// as it is. The umask can only take permissions away, so this is never more open.
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let mut builder = DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|error| failed("creating directory", dir, &error))
+}
+
+/// `.<name>.<16 random hex digits>.tmp`: hidden, and unguessable so that nobody can plant
+/// something at it in advance (the exclusive create would fail on it anyway).
+fn temp_name(name: &OsStr) -> Result<OsString, StoreError> {
+    let random = getrandom::u64()
+        .map_err(|error| StoreError::new(format!("drawing a temporary file name: {error}")))?;
+    let mut temp = OsString::from(".");
+    temp.push(name);
+    temp.push(format!(".{random:016x}.tmp"));
+    Ok(temp)
+}
+
+fn is_temp_name(candidate: &OsStr, name: &OsStr) -> bool {
+    let rest = candidate.as_encoded_bytes().strip_prefix(b".");
+    let rest = rest.and_then(|rest| rest.strip_prefix(name.as_encoded_bytes()));
+    let rest = rest.and_then(|rest| rest.strip_prefix(b"."));
+    let random = rest.and_then(|rest| rest.strip_suffix(b".tmp"));
+    random.is_some_and(|random| random.len() == 16 && random.iter().all(u8::is_ascii_hexdigit))
+}
+
+/// Removes temporary files that crashed saves left in `dir`. Best effort: a leftover only
+/// wastes space, so failing to remove one must not fail the save.
+fn remove_stale_temps(dir: &Path, name: &OsStr) {
+    let Ok(listing) = fs::read_dir(dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in listing.flatten() {
+        if !is_temp_name(&entry.file_name(), name) {
+            continue;
+        }
+        // DirEntry::metadata does not follow symbolic links.
+        let stale = entry.metadata().is_ok_and(|meta| {
+            meta.is_file()
+                && meta.modified().is_ok_and(|modified| {
+                    now.duration_since(modified)
+                        .is_ok_and(|age| age > STALE_TEMP_AGE)
+                })
+        });
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Creates `path` exclusively with mode `0600` (the exclusive create also refuses a
+/// symbolic link planted there), writes `bytes` and syncs them to disk.
+fn write_new_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut options = no_follow();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|error| failed("creating", path, &error))?;
+    file.write_all(bytes)
+        .map_err(|error| failed("writing", path, &error))?;
+    file.sync_all()
+        .map_err(|error| failed("syncing", path, &error))
+}
+
+/// Makes the rename durable: without it a power loss can bring back the old file.
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|error| failed("syncing directory", dir, &error))
+}
+
+/// Windows cannot open a directory as a `File`; its rename is journaled instead.
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+fn failed(operation: &str, path: &Path, error: &io::Error) -> StoreError {
+    StoreError::new(format!("{operation} {}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_are_recognized_and_nothing_else() {
+        let name = OsStr::new("tokens.json");
+        let temp = temp_name(name).expect("random name");
+        assert!(is_temp_name(&temp, name), "{temp:?}");
+        assert_ne!(temp, temp_name(name).expect("random name"));
+        for other in [
+            "tokens.json",
+            ".tokens.json.tmp",
+            ".tokens.json.0123456789abcdeg.tmp",
+            ".tokens.json.0123456789abcdef0.tmp",
+            ".other.json.0123456789abcdef.tmp",
+            "x.tokens.json.0123456789abcdef.tmp",
+        ] {
+            assert!(!is_temp_name(OsStr::new(other), name), "{other}");
+        }
+        assert!(is_temp_name(
+            OsStr::new(".tokens.json.0123456789abcdef.tmp"),
+            name
+        ));
+    }
+}
