@@ -170,8 +170,9 @@ fn address_bits(address: IpAddr) -> u32 {
 }
 
 fn in_network(host: IpAddr, network: IpAddr, prefix: u32) -> bool {
-    // `::ffff:10.1.2.3` is the IPv4 host 10.1.2.3.
-    match (host.to_canonical(), network.to_canonical()) {
+    // The host `::ffff:10.1.2.3` is the IPv4 host 10.1.2.3. The network keeps its family,
+    // so that `prefix` never exceeds its length.
+    match (host.to_canonical(), network) {
         (IpAddr::V4(host), IpAddr::V4(network)) => {
             let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
             u32::from(host) & mask == u32::from(network) & mask
@@ -641,6 +642,8 @@ mod tests {
             assert!(proxied(&proxy, host), "{host} should be proxied");
         }
         assert!(!proxied(&with_no_proxy("0.0.0.0/0"), "203.0.113.9"));
+        // An IPv4-mapped network stays IPv6 (and its prefix stays in range).
+        assert!(proxied(&with_no_proxy("::ffff:10.0.0.0/104"), "10.1.2.3"));
     }
 
     #[test]

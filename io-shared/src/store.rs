@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -368,7 +368,7 @@ fn write_new_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 /// Makes the rename durable: without it a power loss can bring back the old file.
 #[cfg(unix)]
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
+    fs::File::open(dir)
         .and_then(|dir| dir.sync_all())
         .map_err(|error| failed("syncing directory", dir, &error))
 }

@@ -196,11 +196,10 @@ fn child(test: &str, variable: &str, value: &Path, program: Command) -> Command 
     command
 }
 
-const UMASK_CHILD: &str = "LATCHKEY_IO_TEST_UMASK_CHILD";
-
 #[cfg(unix)]
 #[test]
 fn s38_token_file_is_0600_even_under_umask_000() {
+    const UMASK_CHILD: &str = "LATCHKEY_IO_TEST_UMASK_CHILD";
     let exe = env::current_exe().expect("test binary");
     if let Some(dir) = env::var_os(UMASK_CHILD) {
         // The child, running under umask 000.

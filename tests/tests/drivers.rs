@@ -19,12 +19,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use latchkey::{
     ClientAuth, Config, FlowError, FlowOptions, Landing, Provider, Step, TokenSet, TokenType,
-    TransportErrorKind,
+    TransportError, TransportErrorKind,
 };
 use latchkey_devidp::agent::{self, Hop};
 use latchkey_devidp::{DevIdp, Quirk};
 use latchkey_io::driver::{
-    self, Elapsed, Error, Login, LoginEvent, Runtime, Service, ServiceOptions, Transport,
+    self, Elapsed, Error, Login, LoginEvent, Runtime, Service, ServiceOptions, TokenResult,
+    TokenTransport, Transport,
 };
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::opener::{self, Opener};
@@ -86,6 +87,7 @@ on_both_drivers!(
     s21_shutdown_releases_the_port_before_returning,
     s27_junk_connections_during_a_login,
     one_call_login,
+    an_embedders_own_http_client_carries_the_token_request,
     shutdown_cancels_every_login,
     dropping_the_service_cancels_its_login,
 );
@@ -246,6 +248,8 @@ struct Setup {
     /// Instead of the identity provider's own token endpoint.
     token_endpoint: Option<String>,
     store: StoreKind,
+    /// Instead of latchkey's own HTTP client.
+    transport: Option<Transport>,
 }
 
 /// A running identity provider and a latchkey service configured for it.
@@ -268,6 +272,7 @@ impl Setup {
             code_lifetime: None,
             token_endpoint: None,
             store: StoreKind::Memory,
+            transport: None,
         }
     }
 
@@ -337,7 +342,7 @@ impl Setup {
         let idp = self.idp(&redirect_uri);
         let config = self.config(&idp, port);
         let (store, store_path, dir) = self.store();
-        let options = ServiceOptions::new(store.clone(), transport());
+        let options = ServiceOptions::new(store.clone(), self.transport.unwrap_or_else(transport));
         let service = Service::from_listeners(rt.clone(), config, vec![listener], options)
             .expect("start the service");
         assert_eq!(service.redirect_uri(), redirect_uri);
@@ -1109,4 +1114,64 @@ async fn dropping_the_service_cancels_its_login<R: Runtime>(rt: R) {
     drop(fx.service);
     let result = within(&rt, STEP, "the outcome", login.finished()).await;
     assert_eq!(result.unwrap_err(), FlowError::Cancelled);
+}
+
+// ----- an embedder's own HTTP client -----
+
+/// An embedder's client: latchkey's blocking one on a thread of its own, counting requests.
+struct CountingTransport {
+    client: HttpClient,
+    sent: Arc<AtomicUsize>,
+}
+
+impl TokenTransport for CountingTransport {
+    fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = TokenResult> + Send>> {
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        let client = self.client.clone();
+        let (answer, answered) = smol::channel::bounded(1);
+        thread::spawn(move || {
+            let _ = answer.send_blocking(client.send(&request));
+        });
+        Box::pin(async move {
+            answered.recv().await.unwrap_or_else(|_| {
+                Err(TransportError::new(
+                    TransportErrorKind::Other,
+                    "transport thread ended",
+                ))
+            })
+        })
+    }
+}
+
+async fn an_embedders_own_http_client_carries_the_token_request<R: Runtime>(rt: R) {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let Transport::Builtin(client) = transport() else {
+        unreachable!("transport() is latchkey's own client");
+    };
+    let custom = CountingTransport {
+        client,
+        sent: Arc::clone(&sent),
+    };
+    let fx = Setup {
+        transport: Some(Transport::Custom(Arc::new(custom))),
+        ..Setup::new(Auth::Public)
+    }
+    .start(&rt);
+    let login = fx.start_login().await;
+    let hops = browse(&rt, login.url()).await;
+    assert_eq!(
+        hops.last().and_then(|hop| hop.location.as_deref()),
+        Some(LANDING)
+    );
+    assert!(outcome(&events(&rt, &login).await).is_ok());
+    assert_eq!(
+        sent.load(Ordering::SeqCst),
+        1,
+        "the embedder's client sent the request"
+    );
+    assert_eq!(fx.token_requests(), 1);
+    within(&rt, STEP, "shutdown", fx.service.shutdown()).await;
 }
