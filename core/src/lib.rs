@@ -202,4 +202,4 @@ pub use error::{
 };
 pub use pkce::ENTROPY_LEN;
 pub use token::{ScopeChange, TokenSet, TokenType};
-pub use url::UrlError;
+pub use url::{UrlError, is_loopback_host};

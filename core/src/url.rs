@@ -2,7 +2,7 @@
 //! strictly once, so the rest of the engine can treat them as trusted strings (S6).
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 
 /// An absolute `http` or `https` URL that passed [`parse`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +117,8 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), UrlError> {
     Ok((host, port))
 }
 
-/// `localhost`, 127.0.0.0/8 or `::1` (brackets optional).
+/// Whether `host` is loopback as S6 defines it: `localhost`, 127.0.0.0/8 or `::1`
+/// (IPv6 brackets optional; IPv4-mapped forms such as `::ffff:127.0.0.1` count).
 pub fn is_loopback_host(host: &str) -> bool {
     let unbracketed = host
         .strip_prefix('[')
@@ -125,11 +126,8 @@ pub fn is_loopback_host(host: &str) -> bool {
         .unwrap_or(host);
     host.eq_ignore_ascii_case("localhost")
         || unbracketed
-            .parse::<Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback())
-        || unbracketed
-            .parse::<Ipv6Addr>()
-            .is_ok_and(|ip| ip.is_loopback())
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 #[cfg(test)]

@@ -8,13 +8,13 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::http::{Request, Response};
 use latchkey::http1::{ReadError, ResponseReader, write_request};
-use latchkey::{TransportError, TransportErrorKind};
+use latchkey::{TransportError, TransportErrorKind, is_loopback_host};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
@@ -176,16 +176,6 @@ impl HttpClient {
         }
         Ok(Stream::Tls(Box::new(tls)))
     }
-}
-
-/// Whether `host` (a URI host; IPv6 may be in brackets) is loopback by S6's definition:
-/// `localhost`, 127.0.0.0/8, `::1`.
-pub(crate) fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<IpAddr>()
-            .is_ok_and(|address| address.to_canonical().is_loopback())
 }
 
 /// Where a request goes.

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD;
 use latchkey::{TransportError, TransportErrorKind};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::http::is_loopback_host;
+use latchkey::is_loopback_host;
 
 /// The longest reply head to `CONNECT` accepted from a proxy.
 pub const MAX_CONNECT_REPLY: usize = 8 * 1024;

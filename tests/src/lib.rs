@@ -5,7 +5,11 @@
 //! - [`model`]: the operations a driver can perform ([`model::Op`]), how to apply them, and
 //!   the invariants every sequence of them must keep ([`model::Sim`]). The quickcheck
 //!   properties and the cargo-fuzz targets share this one definition.
+//! - [`oidc`]: the reference identity provider, the OpenID-certified `oidc-provider` from
+//!   npm, started on loopback for the interop tests.
 #![forbid(unsafe_code)]
 
 pub mod harness;
 pub mod model;
+pub mod oidc;
+pub mod oidc_agent;

@@ -1,0 +1,1094 @@
+//! A scripted user agent for `oidc-provider`'s development interaction pages: the user's
+//! browser in the interop tests.
+//!
+//! [`sign_in`] starts at an authorization URL and does what a person would: it follows
+//! redirects, signs in on the login page (any login is accepted; it uses [`LOGIN`]), then
+//! approves or cancels on the consent page, and follows the provider's redirect back to the
+//! application's redirect URI, and the application's answer from there, until a response
+//! that is not a redirect or a `Location` it cannot follow (`docker-desktop://…`).
+//!
+//! What the pages look like (oidc-provider 9, `devInteractions`): `GET /auth?…` answers
+//! `303 /interaction/UID`; that page holds one `<form action="{issuer}/interaction/UID"
+//! method="post">` with a hidden `prompt=login` and the inputs `login` and `password`, and a
+//! `[ Cancel ]` link to `{issuer}/interaction/UID/abort`. Posting the form answers
+//! `303 {issuer}/auth/UID`, which answers `303` to a new interaction, the consent page: the
+//! same form with a hidden `prompt=consent` and no inputs, and the same cancel link. Either
+//! way the interaction ends with `303 {issuer}/auth/UID`, whose answer is the `303` to
+//! `redirect_uri?code=…&state=…&iss=…` (or `?error=access_denied&…` after a cancel).
+//!
+//! The agent speaks HTTP/1.1 with `Connection: close` over blocking [`TcpStream`]s, plain
+//! `http://` to loopback addresses only, with a deadline for the whole sign-in and a cap on
+//! each response. Its cookie jar keeps cookies by host (ports ignored, as browsers do), name
+//! and path, honours `Path`, `Max-Age` and `Expires` (a past date deletes), and sends them
+//! like a browser would, to the application's loopback listener too.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The longest a whole [`sign_in`] may take.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+/// The login the agent signs in with; oidc-provider's development account is named after
+/// it (the `sub` of the tokens it issues).
+pub const LOGIN: &str = "alice";
+/// The password it types; the development login page accepts any.
+const PASSWORD: &str = "correct horse battery staple";
+/// The largest response accepted.
+const MAX_RESPONSE: usize = 1 << 20;
+/// Requests in one sign-in, redirects included.
+const MAX_HOPS: usize = 30;
+/// Pages the agent acts on (a login page and a consent page, normally).
+const MAX_PAGES: usize = 6;
+
+const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                          Chrome/138.0.0.0 Safari/537.36";
+const ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
+/// What the user does on the consent page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// Presses "Continue".
+    Approve,
+    /// Presses "Cancel": the provider answers `error=access_denied`.
+    Deny,
+}
+
+/// One request and its response.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The URL requested.
+    pub url: String,
+    /// The response status.
+    pub status: u16,
+    /// For a redirect (301, 302, 303, 307, 308): the `Location`, resolved against `url`.
+    pub location: Option<String>,
+}
+
+impl fmt::Debug for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} -> {}", self.method, self.url, self.status)?;
+        if let Some(location) = &self.location {
+            write!(f, " {location}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The hop that requested `redirect_uri` with a query: the provider's redirect back to the
+/// application.
+pub fn callback<'a>(hops: &'a [Hop], redirect_uri: &str) -> Option<&'a Hop> {
+    let prefix = format!("{redirect_uri}?");
+    hops.iter().find(|hop| hop.url.starts_with(&prefix))
+}
+
+/// Signs in at the authorization URL with a fresh browser (no cookies), choosing `choice`
+/// on the consent page, and returns every request made, in order.
+///
+/// It stops at the first response that is not a redirect and not one of the provider's
+/// interaction pages (the application's own page, for instance), or at a `Location` that is
+/// not `http://` (recorded in the last hop, not fetched).
+///
+/// # Errors
+///
+/// Any I/O failure; a URL that is not `http://` to loopback; the deadline ([`TIMEOUT`]);
+/// and a provider page the agent does not understand (an error page, say), described with
+/// the hops so far and the page's text.
+pub fn sign_in(authorization_url: &str, choice: Choice) -> io::Result<Vec<Hop>> {
+    Agent::new().sign_in(authorization_url, choice)
+}
+
+/// A browser with a cookie jar; [`sign_in`] uses a fresh one. Keeping one across sign-ins
+/// keeps the provider's session, so the login page is skipped the second time.
+#[derive(Debug, Default)]
+pub struct Agent {
+    jar: Jar,
+}
+
+/// A request the agent is about to make.
+struct Request {
+    method: &'static str,
+    url: Url,
+    /// Form-encoded, for `POST`.
+    body: Vec<u8>,
+    /// The URL of the page or redirect that led here (`None`: typed by the user).
+    referrer: Option<Url>,
+}
+
+/// Where a navigation ended.
+enum End {
+    /// A response that is not a redirect.
+    Page(Page),
+    /// A redirect to something that is not `http://` (recorded, not followed).
+    Away,
+}
+
+struct Page {
+    url: Url,
+    status: u16,
+    body: String,
+}
+
+impl Agent {
+    /// A browser with an empty cookie jar.
+    pub fn new() -> Agent {
+        Agent::default()
+    }
+
+    /// [`sign_in`] with this agent's cookies.
+    ///
+    /// # Errors
+    ///
+    /// As [`sign_in`].
+    pub fn sign_in(&mut self, authorization_url: &str, choice: Choice) -> io::Result<Vec<Hop>> {
+        let deadline = Instant::now() + TIMEOUT;
+        let start = Url::parse(authorization_url)?;
+        let provider = start.origin();
+        let mut hops = Vec::new();
+        let mut next = Request {
+            method: "GET",
+            url: start,
+            body: Vec::new(),
+            referrer: None,
+        };
+        for _ in 0..MAX_PAGES {
+            let page = match self.navigate(next, &mut hops, deadline)? {
+                End::Away => return Ok(hops),
+                End::Page(page) if page.url.origin() != provider => return Ok(hops),
+                End::Page(page) => page,
+            };
+            next = self
+                .act(&page, choice)
+                .map_err(|why| unexpected(&why, &page, &hops))?;
+        }
+        Err(io::Error::other(format!(
+            "more than {MAX_PAGES} provider pages: {hops:#?}"
+        )))
+    }
+
+    /// What the user does on an interaction page.
+    fn act(&self, page: &Page, choice: Choice) -> Result<Request, String> {
+        if page.status != 200 {
+            return Err(format!("status {}", page.status));
+        }
+        let forms = forms(&page.body);
+        let form = forms
+            .iter()
+            .find(|form| !form.action.ends_with("/abort"))
+            .ok_or("no form")?;
+        let prompt = form.value("prompt").unwrap_or_default();
+        let cancel = || -> Result<Request, String> {
+            if let Some(form) = forms.iter().find(|form| form.action.ends_with("/abort")) {
+                return form.submit(&page.url, |_, value| value.to_owned());
+            }
+            let href = links(&page.body)
+                .into_iter()
+                .find(|href| href.ends_with("/abort"))
+                .ok_or("no cancel link")?;
+            Ok(Request {
+                method: "GET",
+                url: Url::parse(&page.url.resolve(&href)).map_err(|e| e.to_string())?,
+                body: Vec::new(),
+                referrer: Some(page.url.clone()),
+            })
+        };
+        match (prompt, choice) {
+            ("login", _) => {
+                if form.value("login").is_none() || form.value("password").is_none() {
+                    return Err("a login form without login and password inputs".into());
+                }
+                form.submit(&page.url, |name, value| match name {
+                    "login" => LOGIN.to_owned(),
+                    "password" => PASSWORD.to_owned(),
+                    _ => value.to_owned(),
+                })
+            }
+            ("consent", Choice::Approve) => form.submit(&page.url, |_, value| value.to_owned()),
+            ("consent", Choice::Deny) => cancel(),
+            (other, _) => Err(format!("a form for prompt {other:?}")),
+        }
+    }
+
+    /// Makes `request` and follows redirects, recording every hop.
+    fn navigate(
+        &mut self,
+        mut request: Request,
+        hops: &mut Vec<Hop>,
+        deadline: Instant,
+    ) -> io::Result<End> {
+        loop {
+            if hops.len() >= MAX_HOPS {
+                return Err(io::Error::other(format!(
+                    "more than {MAX_HOPS} requests: {hops:#?}"
+                )));
+            }
+            let response = self.exchange(&request, deadline).map_err(|error| {
+                io::Error::new(
+                    error.kind(),
+                    format!(
+                        "{} {}: {error}\nhops before it: {hops:#?}",
+                        request.method, request.url.text
+                    ),
+                )
+            })?;
+            let location = match response.status {
+                301 | 302 | 303 | 307 | 308 => response
+                    .header("location")
+                    .map(|location| request.url.resolve(location)),
+                _ => None,
+            };
+            hops.push(Hop {
+                method: request.method,
+                url: request.url.text.clone(),
+                status: response.status,
+                location: location.clone(),
+            });
+            let Some(location) = location else {
+                return Ok(End::Page(Page {
+                    url: request.url,
+                    status: response.status,
+                    body: String::from_utf8_lossy(&response.body).into_owned(),
+                }));
+            };
+            if !is_http(&location) {
+                return Ok(End::Away);
+            }
+            // 307 and 308 repeat the request; the others turn it into a GET.
+            let (method, body) = match response.status {
+                307 | 308 => (request.method, std::mem::take(&mut request.body)),
+                _ => ("GET", Vec::new()),
+            };
+            request = Request {
+                method,
+                url: Url::parse(&location)?,
+                body,
+                referrer: Some(request.url),
+            };
+        }
+    }
+
+    /// One request on a connection of its own; stores the cookies it sets.
+    fn exchange(&mut self, request: &Request, deadline: Instant) -> io::Result<Response> {
+        let url = &request.url;
+        let site = match &request.referrer {
+            None => "none",
+            Some(from) if from.origin() == url.origin() => "same-origin",
+            Some(from) if from.host == url.host => "same-site",
+            Some(_) => "cross-site",
+        };
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: {USER_AGENT}\r\n\
+             Accept: {ACCEPT}\r\nAccept-Language: en-US,en;q=0.9\r\n\
+             Upgrade-Insecure-Requests: 1\r\nSec-Fetch-Site: {site}\r\n\
+             Sec-Fetch-Mode: navigate\r\nSec-Fetch-User: ?1\r\nSec-Fetch-Dest: document\r\n",
+            request.method, url.target, url.authority
+        );
+        if let Some(cookies) = self.jar.header(&url.host, url.path()) {
+            head.push_str(&format!("Cookie: {cookies}\r\n"));
+        }
+        if request.method == "POST" {
+            let origin = request.referrer.as_ref().unwrap_or(url).origin();
+            head.push_str(&format!(
+                "Origin: {origin}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                 Content-Length: {}\r\n",
+                request.body.len()
+            ));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&request.body);
+
+        let mut stream = connect(url, deadline)?;
+        set_timeouts(&stream, deadline)?;
+        stream.write_all(&bytes)?;
+        let mut raw = Vec::new();
+        let mut buf = [0; 8192];
+        loop {
+            set_timeouts(&stream, deadline)?;
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    raw.extend_from_slice(&buf[..n]);
+                    if raw.len() > MAX_RESPONSE {
+                        return Err(bad_response("response over 1 MiB"));
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let response = Response::parse(&raw)?;
+        let now = SystemTime::now();
+        for (name, value) in &response.headers {
+            if name.eq_ignore_ascii_case("set-cookie") {
+                self.jar.set(&url.host, url.path(), value, now);
+            }
+        }
+        Ok(response)
+    }
+}
+
+fn unexpected(why: &str, page: &Page, hops: &[Hop]) -> io::Error {
+    io::Error::other(format!(
+        "unexpected provider page ({why}) at {}, status {}: {:?}\nhops: {hops:#?}",
+        page.url.text,
+        page.status,
+        text_of(&page.body)
+    ))
+}
+
+fn bad_response(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.to_owned())
+}
+
+fn invalid(message: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message.into())
+}
+
+/// The first loopback address of `url` that accepts a connection before `deadline`.
+fn connect(url: &Url, deadline: Instant) -> io::Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port)
+        .to_socket_addrs()?
+        .filter(|addr| addr.ip().is_loopback())
+        .collect();
+    let mut last = invalid(format!("{} has no loopback address", url.host));
+    for addr in addrs {
+        let left = remaining(deadline)?;
+        match TcpStream::connect_timeout(&addr, left) {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
+}
+
+fn remaining(deadline: Instant) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the sign-in took longer than {TIMEOUT:?}"),
+        ));
+    }
+    Ok(left)
+}
+
+fn set_timeouts(stream: &TcpStream, deadline: Instant) -> io::Result<()> {
+    let left = remaining(deadline)?;
+    stream.set_read_timeout(Some(left))?;
+    stream.set_write_timeout(Some(left))
+}
+
+fn is_http(url: &str) -> bool {
+    url.get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+}
+
+// ----- URLs -----
+
+/// An `http://` URL to a loopback host, split for sending.
+#[derive(Clone, Debug)]
+struct Url {
+    /// The URL as given, without a fragment.
+    text: String,
+    /// `host[:port]` as written, for `Host`.
+    authority: String,
+    /// Lowercase, IPv6 without brackets.
+    host: String,
+    port: u16,
+    /// Path and query, at least `/`.
+    target: String,
+}
+
+impl Url {
+    fn parse(url: &str) -> io::Result<Url> {
+        if !is_http(url) {
+            return Err(invalid(format!("not an http:// URL: {url:?}")));
+        }
+        let text = url.split('#').next().unwrap_or_default();
+        let rest = &text[7..];
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, target) = rest.split_at(split);
+        let target = match target {
+            "" => "/".to_owned(),
+            query if query.starts_with('?') => format!("/{query}"),
+            path => path.to_owned(),
+        };
+        if authority.contains('@') || target.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(invalid(format!(
+                "URL with user info, spaces or non-ASCII: {url:?}"
+            )));
+        }
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (host, after) = v6
+                    .split_once(']')
+                    .ok_or_else(|| invalid(format!("bad IPv6 host: {url:?}")))?;
+                (host, after.strip_prefix(':'))
+            }
+            None => match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        let port = match port {
+            None => 80,
+            Some(port) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => port
+                .parse()
+                .map_err(|_| invalid(format!("bad port: {url:?}")))?,
+            Some(_) => return Err(invalid(format!("bad port: {url:?}"))),
+        };
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(invalid(format!("not a loopback host: {url:?}")));
+        }
+        Ok(Url {
+            text: text.to_owned(),
+            authority: authority.to_ascii_lowercase(),
+            host: host.to_ascii_lowercase(),
+            port,
+            target,
+        })
+    }
+
+    /// `http://host:port`, for comparing origins.
+    fn origin(&self) -> String {
+        format!("http://{}", self.authority)
+    }
+
+    /// The path without the query.
+    fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("/")
+    }
+
+    /// Resolves a `Location` or `action` against this URL (no dot-segment removal).
+    fn resolve(&self, reference: &str) -> String {
+        let scheme_end = reference.find([':', '/', '?', '#']);
+        let has_scheme = scheme_end.is_some_and(|i| {
+            reference.as_bytes()[i] == b':'
+                && reference.as_bytes()[0].is_ascii_alphabetic()
+                && reference[..i]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        });
+        if has_scheme {
+            reference.to_owned()
+        } else if reference.starts_with("//") {
+            format!("http:{reference}")
+        } else if reference.starts_with('/') {
+            format!("{}{reference}", self.origin())
+        } else if reference.starts_with('?') {
+            format!("{}{}{reference}", self.origin(), self.path())
+        } else if reference.is_empty() || reference.starts_with('#') {
+            self.text.clone()
+        } else {
+            let path = self.path();
+            let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+            format!("{}{dir}{reference}", self.origin())
+        }
+    }
+}
+
+// ----- responses -----
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    /// Chunked coding removed.
+    body: Vec<u8>,
+}
+
+impl Response {
+    /// A whole response, read to the end of the connection.
+    fn parse(raw: &[u8]) -> io::Result<Response> {
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Response::new(&mut fields);
+        let head_len = match parsed.parse(raw) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => {
+                return Err(bad_response("the connection closed inside the head"));
+            }
+            Err(error) => return Err(bad_response(&format!("malformed response: {error}"))),
+        };
+        let status = parsed.code.ok_or_else(|| bad_response("no status"))?;
+        let headers: Vec<(String, String)> = parsed
+            .headers
+            .iter()
+            .map(|field| {
+                let value = String::from_utf8_lossy(field.value).into_owned();
+                (field.name.to_owned(), value)
+            })
+            .collect();
+        let rest = &raw[head_len..];
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.trim().to_owned())
+        };
+        let body = if find("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
+        {
+            dechunk(rest)?
+        } else if let Some(length) = find("content-length") {
+            let length: usize = length
+                .parse()
+                .map_err(|_| bad_response("bad Content-Length"))?;
+            rest.get(..length)
+                .ok_or_else(|| bad_response("the body is shorter than its Content-Length"))?
+                .to_vec()
+        } else {
+            rest.to_vec()
+        };
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.trim())
+    }
+}
+
+fn dechunk(mut rest: &[u8]) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| bad_response("truncated chunk size"))?;
+        let line =
+            std::str::from_utf8(&rest[..line_end]).map_err(|_| bad_response("bad chunk size"))?;
+        let size = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size, 16).map_err(|_| bad_response("bad chunk size"))?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        let chunk = rest
+            .get(..size)
+            .ok_or_else(|| bad_response("truncated chunk"))?;
+        body.extend_from_slice(chunk);
+        rest = rest
+            .get(size..)
+            .and_then(|r| r.strip_prefix(b"\r\n"))
+            .ok_or_else(|| bad_response("truncated chunk"))?;
+    }
+}
+
+// ----- cookies (RFC 6265, what these tests need) -----
+
+#[derive(Debug, Default)]
+struct Jar {
+    /// In creation order.
+    cookies: Vec<Cookie>,
+}
+
+#[derive(Debug)]
+struct Cookie {
+    host: String,
+    name: String,
+    value: String,
+    path: String,
+}
+
+impl Jar {
+    /// Stores (or, when expired, deletes) the cookie a `Set-Cookie` value sets for a
+    /// response to `host` and `request_path`.
+    fn set(&mut self, host: &str, request_path: &str, set_cookie: &str, now: SystemTime) {
+        let mut parts = set_cookie.split(';');
+        let Some((name, value)) = parts.next().and_then(|pair| pair.split_once('=')) else {
+            return;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.is_empty() {
+            return;
+        }
+        let mut path = None;
+        let mut max_age: Option<i64> = None;
+        let mut expires = None;
+        for attribute in parts {
+            let (key, val) = attribute.split_once('=').unwrap_or((attribute, ""));
+            let (key, val) = (key.trim(), val.trim());
+            if key.eq_ignore_ascii_case("path") && val.starts_with('/') {
+                path = Some(val.to_owned());
+            } else if key.eq_ignore_ascii_case("max-age") {
+                max_age = val.parse().ok();
+            } else if key.eq_ignore_ascii_case("expires") {
+                expires = http_date(val);
+            }
+        }
+        let path = path.unwrap_or_else(|| default_path(request_path));
+        let expired = match (max_age, expires) {
+            (Some(age), _) => age <= 0,
+            (None, Some(at)) => at <= now,
+            (None, None) => false,
+        };
+        self.cookies
+            .retain(|c| !(c.host == host && c.name == name && c.path == path));
+        if !expired {
+            self.cookies.push(Cookie {
+                host: host.to_owned(),
+                name: name.to_owned(),
+                value: value.to_owned(),
+                path,
+            });
+        }
+    }
+
+    /// The `Cookie` header for a request to `host` and `path`: longer paths first, then
+    /// older cookies first.
+    fn header(&self, host: &str, path: &str) -> Option<String> {
+        let mut matching: Vec<&Cookie> = self
+            .cookies
+            .iter()
+            .filter(|c| c.host == host && path_matches(&c.path, path))
+            .collect();
+        // Stable: creation order among equal lengths.
+        matching.sort_by_key(|c| std::cmp::Reverse(c.path.len()));
+        let pairs: Vec<String> = matching
+            .iter()
+            .map(|c| format!("{}={}", c.name, c.value))
+            .collect();
+        (!pairs.is_empty()).then(|| pairs.join("; "))
+    }
+}
+
+/// RFC 6265 §5.1.4.
+fn default_path(request_path: &str) -> String {
+    match request_path.rfind('/') {
+        Some(0) | None => "/".to_owned(),
+        Some(i) => request_path[..i].to_owned(),
+    }
+}
+
+/// RFC 6265 §5.1.4.
+fn path_matches(cookie_path: &str, request_path: &str) -> bool {
+    request_path == cookie_path
+        || request_path
+            .strip_prefix(cookie_path)
+            .is_some_and(|rest| cookie_path.ends_with('/') || rest.starts_with('/'))
+}
+
+/// An IMF-fixdate (`Thu, 01 Jan 1970 00:00:00 GMT`), the form `Expires` takes in practice.
+fn http_date(value: &str) -> Option<SystemTime> {
+    let fields: Vec<&str> = value.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = fields.as_slice() else {
+        return None;
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))? as i64 + 1;
+    let day: i64 = day.parse().ok()?;
+    let year: i64 = year.parse().ok()?;
+    let mut hms = time.split(':').map(|n| n.parse::<i64>().ok());
+    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + h * 3600 + m * 60 + s;
+    Some(if seconds >= 0 {
+        UNIX_EPOCH + Duration::from_secs(seconds as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs())
+    })
+}
+
+// ----- HTML, minimally -----
+
+/// A form: where it goes and the named inputs it holds, in order.
+#[derive(Debug)]
+struct Form {
+    action: String,
+    method: String,
+    fields: Vec<(String, String)>,
+}
+
+impl Form {
+    fn value(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The request submitting the form from `page`, each field's value chosen by `fill`.
+    fn submit(&self, page: &Url, fill: impl Fn(&str, &str) -> String) -> Result<Request, String> {
+        let url = Url::parse(&page.resolve(&self.action)).map_err(|e| e.to_string())?;
+        let body: Vec<String> = self
+            .fields
+            .iter()
+            .map(|(name, value)| {
+                format!("{}={}", form_encode(name), form_encode(&fill(name, value)))
+            })
+            .collect();
+        let body = body.join("&");
+        if self.method.eq_ignore_ascii_case("post") {
+            Ok(Request {
+                method: "POST",
+                url,
+                body: body.into_bytes(),
+                referrer: Some(page.clone()),
+            })
+        } else {
+            let base = url.text.split('?').next().unwrap_or_default();
+            Ok(Request {
+                method: "GET",
+                url: Url::parse(&format!("{base}?{body}")).map_err(|e| e.to_string())?,
+                body: Vec::new(),
+                referrer: Some(page.clone()),
+            })
+        }
+    }
+}
+
+/// Every `<form>` of `html` with its `<input>`s (buttons without names are ignored, as
+/// oidc-provider's have none).
+fn forms(html: &str) -> Vec<Form> {
+    let lower = html.to_ascii_lowercase();
+    let mut forms = Vec::new();
+    let mut from = 0;
+    while let Some(start) = lower[from..].find("<form").map(|i| from + i) {
+        let Some(tag_end) = lower[start..].find('>').map(|i| start + i) else {
+            break;
+        };
+        let end = lower[tag_end..]
+            .find("</form")
+            .map_or(html.len(), |i| tag_end + i);
+        let form_attributes = attributes(&html[start + 5..tag_end]);
+        let inner = &html[tag_end + 1..end];
+        let inner_lower = &lower[tag_end + 1..end];
+        let mut fields = Vec::new();
+        let mut at = 0;
+        while let Some(input) = inner_lower[at..].find("<input").map(|i| at + i) {
+            let close = inner_lower[input..]
+                .find('>')
+                .map_or(inner.len(), |i| input + i);
+            let input_attributes = attributes(&inner[input + 6..close]);
+            if let Some(name) = attribute(&input_attributes, "name") {
+                let value = attribute(&input_attributes, "value").unwrap_or_default();
+                fields.push((name.to_owned(), value.to_owned()));
+            }
+            at = close;
+        }
+        forms.push(Form {
+            action: attribute(&form_attributes, "action")
+                .unwrap_or_default()
+                .to_owned(),
+            method: attribute(&form_attributes, "method")
+                .unwrap_or("get")
+                .to_owned(),
+            fields,
+        });
+        from = end;
+    }
+    forms
+}
+
+/// Every `<a href>` of `html`.
+fn links(html: &str) -> Vec<String> {
+    let lower = html.to_ascii_lowercase();
+    let mut links = Vec::new();
+    let mut from = 0;
+    while let Some(start) = lower[from..].find("<a ").map(|i| from + i) {
+        let end = lower[start..].find('>').map_or(html.len(), |i| start + i);
+        if let Some(href) = attribute(&attributes(&html[start + 2..end]), "href") {
+            links.push(href.to_owned());
+        }
+        from = end;
+    }
+    links
+}
+
+fn attribute<'a>(attributes: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    attributes
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_str())
+}
+
+/// The attributes of a tag's inside (after its name): `name="v"`, `name='v'`, `name=v` or
+/// a bare `name`, entity-decoded.
+fn attributes(tag: &str) -> Vec<(String, String)> {
+    let mut attributes = Vec::new();
+    let mut rest = tag.trim_start();
+    while !rest.is_empty() {
+        let name_end = rest
+            .find(|c: char| c.is_whitespace() || c == '=' || c == '/' || c == '>')
+            .unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        rest = rest[name_end..].trim_start();
+        let mut value = String::new();
+        if let Some(after) = rest.strip_prefix('=') {
+            let after = after.trim_start();
+            let (raw, tail) = match after.chars().next() {
+                Some(quote @ ('"' | '\'')) => {
+                    let body = &after[1..];
+                    let close = body.find(quote).unwrap_or(body.len());
+                    (&body[..close], body.get(close + 1..).unwrap_or_default())
+                }
+                _ => {
+                    let close = after.find(char::is_whitespace).unwrap_or(after.len());
+                    (&after[..close], &after[close..])
+                }
+            };
+            value = decode_entities(raw);
+            rest = tail.trim_start();
+        } else if name.is_empty() {
+            // A stray `/` or `>`.
+            rest = rest.get(1..).unwrap_or_default().trim_start();
+            continue;
+        }
+        if !name.is_empty() {
+            attributes.push((name.to_ascii_lowercase(), value));
+        }
+    }
+    attributes
+}
+
+fn decode_entities(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        rest = &rest[amp..];
+        let Some(semi) = rest.find(';').filter(|&i| i <= 10) else {
+            out.push('&');
+            rest = &rest[1..];
+            continue;
+        };
+        let entity = &rest[1..semi];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .or_else(|| entity.strip_prefix("#X"))
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|dec| dec.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[semi + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `application/x-www-form-urlencoded`, as browsers submit forms.
+fn form_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                char::from(b).to_string()
+            }
+            b' ' => "+".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A page's visible text, roughly, for error messages: tags, styles and scripts removed,
+/// whitespace collapsed, at most 600 characters.
+fn text_of(html: &str) -> String {
+    let lower = html.to_ascii_lowercase();
+    let mut text = String::new();
+    let mut at = 0;
+    while at < html.len() {
+        let rest = &lower[at..];
+        let skip_to = if rest.starts_with("<style") {
+            rest.find("</style>").map(|i| i + 8)
+        } else if rest.starts_with("<script") {
+            rest.find("</script>").map(|i| i + 9)
+        } else if rest.starts_with('<') {
+            rest.find('>').map(|i| i + 1)
+        } else {
+            None
+        };
+        match skip_to {
+            Some(n) => {
+                text.push(' ');
+                at += n;
+            }
+            None if rest.starts_with('<') => break,
+            None => {
+                let next = rest.find('<').unwrap_or(rest.len());
+                text.push_str(&html[at..at + next]);
+                at += next;
+            }
+        }
+    }
+    let text = decode_entities(&text.split_whitespace().collect::<Vec<_>>().join(" "));
+    text.chars().take(600).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOGIN_PAGE: &str = r#"<div class="login-card"><h1>Sign-in</h1>
+      <form autocomplete="off" action="http://127.0.0.1:46817/interaction/C6dj" method="post">
+  <input type="hidden" name="prompt" value="login"/>
+  <input required type="text" name="login" placeholder="Enter any login" autofocus="on">
+  <input required type="password" name="password" placeholder="and password" >
+  <button type="submit" class="login login-submit">Sign-in</button>
+</form>      <div class="login-help">
+        <a href="http://127.0.0.1:46817/interaction/C6dj/abort">[ Cancel ]</a></div>"#;
+
+    #[test]
+    fn reads_the_login_form_and_the_cancel_link() {
+        let forms = forms(LOGIN_PAGE);
+        assert_eq!(forms.len(), 1);
+        assert_eq!(forms[0].action, "http://127.0.0.1:46817/interaction/C6dj");
+        assert_eq!(forms[0].method, "post");
+        assert_eq!(
+            forms[0].fields,
+            [
+                ("prompt".to_owned(), "login".to_owned()),
+                ("login".to_owned(), String::new()),
+                ("password".to_owned(), String::new()),
+            ]
+        );
+        assert_eq!(
+            links(LOGIN_PAGE),
+            ["http://127.0.0.1:46817/interaction/C6dj/abort"]
+        );
+        assert_eq!(text_of(LOGIN_PAGE), "Sign-in Sign-in [ Cancel ]");
+    }
+
+    #[test]
+    fn decodes_attribute_values() {
+        let attrs = attributes(r#" href='/a?b=1&amp;c=&#39;2&#x27;' disabled data-x=y/"#);
+        assert_eq!(
+            attrs,
+            [
+                ("href".to_owned(), "/a?b=1&c='2'".to_owned()),
+                ("disabled".to_owned(), String::new()),
+                ("data-x".to_owned(), "y/".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn cookies_honour_path_name_and_expiry() {
+        let now = SystemTime::now();
+        let mut jar = Jar::default();
+        jar.set(
+            "127.0.0.1",
+            "/auth",
+            "_i=1; path=/interaction/U; httponly",
+            now,
+        );
+        jar.set(
+            "127.0.0.1",
+            "/auth",
+            "_r=2; path=/auth/U; samesite=lax",
+            now,
+        );
+        jar.set(
+            "127.0.0.1",
+            "/auth/U",
+            "_s=3; path=/; expires=Tue, 08 Dec 2099 21:16:22 GMT",
+            now,
+        );
+        assert_eq!(
+            jar.header("127.0.0.1", "/interaction/U").as_deref(),
+            Some("_i=1; _s=3")
+        );
+        assert_eq!(
+            jar.header("127.0.0.1", "/interaction/U/abort").as_deref(),
+            Some("_i=1; _s=3")
+        );
+        assert_eq!(
+            jar.header("127.0.0.1", "/interaction/UX").as_deref(),
+            Some("_s=3")
+        );
+        assert_eq!(
+            jar.header("127.0.0.1", "/auth/U").as_deref(),
+            Some("_r=2; _s=3")
+        );
+        assert_eq!(jar.header("[::1]", "/"), None);
+        // The same name on another path is another cookie; a past date deletes.
+        jar.set(
+            "127.0.0.1",
+            "/auth/U",
+            "_r=; path=/auth/U; expires=Thu, 01 Jan 1970 00:00:00 GMT",
+            now,
+        );
+        jar.set("127.0.0.1", "/auth/U", "_r=4; path=/auth/V", now);
+        assert_eq!(jar.header("127.0.0.1", "/auth/U").as_deref(), Some("_s=3"));
+        assert_eq!(
+            jar.header("127.0.0.1", "/auth/V").as_deref(),
+            Some("_r=4; _s=3")
+        );
+        jar.set("127.0.0.1", "/", "_s=; path=/; max-age=0", now);
+        assert_eq!(jar.header("127.0.0.1", "/auth/V").as_deref(), Some("_r=4"));
+        // Without a Path: the request path's directory.
+        jar.set("127.0.0.1", "/a/b/c", "d=5", now);
+        assert_eq!(jar.header("127.0.0.1", "/a/b/x").as_deref(), Some("d=5"));
+        assert_eq!(jar.header("127.0.0.1", "/a/x"), None);
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(UNIX_EPOCH));
+        assert_eq!(
+            http_date("Tue, 24 Nov 2026 22:16:19 GMT"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_795_558_579))
+        );
+        assert_eq!(http_date("yesterday"), None);
+    }
+
+    #[test]
+    fn resolves_locations() {
+        let url = Url::parse("http://127.0.0.1:9/auth/U?x=1").unwrap();
+        assert_eq!(
+            url.resolve("/interaction/V"),
+            "http://127.0.0.1:9/interaction/V"
+        );
+        assert_eq!(url.resolve("V"), "http://127.0.0.1:9/auth/V");
+        assert_eq!(url.resolve("?y"), "http://127.0.0.1:9/auth/U?y");
+        assert_eq!(url.resolve("docker-desktop://x"), "docker-desktop://x");
+        assert_eq!(url.resolve("//[::1]:8/c"), "http://[::1]:8/c");
+        assert!(Url::parse("http://example.com/").is_err());
+        assert!(Url::parse("https://127.0.0.1/").is_err());
+    }
+
+    #[test]
+    fn parses_chunked_and_sized_bodies() {
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n";
+        assert_eq!(Response::parse(chunked).unwrap().body, b"abcde");
+        let sized = b"HTTP/1.1 303 See Other\r\nLocation: /x\r\nContent-Length: 2\r\n\r\nok";
+        let response = Response::parse(sized).unwrap();
+        assert_eq!(
+            (response.status, response.header("location")),
+            (303, Some("/x"))
+        );
+        assert_eq!(response.body, b"ok");
+    }
+}

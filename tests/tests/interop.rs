@@ -1,0 +1,773 @@
+//! Interop tests against a real, independent, OpenID-certified identity provider: the npm
+//! package `oidc-provider` (see `latchkey_tests::oidc`), with its development login and
+//! consent pages played by `latchkey_tests::oidc_agent`.
+//!
+//! Each test starts a provider of its own and a latchkey service with its real loopback
+//! listener, on both drivers (`smol` and `tokio`), and signs in through the provider's
+//! pages. The provider's three clients cover the three client authentication methods.
+//!
+//! Every wait has a deadline, so a failing test fails instead of hanging.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use latchkey::{
+    ClientAuth, Config, FlowError, FlowOptions, Landing, Provider, TokenSet, TokenType,
+    TransportError, TransportErrorKind,
+};
+use latchkey_io::driver::{
+    Elapsed, Login, LoginEvent, Runtime, Service, ServiceOptions, TokenResult, TokenTransport,
+    Transport,
+};
+use latchkey_io::http::{HttpClient, HttpOptions};
+use latchkey_io::proxy::Proxy;
+use latchkey_io::store::{DEFAULT_KEY, MemoryStore, TokenStore};
+use latchkey_smol::Smol;
+use latchkey_tests::oidc::{BASIC, OidcProvider, POST, PUBLIC, RegisteredClient};
+use latchkey_tests::oidc_agent::{self, Choice, Hop};
+use latchkey_tokio::Tokio;
+use secrecy::{ExposeSecret, SecretString};
+use smol::future;
+
+const SCOPES: [&str; 2] = ["openid", "offline_access"];
+const CALLBACK_PATH: &str = "/callback";
+const LANDING: &str = "docker-desktop://dashboard/open";
+/// oidc-provider's default access token lifetime (`ttl.AccessToken`, 60 × 60 s, in
+/// `lib/helpers/defaults.js`); `idp.mjs` keeps it.
+const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// The longest a provider may take to start (node's startup, on a busy machine).
+const START: Duration = Duration::from_secs(10);
+/// The longest the outcome may take once the browser has its answer (latchkey answers the
+/// browser only after the token request and the store, so it is immediate).
+const OUTCOME: Duration = Duration::from_secs(5);
+/// The longest a whole scenario may take.
+const SCENARIO: Duration = Duration::from_secs(20);
+
+// ----- running a scenario on both drivers -----
+
+/// Instantiates each `async fn scenario<R: Runtime>(rt: R)` as a `smol` and a `tokio` test in
+/// a module of the scenario's name. Attributes (`#[ignore = "…"]`) go on both tests.
+macro_rules! on_both_drivers {
+    ($($(#[$attr:meta])* $scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[test]
+                $(#[$attr])*
+                fn smol() {
+                    super::run_smol(super::$scenario);
+                }
+
+                #[test]
+                $(#[$attr])*
+                fn tokio() {
+                    super::run_tokio(super::$scenario);
+                }
+            }
+        )*
+    };
+}
+
+on_both_drivers!(
+    basic_client_signs_in,
+    post_client_signs_in,
+    public_client_signs_in,
+    user_denies_consent,
+    iss_of_another_provider_is_a_mix_up,
+    replayed_code_is_refused,
+    basic_secret_without_form_encoding_is_refused,
+);
+
+fn run_smol<F, Fut>(scenario: F)
+where
+    F: FnOnce(Smol) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    smol::block_on(within(&Smol, SCENARIO, "the scenario", scenario(Smol)));
+}
+
+fn run_tokio<F, Fut>(scenario: F)
+where
+    F: FnOnce(Tokio) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        runtime.block_on(within(&Tokio, SCENARIO, "the scenario", scenario(Tokio)))
+    }));
+    // A failed scenario may leave a blocking call behind (the agent, a provider that does
+    // not start): do not wait for it.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// `work`'s output, or a panic naming `what` once `limit` has passed.
+async fn within<R: Runtime, T>(
+    rt: &R,
+    limit: Duration,
+    what: &str,
+    work: impl Future<Output = T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    future::or(work, async {
+        rt.sleep_until(deadline).await;
+        panic!("{what} did not complete within {limit:?}");
+    })
+    .await
+}
+
+// ----- the fixture -----
+
+/// A running oidc-provider, started on the blocking pool.
+async fn provider<R: Runtime>(rt: &R) -> OidcProvider {
+    within(
+        rt,
+        START,
+        "oidc-provider's start",
+        rt.unblock(OidcProvider::start),
+    )
+    .await
+}
+
+/// latchkey's own HTTP client, without a proxy, with a deadline well inside the scenario's.
+fn http_client() -> HttpClient {
+    HttpClient::new(HttpOptions {
+        proxy: Proxy::none(),
+        timeout: Duration::from_secs(5),
+        ..HttpOptions::default()
+    })
+    .expect("HTTP client")
+}
+
+/// latchkey's configuration for `client`, sending the browser to `authorization_endpoint`
+/// and the code to `token_endpoint`, expecting `issuer` in the callback. The redirect URI
+/// has port 0: the service binds an ephemeral port, which the provider accepts because
+/// loopback redirect URIs match on any port (RFC 8252 §7.3).
+fn config(
+    client: RegisteredClient,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    issuer: &str,
+) -> Config {
+    let auth = match client.method {
+        "client_secret_basic" => ClientAuth::SecretBasic,
+        "client_secret_post" => ClientAuth::SecretPost,
+        "none" => ClientAuth::None,
+        other => panic!("no latchkey method for {other}"),
+    };
+    let mut provider = Provider::builder(authorization_endpoint, token_endpoint, client.id)
+        .scopes(SCOPES)
+        // oidc-provider issues a refresh token for `offline_access` only with consent.
+        .param("prompt", "consent")
+        .issuer(issuer)
+        .require_iss(true)
+        .client_auth(auth);
+    if let Some(secret) = client.secret {
+        provider = provider.client_secret(SecretString::from(secret));
+    }
+    Config::builder(provider.build().expect("provider"))
+        .redirect_uri("127.0.0.1", 0, CALLBACK_PATH)
+        .on_success(Landing::Redirect(LANDING.into()))
+        .build()
+        .expect("config")
+}
+
+/// A latchkey service on an ephemeral loopback port, storing into memory.
+struct Fixture<R: Runtime> {
+    service: Service<R>,
+    store: Arc<MemoryStore>,
+}
+
+impl<R: Runtime> Fixture<R> {
+    /// A service for `client` at `idp`, with its own HTTP client as the transport.
+    fn new(rt: &R, idp: &OidcProvider, client: RegisteredClient) -> Fixture<R> {
+        Fixture::with(
+            rt,
+            config(
+                client,
+                idp.authorization_endpoint(),
+                idp.token_endpoint(),
+                idp.issuer(),
+            ),
+            Transport::Builtin(http_client()),
+        )
+    }
+
+    fn with(rt: &R, config: Config, transport: Transport) -> Fixture<R> {
+        let store = Arc::new(MemoryStore::default());
+        let options = ServiceOptions::new(store.clone(), transport);
+        let service = Service::bind(rt.clone(), config, options).expect("start the service");
+        let port = service.local_addrs()[0].port();
+        assert_eq!(
+            service.redirect_uri(),
+            format!("http://127.0.0.1:{port}{CALLBACK_PATH}")
+        );
+        Fixture { service, store }
+    }
+
+    async fn start_login(&self) -> Login {
+        self.service
+            .start(FlowOptions::new(), None)
+            .await
+            .expect("start a login")
+    }
+
+    fn stored(&self) -> Option<TokenSet> {
+        self.store.load(DEFAULT_KEY).expect("read the store")
+    }
+
+    async fn shutdown(self, rt: &R) {
+        within(rt, OUTCOME, "shutdown", self.service.shutdown()).await;
+    }
+}
+
+/// The agent signs in at `url` on the blocking pool, within its own deadline. `idp` is the
+/// provider `url` belongs to, to tell a provider that died from other failures.
+async fn sign_in<R: Runtime>(rt: &R, idp: &OidcProvider, url: &str, choice: Choice) -> Vec<Hop> {
+    let url = url.to_owned();
+    let limit = oidc_agent::TIMEOUT + Duration::from_secs(1);
+    let result = within(
+        rt,
+        limit,
+        "the browser",
+        rt.unblock(move || oidc_agent::sign_in(&url, choice)),
+    )
+    .await;
+    result.unwrap_or_else(|error| {
+        let address = idp.issuer().trim_start_matches("http://");
+        let alive = std::net::TcpStream::connect(address).is_ok();
+        let hint = if alive {
+            ""
+        } else {
+            "\n(oidc-provider no longer accepts connections: it has exited)"
+        };
+        panic!("the browser's sign-in failed: {error}{hint}")
+    })
+}
+
+/// Every event of `login` up to and including `Finished`, within [`OUTCOME`].
+async fn events<R: Runtime>(rt: &R, login: &Login) -> Vec<LoginEvent> {
+    let deadline = Instant::now() + OUTCOME;
+    let mut events = Vec::new();
+    loop {
+        match login.next_event_by(rt, deadline).await {
+            Ok(Some(event)) => events.push(event),
+            Ok(None) => return events,
+            Err(Elapsed) => panic!("the login did not finish within {OUTCOME:?}: {events:?}"),
+        }
+    }
+}
+
+/// The outcome among `events`, checking that there is exactly one and that it comes last.
+fn outcome(events: &[LoginEvent]) -> Result<TokenSet, FlowError> {
+    let finished: Vec<_> = events
+        .iter()
+        .filter_map(|event| match event {
+            LoginEvent::Finished(result) => Some(result.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), 1, "exactly one outcome: {events:?}");
+    assert!(
+        matches!(events.last(), Some(LoginEvent::Finished(_))),
+        "the outcome comes last: {events:?}"
+    );
+    finished.into_iter().next().expect("one outcome")
+}
+
+/// The provider's redirect back to latchkey: `redirect_uri?{query}`, with `query` starting
+/// with `first_parameter=` and naming `issuer` in `iss`.
+fn callback_hop<'a>(
+    hops: &'a [Hop],
+    redirect_uri: &str,
+    first_parameter: &str,
+    issuer: &str,
+) -> &'a Hop {
+    let hop = oidc_agent::callback(hops, redirect_uri)
+        .unwrap_or_else(|| panic!("no request to {redirect_uri}: {hops:#?}"));
+    let query = hop.url.split_once('?').map_or("", |(_, query)| query);
+    assert!(
+        query.starts_with(&format!("{first_parameter}=")),
+        "{hops:#?}"
+    );
+    let iss = format!("iss={}", form_encode(issuer));
+    assert!(query.split('&').any(|pair| pair == iss), "{hops:#?}");
+    hop
+}
+
+/// The browser's path ends at the callback with latchkey's built-in failure page.
+fn assert_failure_page(hops: &[Hop], callback: &Hop) {
+    let last = hops.last().expect("at least one hop");
+    assert_eq!(last, callback, "the callback is the last hop: {hops:#?}");
+    assert_eq!(
+        (last.method, last.status, last.location.as_deref()),
+        ("GET", 200, None),
+        "{hops:#?}"
+    );
+}
+
+/// Form-encodes `value` (unreserved characters kept), as oidc-provider encodes `iss`.
+fn form_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The access token's claims at the provider's userinfo endpoint (`/me`): proof that the
+/// provider takes the token latchkey received as its own.
+async fn userinfo<R: Runtime>(rt: &R, idp: &OidcProvider, tokens: &TokenSet) -> serde_json::Value {
+    let request = http::Request::get(format!("{}/me", idp.issuer()))
+        .header(
+            "authorization",
+            format!("Bearer {}", tokens.access_token().expose_secret()),
+        )
+        .body(Vec::new())
+        .expect("userinfo request");
+    let client = http_client();
+    let response = within(
+        rt,
+        OUTCOME,
+        "the userinfo request",
+        rt.unblock(move || client.send(&request)),
+    )
+    .await
+    .expect("the userinfo response");
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        String::from_utf8_lossy(response.body())
+    );
+    serde_json::from_slice(response.body()).expect("userinfo JSON")
+}
+
+// ----- custom transports -----
+
+/// Runs blocking `work` on a thread of its own and hands its answer to latchkey.
+fn on_a_thread(
+    work: impl FnOnce() -> TokenResult + Send + 'static,
+) -> Pin<Box<dyn Future<Output = TokenResult> + Send>> {
+    let (answer, answered) = smol::channel::bounded(1);
+    thread::spawn(move || {
+        let _ = answer.send_blocking(work());
+    });
+    Box::pin(async move {
+        answered.recv().await.unwrap_or_else(|_| {
+            Err(TransportError::new(
+                TransportErrorKind::Other,
+                "transport thread ended",
+            ))
+        })
+    })
+}
+
+/// A copy of `request` (`http::Request` is not `Clone`).
+fn copy(request: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
+    let mut copy = http::Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// latchkey's own client, counting the requests it is given.
+struct Counting {
+    client: HttpClient,
+    sent: Arc<AtomicUsize>,
+}
+
+impl TokenTransport for Counting {
+    fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Pin<Box<dyn Future<Output = TokenResult> + Send>> {
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        let client = self.client.clone();
+        on_a_thread(move || client.send(&request))
+    }
+}
+
+/// An attacker who intercepted the token request: redeems the code first, then lets the
+/// identical request through, and latchkey gets the answer to that replay.
+struct Replaying {
+    client: HttpClient,
+    /// The status of the attacker's redemption.
+    first: Arc<Mutex<Option<u16>>>,
+}
+
+impl TokenTransport for Replaying {
+    fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Pin<Box<dyn Future<Output = TokenResult> + Send>> {
+        let client = self.client.clone();
+        let first = Arc::clone(&self.first);
+        on_a_thread(move || {
+            let stolen = client.send(&copy(&request))?;
+            let issued = serde_json::from_slice::<serde_json::Value>(stolen.body())
+                .is_ok_and(|json| json["access_token"].is_string());
+            *first.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(stolen.status().as_u16()).filter(|_| issued);
+            client.send(&request)
+        })
+    }
+}
+
+/// Replaces the form-encoded credentials in a Basic `Authorization` header with the raw
+/// client id and secret, as a client that skips RFC 6749 §2.3.1's encoding would send them.
+struct UnencodedBasic {
+    client: HttpClient,
+    client_id: &'static str,
+    secret: &'static str,
+    /// Whether latchkey's header was the form-encoded one.
+    encoded: Arc<Mutex<Option<bool>>>,
+}
+
+impl TokenTransport for UnencodedBasic {
+    fn send(
+        &self,
+        mut request: http::Request<Vec<u8>>,
+    ) -> Pin<Box<dyn Future<Output = TokenResult> + Send>> {
+        use base64::Engine as _;
+        let base64 = base64::engine::general_purpose::STANDARD;
+        // latchkey's credentials: form-encoded (not raw), decoding to the id and secret.
+        let pair = request
+            .headers()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Basic "))
+            .and_then(|credentials| base64.decode(credentials).ok())
+            .and_then(|pair| String::from_utf8(pair).ok());
+        let encoded = pair
+            .as_deref()
+            .and_then(|pair| pair.split_once(':'))
+            .is_some_and(|(id, secret)| {
+                !secret.contains(' ')
+                    && form_decode(id).as_deref() == Some(self.client_id)
+                    && form_decode(secret).as_deref() == Some(self.secret)
+            });
+        *self.encoded.lock().unwrap_or_else(|e| e.into_inner()) = Some(encoded);
+        let raw = format!(
+            "Basic {}",
+            base64.encode(format!("{}:{}", self.client_id, self.secret))
+        );
+        request
+            .headers_mut()
+            .insert("authorization", raw.parse().expect("a valid header value"));
+        let client = self.client.clone();
+        on_a_thread(move || client.send(&request))
+    }
+}
+
+/// Decodes one form-encoded component (`+` is a space); `None` if malformed.
+fn form_decode(value: &str) -> Option<String> {
+    let mut bytes = Vec::new();
+    let mut rest = value.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        rest = tail;
+        match byte {
+            b'+' => bytes.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(rest.get(..2)?).ok()?;
+                bytes.push(u8::from_str_radix(hex, 16).ok()?);
+                rest = &rest[2..];
+            }
+            _ => bytes.push(byte),
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+// ----- 1. a successful sign-in, for each client authentication method -----
+
+async fn basic_client_signs_in<R: Runtime>(rt: R) {
+    // The secret `s3cr3t+/:%&= ~!` is accepted only because latchkey form-encodes the
+    // client id and secret before base64 (RFC 6749 §2.3.1): oidc-provider decodes both
+    // with `decodeURIComponent` (`+` read as a space), so the raw secret would either fail
+    // to decode (`%&=`) or turn `+` into a space. See
+    // `basic_secret_without_form_encoding_is_refused` for the provider refusing it.
+    signs_in(rt, BASIC).await;
+}
+
+async fn post_client_signs_in<R: Runtime>(rt: R) {
+    signs_in(rt, POST).await;
+}
+
+async fn public_client_signs_in<R: Runtime>(rt: R) {
+    signs_in(rt, PUBLIC).await;
+}
+
+async fn signs_in<R: Runtime>(rt: R, client: RegisteredClient) {
+    let idp = provider(&rt).await;
+    let fx = Fixture::new(&rt, &idp, client);
+    let login = fx.start_login().await;
+    assert!(
+        login
+            .url()
+            .starts_with(&format!("{}?", idp.authorization_endpoint())),
+        "{}",
+        login.url()
+    );
+    let before = SystemTime::now();
+    let hops = sign_in(&rt, &idp, login.url(), Choice::Approve).await;
+    let after = SystemTime::now();
+
+    let events = events(&rt, &login).await;
+    if let Err(error) = outcome(&events) {
+        panic!("the login failed: {error:?}\nhops: {hops:#?}");
+    }
+    assert!(
+        matches!(
+            events.as_slice(),
+            [
+                LoginEvent::Callback,
+                LoginEvent::Tokens(_),
+                LoginEvent::Stored,
+                LoginEvent::Finished(Ok(_))
+            ]
+        ),
+        "{events:?}"
+    );
+    // The provider sent the browser back with a code and its issuer (RFC 9207); latchkey
+    // answered with a redirect to the landing, and the browser stopped there. The user saw
+    // both the login and the consent page.
+    let callback = callback_hop(&hops, fx.service.redirect_uri(), "code", idp.issuer());
+    assert_eq!(hops.last(), Some(callback), "{hops:#?}");
+    assert_eq!(
+        (
+            callback.method,
+            callback.status,
+            callback.location.as_deref()
+        ),
+        ("GET", 303, Some(LANDING)),
+        "{hops:#?}"
+    );
+    let posts = hops.iter().filter(|hop| hop.method == "POST").count();
+    assert_eq!(posts, 2, "a login and a consent form: {hops:#?}");
+
+    let tokens = outcome(&events).expect("tokens");
+    assert_eq!(tokens.token_type(), &TokenType::Bearer);
+    let expires_at = tokens.expires_at().expect("an expiry");
+    let ahead = expires_at
+        .duration_since(before)
+        .expect("an expiry in the future");
+    assert!(
+        ahead > Duration::ZERO && ahead <= Duration::from_secs(2 * 3600),
+        "expires in {ahead:?}"
+    );
+    // `expires_in` is whole seconds, counted from the provider's clock.
+    let slack = Duration::from_secs(2);
+    assert!(
+        expires_at >= before + ACCESS_TOKEN_LIFETIME - slack
+            && expires_at <= after + ACCESS_TOKEN_LIFETIME + slack,
+        "expires in {ahead:?} from the sign-in's start, {ACCESS_TOKEN_LIFETIME:?} expected"
+    );
+    assert!(tokens.refresh_token().is_some(), "no refresh token");
+    assert!(tokens.id_token().is_some(), "no ID token for scope openid");
+    let mut scopes: Vec<&str> = tokens.scopes().collect();
+    scopes.sort_unstable();
+    assert_eq!(scopes, ["offline_access", "openid"]);
+
+    // Stored before the browser heard of success, exactly what the login returned.
+    let stored = fx.stored().expect("tokens stored under the default key");
+    assert_eq!(
+        stored.access_token().expose_secret(),
+        tokens.access_token().expose_secret()
+    );
+    assert_eq!(
+        stored.refresh_token().map(ExposeSecret::expose_secret),
+        tokens.refresh_token().map(ExposeSecret::expose_secret)
+    );
+    assert_eq!(
+        stored.id_token().map(ExposeSecret::expose_secret),
+        tokens.id_token().map(ExposeSecret::expose_secret)
+    );
+    assert_eq!(stored.token_type(), tokens.token_type());
+    assert_eq!(stored.expires_at(), tokens.expires_at());
+    assert_eq!(stored.scope(), tokens.scope());
+
+    // The provider knows the access token: it is alice's.
+    let claims = userinfo(&rt, &idp, &tokens).await;
+    assert_eq!(claims["sub"], oidc_agent::LOGIN, "{claims}");
+    fx.shutdown(&rt).await;
+}
+
+// ----- 2. the user cancels on the consent page -----
+
+async fn user_denies_consent<R: Runtime>(rt: R) {
+    let idp = provider(&rt).await;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let transport = Counting {
+        client: http_client(),
+        sent: Arc::clone(&sent),
+    };
+    let fx = Fixture::with(
+        &rt,
+        config(
+            POST,
+            idp.authorization_endpoint(),
+            idp.token_endpoint(),
+            idp.issuer(),
+        ),
+        Transport::Custom(Arc::new(transport)),
+    );
+    let login = fx.start_login().await;
+    let hops = sign_in(&rt, &idp, login.url(), Choice::Deny).await;
+    match outcome(&events(&rt, &login).await) {
+        Err(FlowError::Denied(error)) => assert_eq!(error.code, "access_denied", "{error:?}"),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    let callback = callback_hop(&hops, fx.service.redirect_uri(), "error", idp.issuer());
+    assert_failure_page(&hops, callback);
+    assert_eq!(sent.load(Ordering::SeqCst), 0, "a token request was sent");
+    assert!(fx.stored().is_none());
+    fx.shutdown(&rt).await;
+}
+
+// ----- 3. a mix-up: the callback names another issuer (RFC 9207) -----
+
+async fn iss_of_another_provider_is_a_mix_up<R: Runtime>(rt: R) {
+    // Two providers. latchkey believes it talks to B, but the authorization request goes
+    // to A, so A's callback names A.
+    let (a, b) = future::zip(provider(&rt), provider(&rt)).await;
+    assert_ne!(a.issuer(), b.issuer());
+    let sent = Arc::new(AtomicUsize::new(0));
+    let transport = Counting {
+        client: http_client(),
+        sent: Arc::clone(&sent),
+    };
+    let fx = Fixture::with(
+        &rt,
+        config(
+            POST,
+            a.authorization_endpoint(),
+            a.token_endpoint(),
+            b.issuer(),
+        ),
+        Transport::Custom(Arc::new(transport)),
+    );
+    let login = fx.start_login().await;
+    let hops = sign_in(&rt, &a, login.url(), Choice::Approve).await;
+    match outcome(&events(&rt, &login).await) {
+        Err(FlowError::IssuerMismatch { expected, received }) => {
+            assert_eq!(expected, b.issuer());
+            assert_eq!(received.as_deref(), Some(a.issuer()));
+        }
+        other => panic!("expected an issuer mismatch, got {other:?}"),
+    }
+    let callback = callback_hop(&hops, fx.service.redirect_uri(), "code", a.issuer());
+    assert_failure_page(&hops, callback);
+    assert_eq!(
+        sent.load(Ordering::SeqCst),
+        0,
+        "the code went to the token endpoint"
+    );
+    assert!(fx.stored().is_none());
+    fx.shutdown(&rt).await;
+}
+
+// ----- 4. the code was redeemed by someone else first -----
+
+async fn replayed_code_is_refused<R: Runtime>(rt: R) {
+    let idp = provider(&rt).await;
+    let first = Arc::new(Mutex::new(None));
+    let transport = Replaying {
+        client: http_client(),
+        first: Arc::clone(&first),
+    };
+    let fx = Fixture::with(
+        &rt,
+        config(
+            PUBLIC,
+            idp.authorization_endpoint(),
+            idp.token_endpoint(),
+            idp.issuer(),
+        ),
+        Transport::Custom(Arc::new(transport)),
+    );
+    let login = fx.start_login().await;
+    let hops = sign_in(&rt, &idp, login.url(), Choice::Approve).await;
+    match outcome(&events(&rt, &login).await) {
+        Err(FlowError::TokenRejected { status, error }) => {
+            assert_eq!(
+                (status, error.code.as_str()),
+                (400, "invalid_grant"),
+                "{error:?}"
+            );
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let callback = callback_hop(&hops, fx.service.redirect_uri(), "code", idp.issuer());
+    assert_failure_page(&hops, callback);
+    assert_eq!(
+        *first.lock().unwrap_or_else(|e| e.into_inner()),
+        Some(200),
+        "the attacker's redemption issued tokens"
+    );
+    assert!(fx.stored().is_none());
+    fx.shutdown(&rt).await;
+}
+
+// ----- 5. why the Basic secret must be form-encoded -----
+
+async fn basic_secret_without_form_encoding_is_refused<R: Runtime>(rt: R) {
+    let idp = provider(&rt).await;
+    let encoded = Arc::new(Mutex::new(None));
+    let transport = UnencodedBasic {
+        client: http_client(),
+        client_id: BASIC.id,
+        secret: BASIC.secret.expect("a confidential client"),
+        encoded: Arc::clone(&encoded),
+    };
+    let fx = Fixture::with(
+        &rt,
+        config(
+            BASIC,
+            idp.authorization_endpoint(),
+            idp.token_endpoint(),
+            idp.issuer(),
+        ),
+        Transport::Custom(Arc::new(transport)),
+    );
+    let login = fx.start_login().await;
+    let hops = sign_in(&rt, &idp, login.url(), Choice::Approve).await;
+    match outcome(&events(&rt, &login).await) {
+        // `decodeURIComponent` throws on `%&=`: "client_id and client_secret in the
+        // authorization header are not properly encoded".
+        Err(FlowError::TokenRejected { status, error }) => {
+            assert_eq!(
+                (status, error.code.as_str()),
+                (400, "invalid_request"),
+                "{error:?}"
+            );
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let callback = callback_hop(&hops, fx.service.redirect_uri(), "code", idp.issuer());
+    assert_failure_page(&hops, callback);
+    assert_eq!(
+        *encoded.lock().unwrap_or_else(|e| e.into_inner()),
+        Some(true),
+        "latchkey sent form-encoded Basic credentials"
+    );
+    assert!(fx.stored().is_none());
+    fx.shutdown(&rt).await;
+}
