@@ -468,12 +468,21 @@ impl Engine {
 
     // ----- inputs: the browser side -----
 
-    /// A browser connection was accepted. Returns its id, or `None` when the connection cap
-    /// is reached (S27): drop the connection then.
+    /// A browser connection was accepted. Returns its id, or `None` when it must be dropped.
+    ///
+    /// At the connection cap (S27) the connection that has waited longest for its request
+    /// head is closed to make room ([`Action::Close`]), so slow clients cannot keep the real
+    /// browser out; only when every connection is held by a flow is the new one refused.
     pub fn handle_accept(&mut self, now: Instant) -> Option<ConnId> {
         self.handle_timeout(now);
         if self.conns.len() >= self.config.limits.max_connections {
-            return None;
+            // Ids grow with time: the first connection still reading is the oldest.
+            let oldest = self
+                .conns
+                .iter()
+                .find(|(_, conn)| conn.deadline.is_some())
+                .map(|(id, _)| *id)?;
+            self.close(oldest);
         }
         let id = ConnId(self.fresh_id());
         let deadline = now + self.config.limits.header_timeout;

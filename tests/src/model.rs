@@ -24,6 +24,7 @@ use crate::harness::{self, chromium_get, entropy_from, query_value};
 
 /// One thing a driver (or the world behind it) can do.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Op {
     /// Start a flow, optionally for one of a few owners.
     Start {
@@ -89,6 +90,7 @@ pub enum Op {
 
 /// The content of a browser request.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum CallbackKind {
     /// A code for a known flow, with the right `iss`.
     Code(u8),
@@ -106,6 +108,7 @@ pub enum CallbackKind {
 
 /// A token endpoint's answer.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Reply {
     /// A good JSON token response.
     Tokens,

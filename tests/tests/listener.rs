@@ -619,22 +619,39 @@ fn s27_silent_and_slow_connections_are_closed_at_the_header_deadline() {
 }
 
 #[test]
-fn s27_connections_beyond_the_cap_are_refused_until_one_is_done() {
+fn s27_at_the_cap_the_oldest_waiting_connection_makes_room_for_the_browser() {
     let mut limits = Limits::default();
     limits.max_connections = 2;
     let mut l = Listener::with(harness::config().limits(limits));
     let flow = l.start();
-    let first = l.accept();
-    let _second = l.accept();
+    let slow = l.accept();
+    let _slower = l.accept();
+    // The browser arrives while slow clients hold every slot: the oldest is closed.
+    let browser = l.0.engine.handle_accept(l.0.now).expect("room is made");
+    let evicted = l.0.drain();
+    assert!(
+        matches!(evicted.as_slice(), [Action::Close { conn }] if *conn == slow),
+        "{evicted:?}"
+    );
+    let actions = l.feed(
+        browser,
+        &chromium_get(&CALLBACK.replace("STATE", &flow.state)),
+    );
+    assert!(token_request(&actions).is_some(), "{actions:?}");
+}
+
+#[test]
+fn s27_when_every_connection_is_held_by_a_flow_a_new_one_is_refused() {
+    let mut limits = Limits::default();
+    limits.max_connections = 2;
+    let mut l = Listener::with(harness::config().limits(limits));
+    let (first, second) = (l.start(), l.start());
+    let (held, _) = l.until_exchange(&first);
+    let (also_held, _) = l.until_exchange(&second);
     assert_eq!(l.0.engine.handle_accept(l.0.now), None);
-    let actions = l.feed(first, &chromium_get("/favicon.ico"));
-    assert_eq!(response(&actions, first).status, 404);
-    let _third = l.accept();
-    assert_eq!(l.0.engine.handle_accept(l.0.now), None);
-    // Connections closed at their header deadline free their slots too.
-    let closed = l.advance(Duration::from_secs(10));
-    assert_eq!(closed.len(), 2, "{closed:?}");
-    assert_flow_unchanged(&mut l, &flow, &closed);
+    assert!(l.0.drain().is_empty(), "held connections are never evicted");
+    assert_eq!(l.0.engine.open_connections(), 2);
+    assert_ne!(held, also_held);
 }
 
 #[test]
