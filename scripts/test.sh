@@ -46,6 +46,26 @@ echo "node $(node --version), oidc-provider $(node -p "require('./tests/interop/
 step "tests"
 cargo test --workspace --locked
 
+# FUZZ_SECONDS shortens runs locally; CI leaves it unset and fuzzes each target for 60 s.
+fuzz_seconds="${FUZZ_SECONDS:-60}"
+step "fuzz smoke: every target for ${fuzz_seconds} s"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install --locked cargo-fuzz
+fi
+(
+    cd fuzz
+    cargo +nightly fuzz build
+    # New inputs go to a scratch corpus; the committed seeds in fuzz/corpus/ stay as they are.
+    scratch=$(mktemp -d)
+    trap 'rm -rf "$scratch"' EXIT
+    for target in $(cargo +nightly fuzz list); do
+        mkdir -p "$scratch/$target"
+        # A crash or a failed check exits non-zero (reproducer in fuzz/artifacts/$target/).
+        cargo +nightly fuzz run "$target" "$scratch/$target" "corpus/$target" -- \
+            -max_total_time="$fuzz_seconds" -print_final_stats=1
+    done
+)
+
 step "the demo, on both drivers"
 cargo run --quiet --locked -p latchkey-cli -- demo
 cargo run --quiet --locked -p latchkey-cli -- demo --runtime tokio

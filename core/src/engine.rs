@@ -512,16 +512,14 @@ impl Engine {
         }
         let take = bytes.len().min(max_head.saturating_sub(state.head.len()));
         state.head.extend_from_slice(&bytes[..take]);
-        // Parse only when the head may have ended: a blank line in the new bytes.
-        let from = state.scanned.saturating_sub(3);
+        let from = state.scanned;
         state.scanned = state.head.len();
-        let ended = state.head[from..]
-            .windows(2)
-            .any(|w| w == b"\n\n" || w == b"\n\r");
-        if ended {
-            self.on_head(now, conn);
-        } else if state.head.len() >= max_head {
-            self.refuse(conn, Refusal::HeadTooLarge);
+        // The head is judged only once it is complete, so its bytes give the same answer
+        // however they are split.
+        match head_end(&state.head, from) {
+            Some(end) => self.on_head(now, conn, end),
+            None if state.head.len() >= max_head => self.refuse(conn, Refusal::HeadTooLarge),
+            None => {}
         }
     }
 
@@ -787,25 +785,18 @@ impl Engine {
     }
 
     /// A connection's head may be complete: answer it, hand it to a flow, or keep reading.
-    fn on_head(&mut self, now: Instant, conn: ConnId) {
+    fn on_head(&mut self, now: Instant, conn: ConnId, end: usize) {
         let Some(state) = self.conns.get_mut(&conn) else {
             return;
         };
+        // Complete: no more header deadline; the callback's flow decides when to answer.
+        if let Some(deadline) = state.deadline.take() {
+            self.timers.remove(&(deadline, Timer::Conn(conn)));
+        }
         let head = std::mem::take(&mut state.head);
-        match self.read_request(&head) {
-            Ok(None) if head.len() >= self.config.limits.max_head_bytes => {
-                self.refuse(conn, Refusal::HeadTooLarge);
-            }
-            Ok(None) => {
-                if let Some(state) = self.conns.get_mut(&conn) {
-                    state.head = head;
-                }
-            }
-            Ok(Some(query)) => {
-                // Complete: no more header deadline; the callback's flow decides when to answer.
-                if let Some(deadline) = self.conns.get_mut(&conn).and_then(|c| c.deadline.take()) {
-                    self.timers.remove(&(deadline, Timer::Conn(conn)));
-                }
+        let request = head.get(..end).unwrap_or_default();
+        match self.read_request(request) {
+            Ok(query) => {
                 if let Err(rejection) = self.on_callback(now, query, Some(conn)) {
                     self.refuse(conn, Refusal::Callback(rejection));
                 }
@@ -814,14 +805,15 @@ impl Engine {
         }
     }
 
-    /// Checks a browser request against S22–S26. `Ok(None)`: the head is incomplete;
-    /// `Ok(Some(query))`: a well-formed `GET` of the callback path.
-    fn read_request<'h>(&self, head: &'h [u8]) -> Result<Option<&'h str>, Refusal> {
+    /// Checks a complete request head against S22–S26: `Ok(query)` for a well-formed `GET`
+    /// of the callback path.
+    fn read_request<'h>(&self, head: &'h [u8]) -> Result<&'h str, Refusal> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(head) {
-            Ok(httparse::Status::Partial) => return Ok(None),
             Ok(httparse::Status::Complete(_)) => {}
+            // `head_end` found the blank line httparse disagrees with: not a valid head.
+            Ok(httparse::Status::Partial) => return Err(Refusal::BadRequest),
             Err(httparse::Error::TooManyHeaders) => return Err(Refusal::HeadTooLarge),
             Err(_) => return Err(Refusal::BadRequest),
         }
@@ -869,7 +861,7 @@ impl Engine {
                 return Err(Refusal::NotNavigation);
             }
         }
-        Ok(Some(query))
+        Ok(query)
     }
 
     fn refuse(&mut self, conn: ConnId, refusal: Refusal) {
@@ -915,6 +907,23 @@ impl Engine {
     fn debug_assert_issued(&self, id: u64) {
         debug_assert!(id < self.next_id, "id {id} was never issued by this engine");
     }
+}
+
+/// Where the request head in `buf` ends, just past its blank line, if it has arrived;
+/// blank lines before the request line are skipped (RFC 9112 §2.2). `scanned`: how much of
+/// `buf` an earlier call already searched.
+fn head_end(buf: &[u8], scanned: usize) -> Option<usize> {
+    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
+    // A blank line is `\n\n` or `\n\r\n`: back up two bytes to catch one split across calls.
+    let from = scanned.saturating_sub(2).max(start);
+    let rest = buf.get(from..)?;
+    rest.iter()
+        .enumerate()
+        .find_map(|(i, byte)| match (byte, rest.get(i + 1..)) {
+            (b'\n', Some([b'\n', ..])) => Some(from + i + 2),
+            (b'\n', Some([b'\r', b'\n', ..])) => Some(from + i + 3),
+            _ => None,
+        })
 }
 
 impl Phase {

@@ -81,6 +81,9 @@ pub fn parse(input: &str) -> Result<Url<'_>, UrlError> {
             _ => return Err(UrlError::Port),
         }
     }
+    if !is_uri_path_and_query(path_and_query) {
+        return Err(UrlError::BadCharacter);
+    }
     let query = path_and_query.split_once('?').map(|(_, query)| query);
     let url = Url {
         scheme,
@@ -91,6 +94,19 @@ pub fn parse(input: &str) -> Result<Url<'_>, UrlError> {
         return Err(UrlError::Insecure);
     }
     Ok(url)
+}
+
+/// RFC 3986 path and query characters: unreserved, sub-delims, `:@/?`, and `%` only as the
+/// start of a `%XX` escape. (Browsers tolerate more, such as `<` or `|`; an endpoint that
+/// needs them is misconfigured.)
+fn is_uri_path_and_query(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| match b {
+        b'%' => bytes
+            .get(i + 1..i + 3)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)),
+        _ => b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?".contains(&b),
+    })
 }
 
 /// Splits `host[:port]` or `[v6][:port]`, checking the host's shape.
@@ -175,6 +191,14 @@ mod tests {
             ("https://user:pw@example.com/", UrlError::UserInfo),
             ("https://example.com/a#frag", UrlError::Fragment),
             ("https://example.com/a b", UrlError::BadCharacter),
+            // Found by the authorization_url fuzz target: printable but not URI characters.
+            ("https://idp.example/authorize?x=<", UrlError::BadCharacter),
+            ("https://idp.example/a<b>", UrlError::BadCharacter),
+            ("https://idp.example/a?q=\"|^`", UrlError::BadCharacter),
+            ("https://idp.example/a?q={x}", UrlError::BadCharacter),
+            ("https://idp.example/a[0]", UrlError::BadCharacter),
+            ("https://idp.example/a%2", UrlError::BadCharacter),
+            ("https://idp.example/a%zz", UrlError::BadCharacter),
             ("https://example.com/\r\nx", UrlError::BadCharacter),
             ("https://exämple.com/", UrlError::BadCharacter),
             ("https:///path", UrlError::Host),

@@ -994,3 +994,32 @@ fn s27_a_request_completed_after_the_header_deadline_is_not_served() {
     let (_, _, request) = h.to_exchange(&flow);
     assert_eq!(request.uri(), harness::TOKEN);
 }
+
+/// Found by the callback_request fuzz target: httparse skips leading blank lines, so these
+/// bytes were refused at once when whole but left waiting when split. A head is now judged
+/// only once complete, identically however it arrives.
+#[test]
+fn s26_a_head_is_judged_only_once_complete_however_its_bytes_arrive() {
+    let bytes: &[u8] = b"\n\netch keep-alive\r\n\r\n";
+    // The status each chunk's feeding produced, if any.
+    let run = |chunks: &[&[u8]]| -> Vec<Option<u16>> {
+        let mut l = Listener::new();
+        let conn = l.accept();
+        chunks
+            .iter()
+            .map(|chunk| {
+                l.feed(conn, chunk).iter().find_map(|action| match action {
+                    Action::Respond {
+                        conn: c, status, ..
+                    } if *c == conn => Some(status.as_u16()),
+                    _ => None,
+                })
+            })
+            .collect()
+    };
+    assert_eq!(run(&[bytes]), [Some(400)]);
+    for split in 1..bytes.len() {
+        let (head, tail) = bytes.split_at(split);
+        assert_eq!(run(&[head, tail]), [None, Some(400)], "split at {split}");
+    }
+}
