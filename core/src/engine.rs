@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -470,17 +470,23 @@ impl Engine {
 
     /// A browser connection was accepted. Returns its id, or `None` when it must be dropped.
     ///
-    /// At the connection cap (S27) the connection that has waited longest for its request
-    /// head is closed to make room ([`Action::Close`]), so slow clients cannot keep the real
-    /// browser out; only when every connection is held by a flow is the new one refused.
+    /// At the connection cap (S27) the oldest connection that has waited at least a grace
+    /// period for its request head (a second, or half the header timeout if shorter) is
+    /// closed to make room ([`Action::Close`]): slow clients cannot keep the real browser
+    /// out, and a burst of new connections cannot push out one that is still arriving. When
+    /// no connection qualifies, the new one is refused.
     pub fn handle_accept(&mut self, now: Instant) -> Option<ConnId> {
         self.handle_timeout(now);
-        if self.conns.len() >= self.config.limits.max_connections {
-            // Ids grow with time: the first connection still reading is the oldest.
+        let limits = &self.config.limits;
+        if self.conns.len() >= limits.max_connections {
+            let grace = (limits.header_timeout / 2).min(Duration::from_secs(1));
+            // Accepted at or before `now - grace` means a deadline at or before this.
+            let waited_long_enough = now + limits.header_timeout - grace;
+            // Ids grow with time: the first qualifying connection is the oldest.
             let oldest = self
                 .conns
                 .iter()
-                .find(|(_, conn)| conn.deadline.is_some())
+                .find(|(_, conn)| conn.deadline.is_some_and(|at| at <= waited_long_enough))
                 .map(|(id, _)| *id)?;
             self.close(oldest);
         }

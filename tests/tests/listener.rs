@@ -626,7 +626,12 @@ fn s27_at_the_cap_the_oldest_waiting_connection_makes_room_for_the_browser() {
     let flow = l.start();
     let slow = l.accept();
     let _slower = l.accept();
-    // The browser arrives while slow clients hold every slot: the oldest is closed.
+    // A burst of new connections does not push out ones still arriving…
+    assert_eq!(l.0.engine.handle_accept(l.0.now), None);
+    assert!(l.advance(Duration::from_millis(999)).is_empty());
+    assert_eq!(l.0.engine.handle_accept(l.0.now), None);
+    // …but once slow clients have held every slot for a second, the oldest makes room.
+    assert!(l.advance(Duration::from_millis(1)).is_empty());
     let browser = l.0.engine.handle_accept(l.0.now).expect("room is made");
     let evicted = l.0.drain();
     assert!(
