@@ -15,6 +15,7 @@
 //!
 //! A zero port must be refused by `Engine::new`.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -15,6 +15,7 @@
 //! - a `SendTokenRequest` only for a flow whose `state` some connection carried (raw or
 //!   percent-encoded), and at most one per flow.
 #![no_main]
+#![forbid(unsafe_code)]
 
 mod common;
 

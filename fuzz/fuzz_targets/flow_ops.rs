@@ -3,6 +3,7 @@
 //! The model (`latchkey_tests::model`) is the one the quickcheck properties use: `Sim::apply`
 //! performs an `Op`, drains the engine and returns `Err` on the first violated invariant.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use arbitrary::{Arbitrary, Unstructured};
 use latchkey_tests::model::{Op, Sim};

@@ -13,6 +13,7 @@
 //!   and answers the browser) or finishes with an error and answers the browser; every page
 //!   carries the S28 headers.
 #![no_main]
+#![forbid(unsafe_code)]
 
 mod common;
 
