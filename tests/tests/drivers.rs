@@ -6,11 +6,15 @@
 //! Every scenario is written once, generic over [`Runtime`], and [`on_both_drivers!`] runs
 //! it on each driver. Every wait has a deadline, so a bug fails a test instead of hanging it.
 
+#[macro_use]
+mod support;
+
+use support::within;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,8 +35,6 @@ use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::opener::{self, Opener};
 use latchkey_io::proxy::Proxy;
 use latchkey_io::store::{DEFAULT_KEY, FileStore, MemoryStore, TokenStore};
-use latchkey_smol::Smol;
-use latchkey_tokio::Tokio;
 use secrecy::{ExposeSecret, SecretString};
 use smol::future;
 
@@ -49,29 +51,8 @@ const SCENARIO: Duration = Duration::from_secs(20);
 
 // ----- running a scenario on both drivers -----
 
-/// Instantiates each `async fn scenario<R: Runtime>(rt: R)` as a `smol` and a `tokio` test in
-/// a module of the scenario's name. Attributes (`#[ignore = "…"]`) go on both tests.
-macro_rules! on_both_drivers {
-    ($($(#[$attr:meta])* $scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                #[test]
-                $(#[$attr])*
-                fn smol() {
-                    super::run_smol(super::$scenario);
-                }
-
-                #[test]
-                $(#[$attr])*
-                fn tokio() {
-                    super::run_tokio(super::$scenario);
-                }
-            }
-        )*
-    };
-}
-
 on_both_drivers!(
+    SCENARIO;
     success_basic,
     success_post_file_store,
     success_none,
@@ -91,52 +72,6 @@ on_both_drivers!(
     shutdown_cancels_every_login,
     dropping_the_service_cancels_its_login,
 );
-
-fn run_smol<F, Fut>(scenario: F)
-where
-    F: FnOnce(Smol) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    // `block_on` drives only the scenario; the driver's tasks run on smol's global executor.
-    smol::block_on(within(&Smol, SCENARIO, "the scenario", scenario(Smol)));
-}
-
-fn run_tokio<F, Fut>(scenario: F)
-where
-    F: FnOnce(Tokio) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        runtime.block_on(within(&Tokio, SCENARIO, "the scenario", scenario(Tokio)))
-    }));
-    // A failed scenario may leave a blocking call (the agent's 30 s deadline) behind: do not
-    // wait for it.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// `work`'s output, or a panic naming `what` once `limit` has passed.
-async fn within<R: Runtime, T>(
-    rt: &R,
-    limit: Duration,
-    what: &str,
-    work: impl Future<Output = T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    future::or(work, expire(rt, deadline, limit, what)).await
-}
-
-async fn expire<R: Runtime, T>(rt: &R, deadline: Instant, limit: Duration, what: &str) -> T {
-    rt.sleep_until(deadline).await;
-    panic!("{what} did not complete within {limit:?}");
-}
 
 /// Runs blocking `work` on the runtime's blocking pool, so the driver's tasks keep running.
 async fn blocking<R: Runtime, T: Send + 'static>(

@@ -13,13 +13,16 @@
 //! The third hostile scenario, a token-writing process killed with SIGKILL 200 times, is
 //! `s39_no_partial_file_after_a_crash` in `io-shared/tests/store.rs`.
 
+#[macro_use]
+mod support;
+
+use support::within;
+
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,8 +35,6 @@ use latchkey_io::driver::{
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::proxy::Proxy;
 use latchkey_io::store::{DEFAULT_KEY, MemoryStore, TokenStore};
-use latchkey_smol::Smol;
-use latchkey_tokio::Tokio;
 use smol::future;
 
 const CLIENT_ID: &str = "latchkey-hostile";
@@ -43,79 +44,16 @@ const LANDING: &str = "docker-desktop://dashboard/open";
 
 /// The longest any one step (a login's outcome, a shutdown) may take.
 const STEP: Duration = Duration::from_secs(5);
+/// The longest a whole scenario may take.
+const SCENARIO: Duration = Duration::from_secs(60);
 
 /// Held by each test for its whole duration: the memory and file descriptor counts are
 /// process-wide, so the tests must not overlap.
-static LOCK: Mutex<()> = Mutex::new(());
+static LOCK: smol::lock::Mutex<()> = smol::lock::Mutex::new(());
 
 // ----- running a scenario on both drivers -----
 
-/// Instantiates each `async fn scenario<R: Runtime>(rt: R)` as a `smol` and a `tokio` test in
-/// a module of the scenario's name, each holding [`LOCK`]. Attributes go on both tests.
-macro_rules! on_both_drivers {
-    ($($(#[$attr:meta])* $scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                #[test]
-                $(#[$attr])*
-                fn smol() {
-                    super::run_smol(super::$scenario);
-                }
-
-                #[test]
-                $(#[$attr])*
-                fn tokio() {
-                    super::run_tokio(super::$scenario);
-                }
-            }
-        )*
-    };
-}
-
-on_both_drivers!(slowloris, flood,);
-
-fn run_smol<F, Fut>(scenario: F)
-where
-    F: FnOnce(Smol) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    smol::block_on(scenario(Smol));
-}
-
-fn run_tokio<F, Fut>(scenario: F)
-where
-    F: FnOnce(Tokio) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(scenario(Tokio))));
-    // A failed scenario may leave a blocking call behind: do not wait for it.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// `work`'s output, or a panic naming `what` once `limit` has passed.
-async fn within<R: Runtime, T>(
-    rt: &R,
-    limit: Duration,
-    what: &str,
-    work: impl Future<Output = T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    future::or(work, async {
-        rt.sleep_until(deadline).await;
-        panic!("{what} did not complete within {limit:?}");
-    })
-    .await
-}
+on_both_drivers!(SCENARIO; slowloris, flood);
 
 // ----- the fixture -----
 
@@ -355,6 +293,7 @@ fn slow_pool(port: u16, connected: &AtomicUsize) -> (Vec<Slow>, Vec<String>) {
 /// connections that waited past a grace period is what lets the browser in: see the
 /// listener tests.)
 async fn slowloris<R: Runtime>(rt: R) {
+    let _serial = LOCK.lock().await;
     let begun = Instant::now();
     let rss_before = vm_rss_kib();
     let mut limits = Limits::default();
@@ -838,6 +777,7 @@ fn flood_pool(port: u16, started: &AtomicUsize) -> FloodReport {
 /// refused while junk holds every slot; the browser then reloads the callback URL, as a
 /// user reloads a page that failed, up to [`FLOOD_RELOADS`] times.
 async fn flood<R: Runtime>(rt: R) {
+    let _serial = LOCK.lock().await;
     flood_with(rt, FLOOD_RELOADS).await;
 }
 

@@ -8,8 +8,12 @@
 //!
 //! Every wait has a deadline, so a failing test fails instead of hanging.
 
+#[macro_use]
+mod support;
+
+use support::within;
+
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,10 +31,8 @@ use latchkey_io::driver::{
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::proxy::Proxy;
 use latchkey_io::store::{DEFAULT_KEY, MemoryStore, TokenStore};
-use latchkey_smol::Smol;
 use latchkey_tests::oidc::{BASIC, OidcProvider, POST, PUBLIC, RegisteredClient};
 use latchkey_tests::oidc_agent::{self, Choice, Hop};
-use latchkey_tokio::Tokio;
 use secrecy::{ExposeSecret, SecretString};
 use smol::future;
 
@@ -51,29 +53,8 @@ const SCENARIO: Duration = Duration::from_secs(20);
 
 // ----- running a scenario on both drivers -----
 
-/// Instantiates each `async fn scenario<R: Runtime>(rt: R)` as a `smol` and a `tokio` test in
-/// a module of the scenario's name. Attributes (`#[ignore = "…"]`) go on both tests.
-macro_rules! on_both_drivers {
-    ($($(#[$attr:meta])* $scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                #[test]
-                $(#[$attr])*
-                fn smol() {
-                    super::run_smol(super::$scenario);
-                }
-
-                #[test]
-                $(#[$attr])*
-                fn tokio() {
-                    super::run_tokio(super::$scenario);
-                }
-            }
-        )*
-    };
-}
-
 on_both_drivers!(
+    SCENARIO;
     basic_client_signs_in,
     post_client_signs_in,
     public_client_signs_in,
@@ -82,50 +63,6 @@ on_both_drivers!(
     replayed_code_is_refused,
     basic_secret_without_form_encoding_is_refused,
 );
-
-fn run_smol<F, Fut>(scenario: F)
-where
-    F: FnOnce(Smol) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    smol::block_on(within(&Smol, SCENARIO, "the scenario", scenario(Smol)));
-}
-
-fn run_tokio<F, Fut>(scenario: F)
-where
-    F: FnOnce(Tokio) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        runtime.block_on(within(&Tokio, SCENARIO, "the scenario", scenario(Tokio)))
-    }));
-    // A failed scenario may leave a blocking call behind (the agent, a provider that does
-    // not start): do not wait for it.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// `work`'s output, or a panic naming `what` once `limit` has passed.
-async fn within<R: Runtime, T>(
-    rt: &R,
-    limit: Duration,
-    what: &str,
-    work: impl Future<Output = T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    future::or(work, async {
-        rt.sleep_until(deadline).await;
-        panic!("{what} did not complete within {limit:?}");
-    })
-    .await
-}
 
 // ----- the fixture -----
 
