@@ -11,21 +11,26 @@
 //! Missing tools (Node.js, the npm packages, Chromium) fail with installation advice; they
 //! never skip. Every child process is killed after [`LIMIT`].
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Guard, Running};
 use latchkey_tests::oidc::{self, BASIC, OidcProvider, PUBLIC, RegisteredClient};
 use serde_json::{Map, Value};
 
 /// Longest any child process may run before it is killed and its test fails.
 const LIMIT: Duration = Duration::from_secs(60);
+/// How every child is run: killed after [`LIMIT`], its output read for a bounded time.
+const GUARD: Guard = Guard {
+    limit: LIMIT,
+    stdout_grace: Some(Duration::from_secs(2)),
+    stderr_wait: Some(Duration::from_secs(5)),
+};
 /// What the command is told to listen on: any free port (registered without one).
 const REDIRECT_URI: &str = "http://127.0.0.1:0/callback";
 /// Where `--then` sends the browser after success.
@@ -36,18 +41,6 @@ const SECRET_VAR: &str = "LATCHKEY_BROWSER_TEST_SECRET";
 const USER: &str = "alice";
 /// The `--json` events of a successful login, in order.
 const SUCCESS_EVENTS: [&str; 5] = ["listening", "authorize", "callback", "token", "stored"];
-/// Proxy variables that must not reach the children (everything here is loopback).
-const PROXY_VARS: [&str; 8] = [
-    "https_proxy",
-    "HTTPS_PROXY",
-    "http_proxy",
-    "HTTP_PROXY",
-    "all_proxy",
-    "ALL_PROXY",
-    "no_proxy",
-    "NO_PROXY",
-];
-
 // ---- the tools ------------------------------------------------------------------------
 
 /// The Chromium `browser.mjs` starts: `$LATCHKEY_CHROMIUM` or Debian's `/usr/bin/chromium`.
@@ -80,234 +73,6 @@ fn require_browser_tools() {
          LATCHKEY_CHROMIUM to a Chromium binary)",
         chromium.display()
     );
-}
-
-// ---- child processes with a kill-guard ------------------------------------------------
-
-/// A running child: its stdout line by line as it comes, its stderr collected, and a
-/// watchdog that kills it after [`LIMIT`]. Dropping it kills the child.
-struct Guarded {
-    what: &'static str,
-    child: Arc<Mutex<Child>>,
-    lines: Receiver<String>,
-    stdout: Vec<String>,
-    stderr: Receiver<String>,
-    killed: Arc<AtomicBool>,
-    /// Dropping it stops the watchdog.
-    _watchdog: Sender<()>,
-    started: Instant,
-}
-
-/// A child that ended.
-struct Ended {
-    what: &'static str,
-    status: ExitStatus,
-    stdout: Vec<String>,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl Guarded {
-    fn spawn(what: &'static str, mut command: Command) -> Guarded {
-        for var in PROXY_VARS {
-            command.env_remove(var);
-        }
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let started = Instant::now();
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
-        let (line_tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let line = line.unwrap_or_else(|e| format!("<unreadable stdout line: {e}>"));
-                if line_tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let (stderr_tx, stderr) = mpsc::channel();
-        thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = stderr_pipe.read_to_end(&mut bytes);
-            let _ = stderr_tx.send(String::from_utf8_lossy(&bytes).into_owned());
-        });
-        let child = Arc::new(Mutex::new(child));
-        let killed = Arc::new(AtomicBool::new(false));
-        let (watchdog, stop) = mpsc::channel::<()>();
-        {
-            let (child, killed) = (child.clone(), killed.clone());
-            thread::spawn(move || {
-                if let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(LIMIT) {
-                    killed.store(true, Ordering::SeqCst);
-                    let _ = lock(&child).kill();
-                }
-            });
-        }
-        Guarded {
-            what,
-            child,
-            lines,
-            stdout: Vec::new(),
-            stderr,
-            killed,
-            _watchdog: watchdog,
-            started,
-        }
-    }
-
-    /// Time left before the watchdog fires, plus a moment for the kill to show.
-    fn left(&self) -> Duration {
-        (self.started + LIMIT + Duration::from_secs(2)).saturating_duration_since(Instant::now())
-    }
-
-    /// The next line of stdout; `None` once it is closed (or the time is up).
-    fn next_line(&mut self) -> Option<String> {
-        let line = self.lines.recv_timeout(self.left()).ok()?;
-        self.stdout.push(line.clone());
-        Some(line)
-    }
-
-    /// The next `--json` event, which must be named `name`.
-    fn expect_event(&mut self, name: &str) -> Map<String, Value> {
-        let Some(line) = self.next_line() else {
-            self.fail(&format!("stdout ended before the {name:?} event"));
-        };
-        let Some(event) = parse_event(&line) else {
-            self.fail(&format!("stdout line is not a JSON event: {line:?}"));
-        };
-        if event["event"] != name {
-            self.fail(&format!("expected the {name:?} event, got {line}"));
-        }
-        event
-    }
-
-    fn stderr_text(&self) -> String {
-        self.stderr
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap_or_else(|_| "<stderr still open>".to_owned())
-    }
-
-    /// Kills the child and fails the test, showing what it printed.
-    fn fail(&mut self, why: &str) -> ! {
-        let _ = lock(&self.child).kill();
-        let killed = if self.killed.load(Ordering::SeqCst) {
-            format!(" ({} killed after {LIMIT:?})", self.what)
-        } else {
-            String::new()
-        };
-        panic!(
-            "{why}{killed}\n{} stdout:\n{}\n{} stderr:\n{}",
-            self.what,
-            self.stdout.join("\n"),
-            self.what,
-            self.stderr_text()
-        );
-    }
-
-    /// Reads the rest of stdout and waits for the exit.
-    fn finish(mut self) -> Ended {
-        while self.next_line().is_some() {}
-        let status = loop {
-            // Not in the match: `fail` takes the lock again.
-            let waited = lock(&self.child).try_wait();
-            match waited {
-                Ok(Some(status)) => break status,
-                Ok(None) if self.left().is_zero() => self.fail("did not exit"),
-                Ok(None) => {}
-                Err(e) => panic!("waiting for {}: {e}", self.what),
-            }
-            thread::sleep(Duration::from_millis(5));
-        };
-        let elapsed = self.started.elapsed();
-        if self.killed.load(Ordering::SeqCst) {
-            self.fail(&format!("{} did not finish in time", self.what));
-        }
-        Ended {
-            what: self.what,
-            status,
-            stdout: std::mem::take(&mut self.stdout),
-            stderr: self.stderr_text(),
-            elapsed,
-        }
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        // A test that panicked half-way must not leave the child running.
-        let mut child = lock(&self.child);
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Ended {
-    fn events(&self) -> Vec<Map<String, Value>> {
-        self.stdout
-            .iter()
-            .map(|line| {
-                parse_event(line).unwrap_or_else(|| {
-                    panic!(
-                        "stdout line is not a JSON event: {line:?}\n{}",
-                        self.describe()
-                    )
-                })
-            })
-            .collect()
-    }
-
-    fn event_names(&self) -> Vec<String> {
-        self.events()
-            .iter()
-            .map(|e| e["event"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    }
-
-    fn assert_code(&self, code: i32) {
-        assert_eq!(self.status.code(), Some(code), "{}", self.describe());
-    }
-
-    /// Asserts that none of `secrets` appears on stdout or stderr.
-    fn assert_never_shows(&self, secrets: &[(&str, &str)]) {
-        let stdout = self.stdout.join("\n");
-        for (what, secret) in secrets {
-            assert!(!secret.is_empty(), "the {what} to look for is empty");
-            assert!(
-                !stdout.contains(secret) && !self.stderr.contains(secret),
-                "the {what} leaked: {}",
-                self.describe()
-            );
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{} exited {:?} after {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.what,
-            self.status,
-            self.elapsed,
-            self.stdout.join("\n"),
-            self.stderr
-        )
-    }
-}
-
-/// A `--json` line: a JSON object with a string `event`.
-fn parse_event(line: &str) -> Option<Map<String, Value>> {
-    match serde_json::from_str::<Value>(line) {
-        Ok(Value::Object(event)) if event.get("event").is_some_and(Value::is_string) => Some(event),
-        _ => None,
-    }
 }
 
 // ---- the command, the browser, the provider -------------------------------------------
@@ -380,7 +145,7 @@ fn browse(url: &str, redirect_uri: &str, deny: bool) -> Result<Browsed, String> 
     if deny {
         command.arg("deny");
     }
-    let ended = Guarded::spawn("node browser.mjs", command).finish();
+    let ended = Running::spawn("node browser.mjs", GUARD, command).finish();
     if !ended.status.success() || ended.stdout.len() != 1 {
         return Err(format!(
             "the browser did not complete its part: {}",
@@ -487,7 +252,7 @@ fn assert_private(path: &Path) {
 fn assert_private(_path: &Path) {}
 
 /// The command's `listening` and `authorize` events: the real redirect URI and the URL.
-fn read_start(login: &mut Guarded, idp: &OidcProvider) -> (String, String) {
+fn read_start(login: &mut Running, idp: &OidcProvider) -> (String, String) {
     let listening = login.expect_event("listening");
     let redirect_uri = listening["redirect_uri"].as_str().unwrap_or_default();
     let port = redirect_uri
@@ -526,7 +291,7 @@ fn assert_navigation(browsed: &Browsed) {
 }
 
 /// A completed login: the success events, a private token file the provider honours.
-fn assert_signed_in(login: Guarded, idp: &OidcProvider, store: &Path, secret: Option<&str>) {
+fn assert_signed_in(login: Running, idp: &OidcProvider, store: &Path, secret: Option<&str>) {
     let ended = login.finish();
     ended.assert_code(0);
     assert_eq!(ended.event_names(), SUCCESS_EVENTS, "{}", ended.describe());
@@ -571,7 +336,11 @@ fn chromium_signs_in_through_latchkey_and_lands_on_the_then_url() {
     let idp = OidcProvider::start();
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = dir.path().join("tokens.json");
-    let mut login = Guarded::spawn("latchkey", login(&idp, PUBLIC, Some(LANDING), &store));
+    let mut login = Running::spawn(
+        "latchkey",
+        GUARD,
+        login(&idp, PUBLIC, Some(LANDING), &store),
+    );
     let (redirect_uri, url) = read_start(&mut login, &idp);
 
     let browsed = browse(&url, &redirect_uri, false)
@@ -597,7 +366,7 @@ fn chromium_signs_in_as_a_confidential_client_and_sees_the_built_in_success_page
     let idp = OidcProvider::start();
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = dir.path().join("tokens.json");
-    let mut login = Guarded::spawn("latchkey", login(&idp, BASIC, None, &store));
+    let mut login = Running::spawn("latchkey", GUARD, login(&idp, BASIC, None, &store));
     let (redirect_uri, url) = read_start(&mut login, &idp);
 
     let browsed = browse(&url, &redirect_uri, false)
@@ -624,7 +393,11 @@ fn chromium_cancelling_consent_gets_the_failure_page_and_latchkey_exits_1() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = dir.path().join("tokens.json");
     // With --then: a failure must not send the browser to the application.
-    let mut login = Guarded::spawn("latchkey", login(&idp, PUBLIC, Some(LANDING), &store));
+    let mut login = Running::spawn(
+        "latchkey",
+        GUARD,
+        login(&idp, PUBLIC, Some(LANDING), &store),
+    );
     let (redirect_uri, url) = read_start(&mut login, &idp);
 
     let browsed = browse(&url, &redirect_uri, true)

@@ -7,16 +7,16 @@
 //! instead of hanging the suite. No test opens a real browser (`--no-browser`) or touches
 //! the user's own token file (`--store` in a temporary directory, `HOME` pointed away).
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::{Finished, Guard, PROXY_VARS, Running, lock};
 use latchkey_devidp::agent::{self, Hop};
 use latchkey_devidp::{Client, ClientAuth, Config, DevIdp, Quirk};
 use serde_json::{Map, Value};
@@ -51,17 +51,7 @@ where
 {
     let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
     command.args(args);
-    for var in [
-        "https_proxy",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "HTTP_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "no_proxy",
-        "NO_PROXY",
-        SECRET_VAR,
-    ] {
+    for var in PROXY_VARS.into_iter().chain([SECRET_VAR]) {
         command.env_remove(var);
     }
     // Should a test forget `--store`, the default path must not be the user's real file.
@@ -73,181 +63,19 @@ where
     command
 }
 
-/// A running command: its stdout line by line as it comes, its stderr collected, and a
-/// watchdog that kills it after [`LIMIT`].
-struct Running {
-    child: Arc<Mutex<Child>>,
-    lines: Receiver<String>,
-    stdout: Vec<String>,
-    stderr: Option<JoinHandle<String>>,
-    killed: Arc<AtomicBool>,
-    /// Dropping it stops the watchdog.
-    _watchdog: Sender<()>,
-    started: Instant,
-}
-
-/// A command that ended.
-struct Finished {
-    status: ExitStatus,
-    stdout: Vec<String>,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl Running {
-    fn spawn(mut command: Command) -> Running {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let started = Instant::now();
-        let mut child = command.spawn().expect("spawning latchkey");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
-        let (line_tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let line = line.unwrap_or_else(|e| format!("<unreadable stdout line: {e}>"));
-                if line_tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let stderr = thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = stderr_pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        });
-        let child = Arc::new(Mutex::new(child));
-        let killed = Arc::new(AtomicBool::new(false));
-        let (watchdog, stop) = mpsc::channel::<()>();
-        {
-            let (child, killed) = (child.clone(), killed.clone());
-            thread::spawn(move || {
-                if let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(LIMIT) {
-                    killed.store(true, Ordering::SeqCst);
-                    let _ = lock(&child).kill();
-                }
-            });
-        }
-        Running {
-            child,
-            lines,
-            stdout: Vec::new(),
-            stderr: Some(stderr),
-            killed,
-            _watchdog: watchdog,
-            started,
-        }
-    }
-
-    /// The next line of stdout; `None` once it is closed.
-    fn next_line(&mut self) -> Option<String> {
-        let line = self.lines.recv().ok()?;
-        self.stdout.push(line.clone());
-        Some(line)
-    }
-
-    /// The next `--json` event, which must be named `name`.
-    fn expect_event(&mut self, name: &str) -> Map<String, Value> {
-        let Some(line) = self.next_line() else {
-            self.fail(&format!("stdout ended before the {name:?} event"));
-        };
-        let event = parse_event(&line);
-        if event["event"] != name {
-            self.fail(&format!("expected the {name:?} event, got {line}"));
-        }
-        event
-    }
-
-    /// Kills the command and fails the test, showing what it printed.
-    fn fail(&mut self, why: &str) -> ! {
-        let _ = lock(&self.child).kill();
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        let killed = if self.killed.load(Ordering::SeqCst) {
-            format!(" (killed after {LIMIT:?})")
-        } else {
-            String::new()
-        };
-        panic!(
-            "{why}{killed}\nstdout:\n{}\nstderr:\n{stderr}",
-            self.stdout.join("\n")
-        );
-    }
-
-    /// Reads the rest of stdout and waits for the exit.
-    fn finish(mut self) -> Finished {
-        while self.next_line().is_some() {}
-        let status = loop {
-            match lock(&self.child).try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) => {}
-                Err(e) => panic!("waiting for latchkey: {e}"),
-            }
-            thread::sleep(Duration::from_millis(5));
-        };
-        let elapsed = self.started.elapsed();
-        if self.killed.load(Ordering::SeqCst) {
-            self.fail("latchkey did not finish in time");
-        }
-        let stderr = self
-            .stderr
-            .take()
-            .expect("stderr not taken")
-            .join()
-            .expect("stderr reader");
-        Finished {
-            status,
-            stdout: std::mem::take(&mut self.stdout),
-            stderr,
-            elapsed,
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // A test that panicked half-way must not leave the command running.
-        let mut child = lock(&self.child);
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+/// How every command is run: killed after [`LIMIT`], its output read until it closes.
+const GUARD: Guard = Guard {
+    limit: LIMIT,
+    stdout_grace: None,
+    stderr_wait: None,
+};
 
 /// Runs a command that needs no browser to its end.
 fn run(command: Command) -> Finished {
-    Running::spawn(command).finish()
+    Running::spawn("latchkey", GUARD, command).finish()
 }
 
 impl Finished {
-    fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-
-    fn stdout_text(&self) -> String {
-        self.stdout.join("\n")
-    }
-
-    /// Every stdout line as a `--json` event.
-    fn events(&self) -> Vec<Map<String, Value>> {
-        self.stdout.iter().map(|line| parse_event(line)).collect()
-    }
-
-    fn event_names(&self) -> Vec<String> {
-        self.events()
-            .iter()
-            .map(|e| e["event"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    }
-
     /// The last event, which must be an error of `kind`; returns its message.
     fn error(&self, kind: &str) -> String {
         let events = self.events();
@@ -262,42 +90,6 @@ impl Finished {
             .as_str()
             .unwrap_or_else(|| panic!("error message is a string: {}", self.describe()))
             .to_owned()
-    }
-
-    /// Asserts the exit code, showing the output otherwise.
-    fn assert_code(&self, code: i32) {
-        assert_eq!(self.code(), Some(code), "{}", self.describe());
-    }
-
-    /// Asserts that none of `secrets` appears on stdout or stderr.
-    fn assert_never_shows(&self, secrets: &[(&str, &str)]) {
-        let stdout = self.stdout_text();
-        for (what, secret) in secrets {
-            assert!(!secret.is_empty(), "the {what} to look for is empty");
-            assert!(
-                !stdout.contains(secret) && !self.stderr.contains(secret),
-                "the {what} leaked: {}",
-                self.describe()
-            );
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "exit {:?} after {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.status,
-            self.elapsed,
-            self.stdout_text(),
-            self.stderr
-        )
-    }
-}
-
-/// A `--json` line: a JSON object with a string `event`.
-fn parse_event(line: &str) -> Map<String, Value> {
-    match serde_json::from_str::<Value>(line) {
-        Ok(Value::Object(event)) if event.get("event").is_some_and(Value::is_string) => event,
-        _ => panic!("stdout line is not a JSON event object: {line:?}"),
     }
 }
 
@@ -405,7 +197,7 @@ fn login_playing(
     command: Command,
     browser: impl FnOnce(&str, &str) -> std::io::Result<Vec<Hop>>,
 ) -> Browsed {
-    let mut running = Running::spawn(command);
+    let mut running = Running::spawn("latchkey", GUARD, command);
     let listening = running.expect_event("listening");
     let redirect_uri = listening["redirect_uri"]
         .as_str()
@@ -723,7 +515,7 @@ fn human_login_output_names_the_steps_without_secrets() {
     ]);
     command.arg("--store").arg(&path);
     pass_secret(&mut command, SecretVia::Env, SECRET, dir.path());
-    let mut running = Running::spawn(command);
+    let mut running = Running::spawn("latchkey", GUARD, command);
     let url = loop {
         let Some(line) = running.next_line() else {
             running.fail("stdout ended before the authorization URL");
@@ -1063,7 +855,7 @@ fn store_creates_missing_directories_privately() {
 fn interrupted_login_reports_cancelled_and_exits_1() {
     let idp = start_idp(ClientAuth::None);
     let (_dir, path) = store();
-    let mut running = Running::spawn(login(&idp, &path, &[]));
+    let mut running = Running::spawn("latchkey", GUARD, login(&idp, &path, &[]));
     running.expect_event("listening");
     running.expect_event("authorize");
     let pid = lock(&running.child).id().to_string();
@@ -1214,7 +1006,7 @@ fn redirect_port_in_use_is_a_config_error() {
 fn assert_demo_completes(extra: &[&str]) {
     let mut command = latchkey(["demo"]);
     command.args(extra);
-    let running = Running::spawn(command);
+    let running = Running::spawn("latchkey", GUARD, command);
     let pid = lock(&running.child).id();
     let finished = running.finish();
     finished.assert_code(0);
