@@ -9,7 +9,7 @@
 #[macro_use]
 mod support;
 
-use support::within;
+use support::{outcome, within};
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,8 +28,8 @@ use latchkey::{
 use latchkey_devidp::agent::{self, Hop};
 use latchkey_devidp::{DevIdp, Quirk};
 use latchkey_io::driver::{
-    self, Elapsed, Error, Login, LoginEvent, Runtime, Service, ServiceOptions, TokenResult,
-    TokenTransport, Transport,
+    self, Error, Login, LoginEvent, Runtime, Service, ServiceOptions, TokenResult, TokenTransport,
+    Transport,
 };
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::opener::{self, Opener};
@@ -110,32 +110,7 @@ async fn get<R: Runtime>(rt: &R, url: &str, headers: &[(&str, &str)]) -> agent::
 
 /// Every event of `login` up to and including `Finished`, within [`STEP`].
 async fn events<R: Runtime>(rt: &R, login: &Login) -> Vec<LoginEvent> {
-    let deadline = Instant::now() + STEP;
-    let mut events = Vec::new();
-    loop {
-        match login.next_event_by(rt, deadline).await {
-            Ok(Some(event)) => events.push(event),
-            Ok(None) => return events,
-            Err(Elapsed) => panic!("the login did not finish within {STEP:?}: {events:?}"),
-        }
-    }
-}
-
-/// The outcome among `events`, checking that there is exactly one and that it comes last.
-fn outcome(events: &[LoginEvent]) -> Result<TokenSet, FlowError> {
-    let finished: Vec<_> = events
-        .iter()
-        .filter_map(|event| match event {
-            LoginEvent::Finished(result) => Some(result.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(finished.len(), 1, "exactly one outcome: {events:?}");
-    assert!(
-        matches!(events.last(), Some(LoginEvent::Finished(_))),
-        "the outcome comes last: {events:?}"
-    );
-    finished.into_iter().next().expect("one outcome")
+    support::events(rt, login, STEP).await
 }
 
 // ----- the fixture -----

@@ -11,22 +11,21 @@
 #[macro_use]
 mod support;
 
-use support::within;
+use support::{outcome, within};
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use latchkey::{
     ClientAuth, Config, FlowError, FlowOptions, Landing, Provider, TokenSet, TokenType,
     TransportError, TransportErrorKind,
 };
 use latchkey_io::driver::{
-    Elapsed, Login, LoginEvent, Runtime, Service, ServiceOptions, TokenResult, TokenTransport,
-    Transport,
+    Login, LoginEvent, Runtime, Service, ServiceOptions, TokenResult, TokenTransport, Transport,
 };
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::proxy::Proxy;
@@ -195,32 +194,7 @@ async fn sign_in<R: Runtime>(rt: &R, idp: &OidcProvider, url: &str, choice: Choi
 
 /// Every event of `login` up to and including `Finished`, within [`OUTCOME`].
 async fn events<R: Runtime>(rt: &R, login: &Login) -> Vec<LoginEvent> {
-    let deadline = Instant::now() + OUTCOME;
-    let mut events = Vec::new();
-    loop {
-        match login.next_event_by(rt, deadline).await {
-            Ok(Some(event)) => events.push(event),
-            Ok(None) => return events,
-            Err(Elapsed) => panic!("the login did not finish within {OUTCOME:?}: {events:?}"),
-        }
-    }
-}
-
-/// The outcome among `events`, checking that there is exactly one and that it comes last.
-fn outcome(events: &[LoginEvent]) -> Result<TokenSet, FlowError> {
-    let finished: Vec<_> = events
-        .iter()
-        .filter_map(|event| match event {
-            LoginEvent::Finished(result) => Some(result.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(finished.len(), 1, "exactly one outcome: {events:?}");
-    assert!(
-        matches!(events.last(), Some(LoginEvent::Finished(_))),
-        "the outcome comes last: {events:?}"
-    );
-    finished.into_iter().next().expect("one outcome")
+    support::events(rt, login, OUTCOME).await
 }
 
 /// The provider's redirect back to latchkey: `redirect_uri?{query}`, with `query` starting

@@ -5,7 +5,8 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use latchkey_io::driver::Runtime;
+use latchkey::{FlowError, TokenSet};
+use latchkey_io::driver::{Elapsed, Login, LoginEvent, Runtime};
 use latchkey_smol::Smol;
 use latchkey_tokio::Tokio;
 use smol::future;
@@ -78,4 +79,36 @@ pub async fn within<R: Runtime, T>(
         panic!("{what} did not complete within {limit:?}");
     })
     .await
+}
+
+/// Every event of `login` up to and including `Finished`, within `limit`.
+#[allow(dead_code)] // not every including file reads events
+pub async fn events<R: Runtime>(rt: &R, login: &Login, limit: Duration) -> Vec<LoginEvent> {
+    let deadline = Instant::now() + limit;
+    let mut events = Vec::new();
+    loop {
+        match login.next_event_by(rt, deadline).await {
+            Ok(Some(event)) => events.push(event),
+            Ok(None) => return events,
+            Err(Elapsed) => panic!("the login did not finish within {limit:?}: {events:?}"),
+        }
+    }
+}
+
+/// The outcome among `events`, checking that there is exactly one and that it comes last.
+#[allow(dead_code)] // not every including file reads events
+pub fn outcome(events: &[LoginEvent]) -> Result<TokenSet, FlowError> {
+    let finished: Vec<_> = events
+        .iter()
+        .filter_map(|event| match event {
+            LoginEvent::Finished(result) => Some(result.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), 1, "exactly one outcome: {events:?}");
+    assert!(
+        matches!(events.last(), Some(LoginEvent::Finished(_))),
+        "the outcome comes last: {events:?}"
+    );
+    finished.into_iter().next().expect("one outcome")
 }
