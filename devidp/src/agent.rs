@@ -100,6 +100,18 @@ pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Resp
     exchange("POST", &Url::parse(url)?, headers, body)
 }
 
+/// Resolves `reference` (a `Location` value or a form `action`) against the `http://`
+/// loopback URL `base`, as [`browse`] resolves `Location`s: absolute references are kept,
+/// `//host…`, `/path`, `?query` and relative paths are joined to `base` (no dot-segment
+/// removal), and an empty or fragment-only reference gives `base` without its fragment.
+///
+/// # Errors
+///
+/// `base` is not an `http://` URL to a loopback host.
+pub fn resolve(base: &str, reference: &str) -> io::Result<String> {
+    Ok(Url::parse(base)?.resolve(reference))
+}
+
 fn invalid(message: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message.to_owned())
 }
@@ -403,6 +415,23 @@ mod tests {
         ] {
             assert_eq!(base.resolve(location), expected, "{location}");
         }
+    }
+
+    #[test]
+    fn resolves_against_a_base_url() {
+        let base = "http://127.0.0.1:9/auth/U?x=1#f";
+        for (reference, expected) in [
+            ("/interaction/V", "http://127.0.0.1:9/interaction/V"),
+            ("V", "http://127.0.0.1:9/auth/V"),
+            ("?y", "http://127.0.0.1:9/auth/U?y"),
+            ("docker-desktop://x", "docker-desktop://x"),
+            ("//[::1]:8/c", "http://[::1]:8/c"),
+            ("", "http://127.0.0.1:9/auth/U?x=1"),
+        ] {
+            assert_eq!(resolve(base, reference).unwrap(), expected, "{reference}");
+        }
+        assert!(resolve("http://example.com/", "/x").is_err());
+        assert!(resolve("https://127.0.0.1/", "/x").is_err());
     }
 
     #[test]
