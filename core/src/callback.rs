@@ -9,12 +9,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use secrecy::SecretString;
-
 use crate::config::ProviderInner;
 use crate::error::{CallbackDefect, FlowError, ProviderError};
 use crate::form;
-use crate::grammar::{is_error_code, is_vschar_text};
+use crate::grammar::{all_bytes, is_error_code, is_vschar_text};
 
 /// Why a callback was turned away without touching any flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,9 +53,18 @@ const SINGLE: [&str; 4] = ["code", "state", "iss", "error"];
 /// Implicit-grant artifacts that never belong in a code callback (S15).
 const IMPLICIT: [&str; 3] = ["access_token", "id_token", "token"];
 
-/// A decoded callback query.
+/// A decoded callback query: the parameters validation reads, each at its first
+/// occurrence; the others were checked to decode exactly, then dropped.
+#[derive(Default)]
 pub(crate) struct Callback<'q> {
-    pairs: Vec<(Cow<'q, str>, Cow<'q, str>)>,
+    /// `code`, `state`, `iss`, `error`: by position in [`SINGLE`].
+    single: [Option<Cow<'q, str>>; SINGLE.len()],
+    /// Which of [`SINGLE`] appeared more than once.
+    repeated: [bool; SINGLE.len()],
+    /// Which of [`IMPLICIT`] appeared.
+    implicit: [bool; IMPLICIT.len()],
+    error_description: Option<Cow<'q, str>>,
+    error_uri: Option<Cow<'q, str>>,
 }
 
 impl<'q> Callback<'q> {
@@ -66,15 +73,26 @@ impl<'q> Callback<'q> {
         if query.len() > max_len {
             return Err(Rejection::Malformed);
         }
-        let pairs = form::pairs(query)
-            .map(|pair| match pair {
-                Ok((name, value)) if !has_control(&name) && !has_control(&value) => {
-                    Ok((name, value))
+        let mut callback = Callback::default();
+        for pair in form::pairs(query) {
+            let (name, value) = match pair {
+                Ok((name, value)) if !has_control(&name) && !has_control(&value) => (name, value),
+                _ => return Err(Rejection::Malformed),
+            };
+            if let Some(index) = SINGLE.iter().position(|single| *single == name) {
+                match &callback.single[index] {
+                    None => callback.single[index] = Some(value),
+                    Some(_) => callback.repeated[index] = true,
                 }
-                _ => Err(Rejection::Malformed),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Callback { pairs })
+            } else if let Some(index) = IMPLICIT.iter().position(|artifact| *artifact == name) {
+                callback.implicit[index] = true;
+            } else if name == "error_description" {
+                callback.error_description.get_or_insert(value);
+            } else if name == "error_uri" {
+                callback.error_uri.get_or_insert(value);
+            }
+        }
+        Ok(callback)
     }
 
     /// The one non-empty `state`.
@@ -87,12 +105,16 @@ impl<'q> Callback<'q> {
 
     /// Reads the callback for a flow of `provider`: the code to exchange, or why the flow
     /// ends here.
-    pub fn judge(&self, provider: &ProviderInner) -> Result<SecretString, FlowError> {
+    pub fn judge(&self, provider: &ProviderInner) -> Result<&str, FlowError> {
         let invalid = FlowError::InvalidCallback;
         for name in SINGLE {
             self.single(name).map_err(invalid)?;
         }
-        if let Some(artifact) = IMPLICIT.into_iter().find(|name| self.get(name).is_some()) {
+        if let Some((artifact, _)) = IMPLICIT
+            .into_iter()
+            .zip(self.implicit)
+            .find(|(_, present)| *present)
+        {
             return Err(invalid(CallbackDefect::ImplicitFlowArtifact(artifact)));
         }
         // RFC 9207 §2.4: check `iss` before anything else, error responses included.
@@ -111,37 +133,38 @@ impl<'q> Callback<'q> {
         }
         match (self.get("code"), self.get("error")) {
             (Some(_), Some(_)) => Err(invalid(CallbackDefect::BothCodeAndError)),
-            (Some(code), None) if is_vschar_text(code) => Ok(code.to_owned().into()),
+            (Some(code), None) if is_vschar_text(code) => Ok(code),
             (Some(_), None) => Err(invalid(CallbackDefect::InvalidValue("code"))),
             (None, Some(code)) if is_error_code(code) => Err(FlowError::Denied(ProviderError {
                 code: code.to_owned(),
-                description: self.get("error_description").map(str::to_owned),
-                uri: self.get("error_uri").map(str::to_owned),
+                description: self.error_description.as_deref().map(str::to_owned),
+                uri: self.error_uri.as_deref().map(str::to_owned),
             })),
             (None, Some(_)) => Err(invalid(CallbackDefect::InvalidValue("error"))),
             (None, None) => Err(invalid(CallbackDefect::NeitherCodeNorError)),
         }
     }
 
-    /// The first value of `name`.
+    /// The first value of `name`, one of [`SINGLE`].
     fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, value)| value.as_ref())
+        let index = SINGLE.iter().position(|single| *single == name)?;
+        self.single[index].as_deref()
     }
 
-    /// The value of `name` if it appears at most once.
+    /// The value of `name`, one of [`SINGLE`], if it appears at most once.
     fn single(&self, name: &'static str) -> Result<Option<&str>, CallbackDefect> {
-        let mut values = self.pairs.iter().filter(|(n, _)| n == name);
-        let first = values.next().map(|(_, value)| value.as_ref());
-        match values.next() {
-            Some(_) => Err(CallbackDefect::RepeatedParameter(name)),
-            None => Ok(first),
+        match SINGLE.iter().position(|single| *single == name) {
+            Some(index) if self.repeated[index] => Err(CallbackDefect::RepeatedParameter(name)),
+            Some(index) => Ok(self.single[index].as_deref()),
+            None => Ok(None),
         }
     }
 }
 
 fn has_control(value: &str) -> bool {
-    value.chars().any(char::is_control)
+    if value.is_ascii() {
+        !all_bytes(value.as_bytes(), |byte| !byte.is_ascii_control())
+    } else {
+        value.chars().any(char::is_control)
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::exchange;
 use crate::form;
 use crate::grammar::{is_scope_token, is_vschar_text};
 use crate::url::{self, UrlError};
@@ -43,6 +44,9 @@ pub(crate) struct ProviderInner {
     pub scopes: Vec<String>,
     pub issuer: Option<String>,
     pub require_iss: bool,
+    /// The `Authorization` header of `client_secret_basic`, built once. It is marked
+    /// sensitive (HTTP/2 encoders never index it; `Debug` hides it).
+    pub basic_authorization: Option<http::HeaderValue>,
 }
 
 impl Provider {
@@ -272,9 +276,16 @@ impl ProviderBuilder {
         query.append("code_challenge_method", "S256");
         let authorize_prefix = format!("{base}?{}", query.finish());
 
+        let basic_authorization = match (auth, &self.client_secret) {
+            (ClientAuth::SecretBasic, Some(secret)) => {
+                Some(exchange::basic_credentials(&self.client_id, secret))
+            }
+            _ => None,
+        };
         Ok(Provider(Arc::new(ProviderInner {
             authorize_prefix,
             token_endpoint,
+            basic_authorization,
             client_id: self.client_id,
             client_secret: self.client_secret,
             auth,

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::StatusCode;
-use secrecy::{ExposeSecret, SecretString};
 
 use crate::callback::{Callback, Rejection};
 use crate::config::{Config, ConfigError, Provider};
@@ -31,7 +30,7 @@ use crate::error::{FlowError, Step, StoreError, TransportError};
 use crate::exchange;
 use crate::form;
 use crate::pages::{self, Pages, Refusal};
-use crate::pkce::{ENTROPY_LEN, FlowSecrets, StateKey};
+use crate::pkce::{ENTROPY_LEN, FlowSecrets, StateKey, Verifier};
 use crate::token::{self, TokenSet};
 
 /// Most headers a browser request may carry (S26).
@@ -243,7 +242,7 @@ impl std::error::Error for StartError {}
 struct Flow {
     provider: Provider,
     state: StateKey,
-    verifier: SecretString,
+    verifier: Verifier,
     owner: Option<String>,
     /// When the current phase times out.
     deadline: Instant,
@@ -267,10 +266,10 @@ enum Phase {
 }
 
 /// What happens to a flow; [`Engine::step`] applies it.
-enum Event {
+enum Event<'q> {
     /// A callback with this flow's state, judged: the code to exchange, or why the flow ends.
     Callback {
-        verdict: Result<SecretString, FlowError>,
+        verdict: Result<&'q str, FlowError>,
         conn: Option<ConnId>,
     },
     /// The token endpoint answered (parsed), or could not be reached.
@@ -329,6 +328,8 @@ enum Timer {
 pub struct Engine {
     config: Config,
     redirect_uri: String,
+    /// `redirect_uri`, form-encoded once for every authorization and token request.
+    encoded_redirect_uri: String,
     /// `Host` values accepted on the loopback port, lowercase (S22).
     allowed_hosts: [String; 4],
     pages: Pages,
@@ -357,6 +358,7 @@ impl Engine {
             format!("[::1]:{port}"),
         ];
         Ok(Engine {
+            encoded_redirect_uri: form::encode(&redirect.uri()),
             redirect_uri: redirect.uri(),
             allowed_hosts,
             pages: Pages::new(&config.on_success, &config.on_failure),
@@ -417,7 +419,7 @@ impl Engine {
     ) -> Result<FlowId, StartError> {
         self.handle_timeout(now);
         let secrets = FlowSecrets::new(&entropy);
-        let state = StateKey::of_secret(&secrets.state);
+        let state = StateKey::of(secrets.state());
         if self.states.contains_key(&state) {
             return Err(StartError::ReusedEntropy);
         }
@@ -432,10 +434,13 @@ impl Engine {
             .provider
             .unwrap_or_else(|| self.config.provider.clone());
         let id = FlowId(self.fresh_id());
-        let mut url = form::Serializer::continuing(&provider.inner().authorize_prefix);
-        url.append("redirect_uri", &self.redirect_uri)
-            .append("state", secrets.state.expose_secret())
-            .append("code_challenge", &secrets.challenge);
+        // Room for the three parameters, so that the URL is allocated once.
+        let room = 160 + self.encoded_redirect_uri.len();
+        let mut url =
+            form::Serializer::continuing_with_room(&provider.inner().authorize_prefix, room);
+        url.append_encoded("redirect_uri", &self.encoded_redirect_uri)
+            .append("state", secrets.state())
+            .append("code_challenge", secrets.challenge());
         let url = url.finish();
         if let Some(owner) = &options.owner {
             self.owners.insert(owner.clone(), id);
@@ -516,6 +521,20 @@ impl Engine {
         if state.deadline.is_none() {
             return; // already complete: pipelined bytes are ignored (S26)
         }
+        // The usual case, a whole head in the first read, is judged where it lies.
+        if state.head.is_empty() {
+            match head_end(bytes, 0) {
+                Some(end) if end <= max_head => {
+                    self.on_head(now, conn, &bytes[..end]);
+                    return;
+                }
+                Some(_) => {
+                    self.refuse(conn, Refusal::HeadTooLarge);
+                    return;
+                }
+                None => {}
+            }
+        }
         let take = bytes.len().min(max_head.saturating_sub(state.head.len()));
         state.head.extend_from_slice(&bytes[..take]);
         let from = state.scanned;
@@ -523,7 +542,11 @@ impl Engine {
         // The head is judged only once it is complete, so its bytes give the same answer
         // however they are split.
         match head_end(&state.head, from) {
-            Some(end) => self.on_head(now, conn, end),
+            Some(end) => {
+                let mut head = std::mem::take(&mut state.head);
+                head.truncate(end);
+                self.on_head(now, conn, &head);
+            }
             None if state.head.len() >= max_head => self.refuse(conn, Refusal::HeadTooLarge),
             None => {}
         }
@@ -646,23 +669,28 @@ impl Engine {
     // ----- internals -----
 
     /// The one place a flow changes phase.
-    fn step(&mut self, now: Instant, id: FlowId, event: Event) {
-        let Some(mut flow) = self.flows.remove(&id) else {
+    fn step(&mut self, now: Instant, id: FlowId, event: Event<'_>) {
+        // The flow stays in place unless it finishes.
+        let Some(flow) = self.flows.get_mut(&id) else {
             return; // finished already: late answers and stale timers are normal
         };
+        let (state, deadline) = (flow.state, flow.deadline);
         // The match below decides the real next phase.
         let phase = std::mem::replace(&mut flow.phase, Phase::Waiting);
         let next = match (phase, event) {
             (Phase::Waiting, Event::Callback { verdict, conn }) => {
-                self.spend_state(now, flow.state, true); // consumed before the exchange (S18)
+                self.spend_state(now, state, true); // consumed before the exchange (S18)
                 match verdict {
                     Ok(code) => {
                         let exchange = ExchangeId(self.fresh_id());
+                        let Some(flow) = self.flows.get(&id) else {
+                            return;
+                        };
                         let request = exchange::code_request(
                             flow.provider.inner(),
-                            &code,
-                            &self.redirect_uri,
-                            &flow.verifier,
+                            code,
+                            &self.encoded_redirect_uri,
+                            flow.verifier.as_str(),
                         );
                         self.exchanges.insert(exchange, id);
                         self.actions.push_back(Action::SendTokenRequest {
@@ -673,7 +701,7 @@ impl Engine {
                         let deadline = now + self.config.exchange_timeout;
                         Ok((Phase::Exchanging { exchange, conn }, deadline))
                     }
-                    Err(error) => Err((error, conn)),
+                    Err(error) => Err((Err(error), conn)),
                 }
             }
             (Phase::Exchanging { conn, .. }, Event::TokenResponse(Ok(tokens))) => {
@@ -685,14 +713,13 @@ impl Engine {
                 Ok((Phase::Persisting { tokens, conn }, deadline))
             }
             (Phase::Exchanging { conn, .. }, Event::TokenResponse(Err(error))) => {
-                Err((error, conn))
+                Err((Err(error), conn))
             }
             (Phase::Persisting { tokens, conn }, Event::Persisted(Ok(()))) => {
-                self.finish(now, id, flow, conn, Ok(tokens));
-                return;
+                Err((Ok(tokens), conn))
             }
             (Phase::Persisting { conn, .. }, Event::Persisted(Err(error))) => {
-                Err((FlowError::Storage(error), conn))
+                Err((Err(FlowError::Storage(error)), conn))
             }
             (phase, Event::Deadline) => {
                 let step = match phase {
@@ -701,28 +728,35 @@ impl Engine {
                     Phase::Persisting { .. } => Step::Storage,
                 };
                 self.forget_exchange(&phase);
-                Err((FlowError::TimedOut(step), phase.conn()))
+                Err((Err(FlowError::TimedOut(step)), phase.conn()))
             }
             (phase, Event::Abort(error)) => {
                 self.forget_exchange(&phase);
-                Err((error, phase.conn()))
+                Err((Err(error), phase.conn()))
             }
             // An input that does not fit the phase (a persist report while exchanging, …) is
             // driver misuse: ignore it.
             (phase, _) => {
                 debug_assert!(false, "flow {id}: event does not fit phase {phase:?}");
-                Ok((phase, flow.deadline))
+                Ok((phase, deadline))
             }
         };
         match next {
-            Ok((phase, deadline)) => {
-                self.timers.remove(&(flow.deadline, Timer::Flow(id)));
-                self.timers.insert((deadline, Timer::Flow(id)));
-                flow.deadline = deadline;
-                flow.phase = phase;
-                self.flows.insert(id, flow);
+            Ok((phase, next_deadline)) => {
+                if next_deadline != deadline {
+                    self.timers.remove(&(deadline, Timer::Flow(id)));
+                    self.timers.insert((next_deadline, Timer::Flow(id)));
+                }
+                if let Some(flow) = self.flows.get_mut(&id) {
+                    flow.deadline = next_deadline;
+                    flow.phase = phase;
+                }
             }
-            Err((error, conn)) => self.finish(now, id, flow, conn, Err(error)),
+            Err((result, conn)) => {
+                if let Some(flow) = self.flows.remove(&id) {
+                    self.finish(now, id, flow, conn, result);
+                }
+            }
         }
     }
 
@@ -790,8 +824,8 @@ impl Engine {
         }
     }
 
-    /// A connection's head may be complete: answer it, hand it to a flow, or keep reading.
-    fn on_head(&mut self, now: Instant, conn: ConnId, end: usize) {
+    /// A connection's complete request head: answer it, or hand it to a flow.
+    fn on_head(&mut self, now: Instant, conn: ConnId, head: &[u8]) {
         let Some(state) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -799,9 +833,7 @@ impl Engine {
         if let Some(deadline) = state.deadline.take() {
             self.timers.remove(&(deadline, Timer::Conn(conn)));
         }
-        let head = std::mem::take(&mut state.head);
-        let request = head.get(..end).unwrap_or_default();
-        match self.read_request(request) {
+        match self.read_request(head) {
             Ok(query) => {
                 if let Err(rejection) = self.on_callback(now, query, Some(conn)) {
                     self.refuse(conn, Refusal::Callback(rejection));
@@ -823,18 +855,27 @@ impl Engine {
             Err(httparse::Error::TooManyHeaders) => return Err(Refusal::HeadTooLarge),
             Err(_) => return Err(Refusal::BadRequest),
         }
-        let headers = &*request.headers;
-        let single = |name: &str| -> Result<Option<&[u8]>, Refusal> {
-            let mut values = headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
-            match (values.next(), values.next()) {
-                (None, _) => Ok(None),
-                (Some(header), None) => Ok(Some(header.value)),
-                (Some(_), Some(_)) => Err(Refusal::BadRequest),
-            }
-        };
-
+        // One pass over the headers; a header that must appear at most once and appears
+        // twice is an error (checked in the order below).
+        let mut host = Seen::Absent;
+        let mut content_length = Seen::Absent;
+        let mut transfer_encoding = Seen::Absent;
+        let mut fetch_mode = Seen::Absent;
+        let mut fetch_dest = Seen::Absent;
+        for header in request.headers.iter() {
+            let name = header.name;
+            let slot = match name.len() {
+                4 if name.eq_ignore_ascii_case("host") => &mut host,
+                14 if name.eq_ignore_ascii_case("content-length") => &mut content_length,
+                14 if name.eq_ignore_ascii_case("sec-fetch-mode") => &mut fetch_mode,
+                14 if name.eq_ignore_ascii_case("sec-fetch-dest") => &mut fetch_dest,
+                17 if name.eq_ignore_ascii_case("transfer-encoding") => &mut transfer_encoding,
+                _ => continue,
+            };
+            slot.add(header.value);
+        }
         // S22: DNS rebinding defence.
-        let host = single("host")?.ok_or(Refusal::BadRequest)?;
+        let host = host.single()?.ok_or(Refusal::BadRequest)?;
         if !self
             .allowed_hosts
             .iter()
@@ -847,8 +888,10 @@ impl Engine {
             return Err(Refusal::MethodNotAllowed);
         }
         // S26: no request body.
-        let has_body = single("content-length")?.is_some_and(|length| length != b"0")
-            || single("transfer-encoding")?.is_some();
+        let has_body = content_length
+            .single()?
+            .is_some_and(|length| length != b"0")
+            || transfer_encoding.single()?.is_some();
         // S25: origin-form only.
         let target = request.path.unwrap_or_default();
         if has_body || !target.starts_with('/') || target.contains('#') {
@@ -859,11 +902,11 @@ impl Engine {
             return Err(Refusal::NotFound);
         }
         // S23: when the browser says what this is, it must be a top-level navigation.
-        for (name, wanted) in [
-            ("sec-fetch-mode", "navigate"),
-            ("sec-fetch-dest", "document"),
-        ] {
-            if single(name)?.is_some_and(|value| !value.eq_ignore_ascii_case(wanted.as_bytes())) {
+        for (seen, wanted) in [(fetch_mode, "navigate"), (fetch_dest, "document")] {
+            if seen
+                .single()?
+                .is_some_and(|value| !value.eq_ignore_ascii_case(wanted.as_bytes()))
+            {
                 return Err(Refusal::NotNavigation);
             }
         }
@@ -923,13 +966,37 @@ fn head_end(buf: &[u8], scanned: usize) -> Option<usize> {
     // A blank line is `\n\n` or `\n\r\n`: back up two bytes to catch one split across calls.
     let from = scanned.saturating_sub(2).max(start);
     let rest = buf.get(from..)?;
-    rest.iter()
-        .enumerate()
-        .find_map(|(i, byte)| match (byte, rest.get(i + 1..)) {
-            (b'\n', Some([b'\n', ..])) => Some(from + i + 2),
-            (b'\n', Some([b'\r', b'\n', ..])) => Some(from + i + 3),
-            _ => None,
-        })
+    memchr::memchr_iter(b'\n', rest).find_map(|i| match rest.get(i + 1..) {
+        Some([b'\n', ..]) => Some(from + i + 2),
+        Some([b'\r', b'\n', ..]) => Some(from + i + 3),
+        _ => None,
+    })
+}
+
+/// How often a header that must appear at most once was seen.
+#[derive(Clone, Copy)]
+enum Seen<'h> {
+    Absent,
+    Once(&'h [u8]),
+    Repeated,
+}
+
+impl<'h> Seen<'h> {
+    fn add(&mut self, value: &'h [u8]) {
+        *self = match self {
+            Seen::Absent => Seen::Once(value),
+            Seen::Once(_) | Seen::Repeated => Seen::Repeated,
+        };
+    }
+
+    /// The value, if the header appeared at most once.
+    fn single(self) -> Result<Option<&'h [u8]>, Refusal> {
+        match self {
+            Seen::Absent => Ok(None),
+            Seen::Once(value) => Ok(Some(value)),
+            Seen::Repeated => Err(Refusal::BadRequest),
+        }
+    }
 }
 
 impl Phase {

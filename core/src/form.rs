@@ -43,7 +43,7 @@ pub fn pairs(input: &str) -> impl Iterator<Item = Result<(Cow<'_, str>, Cow<'_, 
 
 /// Decodes one form-encoded component: `+` is a space, `%XX` a byte.
 pub fn decode(input: &str) -> Result<Cow<'_, str>, FormError> {
-    if !input.bytes().any(|b| b == b'%' || b == b'+') {
+    if memchr::memchr2(b'%', b'+', input.as_bytes()).is_none() {
         return Ok(Cow::Borrowed(input));
     }
     let mut bytes = Vec::with_capacity(input.len());
@@ -79,23 +79,56 @@ fn hex_value(digit: u8) -> Option<u8> {
     }
 }
 
+/// Bytes that form encoding leaves as they are: ASCII alphanumerics and `*-._`.
+const UNESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = matches!(
+            byte as u8,
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_'
+        );
+        byte += 1;
+    }
+    table
+};
+
 /// Appends `value` form-encoded: ASCII alphanumerics and `*-._` stay, a space becomes `+`,
 /// every other byte of its UTF-8 becomes `%XX`.
 pub fn encode_into(out: &mut String, value: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for byte in value.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
-                out.push(char::from(byte));
-            }
-            b' ' => out.push('+'),
-            _ => {
-                out.push('%');
-                out.push(char::from(HEX[usize::from(byte >> 4)]));
-                out.push(char::from(HEX[usize::from(byte & 0x0f)]));
-            }
+    let bytes = value.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        // A run of bytes that stay is copied whole. It starts and ends next to ASCII bytes,
+        // so its bounds are character boundaries.
+        let run = bytes[at..]
+            .iter()
+            .position(|&byte| !UNESCAPED[usize::from(byte)])
+            .unwrap_or(bytes.len() - at);
+        if run > 0 {
+            out.push_str(&value[at..at + run]);
+            at += run;
         }
+        let Some(&byte) = bytes.get(at) else {
+            break;
+        };
+        if byte == b' ' {
+            out.push('+');
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        }
+        at += 1;
     }
+}
+
+/// `value` form-encoded.
+pub fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    encode_into(&mut out, value);
+    out
 }
 
 /// Builds a form-encoded string pair by pair.
@@ -113,6 +146,13 @@ impl Serializer {
         }
     }
 
+    /// Continues `existing`, with room for `additional` more bytes before reallocating.
+    pub fn continuing_with_room(existing: &str, additional: usize) -> Serializer {
+        let mut out = String::with_capacity(existing.len() + additional);
+        out.push_str(existing);
+        Serializer { out }
+    }
+
     /// Appends `name=value`, both encoded.
     pub fn append(&mut self, name: &str, value: &str) -> &mut Serializer {
         if !self.out.is_empty() {
@@ -121,6 +161,18 @@ impl Serializer {
         encode_into(&mut self.out, name);
         self.out.push('=');
         encode_into(&mut self.out, value);
+        self
+    }
+
+    /// Appends `name=value` where `value` is already form-encoded.
+    pub fn append_encoded(&mut self, name: &str, value: &str) -> &mut Serializer {
+        debug_assert!(decode(value).is_ok(), "{name} is not form-encoded");
+        if !self.out.is_empty() {
+            self.out.push('&');
+        }
+        encode_into(&mut self.out, name);
+        self.out.push('=');
+        self.out.push_str(value);
         self
     }
 

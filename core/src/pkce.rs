@@ -5,40 +5,84 @@
 //! it carries no meaning (S3). The engine never stores the state itself, only its SHA-256
 //! digest, which it uses to find the flow a callback belongs to (see [`StateKey`]).
 
+use std::fmt;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 /// The entropy a flow needs: 32 bytes for the verifier, 32 for the state.
 pub const ENTROPY_LEN: usize = 64;
 
-/// The secrets of one flow, fresh from the caller's entropy.
+/// The length of a verifier, challenge or state: 32 bytes in base64url without padding.
+const ENCODED_LEN: usize = 43;
+
+/// The secrets of one flow, fresh from the caller's entropy. Kept inline (a pending flow
+/// costs no allocation for them) and zeroized when dropped.
 pub struct FlowSecrets {
     /// The PKCE `code_verifier`; sent only in the token request.
-    pub verifier: SecretString,
+    pub verifier: Verifier,
     /// `BASE64URL(SHA256(verifier))`, sent in the authorization URL.
-    pub challenge: String,
+    challenge: [u8; ENCODED_LEN],
     /// The `state` parameter.
-    pub state: SecretString,
+    state: Zeroizing<[u8; ENCODED_LEN]>,
 }
 
 impl FlowSecrets {
     /// Derives the secrets from 64 bytes of entropy.
     pub fn new(entropy: &[u8; ENTROPY_LEN]) -> FlowSecrets {
         let (verifier_bytes, state_bytes) = entropy.split_at(ENTROPY_LEN / 2);
-        let verifier = URL_SAFE_NO_PAD.encode(verifier_bytes);
+        let verifier = Verifier(encode(verifier_bytes));
         FlowSecrets {
-            challenge: challenge_s256(&verifier),
-            verifier: verifier.into(),
-            state: URL_SAFE_NO_PAD.encode(state_bytes).into(),
+            challenge: *encode(&Sha256::digest(verifier.as_str().as_bytes())),
+            verifier,
+            state: encode(state_bytes),
         }
+    }
+
+    /// The S256 code challenge.
+    pub fn challenge(&self) -> &str {
+        ascii(&self.challenge)
+    }
+
+    /// The `state`.
+    pub fn state(&self) -> &str {
+        ascii(&self.state)
     }
 }
 
-/// The S256 code challenge for `verifier` (RFC 7636 §4.2).
-pub fn challenge_s256(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+/// A PKCE `code_verifier`: 43 characters of the unreserved alphabet, inline, zeroized when
+/// dropped, `[REDACTED]` in `Debug`.
+#[derive(Clone)]
+pub struct Verifier(Zeroizing<[u8; ENCODED_LEN]>);
+
+impl Verifier {
+    /// The verifier's text.
+    pub fn as_str(&self) -> &str {
+        ascii(&self.0)
+    }
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// 32 bytes in base64url without padding.
+fn encode(bytes: &[u8]) -> Zeroizing<[u8; ENCODED_LEN]> {
+    let mut out = Zeroizing::new([0; ENCODED_LEN]);
+    let written = URL_SAFE_NO_PAD
+        .encode_slice(bytes, &mut out[..])
+        .expect("32 bytes encode to exactly 43 characters");
+    debug_assert_eq!(written, ENCODED_LEN);
+    out
+}
+
+/// base64url output as text; it is ASCII by construction.
+fn ascii(encoded: &[u8; ENCODED_LEN]) -> &str {
+    std::str::from_utf8(encoded).expect("base64url output is ASCII")
 }
 
 /// The key under which a flow is found by its `state`: SHA-256 of the state.
@@ -53,11 +97,6 @@ impl StateKey {
     /// The key of `state`.
     pub fn of(state: &str) -> StateKey {
         StateKey(Sha256::digest(state.as_bytes()).into())
-    }
-
-    /// The key of a flow's secret state.
-    pub fn of_secret(state: &SecretString) -> StateKey {
-        StateKey::of(state.expose_secret())
     }
 }
 
@@ -76,11 +115,11 @@ mod tests {
         entropy[..32].copy_from_slice(&octets);
         let secrets = FlowSecrets::new(&entropy);
         assert_eq!(
-            secrets.verifier.expose_secret(),
+            secrets.verifier.as_str(),
             "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
         );
         assert_eq!(
-            secrets.challenge,
+            secrets.challenge(),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }
@@ -89,10 +128,7 @@ mod tests {
     fn s1_s2_verifier_and_state_are_43_unreserved_characters_from_separate_entropy() {
         let entropy: [u8; ENTROPY_LEN] = std::array::from_fn(|i| i as u8);
         let secrets = FlowSecrets::new(&entropy);
-        for value in [
-            secrets.verifier.expose_secret(),
-            secrets.state.expose_secret(),
-        ] {
+        for value in [secrets.verifier.as_str(), secrets.state()] {
             assert_eq!(value.len(), 43);
             assert!(
                 value
@@ -100,10 +136,7 @@ mod tests {
                     .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
             );
         }
-        assert_ne!(
-            secrets.verifier.expose_secret(),
-            secrets.state.expose_secret()
-        );
+        assert_ne!(secrets.verifier.as_str(), secrets.state());
     }
 
     #[test]
@@ -113,11 +146,8 @@ mod tests {
             let mut entropy = [7; ENTROPY_LEN];
             entropy[32 + bit / 8] ^= 1 << (bit % 8);
             let other = FlowSecrets::new(&entropy);
-            assert_ne!(other.state.expose_secret(), base.state.expose_secret());
-            assert_eq!(
-                other.verifier.expose_secret(),
-                base.verifier.expose_secret()
-            );
+            assert_ne!(other.state(), base.state());
+            assert_eq!(other.verifier.as_str(), base.verifier.as_str());
         }
     }
 }

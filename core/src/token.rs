@@ -15,8 +15,10 @@
 //! Secrets are [`SecretString`]s: `Debug` never shows them (S41). They are exposed in one
 //! place only, the [`serde::Serialize`] impl used to store a [`TokenSet`].
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -92,8 +94,15 @@ pub struct ScopeChange {
 ///
 /// Serializing it (for a token store) writes the secrets in clear; that is the only place
 /// they are exposed.
+///
+/// A token set is immutable and shared: cloning it (to store it and hand it to the caller,
+/// say) copies a pointer, never a secret. The secrets are zeroized when the last clone is
+/// dropped.
 #[derive(Clone)]
-pub struct TokenSet {
+pub struct TokenSet(Arc<TokenData>);
+
+#[derive(Clone)]
+struct TokenData {
     access_token: SecretString,
     token_type: TokenType,
     token_type_defaulted: bool,
@@ -112,7 +121,7 @@ impl TokenSet {
     /// be non-empty printable ASCII, and a stored token set that fails that check does not
     /// deserialize.
     pub fn new(access_token: SecretString) -> TokenSet {
-        TokenSet {
+        TokenSet::from_data(TokenData {
             access_token,
             token_type: TokenType::Bearer,
             token_type_defaulted: false,
@@ -122,50 +131,54 @@ impl TokenSet {
             scope_change: None,
             id_token: None,
             extra: Map::new(),
-        }
+        })
+    }
+
+    fn from_data(data: TokenData) -> TokenSet {
+        TokenSet(Arc::new(data))
     }
 
     /// The same tokens with `refresh_token`.
     #[must_use]
     pub fn with_refresh_token(mut self, refresh_token: SecretString) -> TokenSet {
-        self.refresh_token = Some(refresh_token);
+        Arc::make_mut(&mut self.0).refresh_token = Some(refresh_token);
         self
     }
 
     /// The same tokens, expiring at `expires_at`.
     #[must_use]
     pub fn with_expires_at(mut self, expires_at: SystemTime) -> TokenSet {
-        self.expires_at = Some(expires_at);
+        Arc::make_mut(&mut self.0).expires_at = Some(expires_at);
         self
     }
 
     /// The access token.
     pub fn access_token(&self) -> &SecretString {
-        &self.access_token
+        &self.0.access_token
     }
 
     /// The token type (bearer when the response named none; see
     /// [`token_type_defaulted`](TokenSet::token_type_defaulted)).
     pub fn token_type(&self) -> &TokenType {
-        &self.token_type
+        &self.0.token_type
     }
 
     /// Whether the response lacked `token_type` and bearer was assumed (LinkedIn, Slack,
     /// StackExchange do this).
     pub fn token_type_defaulted(&self) -> bool {
-        self.token_type_defaulted
+        self.0.token_type_defaulted
     }
 
     /// When the access token expires: the time the response was received plus `expires_in`
     /// (clamped to a year). `None` when the provider did not say.
     pub fn expires_at(&self) -> Option<SystemTime> {
-        self.expires_at
+        self.0.expires_at
     }
 
     /// Whether the access token expires at or before `now + margin`. `false` when no expiry
     /// is known.
     pub fn expires_within(&self, now: SystemTime, margin: Duration) -> bool {
-        match (self.expires_at, now.checked_add(margin)) {
+        match (self.0.expires_at, now.checked_add(margin)) {
             (None, _) => false,
             (Some(expires_at), Some(deadline)) => expires_at <= deadline,
             // `now + margin` is beyond any representable time: everything expires before it.
@@ -175,51 +188,51 @@ impl TokenSet {
 
     /// The refresh token, if one was issued.
     pub fn refresh_token(&self) -> Option<&SecretString> {
-        self.refresh_token.as_ref()
+        self.0.refresh_token.as_ref()
     }
 
     /// The granted scope exactly as the provider sent it. `None` when the response had no
     /// `scope`, which means it equals the requested scope (RFC 6749 §5.1).
     pub fn scope(&self) -> Option<&str> {
-        self.scope.as_deref()
+        self.0.scope.as_deref()
     }
 
     /// The granted scopes: [`scope`](TokenSet::scope) split on spaces and commas (GitHub
     /// separates with commas), empty pieces skipped. Empty when there is no `scope`.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        split_scopes(self.scope.as_deref().unwrap_or(""))
+        split_scopes(self.0.scope.as_deref().unwrap_or(""))
     }
 
     /// How the granted scope differs from the requested one, if it does.
     pub fn scope_change(&self) -> Option<&ScopeChange> {
-        self.scope_change.as_ref()
+        self.0.scope_change.as_ref()
     }
 
     /// The OpenID Connect ID token, opaque: it is not validated here.
     pub fn id_token(&self) -> Option<&SecretString> {
-        self.id_token.as_ref()
+        self.0.id_token.as_ref()
     }
 
     /// Every other member of the response (`ext_expires_in`, `not-before-policy`, …), as
     /// sent (form-encoded values are strings). Values may be secrets.
     pub fn extra(&self) -> &Map<String, Value> {
-        &self.extra
+        &self.0.extra
     }
 }
 
 impl fmt::Debug for TokenSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Extra values may be secrets (a provider's second token, say): names only.
-        let extra_names: Vec<&String> = self.extra.keys().collect();
+        let extra_names: Vec<&String> = self.0.extra.keys().collect();
         f.debug_struct("TokenSet")
             .field("access_token", &format_args!("[REDACTED]"))
-            .field("token_type", &self.token_type)
-            .field("token_type_defaulted", &self.token_type_defaulted)
-            .field("expires_at", &self.expires_at)
-            .field("has_refresh_token", &self.refresh_token.is_some())
-            .field("scope", &self.scope)
-            .field("scope_change", &self.scope_change)
-            .field("has_id_token", &self.id_token.is_some())
+            .field("token_type", &self.0.token_type)
+            .field("token_type_defaulted", &self.0.token_type_defaulted)
+            .field("expires_at", &self.0.expires_at)
+            .field("has_refresh_token", &self.0.refresh_token.is_some())
+            .field("scope", &self.0.scope)
+            .field("scope_change", &self.0.scope_change)
+            .field("has_id_token", &self.0.id_token.is_some())
             .field("extra", &extra_names)
             .finish()
     }
@@ -252,10 +265,10 @@ pub(crate) fn parse_token_response(
         return Err(bad(BadTokenResponse::RepeatedMember("error")));
     }
     // S36: an `error` member is a refusal at any status.
-    match members.map.get("error") {
+    match members.get("error") {
         None | Some(Value::Null) => {}
         Some(Value::String(code)) if is_error_code(code) => {
-            let text = |name: &str| match members.map.get(name) {
+            let text = |name: &'static str| match members.get(name) {
                 Some(Value::String(text)) => Some(text.clone()),
                 _ => None,
             };
@@ -276,35 +289,36 @@ pub(crate) fn parse_token_response(
     if let Some(name) = members.repeated.first() {
         return Err(bad(BadTokenResponse::RepeatedMember(name)));
     }
-    token_set(members.map, requested_scopes, received_at).map_err(bad)
+    token_set(members, requested_scopes, received_at).map_err(bad)
 }
 
 /// Builds the token set from the members of a 2xx response without `error`.
 fn token_set(
-    mut map: Map<String, Value>,
+    mut members: Members,
     requested_scopes: &[String],
     received_at: SystemTime,
 ) -> Result<TokenSet, BadTokenResponse> {
-    let access_token = match map.remove("access_token") {
+    let access_token = match members.take("access_token") {
         None | Some(Value::Null) => return Err(BadTokenResponse::MissingAccessToken),
         Some(value) => secret(value).ok_or(BadTokenResponse::InvalidMember("access_token"))?,
     };
-    let (token_type, token_type_defaulted) = match map.remove("token_type") {
+    let (token_type, token_type_defaulted) = match members.take("token_type") {
         None | Some(Value::Null) => (TokenType::Bearer, true),
         Some(Value::String(name)) if is_vschar_text(&name) => (TokenType::parse(&name), false),
         Some(_) => return Err(BadTokenResponse::InvalidMember("token_type")),
     };
-    let refresh_token = optional_secret(&mut map, "refresh_token")?;
-    let id_token = optional_secret(&mut map, "id_token")?;
-    let scope = match map.remove("scope") {
+    let refresh_token = optional_secret(&mut members, "refresh_token")?;
+    let id_token = optional_secret(&mut members, "id_token")?;
+    let scope = match members.take("scope") {
         None | Some(Value::Null) => None,
         Some(Value::String(scope)) => Some(scope),
         Some(_) => return Err(BadTokenResponse::InvalidMember("scope")),
     };
-    let expires_at = take_lifetime(&mut map)
+    let expires_at = take_lifetime(&mut members)
         .and_then(|seconds| received_at.checked_add(Duration::from_secs(seconds)));
     let scope_change = scope_change(scope.as_deref(), requested_scopes);
-    Ok(TokenSet {
+    let extra = members.into_extra();
+    Ok(TokenSet::from_data(TokenData {
         access_token,
         token_type,
         token_type_defaulted,
@@ -313,16 +327,16 @@ fn token_set(
         scope,
         scope_change,
         id_token,
-        extra: map,
-    })
+        extra,
+    }))
 }
 
 /// Removes and checks the optional secret member `name`; JSON `null` counts as absent.
 fn optional_secret(
-    map: &mut Map<String, Value>,
+    members: &mut Members,
     name: &'static str,
 ) -> Result<Option<SecretString>, BadTokenResponse> {
-    match map.remove(name) {
+    match members.take(name) {
         None | Some(Value::Null) => Ok(None),
         Some(value) => secret(value)
             .map(Some)
@@ -341,13 +355,13 @@ fn secret(value: Value) -> Option<SecretString> {
 /// Removes and returns the lifetime in seconds, clamped, from `expires_in` or else its
 /// historic alias `expires`. A value that is not numeric stays in the map (it becomes an
 /// extra member): lifetimes are advisory, not worth failing a login over.
-fn take_lifetime(map: &mut Map<String, Value>) -> Option<u64> {
-    if matches!(map.get("expires_in"), Some(Value::Null)) {
-        map.remove("expires_in");
+fn take_lifetime(members: &mut Members) -> Option<u64> {
+    if matches!(members.get("expires_in"), Some(Value::Null)) {
+        members.take("expires_in");
     }
     for name in ["expires_in", "expires"] {
-        if let Some(seconds) = map.get(name).and_then(lifetime_seconds) {
-            map.remove(name);
+        if let Some(seconds) = members.get(name).and_then(lifetime_seconds) {
+            members.take(name);
             return Some(seconds);
         }
     }
@@ -401,13 +415,34 @@ fn clamp_float(seconds: f64) -> Option<u64> {
 
 /// Splits a scope string on spaces and commas, skipping empty pieces.
 fn split_scopes(raw: &str) -> impl Iterator<Item = &str> {
-    raw.split([' ', ',']).filter(|piece| !piece.is_empty())
+    let mut rest = raw;
+    std::iter::from_fn(move || {
+        while !rest.is_empty() {
+            // The separators are ASCII, so the cuts fall on character boundaries.
+            let end = memchr::memchr2(b' ', b',', rest.as_bytes()).unwrap_or(rest.len());
+            let piece = &rest[..end];
+            rest = rest.get(end + 1..).unwrap_or_default();
+            if !piece.is_empty() {
+                return Some(piece);
+            }
+        }
+        None
+    })
 }
 
 /// The difference between the granted and requested scope sets; `None` when the response
 /// named no scope (it then equals the requested one) or the sets are equal.
 fn scope_change(granted: Option<&str>, requested: &[String]) -> Option<ScopeChange> {
-    let granted: BTreeSet<&str> = split_scopes(granted?).collect();
+    let granted = granted?;
+    let requested_pieces = || requested.iter().flat_map(|scope| split_scopes(scope));
+    // The usual answer, the very scopes asked for, is found without allocating; the
+    // requested list comes from the configuration and is short.
+    let same = split_scopes(granted).all(|piece| requested_pieces().any(|r| r == piece))
+        && requested_pieces().all(|r| split_scopes(granted).any(|piece| piece == r));
+    if same {
+        return None;
+    }
+    let granted: BTreeSet<&str> = split_scopes(granted).collect();
     let requested: BTreeSet<&str> = requested
         .iter()
         .flat_map(|scope| split_scopes(scope))
@@ -422,11 +457,27 @@ fn scope_change(granted: Option<&str>, requested: &[String]) -> Option<ScopeChan
     (change != ScopeChange::default()).then_some(change)
 }
 
+/// The members the parser reads, kept in fixed places; every other member goes to `extra`.
+const KNOWN_MEMBERS: [&str; 10] = [
+    "access_token",
+    "token_type",
+    "expires_in",
+    "expires",
+    "refresh_token",
+    "id_token",
+    "scope",
+    "error",
+    "error_description",
+    "error_uri",
+];
+
 /// The members of a response body: the first occurrence of each name, plus the names of
 /// [`SINGLE_MEMBERS`] that occurred more than once.
 #[derive(Default)]
 struct Members {
-    map: Map<String, Value>,
+    /// By position in [`KNOWN_MEMBERS`].
+    known: [Option<Value>; KNOWN_MEMBERS.len()],
+    extra: Map<String, Value>,
     repeated: Vec<&'static str>,
 }
 
@@ -466,19 +517,57 @@ impl Members {
         let mut members = Members::default();
         for pair in crate::form::pairs(text) {
             let (name, value) = pair.ok()?;
-            members.insert(name.into_owned(), Value::String(value.into_owned()));
+            members.insert(name, Value::String(value.into_owned()));
         }
-        (!members.map.is_empty()).then_some(members)
+        (!members.is_empty()).then_some(members)
     }
 
-    fn insert(&mut self, name: String, value: Value) {
-        if !self.map.contains_key(&name) {
-            self.map.insert(name, value);
-        } else if let Some(single) = SINGLE_MEMBERS.iter().find(|single| **single == name)
+    fn slot(name: &str) -> Option<usize> {
+        KNOWN_MEMBERS.iter().position(|known| *known == name)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.extra.is_empty() && self.known.iter().all(Option::is_none)
+    }
+
+    /// The value of the known member `name`.
+    fn get(&self, name: &'static str) -> Option<&Value> {
+        self.known.get(Members::slot(name)?)?.as_ref()
+    }
+
+    /// Removes and returns the value of the known member `name`.
+    fn take(&mut self, name: &'static str) -> Option<Value> {
+        self.known.get_mut(Members::slot(name)?)?.take()
+    }
+
+    fn insert(&mut self, name: Cow<'_, str>, value: Value) {
+        match Members::slot(&name) {
+            Some(slot) if self.known[slot].is_none() => {
+                self.known[slot] = Some(value);
+                return;
+            }
+            None if !self.extra.contains_key(&*name) => {
+                self.extra.insert(name.into_owned(), value);
+                return;
+            }
+            _ => {}
+        }
+        if let Some(single) = SINGLE_MEMBERS.iter().find(|single| **single == name)
             && !self.repeated.contains(single)
         {
             self.repeated.push(single);
         }
+    }
+
+    /// Every member not taken, by name.
+    fn into_extra(self) -> Map<String, Value> {
+        let mut extra = self.extra;
+        for (name, value) in KNOWN_MEMBERS.into_iter().zip(self.known) {
+            if let Some(value) = value {
+                extra.insert(name.to_owned(), value);
+            }
+        }
+        extra
     }
 }
 
@@ -495,11 +584,42 @@ impl<'de> Visitor<'de> for MembersVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Members, A::Error> {
         let mut members = Members::default();
-        while let Some(name) = access.next_key::<String>()? {
+        while let Some(Name(name)) = access.next_key::<Name<'de>>()? {
             let value: Value = access.next_value()?;
             members.insert(name, value);
         }
         Ok(members)
+    }
+}
+
+/// A member name, borrowed from the body unless it contains escapes.
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Name<'de>, D::Error> {
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+struct NameVisitor;
+
+impl<'de> Visitor<'de> for NameVisitor {
+    type Value = Name<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, name: &'de str) -> Result<Name<'de>, E> {
+        Ok(Name(Cow::Borrowed(name)))
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Name<'de>, E> {
+        Ok(Name(Cow::Owned(name.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, name: String) -> Result<Name<'de>, E> {
+        Ok(Name(Cow::Owned(name)))
     }
 }
 
@@ -532,34 +652,34 @@ fn from_unix_seconds(seconds: i64) -> Option<SystemTime> {
 impl serde::Serialize for TokenSet {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let optional = [
-            self.expires_at.is_some(),
-            self.refresh_token.is_some(),
-            self.scope.is_some(),
-            self.scope_change.is_some(),
-            self.id_token.is_some(),
+            self.0.expires_at.is_some(),
+            self.0.refresh_token.is_some(),
+            self.0.scope.is_some(),
+            self.0.scope_change.is_some(),
+            self.0.id_token.is_some(),
         ];
         let len = 4 + optional.iter().filter(|present| **present).count();
         let mut map = serializer.serialize_map(Some(len))?;
-        map.serialize_entry("access_token", self.access_token.expose_secret())?;
-        map.serialize_entry("token_type", self.token_type.as_str())?;
-        map.serialize_entry("token_type_defaulted", &self.token_type_defaulted)?;
-        if let Some(expires_at) = self.expires_at {
+        map.serialize_entry("access_token", self.0.access_token.expose_secret())?;
+        map.serialize_entry("token_type", self.0.token_type.as_str())?;
+        map.serialize_entry("token_type_defaulted", &self.0.token_type_defaulted)?;
+        if let Some(expires_at) = self.0.expires_at {
             map.serialize_entry("expires_at", &unix_seconds(expires_at))?;
         }
-        if let Some(refresh_token) = &self.refresh_token {
+        if let Some(refresh_token) = &self.0.refresh_token {
             map.serialize_entry("refresh_token", refresh_token.expose_secret())?;
         }
-        if let Some(scope) = &self.scope {
+        if let Some(scope) = &self.0.scope {
             map.serialize_entry("scope", scope)?;
         }
-        if let Some(change) = &self.scope_change {
+        if let Some(change) = &self.0.scope_change {
             let change = serde_json::json!({ "added": change.added, "removed": change.removed });
             map.serialize_entry("scope_change", &change)?;
         }
-        if let Some(id_token) = &self.id_token {
+        if let Some(id_token) = &self.0.id_token {
             map.serialize_entry("id_token", id_token.expose_secret())?;
         }
-        map.serialize_entry("extra", &self.extra)?;
+        map.serialize_entry("extra", &self.0.extra)?;
         map.end()
     }
 }
@@ -634,7 +754,7 @@ fn from_storage(value: Value) -> Result<TokenSet, &'static str> {
         Some(Value::Object(extra)) => extra,
         Some(_) => return Err("stored `extra` is not an object"),
     };
-    Ok(TokenSet {
+    Ok(TokenSet::from_data(TokenData {
         access_token,
         token_type: token_type.unwrap_or(TokenType::Bearer),
         token_type_defaulted,
@@ -644,7 +764,7 @@ fn from_storage(value: Value) -> Result<TokenSet, &'static str> {
         scope_change,
         id_token,
         extra,
-    })
+    }))
 }
 
 /// A list of scope names, sorted and deduplicated.
