@@ -314,7 +314,6 @@ impl fmt::Debug for Conn {
 enum Timer {
     Flow(FlowId),
     Conn(ConnId),
-    ForgetState(StateKey),
 }
 
 /// The sans-IO OAuth engine. See the [crate documentation](crate) for the run loop.
@@ -339,6 +338,9 @@ pub struct Engine {
     conns: BTreeMap<ConnId, Conn>,
     exchanges: BTreeMap<ExchangeId, FlowId>,
     timers: BTreeSet<(Instant, Timer)>,
+    /// Spent states and when to forget them, in that order: each is due one flow lifetime
+    /// after it was spent.
+    forget: VecDeque<(Instant, StateKey)>,
     actions: VecDeque<Action>,
     next_id: u64,
 }
@@ -369,6 +371,7 @@ impl Engine {
             conns: BTreeMap::new(),
             exchanges: BTreeMap::new(),
             timers: BTreeSet::new(),
+            forget: VecDeque::new(),
             actions: VecDeque::new(),
             next_id: 1,
         })
@@ -636,17 +639,22 @@ impl Engine {
     /// instant. Every other input does this first too, so a late input never sees state
     /// that should already have expired.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(at, timer)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.remove(&(at, timer));
-            match timer {
-                Timer::Flow(flow) => self.step(at, flow, Event::Deadline),
-                Timer::Conn(conn) => self.close(conn),
-                Timer::ForgetState(state) => {
+        loop {
+            let timer = self.timers.first().copied().filter(|&(at, _)| at <= now);
+            let forget = self.forget.front().copied().filter(|&(at, _)| at <= now);
+            match (timer, forget) {
+                (Some((at, timer)), forget) if forget.is_none_or(|(due, _)| at <= due) => {
+                    self.timers.remove(&(at, timer));
+                    match timer {
+                        Timer::Flow(flow) => self.step(at, flow, Event::Deadline),
+                        Timer::Conn(conn) => self.close(conn),
+                    }
+                }
+                (_, Some((_, state))) => {
+                    self.forget.pop_front();
                     self.states.remove(&state);
                 }
+                (_, None) => break,
             }
         }
     }
@@ -663,7 +671,9 @@ impl Engine {
     /// `handle_timeout(now)` it is always later than `now`.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|&(at, _)| at)
+        let timer = self.timers.first().map(|&(at, _)| at);
+        let forget = self.forget.front().map(|&(at, _)| at);
+        timer.into_iter().chain(forget).min()
     }
 
     // ----- internals -----
@@ -791,7 +801,7 @@ impl Engine {
         if let Some(entry @ StateEntry::Pending(_)) = self.states.get_mut(&state) {
             let forget_at = now + self.config.flow_lifetime;
             *entry = StateEntry::Spent { used };
-            self.timers.insert((forget_at, Timer::ForgetState(state)));
+            self.forget.push_back((forget_at, state));
         }
     }
 

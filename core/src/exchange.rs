@@ -52,7 +52,6 @@ pub(crate) fn code_request(
     *request.method_mut() = Method::POST;
     *request.uri_mut() = provider.token_endpoint.clone();
     let headers = request.headers_mut();
-    headers.reserve(3);
     headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/x-www-form-urlencoded"),

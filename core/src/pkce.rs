@@ -91,12 +91,20 @@ fn ascii(encoded: &[u8; ENCODED_LEN]) -> &str {
 /// lookup makes take time that depends on the digest of the attacker's guess, never on the
 /// state itself, so timing reveals nothing that helps forge a state (S10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StateKey([u8; 32]);
+pub struct StateKey([u64; 4]);
 
 impl StateKey {
-    /// The key of `state`.
+    /// The key of `state`. The digest is kept as four words, which compare without a call
+    /// to `memcmp`; any total order serves the map.
     pub fn of(state: &str) -> StateKey {
-        StateKey(Sha256::digest(state.as_bytes()).into())
+        let digest: [u8; 32] = Sha256::digest(state.as_bytes()).into();
+        let mut words = [0; 4];
+        for (word, bytes) in words.iter_mut().zip(digest.chunks_exact(8)) {
+            let mut chunk = [0; 8];
+            chunk.copy_from_slice(bytes);
+            *word = u64::from_ne_bytes(chunk);
+        }
+        StateKey(words)
     }
 }
 

@@ -1,0 +1,228 @@
+//! Heap allocations per operation and heap bytes per pending flow, under a counting
+//! allocator (which is why this is its own program: the timings run without it).
+//!
+//! `probe` prints one JSON object per line, read by `latchkey-bench`:
+//! `{"kind":"allocs","name":…,"allocations":…,"reallocations":…,"bytes":…}` per operation,
+//! `{"kind":"memory","name":…,"flows":…,"bytes_per_flow":…}` per pending-flow measurement,
+//! and `{"kind":"rss","peak_kib":…}` last. `probe repeat OPERATION N` runs one operation N
+//! times (after one warm-up batch) and nothing else, for `valgrind --tool=callgrind` or
+//! `perf record`.
+#![forbid(unsafe_code)]
+#![allow(clippy::disallowed_methods)]
+
+use std::alloc::System;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use latchkey::ENTROPY_LEN;
+use latchkey_bench::fixtures::{self, BATCH, Bench, Meter, Operation, Timer};
+use serde_json::json;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Runs per allocation measurement: whole batches, so that every run is alike.
+const RUNS: u64 = 2 * BATCH as u64;
+
+/// Pending flows in the memory measurement.
+const PENDING: usize = 100_000;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => {
+            allocations();
+            memory();
+            println!("{}", json!({"kind": "rss", "peak_kib": peak_rss_kib()}));
+            ExitCode::SUCCESS
+        }
+        ["repeat", operation, count] => match (Operation::parse(operation), count.parse()) {
+            (Some(operation), Ok(count)) => {
+                operation.measure(&mut Bench::new(), count, &mut Timer::default());
+                ExitCode::SUCCESS
+            }
+            _ => usage(),
+        },
+        _ => usage(),
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: probe [repeat OPERATION N]\noperations: {}",
+        Operation::ALL.map(Operation::name).join(", ")
+    );
+    ExitCode::from(2)
+}
+
+/// A [`Meter`] adding up the allocator's activity.
+#[derive(Default)]
+struct Allocations {
+    region: Option<Region<'static, System>>,
+    allocations: usize,
+    reallocations: usize,
+    bytes: usize,
+}
+
+impl Meter for Allocations {
+    fn start(&mut self) {
+        self.region = Some(Region::new(GLOBAL));
+    }
+
+    fn stop(&mut self) {
+        if let Some(region) = self.region.take() {
+            let change = region.change();
+            self.allocations += change.allocations;
+            self.reallocations += change.reallocations;
+            self.bytes += change.bytes_allocated;
+        }
+    }
+}
+
+/// Allocations per run of each operation.
+fn allocations() {
+    let mut bench = Bench::new();
+    for operation in Operation::ALL {
+        // Once first: lazily initialised state (thread-local RNGs) is not per-run cost.
+        operation.measure(&mut bench, BATCH as u64, &mut Timer::default());
+        let mut meter = Allocations::default();
+        operation.measure(&mut bench, RUNS, &mut meter);
+        let per_run = |count: usize| count as f64 / RUNS as f64;
+        println!(
+            "{}",
+            json!({
+                "kind": "allocs",
+                "name": operation.name(),
+                "allocations": per_run(meter.allocations),
+                "reallocations": per_run(meter.reallocations),
+                "bytes": per_run(meter.bytes).round(),
+            })
+        );
+    }
+}
+
+/// Heap bytes per pending flow: in the engine alone, in a running service (the tokio
+/// driver, with the caller holding each `Login`), and for oauth2-rs's state map.
+fn memory() {
+    let now = std::time::Instant::now();
+    let entropies: Vec<[u8; ENTROPY_LEN]> = (0..PENDING).map(distinct_entropy).collect();
+
+    let mut engine = latchkey::Engine::new(fixtures::config(fixtures::TOKEN_URL, 8080, 64))
+        .expect("a valid engine");
+    let (bytes, ()) = live_bytes(|| {
+        for entropy in &entropies {
+            engine.start(now, *entropy).expect("distinct entropy");
+            while engine.poll_action().is_some() {}
+        }
+    });
+    report_memory("latchkey engine", bytes, engine.flows_in_progress());
+    drop(engine);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let config = fixtures::config(fixtures::TOKEN_URL, 0, 64);
+        let options = latchkey_tokio::ServiceOptions::new(
+            Arc::new(latchkey_io::store::MemoryStore::default()),
+            latchkey_tokio::Transport::Custom(Arc::new(NeverCalled)),
+        );
+        let service = latchkey_tokio::serve(config, options).expect("a service");
+        let mut logins = Vec::with_capacity(PENDING);
+        let region = Region::new(GLOBAL);
+        for _ in 0..PENDING {
+            let login = service
+                .start(latchkey::FlowOptions::new(), None)
+                .await
+                .expect("a login");
+            logins.push(login);
+        }
+        let change = region.change();
+        let bytes =
+            net_bytes(&change) - (PENDING * std::mem::size_of::<latchkey_tokio::Login>()) as i64;
+        report_memory(
+            "latchkey-tokio service (with each Login)",
+            bytes,
+            logins.len(),
+        );
+        drop(logins);
+        service.shutdown().await;
+    });
+
+    let client = fixtures::oauth2_client(fixtures::TOKEN_URL, fixtures::REDIRECT.1);
+    let mut pending = std::collections::HashMap::new();
+    let (bytes, ()) = live_bytes(|| {
+        for _ in 0..PENDING {
+            let (url, state, verifier) = fixtures::oauth2_authorize(&client);
+            drop(url);
+            pending.insert(state.secret().clone(), verifier);
+        }
+    });
+    report_memory(
+        "oauth2-rs state map (HashMap<state, verifier>)",
+        bytes,
+        pending.len(),
+    );
+}
+
+/// Entropy that differs in both halves for every `index`.
+fn distinct_entropy(index: usize) -> [u8; ENTROPY_LEN] {
+    let mut entropy = [0x33; ENTROPY_LEN];
+    entropy[..8].copy_from_slice(&(index as u64).to_le_bytes());
+    entropy[ENTROPY_LEN / 2..ENTROPY_LEN / 2 + 8].copy_from_slice(&(index as u64).to_le_bytes());
+    entropy
+}
+
+/// Heap bytes still allocated after `work` that were not before.
+fn live_bytes<T>(work: impl FnOnce() -> T) -> (i64, T) {
+    let region = Region::new(GLOBAL);
+    let value = work();
+    (net_bytes(&region.change()), value)
+}
+
+/// Bytes allocated and not freed (the counters already include reallocations' growth
+/// and shrinkage).
+fn net_bytes(stats: &stats_alloc::Stats) -> i64 {
+    stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
+}
+
+fn report_memory(name: &str, bytes: i64, flows: usize) {
+    assert_eq!(flows, PENDING, "{name}: every flow is pending");
+    println!(
+        "{}",
+        json!({
+            "kind": "memory",
+            "name": name,
+            "flows": flows,
+            "bytes_per_flow": (bytes as f64 / flows as f64).round(),
+        })
+    );
+}
+
+/// Peak resident set size of this process, from `/proc/self/status`.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A token transport the memory measurement never reaches (no browser comes back).
+struct NeverCalled;
+
+impl latchkey_tokio::TokenTransport for NeverCalled {
+    fn send(
+        &self,
+        _request: http::Request<Vec<u8>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = latchkey_io::driver::TokenResult> + Send>>
+    {
+        Box::pin(async {
+            Err(latchkey::TransportError::new(
+                latchkey::TransportErrorKind::Connect,
+                "the memory measurement sends no token requests",
+            ))
+        })
+    }
+}

@@ -1,0 +1,23 @@
+//! Benchmarks of latchkey against oauth2-rs and against the floor.
+//!
+//! `cargo run --release -p latchkey-bench` runs every measurement and prints one table (see
+//! [`report`]); the pieces are:
+//!
+//! - `benches/inprocess.rs`: criterion timings of the core and its peers on the exact bytes
+//!   in `inputs/` ([`fixtures`] builds both sides' clients from the same settings);
+//! - `src/bin/probe.rs`: heap allocations per operation and bytes per pending flow, under a
+//!   counting allocator;
+//! - [`e2e`]: whole flows over loopback sockets through each contender's callback server,
+//!   each in its own process ([`servers`]) so its CPU time is its own;
+//! - [`footprint`]: dependency counts and clean release build times.
+//!
+//! Nothing here is shipped: oauth2-rs, axum and reqwest are dependencies of this package only.
+#![forbid(unsafe_code)]
+// A benchmark harness reads the clocks; the core's ban on them does not apply here.
+#![allow(clippy::disallowed_methods)]
+
+pub mod e2e;
+pub mod fixtures;
+pub mod footprint;
+pub mod report;
+pub mod servers;

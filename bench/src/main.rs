@@ -1,0 +1,220 @@
+//! `latchkey-bench`: every benchmark of latchkey against oauth2-rs and the floor, in one run,
+//! printed as one table and written to `target/bench-report.md`.
+//!
+//! ```text
+//! cargo run --release -p latchkey-bench [-- --quick] [-- --no-builds]
+//! ```
+//!
+//! `--quick` shortens every measurement (a smoke run, not for publishing); `--no-builds`
+//! skips the clean release builds, which take minutes. `serve TARGET TOKEN_URL` is the
+//! callback server the end-to-end measurement runs in child processes.
+#![forbid(unsafe_code)]
+#![allow(clippy::disallowed_methods)]
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+use latchkey_bench::e2e::{self, Plan};
+use latchkey_bench::fixtures::Operation;
+use latchkey_bench::footprint::{self, workspace_root};
+use latchkey_bench::report::{Allocs, Report};
+use latchkey_bench::servers::{self, Target};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args[..] {
+        ["serve", target, token_url] => {
+            let Some(target) = Target::parse(target) else {
+                eprintln!("serve: unknown target {target:?}");
+                return ExitCode::from(2);
+            };
+            match servers::serve(target, token_url) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("serve {}: {error}", target.name());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ if args
+            .iter()
+            .all(|arg| matches!(*arg, "--quick" | "--no-builds")) =>
+        {
+            let quick = args.contains(&"--quick");
+            let builds = !args.contains(&"--no-builds");
+            match run(quick, builds) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("latchkey-bench: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ => {
+            eprintln!("usage: latchkey-bench [--quick] [--no-builds]");
+            ExitCode::from(2)
+        }
+    }
+}
+
+type Error = Box<dyn std::error::Error>;
+
+fn run(quick: bool, builds: bool) -> Result<(), Error> {
+    let root = workspace_root();
+    // Taken now: the nested builds below may replace this very file, and the path of a
+    // replaced executable reads "… (deleted)" afterwards.
+    let program = std::env::current_exe()?;
+    let mut report = Report {
+        machine: machine(),
+        ..Report::default()
+    };
+    progress(&format!("machine: {}", report.machine));
+
+    progress("in process: criterion (cargo bench -p latchkey-bench --bench inprocess)");
+    let criterion_home = root.join("target/bench/criterion");
+    let mut bench = cargo();
+    bench
+        .args([
+            "bench",
+            "-p",
+            "latchkey-bench",
+            "--bench",
+            "inprocess",
+            "--",
+            "--noplot",
+        ])
+        .env("CRITERION_HOME", &criterion_home)
+        .current_dir(&root);
+    if quick {
+        bench.args(["--warm-up-time", "0.5", "--measurement-time", "1"]);
+    }
+    check(bench.status()?, "cargo bench")?;
+    for operation in Operation::ALL {
+        let median = criterion_median(&criterion_home, operation.name())?;
+        report.medians.insert(operation.name().to_owned(), median);
+    }
+
+    progress("allocations and memory: the probe");
+    check(
+        cargo()
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "latchkey-bench",
+                "--bin",
+                "probe",
+            ])
+            .current_dir(&root)
+            .status()?,
+        "cargo build --bin probe",
+    )?;
+    let probe = program.with_file_name("probe");
+    let output = Command::new(&probe).output()?;
+    check(output.status, "probe")?;
+    read_probe(&String::from_utf8_lossy(&output.stdout), &mut report)?;
+
+    let plan = if quick { Plan::QUICK } else { Plan::FULL };
+    let e2e = e2e::run(plan, &program, &mut |line| progress(line))?;
+    let flows: usize = e2e
+        .targets
+        .iter()
+        .map(|t| t.sequential.flows + t.concurrent.flows)
+        .sum();
+    if e2e.token_requests != flows as u64 {
+        return Err(format!(
+            "{flows} flows succeeded but the token endpoint answered {} requests",
+            e2e.token_requests
+        )
+        .into());
+    }
+    report.e2e = e2e.targets;
+
+    report.footprint = footprint::measure(builds, &mut |line| progress(line))?;
+
+    let markdown = report.markdown();
+    println!("{markdown}");
+    let path = root.join("target/bench-report.md");
+    std::fs::write(&path, &markdown)?;
+    progress(&format!("written to {}", path.display()));
+    Ok(())
+}
+
+fn progress(line: &str) {
+    eprintln!("latchkey-bench: {line}");
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn check(status: std::process::ExitStatus, what: &str) -> Result<(), Error> {
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})").into())
+    }
+}
+
+/// The median criterion estimated for `name` (`group/function`), in nanoseconds.
+fn criterion_median(home: &Path, name: &str) -> Result<f64, Error> {
+    let path = home.join(name).join("new/estimates.json");
+    let text =
+        std::fs::read_to_string(&path).map_err(|error| format!("{}: {error}", path.display()))?;
+    let estimates: serde_json::Value = serde_json::from_str(&text)?;
+    estimates["median"]["point_estimate"]
+        .as_f64()
+        .ok_or_else(|| format!("{}: no median", path.display()).into())
+}
+
+/// Reads the probe's JSON lines into the report.
+fn read_probe(output: &str, report: &mut Report) -> Result<(), Error> {
+    for line in output.lines() {
+        let value: serde_json::Value = serde_json::from_str(line)?;
+        let name = value["name"].as_str().unwrap_or_default().to_owned();
+        match value["kind"].as_str() {
+            Some("allocs") => {
+                let allocs = Allocs {
+                    allocations: value["allocations"].as_f64().unwrap_or_default(),
+                    reallocations: value["reallocations"].as_f64().unwrap_or_default(),
+                };
+                report.allocs.insert(name, allocs);
+            }
+            Some("memory") => {
+                let bytes = value["bytes_per_flow"].as_f64().unwrap_or_default();
+                report.memory.push((name, bytes));
+            }
+            Some("rss") => report.probe_rss_kib = value["peak_kib"].as_u64(),
+            _ => return Err(format!("unexpected probe line {line:?}").into()),
+        }
+    }
+    Ok(())
+}
+
+/// CPU, cores, memory, kernel and compiler, in one line.
+fn machine() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let memory_kib: u64 = read("/proc/meminfo")
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, {:.0} GiB, Linux {kernel}, {rustc}",
+        memory_kib as f64 / 1024.0 / 1024.0
+    )
+}
