@@ -331,14 +331,17 @@ pub struct Run {
 }
 
 /// Runs `plan` against every target, each served by `program serve TARGET TOKEN_URL` (the
-/// `latchkey-bench` binary); `progress` hears what is going on. `LATCHKEY_BENCH_ONLY=smol`
-/// (or `tokio`, `oauth2`, `floor`) runs one target alone, for profiling.
+/// `latchkey-bench` binary); `progress` hears what is going on. `LATCHKEY_BENCH_ONLY=tokio,floor`
+/// (any of `smol`, `tokio`, `oauth2`, `floor`) runs only those targets, for profiling.
 pub fn run(plan: Plan, program: &Path, progress: &mut dyn FnMut(&str)) -> std::io::Result<Run> {
     let endpoint = TokenEndpoint::start()?;
     let only = std::env::var("LATCHKEY_BENCH_ONLY").ok();
     let targets: Vec<Target> = Target::ALL
         .into_iter()
-        .filter(|target| only.as_deref().is_none_or(|only| only == target.arg()))
+        .filter(|target| {
+            only.as_deref()
+                .is_none_or(|only| only.split(',').any(|name| name == target.arg()))
+        })
         .collect();
     let mut servers = targets
         .iter()

@@ -6,8 +6,9 @@
 //! ```
 //!
 //! `--quick` shortens every measurement (a smoke run, not for publishing); `--no-builds`
-//! skips the clean release builds, which take minutes. `serve TARGET TOKEN_URL` is the
-//! callback server the end-to-end measurement runs in child processes.
+//! skips the clean release builds, which take minutes. `e2e [--quick]` runs the end-to-end
+//! measurement alone. `serve TARGET TOKEN_URL` is the callback server the end-to-end
+//! measurement runs in child processes.
 #![forbid(unsafe_code)]
 #![allow(clippy::disallowed_methods)]
 
@@ -37,23 +38,30 @@ fn main() -> ExitCode {
                 }
             }
         }
+        ["e2e", ref rest @ ..] if rest.iter().all(|arg| *arg == "--quick") => {
+            report_failure(end_to_end_only(!rest.is_empty()))
+        }
         _ if args
             .iter()
             .all(|arg| matches!(*arg, "--quick" | "--no-builds")) =>
         {
             let quick = args.contains(&"--quick");
             let builds = !args.contains(&"--no-builds");
-            match run(quick, builds) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("latchkey-bench: {error}");
-                    ExitCode::FAILURE
-                }
-            }
+            report_failure(run(quick, builds))
         }
         _ => {
-            eprintln!("usage: latchkey-bench [--quick] [--no-builds]");
+            eprintln!("usage: latchkey-bench [--quick] [--no-builds] | e2e [--quick]");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn report_failure(result: Result<(), Error>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("latchkey-bench: {error}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -115,21 +123,7 @@ fn run(quick: bool, builds: bool) -> Result<(), Error> {
     check(output.status, "probe")?;
     read_probe(&String::from_utf8_lossy(&output.stdout), &mut report)?;
 
-    let plan = if quick { Plan::QUICK } else { Plan::FULL };
-    let e2e = e2e::run(plan, &program, &mut |line| progress(line))?;
-    let flows: usize = e2e
-        .targets
-        .iter()
-        .map(|t| t.sequential.flows + t.concurrent.flows)
-        .sum();
-    if e2e.token_requests != flows as u64 {
-        return Err(format!(
-            "{flows} flows succeeded but the token endpoint answered {} requests",
-            e2e.token_requests
-        )
-        .into());
-    }
-    report.e2e = e2e.targets;
+    report.e2e = end_to_end(quick, &program)?;
 
     report.footprint = footprint::measure(builds, &mut |line| progress(line))?;
 
@@ -139,6 +133,35 @@ fn run(quick: bool, builds: bool) -> Result<(), Error> {
     std::fs::write(&path, &markdown)?;
     progress(&format!("written to {}", path.display()));
     Ok(())
+}
+
+/// The end-to-end measurement alone (for working on the drivers).
+fn end_to_end_only(quick: bool) -> Result<(), Error> {
+    let report = Report {
+        machine: machine(),
+        e2e: end_to_end(quick, &std::env::current_exe()?)?,
+        ..Report::default()
+    };
+    println!("{}", report.markdown());
+    Ok(())
+}
+
+fn end_to_end(quick: bool, program: &Path) -> Result<Vec<e2e::TargetResult>, Error> {
+    let plan = if quick { Plan::QUICK } else { Plan::FULL };
+    let run = e2e::run(plan, program, &mut |line| progress(line))?;
+    let flows: usize = run
+        .targets
+        .iter()
+        .map(|t| t.sequential.flows + t.concurrent.flows)
+        .sum();
+    if run.token_requests != flows as u64 {
+        return Err(format!(
+            "{flows} flows succeeded but the token endpoint answered {} requests",
+            run.token_requests
+        )
+        .into());
+    }
+    Ok(run.targets)
 }
 
 fn progress(line: &str) {

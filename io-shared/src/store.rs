@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime};
 use latchkey::{StoreError, TokenSet};
 use serde_json::Value;
 
-/// Keeps token sets by key. The drivers call it from their blocking pools, so
-/// implementations may block.
+/// Keeps token sets by key. Implementations may block: the drivers call a store from their
+/// runtime's blocking pool unless it says it never blocks ([`blocks`](TokenStore::blocks)).
 pub trait TokenStore: Send + Sync + 'static {
     /// Stores `tokens` under `key`, replacing what was there as one step: a reader sees the
     /// old entry or the new one, never a mix (S42 relies on this for rotated refresh tokens).
@@ -40,6 +40,14 @@ pub trait TokenStore: Send + Sync + 'static {
     ///
     /// A [`StoreError`] if the store could not be updated.
     fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Whether `save`, `load` and `delete` may block the calling thread (on disk or network
+    /// I/O, or on a lock held across such I/O). A store that answers `false` is called
+    /// directly on the runtime, saving a handoff to the blocking pool and back for every
+    /// login; it must then return in microseconds. Default: `true`.
+    fn blocks(&self) -> bool {
+        true
+    }
 }
 
 /// The key programs that log in a single user store their tokens under.
@@ -73,6 +81,11 @@ impl TokenStore for MemoryStore {
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.tokens().remove(key);
         Ok(())
+    }
+
+    /// A map insert or removal under a lock held for nothing else.
+    fn blocks(&self) -> bool {
+        false
     }
 }
 
