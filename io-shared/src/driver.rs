@@ -6,7 +6,9 @@
 //!
 //! - an accept task per listening socket, handing each connection to the engine task;
 //! - a task per browser connection, forwarding its bytes and writing the engine's answer;
-//! - short-lived tasks for the token request and the store, on the runtime's blocking pool.
+//! - a short-lived task per token request, on the runtime's sockets;
+//! - a short-lived task per save to a store that blocks, on the runtime's blocking pool (a
+//!   store that never blocks is called in place).
 //!
 //! The runtime-specific part is the [`Runtime`] trait: spawning, sleeping, the blocking pool
 //! and TCP. `latchkey-smol` and `latchkey-tokio` implement it and re-export this module's
@@ -69,6 +71,13 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         stream: &'a mut Self::Stream,
         buf: &'a mut [u8],
     ) -> impl Future<Output = io::Result<usize>> + Send + 'a;
+    /// Opens a TCP connection to `address`.
+    fn connect(address: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Writes all of `bytes`.
+    fn write_all<'a>(
+        stream: &'a mut Self::Stream,
+        bytes: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
     /// Writes all of `bytes`, then shuts the writing half down.
     fn write_and_shutdown<'a>(
         stream: &'a mut Self::Stream,
@@ -91,7 +100,7 @@ pub trait TokenTransport: Send + Sync + 'static {
 /// How token requests are sent.
 #[derive(Clone)]
 pub enum Transport {
-    /// latchkey's own HTTP/1.1 client, on the runtime's blocking pool.
+    /// latchkey's own HTTP/1.1 client, on the runtime's sockets.
     Builtin(HttpClient),
     /// The embedder's client.
     Custom(Arc<dyn TokenTransport>),
@@ -715,9 +724,7 @@ impl<R: Runtime> Driver<R> {
                 let transport = self.transport.clone();
                 let task = self.runtime.spawn(async move {
                     let result = match transport {
-                        Transport::Builtin(client) => {
-                            runtime.unblock(move || client.send(&request)).await
-                        }
+                        Transport::Builtin(client) => client.send_on(&runtime, &request).await,
                         Transport::Custom(custom) => custom.send(request).await,
                     };
                     let _ = events.send(Event::TokenResponse(exchange, result)).await;

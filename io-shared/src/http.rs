@@ -1,5 +1,6 @@
-//! The token HTTP client: one blocking request per connection, for the drivers' blocking
-//! pools (see [the crate docs](crate#why-the-http-client-blocks)).
+//! The token HTTP client: one request per connection, either on an async runtime's own
+//! sockets ([`HttpClient::send_on`], what the drivers use) or blocking the calling thread
+//! ([`HttpClient::send`]). Both run the same exchange; only the socket underneath differs.
 //!
 //! What it guarantees (S6, S34): `https` with certificate verification, plain `http` only to
 //! loopback hosts (and only to loopback addresses), no redirects followed, a connect timeout,
@@ -7,17 +8,21 @@
 //! hosts and what failed, never the request's headers or body, which hold secrets (S41).
 
 use std::fmt;
+use std::future::Future;
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures_lite::future;
 
 use ::http::{Request, Response};
 use latchkey::http1::{ReadError, ResponseReader, write_request};
 use latchkey::{TransportError, TransportErrorKind, is_loopback_host};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls::{ClientConfig, ClientConnection};
 
+use crate::driver::Runtime;
 use crate::proxy::{MAX_CONNECT_REPLY, Proxy, ProxyServer};
 use crate::tls::{Roots, TlsError, client_config};
 
@@ -83,7 +88,9 @@ impl HttpClient {
         })
     }
 
-    /// Sends `request` on a new connection and reads the response, blocking the thread.
+    /// Sends `request` on a new connection made with `runtime`'s sockets and reads the
+    /// response, without blocking a thread (host names that are not IP addresses are
+    /// resolved on the runtime's blocking pool, as the system resolver blocks).
     ///
     /// The request is written with [`latchkey::http1::write_request`], the response read with
     /// [`ResponseReader`] (length-delimited, chunked or close-delimited).
@@ -100,8 +107,33 @@ impl HttpClient {
     /// [`Protocol`](TransportErrorKind::Protocol) for a malformed response;
     /// [`TooLarge`](TransportErrorKind::TooLarge) for a response over the cap; and
     /// [`Redirect`](TransportErrorKind::Redirect) for any 3xx, which is never followed.
+    pub async fn send_on<R: Runtime>(
+        &self,
+        runtime: &R,
+        request: &Request<Vec<u8>>,
+    ) -> Result<Response<Vec<u8>>, TransportError> {
+        let deadline = Deadline::after(self.options.timeout);
+        self.exchange(&RuntimeConnector { runtime, deadline }, request)
+            .await
+    }
+
+    /// [`send_on`](HttpClient::send_on), blocking the calling thread instead: for programs
+    /// without an async runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_on`](HttpClient::send_on).
     pub fn send(&self, request: &Request<Vec<u8>>) -> Result<Response<Vec<u8>>, TransportError> {
         let deadline = Deadline::after(self.options.timeout);
+        future::block_on(self.exchange(&BlockingConnector { deadline }, request))
+    }
+
+    /// The exchange, over whatever sockets `connector` makes.
+    async fn exchange<C: Connector>(
+        &self,
+        connector: &C,
+        request: &Request<Vec<u8>>,
+    ) -> Result<Response<Vec<u8>>, TransportError> {
         let target = Target::of(request)?;
         let mut bytes = Vec::new();
         write_request(request, &mut bytes).map_err(|error| {
@@ -110,13 +142,31 @@ impl HttpClient {
                 format!("cannot write the request: {error}"),
             )
         })?;
-        let mut stream = self.connect(&target, &deadline)?;
-        deadline.apply(stream.tcp())?;
-        stream
-            .write_all(&bytes)
-            .and_then(|()| stream.flush())
-            .map_err(|error| failure("sending the request", &error, TransportErrorKind::Io))?;
-        let response = read_response(&mut stream, self.options.max_response_bytes, &deadline)?;
+        let connect_timeout = self.options.connect_timeout;
+        let mut wire = match self.options.proxy.for_host(target.host) {
+            Some(proxy) => {
+                let mut wire = connector
+                    .connect(proxy.host(), proxy.port(), false, connect_timeout)
+                    .await?;
+                open_tunnel(&mut wire, proxy, &target).await?;
+                wire
+            }
+            None => {
+                connector
+                    .connect(target.host, target.port, !target.tls, connect_timeout)
+                    .await?
+            }
+        };
+        let max = self.options.max_response_bytes;
+        let response = if target.tls {
+            let mut tls = TlsWire::new(wire, Arc::clone(&self.config), target.host)?;
+            tls.handshake()
+                .await
+                .map_err(|error| tls_failure(target.host, &error))?;
+            round_trip(&mut tls, &bytes, max).await?
+        } else {
+            round_trip(&mut wire, &bytes, max).await?
+        };
         if response.status().is_redirection() {
             return Err(TransportError::new(
                 TransportErrorKind::Redirect,
@@ -128,53 +178,6 @@ impl HttpClient {
             ));
         }
         Ok(response)
-    }
-
-    /// A connection to `target`, through the proxy if one applies, with TLS set up when the
-    /// scheme is `https`.
-    fn connect(&self, target: &Target<'_>, deadline: &Deadline) -> Result<Stream, TransportError> {
-        let connect_timeout = self.options.connect_timeout;
-        let tcp = match self.options.proxy.for_host(target.host) {
-            Some(proxy) => {
-                let mut tcp =
-                    open_tcp(proxy.host(), proxy.port(), false, connect_timeout, deadline)?;
-                open_tunnel(&mut tcp, proxy, target, deadline)?;
-                tcp
-            }
-            None => open_tcp(
-                target.host,
-                target.port,
-                !target.tls,
-                connect_timeout,
-                deadline,
-            )?,
-        };
-        if !target.tls {
-            return Ok(Stream::Plain(tcp));
-        }
-        let host = target.host;
-        let name = ServerName::try_from(host.to_owned()).map_err(|_| {
-            TransportError::new(
-                TransportErrorKind::Other,
-                format!("{host:?} is not a valid TLS server name"),
-            )
-        })?;
-        let connection =
-            ClientConnection::new(Arc::clone(&self.config), name).map_err(|error| {
-                TransportError::new(TransportErrorKind::Tls, format!("TLS with {host}: {error}"))
-            })?;
-        let mut tls = StreamOwned::new(connection, tcp);
-        while tls.conn.is_handshaking() {
-            deadline.apply(&tls.sock)?;
-            tls.conn.complete_io(&mut tls.sock).map_err(|error| {
-                failure(
-                    format_args!("TLS handshake with {host}"),
-                    &error,
-                    TransportErrorKind::Tls,
-                )
-            })?;
-        }
-        Ok(Stream::Tls(Box::new(tls)))
     }
 }
 
@@ -217,6 +220,7 @@ impl Target<'_> {
 }
 
 /// The end of the time allowed for one exchange.
+#[derive(Debug, Clone, Copy)]
 struct Deadline {
     /// `None` when the timeout is too large to represent: no limit.
     at: Option<Instant>,
@@ -246,12 +250,18 @@ impl Deadline {
         Ok(Some(left))
     }
 
-    /// Bounds the next reads and writes on `tcp` by the time left.
-    fn apply(&self, tcp: &TcpStream) -> Result<(), TransportError> {
-        let left = self.remaining()?;
-        tcp.set_read_timeout(left)
-            .and_then(|()| tcp.set_write_timeout(left))
-            .map_err(|error| failure("setting socket timeouts", &error, TransportErrorKind::Io))
+    /// Bounds the next reads and writes on `tcp` by the time left; a `TimedOut` error when
+    /// none is.
+    fn apply(&self, tcp: &TcpStream) -> io::Result<()> {
+        let left = match self.at {
+            None => None,
+            Some(at) => match at.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return Err(io::Error::from(io::ErrorKind::TimedOut)),
+            },
+        };
+        tcp.set_read_timeout(left)?;
+        tcp.set_write_timeout(left)
     }
 }
 
@@ -293,12 +303,295 @@ fn open_tcp(
     })
 }
 
-/// Asks `proxy` (connected as `tcp`) for a tunnel to `target` and reads its reply.
-fn open_tunnel(
-    tcp: &mut TcpStream,
+/// A byte stream an exchange runs over: a TCP connection (blocking or on a runtime), or TLS
+/// on top of one. Every call is bounded by the exchange's deadline.
+trait Wire: Send {
+    /// Reads some bytes; 0 is the end of input.
+    fn read<'a>(
+        &'a mut self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a;
+    /// Writes all of `bytes`.
+    fn write_all<'a>(
+        &'a mut self,
+        bytes: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
+}
+
+/// Makes the TCP connections an exchange needs.
+trait Connector: Sync {
+    /// The connection.
+    type Wire: Wire;
+
+    /// Connects to `host:port`, trying each resolved address in turn; with
+    /// `loopback_only`, only loopback addresses (so that a `localhost` resolving elsewhere
+    /// gets no plain http).
+    fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        loopback_only: bool,
+        connect_timeout: Duration,
+    ) -> impl Future<Output = Result<Self::Wire, TransportError>> + Send;
+}
+
+/// Connections on the calling thread, bounded by socket timeouts.
+struct BlockingConnector {
+    deadline: Deadline,
+}
+
+/// A blocking connection.
+struct BlockingWire {
+    tcp: TcpStream,
+    deadline: Deadline,
+}
+
+impl Connector for BlockingConnector {
+    type Wire = BlockingWire;
+
+    async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        loopback_only: bool,
+        connect_timeout: Duration,
+    ) -> Result<BlockingWire, TransportError> {
+        let tcp = open_tcp(host, port, loopback_only, connect_timeout, &self.deadline)?;
+        Ok(BlockingWire {
+            tcp,
+            deadline: self.deadline,
+        })
+    }
+}
+
+impl Wire for BlockingWire {
+    async fn read<'a>(&'a mut self, buf: &'a mut [u8]) -> io::Result<usize> {
+        loop {
+            self.deadline.apply(&self.tcp)?;
+            match self.tcp.read(buf) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                result => return result,
+            }
+        }
+    }
+
+    async fn write_all<'a>(&'a mut self, bytes: &'a [u8]) -> io::Result<()> {
+        self.deadline.apply(&self.tcp)?;
+        self.tcp.write_all(bytes)
+    }
+}
+
+/// Connections on an async runtime's sockets, bounded by its timers.
+struct RuntimeConnector<'r, R> {
+    runtime: &'r R,
+    deadline: Deadline,
+}
+
+/// A connection on an async runtime.
+struct RuntimeWire<'r, R: Runtime> {
+    runtime: &'r R,
+    stream: R::Stream,
+    deadline: Deadline,
+}
+
+impl<'r, R: Runtime> Connector for RuntimeConnector<'r, R> {
+    type Wire = RuntimeWire<'r, R>;
+
+    async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        loopback_only: bool,
+        connect_timeout: Duration,
+    ) -> Result<RuntimeWire<'r, R>, TransportError> {
+        let addresses = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => {
+                let name = host.to_owned();
+                let resolving = self.runtime.unblock(move || {
+                    (name.as_str(), port)
+                        .to_socket_addrs()
+                        .map(Iterator::collect::<Vec<_>>)
+                });
+                within(self.runtime, &self.deadline, resolving)
+                    .await
+                    .and_then(|resolved| resolved)
+                    .map_err(|error| {
+                        TransportError::new(
+                            TransportErrorKind::Connect,
+                            format!("resolving {host}: {error}"),
+                        )
+                    })?
+            }
+        };
+        let mut last_error = None;
+        for address in addresses
+            .into_iter()
+            .filter(|address| !loopback_only || address.ip().is_loopback())
+        {
+            let limit = self
+                .deadline
+                .remaining()?
+                .map_or(connect_timeout, |left| left.min(connect_timeout));
+            let attempt = Deadline::after(limit);
+            match within(self.runtime, &attempt, R::connect(address)).await {
+                Ok(Ok(stream)) => {
+                    return Ok(RuntimeWire {
+                        runtime: self.runtime,
+                        stream,
+                        deadline: self.deadline,
+                    });
+                }
+                Ok(Err(error)) | Err(error) => last_error = Some(error),
+            }
+        }
+        Err(match last_error {
+            Some(error) => failure(
+                format_args!("connecting to {host}:{port}"),
+                &error,
+                TransportErrorKind::Connect,
+            ),
+            None => TransportError::new(
+                TransportErrorKind::Connect,
+                format!("{host} has no usable address"),
+            ),
+        })
+    }
+}
+
+impl<R: Runtime> Wire for RuntimeWire<'_, R> {
+    async fn read<'a>(&'a mut self, buf: &'a mut [u8]) -> io::Result<usize> {
+        within(self.runtime, &self.deadline, R::read(&mut self.stream, buf)).await?
+    }
+
+    async fn write_all<'a>(&'a mut self, bytes: &'a [u8]) -> io::Result<()> {
+        within(
+            self.runtime,
+            &self.deadline,
+            R::write_all(&mut self.stream, bytes),
+        )
+        .await?
+    }
+}
+
+/// `work`, or a `TimedOut` error once `deadline` passes.
+async fn within<R: Runtime, T>(
+    runtime: &R,
+    deadline: &Deadline,
+    work: impl Future<Output = T> + Send,
+) -> io::Result<T> {
+    let Some(at) = deadline.at else {
+        return Ok(work.await);
+    };
+    future::or(async { Ok(work.await) }, async {
+        runtime.sleep_until(at).await;
+        Err(io::Error::from(io::ErrorKind::TimedOut))
+    })
+    .await
+}
+
+/// TLS over a [`Wire`], driving rustls by hand: ciphertext in and out through the wire,
+/// plaintext through rustls' reader and writer.
+struct TlsWire<W> {
+    wire: W,
+    tls: Box<ClientConnection>,
+    /// Ciphertext read from the wire and not yet taken by rustls.
+    inbox: Vec<u8>,
+}
+
+impl<W: Wire> TlsWire<W> {
+    fn new(wire: W, config: Arc<ClientConfig>, host: &str) -> Result<TlsWire<W>, TransportError> {
+        let name = ServerName::try_from(host.to_owned()).map_err(|_| {
+            TransportError::new(
+                TransportErrorKind::Other,
+                format!("{host:?} is not a valid TLS server name"),
+            )
+        })?;
+        let tls = ClientConnection::new(config, name).map_err(|error| {
+            TransportError::new(TransportErrorKind::Tls, format!("TLS with {host}: {error}"))
+        })?;
+        Ok(TlsWire {
+            wire,
+            tls: Box::new(tls),
+            inbox: Vec::new(),
+        })
+    }
+
+    async fn handshake(&mut self) -> io::Result<()> {
+        while self.tls.is_handshaking() {
+            self.flush().await?;
+            if self.tls.is_handshaking() && self.tls.wants_read() {
+                self.receive().await?;
+            }
+        }
+        self.flush().await
+    }
+
+    /// Sends what rustls has to send.
+    async fn flush(&mut self) -> io::Result<()> {
+        while self.tls.wants_write() {
+            let mut out = Vec::new();
+            self.tls.write_tls(&mut out)?;
+            self.wire.write_all(&out).await?;
+        }
+        Ok(())
+    }
+
+    /// Hands rustls more ciphertext, reading from the wire when none is waiting; the end of
+    /// input is handed over too (rustls then tells a clean close from a truncation).
+    async fn receive(&mut self) -> io::Result<()> {
+        if self.inbox.is_empty() {
+            let mut buf = vec![0; 16 * 1024];
+            let read = self.wire.read(&mut buf).await?;
+            buf.truncate(read);
+            self.inbox = buf;
+        }
+        let mut pending = &self.inbox[..];
+        let taken = self.tls.read_tls(&mut pending)?;
+        self.inbox.drain(..taken);
+        self.tls
+            .process_new_packets()
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+        // Alerts and key updates rustls wants to answer with.
+        self.flush().await
+    }
+}
+
+impl<W: Wire> Wire for TlsWire<W> {
+    async fn read<'a>(&'a mut self, buf: &'a mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.tls.reader().read(buf) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.receive().await?;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn write_all<'a>(&'a mut self, bytes: &'a [u8]) -> io::Result<()> {
+        self.tls.writer().write_all(bytes)?;
+        self.flush().await
+    }
+}
+
+/// Writes the request, reads the response.
+async fn round_trip<W: Wire>(
+    wire: &mut W,
+    request: &[u8],
+    max_response_bytes: usize,
+) -> Result<Response<Vec<u8>>, TransportError> {
+    wire.write_all(request)
+        .await
+        .map_err(|error| failure("sending the request", &error, TransportErrorKind::Io))?;
+    read_response(wire, max_response_bytes).await
+}
+
+/// Asks `proxy` (connected as `wire`) for a tunnel to `target` and reads its reply.
+async fn open_tunnel<W: Wire>(
+    wire: &mut W,
     proxy: &ProxyServer,
     target: &Target<'_>,
-    deadline: &Deadline,
 ) -> Result<(), TransportError> {
     let proxy_failure = |error: &io::Error| {
         failure(
@@ -307,22 +600,20 @@ fn open_tunnel(
             TransportErrorKind::Connect,
         )
     };
-    deadline.apply(tcp)?;
-    tcp.write_all(&proxy.connect_request(target.host, target.port))
+    wire.write_all(&proxy.connect_request(target.host, target.port))
+        .await
         .map_err(|error| proxy_failure(&error))?;
     let mut head = Vec::new();
     loop {
         // One byte at a time: the reply head has no length, and a byte read past its end
         // would belong to the tunnel. It is a few dozen bytes.
         let mut byte = 0;
-        deadline.apply(tcp)?;
-        match tcp.read(std::slice::from_mut(&mut byte)) {
+        match wire.read(std::slice::from_mut(&mut byte)).await {
             Ok(0) => {
                 let closed = io::Error::from(io::ErrorKind::UnexpectedEof);
                 return Err(proxy_failure(&closed));
             }
             Ok(_) => head.push(byte),
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(proxy_failure(&error)),
         }
         let check = byte == b'\n' || head.len() > MAX_CONNECT_REPLY;
@@ -332,19 +623,16 @@ fn open_tunnel(
     }
 }
 
-fn read_response(
-    stream: &mut Stream,
+async fn read_response<W: Wire>(
+    wire: &mut W,
     max_response_bytes: usize,
-    deadline: &Deadline,
 ) -> Result<Response<Vec<u8>>, TransportError> {
     let mut reader = ResponseReader::new(max_response_bytes);
     let mut buffer = vec![0; 16 * 1024];
     loop {
-        deadline.apply(stream.tcp())?;
-        let read = match stream.read(&mut buffer) {
+        let read = match wire.read(&mut buffer).await {
             Ok(0) => return reader.read_eof().map_err(read_failure),
             Ok(read) => read,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             // rustls reports a TLS peer that closes without close_notify this way, and many
             // servers do. A framed body cut short is still an error of the reader's.
             Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
@@ -362,6 +650,15 @@ fn read_response(
             return Ok(response);
         }
     }
+}
+
+/// A failed TLS handshake with `host`.
+fn tls_failure(host: &str, error: &io::Error) -> TransportError {
+    failure(
+        format_args!("TLS handshake with {host}"),
+        error,
+        TransportErrorKind::Tls,
+    )
 }
 
 fn read_failure(error: ReadError) -> TransportError {
@@ -395,47 +692,6 @@ fn failure(
         otherwise
     };
     TransportError::new(kind, format!("{what}: {error}"))
-}
-
-/// A connection, plain or TLS.
-enum Stream {
-    Plain(TcpStream),
-    // Boxed: a rustls connection is over a kilobyte.
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
-}
-
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => &tls.sock,
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(tcp) => tcp.read(buffer),
-            Stream::Tls(tls) => tls.read(buffer),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(tcp) => tcp.write(bytes),
-            Stream::Tls(tls) => tls.write(bytes),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(tcp) => tcp.flush(),
-            Stream::Tls(tls) => tls.flush(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,11 @@
 //! The token HTTP client against local servers on 127.0.0.1: framing, redirects, size cap,
 //! timeouts, TLS verification, and the CONNECT proxy (S6, S34, S41). No network is used.
+//!
+//! Every scenario runs three times: blocking ([`HttpClient::send`]), and on each runtime's
+//! own sockets ([`HttpClient::send_on`] with smol and with tokio), each against a fresh
+//! server.
 
+use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -31,8 +36,37 @@ fn client(options: HttpOptions) -> HttpClient {
     HttpClient::new(options).expect("client")
 }
 
+/// How `send` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Blocking,
+    Smol,
+    Tokio,
+}
+
+thread_local! {
+    static MODE: Cell<Mode> = const { Cell::new(Mode::Blocking) };
+}
+
+/// Runs `scenario` once per [`Mode`].
+fn every_mode(scenario: impl Fn()) {
+    for mode in [Mode::Blocking, Mode::Smol, Mode::Tokio] {
+        MODE.set(mode);
+        scenario();
+    }
+}
+
 fn send(client: &HttpClient, uri: &str) -> Result<Response<Vec<u8>>, TransportError> {
-    let result = client.send(&token_request(uri));
+    let request = token_request(uri);
+    let result = match MODE.get() {
+        Mode::Blocking => client.send(&request),
+        Mode::Smol => smol::block_on(client.send_on(&latchkey_smol::Smol, &request)),
+        Mode::Tokio => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(client.send_on(&latchkey_tokio::Tokio, &request)),
+    };
     if let Err(error) = &result {
         assert!(!error.to_string().contains(SECRET), "{error}");
     }
@@ -83,202 +117,222 @@ fn serve_once(response: &'static [u8]) -> (u16, JoinHandle<Vec<u8>>) {
 
 #[test]
 fn plain_http_to_loopback_with_content_length() {
-    let (port, server) =
+    every_mode(|| {
+        let (port, server) =
         serve_once(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 22\r\n\r\n{\"access_token\":\"at\"}\n");
-    let response = send(
-        &client(HttpOptions::default()),
-        &format!("http://127.0.0.1:{port}/token"),
-    )
-    .expect("response");
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.body(), b"{\"access_token\":\"at\"}\n");
-    let request = String::from_utf8(server.join().expect("server")).expect("ascii");
-    assert!(request.starts_with("POST /token HTTP/1.1\r\n"), "{request}");
-    assert!(
-        request.ends_with(&format!("code_verifier={SECRET}")),
-        "{request}"
-    );
+        let response = send(
+            &client(HttpOptions::default()),
+            &format!("http://127.0.0.1:{port}/token"),
+        )
+        .expect("response");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.body(), b"{\"access_token\":\"at\"}\n");
+        let request = String::from_utf8(server.join().expect("server")).expect("ascii");
+        assert!(request.starts_with("POST /token HTTP/1.1\r\n"), "{request}");
+        assert!(
+            request.ends_with(&format!("code_verifier={SECRET}")),
+            "{request}"
+        );
+    });
 }
 
 #[test]
 fn chunked_response_body_is_decoded() {
-    let (port, _server) = serve_once(
+    every_mode(|| {
+        let (port, _server) = serve_once(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
     );
-    let response = send(
-        &client(HttpOptions::default()),
-        &format!("http://localhost:{port}/token"),
-    )
-    .expect("response");
-    assert_eq!(response.body(), b"hello world");
+        let response = send(
+            &client(HttpOptions::default()),
+            &format!("http://localhost:{port}/token"),
+        )
+        .expect("response");
+        assert_eq!(response.body(), b"hello world");
+    });
 }
 
 #[test]
 fn close_delimited_response_body_ends_at_eof() {
-    let (port, _server) = serve_once(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"access_token\":\"at\"}",
-    );
-    let response = send(
-        &client(HttpOptions::default()),
-        &format!("http://127.0.0.1:{port}/token"),
-    )
-    .expect("response");
-    assert_eq!(response.body(), b"{\"access_token\":\"at\"}");
+    every_mode(|| {
+        let (port, _server) = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"access_token\":\"at\"}",
+        );
+        let response = send(
+            &client(HttpOptions::default()),
+            &format!("http://127.0.0.1:{port}/token"),
+        )
+        .expect("response");
+        assert_eq!(response.body(), b"{\"access_token\":\"at\"}");
+    });
 }
 
 #[test]
 fn s34_a_redirect_is_an_error_and_not_followed() {
-    let (elsewhere, elsewhere_port) = listener();
-    elsewhere.set_nonblocking(true).expect("nonblocking");
-    let location: &'static str = format!(
+    every_mode(|| {
+        let (elsewhere, elsewhere_port) = listener();
+        elsewhere.set_nonblocking(true).expect("nonblocking");
+        let location: &'static str = format!(
         "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{elsewhere_port}/token\r\nContent-Length: 0\r\n\r\n"
     )
     .leak();
-    let (port, _server) = serve_once(location.as_bytes());
-    let error = send(
-        &client(HttpOptions::default()),
-        &format!("http://127.0.0.1:{port}/token"),
-    )
-    .expect_err("redirect");
-    assert_eq!(error.kind(), TransportErrorKind::Redirect, "{error}");
-    assert!(error.detail().contains("302"), "{error}");
-    let followed = elsewhere.accept();
-    assert_eq!(
-        followed.map(|_| ()).map_err(|error| error.kind()),
-        Err(io::ErrorKind::WouldBlock)
-    );
+        let (port, _server) = serve_once(location.as_bytes());
+        let error = send(
+            &client(HttpOptions::default()),
+            &format!("http://127.0.0.1:{port}/token"),
+        )
+        .expect_err("redirect");
+        assert_eq!(error.kind(), TransportErrorKind::Redirect, "{error}");
+        assert!(error.detail().contains("302"), "{error}");
+        let followed = elsewhere.accept();
+        assert_eq!(
+            followed.map(|_| ()).map_err(|error| error.kind()),
+            Err(io::ErrorKind::WouldBlock)
+        );
+    });
 }
 
 #[test]
 fn s34_a_response_over_the_cap_is_too_large() {
-    let body = "x".repeat(4096);
-    let response: &'static str = format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .leak();
-    let (port, _server) = serve_once(response.as_bytes());
-    let options = HttpOptions {
-        max_response_bytes: 1024,
-        ..HttpOptions::default()
-    };
-    let error =
-        send(&client(options), &format!("http://127.0.0.1:{port}/token")).expect_err("too large");
-    assert_eq!(error.kind(), TransportErrorKind::TooLarge, "{error}");
+    every_mode(|| {
+        let body = "x".repeat(4096);
+        let response: &'static str = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .leak();
+        let (port, _server) = serve_once(response.as_bytes());
+        let options = HttpOptions {
+            max_response_bytes: 1024,
+            ..HttpOptions::default()
+        };
+        let error = send(&client(options), &format!("http://127.0.0.1:{port}/token"))
+            .expect_err("too large");
+        assert_eq!(error.kind(), TransportErrorKind::TooLarge, "{error}");
+    });
 }
 
 #[test]
 fn s34_a_server_that_never_answers_times_out() {
-    let (listener, port) = listener();
-    thread::spawn(move || {
-        let (mut stream, _) = listener.accept().expect("accept");
-        // Hold the connection open, answering nothing, until the client gives up.
-        let _ = io::copy(&mut stream, &mut io::sink());
+    every_mode(|| {
+        let (listener, port) = listener();
+        thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            // Hold the connection open, answering nothing, until the client gives up.
+            let _ = io::copy(&mut stream, &mut io::sink());
+        });
+        let options = HttpOptions {
+            timeout: Duration::from_millis(300),
+            ..HttpOptions::default()
+        };
+        let started = Instant::now();
+        let error =
+            send(&client(options), &format!("http://127.0.0.1:{port}/token")).expect_err("timeout");
+        let elapsed = started.elapsed();
+        assert_eq!(error.kind(), TransportErrorKind::TimedOut, "{error}");
+        assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     });
-    let options = HttpOptions {
-        timeout: Duration::from_millis(300),
-        ..HttpOptions::default()
-    };
-    let started = Instant::now();
-    let error =
-        send(&client(options), &format!("http://127.0.0.1:{port}/token")).expect_err("timeout");
-    let elapsed = started.elapsed();
-    assert_eq!(error.kind(), TransportErrorKind::TimedOut, "{error}");
-    assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
 }
 
 #[test]
 fn s34_a_trickling_server_is_cut_off_by_the_total_timeout() {
-    let (listener, port) = listener();
-    thread::spawn(move || {
-        let (mut stream, _) = listener.accept().expect("accept");
-        read_request(&mut stream).expect("request");
-        // One byte every 50 ms resets any per-read timeout, not the deadline.
-        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
-            .iter()
-            .cycle()
-        {
-            thread::sleep(Duration::from_millis(50));
-            if stream.write_all(&[*byte]).is_err() {
-                break;
+    every_mode(|| {
+        let (listener, port) = listener();
+        thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            read_request(&mut stream).expect("request");
+            // One byte every 50 ms resets any per-read timeout, not the deadline.
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+                .iter()
+                .cycle()
+            {
+                thread::sleep(Duration::from_millis(50));
+                if stream.write_all(&[*byte]).is_err() {
+                    break;
+                }
             }
-        }
+        });
+        let options = HttpOptions {
+            timeout: Duration::from_millis(300),
+            ..HttpOptions::default()
+        };
+        let started = Instant::now();
+        let error =
+            send(&client(options), &format!("http://127.0.0.1:{port}/token")).expect_err("timeout");
+        assert_eq!(error.kind(), TransportErrorKind::TimedOut, "{error}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     });
-    let options = HttpOptions {
-        timeout: Duration::from_millis(300),
-        ..HttpOptions::default()
-    };
-    let started = Instant::now();
-    let error =
-        send(&client(options), &format!("http://127.0.0.1:{port}/token")).expect_err("timeout");
-    assert_eq!(error.kind(), TransportErrorKind::TimedOut, "{error}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 #[test]
 fn connection_refused_is_a_connect_error() {
-    let (listener, port) = listener();
-    drop(listener);
-    let error = send(
-        &client(HttpOptions::default()),
-        &format!("http://127.0.0.1:{port}/token"),
-    )
-    .expect_err("refused");
-    assert_eq!(error.kind(), TransportErrorKind::Connect, "{error}");
-    assert!(
-        error.detail().contains(&format!("127.0.0.1:{port}")),
-        "{error}"
-    );
+    every_mode(|| {
+        let (listener, port) = listener();
+        drop(listener);
+        let error = send(
+            &client(HttpOptions::default()),
+            &format!("http://127.0.0.1:{port}/token"),
+        )
+        .expect_err("refused");
+        assert_eq!(error.kind(), TransportErrorKind::Connect, "{error}");
+        assert!(
+            error.detail().contains(&format!("127.0.0.1:{port}")),
+            "{error}"
+        );
+    });
 }
 
 #[test]
 fn s6_plain_http_to_a_non_loopback_host_is_refused_without_connecting() {
-    // A proxy that would be used if anything connected: it is never listened on.
-    let (listener, proxy_port) = listener();
-    listener.set_nonblocking(true).expect("nonblocking");
-    let proxy =
-        Proxy::from_values(Some(&format!("http://127.0.0.1:{proxy_port}")), None).expect("proxy");
-    let client = client(HttpOptions {
-        proxy,
-        ..HttpOptions::default()
-    });
-    for uri in [
-        "http://example.com/token",
-        "http://localhost.example.com/token",
-        "http://10.0.0.1/token",
-        "http://[fe80::1]/token",
-    ] {
-        let error = send(&client, uri).expect_err(uri);
+    every_mode(|| {
+        // A proxy that would be used if anything connected: it is never listened on.
+        let (listener, proxy_port) = listener();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let proxy = Proxy::from_values(Some(&format!("http://127.0.0.1:{proxy_port}")), None)
+            .expect("proxy");
+        let client = client(HttpOptions {
+            proxy,
+            ..HttpOptions::default()
+        });
+        for uri in [
+            "http://example.com/token",
+            "http://localhost.example.com/token",
+            "http://10.0.0.1/token",
+            "http://[fe80::1]/token",
+        ] {
+            let error = send(&client, uri).expect_err(uri);
+            assert_eq!(error.kind(), TransportErrorKind::Other, "{error}");
+            assert!(error.detail().contains("plain http"), "{error}");
+        }
+        let error = send(&client, "ftp://example.com/token").expect_err("ftp");
         assert_eq!(error.kind(), TransportErrorKind::Other, "{error}");
-        assert!(error.detail().contains("plain http"), "{error}");
-    }
-    let error = send(&client, "ftp://example.com/token").expect_err("ftp");
-    assert_eq!(error.kind(), TransportErrorKind::Other, "{error}");
-    let connected = listener.accept();
-    assert_eq!(
-        connected.map(|_| ()).map_err(|error| error.kind()),
-        Err(io::ErrorKind::WouldBlock)
-    );
+        let connected = listener.accept();
+        assert_eq!(
+            connected.map(|_| ()).map_err(|error| error.kind()),
+            Err(io::ErrorKind::WouldBlock)
+        );
+    });
 }
 
 #[test]
 fn loopback_requests_bypass_the_proxy() {
-    let (dead, dead_port) = listener();
-    drop(dead);
-    let proxy =
-        Proxy::from_values(Some(&format!("http://127.0.0.1:{dead_port}")), None).expect("proxy");
-    let (port, _server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-    let client = client(HttpOptions {
-        proxy,
-        ..HttpOptions::default()
+    every_mode(|| {
+        let (dead, dead_port) = listener();
+        drop(dead);
+        let proxy = Proxy::from_values(Some(&format!("http://127.0.0.1:{dead_port}")), None)
+            .expect("proxy");
+        let (port, _server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let client = client(HttpOptions {
+            proxy,
+            ..HttpOptions::default()
+        });
+        let response = send(&client, &format!("http://localhost:{port}/token")).expect("direct");
+        assert_eq!(response.body(), b"ok");
     });
-    let response = send(&client, &format!("http://localhost:{port}/token")).expect("direct");
-    assert_eq!(response.body(), b"ok");
 }
 
 /// A test CA and a TLS server configuration for `names`, signed by it.
@@ -326,42 +380,49 @@ const TOKEN_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/jso
 
 #[test]
 fn s34_tls_with_the_given_ca_succeeds() {
-    let (ca, config) = tls_server(&["localhost"]);
-    let (port, server) = serve_tls_once(config, TOKEN_RESPONSE);
-    let client = client(HttpOptions {
-        roots: Roots::Pem(ca),
-        ..HttpOptions::default()
+    every_mode(|| {
+        let (ca, config) = tls_server(&["localhost"]);
+        let (port, server) = serve_tls_once(config, TOKEN_RESPONSE);
+        let client = client(HttpOptions {
+            roots: Roots::Pem(ca),
+            ..HttpOptions::default()
+        });
+        let response = send(&client, &format!("https://localhost:{port}/token")).expect("response");
+        assert_eq!(response.body(), b"{\"access_token\":\"at\"}\n");
+        let request = server.join().expect("server").expect("handshake");
+        assert!(request.starts_with(b"POST /token HTTP/1.1\r\n"));
     });
-    let response = send(&client, &format!("https://localhost:{port}/token")).expect("response");
-    assert_eq!(response.body(), b"{\"access_token\":\"at\"}\n");
-    let request = server.join().expect("server").expect("handshake");
-    assert!(request.starts_with(b"POST /token HTTP/1.1\r\n"));
 }
 
 #[test]
 fn s34_tls_verification_is_on_with_webpki_roots() {
-    let (_ca, config) = tls_server(&["localhost"]);
-    let (port, server) = serve_tls_once(config, TOKEN_RESPONSE);
-    let error = send(
-        &client(HttpOptions::default()),
-        &format!("https://localhost:{port}/token"),
-    )
-    .expect_err("unknown CA");
-    assert_eq!(error.kind(), TransportErrorKind::Tls, "{error}");
-    assert_eq!(server.join().expect("server"), None, "no request was sent");
+    every_mode(|| {
+        let (_ca, config) = tls_server(&["localhost"]);
+        let (port, server) = serve_tls_once(config, TOKEN_RESPONSE);
+        let error = send(
+            &client(HttpOptions::default()),
+            &format!("https://localhost:{port}/token"),
+        )
+        .expect_err("unknown CA");
+        assert_eq!(error.kind(), TransportErrorKind::Tls, "{error}");
+        assert_eq!(server.join().expect("server"), None, "no request was sent");
+    });
 }
 
 #[test]
 fn s34_tls_verification_checks_the_host_name() {
-    let (ca, config) = tls_server(&["idp.test"]);
-    let (port, server) = serve_tls_once(config, TOKEN_RESPONSE);
-    let client = client(HttpOptions {
-        roots: Roots::Pem(ca),
-        ..HttpOptions::default()
+    every_mode(|| {
+        let (ca, config) = tls_server(&["idp.test"]);
+        let (port, server) = serve_tls_once(config, TOKEN_RESPONSE);
+        let client = client(HttpOptions {
+            roots: Roots::Pem(ca),
+            ..HttpOptions::default()
+        });
+        let error =
+            send(&client, &format!("https://localhost:{port}/token")).expect_err("wrong name");
+        assert_eq!(error.kind(), TransportErrorKind::Tls, "{error}");
+        assert_eq!(server.join().expect("server"), None, "no request was sent");
     });
-    let error = send(&client, &format!("https://localhost:{port}/token")).expect_err("wrong name");
-    assert_eq!(error.kind(), TransportErrorKind::Tls, "{error}");
-    assert_eq!(server.join().expect("server"), None, "no request was sent");
 }
 
 /// A CONNECT proxy for one connection: returns the CONNECT head it read. With `refuse`, it
@@ -398,68 +459,77 @@ fn connect_proxy(target: u16, refuse: Option<&'static [u8]>) -> (u16, JoinHandle
 
 #[test]
 fn https_through_a_connect_proxy_with_credentials() {
-    let (ca, config) = tls_server(&["idp.test"]);
-    let (server_port, server) = serve_tls_once(config, TOKEN_RESPONSE);
-    let (proxy_port, proxy) = connect_proxy(server_port, None);
-    let client = client(HttpOptions {
-        roots: Roots::Pem(ca),
-        proxy: Proxy::from_values(
-            Some(&format!("http://user:pw@127.0.0.1:{proxy_port}")),
-            None,
-        )
-        .expect("proxy"),
-        ..HttpOptions::default()
+    every_mode(|| {
+        let (ca, config) = tls_server(&["idp.test"]);
+        let (server_port, server) = serve_tls_once(config, TOKEN_RESPONSE);
+        let (proxy_port, proxy) = connect_proxy(server_port, None);
+        let client = client(HttpOptions {
+            roots: Roots::Pem(ca),
+            proxy: Proxy::from_values(
+                Some(&format!("http://user:pw@127.0.0.1:{proxy_port}")),
+                None,
+            )
+            .expect("proxy"),
+            ..HttpOptions::default()
+        });
+        let response =
+            send(&client, &format!("https://idp.test:{server_port}/token")).expect("response");
+        assert_eq!(response.body(), b"{\"access_token\":\"at\"}\n");
+        let head = proxy.join().expect("proxy");
+        assert!(
+            head.starts_with(&format!("CONNECT idp.test:{server_port} HTTP/1.1\r\n")),
+            "{head}"
+        );
+        // base64("user:pw")
+        assert!(
+            head.contains("\r\nProxy-Authorization: Basic dXNlcjpwdw==\r\n"),
+            "{head}"
+        );
+        assert!(!head.contains(SECRET), "the proxy sees no request: {head}");
+        assert!(server.join().expect("server").is_some());
     });
-    let response =
-        send(&client, &format!("https://idp.test:{server_port}/token")).expect("response");
-    assert_eq!(response.body(), b"{\"access_token\":\"at\"}\n");
-    let head = proxy.join().expect("proxy");
-    assert!(
-        head.starts_with(&format!("CONNECT idp.test:{server_port} HTTP/1.1\r\n")),
-        "{head}"
-    );
-    // base64("user:pw")
-    assert!(
-        head.contains("\r\nProxy-Authorization: Basic dXNlcjpwdw==\r\n"),
-        "{head}"
-    );
-    assert!(!head.contains(SECRET), "the proxy sees no request: {head}");
-    assert!(server.join().expect("server").is_some());
 }
 
 #[test]
 fn a_proxy_refusing_connect_is_a_connect_error_with_its_status() {
-    let (proxy_port, proxy) = connect_proxy(
-        0,
-        Some(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n"),
-    );
-    let client = client(HttpOptions {
-        proxy: Proxy::from_values(Some(&format!("127.0.0.1:{proxy_port}")), None).expect("proxy"),
-        ..HttpOptions::default()
+    every_mode(|| {
+        let (proxy_port, proxy) = connect_proxy(
+            0,
+            Some(
+                b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n",
+            ),
+        );
+        let client = client(HttpOptions {
+            proxy: Proxy::from_values(Some(&format!("127.0.0.1:{proxy_port}")), None)
+                .expect("proxy"),
+            ..HttpOptions::default()
+        });
+        let error = send(&client, "https://idp.test/token").expect_err("refused");
+        assert_eq!(error.kind(), TransportErrorKind::Connect, "{error}");
+        assert!(error.detail().contains("407"), "{error}");
+        assert!(
+            proxy
+                .join()
+                .expect("proxy")
+                .starts_with("CONNECT idp.test:443 HTTP/1.1\r\n")
+        );
     });
-    let error = send(&client, "https://idp.test/token").expect_err("refused");
-    assert_eq!(error.kind(), TransportErrorKind::Connect, "{error}");
-    assert!(error.detail().contains("407"), "{error}");
-    assert!(
-        proxy
-            .join()
-            .expect("proxy")
-            .starts_with("CONNECT idp.test:443 HTTP/1.1\r\n")
-    );
 }
 
 #[test]
 fn s41_client_debug_shows_no_proxy_credentials() {
-    let proxy =
-        Proxy::from_values(Some("http://alice:SECRET-pw@proxy.corp:3128"), None).expect("proxy");
-    let client = client(HttpOptions {
-        proxy,
-        ..HttpOptions::default()
+    every_mode(|| {
+        let proxy = Proxy::from_values(Some("http://alice:SECRET-pw@proxy.corp:3128"), None)
+            .expect("proxy");
+        let client = client(HttpOptions {
+            proxy,
+            ..HttpOptions::default()
+        });
+        let debug = format!("{client:?}");
+        assert!(
+            !debug.contains("SECRET") && !debug.contains("alice"),
+            "{debug}"
+        );
+        assert!(debug.contains("proxy.corp"), "{debug}");
     });
-    let debug = format!("{client:?}");
-    assert!(
-        !debug.contains("SECRET") && !debug.contains("alice"),
-        "{debug}"
-    );
-    assert!(debug.contains("proxy.corp"), "{debug}");
 }

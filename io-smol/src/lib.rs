@@ -42,7 +42,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{Shutdown, TcpListener};
+use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,6 +100,18 @@ impl Runtime for Smol {
         buf: &'a mut [u8],
     ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
         stream.read(buf)
+    }
+
+    async fn connect(address: SocketAddr) -> io::Result<async_net::TcpStream> {
+        let stream = async_net::TcpStream::connect(address).await?;
+        // A request is written whole; nothing gains from waiting for more.
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    async fn write_all(stream: &mut async_net::TcpStream, bytes: &[u8]) -> io::Result<()> {
+        stream.write_all(bytes).await?;
+        stream.flush().await
     }
 
     async fn write_and_shutdown(stream: &mut async_net::TcpStream, bytes: &[u8]) -> io::Result<()> {

@@ -18,7 +18,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,18 @@ impl Runtime for Tokio {
         buf: &'a mut [u8],
     ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
         stream.read(buf)
+    }
+
+    async fn connect(address: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+        let stream = tokio::net::TcpStream::connect(address).await?;
+        // A request is written whole; nothing gains from waiting for more.
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    async fn write_all(stream: &mut tokio::net::TcpStream, bytes: &[u8]) -> io::Result<()> {
+        stream.write_all(bytes).await?;
+        stream.flush().await
     }
 
     async fn write_and_shutdown(
