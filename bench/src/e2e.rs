@@ -292,7 +292,7 @@ impl TokenEndpoint {
             .build()?;
         let requests = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&requests);
-        let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let listener = crate::servers::listener()?;
         let url = format!("http://{}/token", listener.local_addr()?);
         listener.set_nonblocking(true)?;
         let _guard = runtime.enter();

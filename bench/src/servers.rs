@@ -177,7 +177,7 @@ fn state_of(url: &str) -> String {
 
 /// Runs `target`'s server until stdin ends.
 pub fn serve(target: Target, token_url: &str) -> std::io::Result<()> {
-    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    let listener = listener()?;
     let port = listener.local_addr()?.port();
     match target {
         Target::Smol => serve_smol(listener, port, token_url),
@@ -185,6 +185,16 @@ pub fn serve(target: Target, token_url: &str) -> std::io::Result<()> {
         Target::Oauth2 => serve_oauth2(listener, port, token_url),
         Target::Floor => serve_floor(listener, port, token_url),
     }
+}
+
+/// A listener on an ephemeral loopback port with a deep accept queue. The standard
+/// library listens with a backlog of 128; a burst of 200 connections would overflow it and
+/// some would wait a second to retry their SYN, whoever the server is.
+pub fn listener() -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())?;
+    socket.listen(4096)?;
+    Ok(TcpListener::from(socket))
 }
 
 /// The latchkey service options every latchkey target uses: tokens in memory, the built-in

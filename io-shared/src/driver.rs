@@ -226,6 +226,8 @@ pub struct Login {
     flow: FlowId,
     url: String,
     events: Receiver<LoginEvent>,
+    /// The outcome alone, for [`Login::finished`].
+    outcome: Receiver<Result<TokenSet, FlowError>>,
     commands: Sender<Command>,
 }
 
@@ -251,13 +253,15 @@ impl Login {
     }
 
     /// Waits for the outcome. A service that stopped first gives [`FlowError::Cancelled`].
+    ///
+    /// Events not yet read are dropped, and no more are sent: the waiting task wakes once,
+    /// for the outcome.
     pub async fn finished(self) -> Result<TokenSet, FlowError> {
-        while let Some(event) = self.next_event().await {
-            if let LoginEvent::Finished(result) = event {
-                return result;
-            }
-        }
-        Err(FlowError::Cancelled)
+        let Login {
+            events, outcome, ..
+        } = self;
+        drop(events);
+        outcome.recv().await.unwrap_or(Err(FlowError::Cancelled))
     }
 
     /// The next thing that happens before `deadline`. `Ok(None)` after
@@ -425,11 +429,12 @@ impl<R: Runtime> Service<R> {
             .send(command)
             .await
             .map_err(|_| Error::Stopped)?;
-        let (flow, url, events) = answer.recv().await.map_err(|_| Error::Stopped)??;
+        let (flow, url, events, outcome) = answer.recv().await.map_err(|_| Error::Stopped)??;
         Ok(Login {
             flow,
             url,
             events,
+            outcome,
             commands: self.commands.clone(),
         })
     }
@@ -544,13 +549,23 @@ struct ConnHandle<R: Runtime> {
     task: R::Task,
 }
 
-type StartReply = Result<(FlowId, String, Receiver<LoginEvent>), Error>;
+/// What `Service::start` gets back: the flow, its URL, and the receiving ends of its
+/// events and of its outcome.
+type Started = (
+    FlowId,
+    String,
+    Receiver<LoginEvent>,
+    Receiver<Result<TokenSet, FlowError>>,
+);
+
+type StartReply = Result<Started, Error>;
 
 struct FlowHandle {
     owner: Option<String>,
     events: Sender<LoginEvent>,
-    /// The caller of `start`, waiting for the flow's URL, and the receiver it will get.
-    waiting: Option<(Sender<StartReply>, Receiver<LoginEvent>)>,
+    outcome: Sender<Result<TokenSet, FlowError>>,
+    /// The caller of `start`, waiting for the flow's URL, and what it will get.
+    waiting: Option<(Sender<StartReply>, Started)>,
 }
 
 type Channel<T> = (Sender<T>, Receiver<T>);
@@ -675,14 +690,16 @@ impl<R: Runtime> Driver<R> {
             .engine
             .start_with(now, entropy, options)
             .map_err(|error| Error::Io(io::Error::other(error)))?;
-        let (events, receiver) = async_channel::unbounded();
-        let waiting = Some((reply, receiver));
+        let (events, event_receiver) = async_channel::unbounded();
+        let (outcome, outcome_receiver) = async_channel::bounded(1);
+        let started = (flow, String::new(), event_receiver, outcome_receiver);
         self.flows.insert(
             flow,
             FlowHandle {
                 owner,
                 events,
-                waiting,
+                outcome,
+                waiting: Some((reply, started)),
             },
         );
         Ok(())
@@ -700,8 +717,8 @@ impl<R: Runtime> Driver<R> {
             // The caller of `start` decides what to do with the URL.
             Action::OpenBrowser { flow, url } => {
                 let waiting = self.flows.get_mut(&flow).and_then(|h| h.waiting.take());
-                if let Some((reply, receiver)) = waiting {
-                    let _ = reply.send(Ok((flow, url, receiver))).await;
+                if let Some((reply, (flow, _, events, outcome))) = waiting {
+                    let _ = reply.send(Ok((flow, url, events, outcome))).await;
                 }
             }
             Action::Respond { conn, bytes, .. } => {
@@ -758,7 +775,12 @@ impl<R: Runtime> Driver<R> {
                     self.notify(flow, LoginEvent::Stored).await;
                 }
                 if let Some(handle) = self.flows.remove(&flow) {
-                    let _ = handle.events.send(LoginEvent::Finished(result)).await;
+                    // A closed events channel (the caller awaits `finished`) fails at once.
+                    let _ = handle
+                        .events
+                        .send(LoginEvent::Finished(result.clone()))
+                        .await;
+                    let _ = handle.outcome.try_send(result);
                 }
             }
         }
