@@ -206,9 +206,10 @@ fn read_probe(output: &str, report: &mut Report) -> Result<(), Error> {
             }
             Some("memory") => {
                 let bytes = value["bytes_per_flow"].as_f64().unwrap_or_default();
-                report.memory.push((name, bytes));
+                report
+                    .memory
+                    .push((name, bytes, value["peak_rss_kib"].as_u64()));
             }
-            Some("rss") => report.probe_rss_kib = value["peak_kib"].as_u64(),
             _ => return Err(format!("unexpected probe line {line:?}").into()),
         }
     }

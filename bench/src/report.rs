@@ -27,10 +27,9 @@ pub struct Report {
     pub medians: BTreeMap<String, f64>,
     /// Allocations per run, by `group/contender`.
     pub allocs: BTreeMap<String, Allocs>,
-    /// Heap bytes per pending flow, by what was measured.
-    pub memory: Vec<(String, f64)>,
-    /// Peak RSS of the memory probe, KiB.
-    pub probe_rss_kib: Option<u64>,
+    /// Heap bytes per pending flow, and the peak RSS (KiB) of the process holding them, by
+    /// what was measured.
+    pub memory: Vec<(String, f64, Option<u64>)>,
     /// End-to-end results per target.
     pub e2e: Vec<TargetResult>,
     /// Footprints.
@@ -128,17 +127,14 @@ impl Report {
     fn memory_section(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "### Memory (100,000 pending flows)\n\n| what | heap per pending flow |\n|---|---|"
+            "### Memory (100,000 pending flows)\n\n\
+             | what | heap per pending flow | peak RSS of the process |\n|---|---|---|"
         );
-        for (name, bytes) in &self.memory {
-            let _ = writeln!(out, "| {name} | {bytes:.0} B |");
-        }
-        if let Some(rss) = self.probe_rss_kib {
-            let _ = writeln!(
-                out,
-                "| peak RSS of the probe (all of the above at once) | {:.1} MiB |",
-                rss as f64 / 1024.0
-            );
+        for (name, bytes, rss) in &self.memory {
+            let rss = rss.map_or("—".into(), |kib| {
+                format!("{:.1} MiB", kib as f64 / 1024.0)
+            });
+            let _ = writeln!(out, "| {name} | {bytes:.0} B | {rss} |");
         }
         out.push('\n');
     }
@@ -253,8 +249,8 @@ impl Report {
         let pending = self
             .memory
             .iter()
-            .find(|(name, _)| name == "latchkey engine")
-            .map(|(_, bytes)| *bytes);
+            .find(|(name, ..)| name == "latchkey engine")
+            .map(|(_, bytes, _)| *bytes);
         verdicts.push(Verdict {
             target: "≤ 1 KiB per pending flow (engine)".into(),
             measured: pending.map_or("—".into(), |bytes| format!("{bytes:.0} B")),
@@ -394,7 +390,7 @@ mod tests {
             .medians
             .insert("callback/floor_httparse_query".into(), 700.0);
         report.medians.insert("whole_flow/latchkey".into(), 6_000.0);
-        report.memory.push(("latchkey engine".into(), 500.0));
+        report.memory.push(("latchkey engine".into(), 500.0, None));
         let markdown = report.markdown();
         assert!(markdown.contains("| callback ≤ 1.5× httparse + query decode | 1.29× | yes |"));
         assert!(markdown.contains("| whole flow in memory ≤ 5 µs | 6.00 µs | **no** |"));

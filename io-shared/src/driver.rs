@@ -226,8 +226,6 @@ pub struct Login {
     flow: FlowId,
     url: String,
     events: Receiver<LoginEvent>,
-    /// The outcome alone, for [`Login::finished`].
-    outcome: Receiver<Result<TokenSet, FlowError>>,
     commands: Sender<Command>,
 }
 
@@ -253,15 +251,13 @@ impl Login {
     }
 
     /// Waits for the outcome. A service that stopped first gives [`FlowError::Cancelled`].
-    ///
-    /// Events not yet read are dropped, and no more are sent: the waiting task wakes once,
-    /// for the outcome.
     pub async fn finished(self) -> Result<TokenSet, FlowError> {
-        let Login {
-            events, outcome, ..
-        } = self;
-        drop(events);
-        outcome.recv().await.unwrap_or(Err(FlowError::Cancelled))
+        while let Some(event) = self.next_event().await {
+            if let LoginEvent::Finished(result) = event {
+                return result;
+            }
+        }
+        Err(FlowError::Cancelled)
     }
 
     /// The next thing that happens before `deadline`. `Ok(None)` after
@@ -429,12 +425,11 @@ impl<R: Runtime> Service<R> {
             .send(command)
             .await
             .map_err(|_| Error::Stopped)?;
-        let (flow, url, events, outcome) = answer.recv().await.map_err(|_| Error::Stopped)??;
+        let (flow, url, events) = answer.recv().await.map_err(|_| Error::Stopped)??;
         Ok(Login {
             flow,
             url,
             events,
-            outcome,
             commands: self.commands.clone(),
         })
     }
@@ -549,23 +544,13 @@ struct ConnHandle<R: Runtime> {
     task: R::Task,
 }
 
-/// What `Service::start` gets back: the flow, its URL, and the receiving ends of its
-/// events and of its outcome.
-type Started = (
-    FlowId,
-    String,
-    Receiver<LoginEvent>,
-    Receiver<Result<TokenSet, FlowError>>,
-);
-
-type StartReply = Result<Started, Error>;
+type StartReply = Result<(FlowId, String, Receiver<LoginEvent>), Error>;
 
 struct FlowHandle {
     owner: Option<String>,
     events: Sender<LoginEvent>,
-    outcome: Sender<Result<TokenSet, FlowError>>,
-    /// The caller of `start`, waiting for the flow's URL, and what it will get.
-    waiting: Option<(Sender<StartReply>, Started)>,
+    /// The caller of `start`, waiting for the flow's URL, and the receiver it will get.
+    waiting: Option<(Sender<StartReply>, Receiver<LoginEvent>)>,
 }
 
 type Channel<T> = (Sender<T>, Receiver<T>);
@@ -690,16 +675,14 @@ impl<R: Runtime> Driver<R> {
             .engine
             .start_with(now, entropy, options)
             .map_err(|error| Error::Io(io::Error::other(error)))?;
-        let (events, event_receiver) = async_channel::unbounded();
-        let (outcome, outcome_receiver) = async_channel::bounded(1);
-        let started = (flow, String::new(), event_receiver, outcome_receiver);
+        let (events, receiver) = async_channel::unbounded();
+        let waiting = Some((reply, receiver));
         self.flows.insert(
             flow,
             FlowHandle {
                 owner,
                 events,
-                outcome,
-                waiting: Some((reply, started)),
+                waiting,
             },
         );
         Ok(())
@@ -717,8 +700,8 @@ impl<R: Runtime> Driver<R> {
             // The caller of `start` decides what to do with the URL.
             Action::OpenBrowser { flow, url } => {
                 let waiting = self.flows.get_mut(&flow).and_then(|h| h.waiting.take());
-                if let Some((reply, (flow, _, events, outcome))) = waiting {
-                    let _ = reply.send(Ok((flow, url, events, outcome))).await;
+                if let Some((reply, receiver)) = waiting {
+                    let _ = reply.send(Ok((flow, url, receiver))).await;
                 }
             }
             Action::Respond { conn, bytes, .. } => {
@@ -775,12 +758,7 @@ impl<R: Runtime> Driver<R> {
                     self.notify(flow, LoginEvent::Stored).await;
                 }
                 if let Some(handle) = self.flows.remove(&flow) {
-                    // A closed events channel (the caller awaits `finished`) fails at once.
-                    let _ = handle
-                        .events
-                        .send(LoginEvent::Finished(result.clone()))
-                        .await;
-                    let _ = handle.outcome.try_send(result);
+                    let _ = handle.events.send(LoginEvent::Finished(result)).await;
                 }
             }
         }

@@ -3,8 +3,9 @@
 //!
 //! `probe` prints one JSON object per line, read by `latchkey-bench`:
 //! `{"kind":"allocs","name":…,"allocations":…,"reallocations":…,"bytes":…}` per operation,
-//! `{"kind":"memory","name":…,"flows":…,"bytes_per_flow":…}` per pending-flow measurement,
-//! and `{"kind":"rss","peak_kib":…}` last. `probe repeat OPERATION N` runs one operation N
+//! and `{"kind":"memory","name":…,"flows":…,"bytes_per_flow":…,"peak_rss_kib":…}` per
+//! pending-flow scenario, each run in a child process (`probe memory SCENARIO`) so that
+//! the peak RSS is that scenario's. `probe repeat OPERATION N` runs one operation N
 //! times (after one warm-up batch) and nothing else, for `valgrind --tool=callgrind` or
 //! `perf record`.
 #![forbid(unsafe_code)]
@@ -34,9 +35,12 @@ fn main() -> ExitCode {
         [] => {
             allocations();
             memory();
-            println!("{}", json!({"kind": "rss", "peak_kib": peak_rss_kib()}));
             ExitCode::SUCCESS
         }
+        ["memory", scenario] => match memory_scenario(scenario) {
+            Some(()) => ExitCode::SUCCESS,
+            None => usage(),
+        },
         ["repeat", operation, count] => match (Operation::parse(operation), count.parse()) {
             (Some(operation), Ok(count)) => {
                 operation.measure(&mut Bench::new(), count, &mut Timer::default());
@@ -50,7 +54,8 @@ fn main() -> ExitCode {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: probe [repeat OPERATION N]\noperations: {}",
+        "usage: probe [repeat OPERATION N | memory {}]\noperations: {}",
+        SCENARIOS.join("|"),
         Operation::ALL.map(Operation::name).join(", ")
     );
     ExitCode::from(2)
@@ -102,70 +107,94 @@ fn allocations() {
     }
 }
 
-/// Heap bytes per pending flow: in the engine alone, in a running service (the tokio
-/// driver, with the caller holding each `Login`), and for oauth2-rs's state map.
+/// The pending-flow scenarios, each measured in a process of its own so that its peak RSS
+/// is its own.
+const SCENARIOS: [&str; 3] = ["engine", "service", "oauth2"];
+
+/// Runs every memory scenario in a child process and passes its line on.
 fn memory() {
+    let program = std::env::current_exe().expect("this program's path");
+    for scenario in SCENARIOS {
+        let output = std::process::Command::new(&program)
+            .args(["memory", scenario])
+            .output()
+            .expect("the probe runs");
+        assert!(output.status.success(), "memory {scenario} failed");
+        print!("{}", String::from_utf8_lossy(&output.stdout));
+    }
+}
+
+/// Heap bytes per pending flow, with 100,000 pending, and this process's peak RSS: in the
+/// engine alone, in a running service (the tokio driver, the caller holding each `Login`),
+/// or in oauth2-rs's state map.
+fn memory_scenario(scenario: &str) -> Option<()> {
     let now = std::time::Instant::now();
-    let entropies: Vec<[u8; ENTROPY_LEN]> = (0..PENDING).map(distinct_entropy).collect();
-
-    let mut engine = latchkey::Engine::new(fixtures::config(fixtures::TOKEN_URL, 8080, 64))
-        .expect("a valid engine");
-    let (bytes, ()) = live_bytes(|| {
-        for entropy in &entropies {
-            engine.start(now, *entropy).expect("distinct entropy");
-            while engine.poll_action().is_some() {}
+    match scenario {
+        "engine" => {
+            let entropies: Vec<[u8; ENTROPY_LEN]> = (0..PENDING).map(distinct_entropy).collect();
+            let config = fixtures::config(fixtures::TOKEN_URL, 8080, 64);
+            let mut engine = latchkey::Engine::new(config).expect("a valid engine");
+            let (bytes, ()) = live_bytes(|| {
+                for entropy in &entropies {
+                    engine.start(now, *entropy).expect("distinct entropy");
+                    while engine.poll_action().is_some() {}
+                }
+            });
+            report_memory("latchkey engine", bytes, engine.flows_in_progress());
         }
-    });
-    report_memory("latchkey engine", bytes, engine.flows_in_progress());
-    drop(engine);
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    runtime.block_on(async {
-        let config = fixtures::config(fixtures::TOKEN_URL, 0, 64);
-        let options = latchkey_tokio::ServiceOptions::new(
-            Arc::new(latchkey_io::store::MemoryStore::default()),
-            latchkey_tokio::Transport::Custom(Arc::new(NeverCalled)),
-        );
-        let service = latchkey_tokio::serve(config, options).expect("a service");
-        let mut logins = Vec::with_capacity(PENDING);
-        let region = Region::new(GLOBAL);
-        for _ in 0..PENDING {
-            let login = service
-                .start(latchkey::FlowOptions::new(), None)
-                .await
-                .expect("a login");
-            logins.push(login);
+        "service" => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            runtime.block_on(async {
+                let config = fixtures::config(fixtures::TOKEN_URL, 0, 64);
+                let options = latchkey_tokio::ServiceOptions::new(
+                    Arc::new(latchkey_io::store::MemoryStore::default()),
+                    latchkey_tokio::Transport::Custom(Arc::new(NeverCalled)),
+                );
+                let service = latchkey_tokio::serve(config, options).expect("a service");
+                let mut logins = Vec::with_capacity(PENDING);
+                let region = Region::new(GLOBAL);
+                for _ in 0..PENDING {
+                    let login = service
+                        .start(latchkey::FlowOptions::new(), None)
+                        .await
+                        .expect("a login");
+                    logins.push(login);
+                }
+                let change = region.change();
+                let handles = PENDING * std::mem::size_of::<latchkey_tokio::Login>();
+                let bytes = net_bytes(&change) - handles as i64;
+                report_memory(
+                    "latchkey-tokio service (with each Login)",
+                    bytes,
+                    logins.len(),
+                );
+                drop(logins);
+                service.shutdown().await;
+            });
         }
-        let change = region.change();
-        let bytes =
-            net_bytes(&change) - (PENDING * std::mem::size_of::<latchkey_tokio::Login>()) as i64;
-        report_memory(
-            "latchkey-tokio service (with each Login)",
-            bytes,
-            logins.len(),
-        );
-        drop(logins);
-        service.shutdown().await;
-    });
-
-    let client = fixtures::oauth2_client(fixtures::TOKEN_URL, fixtures::REDIRECT.1);
-    let mut pending = std::collections::HashMap::new();
-    let (bytes, ()) = live_bytes(|| {
-        for _ in 0..PENDING {
-            let (url, state, verifier) = fixtures::oauth2_authorize(&client);
-            drop(url);
-            pending.insert(state.secret().clone(), verifier);
+        "oauth2" => {
+            let client = fixtures::oauth2_client(fixtures::TOKEN_URL, fixtures::REDIRECT.1);
+            let mut pending = std::collections::HashMap::new();
+            let (bytes, ()) = live_bytes(|| {
+                for _ in 0..PENDING {
+                    let (url, state, verifier) = fixtures::oauth2_authorize(&client);
+                    drop(url);
+                    pending.insert(state.secret().clone(), verifier);
+                }
+            });
+            report_memory(
+                "oauth2-rs state map (HashMap<state, verifier>)",
+                bytes,
+                pending.len(),
+            );
         }
-    });
-    report_memory(
-        "oauth2-rs state map (HashMap<state, verifier>)",
-        bytes,
-        pending.len(),
-    );
+        _ => return None,
+    }
+    Some(())
 }
 
 /// Entropy that differs in both halves for every `index`.
@@ -198,6 +227,7 @@ fn report_memory(name: &str, bytes: i64, flows: usize) {
             "name": name,
             "flows": flows,
             "bytes_per_flow": (bytes as f64 / flows as f64).round(),
+            "peak_rss_kib": peak_rss_kib(),
         })
     );
 }
