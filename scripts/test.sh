@@ -22,7 +22,7 @@ if [ -n "$forbidden" ]; then
     echo "$forbidden" >&2
     exit 1
 fi
-echo "latchkey depends on $(cargo tree -p latchkey -e normal --prefix none --locked | sort -u | wc -l) crates (itself included), none forbidden"
+echo "latchkey depends on $(cargo tree -p latchkey -e normal --prefix none --locked | sed "s/ (\*)//" | sort -u | wc -l) crates (itself included), none forbidden"
 
 step "interop tools: oidc-provider and playwright-core (npm), Chromium (Debian)"
 if ! command -v node >/dev/null; then

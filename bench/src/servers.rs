@@ -21,6 +21,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use latchkey_io::driver::{Runtime, Service};
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::store::MemoryStore;
 use oauth2::{AuthorizationCode, CsrfToken, PkceCodeChallenge, PkceCodeVerifier, Scope};
@@ -208,81 +209,64 @@ fn latchkey_options() -> std::io::Result<latchkey_io::driver::ServiceOptions> {
 }
 
 fn serve_smol(listener: TcpListener, port: u16, token_url: &str) -> std::io::Result<()> {
-    let config = fixtures::config(token_url, port, 4 * fixtures::BATCH);
-    let commands = commands();
-    smol::block_on(async {
-        let service = latchkey_smol::Service::from_listeners(
-            latchkey_smol::Smol,
-            config,
-            vec![listener],
-            latchkey_options()?,
-        )
-        .map_err(std::io::Error::other)?;
-        let outcomes = Arc::new(Outcomes::default());
-        say(&format!("port {port}"));
-        while let Ok(command) = commands.recv().await {
-            if let Some(answer) = answer_common(&command, &outcomes) {
-                say(&answer);
-                continue;
-            }
-            let Command::Start(count) = command else {
-                continue;
-            };
-            for _ in 0..count {
-                let login = service
-                    .start(latchkey::FlowOptions::new(), None)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                say(&state_of(login.url()));
-                let outcomes = Arc::clone(&outcomes);
-                smol::spawn(async move { outcomes.record(login.finished().await.is_ok()) })
-                    .detach();
-            }
-            say("ok");
-        }
-        service.shutdown().await;
-        Ok(())
-    })
+    smol::block_on(serve_latchkey(
+        latchkey_smol::Smol,
+        listener,
+        port,
+        token_url,
+    ))
 }
 
 fn serve_tokio(listener: TcpListener, port: u16, token_url: &str) -> std::io::Result<()> {
-    let config = fixtures::config(token_url, port, 4 * fixtures::BATCH);
-    let commands = commands();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        let service = latchkey_tokio::Service::from_listeners(
-            latchkey_tokio::Tokio,
-            config,
-            vec![listener],
-            latchkey_options()?,
-        )
-        .map_err(std::io::Error::other)?;
-        let outcomes = Arc::new(Outcomes::default());
-        say(&format!("port {port}"));
-        while let Ok(command) = commands.recv().await {
-            if let Some(answer) = answer_common(&command, &outcomes) {
-                say(&answer);
-                continue;
-            }
-            let Command::Start(count) = command else {
-                continue;
-            };
-            for _ in 0..count {
-                let login = service
-                    .start(latchkey::FlowOptions::new(), None)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                say(&state_of(login.url()));
-                let outcomes = Arc::clone(&outcomes);
-                tokio::spawn(async move { outcomes.record(login.finished().await.is_ok()) });
-            }
-            say("ok");
+    runtime.block_on(serve_latchkey(
+        latchkey_tokio::Tokio,
+        listener,
+        port,
+        token_url,
+    ))
+}
+
+/// A latchkey service on `runtime`: each `start` starts logins, and a task per login
+/// awaits its outcome, as an application would.
+async fn serve_latchkey<R: Runtime>(
+    runtime: R,
+    listener: TcpListener,
+    port: u16,
+    token_url: &str,
+) -> std::io::Result<()> {
+    let config = fixtures::config(token_url, port, 4 * fixtures::BATCH);
+    let commands = commands();
+    let service =
+        Service::from_listeners(runtime.clone(), config, vec![listener], latchkey_options()?)
+            .map_err(std::io::Error::other)?;
+    let outcomes = Arc::new(Outcomes::default());
+    say(&format!("port {port}"));
+    while let Ok(command) = commands.recv().await {
+        if let Some(answer) = answer_common(&command, &outcomes) {
+            say(&answer);
+            continue;
         }
-        service.shutdown().await;
-        Ok(())
-    })
+        let Command::Start(count) = command else {
+            continue;
+        };
+        for _ in 0..count {
+            let login = service
+                .start(latchkey::FlowOptions::new(), None)
+                .await
+                .map_err(std::io::Error::other)?;
+            say(&state_of(login.url()));
+            let outcomes = Arc::clone(&outcomes);
+            R::detach(runtime.spawn(async move {
+                outcomes.record(login.finished().await.is_ok());
+            }));
+        }
+        say("ok");
+    }
+    service.shutdown().await;
+    Ok(())
 }
 
 /// The query of the browser's callback, as axum extracts it.
@@ -350,7 +334,6 @@ fn reqwest_client() -> std::io::Result<oauth2::reqwest::Client> {
 }
 
 fn serve_oauth2(listener: TcpListener, port: u16, token_url: &str) -> std::io::Result<()> {
-    let commands = commands();
     let app = Arc::new(Baseline {
         client: fixtures::oauth2_client(token_url, port),
         http: reqwest_client()?,
@@ -358,41 +341,53 @@ fn serve_oauth2(listener: TcpListener, port: u16, token_url: &str) -> std::io::R
         tokens: Mutex::new(Vec::new()),
         outcomes: Outcomes::default(),
     });
+    let router = axum::Router::new()
+        .route("/callback", axum::routing::get(baseline_callback))
+        .with_state(Arc::clone(&app));
+    serve_axum(listener, port, router, &app.outcomes, |count| {
+        for _ in 0..count {
+            let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+            let (url, state) = app
+                .client
+                .authorize_url(CsrfToken::new_random)
+                .add_scopes(SCOPES.map(|scope| Scope::new(scope.into())))
+                .set_pkce_challenge(challenge)
+                .url();
+            std::hint::black_box(url);
+            app.pending
+                .lock()
+                .expect("not poisoned")
+                .insert(state.secret().clone(), verifier);
+            say(state.secret());
+        }
+    })
+}
+
+/// Serves `router` on tokio's multi-threaded runtime (a worker per core) and answers the
+/// orchestrator's commands; `start(n)` starts n logins and prints their states.
+fn serve_axum(
+    listener: TcpListener,
+    port: u16,
+    router: axum::Router,
+    outcomes: &Outcomes,
+    mut start: impl FnMut(usize),
+) -> std::io::Result<()> {
+    let commands = commands();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let router = axum::Router::new()
-            .route("/callback", axum::routing::get(baseline_callback))
-            .with_state(Arc::clone(&app));
         tokio::spawn(async move { axum::serve(listener, router).await });
         say(&format!("port {port}"));
         while let Ok(command) = commands.recv().await {
-            if let Some(answer) = answer_common(&command, &app.outcomes) {
+            if let Some(answer) = answer_common(&command, outcomes) {
                 say(&answer);
-                continue;
+            } else if let Command::Start(count) = command {
+                start(count);
+                say("ok");
             }
-            let Command::Start(count) = command else {
-                continue;
-            };
-            for _ in 0..count {
-                let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-                let (url, state) = app
-                    .client
-                    .authorize_url(CsrfToken::new_random)
-                    .add_scopes(SCOPES.map(|scope| Scope::new(scope.into())))
-                    .set_pkce_challenge(challenge)
-                    .url();
-                std::hint::black_box(url);
-                app.pending
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(state.secret().clone(), verifier);
-                say(state.secret());
-            }
-            say("ok");
         }
         Ok(())
     })
@@ -436,36 +431,18 @@ async fn floor_callback(
 }
 
 fn serve_floor(listener: TcpListener, port: u16, token_url: &str) -> std::io::Result<()> {
-    let commands = commands();
     let app = Arc::new(Floor {
         http: reqwest_client()?,
         token_url: token_url.to_owned(),
         outcomes: Outcomes::default(),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        let router = axum::Router::new()
-            .route("/callback", axum::routing::get(floor_callback))
-            .with_state(Arc::clone(&app));
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        say(&format!("port {port}"));
-        while let Ok(command) = commands.recv().await {
-            if let Some(answer) = answer_common(&command, &app.outcomes) {
-                say(&answer);
-                continue;
-            }
-            if let Command::Start(count) = command {
-                // No OAuth logic: any state will do.
-                for index in 0..count {
-                    say(&format!("floor{index}"));
-                }
-                say("ok");
-            }
+    let router = axum::Router::new()
+        .route("/callback", axum::routing::get(floor_callback))
+        .with_state(Arc::clone(&app));
+    serve_axum(listener, port, router, &app.outcomes, |count| {
+        // No OAuth logic: any state will do.
+        for index in 0..count {
+            say(&format!("floor{index}"));
         }
-        Ok(())
     })
 }

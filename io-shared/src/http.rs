@@ -250,6 +250,14 @@ impl Deadline {
         Ok(Some(left))
     }
 
+    /// How long one connection attempt may take: `connect_timeout`, or less if less is
+    /// left.
+    fn attempt_limit(&self, connect_timeout: Duration) -> Result<Duration, TransportError> {
+        Ok(self
+            .remaining()?
+            .map_or(connect_timeout, |left| left.min(connect_timeout)))
+    }
+
     /// Bounds the next reads and writes on `tcp` by the time left; a `TimedOut` error when
     /// none is.
     fn apply(&self, tcp: &TcpStream) -> io::Result<()> {
@@ -282,15 +290,19 @@ fn open_tcp(
     })?;
     let mut last_error = None;
     for address in addresses.filter(|address| !loopback_only || address.ip().is_loopback()) {
-        let limit = deadline
-            .remaining()?
-            .map_or(connect_timeout, |left| left.min(connect_timeout));
+        let limit = deadline.attempt_limit(connect_timeout)?;
         match TcpStream::connect_timeout(&address, limit) {
             Ok(tcp) => return Ok(tcp),
             Err(error) => last_error = Some(error),
         }
     }
-    Err(match last_error {
+    Err(connect_failure(host, port, last_error))
+}
+
+/// Why no connection to `host:port` could be made: the last attempt's error, or no
+/// address to try.
+fn connect_failure(host: &str, port: u16, last_error: Option<io::Error>) -> TransportError {
+    match last_error {
         Some(error) => failure(
             format_args!("connecting to {host}:{port}"),
             &error,
@@ -300,7 +312,7 @@ fn open_tcp(
             TransportErrorKind::Connect,
             format!("{host} has no usable address"),
         ),
-    })
+    }
 }
 
 /// A byte stream an exchange runs over: a TCP connection (blocking or on a runtime), or TLS
@@ -429,11 +441,7 @@ impl<'r, R: Runtime> Connector for RuntimeConnector<'r, R> {
             .into_iter()
             .filter(|address| !loopback_only || address.ip().is_loopback())
         {
-            let limit = self
-                .deadline
-                .remaining()?
-                .map_or(connect_timeout, |left| left.min(connect_timeout));
-            let attempt = Deadline::after(limit);
+            let attempt = Deadline::after(self.deadline.attempt_limit(connect_timeout)?);
             match within(self.runtime, &attempt, R::connect(address)).await {
                 Ok(Ok(stream)) => {
                     return Ok(RuntimeWire {
@@ -445,17 +453,7 @@ impl<'r, R: Runtime> Connector for RuntimeConnector<'r, R> {
                 Ok(Err(error)) | Err(error) => last_error = Some(error),
             }
         }
-        Err(match last_error {
-            Some(error) => failure(
-                format_args!("connecting to {host}:{port}"),
-                &error,
-                TransportErrorKind::Connect,
-            ),
-            None => TransportError::new(
-                TransportErrorKind::Connect,
-                format!("{host} has no usable address"),
-            ),
-        })
+        Err(connect_failure(host, port, last_error))
     }
 }
 

@@ -115,6 +115,16 @@ fn serve_once(response: &'static [u8]) -> (u16, JoinHandle<Vec<u8>>) {
     (port, server)
 }
 
+/// The response a default client reads from a server on `host` answering `response`.
+fn answered(response: &'static [u8], host: &str) -> Response<Vec<u8>> {
+    let (port, _server) = serve_once(response);
+    send(
+        &client(HttpOptions::default()),
+        &format!("http://{host}:{port}/token"),
+    )
+    .expect("response")
+}
+
 #[test]
 fn plain_http_to_loopback_with_content_length() {
     every_mode(|| {
@@ -139,14 +149,10 @@ fn plain_http_to_loopback_with_content_length() {
 #[test]
 fn chunked_response_body_is_decoded() {
     every_mode(|| {
-        let (port, _server) = serve_once(
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
-    );
-        let response = send(
-            &client(HttpOptions::default()),
-            &format!("http://localhost:{port}/token"),
-        )
-        .expect("response");
+        let response = answered(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            "localhost",
+        );
         assert_eq!(response.body(), b"hello world");
     });
 }
@@ -154,14 +160,10 @@ fn chunked_response_body_is_decoded() {
 #[test]
 fn close_delimited_response_body_ends_at_eof() {
     every_mode(|| {
-        let (port, _server) = serve_once(
+        let response = answered(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"access_token\":\"at\"}",
+            "127.0.0.1",
         );
-        let response = send(
-            &client(HttpOptions::default()),
-            &format!("http://127.0.0.1:{port}/token"),
-        )
-        .expect("response");
         assert_eq!(response.body(), b"{\"access_token\":\"at\"}");
     });
 }
@@ -211,6 +213,19 @@ fn s34_a_response_over_the_cap_is_too_large() {
     });
 }
 
+/// Sends to the server on `port` with a 300 ms timeout, which must pass; how long it took.
+fn times_out_after_300_ms(port: u16) -> Duration {
+    let options = HttpOptions {
+        timeout: Duration::from_millis(300),
+        ..HttpOptions::default()
+    };
+    let started = Instant::now();
+    let error =
+        send(&client(options), &format!("http://127.0.0.1:{port}/token")).expect_err("timeout");
+    assert_eq!(error.kind(), TransportErrorKind::TimedOut, "{error}");
+    started.elapsed()
+}
+
 #[test]
 fn s34_a_server_that_never_answers_times_out() {
     every_mode(|| {
@@ -220,15 +235,7 @@ fn s34_a_server_that_never_answers_times_out() {
             // Hold the connection open, answering nothing, until the client gives up.
             let _ = io::copy(&mut stream, &mut io::sink());
         });
-        let options = HttpOptions {
-            timeout: Duration::from_millis(300),
-            ..HttpOptions::default()
-        };
-        let started = Instant::now();
-        let error =
-            send(&client(options), &format!("http://127.0.0.1:{port}/token")).expect_err("timeout");
-        let elapsed = started.elapsed();
-        assert_eq!(error.kind(), TransportErrorKind::TimedOut, "{error}");
+        let elapsed = times_out_after_300_ms(port);
         assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
         assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     });
@@ -252,19 +259,8 @@ fn s34_a_trickling_server_is_cut_off_by_the_total_timeout() {
                 }
             }
         });
-        let options = HttpOptions {
-            timeout: Duration::from_millis(300),
-            ..HttpOptions::default()
-        };
-        let started = Instant::now();
-        let error =
-            send(&client(options), &format!("http://127.0.0.1:{port}/token")).expect_err("timeout");
-        assert_eq!(error.kind(), TransportErrorKind::TimedOut, "{error}");
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
+        let elapsed = times_out_after_300_ms(port);
+        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     });
 }
 
