@@ -111,17 +111,6 @@ pub fn request_param(name: &str) -> String {
         .unwrap_or_else(|| panic!("the recorded callback has no {name}"))
 }
 
-/// The recorded callback's query, as a UI receiving the redirect would hand it over.
-pub fn callback_query() -> String {
-    ["code", "state", "iss"]
-        .map(|name| {
-            let value = request_param(name);
-            let encoded: String = form_urlencoded::byte_serialize(value.as_bytes()).collect();
-            format!("{name}={encoded}")
-        })
-        .join("&")
-}
-
 /// The PKCE verifier oauth2-rs's exchange sends (RFC 7636 Appendix B's).
 pub const BENCH_VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
