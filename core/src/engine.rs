@@ -280,6 +280,14 @@ enum Event<'q> {
     Abort(FlowError),
 }
 
+/// Where a flow goes from [`Engine::step`].
+enum Next {
+    /// Into this phase, timing out at this instant.
+    Stay(Phase, Instant),
+    /// Nowhere: it ends with this outcome, answering this browser connection if any.
+    Finish(Result<TokenSet, FlowError>, Option<ConnId>),
+}
+
 /// What a `state` the engine has issued points to.
 #[derive(Debug, Clone, Copy)]
 enum StateEntry {
@@ -709,9 +717,9 @@ impl Engine {
                             request,
                         });
                         let deadline = now + self.config.exchange_timeout;
-                        Ok((Phase::Exchanging { exchange, conn }, deadline))
+                        Next::Stay(Phase::Exchanging { exchange, conn }, deadline)
                     }
-                    Err(error) => Err((Err(error), conn)),
+                    Err(error) => Next::Finish(Err(error), conn),
                 }
             }
             (Phase::Exchanging { conn, .. }, Event::TokenResponse(Ok(tokens))) => {
@@ -720,16 +728,16 @@ impl Engine {
                     tokens: tokens.clone(),
                 });
                 let deadline = now + self.config.exchange_timeout;
-                Ok((Phase::Persisting { tokens, conn }, deadline))
+                Next::Stay(Phase::Persisting { tokens, conn }, deadline)
             }
             (Phase::Exchanging { conn, .. }, Event::TokenResponse(Err(error))) => {
-                Err((Err(error), conn))
+                Next::Finish(Err(error), conn)
             }
             (Phase::Persisting { tokens, conn }, Event::Persisted(Ok(()))) => {
-                Err((Ok(tokens), conn))
+                Next::Finish(Ok(tokens), conn)
             }
             (Phase::Persisting { conn, .. }, Event::Persisted(Err(error))) => {
-                Err((Err(FlowError::Storage(error)), conn))
+                Next::Finish(Err(FlowError::Storage(error)), conn)
             }
             (phase, Event::Deadline) => {
                 let step = match phase {
@@ -738,21 +746,21 @@ impl Engine {
                     Phase::Persisting { .. } => Step::Storage,
                 };
                 self.forget_exchange(&phase);
-                Err((Err(FlowError::TimedOut(step)), phase.conn()))
+                Next::Finish(Err(FlowError::TimedOut(step)), phase.conn())
             }
             (phase, Event::Abort(error)) => {
                 self.forget_exchange(&phase);
-                Err((Err(error), phase.conn()))
+                Next::Finish(Err(error), phase.conn())
             }
             // An input that does not fit the phase (a persist report while exchanging, …) is
             // driver misuse: ignore it.
             (phase, _) => {
                 debug_assert!(false, "flow {id}: event does not fit phase {phase:?}");
-                Ok((phase, deadline))
+                Next::Stay(phase, deadline)
             }
         };
         match next {
-            Ok((phase, next_deadline)) => {
+            Next::Stay(phase, next_deadline) => {
                 if next_deadline != deadline {
                     self.timers.remove(&(deadline, Timer::Flow(id)));
                     self.timers.insert((next_deadline, Timer::Flow(id)));
@@ -762,7 +770,7 @@ impl Engine {
                     flow.phase = phase;
                 }
             }
-            Err((result, conn)) => {
+            Next::Finish(result, conn) => {
                 if let Some(flow) = self.flows.remove(&id) {
                     self.finish(now, id, flow, conn, result);
                 }
