@@ -518,9 +518,17 @@ impl<W: Wire> TlsWire<W> {
     async fn handshake(&mut self) -> io::Result<()> {
         while self.tls.is_handshaking() {
             self.flush().await?;
-            if self.tls.is_handshaking() && self.tls.wants_read() {
-                self.receive().await?;
+            if !self.tls.is_handshaking() {
+                break;
             }
+            if !self.tls.wants_read() {
+                // Nothing to send and nothing wanted: the handshake cannot go on.
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the TLS handshake stalled",
+                ));
+            }
+            self.receive().await?;
         }
         self.flush().await
     }
@@ -541,6 +549,10 @@ impl<W: Wire> TlsWire<W> {
         if self.inbox.is_empty() {
             let mut buf = vec![0; 16 * 1024];
             let read = self.wire.read(&mut buf).await?;
+            // rustls keeps asking for more during a handshake the peer walked out of.
+            if read == 0 && self.tls.is_handshaking() {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
             buf.truncate(read);
             self.inbox = buf;
         }

@@ -391,6 +391,28 @@ fn s34_tls_with_the_given_ca_succeeds() {
 }
 
 #[test]
+fn a_server_hanging_up_during_the_tls_handshake_is_a_tls_error() {
+    every_mode(|| {
+        let (listener, port) = listener();
+        let server = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut hello = [0; 512];
+            let _ = stream.read(&mut hello);
+            // Gone without a word.
+        });
+        let started = Instant::now();
+        let error = send(
+            &client(HttpOptions::default()),
+            &format!("https://localhost:{port}/token"),
+        )
+        .expect_err("no handshake");
+        assert_eq!(error.kind(), TransportErrorKind::Tls, "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{error}");
+        server.join().expect("server");
+    });
+}
+
+#[test]
 fn s34_tls_verification_is_on_with_webpki_roots() {
     every_mode(|| {
         let (_ca, config) = tls_server(&["localhost"]);
