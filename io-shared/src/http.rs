@@ -58,8 +58,8 @@ impl Default for HttpOptions {
     }
 }
 
-/// A blocking HTTP/1.1 client for token requests. Cloning is cheap (the configuration is
-/// shared).
+/// An HTTP/1.1 client for token requests, on a runtime or blocking. Cloning is cheap (the
+/// configuration is shared).
 #[derive(Clone)]
 pub struct HttpClient {
     config: Arc<ClientConfig>,
