@@ -704,12 +704,12 @@ impl Engine {
                         let Some(flow) = self.flows.get(&id) else {
                             return;
                         };
-                        let request = exchange::code_request(
-                            flow.provider.inner(),
+                        let grant = exchange::Grant::Code {
                             code,
-                            &self.encoded_redirect_uri,
-                            flow.verifier.as_str(),
-                        );
+                            encoded_redirect_uri: &self.encoded_redirect_uri,
+                            verifier: flow.verifier.as_str(),
+                        };
+                        let request = exchange::token_request(flow.provider.inner(), grant);
                         self.exchanges.insert(exchange, id);
                         self.actions.push_back(Action::SendTokenRequest {
                             flow: id,

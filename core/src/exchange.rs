@@ -1,5 +1,5 @@
-//! The token request that trades an authorization code for tokens (RFC 6749 §4.1.3, RFC 7636
-//! §4.5), as an [`http::Request`] any HTTP client can send.
+//! Token requests (RFC 6749 §4.1.3 with RFC 7636 §4.5, and §6), as [`http::Request`]s any
+//! HTTP client can send.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -10,32 +10,54 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::config::{ClientAuth, ProviderInner};
 use crate::form;
 
-/// Builds the `authorization_code` token request (S32), authenticated by exactly the
-/// provider's one method (S33). Secrets travel only in the body or the `Authorization`
-/// header, never in the URL.
-pub(crate) fn code_request(
-    provider: &ProviderInner,
-    code: &str,
-    encoded_redirect_uri: &str,
-    verifier: &str,
-) -> Request<Vec<u8>> {
+/// What a token request asks for.
+pub(crate) enum Grant<'a> {
+    /// Tokens for an authorization code, with the PKCE verifier (S32).
+    Code {
+        code: &'a str,
+        /// The redirect URI, already form-encoded.
+        encoded_redirect_uri: &'a str,
+        verifier: &'a str,
+    },
+    /// Fresh tokens for a refresh token, with the scope originally granted.
+    Refresh { refresh_token: &'a str },
+}
+
+/// Builds a token request authenticated by exactly the provider's one method (S33).
+/// Secrets travel only in the body or the `Authorization` header, never in the URL (S43).
+pub(crate) fn token_request(provider: &ProviderInner, grant: Grant<'_>) -> Request<Vec<u8>> {
     let secret = provider
         .client_secret
         .as_ref()
         .map(ExposeSecret::expose_secret);
     // Room for the usual case, so that the body is allocated once: values that need no
     // escaping, plus the names and separators.
-    let room = 96
-        + code.len()
-        + encoded_redirect_uri.len()
-        + verifier.len()
-        + provider.client_id.len()
-        + secret.map_or(0, str::len);
+    let values = match &grant {
+        Grant::Code {
+            code,
+            encoded_redirect_uri,
+            verifier,
+        } => code.len() + encoded_redirect_uri.len() + verifier.len(),
+        Grant::Refresh { refresh_token } => refresh_token.len(),
+    };
+    let room = 96 + values + provider.client_id.len() + secret.map_or(0, str::len);
     let mut body = form::Serializer::continuing_with_room("", room);
-    body.append("grant_type", "authorization_code")
-        .append("code", code)
-        .append_encoded("redirect_uri", encoded_redirect_uri)
-        .append("code_verifier", verifier);
+    match grant {
+        Grant::Code {
+            code,
+            encoded_redirect_uri,
+            verifier,
+        } => {
+            body.append("grant_type", "authorization_code")
+                .append("code", code)
+                .append_encoded("redirect_uri", encoded_redirect_uri)
+                .append("code_verifier", verifier);
+        }
+        Grant::Refresh { refresh_token } => {
+            body.append("grant_type", "refresh_token")
+                .append("refresh_token", refresh_token);
+        }
+    }
     // Validation guarantees a secret exactly when the method needs one.
     match (provider.auth, secret) {
         (ClientAuth::SecretBasic, Some(_)) => {}

@@ -153,6 +153,15 @@
 //! forwards what it received. [`Engine::handle_redirect`] validates that URI or query exactly
 //! like the loopback callback and answers with a [`Rejection`] instead of a page.
 //!
+//! ## Refreshing tokens
+//!
+//! An access token lives about an hour. [`Refresh`] turns a stored [`TokenSet`] with a
+//! refresh token into the `refresh_token` request (authenticated like the code exchange)
+//! and reads the answer into a new token set that keeps what the answer left out (the
+//! refresh token when it was not rotated, the scope, the ID token). Store the new set before
+//! using it; [`RefreshError::LoginRequired`] (`invalid_grant`) means the stored tokens are
+//! dead: delete them and log in again (S42).
+//!
 //! ## Discovery
 //!
 //! [`Provider::from_metadata`] reads an authorization server's metadata document (RFC 8414,
@@ -187,6 +196,7 @@ mod grammar;
 pub mod http1;
 mod pages;
 mod pkce;
+mod refresh;
 mod token;
 mod url;
 
@@ -201,5 +211,6 @@ pub use error::{
     TransportErrorKind,
 };
 pub use pkce::ENTROPY_LEN;
+pub use refresh::{Refresh, RefreshError};
 pub use token::{ScopeChange, TokenSet, TokenType};
 pub use url::{UrlError, is_loopback_host};

@@ -138,6 +138,24 @@ impl TokenSet {
         TokenSet(Arc::new(data))
     }
 
+    /// These tokens, refreshed from `previous`, with what the refresh response left out
+    /// taken from it: the refresh token (not rotated), the scope (RFC 6749 §6: unchanged)
+    /// and the ID token (OpenID Connect §12.2: a refresh may not repeat it).
+    pub(crate) fn carry_over(mut self, previous: &TokenSet) -> TokenSet {
+        let data = Arc::make_mut(&mut self.0);
+        if data.refresh_token.is_none() {
+            data.refresh_token.clone_from(&previous.0.refresh_token);
+        }
+        if data.scope.is_none() {
+            data.scope.clone_from(&previous.0.scope);
+            data.scope_change.clone_from(&previous.0.scope_change);
+        }
+        if data.id_token.is_none() {
+            data.id_token.clone_from(&previous.0.id_token);
+        }
+        self
+    }
+
     /// The same tokens with `refresh_token`.
     #[must_use]
     pub fn with_refresh_token(mut self, refresh_token: SecretString) -> TokenSet {

@@ -1,0 +1,402 @@
+//! Refreshing an access token (RFC 6749 §6), sans-IO: [`Refresh`] makes the request and
+//! reads the answer; the caller sends it, stores the result, and only then hands the new
+//! access token out.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use secrecy::ExposeSecret;
+
+use crate::config::Provider;
+use crate::error::{BadTokenResponse, FlowError, ProviderError};
+use crate::exchange::{self, Grant};
+use crate::token::{self, TokenSet};
+
+/// One refresh of a token set at its provider.
+///
+/// ```
+/// # use latchkey::{Provider, Refresh, TokenSet};
+/// # use secrecy::SecretString;
+/// # use std::time::SystemTime;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let provider = Provider::builder("https://idp.example/authorize", "https://idp.example/token", "cli")
+///     .build()?;
+/// let stored = TokenSet::new(SecretString::from("old-access"))
+///     .with_refresh_token(SecretString::from("refresh-1"));
+/// let refresh = Refresh::new(&provider, &stored)?;
+/// let request = refresh.request(); // POST grant_type=refresh_token&refresh_token=refresh-1…
+/// # let _ = request;
+/// let response = http::Response::builder()
+///     .status(200)
+///     .body(br#"{"access_token":"new-access","token_type":"Bearer","expires_in":3600}"#.to_vec())?;
+/// let fresh = refresh.handle_response(SystemTime::now(), &response)?;
+/// // Not rotated: the old refresh token is kept. Store `fresh`, then use it.
+/// assert!(fresh.refresh_token().is_some());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Refresh {
+    provider: Provider,
+    previous: TokenSet,
+}
+
+impl Refresh {
+    /// A refresh of `tokens` at `provider`, which must be the provider that issued them.
+    ///
+    /// # Errors
+    ///
+    /// [`RefreshError::NoRefreshToken`] when `tokens` have no refresh token: only a new
+    /// login can get fresh tokens.
+    pub fn new(provider: &Provider, tokens: &TokenSet) -> Result<Refresh, RefreshError> {
+        if tokens.refresh_token().is_none() {
+            return Err(RefreshError::NoRefreshToken);
+        }
+        Ok(Refresh {
+            provider: provider.clone(),
+            previous: tokens.clone(),
+        })
+    }
+
+    /// The token request: `grant_type=refresh_token` with the refresh token, authenticated
+    /// exactly as the provider's code exchange is (S33). No `scope`: the refreshed tokens
+    /// keep the scope originally granted. Send it without following redirects (S34).
+    pub fn request(&self) -> http::Request<Vec<u8>> {
+        let refresh_token = self
+            .previous
+            .refresh_token()
+            .map(ExposeSecret::expose_secret)
+            .unwrap_or_default(); // `new` made sure there is one
+        exchange::token_request(self.provider.inner(), Grant::Refresh { refresh_token })
+    }
+
+    /// Reads the token endpoint's answer, received at `received_at` (the base of
+    /// `expires_in`). The new token set keeps what the answer left out: the refresh token
+    /// when it was not rotated, the scope, the ID token. A rotated refresh token replaces
+    /// the old one.
+    ///
+    /// Store the result before using it (S42): with rotation, the old refresh token is
+    /// dead once this answer has been given.
+    ///
+    /// # Errors
+    ///
+    /// [`RefreshError::LoginRequired`] for `invalid_grant` (the refresh token expired or
+    /// was revoked): delete the stored tokens (S42) and log in again. Other refusals are
+    /// [`RefreshError::Rejected`], answers that are not token responses
+    /// [`RefreshError::BadResponse`].
+    pub fn handle_response(
+        &self,
+        received_at: SystemTime,
+        response: &http::Response<Vec<u8>>,
+    ) -> Result<TokenSet, RefreshError> {
+        match token::parse_token_response(response, self.provider.scopes(), received_at) {
+            Ok(fresh) => Ok(fresh.carry_over(&self.previous)),
+            Err(FlowError::TokenRejected { error, .. }) if error.code == "invalid_grant" => {
+                Err(RefreshError::LoginRequired(error))
+            }
+            Err(FlowError::TokenRejected { status, error }) => {
+                Err(RefreshError::Rejected { status, error })
+            }
+            Err(FlowError::BadTokenResponse { status, reason }) => {
+                Err(RefreshError::BadResponse { status, reason })
+            }
+            Err(other) => {
+                debug_assert!(false, "the token parser produced {other:?}");
+                Err(RefreshError::BadResponse {
+                    status: response.status().as_u16(),
+                    reason: BadTokenResponse::Unparseable,
+                })
+            }
+        }
+    }
+}
+
+/// Names the provider and whether a refresh token is held; never a token (S41).
+impl fmt::Debug for Refresh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Refresh")
+            .field("token_endpoint", self.provider.token_endpoint())
+            .field("client_id", &self.provider.client_id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a refresh gave no tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefreshError {
+    /// The token set has no refresh token.
+    NoRefreshToken,
+    /// The provider refused the refresh token (`invalid_grant`): it expired, was revoked,
+    /// or was already used (rotation). The stored tokens are dead; delete them (S42).
+    LoginRequired(ProviderError),
+    /// The provider refused the request for another reason (`invalid_client`, …).
+    Rejected {
+        /// HTTP status of the answer.
+        status: u16,
+        /// The provider's error.
+        error: ProviderError,
+    },
+    /// The answer was not a token response.
+    BadResponse {
+        /// HTTP status of the answer.
+        status: u16,
+        /// What was wrong with it.
+        reason: BadTokenResponse,
+    },
+}
+
+impl RefreshError {
+    /// Whether only a new login can get tokens now ([`NoRefreshToken`] and
+    /// [`LoginRequired`]).
+    ///
+    /// [`NoRefreshToken`]: RefreshError::NoRefreshToken
+    /// [`LoginRequired`]: RefreshError::LoginRequired
+    pub fn login_required(&self) -> bool {
+        matches!(
+            self,
+            RefreshError::NoRefreshToken | RefreshError::LoginRequired(_)
+        )
+    }
+}
+
+impl fmt::Display for RefreshError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RefreshError::NoRefreshToken => {
+                f.write_str("login required: the tokens have no refresh token")
+            }
+            RefreshError::LoginRequired(error) => {
+                write!(f, "login required: the refresh token was refused ({error})")
+            }
+            RefreshError::Rejected { status, error } => write!(
+                f,
+                "token endpoint rejected the refresh (HTTP {status}): {error}"
+            ),
+            RefreshError::BadResponse { status, reason } => write!(
+                f,
+                "token endpoint gave no usable answer to the refresh (HTTP {status}): {reason}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RefreshError {}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::config::ClientAuth;
+
+    const TOKEN_ENDPOINT: &str = "https://idp.example/token";
+
+    fn provider(auth: ClientAuth) -> Provider {
+        let builder = Provider::builder("https://idp.example/authorize", TOKEN_ENDPOINT, "cli")
+            .scopes(["openid", "email"]);
+        let builder = match auth {
+            ClientAuth::None => builder,
+            auth => builder
+                .client_secret(SecretString::from("s3cr3t"))
+                .client_auth(auth),
+        };
+        builder.build().expect("a valid provider")
+    }
+
+    fn stored() -> TokenSet {
+        let body = br#"{"access_token":"old-access","token_type":"Bearer","expires_in":60,"refresh_token":"refresh-1","scope":"openid email","id_token":"id-1"}"#;
+        token::parse_token_response(&answer(200, body), &[], received_at())
+            .expect("a valid token response")
+    }
+
+    fn received_at() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_767_225_600)
+    }
+
+    fn answer(status: u16, body: &[u8]) -> http::Response<Vec<u8>> {
+        http::Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .expect("a valid response")
+    }
+
+    fn refreshed(auth: ClientAuth, status: u16, body: &[u8]) -> Result<TokenSet, RefreshError> {
+        Refresh::new(&provider(auth), &stored())
+            .expect("a refresh token is stored")
+            .handle_response(
+                received_at() + Duration::from_secs(30),
+                &answer(status, body),
+            )
+    }
+
+    fn exposed(secret: Option<&SecretString>) -> Option<&str> {
+        secret.map(ExposeSecret::expose_secret)
+    }
+
+    #[test]
+    fn s33_s43_the_request_is_a_refresh_grant_authenticated_like_the_code_exchange() {
+        let request = Refresh::new(&provider(ClientAuth::SecretBasic), &stored())
+            .expect("refreshable")
+            .request();
+        assert_eq!(request.method(), http::Method::POST);
+        assert_eq!(request.uri(), TOKEN_ENDPOINT);
+        assert_eq!(
+            request.body(),
+            b"grant_type=refresh_token&refresh_token=refresh-1"
+        );
+        // base64("cli:s3cr3t")
+        assert_eq!(request.headers()["authorization"], "Basic Y2xpOnMzY3IzdA==");
+        assert_eq!(
+            request.headers()["content-type"],
+            "application/x-www-form-urlencoded"
+        );
+
+        let post = Refresh::new(&provider(ClientAuth::SecretPost), &stored())
+            .expect("refreshable")
+            .request();
+        assert_eq!(
+            post.body(),
+            b"grant_type=refresh_token&refresh_token=refresh-1&client_id=cli&client_secret=s3cr3t"
+        );
+        assert!(!post.headers().contains_key("authorization"));
+
+        let public = Refresh::new(&provider(ClientAuth::None), &stored())
+            .expect("refreshable")
+            .request();
+        assert_eq!(
+            public.body(),
+            b"grant_type=refresh_token&refresh_token=refresh-1&client_id=cli"
+        );
+        for request in [&request, &post, &public] {
+            assert!(!request.uri().to_string().contains("refresh-1"));
+        }
+    }
+
+    #[test]
+    fn s42_a_rotated_refresh_token_replaces_the_old_one() {
+        let fresh = refreshed(
+            ClientAuth::SecretBasic,
+            200,
+            br#"{"access_token":"new-access","token_type":"Bearer","expires_in":3600,"refresh_token":"refresh-2"}"#,
+        )
+        .expect("fresh tokens");
+        assert_eq!(fresh.access_token().expose_secret(), "new-access");
+        assert_eq!(exposed(fresh.refresh_token()), Some("refresh-2"));
+        assert_eq!(
+            fresh.expires_at(),
+            Some(received_at() + Duration::from_secs(30 + 3600))
+        );
+    }
+
+    #[test]
+    fn what_the_answer_leaves_out_is_kept() {
+        let fresh = refreshed(
+            ClientAuth::SecretBasic,
+            200,
+            br#"{"access_token":"new-access","token_type":"bearer","expires_in":"3599"}"#,
+        )
+        .expect("fresh tokens");
+        assert_eq!(fresh.access_token().expose_secret(), "new-access");
+        assert_eq!(exposed(fresh.refresh_token()), Some("refresh-1"));
+        assert_eq!(fresh.scope(), Some("openid email"));
+        assert_eq!(exposed(fresh.id_token()), Some("id-1"));
+    }
+
+    #[test]
+    fn what_the_answer_says_wins() {
+        let fresh = refreshed(
+            ClientAuth::SecretBasic,
+            200,
+            br#"{"access_token":"new-access","token_type":"Bearer","scope":"openid","id_token":"id-2"}"#,
+        )
+        .expect("fresh tokens");
+        assert_eq!(fresh.scope(), Some("openid"));
+        let change = fresh.scope_change().expect("a narrower scope is reported");
+        assert_eq!(change.removed, ["email"]);
+        assert_eq!(exposed(fresh.id_token()), Some("id-2"));
+        assert_eq!(fresh.expires_at(), None);
+    }
+
+    #[test]
+    fn s42_invalid_grant_means_login_required_at_any_status() {
+        for status in [400, 200] {
+            let error = refreshed(
+                ClientAuth::SecretBasic,
+                status,
+                br#"{"error":"invalid_grant","error_description":"Refresh token expired"}"#,
+            )
+            .expect_err("refused");
+            assert!(error.login_required(), "{error}");
+            match error {
+                RefreshError::LoginRequired(error) => {
+                    assert_eq!(error.code, "invalid_grant");
+                    assert_eq!(error.description.as_deref(), Some("Refresh token expired"));
+                }
+                other => panic!("expected LoginRequired, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn other_refusals_and_non_answers_are_told_apart() {
+        let error = refreshed(
+            ClientAuth::SecretBasic,
+            401,
+            br#"{"error":"invalid_client"}"#,
+        )
+        .expect_err("refused");
+        assert!(!error.login_required());
+        assert!(
+            matches!(&error, RefreshError::Rejected { status: 401, error } if error.code == "invalid_client"),
+            "{error:?}"
+        );
+        let error = refreshed(ClientAuth::SecretBasic, 502, b"<html>Bad Gateway</html>")
+            .expect_err("not a token response");
+        assert_eq!(
+            error,
+            RefreshError::BadResponse {
+                status: 502,
+                reason: BadTokenResponse::UnexpectedStatus
+            }
+        );
+        let error = refreshed(ClientAuth::SecretBasic, 200, br#"{"token_type":"Bearer"}"#)
+            .expect_err("no access token");
+        assert_eq!(
+            error,
+            RefreshError::BadResponse {
+                status: 200,
+                reason: BadTokenResponse::MissingAccessToken
+            }
+        );
+    }
+
+    #[test]
+    fn tokens_without_a_refresh_token_need_a_login() {
+        let tokens = TokenSet::new(SecretString::from("access-only"));
+        let error =
+            Refresh::new(&provider(ClientAuth::None), &tokens).expect_err("nothing to refresh");
+        assert_eq!(error, RefreshError::NoRefreshToken);
+        assert!(error.login_required());
+    }
+
+    #[test]
+    fn s41_debug_and_errors_name_no_token() {
+        let refresh =
+            Refresh::new(&provider(ClientAuth::SecretBasic), &stored()).expect("refreshable");
+        let debug = format!("{refresh:?}");
+        for secret in ["refresh-1", "old-access", "id-1", "s3cr3t"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        let error = refreshed(
+            ClientAuth::SecretBasic,
+            400,
+            br#"{"error":"invalid_grant"}"#,
+        )
+        .expect_err("refused");
+        assert!(!error.to_string().contains("refresh-1"), "{error}");
+    }
+}
