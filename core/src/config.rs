@@ -38,6 +38,7 @@ pub(crate) struct ProviderInner {
     /// The authorization URL up to (excluding) the per-flow parameters.
     pub authorize_prefix: String,
     pub token_endpoint: http::Uri,
+    pub revocation_endpoint: Option<http::Uri>,
     pub client_id: String,
     pub client_secret: Option<SecretString>,
     pub auth: ClientAuth,
@@ -66,6 +67,7 @@ impl Provider {
             params: Vec::new(),
             issuer: None,
             require_iss: false,
+            revocation_endpoint: None,
         }
     }
 
@@ -88,6 +90,11 @@ impl Provider {
         &self.0.token_endpoint
     }
 
+    /// The token revocation endpoint (RFC 7009), if known.
+    pub fn revocation_endpoint(&self) -> Option<&http::Uri> {
+        self.0.revocation_endpoint.as_ref()
+    }
+
     /// The requested scopes.
     pub fn scopes(&self) -> &[String] {
         &self.0.scopes
@@ -103,6 +110,7 @@ impl fmt::Debug for Provider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Provider")
             .field("token_endpoint", &self.0.token_endpoint)
+            .field("revocation_endpoint", &self.0.revocation_endpoint)
             .field("client_id", &self.0.client_id)
             .field("client_secret", &self.0.client_secret)
             .field("auth", &self.0.auth)
@@ -125,6 +133,7 @@ pub struct ProviderBuilder {
     params: Vec<(String, String)>,
     issuer: Option<String>,
     require_iss: bool,
+    revocation_endpoint: Option<String>,
 }
 
 /// Parameter names latchkey sets itself; the configuration may not set them (S4).
@@ -188,6 +197,12 @@ impl ProviderBuilder {
         self
     }
 
+    /// The token revocation endpoint (RFC 7009), for logging out.
+    pub fn revocation_endpoint(mut self, endpoint: impl Into<String>) -> ProviderBuilder {
+        self.revocation_endpoint = Some(endpoint.into());
+        self
+    }
+
     /// Validates the description.
     pub fn build(self) -> Result<Provider, ConfigError> {
         let endpoint =
@@ -195,17 +210,12 @@ impl ProviderBuilder {
                 field: "authorization endpoint",
                 reason,
             })?;
-        url::parse(&self.token_endpoint).map_err(|reason| ConfigError::InvalidUrl {
-            field: "token endpoint",
-            reason,
-        })?;
-        let token_endpoint =
-            self.token_endpoint
-                .parse::<http::Uri>()
-                .map_err(|_| ConfigError::InvalidUrl {
-                    field: "token endpoint",
-                    reason: UrlError::Host,
-                })?;
+        let token_endpoint = endpoint_uri(&self.token_endpoint, "token endpoint")?;
+        let revocation_endpoint = self
+            .revocation_endpoint
+            .as_deref()
+            .map(|endpoint| endpoint_uri(endpoint, "revocation endpoint"))
+            .transpose()?;
         if !is_vschar_text(&self.client_id) {
             return Err(ConfigError::InvalidClientId);
         }
@@ -285,6 +295,7 @@ impl ProviderBuilder {
         Ok(Provider(Arc::new(ProviderInner {
             authorize_prefix,
             token_endpoint,
+            revocation_endpoint,
             basic_authorization,
             client_id: self.client_id,
             client_secret: self.client_secret,
@@ -294,6 +305,17 @@ impl ProviderBuilder {
             require_iss: self.require_iss,
         })))
     }
+}
+
+/// An endpoint the client POSTs to (token, revocation), validated like every endpoint.
+fn endpoint_uri(endpoint: &str, field: &'static str) -> Result<http::Uri, ConfigError> {
+    url::parse(endpoint).map_err(|reason| ConfigError::InvalidUrl { field, reason })?;
+    endpoint
+        .parse::<http::Uri>()
+        .map_err(|_| ConfigError::InvalidUrl {
+            field,
+            reason: UrlError::Host,
+        })
 }
 
 /// What the browser gets when a flow ends (S30).

@@ -48,8 +48,8 @@ impl fmt::Display for MetadataError {
 impl std::error::Error for MetadataError {}
 
 impl Provider {
-    /// Starts a provider description from `issuer`'s metadata document: endpoints and
-    /// issuer filled in, `iss` required when the document says the provider sends it
+    /// Starts a provider description from `issuer`'s metadata document: endpoints (the
+    /// revocation endpoint too, when listed) and issuer filled in, `iss` required when the document says the provider sends it
     /// (`authorization_response_iss_parameter_supported`, RFC 9207). Continue with the
     /// client's settings, then [`build`](ProviderBuilder::build), which validates the
     /// endpoints like any others.
@@ -83,9 +83,13 @@ impl Provider {
             .get("authorization_response_iss_parameter_supported")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        Ok(Provider::builder(authorization, token, client_id)
+        let builder = Provider::builder(authorization, token, client_id)
             .issuer(issuer)
-            .require_iss(sends_iss))
+            .require_iss(sends_iss);
+        Ok(match string("revocation_endpoint") {
+            Some(revocation) => builder.revocation_endpoint(revocation),
+            None => builder,
+        })
     }
 }
 
@@ -114,6 +118,13 @@ mod tests {
                 .unwrap();
         assert_eq!(provider.issuer(), Some("http://localhost:3000"));
         assert_eq!(provider.token_endpoint(), "http://localhost:3000/token");
+        assert_eq!(
+            provider
+                .revocation_endpoint()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("http://localhost:3000/token/revocation")
+        );
         assert!(
             provider.inner().require_iss,
             "the document says `iss` is always sent"

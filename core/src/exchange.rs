@@ -23,15 +23,9 @@ pub(crate) enum Grant<'a> {
     Refresh { refresh_token: &'a str },
 }
 
-/// Builds a token request authenticated by exactly the provider's one method (S33).
-/// Secrets travel only in the body or the `Authorization` header, never in the URL (S43).
+/// Builds a token request, authenticated as [`client_request`] says. Secrets travel only in
+/// the body or the `Authorization` header, never in the URL (S43).
 pub(crate) fn token_request(provider: &ProviderInner, grant: Grant<'_>) -> Request<Vec<u8>> {
-    let secret = provider
-        .client_secret
-        .as_ref()
-        .map(ExposeSecret::expose_secret);
-    // Room for the usual case, so that the body is allocated once: values that need no
-    // escaping, plus the names and separators.
     let values = match &grant {
         Grant::Code {
             code,
@@ -40,8 +34,7 @@ pub(crate) fn token_request(provider: &ProviderInner, grant: Grant<'_>) -> Reque
         } => code.len() + encoded_redirect_uri.len() + verifier.len(),
         Grant::Refresh { refresh_token } => refresh_token.len(),
     };
-    let room = 96 + values + provider.client_id.len() + secret.map_or(0, str::len);
-    let mut body = form::Serializer::continuing_with_room("", room);
+    let mut body = form_body(provider, values);
     match grant {
         Grant::Code {
             code,
@@ -58,6 +51,31 @@ pub(crate) fn token_request(provider: &ProviderInner, grant: Grant<'_>) -> Reque
                 .append("refresh_token", refresh_token);
         }
     }
+    client_request(provider, &provider.token_endpoint, body)
+}
+
+/// An empty form body with room for `values` bytes of values and the client's credentials,
+/// so that it is allocated once when nothing needs escaping.
+pub(crate) fn form_body(provider: &ProviderInner, values: usize) -> form::Serializer {
+    let secret = provider
+        .client_secret
+        .as_ref()
+        .map_or(0, |s| s.expose_secret().len());
+    form::Serializer::continuing_with_room("", 96 + values + provider.client_id.len() + secret)
+}
+
+/// A POST of the form `body` to `endpoint` (the token or revocation endpoint), the client
+/// authenticated by exactly the provider's one method (S33): HTTP Basic, or `client_id` and
+/// `client_secret` in the body, or `client_id` alone for a public client.
+pub(crate) fn client_request(
+    provider: &ProviderInner,
+    endpoint: &http::Uri,
+    mut body: form::Serializer,
+) -> Request<Vec<u8>> {
+    let secret = provider
+        .client_secret
+        .as_ref()
+        .map(ExposeSecret::expose_secret);
     // Validation guarantees a secret exactly when the method needs one.
     match (provider.auth, secret) {
         (ClientAuth::SecretBasic, Some(_)) => {}
@@ -72,7 +90,7 @@ pub(crate) fn token_request(provider: &ProviderInner, grant: Grant<'_>) -> Reque
 
     let mut request = Request::new(body.finish().into_bytes());
     *request.method_mut() = Method::POST;
-    *request.uri_mut() = provider.token_endpoint.clone();
+    *request.uri_mut() = endpoint.clone();
     let headers = request.headers_mut();
     headers.insert(
         CONTENT_TYPE,

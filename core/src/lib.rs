@@ -162,6 +162,12 @@
 //! using it; [`RefreshError::LoginRequired`] (`invalid_grant`) means the stored tokens are
 //! dead: delete them and log in again (S42).
 //!
+//! ## Logging out
+//!
+//! [`Revocation::for_tokens`] gives the RFC 7009 requests that end a stored grant (the
+//! refresh token first, then the access token) when the provider has a revocation
+//! endpoint. Delete the stored tokens whatever the answers say (S44).
+//!
 //! ## Discovery
 //!
 //! [`Provider::from_metadata`] reads an authorization server's metadata document (RFC 8414,
@@ -197,6 +203,7 @@ pub mod http1;
 mod pages;
 mod pkce;
 mod refresh;
+mod revoke;
 mod token;
 mod url;
 
@@ -212,5 +219,6 @@ pub use error::{
 };
 pub use pkce::ENTROPY_LEN;
 pub use refresh::{Refresh, RefreshError};
+pub use revoke::{Revocation, RevocationError, TokenKind};
 pub use token::{ScopeChange, TokenSet, TokenType};
 pub use url::{UrlError, is_loopback_host};
