@@ -2,14 +2,18 @@
 //! Discovery 1.0): the document at `{issuer}/.well-known/oauth-authorization-server` or
 //! `{issuer}/.well-known/openid-configuration`.
 //!
-//! Fetching the document is the driver's job; this module only decides whether a document
-//! may be trusted for an issuer, and what it says.
+//! [`Discovery`] names the requests to make (the driver makes them, as it sends token
+//! requests); [`Provider::from_metadata`] decides whether a document may be trusted for an
+//! issuer, and what it says.
 
 use std::fmt;
 
+use http::header::ACCEPT;
+use http::{HeaderValue, Method, Request};
 use serde_json::{Map, Value};
 
-use crate::config::{Provider, ProviderBuilder};
+use crate::config::{ConfigError, Provider, ProviderBuilder};
+use crate::url::{self, UrlError};
 
 /// Why a metadata document cannot describe the expected issuer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +33,10 @@ pub enum MetadataError {
     Missing(&'static str),
     /// `code_challenge_methods_supported` is present and lacks `S256`.
     NoS256,
+    /// A metadata location answered with this HTTP status.
+    Status(u16),
+    /// No metadata location had a document.
+    NotFound,
 }
 
 impl fmt::Display for MetadataError {
@@ -41,11 +49,101 @@ impl fmt::Display for MetadataError {
             ),
             MetadataError::Missing(name) => write!(f, "metadata lacks `{name}`"),
             MetadataError::NoS256 => f.write_str("provider does not support PKCE S256"),
+            MetadataError::Status(status) => write!(f, "metadata request answered HTTP {status}"),
+            MetadataError::NotFound => {
+                f.write_str("no metadata at the issuer's well-known locations")
+            }
         }
     }
 }
 
 impl std::error::Error for MetadataError {}
+
+/// Finding `issuer`'s metadata: the OpenID Connect location
+/// (`{issuer}/.well-known/openid-configuration`) first, then the OAuth 2.0 one (RFC 8414
+/// §3.1: `/.well-known/oauth-authorization-server` inserted before the issuer's path).
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    issuer: String,
+    locations: [http::Uri; 2],
+    next: usize,
+}
+
+impl Discovery {
+    /// Discovery for `issuer`, an `https` URL (or `http` on loopback) without query or
+    /// fragment.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidUrl`] for any other issuer.
+    pub fn new(issuer: impl Into<String>) -> Result<Discovery, ConfigError> {
+        let issuer = issuer.into();
+        let invalid = |reason| ConfigError::InvalidUrl {
+            field: "issuer",
+            reason,
+        };
+        let parsed = url::parse(&issuer).map_err(invalid)?;
+        if parsed.query.is_some() {
+            return Err(invalid(UrlError::Fragment));
+        }
+        let authority_start = issuer.find("://").map_or(0, |at| at + 3);
+        let path_start = issuer[authority_start..]
+            .find('/')
+            .map_or(issuer.len(), |at| authority_start + at);
+        let (origin, path) = issuer.split_at(path_start);
+        let path = path.trim_end_matches('/');
+        let location = |text: String| {
+            text.parse::<http::Uri>()
+                .map_err(|_| invalid(UrlError::Host))
+        };
+        let locations = [
+            location(format!("{origin}{path}/.well-known/openid-configuration"))?,
+            location(format!(
+                "{origin}/.well-known/oauth-authorization-server{path}"
+            ))?,
+        ];
+        Ok(Discovery {
+            issuer,
+            locations,
+            next: 0,
+        })
+    }
+
+    /// The request to make now: a `GET` of the current location.
+    pub fn request(&self) -> Request<Vec<u8>> {
+        let mut request = Request::new(Vec::new());
+        *request.method_mut() = Method::GET;
+        *request.uri_mut() = self.locations[self.next.min(self.locations.len() - 1)].clone();
+        request
+            .headers_mut()
+            .insert(ACCEPT, HeaderValue::from_static("application/json"));
+        request
+    }
+
+    /// Reads the answer to [`request`](Discovery::request). `Ok(Some(builder))`: the
+    /// provider, described (see [`Provider::from_metadata`]); `Ok(None)`: no document at
+    /// that location (404 or 410), make the next [`request`](Discovery::request).
+    ///
+    /// # Errors
+    ///
+    /// [`MetadataError::NotFound`] when no location is left, [`MetadataError::Status`] for
+    /// another status, and what [`Provider::from_metadata`] refuses (S9).
+    pub fn handle_response(
+        &mut self,
+        response: &http::Response<Vec<u8>>,
+        client_id: impl Into<String>,
+    ) -> Result<Option<ProviderBuilder>, MetadataError> {
+        match response.status().as_u16() {
+            200 => Provider::from_metadata(&self.issuer, response.body(), client_id).map(Some),
+            404 | 410 if self.next + 1 < self.locations.len() => {
+                self.next += 1;
+                Ok(None)
+            }
+            404 | 410 => Err(MetadataError::NotFound),
+            status => Err(MetadataError::Status(status)),
+        }
+    }
+}
 
 impl Provider {
     /// Starts a provider description from `issuer`'s metadata document: endpoints (the
@@ -108,6 +206,95 @@ mod tests {
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "response_types_supported": ["code"]
     }"#;
+
+    fn answer(status: u16, body: &str) -> http::Response<Vec<u8>> {
+        http::Response::builder()
+            .status(status)
+            .body(body.as_bytes().to_vec())
+            .expect("a valid response")
+    }
+
+    #[test]
+    fn the_well_known_locations_follow_oidc_then_rfc8414() {
+        for (issuer, oidc, oauth) in [
+            (
+                "https://idp.example",
+                "https://idp.example/.well-known/openid-configuration",
+                "https://idp.example/.well-known/oauth-authorization-server",
+            ),
+            (
+                "https://idp.example/realms/dev/",
+                "https://idp.example/realms/dev/.well-known/openid-configuration",
+                "https://idp.example/.well-known/oauth-authorization-server/realms/dev",
+            ),
+            (
+                "http://127.0.0.1:3000",
+                "http://127.0.0.1:3000/.well-known/openid-configuration",
+                "http://127.0.0.1:3000/.well-known/oauth-authorization-server",
+            ),
+        ] {
+            let mut discovery = Discovery::new(issuer).expect(issuer);
+            let first = discovery.request();
+            assert_eq!(first.method(), Method::GET);
+            assert_eq!(first.uri(), oidc);
+            assert_eq!(first.headers()[ACCEPT], "application/json");
+            assert!(matches!(
+                discovery.handle_response(&answer(404, ""), "app"),
+                Ok(None)
+            ));
+            assert_eq!(discovery.request().uri(), oauth);
+            assert_eq!(
+                discovery
+                    .handle_response(&answer(404, ""), "app")
+                    .map(|_| ()),
+                Err(MetadataError::NotFound)
+            );
+        }
+    }
+
+    #[test]
+    fn s6_issuers_are_checked_before_anything_is_fetched() {
+        for issuer in [
+            "http://idp.example",
+            "https://idp.example?x=1",
+            "https://idp.example#f",
+            "idp.example",
+        ] {
+            assert!(
+                matches!(
+                    Discovery::new(issuer),
+                    Err(ConfigError::InvalidUrl {
+                        field: "issuer",
+                        ..
+                    })
+                ),
+                "{issuer}"
+            );
+        }
+    }
+
+    #[test]
+    fn s9_discovery_trusts_only_the_issuers_own_document() {
+        let mut discovery = Discovery::new("http://localhost:3000").expect("valid");
+        let provider = discovery
+            .handle_response(&answer(200, OIDC_PROVIDER), "app")
+            .expect("trusted")
+            .expect("found")
+            .build()
+            .expect("valid");
+        assert_eq!(provider.issuer(), Some("http://localhost:3000"));
+        let mut elsewhere = Discovery::new("http://localhost:4000").expect("valid");
+        assert!(matches!(
+            elsewhere.handle_response(&answer(200, OIDC_PROVIDER), "app"),
+            Err(MetadataError::IssuerMismatch { .. })
+        ));
+        assert_eq!(
+            elsewhere
+                .handle_response(&answer(500, "oops"), "app")
+                .map(|_| ()),
+            Err(MetadataError::Status(500))
+        );
+    }
 
     #[test]
     fn s9_metadata_for_the_exact_issuer_describes_the_provider() {

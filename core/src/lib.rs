@@ -170,9 +170,11 @@
 //!
 //! ## Discovery
 //!
-//! [`Provider::from_metadata`] reads an authorization server's metadata document (RFC 8414,
-//! OpenID Connect Discovery), which the driver fetches, and refuses one whose `issuer`
-//! differs by a single byte from the issuer it was fetched for.
+//! [`Discovery`] names the requests that find an issuer's metadata (the OpenID Connect
+//! location, then RFC 8414's), which the driver makes like a token request;
+//! [`Provider::from_metadata`] reads the document and refuses one whose `issuer` differs by a
+//! single byte from the issuer it was fetched for (S9). The endpoints, the revocation
+//! endpoint, whether `iss` is mandatory and PKCE S256 support come from the document.
 //!
 //! ## Security
 //!
@@ -211,7 +213,7 @@ pub use callback::Rejection;
 pub use config::{
     ClientAuth, Config, ConfigBuilder, ConfigError, Landing, Limits, Provider, ProviderBuilder,
 };
-pub use discovery::MetadataError;
+pub use discovery::{Discovery, MetadataError};
 pub use engine::{Action, ConnId, Engine, ExchangeId, FlowId, FlowOptions, StartError};
 pub use error::{
     BadTokenResponse, CallbackDefect, FlowError, ProviderError, Step, StoreError, TransportError,
