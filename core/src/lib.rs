@@ -162,6 +162,11 @@
 //! using it; [`RefreshError::LoginRequired`] (`invalid_grant`) means the stored tokens are
 //! dead: delete them and log in again (S42).
 //!
+//! ## Well-known providers
+//!
+//! [`presets`] describes Google, GitHub, Microsoft Entra, Okta, Auth0, Keycloak and GitLab:
+//! endpoints, issuer, revocation endpoint, quirks, and what to register at each.
+//!
 //! ## Logging out
 //!
 //! [`Revocation::for_tokens`] gives the RFC 7009 requests that end a stored grant (the
@@ -204,6 +209,7 @@ mod grammar;
 pub mod http1;
 mod pages;
 mod pkce;
+pub mod presets;
 mod refresh;
 mod revoke;
 mod token;
