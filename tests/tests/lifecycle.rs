@@ -1,0 +1,149 @@
+//! After the login, against the development identity provider over real HTTP: discovery
+//! finds the provider from its issuer (S9), a refresh rotates the refresh token, and
+//! replaying a rotated one gets `invalid_grant`, which latchkey reports as "login
+//! required" (S42), after which the provider has revoked the whole grant.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use latchkey::{
+    ClientAuth, Config, Discovery, FlowOptions, Landing, Provider, Refresh, RefreshError, TokenSet,
+};
+use latchkey_devidp::{DevIdp, agent};
+use latchkey_io::driver::{ServiceOptions, Transport};
+use latchkey_io::http::{HttpClient, HttpOptions};
+use latchkey_io::store::MemoryStore;
+use secrecy::{ExposeSecret, SecretString};
+use smol::future;
+
+const CLIENT_ID: &str = "lifecycle";
+const SECRET: &str = "lifecycle-secret";
+
+/// The identity provider, with one confidential client redirecting to any loopback port.
+fn idp() -> DevIdp {
+    let client = latchkey_devidp::Client {
+        id: CLIENT_ID.into(),
+        secret: Some(SECRET.into()),
+        auth: latchkey_devidp::ClientAuth::Basic,
+        redirect_uris: vec!["http://127.0.0.1/callback".into()],
+    };
+    DevIdp::start(
+        latchkey_devidp::Config::new(vec![client]),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+    )
+    .expect("start the identity provider")
+}
+
+fn http() -> HttpClient {
+    HttpClient::new(HttpOptions::default()).expect("an HTTP client")
+}
+
+/// The provider, found from the issuer alone.
+fn discovered(idp: &DevIdp) -> Provider {
+    let mut discovery = Discovery::new(idp.issuer()).expect("a valid issuer");
+    let client = http();
+    loop {
+        let response = client
+            .send(&discovery.request())
+            .expect("metadata answered");
+        if let Some(builder) = discovery
+            .handle_response(&response, CLIENT_ID)
+            .expect("trusted metadata")
+        {
+            return builder
+                .client_secret(SecretString::from(SECRET))
+                .client_auth(ClientAuth::SecretBasic)
+                .scopes(["openid", "profile"])
+                .build()
+                .expect("a valid provider");
+        }
+    }
+}
+
+/// A whole login through the smol driver, the dev IdP's agent as the browser.
+fn login(provider: Provider) -> TokenSet {
+    smol::block_on(async {
+        let config = Config::builder(provider)
+            .redirect_uri("127.0.0.1", 0, "/callback")
+            .on_success(Landing::Redirect("docker-desktop://dashboard/open".into()))
+            .build()
+            .expect("a valid configuration");
+        let options =
+            ServiceOptions::new(Arc::new(MemoryStore::default()), Transport::Builtin(http()));
+        let service = latchkey_smol::serve(config, options).expect("a service");
+        let login = service
+            .start(FlowOptions::new(), None)
+            .await
+            .expect("a login");
+        let url = login.url().to_owned();
+        let browsing = smol::unblock(move || agent::browse(&url));
+        let finished = future::or(async { Some(login.finished().await) }, async {
+            smol::Timer::after(Duration::from_secs(10)).await;
+            None
+        });
+        let tokens = finished
+            .await
+            .expect("the login ends in time")
+            .expect("tokens");
+        browsing.await.expect("the browser got its answer");
+        service.shutdown().await;
+        tokens
+    })
+}
+
+fn refresh(provider: &Provider, tokens: &TokenSet) -> Result<TokenSet, RefreshError> {
+    let refresh = Refresh::new(provider, tokens)?;
+    let response = http()
+        .send(&refresh.request())
+        .expect("the token endpoint answered");
+    refresh.handle_response(SystemTime::now(), &response)
+}
+
+fn secret(value: Option<&SecretString>) -> &str {
+    value.map(ExposeSecret::expose_secret).unwrap_or_default()
+}
+
+#[test]
+fn s9_discovery_describes_the_provider_from_its_issuer() {
+    let idp = idp();
+    let provider = discovered(&idp);
+    assert_eq!(provider.issuer(), Some(idp.issuer().as_str()));
+    assert_eq!(provider.token_endpoint(), idp.token_endpoint().as_str());
+}
+
+#[test]
+fn s42_a_refresh_rotates_and_a_replayed_refresh_token_means_login_required() {
+    let idp = idp();
+    let provider = discovered(&idp);
+    let first = login(provider.clone());
+    assert!(
+        first.refresh_token().is_some(),
+        "the IdP issues refresh tokens"
+    );
+
+    let second = refresh(&provider, &first).expect("a fresh token set");
+    assert_ne!(
+        second.access_token().expose_secret(),
+        first.access_token().expose_secret()
+    );
+    assert_ne!(secret(second.refresh_token()), "");
+    assert_ne!(
+        secret(second.refresh_token()),
+        secret(first.refresh_token()),
+        "rotated"
+    );
+    assert!(second.expires_at().is_some());
+    assert_eq!(second.scope(), first.scope());
+
+    // The rotated-out token again: the provider sees a replay and revokes the grant.
+    let replay = refresh(&provider, &first).expect_err("a replayed refresh token");
+    assert!(
+        matches!(&replay, RefreshError::LoginRequired(error) if error.code == "invalid_grant"),
+        "{replay:?}"
+    );
+    assert!(replay.login_required());
+    // The newest refresh token went with the grant.
+    let after = refresh(&provider, &second).expect_err("the grant is revoked");
+    assert!(after.login_required(), "{after:?}");
+}
