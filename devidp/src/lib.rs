@@ -26,6 +26,8 @@
 //!   non-ASCII, valid `%XX`, UTF-8); codes are single use, bound to client, redirect URI,
 //!   PKCE challenge and scope; refresh tokens rotate, and replaying a rotated one (or a
 //!   used code) revokes every token of that grant.
+//! - `POST /revoke` (RFC 7009): with the client authenticated as at `/token`, a refresh
+//!   token revokes its whole grant, an access token itself; unknown tokens get 200 too.
 //! - `GET /.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`
 //!   (also the RFC 8414 §3.1 / OIDC Discovery variants when the issuer has a path).
 //!
@@ -274,6 +276,11 @@ impl DevIdp {
     /// `{base}/token`.
     pub fn token_endpoint(&self) -> String {
         format!("{}/token", self.server.base_url)
+    }
+
+    /// `{base}/revoke`.
+    pub fn revocation_endpoint(&self) -> String {
+        format!("{}/revoke", self.server.base_url)
     }
 
     /// While on, every valid authorization request is denied (`error=access_denied`), as

@@ -150,7 +150,7 @@ impl Server {
             .unwrap_or((&request.target, ""));
         let allowed = match path {
             "/authorize" => Some("GET"),
-            "/token" => Some("POST"),
+            "/token" | "/revoke" => Some("POST"),
             p if self.metadata_paths.iter().any(|m| m == p) => Some("GET"),
             _ => None,
         };
@@ -161,6 +161,7 @@ impl Server {
             }
             (_, "/authorize") => self.authorize(query),
             (_, "/token") => self.token(&request),
+            (_, "/revoke") => self.revoke(&request),
             _ => self.metadata(),
         };
         let mut state = self.lock();
@@ -194,6 +195,8 @@ impl Server {
             "issuer": self.issuer,
             "authorization_endpoint": format!("{}/authorize", self.base_url),
             "token_endpoint": format!("{}/token", self.base_url),
+            "revocation_endpoint": format!("{}/revoke", self.base_url),
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
             "grant_types_supported": ["authorization_code", "refresh_token"],
@@ -308,7 +311,36 @@ impl Server {
         response
     }
 
-    fn token_outcome(&self, request: &RecordedRequest) -> Result<Tokens, Failure> {
+    /// The revocation endpoint (RFC 7009): the client authenticates as at the token
+    /// endpoint; a refresh token ends its whole grant, an access token only itself; an
+    /// unknown token, or one of another client, is answered 200 like a revoked one.
+    fn revoke(&self, request: &RecordedRequest) -> Response {
+        let outcome = self.form_params(request).and_then(|params| {
+            let client = self.authenticate(request, &params)?;
+            let token = params
+                .get("token")
+                .ok_or(invalid_request("token is missing"))?;
+            let mut state = self.lock();
+            let grant = match state.refresh.get(token) {
+                Some(entry) if entry.client_id == client.id => Some(entry.grant),
+                _ => None,
+            };
+            match grant {
+                Some(grant) => state.revoke(grant),
+                None => {
+                    state.access.remove(token);
+                }
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => Response::new(200, "application/json", String::new()),
+            Err(failure) => token_failure(failure, false, true),
+        }
+    }
+
+    /// The form body of a POST to the token or revocation endpoint, strictly decoded.
+    fn form_params(&self, request: &RecordedRequest) -> Result<Params, Failure> {
         let form_type = request
             .header("content-type")
             .and_then(|v| v.split(';').next())
@@ -321,7 +353,11 @@ impl Server {
                 "Content-Type must be application/x-www-form-urlencoded",
             ));
         }
-        let params = Params::parse(&request.body).map_err(invalid_request)?;
+        Params::parse(&request.body).map_err(invalid_request)
+    }
+
+    fn token_outcome(&self, request: &RecordedRequest) -> Result<Tokens, Failure> {
+        let params = self.form_params(request)?;
         let client = self.authenticate(request, &params)?;
         match params.get("grant_type") {
             Some("authorization_code") => self.redeem_code(client, &params),

@@ -1,14 +1,16 @@
 //! After the login, against the development identity provider over real HTTP: discovery
 //! finds the provider from its issuer (S9), a refresh rotates the refresh token, and
 //! replaying a rotated one gets `invalid_grant`, which latchkey reports as "login
-//! required" (S42), after which the provider has revoked the whole grant.
+//! required" (S42), after which the provider has revoked the whole grant; logging out
+//! revokes the tokens (S44).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use latchkey::{
-    ClientAuth, Config, Discovery, FlowOptions, Landing, Provider, Refresh, RefreshError, TokenSet,
+    ClientAuth, Config, Discovery, FlowOptions, Landing, Provider, Refresh, RefreshError,
+    Revocation, TokenSet,
 };
 use latchkey_devidp::{DevIdp, agent};
 use latchkey_io::driver::{ServiceOptions, Transport};
@@ -110,6 +112,33 @@ fn s9_discovery_describes_the_provider_from_its_issuer() {
     let provider = discovered(&idp);
     assert_eq!(provider.issuer(), Some(idp.issuer().as_str()));
     assert_eq!(provider.token_endpoint(), idp.token_endpoint().as_str());
+    assert_eq!(
+        provider.revocation_endpoint().map(ToString::to_string),
+        Some(idp.revocation_endpoint())
+    );
+}
+
+#[test]
+fn s44_logging_out_revokes_the_tokens_at_the_provider() {
+    let idp = idp();
+    let provider = discovered(&idp);
+    let tokens = login(provider.clone());
+    assert!(idp.access_token_active(tokens.access_token().expose_secret()));
+    let revocations = Revocation::for_tokens(&provider, &tokens).expect("a revocation endpoint");
+    assert_eq!(revocations.len(), 2, "refresh token, then access token");
+    for revocation in &revocations {
+        let response = http()
+            .send(&revocation.request())
+            .expect("the revocation endpoint answered");
+        assert_eq!(
+            revocation.handle_response(&response),
+            Ok(()),
+            "{revocation:?}"
+        );
+    }
+    assert!(!idp.access_token_active(tokens.access_token().expose_secret()));
+    let after = refresh(&provider, &tokens).expect_err("the grant is gone");
+    assert!(after.login_required(), "{after:?}");
 }
 
 #[test]
