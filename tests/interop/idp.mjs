@@ -7,8 +7,8 @@
 //   public-client  none (PKCE required)
 // The development login and consent pages accept any user; the consent page's cancel
 // button yields `error=access_denied`. Refresh tokens are issued to every client that has
-// the grant. The process ends when its standard input closes, so a test that dies takes it
-// along.
+// the grant and rotate on every refresh; the revocation endpoint (RFC 7009) is on. The
+// process ends when its standard input closes, so a test that dies takes it along.
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -33,6 +33,9 @@ const provider = new Provider(issuer, {
   cookies: { keys: ['latchkey-interop-tests-only'] },
   scopes: ['openid', 'offline_access', 'profile', 'email'],
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  // Every refresh rotates the refresh token; reusing a rotated-out one revokes the grant.
+  rotateRefreshToken: true,
+  features: { revocation: { enabled: true } },
 });
 // Quiet: the tests read stdout.
 provider.on('server_error', (ctx, error) => process.stderr.write(`oidc-provider: ${error}\n`));

@@ -21,8 +21,8 @@ use std::thread;
 use std::time::{Duration, SystemTime};
 
 use latchkey::{
-    ClientAuth, Config, FlowError, FlowOptions, Landing, Provider, TokenSet, TokenType,
-    TransportError, TransportErrorKind,
+    ClientAuth, Config, Discovery, FlowError, FlowOptions, Landing, Provider, Refresh,
+    RefreshError, Revocation, TokenSet, TokenType, TransportError, TransportErrorKind,
 };
 use latchkey_io::driver::{
     Login, LoginEvent, Runtime, Service, ServiceOptions, TokenResult, TokenTransport, Transport,
@@ -61,6 +61,7 @@ on_both_drivers!(
     iss_of_another_provider_is_a_mix_up,
     replayed_code_is_refused,
     basic_secret_without_form_encoding_is_refused,
+    s9_s42_s44_discovery_refresh_rotation_reuse_and_revocation,
 );
 
 // ----- the fixture -----
@@ -681,4 +682,119 @@ async fn basic_secret_without_form_encoding_is_refused<R: Runtime>(rt: R) {
     );
     assert!(fx.stored().is_none());
     fx.shutdown(&rt).await;
+}
+
+/// The provider found from its issuer alone, for `client`, with the scenario's scopes.
+async fn discovered<R: Runtime>(rt: &R, idp: &OidcProvider, client: RegisteredClient) -> Provider {
+    let mut discovery = Discovery::new(idp.issuer()).expect("a valid issuer");
+    let http = http_client();
+    let builder = loop {
+        let response = http
+            .send_on(rt, &discovery.request())
+            .await
+            .expect("the metadata request");
+        if let Some(builder) = discovery
+            .handle_response(&response, client.id)
+            .expect("trusted metadata")
+        {
+            break builder;
+        }
+    };
+    let builder = builder
+        .scopes(SCOPES)
+        .param("prompt", "consent")
+        .client_auth(ClientAuth::SecretBasic);
+    match client.secret {
+        Some(secret) => builder.client_secret(SecretString::from(secret)),
+        None => builder,
+    }
+    .build()
+    .expect("a valid provider")
+}
+
+/// A whole login of `provider` through the provider's own pages; its tokens.
+async fn logged_in<R: Runtime>(rt: &R, idp: &OidcProvider, provider: &Provider) -> TokenSet {
+    let config = Config::builder(provider.clone())
+        .redirect_uri("127.0.0.1", 0, CALLBACK_PATH)
+        .on_success(Landing::Redirect(LANDING.into()))
+        .build()
+        .expect("config");
+    let fx = Fixture::with(rt, config, Transport::Builtin(http_client()));
+    let login = fx.start_login().await;
+    sign_in(rt, idp, login.url(), Choice::Approve).await;
+    let tokens = outcome(&events(rt, &login).await).expect("tokens");
+    fx.shutdown(rt).await;
+    tokens
+}
+
+async fn refreshed<R: Runtime>(
+    rt: &R,
+    provider: &Provider,
+    tokens: &TokenSet,
+) -> Result<TokenSet, RefreshError> {
+    let refresh = Refresh::new(provider, tokens)?;
+    let response = http_client()
+        .send_on(rt, &refresh.request())
+        .await
+        .expect("the token endpoint answered");
+    refresh.handle_response(SystemTime::now(), &response)
+}
+
+async fn s9_s42_s44_discovery_refresh_rotation_reuse_and_revocation<R: Runtime>(rt: R) {
+    let idp = provider(&rt).await;
+    let provider = discovered(&rt, &idp, BASIC).await;
+    assert_eq!(provider.issuer(), Some(idp.issuer()));
+    assert_eq!(provider.token_endpoint(), idp.token_endpoint().as_str());
+    let revocation_endpoint = provider
+        .revocation_endpoint()
+        .map(ToString::to_string)
+        .expect("oidc-provider lists its revocation endpoint");
+
+    // Rotation, then the rotated-out refresh token replayed (S42).
+    let first = logged_in(&rt, &idp, &provider).await;
+    let second = refreshed(&rt, &provider, &first)
+        .await
+        .expect("a refresh with a fresh refresh token");
+    let secret = |tokens: &TokenSet| {
+        tokens
+            .refresh_token()
+            .map(|token| token.expose_secret().to_owned())
+    };
+    assert!(secret(&second).is_some());
+    assert_ne!(secret(&second), secret(&first), "rotated");
+    assert_eq!(
+        userinfo(&rt, &idp, &second).await["sub"],
+        userinfo(&rt, &idp, &first).await["sub"]
+    );
+    let replay = refreshed(&rt, &provider, &first)
+        .await
+        .expect_err("a replayed refresh token");
+    assert!(
+        matches!(&replay, RefreshError::LoginRequired(error) if error.code == "invalid_grant"),
+        "{replay:?}"
+    );
+    let after = refreshed(&rt, &provider, &second)
+        .await
+        .expect_err("the provider revoked the grant on the replay");
+    assert!(after.login_required(), "{after:?}");
+
+    // Logging out (S44): both tokens revoked at the provider.
+    let tokens = logged_in(&rt, &idp, &provider).await;
+    for revocation in Revocation::for_tokens(&provider, &tokens).expect("revocable") {
+        let request = revocation.request();
+        assert_eq!(request.uri().to_string(), revocation_endpoint);
+        let response = http_client()
+            .send_on(&rt, &request)
+            .await
+            .expect("the revocation endpoint answered");
+        assert_eq!(
+            revocation.handle_response(&response),
+            Ok(()),
+            "{revocation:?}"
+        );
+    }
+    let after = refreshed(&rt, &provider, &tokens)
+        .await
+        .expect_err("the refresh token is revoked");
+    assert!(after.login_required(), "{after:?}");
 }
