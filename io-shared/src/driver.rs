@@ -106,6 +106,20 @@ pub enum Transport {
     Custom(Arc<dyn TokenTransport>),
 }
 
+impl Transport {
+    /// Sends `request` (to the token or revocation endpoint) and returns the answer.
+    pub async fn send<R: Runtime>(
+        &self,
+        runtime: &R,
+        request: http::Request<Vec<u8>>,
+    ) -> TokenResult {
+        match self {
+            Transport::Builtin(client) => client.send_on(runtime, &request).await,
+            Transport::Custom(custom) => custom.send(request).await,
+        }
+    }
+}
+
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -723,10 +737,7 @@ impl<R: Runtime> Driver<R> {
                 let runtime = self.runtime.clone();
                 let transport = self.transport.clone();
                 let task = self.runtime.spawn(async move {
-                    let result = match transport {
-                        Transport::Builtin(client) => client.send_on(&runtime, &request).await,
-                        Transport::Custom(custom) => custom.send(request).await,
-                    };
+                    let result = transport.send(&runtime, request).await;
                     let _ = events.send(Event::TokenResponse(exchange, result)).await;
                 });
                 R::detach(task);

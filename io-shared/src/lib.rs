@@ -15,6 +15,8 @@
 //! - [`opener`]: handing the authorization URL to the system browser as one process
 //!   argument, never through a shell (S6).
 //! - [`driver`]: the driver loop's runtime-independent half.
+//! - [`source`]: fresh access tokens on demand, refreshed once for all concurrent callers
+//!   and stored before they are handed out (S42).
 //!
 //! ## One HTTP client, two kinds of socket
 //!
@@ -33,5 +35,6 @@ pub mod entropy;
 pub mod http;
 pub mod opener;
 pub mod proxy;
+pub mod source;
 pub mod store;
 pub mod tls;

@@ -58,6 +58,9 @@ pub use latchkey_io::driver::{
 /// A login service on smol.
 pub type Service = driver::Service<Smol>;
 
+/// Fresh access tokens on demand, refreshed on smol: see [`latchkey_io::source`].
+pub type TokenSource = latchkey_io::source::TokenSource<Smol>;
+
 /// The smol runtime: tasks on smol's global executor, blocking work on its thread pool.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Smol;

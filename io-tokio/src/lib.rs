@@ -35,6 +35,9 @@ pub use latchkey_io::driver::{
 /// A login service on tokio.
 pub type Service = driver::Service<Tokio>;
 
+/// Fresh access tokens on demand, refreshed on tokio: see [`latchkey_io::source`].
+pub type TokenSource = latchkey_io::source::TokenSource<Tokio>;
+
 /// The tokio runtime the caller runs in.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tokio;

@@ -2,7 +2,9 @@
 //! finds the provider from its issuer (S9), a refresh rotates the refresh token, and
 //! replaying a rotated one gets `invalid_grant`, which latchkey reports as "login
 //! required" (S42), after which the provider has revoked the whole grant; logging out
-//! revokes the tokens (S44).
+//! revokes the tokens (S44). The drivers' token source refreshes once for a hundred
+//! concurrent callers, stores before it hands out, deletes what the provider refuses
+//! (S42), and carries on from the token file after a restart.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -15,7 +17,8 @@ use latchkey::{
 use latchkey_devidp::{DevIdp, agent};
 use latchkey_io::driver::{ServiceOptions, Transport};
 use latchkey_io::http::{HttpClient, HttpOptions};
-use latchkey_io::store::MemoryStore;
+use latchkey_io::source::{SourceError, TokenSource};
+use latchkey_io::store::{DEFAULT_KEY, FileStore, MemoryStore, TokenStore};
 use secrecy::{ExposeSecret, SecretString};
 use smol::future;
 
@@ -65,14 +68,18 @@ fn discovered(idp: &DevIdp) -> Provider {
 
 /// A whole login through the smol driver, the dev IdP's agent as the browser.
 fn login(provider: Provider) -> TokenSet {
+    login_into(provider, Arc::new(MemoryStore::default()))
+}
+
+/// [`login`], the tokens stored in `store` under [`DEFAULT_KEY`].
+fn login_into(provider: Provider, store: Arc<dyn TokenStore>) -> TokenSet {
     smol::block_on(async {
         let config = Config::builder(provider)
             .redirect_uri("127.0.0.1", 0, "/callback")
             .on_success(Landing::Redirect("docker-desktop://dashboard/open".into()))
             .build()
             .expect("a valid configuration");
-        let options =
-            ServiceOptions::new(Arc::new(MemoryStore::default()), Transport::Builtin(http()));
+        let options = ServiceOptions::new(store, Transport::Builtin(http()));
         let service = latchkey_smol::serve(config, options).expect("a service");
         let login = service
             .start(FlowOptions::new(), None)
@@ -175,4 +182,152 @@ fn s42_a_refresh_rotates_and_a_replayed_refresh_token_means_login_required() {
     // The newest refresh token went with the grant.
     let after = refresh(&provider, &second).expect_err("the grant is revoked");
     assert!(after.login_required(), "{after:?}");
+}
+
+fn source(provider: &Provider, store: Arc<dyn TokenStore>) -> TokenSource<latchkey_smol::Smol> {
+    TokenSource::new(
+        latchkey_smol::Smol,
+        provider.clone(),
+        store,
+        Transport::Builtin(http()),
+    )
+}
+
+#[test]
+fn s42_the_token_source_refreshes_once_for_a_hundred_callers_and_stores_first() {
+    let idp = idp();
+    let provider = discovered(&idp);
+    let store = Arc::new(MemoryStore::default());
+    let tokens = login_into(provider.clone(), store.clone());
+    // Make the stored access token expire now: the next caller must refresh.
+    let expiring = tokens.with_expires_at(SystemTime::now());
+    store.save(DEFAULT_KEY, &expiring).expect("stored");
+    let before = idp.stats().token_requests;
+
+    let source = source(&provider, store.clone());
+    let handed_out: Vec<TokenSet> = smol::block_on(async {
+        let callers: Vec<_> = (0..100)
+            .map(|_| {
+                let source = source.clone();
+                smol::spawn(async move { source.tokens().await })
+            })
+            .collect();
+        let mut handed_out = Vec::new();
+        for caller in callers {
+            handed_out.push(caller.await.expect("fresh tokens"));
+        }
+        handed_out
+    });
+    assert_eq!(
+        idp.stats().token_requests - before,
+        1,
+        "one refresh for all"
+    );
+    let stored = store.load(DEFAULT_KEY).expect("readable").expect("stored");
+    for tokens in &handed_out {
+        assert_eq!(
+            tokens.access_token().expose_secret(),
+            stored.access_token().expose_secret(),
+            "every caller got the stored, refreshed set"
+        );
+    }
+    assert_ne!(
+        stored.access_token().expose_secret(),
+        expiring.access_token().expose_secret()
+    );
+    assert_ne!(
+        secret(stored.refresh_token()),
+        secret(expiring.refresh_token())
+    );
+    assert!(idp.access_token_active(stored.access_token().expose_secret()));
+}
+
+#[test]
+fn a_restarted_program_carries_on_from_the_token_file() {
+    let idp = idp();
+    let provider = discovered(&idp);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("tokens.json");
+    let tokens = login_into(provider.clone(), Arc::new(FileStore::new(&path)));
+
+    // Another run: a new store and source on the same file.
+    let source = source(&provider, Arc::new(FileStore::new(&path)));
+    let before = idp.stats().token_requests;
+    let valid = smol::block_on(source.tokens()).expect("the stored tokens");
+    assert_eq!(
+        valid.access_token().expose_secret(),
+        tokens.access_token().expose_secret()
+    );
+    assert_eq!(
+        idp.stats().token_requests,
+        before,
+        "still valid: no refresh"
+    );
+    let fresh = smol::block_on(source.refresh()).expect("a forced refresh");
+    let reread = FileStore::new(&path)
+        .load(DEFAULT_KEY)
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(
+        reread.access_token().expose_secret(),
+        fresh.access_token().expose_secret()
+    );
+    assert_eq!(
+        secret(reread.refresh_token()),
+        secret(fresh.refresh_token())
+    );
+}
+
+#[test]
+fn s42_a_refused_refresh_deletes_the_stored_tokens() {
+    let idp = idp();
+    let provider = discovered(&idp);
+    let store = Arc::new(MemoryStore::default());
+    let tokens = login_into(provider.clone(), store.clone());
+    // The grant ends elsewhere (another device logged out, say).
+    for revocation in Revocation::for_tokens(&provider, &tokens).expect("revocable") {
+        let response = http().send(&revocation.request()).expect("answered");
+        revocation.handle_response(&response).expect("revoked");
+    }
+    let error = smol::block_on(source(&provider, store.clone()).refresh())
+        .expect_err("the provider refuses");
+    assert!(error.login_required(), "{error:?}");
+    assert!(matches!(
+        error,
+        SourceError::Refresh(RefreshError::LoginRequired(_))
+    ));
+    assert!(store.load(DEFAULT_KEY).expect("readable").is_none());
+    let again = smol::block_on(source(&provider, store).tokens()).expect_err("nothing stored");
+    assert_eq!(again, SourceError::NotLoggedIn);
+}
+
+#[test]
+fn the_token_source_refreshes_on_tokio_too() {
+    let idp = idp();
+    let provider = discovered(&idp);
+    let store = Arc::new(MemoryStore::default());
+    let tokens = login_into(provider.clone(), store.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let source = latchkey_tokio::TokenSource::new(
+        latchkey_tokio::Tokio,
+        provider,
+        store.clone(),
+        Transport::Builtin(http()),
+    );
+    let fresh = runtime
+        .block_on(source.refresh())
+        .expect("a refresh on tokio");
+    assert_ne!(
+        fresh.access_token().expose_secret(),
+        tokens.access_token().expose_secret()
+    );
+    let stored = store.load(DEFAULT_KEY).expect("readable").expect("stored");
+    assert_eq!(
+        stored.access_token().expose_secret(),
+        fresh.access_token().expose_secret()
+    );
 }

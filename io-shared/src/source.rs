@@ -1,0 +1,245 @@
+//! Fresh access tokens on demand, for a program that logged a user in once and must keep
+//! working: [`TokenSource`].
+//!
+//! The stored token set is the source of truth. While its access token expires later than
+//! a margin (60 s by default) it is handed out as it is; otherwise it is refreshed first
+//! ([`latchkey::Refresh`]), and the new set is stored before anyone sees it, so a rotated
+//! refresh token is never lost (S42). Concurrent callers share one refresh: they queue
+//! for a single permit, and whoever comes after the refresh finds the fresh set stored. A
+//! refresh the provider refuses with `invalid_grant` deletes the stored tokens (S42). A
+//! program that restarts reads the same store and carries on.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_channel::{Receiver, Sender};
+use latchkey::{Provider, Refresh, RefreshError, StoreError, TokenSet, TransportError};
+
+use crate::driver::{Runtime, Transport};
+use crate::store::{DEFAULT_KEY, TokenStore};
+
+/// The margin by default: tokens expiring within a minute are refreshed first.
+pub const DEFAULT_MARGIN: Duration = Duration::from_secs(60);
+
+/// Valid tokens on demand, refreshed when needed. Cloning shares the source (and its
+/// single refresh).
+#[derive(Clone)]
+pub struct TokenSource<R: Runtime> {
+    inner: Arc<Inner<R>>,
+}
+
+struct Inner<R: Runtime> {
+    runtime: R,
+    provider: Provider,
+    store: Arc<dyn TokenStore>,
+    key: String,
+    transport: Transport,
+    margin: Duration,
+    /// One permit, held while the stored tokens are read, refreshed and written.
+    permit: (Sender<()>, Receiver<()>),
+}
+
+impl<R: Runtime> fmt::Debug for TokenSource<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("provider", &self.inner.provider)
+            .field("key", &self.inner.key)
+            .field("margin", &self.inner.margin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> TokenSource<R> {
+    /// A source for the tokens stored under [`DEFAULT_KEY`] in `store`, issued by
+    /// `provider`, refreshed through `transport` when they expire within
+    /// [`DEFAULT_MARGIN`].
+    pub fn new(
+        runtime: R,
+        provider: Provider,
+        store: Arc<dyn TokenStore>,
+        transport: Transport,
+    ) -> TokenSource<R> {
+        TokenSource::with(
+            runtime,
+            provider,
+            store,
+            transport,
+            DEFAULT_KEY,
+            DEFAULT_MARGIN,
+        )
+    }
+
+    /// A source for the tokens stored under `key`, refreshed when they expire within
+    /// `margin`.
+    pub fn with(
+        runtime: R,
+        provider: Provider,
+        store: Arc<dyn TokenStore>,
+        transport: Transport,
+        key: impl Into<String>,
+        margin: Duration,
+    ) -> TokenSource<R> {
+        let permit = async_channel::bounded(1);
+        // The channel starts with its one permit in it.
+        let _ = permit.0.try_send(());
+        TokenSource {
+            inner: Arc::new(Inner {
+                runtime,
+                provider,
+                store,
+                key: key.into(),
+                transport,
+                margin,
+                permit,
+            }),
+        }
+    }
+
+    /// Tokens whose access token is valid for longer than the margin: the stored ones, or
+    /// fresh ones (stored before they are returned).
+    ///
+    /// # Errors
+    ///
+    /// See [`SourceError`]; [`SourceError::login_required`] says when only a new login
+    /// helps.
+    pub fn tokens(&self) -> impl Future<Output = Result<TokenSet, SourceError>> + Send + 'static {
+        get(Arc::clone(&self.inner), false)
+    }
+
+    /// Refreshes now, whatever the expiry, and returns (and stores) the fresh tokens.
+    ///
+    /// # Errors
+    ///
+    /// As [`tokens`](TokenSource::tokens).
+    pub fn refresh(&self) -> impl Future<Output = Result<TokenSet, SourceError>> + Send + 'static {
+        get(Arc::clone(&self.inner), true)
+    }
+}
+
+async fn get<R: Runtime>(inner: Arc<Inner<R>>, force: bool) -> Result<TokenSet, SourceError> {
+    let _permit = Permit::acquire(&inner.permit).await;
+    let store = |work| store_operation(inner.runtime.clone(), Arc::clone(&inner.store), work);
+    let key = inner.key.clone();
+    let stored = store(StoreOp::Load(key.clone()))
+        .await?
+        .ok_or(SourceError::NotLoggedIn)?;
+    let now = SystemTime::now();
+    if !force && !stored.expires_within(now, inner.margin) {
+        return Ok(stored);
+    }
+    let refresh = match Refresh::new(&inner.provider, &stored) {
+        Ok(refresh) => refresh,
+        // Nothing to refresh with: what is stored serves until it actually expires.
+        Err(_) if !force && !stored.expires_within(now, Duration::ZERO) => return Ok(stored),
+        Err(error) => return Err(SourceError::Refresh(error)),
+    };
+    let response = inner
+        .transport
+        .send(&inner.runtime, refresh.request())
+        .await
+        .map_err(SourceError::Transport)?;
+    match refresh.handle_response(SystemTime::now(), &response) {
+        Ok(fresh) => {
+            store(StoreOp::Save(key, fresh.clone())).await?;
+            Ok(fresh)
+        }
+        Err(error @ RefreshError::LoginRequired(_)) => {
+            store(StoreOp::Delete(key)).await?;
+            Err(SourceError::Refresh(error))
+        }
+        Err(error) => Err(SourceError::Refresh(error)),
+    }
+}
+
+/// What the source asks of its store.
+enum StoreOp {
+    Load(String),
+    Save(String, TokenSet),
+    Delete(String),
+}
+
+/// Runs `op` on the blocking pool, or in place for a store that never blocks.
+async fn store_operation<R: Runtime>(
+    runtime: R,
+    store: Arc<dyn TokenStore>,
+    op: StoreOp,
+) -> Result<Option<TokenSet>, SourceError> {
+    let blocks = store.blocks();
+    let work = move || match op {
+        StoreOp::Load(key) => store.load(&key),
+        StoreOp::Save(key, tokens) => store.save(&key, &tokens).map(|()| None),
+        StoreOp::Delete(key) => store.delete(&key).map(|()| None),
+    };
+    let result = if blocks {
+        runtime.unblock(work).await
+    } else {
+        work()
+    };
+    result.map_err(SourceError::Store)
+}
+
+/// The one permit, returned when dropped (also when the caller gives up half-way).
+struct Permit<'a>(&'a Sender<()>);
+
+impl<'a> Permit<'a> {
+    async fn acquire(permit: &'a (Sender<()>, Receiver<()>)) -> Permit<'a> {
+        // The source holds a sender, so the channel never closes.
+        let _ = permit.1.recv().await;
+        Permit(&permit.0)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.try_send(());
+    }
+}
+
+/// Why a [`TokenSource`] has no tokens to give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// Nothing is stored: log in first.
+    NotLoggedIn,
+    /// The refresh failed; [`RefreshError::LoginRequired`] also deleted the stored tokens.
+    Refresh(RefreshError),
+    /// The token endpoint could not be reached.
+    Transport(TransportError),
+    /// The store could not be read or written.
+    Store(StoreError),
+}
+
+impl SourceError {
+    /// Whether only a new login can give tokens now.
+    pub fn login_required(&self) -> bool {
+        match self {
+            SourceError::NotLoggedIn => true,
+            SourceError::Refresh(error) => error.login_required(),
+            SourceError::Transport(_) | SourceError::Store(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceError::NotLoggedIn => f.write_str("login required: no tokens are stored"),
+            SourceError::Refresh(error) => error.fmt(f),
+            SourceError::Transport(error) => write!(f, "refreshing the tokens: {error}"),
+            SourceError::Store(error) => write!(f, "the token store: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for SourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SourceError::NotLoggedIn => None,
+            SourceError::Refresh(error) => Some(error),
+            SourceError::Transport(error) => Some(error),
+            SourceError::Store(error) => Some(error),
+        }
+    }
+}
