@@ -7,7 +7,8 @@
 //! refresh token is never lost (S42). Concurrent callers share one refresh: they queue
 //! for a single permit, and whoever comes after the refresh finds the fresh set stored. A
 //! refresh the provider refuses with `invalid_grant` deletes the stored tokens (S42). A
-//! program that restarts reads the same store and carries on.
+//! program that restarts reads the same store and carries on. Logging out revokes the
+//! tokens at the provider when it can and deletes them in any case (S44).
 
 use std::fmt;
 use std::future::Future;
@@ -15,7 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_channel::{Receiver, Sender};
-use latchkey::{Provider, Refresh, RefreshError, StoreError, TokenSet, TransportError};
+use latchkey::{
+    Provider, Refresh, RefreshError, Revocation, RevocationError, StoreError, TokenKind, TokenSet,
+    TransportError,
+};
 
 use crate::driver::{Runtime, Transport};
 use crate::store::{DEFAULT_KEY, TokenStore};
@@ -108,6 +112,17 @@ impl<R: Runtime> TokenSource<R> {
         get(Arc::clone(&self.inner), false)
     }
 
+    /// Logs out (S44): revokes the stored refresh token, then the access token, when the
+    /// provider has a revocation endpoint, and deletes the stored tokens whatever the
+    /// revocations' outcomes, which the report lists.
+    ///
+    /// # Errors
+    ///
+    /// [`SourceError::Store`] when the store could not be read or the tokens deleted.
+    pub fn logout(&self) -> impl Future<Output = Result<Logout, SourceError>> + Send + 'static {
+        logout(Arc::clone(&self.inner))
+    }
+
     /// Refreshes now, whatever the expiry, and returns (and stores) the fresh tokens.
     ///
     /// # Errors
@@ -152,6 +167,77 @@ async fn get<R: Runtime>(inner: Arc<Inner<R>>, force: bool) -> Result<TokenSet, 
         Err(error) => Err(SourceError::Refresh(error)),
     }
 }
+
+async fn logout<R: Runtime>(inner: Arc<Inner<R>>) -> Result<Logout, SourceError> {
+    let _permit = Permit::acquire(&inner.permit).await;
+    let store = |work| store_operation(inner.runtime.clone(), Arc::clone(&inner.store), work);
+    let Some(stored) = store(StoreOp::Load(inner.key.clone())).await? else {
+        return Ok(Logout::default());
+    };
+    let mut report = Logout {
+        had_tokens: true,
+        ..Logout::default()
+    };
+    match Revocation::for_tokens(&inner.provider, &stored) {
+        Ok(revocations) => {
+            for revocation in revocations {
+                let outcome = match inner
+                    .transport
+                    .send(&inner.runtime, revocation.request())
+                    .await
+                {
+                    Ok(response) => revocation
+                        .handle_response(&response)
+                        .map_err(LogoutError::Revocation),
+                    Err(error) => Err(LogoutError::Transport(error)),
+                };
+                report.revocations.push((revocation.kind(), outcome));
+            }
+        }
+        Err(error) => report.unrevoked = Some(error),
+    }
+    store(StoreOp::Delete(inner.key.clone())).await?;
+    Ok(report)
+}
+
+/// What [`TokenSource::logout`] did. The stored tokens are gone whenever it returns `Ok`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Logout {
+    /// Whether tokens were stored.
+    pub had_tokens: bool,
+    /// Each token sent to the revocation endpoint, the refresh token first, and how it went.
+    pub revocations: Vec<(TokenKind, Result<(), LogoutError>)>,
+    /// Why nothing was sent for revocation, when tokens were stored but the provider has
+    /// no revocation endpoint.
+    pub unrevoked: Option<RevocationError>,
+}
+
+impl Logout {
+    /// Whether every stored token was revoked at the provider.
+    pub fn fully_revoked(&self) -> bool {
+        self.unrevoked.is_none() && self.revocations.iter().all(|(_, outcome)| outcome.is_ok())
+    }
+}
+
+/// Why one revocation did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogoutError {
+    /// The provider answered, but not with success.
+    Revocation(RevocationError),
+    /// The revocation endpoint could not be reached.
+    Transport(TransportError),
+}
+
+impl fmt::Display for LogoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogoutError::Revocation(error) => error.fmt(f),
+            LogoutError::Transport(error) => write!(f, "revoking the token: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for LogoutError {}
 
 /// What the source asks of its store.
 enum StoreOp {

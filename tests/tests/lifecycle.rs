@@ -12,12 +12,12 @@ use std::time::{Duration, SystemTime};
 
 use latchkey::{
     ClientAuth, Config, Discovery, FlowOptions, Landing, Provider, Refresh, RefreshError,
-    Revocation, TokenSet,
+    Revocation, RevocationError, TokenKind, TokenSet,
 };
 use latchkey_devidp::{DevIdp, agent};
 use latchkey_io::driver::{ServiceOptions, Transport};
 use latchkey_io::http::{HttpClient, HttpOptions};
-use latchkey_io::source::{SourceError, TokenSource};
+use latchkey_io::source::{Logout, LogoutError, SourceError, TokenSource};
 use latchkey_io::store::{DEFAULT_KEY, FileStore, MemoryStore, TokenStore};
 use secrecy::{ExposeSecret, SecretString};
 use smol::future;
@@ -184,6 +184,16 @@ fn s42_a_refresh_rotates_and_a_replayed_refresh_token_means_login_required() {
     assert!(after.login_required(), "{after:?}");
 }
 
+/// The IdP, its provider found by discovery, a memory store, and the tokens a login stored
+/// there.
+fn logged_in() -> (DevIdp, Provider, Arc<MemoryStore>, TokenSet) {
+    let idp = idp();
+    let provider = discovered(&idp);
+    let store = Arc::new(MemoryStore::default());
+    let tokens = login_into(provider.clone(), store.clone());
+    (idp, provider, store, tokens)
+}
+
 fn source(provider: &Provider, store: Arc<dyn TokenStore>) -> TokenSource<latchkey_smol::Smol> {
     TokenSource::new(
         latchkey_smol::Smol,
@@ -195,10 +205,7 @@ fn source(provider: &Provider, store: Arc<dyn TokenStore>) -> TokenSource<latchk
 
 #[test]
 fn s42_the_token_source_refreshes_once_for_a_hundred_callers_and_stores_first() {
-    let idp = idp();
-    let provider = discovered(&idp);
-    let store = Arc::new(MemoryStore::default());
-    let tokens = login_into(provider.clone(), store.clone());
+    let (idp, provider, store, tokens) = logged_in();
     // Make the stored access token expire now: the next caller must refresh.
     let expiring = tokens.with_expires_at(SystemTime::now());
     store.save(DEFAULT_KEY, &expiring).expect("stored");
@@ -280,10 +287,7 @@ fn a_restarted_program_carries_on_from_the_token_file() {
 
 #[test]
 fn s42_a_refused_refresh_deletes_the_stored_tokens() {
-    let idp = idp();
-    let provider = discovered(&idp);
-    let store = Arc::new(MemoryStore::default());
-    let tokens = login_into(provider.clone(), store.clone());
+    let (_idp, provider, store, tokens) = logged_in();
     // The grant ends elsewhere (another device logged out, say).
     for revocation in Revocation::for_tokens(&provider, &tokens).expect("revocable") {
         let response = http().send(&revocation.request()).expect("answered");
@@ -303,10 +307,7 @@ fn s42_a_refused_refresh_deletes_the_stored_tokens() {
 
 #[test]
 fn the_token_source_refreshes_on_tokio_too() {
-    let idp = idp();
-    let provider = discovered(&idp);
-    let store = Arc::new(MemoryStore::default());
-    let tokens = login_into(provider.clone(), store.clone());
+    let (_idp, provider, store, tokens) = logged_in();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -330,4 +331,73 @@ fn the_token_source_refreshes_on_tokio_too() {
         stored.access_token().expose_secret(),
         fresh.access_token().expose_secret()
     );
+}
+
+#[test]
+fn s44_the_token_source_logs_out_at_the_provider_and_deletes_the_tokens() {
+    let (idp, provider, store, tokens) = logged_in();
+    let report = smol::block_on(source(&provider, store.clone()).logout()).expect("logged out");
+    assert!(report.had_tokens);
+    assert!(report.fully_revoked(), "{report:?}");
+    assert_eq!(
+        report
+            .revocations
+            .iter()
+            .map(|(kind, _)| *kind)
+            .collect::<Vec<_>>(),
+        [TokenKind::RefreshToken, TokenKind::AccessToken]
+    );
+    assert!(store.load(DEFAULT_KEY).expect("readable").is_none());
+    assert!(!idp.access_token_active(tokens.access_token().expose_secret()));
+    // Nothing stored: nothing to do.
+    let again = smol::block_on(source(&provider, store).logout()).expect("still fine");
+    assert_eq!(again, Logout::default());
+}
+
+#[test]
+fn s44_a_failed_revocation_still_deletes_the_tokens_and_is_reported() {
+    let (idp, _provider, store, tokens) = logged_in();
+    // The same provider, but its revocation endpoint is somewhere nothing listens.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let dead_port = dead.local_addr().expect("address").port();
+    drop(dead);
+    let unreachable = Provider::builder(
+        idp.authorization_endpoint(),
+        idp.token_endpoint(),
+        CLIENT_ID,
+    )
+    .client_secret(SecretString::from(SECRET))
+    .client_auth(ClientAuth::SecretBasic)
+    .revocation_endpoint(format!("http://127.0.0.1:{dead_port}/revoke"))
+    .build()
+    .expect("a valid provider");
+    let report = smol::block_on(source(&unreachable, store.clone()).logout()).expect("logged out");
+    assert!(!report.fully_revoked());
+    assert!(
+        report
+            .revocations
+            .iter()
+            .all(|(_, outcome)| matches!(outcome, Err(LogoutError::Transport(_)))),
+        "{report:?}"
+    );
+    assert!(
+        store.load(DEFAULT_KEY).expect("readable").is_none(),
+        "deleted anyway"
+    );
+    assert!(idp.access_token_active(tokens.access_token().expose_secret()));
+
+    // A provider without a revocation endpoint: deleted, and the report says why not revoked.
+    let store = Arc::new(MemoryStore::default());
+    store.save(DEFAULT_KEY, &tokens).expect("stored");
+    let plain = Provider::builder(
+        idp.authorization_endpoint(),
+        idp.token_endpoint(),
+        CLIENT_ID,
+    )
+    .client_secret(SecretString::from(SECRET))
+    .build()
+    .expect("a valid provider");
+    let report = smol::block_on(source(&plain, store.clone()).logout()).expect("logged out");
+    assert_eq!(report.unrevoked, Some(RevocationError::NotSupported));
+    assert!(store.load(DEFAULT_KEY).expect("readable").is_none());
 }
