@@ -37,6 +37,8 @@ pub struct Provider(Arc<ProviderInner>);
 pub(crate) struct ProviderInner {
     /// The authorization URL up to (excluding) the per-flow parameters.
     pub authorize_prefix: String,
+    /// How much of `authorize_prefix` is the configured authorization endpoint.
+    pub authorization_endpoint_len: usize,
     pub token_endpoint: http::Uri,
     pub revocation_endpoint: Option<http::Uri>,
     pub client_id: String,
@@ -83,6 +85,15 @@ impl Provider {
     /// The client authentication method in use.
     pub fn client_auth(&self) -> ClientAuth {
         self.0.auth
+    }
+
+    /// The authorization endpoint, as configured (its own query included).
+    pub fn authorization_endpoint(&self) -> &str {
+        let inner = &self.0;
+        inner
+            .authorize_prefix
+            .get(..inner.authorization_endpoint_len)
+            .unwrap_or(&inner.authorize_prefix)
     }
 
     /// The token endpoint.
@@ -285,6 +296,10 @@ impl ProviderBuilder {
         }
         query.append("code_challenge_method", "S256");
         let authorize_prefix = format!("{base}?{}", query.finish());
+        let authorization_endpoint_len = match existing_query {
+            "" => base.len(),
+            query => base.len() + 1 + query.len(),
+        };
 
         let basic_authorization = match (auth, &self.client_secret) {
             (ClientAuth::SecretBasic, Some(secret)) => {
@@ -294,6 +309,7 @@ impl ProviderBuilder {
         };
         Ok(Provider(Arc::new(ProviderInner {
             authorize_prefix,
+            authorization_endpoint_len,
             token_endpoint,
             revocation_endpoint,
             basic_authorization,

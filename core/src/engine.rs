@@ -402,6 +402,11 @@ impl Engine {
         self.flows.len()
     }
 
+    /// The provider `flow` was started with, while it is in progress.
+    pub fn flow_provider(&self, flow: FlowId) -> Option<&Provider> {
+        self.flows.get(&flow).map(|flow| &flow.provider)
+    }
+
     /// Browser connections accepted and not yet answered or closed.
     pub fn open_connections(&self) -> usize {
         self.conns.len()
@@ -472,6 +477,10 @@ impl Engine {
         );
         self.actions
             .push_back(Action::OpenBrowser { flow: id, url });
+        trace_event!(
+            flow = id.get(),
+            "flow started; waiting for the browser's callback"
+        );
         Ok(id)
     }
 
@@ -503,7 +512,18 @@ impl Engine {
                 .conns
                 .iter()
                 .find(|(_, conn)| conn.deadline.is_some_and(|at| at <= waited_long_enough))
-                .map(|(id, _)| *id)?;
+                .map(|(id, _)| *id);
+            let Some(oldest) = oldest else {
+                trace_event!(
+                    connections = self.conns.len(),
+                    "connection refused: at the cap and none has waited long enough"
+                );
+                return None;
+            };
+            trace_event!(
+                conn = oldest.get(),
+                "oldest idle connection closed to make room"
+            );
             self.close(oldest);
         }
         let id = ConnId(self.fresh_id());
@@ -740,13 +760,8 @@ impl Engine {
                 Next::Finish(Err(FlowError::Storage(error)), conn)
             }
             (phase, Event::Deadline) => {
-                let step = match phase {
-                    Phase::Waiting => Step::Callback,
-                    Phase::Exchanging { .. } => Step::TokenExchange,
-                    Phase::Persisting { .. } => Step::Storage,
-                };
                 self.forget_exchange(&phase);
-                Next::Finish(Err(FlowError::TimedOut(step)), phase.conn())
+                Next::Finish(Err(FlowError::TimedOut(phase.step())), phase.conn())
             }
             (phase, Event::Abort(error)) => {
                 self.forget_exchange(&phase);
@@ -761,6 +776,7 @@ impl Engine {
         };
         match next {
             Next::Stay(phase, next_deadline) => {
+                trace_event!(flow = id.get(), step = %phase.step(), "flow moved on");
                 if next_deadline != deadline {
                     self.timers.remove(&(deadline, Timer::Flow(id)));
                     self.timers.insert((next_deadline, Timer::Flow(id)));
@@ -798,6 +814,11 @@ impl Engine {
         if let Some(conn) = conn {
             let bytes = self.pages.landing(result.is_ok()).clone();
             self.respond(conn, bytes);
+        }
+        #[cfg(feature = "tracing")]
+        match &result {
+            Ok(_) => trace_event!(flow = id.get(), "flow finished: tokens stored"),
+            Err(error) => trace_event!(flow = id.get(), %error, "flow finished without tokens"),
         }
         self.actions
             .push_back(Action::Finished { flow: id, result });
@@ -932,6 +953,7 @@ impl Engine {
     }
 
     fn refuse(&mut self, conn: ConnId, refusal: Refusal) {
+        trace_event!(conn = conn.get(), ?refusal, "browser request refused");
         let bytes = self.pages.refusal(refusal).clone();
         self.respond(conn, bytes);
     }
@@ -1018,6 +1040,15 @@ impl<'h> Seen<'h> {
 }
 
 impl Phase {
+    /// What the flow waits for in this phase.
+    fn step(&self) -> Step {
+        match self {
+            Phase::Waiting => Step::Callback,
+            Phase::Exchanging { .. } => Step::TokenExchange,
+            Phase::Persisting { .. } => Step::Storage,
+        }
+    }
+
     /// The browser connection waiting for this flow's outcome.
     fn conn(&self) -> Option<ConnId> {
         match *self {

@@ -191,12 +191,30 @@
 //! token request with exactly one client authentication method; secrets that never appear in
 //! `Debug` output or URLs.
 //!
+//! ## Logging
+//!
+//! With the `tracing` feature the engine emits `tracing` events at debug level, target
+//! `latchkey::engine`: each flow's start, every phase change (callback accepted, tokens
+//! received, stored) with the flow id, each flow's outcome, and every browser request it
+//! refuses with the reason. Events carry ids, phases, statuses and error kinds, never a
+//! secret (S41). The drivers log each step of a login, refresh and revocation at info level
+//! whether or not this feature is on.
+//!
 //! ## Talking HTTP yourself
 //!
 //! [`Action::SendTokenRequest`] carries an [`http::Request`], so any HTTP client can send it.
 //! Drivers that own a plain TCP or TLS stream use [`http1::write_request`] and
 //! [`http1::ResponseReader`] and only move bytes.
 #![forbid(unsafe_code)]
+
+/// A `tracing` event with the `tracing` feature; nothing without it. Arguments must be
+/// used elsewhere too, or be plain expressions, so both builds compile without warnings.
+macro_rules! trace_event {
+    ($($event:tt)+) => {{
+        #[cfg(feature = "tracing")]
+        tracing::debug!(target: "latchkey::engine", $($event)+);
+    }};
+}
 
 mod callback;
 mod config;

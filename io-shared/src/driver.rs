@@ -30,9 +30,11 @@ use latchkey::{
     Action, Config, ConfigError, ConnId, Engine, ExchangeId, FlowError, FlowId, FlowOptions, Step,
     StoreError, TokenSet, TransportError,
 };
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::entropy::entropy;
 use crate::http::HttpClient;
+use crate::log::ProviderName;
 use crate::opener::Opener;
 use crate::store::{DEFAULT_KEY, TokenStore};
 use crate::tls::TlsError;
@@ -389,6 +391,7 @@ impl<R: Runtime> Service<R> {
             .map_err(Error::Io)?;
         let engine = Engine::new(config)?;
         let redirect_uri = engine.redirect_uri().to_owned();
+        info!(%redirect_uri, addresses = ?local_addrs, "login service listening");
         let (commands, command_rx) = async_channel::bounded(64);
         // Closed once the engine task and every connection task have ended.
         let (alive, stopped) = async_channel::bounded(1);
@@ -562,6 +565,9 @@ type StartReply = Result<(FlowId, String, Receiver<LoginEvent>), Error>;
 
 struct FlowHandle {
     owner: Option<String>,
+    /// The flow's `login` span; its steps are logged in it.
+    span: Span,
+    started: Instant,
     events: Sender<LoginEvent>,
     /// The caller of `start`, waiting for the flow's URL, and the receiver it will get.
     waiting: Option<(Sender<StartReply>, Receiver<LoginEvent>)>,
@@ -633,8 +639,15 @@ impl<R: Runtime> Driver<R> {
         let now = Instant::now();
         match event {
             Event::Accepted(stream) => match self.engine.handle_accept(now) {
-                Some(conn) => self.adopt(conn, stream),
-                None => drop(stream), // over the connection cap (S27)
+                Some(conn) => {
+                    debug!(conn = conn.get(), "browser connected");
+                    self.adopt(conn, stream);
+                }
+                None => {
+                    // Over the connection cap (S27).
+                    debug!("browser connection dropped: at the connection cap");
+                    drop(stream);
+                }
             },
             Event::Bytes(conn, bytes) => self.engine.handle_bytes(now, conn, &bytes),
             Event::Eof(conn) => self.engine.handle_eof(now, conn),
@@ -689,12 +702,21 @@ impl<R: Runtime> Driver<R> {
             .engine
             .start_with(now, entropy, options)
             .map_err(|error| Error::Io(io::Error::other(error)))?;
+        let span = match self.engine.flow_provider(flow) {
+            Some(provider) => {
+                info_span!("login", flow = flow.get(), provider = %ProviderName(provider))
+            }
+            None => Span::none(),
+        };
+        span.in_scope(|| info!("login started; waiting for the browser"));
         let (events, receiver) = async_channel::unbounded();
         let waiting = Some((reply, receiver));
         self.flows.insert(
             flow,
             FlowHandle {
                 owner,
+                span,
+                started: now,
                 events,
                 waiting,
             },
@@ -718,13 +740,23 @@ impl<R: Runtime> Driver<R> {
                     let _ = reply.send(Ok((flow, url, receiver))).await;
                 }
             }
-            Action::Respond { conn, bytes, .. } => {
+            Action::Respond {
+                conn,
+                status,
+                bytes,
+            } => {
+                debug!(
+                    conn = conn.get(),
+                    status = status.as_u16(),
+                    "answered the browser"
+                );
                 if let Some(handle) = self.conns.remove(&conn) {
                     let _ = handle.commands.try_send(ConnCommand::Respond(bytes));
                     R::detach(handle.task); // it ends by itself after writing
                 }
             }
             Action::Close { conn } => {
+                debug!(conn = conn.get(), "closed a browser connection unanswered");
                 self.conns.remove(&conn); // dropping the task closes the socket
             }
             Action::SendTokenRequest {
@@ -733,14 +765,26 @@ impl<R: Runtime> Driver<R> {
                 request,
             } => {
                 self.notify(flow, LoginEvent::Callback).await;
+                let span = self.span_of(flow);
+                span.in_scope(|| info!("callback accepted; requesting tokens"));
                 let events = self.events.0.clone();
                 let runtime = self.runtime.clone();
                 let transport = self.transport.clone();
-                let task = self.runtime.spawn(async move {
+                let sending = async move {
+                    let sent = Instant::now();
                     let result = transport.send(&runtime, request).await;
+                    let elapsed = sent.elapsed();
+                    match &result {
+                        Ok(response) => info!(
+                            status = response.status().as_u16(),
+                            ?elapsed,
+                            "token endpoint answered"
+                        ),
+                        Err(error) => warn!(%error, ?elapsed, "token request failed"),
+                    }
                     let _ = events.send(Event::TokenResponse(exchange, result)).await;
-                });
-                R::detach(task);
+                };
+                R::detach(self.runtime.spawn(sending.instrument(span)));
             }
             Action::Persist { flow, tokens } => {
                 self.notify(flow, LoginEvent::Tokens(tokens.clone())).await;
@@ -749,30 +793,57 @@ impl<R: Runtime> Driver<R> {
                     .get(&flow)
                     .and_then(|handle| handle.owner.clone())
                     .unwrap_or_else(|| DEFAULT_KEY.to_owned());
+                let span = self.span_of(flow);
+                span.in_scope(|| {
+                    info!(
+                        token_type = tokens.token_type().as_str(),
+                        refresh_token = tokens.refresh_token().is_some(),
+                        "tokens received; storing them"
+                    );
+                });
                 if !self.store.blocks() {
                     // Answered at once; the next `drain` carries the outcome out.
+                    let started = Instant::now();
                     let result = self.store.save(&key, &tokens);
+                    span.in_scope(|| log_stored(&result, started));
                     self.engine.handle_persisted(Instant::now(), flow, result);
                     return;
                 }
                 let store = Arc::clone(&self.store);
                 let events = self.events.0.clone();
                 let runtime = self.runtime.clone();
-                let task = self.runtime.spawn(async move {
+                let saving = async move {
+                    let started = Instant::now();
                     let result = runtime.unblock(move || store.save(&key, &tokens)).await;
+                    log_stored(&result, started);
                     let _ = events.send(Event::Stored(flow, result)).await;
-                });
-                R::detach(task);
+                };
+                R::detach(self.runtime.spawn(saving.instrument(span)));
             }
             Action::Finished { flow, result } => {
                 if result.is_ok() {
                     self.notify(flow, LoginEvent::Stored).await;
                 }
                 if let Some(handle) = self.flows.remove(&flow) {
+                    let elapsed = handle.started.elapsed();
+                    handle.span.in_scope(|| match &result {
+                        Ok(_) => info!(?elapsed, "login finished"),
+                        Err(error @ (FlowError::Cancelled | FlowError::Superseded)) => {
+                            info!(%error, ?elapsed, "login ended");
+                        }
+                        Err(error) => warn!(%error, ?elapsed, "login failed"),
+                    });
                     let _ = handle.events.send(LoginEvent::Finished(result)).await;
                 }
             }
         }
+    }
+
+    /// The `login` span of `flow` (a disabled span once it finished).
+    fn span_of(&self, flow: FlowId) -> Span {
+        self.flows
+            .get(&flow)
+            .map_or_else(Span::none, |handle| handle.span.clone())
     }
 
     async fn notify(&self, flow: FlowId, event: LoginEvent) {
@@ -795,6 +866,15 @@ impl<R: Runtime> Driver<R> {
             max_head,
         ));
         self.conns.insert(conn, ConnHandle { commands, task });
+    }
+}
+
+/// Logs how saving a flow's tokens went.
+fn log_stored(result: &Result<(), StoreError>, started: Instant) {
+    let elapsed = started.elapsed();
+    match result {
+        Ok(()) => info!(?elapsed, "tokens stored"),
+        Err(error) => warn!(%error, ?elapsed, "storing the tokens failed"),
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`opener`]: handing the authorization URL to the system browser as one process
 //!   argument, never through a shell (S6).
 //! - [`driver`]: the driver loop's runtime-independent half.
+//! - [`discovery`]: a provider described from its issuer URL alone.
 //! - [`source`]: fresh access tokens on demand, refreshed once for all concurrent callers
 //!   and stored before they are handed out (S42).
 //!
@@ -28,11 +29,21 @@
 //! a runtime call [`send`](http::HttpClient::send), which runs the same code on blocking
 //! sockets. Host names are resolved by the system resolver, on the runtime's blocking pool,
 //! because it blocks; IP addresses need no resolving.
+//!
+//! ## Logging
+//!
+//! Everything here reports to [`tracing`](https://docs.rs/tracing): a `login` span per flow
+//! (flow id, provider) with an event per step (callback accepted, token endpoint answered,
+//! tokens stored, finished) and its duration; `refresh`, `logout` and `discovery` spans with
+//! their outcomes and durations; refused connections at debug level. No event carries a
+//! secret (S41). Install any subscriber to see them; without one they cost next to nothing.
 #![forbid(unsafe_code)]
 
+pub mod discovery;
 pub mod driver;
 pub mod entropy;
 pub mod http;
+mod log;
 pub mod opener;
 pub mod proxy;
 pub mod source;

@@ -13,15 +13,18 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_channel::{Receiver, Sender};
 use latchkey::{
     Provider, Refresh, RefreshError, Revocation, RevocationError, StoreError, TokenKind, TokenSet,
     TransportError,
 };
+use secrecy::ExposeSecret;
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::driver::{Runtime, Transport};
+use crate::log::ProviderName;
 use crate::store::{DEFAULT_KEY, TokenStore};
 
 /// The margin by default: tokens expiring within a minute are refreshed first.
@@ -109,7 +112,7 @@ impl<R: Runtime> TokenSource<R> {
     /// See [`SourceError`]; [`SourceError::login_required`] says when only a new login
     /// helps.
     pub fn tokens(&self) -> impl Future<Output = Result<TokenSet, SourceError>> + Send + 'static {
-        get(Arc::clone(&self.inner), false)
+        get(Arc::clone(&self.inner), false).instrument(self.span("tokens"))
     }
 
     /// Logs out (S44): revokes the stored refresh token, then the access token, when the
@@ -120,7 +123,7 @@ impl<R: Runtime> TokenSource<R> {
     ///
     /// [`SourceError::Store`] when the store could not be read or the tokens deleted.
     pub fn logout(&self) -> impl Future<Output = Result<Logout, SourceError>> + Send + 'static {
-        logout(Arc::clone(&self.inner))
+        logout(Arc::clone(&self.inner)).instrument(self.span("logout"))
     }
 
     /// Refreshes now, whatever the expiry, and returns (and stores) the fresh tokens.
@@ -129,7 +132,13 @@ impl<R: Runtime> TokenSource<R> {
     ///
     /// As [`tokens`](TokenSource::tokens).
     pub fn refresh(&self) -> impl Future<Output = Result<TokenSet, SourceError>> + Send + 'static {
-        get(Arc::clone(&self.inner), true)
+        get(Arc::clone(&self.inner), true).instrument(self.span("refresh"))
+    }
+
+    /// The span an operation's events are logged in.
+    fn span(&self, operation: &'static str) -> Span {
+        let inner = &self.inner;
+        info_span!("token_source", operation, provider = %ProviderName(&inner.provider), key = %inner.key)
     }
 }
 
@@ -142,29 +151,51 @@ async fn get<R: Runtime>(inner: Arc<Inner<R>>, force: bool) -> Result<TokenSet, 
         .ok_or(SourceError::NotLoggedIn)?;
     let now = SystemTime::now();
     if !force && !stored.expires_within(now, inner.margin) {
+        debug!("the stored tokens are still valid");
         return Ok(stored);
     }
     let refresh = match Refresh::new(&inner.provider, &stored) {
         Ok(refresh) => refresh,
         // Nothing to refresh with: what is stored serves until it actually expires.
-        Err(_) if !force && !stored.expires_within(now, Duration::ZERO) => return Ok(stored),
-        Err(error) => return Err(SourceError::Refresh(error)),
+        Err(_) if !force && !stored.expires_within(now, Duration::ZERO) => {
+            debug!("no refresh token; the stored tokens serve until they expire");
+            return Ok(stored);
+        }
+        Err(error) => {
+            warn!(%error, "cannot refresh");
+            return Err(SourceError::Refresh(error));
+        }
     };
+    info!(forced = force, "refreshing the tokens");
+    let started = Instant::now();
     let response = inner
         .transport
         .send(&inner.runtime, refresh.request())
-        .await
-        .map_err(SourceError::Transport)?;
+        .await;
+    let elapsed = started.elapsed();
+    let response = response.map_err(|error| {
+        warn!(%error, ?elapsed, "the token endpoint could not be reached");
+        SourceError::Transport(error)
+    })?;
+    let status = response.status().as_u16();
     match refresh.handle_response(SystemTime::now(), &response) {
         Ok(fresh) => {
+            let rotated = fresh.refresh_token().map(ExposeSecret::expose_secret)
+                != stored.refresh_token().map(ExposeSecret::expose_secret);
+            info!(status, ?elapsed, rotated, "tokens refreshed");
             store(StoreOp::Save(key, fresh.clone())).await?;
+            debug!("refreshed tokens stored");
             Ok(fresh)
         }
         Err(error @ RefreshError::LoginRequired(_)) => {
+            warn!(status, ?elapsed, %error, "refresh refused; deleting the stored tokens");
             store(StoreOp::Delete(key)).await?;
             Err(SourceError::Refresh(error))
         }
-        Err(error) => Err(SourceError::Refresh(error)),
+        Err(error) => {
+            warn!(status, ?elapsed, %error, "refresh failed");
+            Err(SourceError::Refresh(error))
+        }
     }
 }
 
@@ -172,6 +203,7 @@ async fn logout<R: Runtime>(inner: Arc<Inner<R>>) -> Result<Logout, SourceError>
     let _permit = Permit::acquire(&inner.permit).await;
     let store = |work| store_operation(inner.runtime.clone(), Arc::clone(&inner.store), work);
     let Some(stored) = store(StoreOp::Load(inner.key.clone())).await? else {
+        info!("no tokens stored; nothing to log out");
         return Ok(Logout::default());
     };
     let mut report = Logout {
@@ -181,6 +213,7 @@ async fn logout<R: Runtime>(inner: Arc<Inner<R>>) -> Result<Logout, SourceError>
     match Revocation::for_tokens(&inner.provider, &stored) {
         Ok(revocations) => {
             for revocation in revocations {
+                let started = Instant::now();
                 let outcome = match inner
                     .transport
                     .send(&inner.runtime, revocation.request())
@@ -191,12 +224,24 @@ async fn logout<R: Runtime>(inner: Arc<Inner<R>>) -> Result<Logout, SourceError>
                         .map_err(LogoutError::Revocation),
                     Err(error) => Err(LogoutError::Transport(error)),
                 };
+                let (token, elapsed) = (revocation.kind().hint(), started.elapsed());
+                match &outcome {
+                    Ok(()) => info!(token, ?elapsed, "token revoked"),
+                    Err(error) => warn!(token, ?elapsed, %error, "revocation failed"),
+                }
                 report.revocations.push((revocation.kind(), outcome));
             }
         }
-        Err(error) => report.unrevoked = Some(error),
+        Err(error) => {
+            warn!(%error, "tokens not revoked");
+            report.unrevoked = Some(error);
+        }
     }
     store(StoreOp::Delete(inner.key.clone())).await?;
+    info!(
+        fully_revoked = report.fully_revoked(),
+        "stored tokens deleted"
+    );
     Ok(report)
 }
 

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use latchkey::{StoreError, TokenSet};
-use serde_json::Value;
+use latchkey::{ClientAuth, Provider, ProviderBuilder, StoreError, TokenSet};
+use serde_json::{Map, Value, json};
 
 /// Keeps token sets by key. Implementations may block: the drivers call a store from their
 /// runtime's blocking pool unless it says it never blocks ([`blocks`](TokenStore::blocks)).
@@ -96,12 +96,26 @@ const VERSION: u64 = 1;
 /// removes them. Younger ones may belong to a save in progress in another process.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(60);
 
-/// The token sets in a file, by key.
-type Entries = BTreeMap<String, TokenSet>;
+/// What a token file holds.
+#[derive(Default)]
+struct Contents {
+    /// Token sets by key.
+    tokens: BTreeMap<String, TokenSet>,
+    /// Provider records by key.
+    providers: BTreeMap<String, ProviderRecord>,
+}
+
+impl Contents {
+    fn is_empty(&self) -> bool {
+        self.tokens.is_empty() && self.providers.is_empty()
+    }
+}
 
 /// Tokens kept in one JSON file:
-/// `{"version":1,"tokens":{"<key>":<token set>,...}}`, each token set as
-/// [`TokenSet`]'s `Serialize` writes it (secrets in clear, hence the permissions).
+/// `{"version":1,"tokens":{"<key>":<token set>,...},"providers":{"<key>":<record>,...}}`,
+/// each token set as [`TokenSet`]'s `Serialize` writes it (secrets in clear, hence the
+/// permissions), and next to it, when the program saved one, the [`ProviderRecord`] of the
+/// provider that issued it.
 ///
 /// - The file is created with mode `0600`, also under `umask 000`; a missing parent
 ///   directory is created with mode `0700`, an existing one is left alone (S38).
@@ -112,7 +126,8 @@ type Entries = BTreeMap<String, TokenSet>;
 ///   the next save removes those older than a minute.
 /// - A symbolic link planted at the path is never followed: [`load`](TokenStore::load)
 ///   fails, and [`save`](TokenStore::save) replaces the link itself (S39).
-/// - Deleting the last entry removes the file.
+/// - Deleting a key removes its tokens and its provider record; deleting the last entry
+///   removes the file.
 /// - Saves in one process are serialized; concurrent saves from several processes do not
 ///   corrupt the file, but the last one wins and may drop another's entry.
 /// - A corrupt file or one with another version is an error, and is not overwritten: it may
@@ -146,8 +161,45 @@ impl FileStore {
         self.lock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Replaces the file with `entries`, or removes it when there are none.
-    fn write(&self, entries: &Entries) -> Result<(), StoreError> {
+    /// Records the settings of the provider whose tokens are (or will be) stored under
+    /// `key`, replacing an earlier record, so that a later run can refresh or revoke them
+    /// with nothing but the client secret. The tokens under `key` are left as they are.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] if the file could not be read or written.
+    pub fn save_provider(&self, key: &str, record: &ProviderRecord) -> Result<(), StoreError> {
+        let _guard = self.lock();
+        let mut contents = match read_existing(&self.path)? {
+            Existing::Missing | Existing::Symlink => Contents::default(),
+            Existing::Contents(contents) => contents,
+        };
+        contents.providers.insert(key.to_owned(), record.clone());
+        self.write(&contents)
+    }
+
+    /// The provider record saved under `key`, if any.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] if the file could not be read or is corrupt.
+    pub fn load_provider(&self, key: &str) -> Result<Option<ProviderRecord>, StoreError> {
+        match read_existing(&self.path)? {
+            Existing::Missing => Ok(None),
+            Existing::Symlink => Err(self.symlink_error()),
+            Existing::Contents(mut contents) => Ok(contents.providers.remove(key)),
+        }
+    }
+
+    fn symlink_error(&self) -> StoreError {
+        StoreError::new(format!(
+            "token file {} is a symbolic link, which is never followed",
+            self.path.display()
+        ))
+    }
+
+    /// Replaces the file with `contents`, or removes it when they are empty.
+    fn write(&self, contents: &Contents) -> Result<(), StoreError> {
         let path = &self.path;
         let Some(name) = path.file_name() else {
             return Err(StoreError::new(format!(
@@ -161,7 +213,7 @@ impl FileStore {
             .unwrap_or(Path::new("."));
         create_private_dir(dir)?;
         remove_stale_temps(dir, name);
-        if entries.is_empty() {
+        if contents.is_empty() {
             match fs::remove_file(path) {
                 Err(error) if error.kind() != io::ErrorKind::NotFound => {
                     return Err(failed("removing", path, &error));
@@ -169,7 +221,7 @@ impl FileStore {
                 _ => {}
             }
         } else {
-            let bytes = serialize(entries).map_err(|_| {
+            let bytes = serialize(contents).map_err(|_| {
                 StoreError::new(format!("serializing tokens for {}", path.display()))
             })?;
             let temp = dir.join(temp_name(name)?);
@@ -192,12 +244,12 @@ impl TokenStore for FileStore {
     fn save(&self, key: &str, tokens: &TokenSet) -> Result<(), StoreError> {
         let _guard = self.lock();
         // A planted symbolic link counts as no file: the rename replaces the link itself.
-        let mut entries = match read_existing(&self.path)? {
-            Existing::Missing | Existing::Symlink => Entries::new(),
-            Existing::Entries(entries) => entries,
+        let mut contents = match read_existing(&self.path)? {
+            Existing::Missing | Existing::Symlink => Contents::default(),
+            Existing::Contents(contents) => contents,
         };
-        entries.insert(key.to_owned(), tokens.clone());
-        self.write(&entries)
+        contents.tokens.insert(key.to_owned(), tokens.clone());
+        self.write(&contents)
     }
 
     fn load(&self, key: &str) -> Result<Option<TokenSet>, StoreError> {
@@ -205,24 +257,22 @@ impl TokenStore for FileStore {
         // the new one.
         match read_existing(&self.path)? {
             Existing::Missing => Ok(None),
-            Existing::Symlink => Err(StoreError::new(format!(
-                "token file {} is a symbolic link, which is never followed",
-                self.path.display()
-            ))),
-            Existing::Entries(mut entries) => Ok(entries.remove(key)),
+            Existing::Symlink => Err(self.symlink_error()),
+            Existing::Contents(mut contents) => Ok(contents.tokens.remove(key)),
         }
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         let _guard = self.lock();
-        let mut entries = match read_existing(&self.path)? {
+        let mut contents = match read_existing(&self.path)? {
             Existing::Missing => return Ok(()),
             // Writing no entries removes the planted link, as a save would replace it.
-            Existing::Symlink => Entries::new(),
-            Existing::Entries(entries) => entries,
+            Existing::Symlink => Contents::default(),
+            Existing::Contents(contents) => contents,
         };
-        entries.remove(key);
-        self.write(&entries)
+        contents.tokens.remove(key);
+        contents.providers.remove(key);
+        self.write(&contents)
     }
 }
 
@@ -230,7 +280,7 @@ impl TokenStore for FileStore {
 enum Existing {
     Missing,
     Symlink,
-    Entries(Entries),
+    Contents(Contents),
 }
 
 fn read_existing(path: &Path) -> Result<Existing, StoreError> {
@@ -250,13 +300,13 @@ fn read_existing(path: &Path) -> Result<Existing, StoreError> {
     file.read_to_end(&mut bytes)
         .map_err(|error| failed("reading", path, &error))?;
     parse(&bytes)
-        .map(Existing::Entries)
+        .map(Existing::Contents)
         .map_err(|reason| StoreError::new(format!("token file {}: {reason}", path.display())))
 }
 
 /// Parses the file's bytes. The reason given on failure never quotes the file's content,
 /// which may hold tokens (S41).
-fn parse(bytes: &[u8]) -> Result<Entries, String> {
+fn parse(bytes: &[u8]) -> Result<Contents, String> {
     let mut document: Value = serde_json::from_slice(bytes).map_err(|error| {
         format!(
             "corrupt: not JSON (line {}, column {})",
@@ -272,21 +322,155 @@ fn parse(bytes: &[u8]) -> Result<Entries, String> {
     let Some(Value::Object(tokens)) = document.get_mut("tokens").map(Value::take) else {
         return Err("corrupt: no token map".to_owned());
     };
-    tokens
+    let tokens = tokens
         .into_iter()
         .map(|(key, value)| match serde_json::from_value(value) {
             Ok(tokens) => Ok((key, tokens)),
             // TokenSet's deserializer never puts a value into its error message.
             Err(error) => Err(format!("corrupt entry {key:?}: {error}")),
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // Files written before provider records existed have none.
+    let providers = match document.get_mut("providers").map(Value::take) {
+        None => BTreeMap::new(),
+        Some(Value::Object(providers)) => providers
+            .into_iter()
+            .map(|(key, value)| match ProviderRecord::from_json(&value) {
+                Ok(record) => Ok((key, record)),
+                Err(reason) => Err(format!("corrupt provider record {key:?}: {reason}")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("corrupt: the provider records are not a map".to_owned()),
+    };
+    Ok(Contents { tokens, providers })
 }
 
-fn serialize(entries: &Entries) -> serde_json::Result<Vec<u8>> {
+fn serialize(contents: &Contents) -> serde_json::Result<Vec<u8>> {
     let mut bytes = format!("{{\"version\":{VERSION},\"tokens\":").into_bytes();
-    serde_json::to_writer(&mut bytes, entries)?;
+    serde_json::to_writer(&mut bytes, &contents.tokens)?;
+    if !contents.providers.is_empty() {
+        let providers: Map<String, Value> = contents
+            .providers
+            .iter()
+            .map(|(key, record)| (key.clone(), record.to_json()))
+            .collect();
+        bytes.extend_from_slice(b",\"providers\":");
+        serde_json::to_writer(&mut bytes, &providers)?;
+    }
     bytes.extend_from_slice(b"}\n");
     Ok(bytes)
+}
+
+/// The settings of a provider registration that are not secret: enough to refresh or revoke
+/// the tokens it issued in a later run, given the client secret again when the client has
+/// one. [`FileStore::save_provider`] keeps it next to the tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRecord {
+    /// The issuer identifier, when known.
+    pub issuer: Option<String>,
+    /// The authorization endpoint.
+    pub authorization_endpoint: String,
+    /// The token endpoint.
+    pub token_endpoint: String,
+    /// The revocation endpoint (RFC 7009), when known.
+    pub revocation_endpoint: Option<String>,
+    /// The client id.
+    pub client_id: String,
+    /// How the client authenticates; anything but [`ClientAuth::None`] needs the secret.
+    pub client_auth: ClientAuth,
+    /// The scopes requested at login.
+    pub scopes: Vec<String>,
+}
+
+impl ProviderRecord {
+    /// The record of `provider`'s settings (its client secret left out).
+    pub fn of(provider: &Provider) -> ProviderRecord {
+        ProviderRecord {
+            issuer: provider.issuer().map(str::to_owned),
+            authorization_endpoint: provider.authorization_endpoint().to_owned(),
+            token_endpoint: provider.token_endpoint().to_string(),
+            revocation_endpoint: provider.revocation_endpoint().map(ToString::to_string),
+            client_id: provider.client_id().to_owned(),
+            client_auth: provider.client_auth(),
+            scopes: provider.scopes().to_vec(),
+        }
+    }
+
+    /// A provider description with these settings. Add the client secret when
+    /// [`client_auth`](ProviderRecord::client_auth) needs one, then build: building
+    /// validates every endpoint again, so a tampered file cannot point requests anywhere
+    /// the configuration rules forbid (S6).
+    pub fn builder(&self) -> ProviderBuilder {
+        let mut builder = Provider::builder(
+            &self.authorization_endpoint,
+            &self.token_endpoint,
+            &self.client_id,
+        )
+        .client_auth(self.client_auth)
+        .scopes(self.scopes.iter().cloned());
+        if let Some(issuer) = &self.issuer {
+            builder = builder.issuer(issuer);
+        }
+        if let Some(endpoint) = &self.revocation_endpoint {
+            builder = builder.revocation_endpoint(endpoint);
+        }
+        builder
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "issuer": self.issuer,
+            "authorization_endpoint": self.authorization_endpoint,
+            "token_endpoint": self.token_endpoint,
+            "revocation_endpoint": self.revocation_endpoint,
+            "client_id": self.client_id,
+            "token_endpoint_auth_method": auth_method_name(self.client_auth),
+            "scopes": self.scopes,
+        })
+    }
+
+    fn from_json(value: &Value) -> Result<ProviderRecord, String> {
+        let text = |name: &str| match value.get(name) {
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => Err(format!("{name} is not a string")),
+        };
+        let required = |name: &str| text(name)?.ok_or_else(|| format!("{name} is missing"));
+        let method = required("token_endpoint_auth_method")?;
+        let client_auth = match method.as_str() {
+            "client_secret_basic" => ClientAuth::SecretBasic,
+            "client_secret_post" => ClientAuth::SecretPost,
+            "none" => ClientAuth::None,
+            _ => return Err("token_endpoint_auth_method is not one latchkey knows".to_owned()),
+        };
+        let scopes = match value.get("scopes") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(scopes)) => scopes
+                .iter()
+                .map(|scope| scope.as_str().map(str::to_owned))
+                .collect::<Option<_>>()
+                .ok_or("a scope is not a string")?,
+            Some(_) => return Err("scopes is not a list".to_owned()),
+        };
+        Ok(ProviderRecord {
+            issuer: text("issuer")?,
+            authorization_endpoint: required("authorization_endpoint")?,
+            token_endpoint: required("token_endpoint")?,
+            revocation_endpoint: text("revocation_endpoint")?,
+            client_id: required("client_id")?,
+            client_auth,
+            scopes,
+        })
+    }
+}
+
+/// RFC 8414's name for a client authentication method.
+fn auth_method_name(auth: ClientAuth) -> &'static str {
+    match auth {
+        ClientAuth::SecretBasic => "client_secret_basic",
+        ClientAuth::SecretPost => "client_secret_post",
+        ClientAuth::None => "none",
+    }
 }
 
 /// Open options that refuse to go through a symbolic link at the last path component.

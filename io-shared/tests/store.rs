@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use latchkey::TokenSet;
-use latchkey_io::store::{DEFAULT_KEY, FileStore, MemoryStore, TokenStore};
+use latchkey::{ClientAuth, ConfigError, Provider, TokenSet};
+use latchkey_io::store::{DEFAULT_KEY, FileStore, MemoryStore, ProviderRecord, TokenStore};
 use secrecy::{ExposeSecret, SecretString};
 
 fn tokens(access_token: &str) -> TokenSet {
@@ -96,6 +96,130 @@ fn deleting_the_last_entry_removes_the_file() {
     assert!(store.path().exists());
     store.delete("bob").expect("delete");
     assert!(!store.path().exists());
+}
+
+/// A confidential client of an imaginary provider, with every recorded setting in use.
+fn provider() -> Provider {
+    Provider::builder(
+        "https://idp.example/authorize?tenant=t1",
+        "https://idp.example/token",
+        "cli-client",
+    )
+    .client_secret(SecretString::from("record-SECRET"))
+    .client_auth(ClientAuth::SecretPost)
+    .scopes(["openid", "offline_access"])
+    .param("prompt", "consent")
+    .issuer("https://idp.example")
+    .revocation_endpoint("https://idp.example/revoke")
+    .build()
+    .expect("a valid provider")
+}
+
+#[test]
+fn a_provider_record_round_trips_without_its_secret_and_rebuilds_the_provider() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = FileStore::new(dir.path().join("tokens.json"));
+    assert_eq!(store.load_provider(DEFAULT_KEY).expect("load"), None);
+    let record = ProviderRecord::of(&provider());
+    store.save_provider(DEFAULT_KEY, &record).expect("save");
+    store
+        .save(DEFAULT_KEY, &tokens("at-1"))
+        .expect("save tokens");
+
+    let bytes = fs::read(store.path()).expect("read");
+    let file: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+    let saved = &file["providers"][DEFAULT_KEY];
+    assert_eq!(saved["token_endpoint"], "https://idp.example/token");
+    assert_eq!(saved["revocation_endpoint"], "https://idp.example/revoke");
+    assert_eq!(saved["token_endpoint_auth_method"], "client_secret_post");
+    assert_eq!(
+        saved["scopes"],
+        serde_json::json!(["openid", "offline_access"])
+    );
+    assert!(!String::from_utf8_lossy(&bytes).contains("record-SECRET"));
+
+    let loaded = FileStore::new(store.path())
+        .load_provider(DEFAULT_KEY)
+        .expect("load")
+        .expect("recorded");
+    assert_eq!(loaded, record);
+    assert_eq!(
+        loaded.builder().build().expect_err("needs its secret"),
+        ConfigError::MissingClientSecret
+    );
+    let rebuilt = loaded
+        .builder()
+        .client_secret(SecretString::from("record-SECRET"))
+        .build()
+        .expect("rebuilt");
+    assert_eq!(ProviderRecord::of(&rebuilt), record);
+    assert_eq!(
+        rebuilt.authorization_endpoint(),
+        "https://idp.example/authorize?tenant=t1"
+    );
+}
+
+#[test]
+fn tokens_and_provider_records_live_side_by_side_and_go_together() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = FileStore::new(dir.path().join("tokens.json"));
+    let record = ProviderRecord::of(&provider());
+    store.save("alice", &tokens("a")).expect("save");
+    store.save_provider("alice", &record).expect("record");
+    store.save("alice", &tokens("a2")).expect("save again");
+    store.save_provider("bob", &record).expect("record");
+    // Saving tokens keeps the record, and the other way round.
+    assert_eq!(access_token(&store, "alice").as_deref(), Some("a2"));
+    assert_eq!(
+        store.load_provider("alice").expect("load"),
+        Some(record.clone())
+    );
+    // Deleting a key (logging out, or a refused refresh) forgets both.
+    store.delete("alice").expect("delete");
+    assert_eq!(store.load_provider("alice").expect("load"), None);
+    assert_eq!(access_token(&store, "alice"), None);
+    assert!(store.path().exists(), "bob's record remains");
+    store.delete("bob").expect("delete");
+    assert!(!store.path().exists());
+}
+
+#[test]
+fn s41_a_corrupt_provider_record_is_an_error_that_quotes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tokens.json");
+    let store = FileStore::new(&path);
+    for record in [
+        r#""LEAKED""#,
+        r#"{"default":"LEAKED"}"#,
+        r#"{"default":{"token_endpoint":"LEAKED"}}"#,
+        r#"{"default":{"authorization_endpoint":"a","token_endpoint":"t","client_id":"c","token_endpoint_auth_method":"LEAKED"}}"#,
+        r#"{"default":{"authorization_endpoint":"a","token_endpoint":"t","client_id":"c","token_endpoint_auth_method":"none","scopes":["LEAKED",1]}}"#,
+    ] {
+        let content = format!(r#"{{"version":1,"tokens":{{}},"providers":{record}}}"#);
+        fs::write(&path, &content).expect("plant");
+        let error = store
+            .load_provider(DEFAULT_KEY)
+            .expect_err("corrupt")
+            .to_string();
+        assert!(error.contains("corrupt"), "{error}");
+        assert!(!error.contains("LEAKED"), "{error}");
+        assert!(store.save(DEFAULT_KEY, &tokens("new")).is_err());
+        assert_eq!(fs::read_to_string(&path).expect("read"), content);
+    }
+}
+
+#[test]
+fn a_tampered_provider_record_is_refused_when_the_provider_is_built() {
+    let record = ProviderRecord {
+        token_endpoint: "http://attacker.example/token".into(),
+        ..ProviderRecord::of(&provider())
+    };
+    let error = record
+        .builder()
+        .client_secret(SecretString::from("record-SECRET"))
+        .build()
+        .expect_err("plain http off loopback");
+    assert!(matches!(error, ConfigError::InvalidUrl { .. }), "{error:?}");
 }
 
 #[test]

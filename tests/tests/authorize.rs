@@ -501,3 +501,23 @@ fn s20_the_superseded_flows_callback_gets_the_expired_page_and_no_token_request(
     let (_, _, request) = h.to_exchange(&second);
     assert_eq!(request.uri(), harness::TOKEN);
 }
+
+#[test]
+fn the_provider_gives_back_its_authorization_endpoint_as_configured() {
+    for endpoint in [
+        "https://idp.example/authorize",
+        "https://idp.example/authorize?tenant=a%20b&x=1",
+        "http://127.0.0.1:9000/auth",
+    ] {
+        let provider = Provider::builder(endpoint, "https://idp.example/token", "client")
+            .scopes(["openid"])
+            .param("prompt", "consent")
+            .build()
+            .expect("a valid provider");
+        assert_eq!(provider.authorization_endpoint(), endpoint);
+    }
+    let trailing = Provider::builder("https://idp.example/a?", "https://idp.example/t", "c")
+        .build()
+        .expect("a valid provider");
+    assert_eq!(trailing.authorization_endpoint(), "https://idp.example/a");
+}
