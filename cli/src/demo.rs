@@ -189,10 +189,14 @@ pub fn serve_dev_idp(args: DevIdpArgs) -> ExitCode {
     let quirk = match args.quirk.as_deref() {
         None => Quirk::None,
         Some("github") => Quirk::GitHub,
+        Some("github-app") => Quirk::GitHubApp,
         Some("entra") => Quirk::EntraStringExpiry,
         Some("no-token-type") => Quirk::NoTokenType,
         Some(other) => {
-            eprintln!("latchkey: --quirk takes github, entra or no-token-type, not {other:?}");
+            eprintln!(
+                "latchkey: --quirk takes github, github-app, entra or no-token-type, \
+                 not {other:?}"
+            );
             return ExitCode::from(2);
         }
     };

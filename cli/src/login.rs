@@ -5,17 +5,20 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latchkey::{ClientAuth, Config, FlowError, FlowOptions, Landing, Provider, Step};
+use latchkey::{
+    ClientAuth, Config, FlowError, FlowOptions, Landing, Provider, ProviderBuilder, Step, presets,
+};
+use latchkey_io::discovery::discover;
 use latchkey_io::driver::{
     Elapsed, Login, LoginEvent, Runtime, Service, ServiceOptions, Transport,
 };
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::opener::{Opener, SystemBrowser};
 use latchkey_io::proxy::Proxy;
-use latchkey_io::store::FileStore;
+use latchkey_io::store::{DEFAULT_KEY, FileStore, ProviderRecord};
 use secrecy::SecretString;
 
-use crate::args::{LoginArgs, SecretSource};
+use crate::args::{LoginArgs, Preset, ProviderChoice, SecretSource};
 use crate::report::{Reporter, describe_failure};
 
 /// How often the spinner turns while the browser is away.
@@ -27,6 +30,9 @@ pub enum Failure {
     Config(String),
     /// The login failed: exit 1.
     Flow(FlowError),
+    /// Another operation failed (refresh, logout, the store, discovery): exit 1, with the
+    /// JSON error event's kind.
+    Failed { kind: &'static str, message: String },
 }
 
 impl Failure {
@@ -40,6 +46,10 @@ impl Failure {
             Failure::Flow(error) => {
                 let (kind, message) = describe_failure(&error);
                 reporter.error(&kind, &message);
+                ExitCode::from(1)
+            }
+            Failure::Failed { kind, message } => {
+                reporter.error(kind, &message);
                 ExitCode::from(1)
             }
         }
@@ -69,17 +79,13 @@ async fn login<R: Runtime>(
     args: &LoginArgs,
     reporter: &mut Reporter,
 ) -> Result<(), Failure> {
-    let config = config(args)?;
+    let transport = Transport::Builtin(http_client()?);
+    let provider = provider(runtime, &transport, args).await?;
+    let record = ProviderRecord::of(&provider);
     let requested_scope = args.scopes.join(" ");
-    let client = HttpClient::new(HttpOptions {
-        proxy: Proxy::from_env().map_err(|e| Failure::Config(format!("proxy settings: {e}")))?,
-        ..HttpOptions::default()
-    })
-    .map_err(|e| Failure::Config(e.to_string()))?;
-    let mut options = ServiceOptions::new(
-        Arc::new(FileStore::new(&args.store)),
-        Transport::Builtin(client),
-    );
+    let config = config(provider, args)?;
+    let store = Arc::new(FileStore::new(&args.store));
+    let mut options = ServiceOptions::new(Arc::clone(&store) as _, transport);
     options.bind.extend(args.bind);
     let service = Service::bind(runtime.clone(), config, options)?;
     reporter.listening(service.redirect_uri());
@@ -104,7 +110,24 @@ async fn login<R: Runtime>(
     )
     .await;
     service.shutdown().await;
-    result.map_err(Failure::Flow)
+    result.map_err(Failure::Flow)?;
+    // What `refresh` and `logout` need later, next to the tokens.
+    runtime
+        .unblock(move || store.save_provider(DEFAULT_KEY, &record))
+        .await
+        .map_err(|error| Failure::Failed {
+            kind: "store",
+            message: format!("recording the provider's settings: {error}"),
+        })
+}
+
+/// latchkey's HTTP client, through the proxy the environment names.
+pub fn http_client() -> Result<HttpClient, Failure> {
+    HttpClient::new(HttpOptions {
+        proxy: Proxy::from_env().map_err(|e| Failure::Config(format!("proxy settings: {e}")))?,
+        ..HttpOptions::default()
+    })
+    .map_err(|e| Failure::Config(e.to_string()))
 }
 
 /// Reports the login's events until it ends or `deadline` passes (then it is cancelled).
@@ -142,21 +165,46 @@ pub async fn follow<R: Runtime>(
     }
 }
 
-/// The engine's configuration from the command line.
-fn config(args: &LoginArgs) -> Result<Config, Failure> {
-    let invalid =
-        |what: &str, error: &dyn std::fmt::Display| Failure::Config(format!("{what}: {error}"));
-    let mut provider = Provider::builder(
-        &args.authorization_endpoint,
-        &args.token_endpoint,
-        &args.client_id,
-    )
+/// The provider from the command line: its endpoints, discovered from its issuer, or a
+/// preset; then the client's settings.
+async fn provider<R: Runtime>(
+    runtime: &R,
+    transport: &Transport,
+    args: &LoginArgs,
+) -> Result<Provider, Failure> {
+    let client_id = args.client_id.as_str();
+    let mut provider = match &args.provider {
+        ProviderChoice::Endpoints {
+            authorization_endpoint,
+            token_endpoint,
+            revocation_endpoint,
+        } => {
+            let mut builder = Provider::builder(authorization_endpoint, token_endpoint, client_id);
+            if let Some(endpoint) = revocation_endpoint {
+                builder = builder.revocation_endpoint(endpoint);
+            }
+            if let Some(issuer) = &args.issuer {
+                builder = builder.issuer(issuer);
+            }
+            builder
+        }
+        ProviderChoice::Discover => {
+            let issuer = args.issuer.as_deref().unwrap_or_default();
+            discover(runtime, transport, issuer, client_id)
+                .await
+                .map_err(|error| Failure::Failed {
+                    kind: "discovery",
+                    message: format!(
+                        "{error}; check --issuer, or give --authorization-endpoint and \
+                         --token-endpoint"
+                    ),
+                })?
+        }
+        ProviderChoice::Preset(preset) => preset_builder(preset, client_id),
+    }
     .scopes(args.scopes.iter().cloned());
     for (key, value) in &args.params {
         provider = provider.param(key, value);
-    }
-    if let Some(issuer) = &args.issuer {
-        provider = provider.issuer(issuer);
     }
     if let Some(source) = &args.secret {
         provider = provider.client_secret(read_secret(source)?);
@@ -173,7 +221,30 @@ fn config(args: &LoginArgs) -> Result<Config, Failure> {
             }
         });
     }
-    let provider = provider.build().map_err(|e| invalid("provider", &e))?;
+    provider
+        .build()
+        .map_err(|e| Failure::Config(format!("provider: {e}")))
+}
+
+fn preset_builder(preset: &Preset, client_id: &str) -> ProviderBuilder {
+    match preset {
+        Preset::Google => presets::google(client_id),
+        Preset::GitHub => presets::github(client_id),
+        Preset::Entra { tenant } => presets::entra(tenant, client_id),
+        Preset::Okta { domain } => presets::okta(domain, client_id),
+        Preset::Auth0 { domain } => presets::auth0(domain, client_id),
+        Preset::Keycloak { base_url, realm } => presets::keycloak(base_url, realm, client_id),
+        Preset::GitLab { base_url: None } => presets::gitlab(client_id),
+        Preset::GitLab {
+            base_url: Some(base_url),
+        } => presets::gitlab_at(base_url, client_id),
+    }
+}
+
+/// The engine's configuration from the command line.
+fn config(provider: Provider, args: &LoginArgs) -> Result<Config, Failure> {
+    let invalid =
+        |what: &str, error: &dyn std::fmt::Display| Failure::Config(format!("{what}: {error}"));
     let (host, port, path) = split_redirect_uri(&args.redirect_uri)?;
     let mut config = Config::builder(provider)
         .redirect_uri(host, port, path)
@@ -198,7 +269,7 @@ fn split_redirect_uri(uri: &str) -> Result<(&str, u16, &str), Failure> {
     Ok((host, port.parse().map_err(|_| bad())?, path))
 }
 
-fn read_secret(source: &SecretSource) -> Result<SecretString, Failure> {
+pub fn read_secret(source: &SecretSource) -> Result<SecretString, Failure> {
     let secret = match source {
         SecretSource::Env(var) => std::env::var(var).map_err(|_| {
             Failure::Config(format!("environment variable {var} holds no client secret"))

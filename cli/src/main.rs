@@ -1,5 +1,6 @@
-//! `latchkey`: log in with OAuth 2.0 from a terminal, inspect the stored tokens, run a
-//! development identity provider, or watch a whole login happen (`latchkey demo`).
+//! `latchkey`: log in with OAuth 2.0 from a terminal, refresh, inspect and revoke the stored
+//! tokens, run a development identity provider, or watch a whole login happen
+//! (`latchkey demo`).
 #![forbid(unsafe_code)]
 // A command is a driver: it reads the clocks the core may not.
 #![allow(clippy::disallowed_methods)]
@@ -8,13 +9,19 @@ mod args;
 mod demo;
 mod login;
 mod report;
+mod session;
 mod show;
 
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use args::{Command, RuntimeChoice};
+use args::{Command, Invocation, RuntimeChoice};
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Set by Ctrl-C; a login in progress notices it within a spinner tick and cancels.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -25,19 +32,21 @@ fn interrupted() -> bool {
 }
 
 fn main() -> ExitCode {
-    let command = match args::parse(std::env::args_os()) {
-        Ok(command) => command,
+    let Invocation { command, verbosity } = match args::parse(std::env::args_os()) {
+        Ok(invocation) => invocation,
         Err(error) => {
             eprintln!("latchkey: {error}\n\n{}", args::USAGE);
             return ExitCode::from(2);
         }
     };
+    log_to_stderr(verbosity);
     match command {
         Command::Help => {
             print!("{}", args::USAGE);
             ExitCode::SUCCESS
         }
         Command::Login(args) => {
+            let args = *args;
             // Without the handler Ctrl-C still ends the process, just less gracefully.
             let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
             match args.runtime {
@@ -49,13 +58,37 @@ fn main() -> ExitCode {
             RuntimeChoice::Smol => smol::block_on(demo::run(latchkey_smol::Smol)),
             RuntimeChoice::Tokio => on_tokio(demo::run(latchkey_tokio::Tokio)),
         },
-        Command::Token {
-            store,
-            reveal,
-            json,
-        } => show::run(&store, reveal, json),
+        Command::Refresh(args) => match args.runtime {
+            RuntimeChoice::Smol => smol::block_on(session::refresh(latchkey_smol::Smol, args)),
+            RuntimeChoice::Tokio => on_tokio(session::refresh(latchkey_tokio::Tokio, args)),
+        },
+        Command::Logout(args) => match args.runtime {
+            RuntimeChoice::Smol => smol::block_on(session::logout(latchkey_smol::Smol, args)),
+            RuntimeChoice::Tokio => on_tokio(session::logout(latchkey_tokio::Tokio, args)),
+        },
+        Command::Token(args) => match args.runtime {
+            RuntimeChoice::Smol => smol::block_on(session::token(latchkey_smol::Smol, args)),
+            RuntimeChoice::Tokio => on_tokio(session::token(latchkey_tokio::Tokio, args)),
+        },
         Command::DevIdp(args) => demo::serve_dev_idp(args),
     }
+}
+
+/// `-v`: each step of a login, refresh or logout with its duration; `-vv`: also the
+/// engine's phase changes, refused browser requests and connections. To stderr, so stdout
+/// stays the command's output (and `--json`'s events).
+fn log_to_stderr(verbosity: u8) {
+    let level = match verbosity {
+        0 => return,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(Targets::new().with_target("latchkey", level));
+    // Fails only if a subscriber is already installed, which nothing here does.
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 /// Runs `future` on a multi-threaded tokio runtime.

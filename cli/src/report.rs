@@ -86,6 +86,43 @@ impl Reporter {
         );
     }
 
+    pub fn revoked(&mut self, token: &str) {
+        self.emit(
+            json!({"event": "revoked", "token": token}),
+            &format!("Revoked the {} at the provider", token.replace('_', " ")),
+        );
+    }
+
+    pub fn revocation_failed(&mut self, token: &str, message: &str) {
+        self.emit(
+            json!({"event": "revocation_failed", "token": token, "message": message}),
+            &format!(
+                "Could not revoke the {}: {message}; it may stay valid until it expires",
+                token.replace('_', " ")
+            ),
+        );
+    }
+
+    pub fn not_revoked(&mut self, message: &str) {
+        self.emit(
+            json!({"event": "not_revoked", "message": message}),
+            &format!("Nothing revoked at the provider: {message}"),
+        );
+    }
+
+    pub fn logged_out(&mut self, path: &Path, had_tokens: bool) {
+        let path = path.display().to_string();
+        let line = if had_tokens {
+            format!("Deleted the stored tokens from {path}")
+        } else {
+            format!("No tokens were stored in {path}")
+        };
+        self.emit(
+            json!({"event": "logged_out", "path": path, "had_tokens": had_tokens}),
+            &line,
+        );
+    }
+
     pub fn error(&mut self, kind: &str, message: &str) {
         if self.json {
             self.emit(

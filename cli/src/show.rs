@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use latchkey::TokenSet;
 use latchkey_io::store::{DEFAULT_KEY, FileStore, TokenStore};
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -11,20 +12,25 @@ use crate::report::{describe_tokens, unix_seconds};
 
 /// Prints the stored token set.
 pub fn run(store: &Path, reveal: bool, json: bool) -> ExitCode {
-    let tokens = match FileStore::new(store).load(DEFAULT_KEY) {
-        Ok(Some(tokens)) => tokens,
+    match FileStore::new(store).load(DEFAULT_KEY) {
+        Ok(Some(tokens)) => print(&tokens, reveal, json, None),
         Ok(None) => {
             eprintln!(
                 "latchkey: no tokens stored in {}; run `latchkey login` first",
                 store.display()
             );
-            return ExitCode::from(1);
+            ExitCode::from(1)
         }
         Err(error) => {
             eprintln!("latchkey: {error}");
-            return ExitCode::from(1);
+            ExitCode::from(1)
         }
-    };
+    }
+}
+
+/// Prints `tokens`: a summary, the access token only when `reveal`; `refreshed` says
+/// whether `--fresh` had to refresh them.
+pub fn print(tokens: &TokenSet, reveal: bool, json: bool, refreshed: Option<bool>) -> ExitCode {
     if json {
         let mut summary = json!({
             "token_type": tokens.token_type().as_str(),
@@ -32,15 +38,22 @@ pub fn run(store: &Path, reveal: bool, json: bool) -> ExitCode {
             "scope": tokens.scope(),
             "refresh_token": tokens.refresh_token().is_some(),
         });
+        if let Some(refreshed) = refreshed {
+            summary["refreshed"] = refreshed.into();
+        }
         if reveal {
             summary["access_token"] = tokens.access_token().expose_secret().into();
         }
         println!("{summary}");
     } else {
+        let refreshed = match refreshed {
+            Some(true) => " (just refreshed)",
+            _ => "",
+        };
         println!(
-            "{} token, {}",
+            "{} token, {}{refreshed}",
             tokens.token_type().as_str(),
-            describe_tokens(&tokens)
+            describe_tokens(tokens)
         );
         if let Some(scope) = tokens.scope() {
             println!("scope: {scope}");

@@ -1069,3 +1069,372 @@ fn then_is_not_followed_after_a_denial() {
     assert!(last.url.starts_with(&browsed.redirect_uri), "{hops:?}");
     assert_ne!(last.location.as_deref(), Some(LANDING), "{hops:?}");
 }
+
+// ---- 11. discovery, presets, refresh, logout, token --fresh, -v -------------------------
+
+/// `latchkey login --json` against `idp` named by its issuer alone (discovery).
+fn login_discovering(idp: &DevIdp, store: &Path, extra: &[&str]) -> Command {
+    let mut command = latchkey([
+        "login",
+        "--json",
+        "--no-browser",
+        "--issuer",
+        &idp.issuer(),
+        "--client-id",
+        CLIENT_ID,
+        "--redirect-uri",
+        REDIRECT_URI,
+        "--scope",
+        "openid",
+    ]);
+    command.arg("--store").arg(store).args(extra);
+    command
+}
+
+/// A confidential client logged in through discovery: the identity provider, the token
+/// directory and path.
+fn discovered_login() -> (DevIdp, TempDir, PathBuf) {
+    let idp = start_idp(ClientAuth::Basic);
+    let (dir, path) = store();
+    let mut command = login_discovering(&idp, &path, &[]);
+    pass_secret(&mut command, SecretVia::Env, SECRET, dir.path());
+    let browsed = login_with_browser(command);
+    browsed.finished.assert_code(0);
+    assert_eq!(browsed.finished.event_names(), SUCCESS_EVENTS);
+    (idp, dir, path)
+}
+
+/// `latchkey SUBCOMMAND --json --store PATH`, the secret passed as `via`.
+fn session(subcommand: &str, path: &Path, via: SecretVia, extra: &[&str]) -> Finished {
+    let mut command = latchkey([subcommand, "--json"]);
+    command.arg("--store").arg(path).args(extra);
+    let dir = path.parent().expect("the store is in a directory");
+    pass_secret(&mut command, via, SECRET, dir);
+    run(command)
+}
+
+/// The provider record in the token file at `path`.
+fn stored_provider(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("reading the token file");
+    let file: Value = serde_json::from_str(&text).expect("the token file is JSON");
+    file["providers"]["default"].clone()
+}
+
+#[test]
+fn login_with_the_issuer_alone_discovers_the_endpoints_and_records_them_without_the_secret() {
+    let (idp, _dir, path) = discovered_login();
+    let record = stored_provider(&path);
+    assert_eq!(record["issuer"], idp.issuer());
+    assert_eq!(record["token_endpoint"], idp.token_endpoint());
+    assert_eq!(record["revocation_endpoint"], idp.revocation_endpoint());
+    assert_eq!(
+        record["authorization_endpoint"],
+        idp.authorization_endpoint()
+    );
+    assert_eq!(record["client_id"], CLIENT_ID);
+    assert_eq!(record["token_endpoint_auth_method"], "client_secret_basic");
+    assert_eq!(record["scopes"], serde_json::json!(["openid"]));
+    let file = std::fs::read_to_string(&path).expect("reading the token file");
+    assert!(!file.contains(SECRET), "the client secret is never stored");
+}
+
+#[test]
+fn discovery_from_an_issuer_that_does_not_answer_is_a_discovery_error() {
+    let (_dir, path) = store();
+    let issuer = format!("http://127.0.0.1:{}", closed_port());
+    let finished = run(latchkey([
+        "login",
+        "--json",
+        "--no-browser",
+        "--issuer",
+        &issuer,
+        "--client-id",
+        CLIENT_ID,
+        "--store",
+        path.to_str().expect("UTF-8 path"),
+    ]));
+    finished.assert_code(1);
+    let message = finished.error("discovery");
+    assert!(message.contains("--issuer"), "{message}");
+    assert!(!path.exists());
+}
+
+/// Starts a login with `--provider …` and returns the authorization URL it announced
+/// (the login then times out: nobody plays the browser, and no real provider is reached).
+fn preset_authorization_url(preset: &[&str]) -> String {
+    let (_dir, path) = store();
+    let mut command = latchkey(["login", "--json", "--no-browser", "--timeout", "1"]);
+    command
+        .args(["--client-id", CLIENT_ID, "--redirect-uri", REDIRECT_URI])
+        .args(preset)
+        .arg("--store")
+        .arg(&path);
+    let browsed = login_playing(command, never_browse);
+    browsed.finished.assert_code(1);
+    browsed.url
+}
+
+#[test]
+fn login_with_a_preset_sends_the_browser_to_that_providers_endpoint() {
+    let google = preset_authorization_url(&["--provider", "google", "--scope", "openid"]);
+    assert!(
+        google.starts_with("https://accounts.google.com/o/oauth2/v2/auth?"),
+        "{google}"
+    );
+    assert_eq!(
+        query_param(&google, "access_type").as_deref(),
+        Some("offline")
+    );
+    let entra = preset_authorization_url(&["--provider", "entra", "--tenant", "contoso.com"]);
+    assert!(
+        entra.starts_with("https://login.microsoftonline.com/contoso.com/oauth2/v2.0/authorize?"),
+        "{entra}"
+    );
+    let keycloak = preset_authorization_url(&[
+        "--provider",
+        "keycloak",
+        "--base-url",
+        "https://sso.example.com/",
+        "--realm",
+        "team",
+    ]);
+    assert!(
+        keycloak.starts_with("https://sso.example.com/realms/team/protocol/openid-connect/auth?"),
+        "{keycloak}"
+    );
+}
+
+fn assert_refresh_rotates_with_only_the_store_and_the_secret(runtime: &str, via: SecretVia) {
+    let (idp, _dir, path) = discovered_login();
+    let before = stored_tokens(&path);
+    let refreshed = session("refresh", &path, via, &["--runtime", runtime]);
+    refreshed.assert_code(0);
+    assert_eq!(
+        refreshed.event_names(),
+        ["token", "stored"],
+        "{}",
+        refreshed.describe()
+    );
+    let after = stored_tokens(&path);
+    let access = entry_string(&after, "access_token");
+    let refresh = entry_string(&after, "refresh_token");
+    assert_ne!(access, entry_string(&before, "access_token"));
+    assert_ne!(refresh, entry_string(&before, "refresh_token"));
+    assert!(
+        idp.access_token_active(&access),
+        "the fresh token is the provider's"
+    );
+    refreshed.assert_never_shows(&[
+        ("access token", &access),
+        ("refresh token", &refresh),
+        ("client secret", SECRET),
+    ]);
+    assert_eq!(
+        stored_provider(&path)["client_id"],
+        CLIENT_ID,
+        "the record stays"
+    );
+}
+
+#[test]
+fn refresh_on_smol_rotates_the_tokens_with_only_the_store_and_the_secret() {
+    assert_refresh_rotates_with_only_the_store_and_the_secret("smol", SecretVia::Env);
+}
+
+#[test]
+fn refresh_on_tokio_rotates_the_tokens_with_only_the_store_and_the_secret_file() {
+    assert_refresh_rotates_with_only_the_store_and_the_secret("tokio", SecretVia::File);
+}
+
+#[test]
+fn refresh_of_a_confidential_client_without_its_secret_is_a_config_error_that_keeps_the_tokens() {
+    let (_idp, _dir, path) = discovered_login();
+    let before = std::fs::read(&path).expect("reading the token file");
+    let refreshed = session("refresh", &path, SecretVia::Nothing, &[]);
+    refreshed.assert_code(2);
+    let message = refreshed.error("config");
+    assert!(message.contains("--client-secret-env"), "{message}");
+    assert_eq!(
+        std::fs::read(&path).expect("reading the token file"),
+        before
+    );
+}
+
+#[test]
+fn s42_refresh_with_a_rotated_out_refresh_token_is_login_required_and_deletes_the_tokens() {
+    let (idp, _dir, path) = discovered_login();
+    let old_file = std::fs::read(&path).expect("reading the token file");
+    session("refresh", &path, SecretVia::Env, &[]).assert_code(0);
+    let rotated = entry_string(&stored_tokens(&path), "access_token");
+    // Another copy of the old file (a backup, a second machine) replays the old token.
+    std::fs::write(&path, &old_file).expect("restoring the old file");
+    let replayed = session("refresh", &path, SecretVia::Env, &[]);
+    replayed.assert_code(1);
+    let message = replayed.error("login_required");
+    assert!(message.contains("latchkey login"), "{message}");
+    assert!(!path.exists(), "the dead tokens are deleted");
+    assert!(
+        !idp.access_token_active(&rotated),
+        "the provider revoked the grant on the replay"
+    );
+    let again = session("refresh", &path, SecretVia::Env, &[]);
+    again.assert_code(1);
+    again.error("login_required");
+}
+
+#[test]
+fn s44_logout_revokes_both_tokens_at_the_provider_and_deletes_them() {
+    let (idp, _dir, path) = discovered_login();
+    let access = entry_string(&stored_tokens(&path), "access_token");
+    let finished = session("logout", &path, SecretVia::File, &["--runtime", "tokio"]);
+    finished.assert_code(0);
+    assert_eq!(
+        finished.event_names(),
+        ["revoked", "revoked", "logged_out"],
+        "{}",
+        finished.describe()
+    );
+    let events = finished.events();
+    assert_eq!(events[0]["token"], "refresh_token");
+    assert_eq!(events[1]["token"], "access_token");
+    assert_eq!(events[2]["had_tokens"], true);
+    assert!(!path.exists());
+    assert!(!idp.access_token_active(&access));
+    // Logging out again finds nothing and still succeeds.
+    let again = session("logout", &path, SecretVia::File, &[]);
+    again.assert_code(0);
+    assert_eq!(again.event_names(), ["logged_out"]);
+    assert_eq!(again.events()[0]["had_tokens"], false);
+}
+
+#[test]
+fn s44_logout_without_a_revocation_endpoint_deletes_the_tokens_and_says_nothing_was_revoked() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    login_with_browser(login(&idp, &path, &[]))
+        .finished
+        .assert_code(0);
+    let access = entry_string(&stored_tokens(&path), "access_token");
+    let finished = session("logout", &path, SecretVia::Nothing, &[]);
+    finished.assert_code(0);
+    assert_eq!(finished.event_names(), ["not_revoked", "logged_out"]);
+    assert!(!path.exists());
+    assert!(
+        idp.access_token_active(&access),
+        "nothing was sent to the provider"
+    );
+}
+
+#[test]
+fn s44_a_failed_revocation_still_deletes_the_tokens_is_reported_and_exits_1() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let unreachable = format!("http://127.0.0.1:{}/revoke", closed_port());
+    let command = login(&idp, &path, &["--revocation-endpoint", &unreachable]);
+    login_with_browser(command).finished.assert_code(0);
+    let finished = session("logout", &path, SecretVia::Nothing, &[]);
+    finished.assert_code(1);
+    assert_eq!(
+        finished.event_names(),
+        ["revocation_failed", "revocation_failed", "logged_out"],
+        "{}",
+        finished.describe()
+    );
+    assert!(!path.exists(), "deleted here whatever the provider said");
+}
+
+/// The one JSON object `latchkey token --json` prints.
+fn shown_tokens(finished: &Finished) -> Value {
+    serde_json::from_str(&finished.stdout_text())
+        .unwrap_or_else(|_| panic!("one JSON object: {}", finished.describe()))
+}
+
+#[test]
+fn token_fresh_refreshes_only_within_the_margin() {
+    let (_idp, _dir, path) = discovered_login();
+    let first = stored_tokens(&path);
+    let still_valid = session("token", &path, SecretVia::Env, &["--fresh", "--reveal"]);
+    still_valid.assert_code(0);
+    let shown = &shown_tokens(&still_valid);
+    assert_eq!(shown["refreshed"], false, "{}", still_valid.describe());
+    assert_eq!(shown["access_token"], first["access_token"]);
+    // The tokens live an hour: a two-hour margin makes them due.
+    let due = session(
+        "token",
+        &path,
+        SecretVia::Env,
+        &["--fresh", "--margin", "7200", "--reveal"],
+    );
+    due.assert_code(0);
+    let shown = &shown_tokens(&due);
+    assert_eq!(shown["refreshed"], true, "{}", due.describe());
+    let stored = stored_tokens(&path);
+    assert_eq!(shown["access_token"], stored["access_token"]);
+    assert_ne!(stored["refresh_token"], first["refresh_token"]);
+}
+
+#[test]
+fn verbose_commands_log_each_step_to_stderr_and_never_a_secret() {
+    let idp = start_idp(ClientAuth::Basic);
+    let (dir, path) = store();
+    let mut command = login_discovering(&idp, &path, &["-vv"]);
+    pass_secret(&mut command, SecretVia::Env, SECRET, dir.path());
+    let browsed = login_with_browser(command);
+    let finished = &browsed.finished;
+    finished.assert_code(0);
+    let stderr = &finished.stderr;
+    for step in [
+        "provider metadata accepted",
+        "login started",
+        "callback accepted; requesting tokens",
+        "token endpoint answered",
+        "tokens stored",
+        "login finished",
+        // -vv: the engine's own events too.
+        "flow moved on",
+    ] {
+        assert!(stderr.contains(step), "no {step:?} in:\n{stderr}");
+    }
+    let hops = browsed.hops.as_ref().expect("the user agent's path");
+    let callback = hops
+        .iter()
+        .find(|hop| hop.url.starts_with(&browsed.redirect_uri))
+        .expect("the browser reached the callback");
+    let code = query_param(&callback.url, "code").expect("a code");
+    let state = query_param(&browsed.url, "state").expect("a state");
+    let before = stored_tokens(&path);
+
+    let refreshed = session("refresh", &path, SecretVia::Env, &["-v"]);
+    refreshed.assert_code(0);
+    assert!(
+        refreshed.stderr.contains("tokens refreshed"),
+        "{}",
+        refreshed.stderr
+    );
+    let after = stored_tokens(&path);
+    let logged_out = session("logout", &path, SecretVia::Env, &["-v"]);
+    logged_out.assert_code(0);
+    assert!(
+        logged_out.stderr.contains("token revoked"),
+        "{}",
+        logged_out.stderr
+    );
+
+    for run in [finished, &refreshed, &logged_out] {
+        assert!(!run.stderr.contains(&state), "state in:\n{}", run.stderr);
+        run.assert_never_shows(&[
+            ("client secret", SECRET),
+            ("authorization code", &code),
+            ("access token", &entry_string(&before, "access_token")),
+            ("refresh token", &entry_string(&before, "refresh_token")),
+            (
+                "refreshed access token",
+                &entry_string(&after, "access_token"),
+            ),
+            (
+                "refreshed refresh token",
+                &entry_string(&after, "refresh_token"),
+            ),
+        ]);
+    }
+}

@@ -12,6 +12,12 @@ use crate::error::{BadTokenResponse, FlowError, ProviderError};
 use crate::exchange::{self, Grant};
 use crate::token::{self, TokenSet};
 
+/// Error codes that say the refresh token itself is dead (expired, revoked, already used):
+/// RFC 6749's `invalid_grant`, and GitHub's `bad_refresh_token` (sent with HTTP 200, S36).
+/// The codes are reported as the provider sent them, as for the code exchange
+/// (`bad_verification_code` stays `bad_verification_code`).
+const DEAD_REFRESH_TOKEN: [&str; 2] = ["invalid_grant", "bad_refresh_token"];
+
 /// One refresh of a token set at its provider.
 ///
 /// ```
@@ -80,8 +86,9 @@ impl Refresh {
     ///
     /// # Errors
     ///
-    /// [`RefreshError::LoginRequired`] for `invalid_grant` (the refresh token expired or
-    /// was revoked): delete the stored tokens (S42) and log in again. Other refusals are
+    /// [`RefreshError::LoginRequired`] for `invalid_grant`, or GitHub's `bad_refresh_token`,
+    /// at any HTTP status (the refresh token expired, was revoked, or was already used):
+    /// delete the stored tokens (S42) and log in again. Other refusals are
     /// [`RefreshError::Rejected`], answers that are not token responses
     /// [`RefreshError::BadResponse`].
     pub fn handle_response(
@@ -91,7 +98,9 @@ impl Refresh {
     ) -> Result<TokenSet, RefreshError> {
         match token::parse_token_response(response, self.provider.scopes(), received_at) {
             Ok(fresh) => Ok(fresh.carry_over(&self.previous)),
-            Err(FlowError::TokenRejected { error, .. }) if error.code == "invalid_grant" => {
+            Err(FlowError::TokenRejected { error, .. })
+                if DEAD_REFRESH_TOKEN.contains(&error.code.as_str()) =>
+            {
                 Err(RefreshError::LoginRequired(error))
             }
             Err(FlowError::TokenRejected { status, error }) => {
@@ -127,10 +136,12 @@ impl fmt::Debug for Refresh {
 pub enum RefreshError {
     /// The token set has no refresh token.
     NoRefreshToken,
-    /// The provider refused the refresh token (`invalid_grant`): it expired, was revoked,
-    /// or was already used (rotation). The stored tokens are dead; delete them (S42).
+    /// The provider refused the refresh token (`invalid_grant`, GitHub's
+    /// `bad_refresh_token`): it expired, was revoked, or was already used (rotation). The
+    /// stored tokens are dead; delete them (S42). The error is the provider's, code as sent.
     LoginRequired(ProviderError),
-    /// The provider refused the request for another reason (`invalid_client`, …).
+    /// The provider refused the request for another reason (`invalid_client`, GitHub's
+    /// `incorrect_client_credentials`, …): a new login would not help.
     Rejected {
         /// HTTP status of the answer.
         status: u16,
@@ -191,6 +202,7 @@ mod tests {
 
     use super::*;
     use crate::config::ClientAuth;
+    use crate::token::TokenType;
 
     const TOKEN_ENDPOINT: &str = "https://idp.example/token";
 
@@ -216,21 +228,44 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(1_767_225_600)
     }
 
+    const JSON: &str = "application/json";
+    /// What GitHub sends without `Accept: application/json`.
+    const GITHUB_FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
+
     fn answer(status: u16, body: &[u8]) -> http::Response<Vec<u8>> {
+        answer_as(status, JSON, body)
+    }
+
+    fn answer_as(status: u16, content_type: &str, body: &[u8]) -> http::Response<Vec<u8>> {
         http::Response::builder()
             .status(status)
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .body(body.to_vec())
             .expect("a valid response")
     }
 
     fn refreshed(auth: ClientAuth, status: u16, body: &[u8]) -> Result<TokenSet, RefreshError> {
+        refreshed_as(auth, status, JSON, body)
+    }
+
+    /// The stored tokens refreshed with `body`, received 30 s after they were.
+    fn refreshed_as(
+        auth: ClientAuth,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<TokenSet, RefreshError> {
         Refresh::new(&provider(auth), &stored())
             .expect("a refresh token is stored")
             .handle_response(
                 received_at() + Duration::from_secs(30),
-                &answer(status, body),
+                &answer_as(status, content_type, body),
             )
+    }
+
+    /// `received_at() + 30 s + seconds`: the expiry of an answer to [`refreshed_as`].
+    fn expiry_after(seconds: u64) -> Option<SystemTime> {
+        Some(received_at() + Duration::from_secs(30 + seconds))
     }
 
     fn exposed(secret: Option<&SecretString>) -> Option<&str> {
@@ -339,6 +374,93 @@ mod tests {
                 other => panic!("expected LoginRequired, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn github_app_refresh_in_a_form_or_json_body_rotates_and_sets_the_expiry() {
+        let form = b"access_token=ghu_R3fr35h3dT0k3n4f1nfP0d1ea8&expires_in=28800&refresh_token=ghr_R0t4t3d1B4a2e77838347a7E4d&refresh_token_expires_in=15897600&scope=&token_type=bearer";
+        let json = br#"{"access_token":"ghu_R3fr35h3dT0k3n4f1nfP0d1ea8","expires_in":28800,"refresh_token":"ghr_R0t4t3d1B4a2e77838347a7E4d","refresh_token_expires_in":15897600,"scope":"","token_type":"bearer"}"#;
+        for (content_type, body) in [(GITHUB_FORM, &form[..]), (JSON, &json[..])] {
+            let fresh = refreshed_as(ClientAuth::SecretPost, 200, content_type, body)
+                .expect("GitHub's refresh answer");
+            assert_eq!(
+                fresh.access_token().expose_secret(),
+                "ghu_R3fr35h3dT0k3n4f1nfP0d1ea8"
+            );
+            assert_eq!(
+                exposed(fresh.refresh_token()),
+                Some("ghr_R0t4t3d1B4a2e77838347a7E4d"),
+                "rotated"
+            );
+            assert_eq!(fresh.expires_at(), expiry_after(28800));
+            assert_eq!(fresh.token_type(), &TokenType::Bearer);
+            assert!(!fresh.token_type_defaulted());
+            assert!(
+                fresh.extra().contains_key("refresh_token_expires_in"),
+                "{fresh:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn s36_s42_github_bad_refresh_token_at_http_200_means_login_required() {
+        let form = b"error=bad_refresh_token&error_description=The+refresh+token+passed+is+incorrect+or+expired.";
+        let json = br#"{"error":"bad_refresh_token","error_description":"The refresh token passed is incorrect or expired."}"#;
+        for (content_type, body) in [(GITHUB_FORM, &form[..]), (JSON, &json[..])] {
+            let error =
+                refreshed_as(ClientAuth::SecretPost, 200, content_type, body).expect_err("refused");
+            assert!(error.login_required(), "{error}");
+            match error {
+                RefreshError::LoginRequired(error) => {
+                    assert_eq!(error.code, "bad_refresh_token", "reported as sent");
+                    assert_eq!(
+                        error.description.as_deref(),
+                        Some("The refresh token passed is incorrect or expired.")
+                    );
+                }
+                other => panic!("expected LoginRequired, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn s36_github_incorrect_client_credentials_at_http_200_is_no_reason_to_log_in_again() {
+        let body = b"error=incorrect_client_credentials&error_description=The+client_id+and%2For+client_secret+passed+are+incorrect.";
+        let error =
+            refreshed_as(ClientAuth::SecretPost, 200, GITHUB_FORM, body).expect_err("refused");
+        assert!(!error.login_required(), "{error}");
+        assert!(
+            matches!(&error, RefreshError::Rejected { status: 200, error }
+                if error.code == "incorrect_client_credentials"),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn entra_refresh_with_string_expiry_rotates_and_sets_the_expiry() {
+        let body = br#"{"token_type":"Bearer","scope":"openid email","expires_in":"3599","ext_expires_in":"3599","access_token":"eyJ0eXAiOiJKV1QiLCJub25jZSI6IkFRQUJBQUFBQUFCIn0.eyJhdWQiOiIwMDAwMDAwMyJ9.sig2","refresh_token":"0.AAAAbWQ2dXNlcmVmcmVzaHRva2Vu-rotated"}"#;
+        let fresh = refreshed(ClientAuth::SecretBasic, 200, body).expect("Entra's refresh answer");
+        assert_eq!(fresh.expires_at(), expiry_after(3599));
+        assert_eq!(
+            exposed(fresh.refresh_token()),
+            Some("0.AAAAbWQ2dXNlcmVmcmVzaHRva2Vu-rotated")
+        );
+        assert_eq!(
+            fresh.extra().get("ext_expires_in"),
+            Some(&serde_json::Value::from("3599"))
+        );
+        assert!(!fresh.token_type_defaulted());
+    }
+
+    #[test]
+    fn refresh_without_token_type_defaults_to_bearer_and_rotates() {
+        // LinkedIn's shape: no token_type, a rotated refresh token with its own lifetime.
+        let body = br#"{"access_token":"AQV8-refreshed","expires_in":5183999,"refresh_token":"AQWm-rotated","refresh_token_expires_in":31535999}"#;
+        let fresh = refreshed(ClientAuth::SecretPost, 200, body).expect("an answer");
+        assert_eq!(fresh.token_type(), &TokenType::Bearer);
+        assert!(fresh.token_type_defaulted(), "the answer named no type");
+        assert_eq!(exposed(fresh.refresh_token()), Some("AQWm-rotated"));
+        assert_eq!(fresh.expires_at(), expiry_after(5_183_999));
     }
 
     #[test]

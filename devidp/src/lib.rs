@@ -99,22 +99,42 @@ pub enum ClientAuth {
     None,
 }
 
-/// A deviation of a real provider to imitate at the token endpoint.
+/// A deviation of a real provider to imitate at the token endpoint, in the answers to
+/// both grants: the code exchange and the refresh (RFC 6749 §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Quirk {
     /// Follow RFC 6749.
     #[default]
     None,
-    /// GitHub: token responses are form-encoded (`access_token=…&scope=repo%2Cgist&token_type=bearer`,
-    /// comma-separated scope, no `expires_in`, no refresh token) unless the request has
-    /// `Accept: application/json`; errors come with HTTP 200 and GitHub's codes
-    /// (`bad_verification_code` for `invalid_grant`, `incorrect_client_credentials` for
-    /// `invalid_client`).
+    /// A GitHub OAuth App: token responses are form-encoded
+    /// (`access_token=…&scope=repo%2Cgist&token_type=bearer`, comma-separated scope, no
+    /// `expires_in`, no refresh token) unless the request has `Accept: application/json`;
+    /// errors come with HTTP 200 and GitHub's codes: `bad_verification_code` for an
+    /// `invalid_grant` of the code exchange, `bad_refresh_token` for one of a refresh
+    /// (which always fails here, as no refresh token is issued),
+    /// `incorrect_client_credentials` for `invalid_client`.
     GitHub,
-    /// Entra ID / Azure AD v1: `expires_in` and `ext_expires_in` are strings (`"3600"`).
+    /// A GitHub App with expiring user tokens: like [`Quirk::GitHub`] (form bodies unless
+    /// `Accept: application/json`, errors with HTTP 200 and GitHub's codes), but both the
+    /// code exchange and every refresh answer
+    /// `access_token=…&expires_in=…&refresh_token=…&refresh_token_expires_in=15897600&scope=&token_type=bearer`:
+    /// `expires_in` is [`Config::token_lifetime`] (GitHub says 28800), the scope is empty
+    /// (a GitHub App has permissions, not scopes), and each refresh rotates the refresh
+    /// token. Replaying a rotated-out one gets `bad_refresh_token` with HTTP 200.
+    GitHubApp,
+    /// Entra ID / Azure AD v1: `expires_in` and `ext_expires_in` are strings (`"3600"`),
+    /// in refresh answers too.
     EntraStringExpiry,
-    /// LinkedIn, Slack and others: no `token_type` member.
+    /// LinkedIn, Slack and others: no `token_type` member, in refresh answers too.
     NoTokenType,
+}
+
+impl Quirk {
+    /// Whether this is one of GitHub's ways: form bodies unless JSON is asked for, errors
+    /// with HTTP 200 and GitHub's error codes.
+    fn is_github(self) -> bool {
+        matches!(self, Quirk::GitHub | Quirk::GitHubApp)
+    }
 }
 
 /// Server configuration; [`Config::new`] gives the defaults.

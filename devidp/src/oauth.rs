@@ -98,6 +98,19 @@ fn server_error() -> Failure {
     }
 }
 
+/// What GitHub Apps report as `refresh_token_expires_in` (184 days); the dev IdP does not
+/// expire refresh tokens, it only says so.
+const GITHUB_REFRESH_TOKEN_LIFETIME: u64 = 15_897_600;
+
+/// The grant a token request asked for; GitHub names the same error differently for each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+    /// Missing, unsupported, or the request was not read that far.
+    Other,
+}
+
 /// What a successful token request hands out.
 struct Tokens {
     access: String,
@@ -297,15 +310,16 @@ impl Server {
     // ---- token endpoint ---------------------------------------------------------------
 
     fn token(&self, request: &RecordedRequest) -> Response {
-        let github = matches!(self.config.quirk, Quirk::GitHub);
+        let github = self.config.quirk.is_github();
         let json = !github || accepts_json(request);
-        let outcome = self.token_outcome(request);
+        let (grant, outcome) = self.token_outcome(request);
         let mut response = match outcome {
             Ok(tokens) => {
                 self.lock().stats.tokens_issued += 1;
                 self.token_success(tokens, json)
             }
-            Err(failure) => token_failure(failure, github, json),
+            Err(failure) if github => token_failure(failure.in_github_words(grant), true, json),
+            Err(failure) => token_failure(failure, false, json),
         };
         response.headers.push(("Pragma", "no-cache".to_owned()));
         response
@@ -356,19 +370,30 @@ impl Server {
         Params::parse(&request.body).map_err(invalid_request)
     }
 
-    fn token_outcome(&self, request: &RecordedRequest) -> Result<Tokens, Failure> {
-        let params = self.form_params(request)?;
-        let client = self.authenticate(request, &params)?;
-        match params.get("grant_type") {
-            Some("authorization_code") => self.redeem_code(client, &params),
-            Some("refresh_token") => self.refresh(client, &params),
-            Some(_) => Err(Failure {
-                status: 400,
-                error: "unsupported_grant_type",
-                description: "only authorization_code and refresh_token are supported",
-            }),
-            None => Err(invalid_request("grant_type is missing")),
-        }
+    /// The grant asked for (as far as the request was read) and the answer to it.
+    fn token_outcome(&self, request: &RecordedRequest) -> (GrantType, Result<Tokens, Failure>) {
+        let params = match self.form_params(request) {
+            Ok(params) => params,
+            Err(failure) => return (GrantType::Other, Err(failure)),
+        };
+        let grant = match params.get("grant_type") {
+            Some("authorization_code") => GrantType::AuthorizationCode,
+            Some("refresh_token") => GrantType::RefreshToken,
+            _ => GrantType::Other,
+        };
+        let outcome = self
+            .authenticate(request, &params)
+            .and_then(|client| match grant {
+                GrantType::AuthorizationCode => self.redeem_code(client, &params),
+                GrantType::RefreshToken => self.refresh(client, &params),
+                GrantType::Other if params.get("grant_type").is_some() => Err(Failure {
+                    status: 400,
+                    error: "unsupported_grant_type",
+                    description: "only authorization_code and refresh_token are supported",
+                }),
+                GrantType::Other => Err(invalid_request("grant_type is missing")),
+            });
+        (grant, outcome)
     }
 
     /// Client authentication, exactly by the registered method (RFC 6749 §2.3.1).
@@ -519,30 +544,32 @@ impl Server {
 
     fn token_success(&self, tokens: Tokens, json: bool) -> Response {
         let seconds = self.config.token_lifetime.as_secs();
-        if let Quirk::GitHub = self.config.quirk {
-            let scope = tokens.scope.join(",");
-            let fields = [
-                ("access_token", tokens.access.as_str()),
-                ("scope", &scope),
-                ("token_type", "bearer"),
-            ];
-            return if json {
-                let body: Map<String, Value> = fields
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), json!(v)))
-                    .collect();
-                Response::new(
-                    200,
-                    "application/json; charset=utf-8",
-                    Value::Object(body).to_string(),
-                )
-            } else {
-                Response::new(
-                    200,
-                    "application/x-www-form-urlencoded; charset=utf-8",
-                    form::serialize(&fields),
-                )
-            };
+        match self.config.quirk {
+            Quirk::GitHub => {
+                let fields = [
+                    ("access_token", json!(tokens.access)),
+                    ("scope", json!(tokens.scope.join(","))),
+                    ("token_type", json!("bearer")),
+                ];
+                return github_body(&fields, json);
+            }
+            Quirk::GitHubApp => {
+                let mut fields = vec![
+                    ("access_token", json!(tokens.access)),
+                    ("expires_in", json!(seconds)),
+                ];
+                if let Some(refresh) = tokens.refresh {
+                    fields.push(("refresh_token", json!(refresh)));
+                    fields.push((
+                        "refresh_token_expires_in",
+                        json!(GITHUB_REFRESH_TOKEN_LIFETIME),
+                    ));
+                }
+                fields.push(("scope", json!("")));
+                fields.push(("token_type", json!("bearer")));
+                return github_body(&fields, json);
+            }
+            Quirk::None | Quirk::EntraStringExpiry | Quirk::NoTokenType => {}
         }
         let mut body = Map::new();
         body.insert("access_token".into(), json!(tokens.access));
@@ -604,6 +631,55 @@ impl State {
     }
 }
 
+impl Failure {
+    /// The same failure with GitHub's error code for it: `invalid_grant` is
+    /// `bad_verification_code` for a code and `bad_refresh_token` for a refresh token,
+    /// `invalid_client` is `incorrect_client_credentials`.
+    fn in_github_words(self, grant: GrantType) -> Failure {
+        let error = match (self.error, grant) {
+            ("invalid_grant", GrantType::RefreshToken) => "bad_refresh_token",
+            ("invalid_grant", _) => "bad_verification_code",
+            ("invalid_client", _) => "incorrect_client_credentials",
+            (other, _) => other,
+        };
+        Failure { error, ..self }
+    }
+}
+
+/// A GitHub token answer: HTTP 200, a JSON object when `json`, else form-encoded (numbers
+/// written as digits).
+fn github_body(fields: &[(&str, Value)], json: bool) -> Response {
+    if json {
+        let body: Map<String, Value> = fields
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect();
+        return Response::new(
+            200,
+            "application/json; charset=utf-8",
+            Value::Object(body).to_string(),
+        );
+    }
+    let texts: Vec<(&str, String)> = fields
+        .iter()
+        .map(|(name, value)| match value {
+            Value::String(text) => (*name, text.clone()),
+            other => (*name, other.to_string()),
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(name, text)| (*name, text.as_str()))
+        .collect();
+    Response::new(
+        200,
+        "application/x-www-form-urlencoded; charset=utf-8",
+        form::serialize(&pairs),
+    )
+}
+
+/// An error answer: RFC 6749 §5.2 JSON with the failure's status, or, for `github`, GitHub's
+/// way (HTTP 200, form-encoded unless `json`) with the failure's code as it is.
 fn token_failure(failure: Failure, github: bool, json: bool) -> Response {
     if !github {
         let body = json!({"error": failure.error, "error_description": failure.description});
@@ -613,23 +689,11 @@ fn token_failure(failure: Failure, github: bool, json: bool) -> Response {
             _ => response,
         };
     }
-    // GitHub answers every error with HTTP 200 and its own error codes.
-    let error = match failure.error {
-        "invalid_grant" => "bad_verification_code",
-        "invalid_client" => "incorrect_client_credentials",
-        other => other,
-    };
-    let fields = [("error", error), ("error_description", failure.description)];
-    if json {
-        let body = json!({"error": error, "error_description": failure.description});
-        Response::new(200, "application/json; charset=utf-8", body.to_string())
-    } else {
-        Response::new(
-            200,
-            "application/x-www-form-urlencoded; charset=utf-8",
-            form::serialize(&fields),
-        )
-    }
+    let fields = [
+        ("error", json!(failure.error)),
+        ("error_description", json!(failure.description)),
+    ];
+    github_body(&fields, json)
 }
 
 /// Exact string comparison (RFC 6749 §3.1.2.3), except that a registered loopback IP
@@ -812,4 +876,291 @@ fn accepts_json(request: &RecordedRequest) -> bool {
             let media = range.split(';').next().unwrap_or_default();
             media.trim().eq_ignore_ascii_case("application/json")
         })
+}
+
+/// The quirks in the answers to both grants, read straight from [`Server::handle`].
+#[cfg(test)]
+mod quirk_tests {
+    use super::*;
+
+    const REDIRECT: &str = "http://127.0.0.1/cb";
+    const SECRET: &str = "app-secret";
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+    fn server(quirk: Quirk) -> Server {
+        let client = Client {
+            id: "app".into(),
+            secret: Some(SECRET.into()),
+            auth: ClientAuth::Post,
+            redirect_uris: vec![REDIRECT.into()],
+        };
+        let mut config = Config::new(vec![client]);
+        config.quirk = quirk;
+        Server::new(config, "http://127.0.0.1:9".into())
+    }
+
+    fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
+        response
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A form body's pairs in order, empty values kept (GitHub's `scope=`).
+    fn pairs(body: &[u8]) -> Vec<(String, String)> {
+        body.split(|b| *b == b'&')
+            .map(|pair| {
+                let eq = pair.iter().position(|b| *b == b'=').expect("name=value");
+                let name = form::decode(&pair[..eq]).expect("encoded name");
+                (name, form::decode(&pair[eq + 1..]).expect("encoded value"))
+            })
+            .collect()
+    }
+
+    struct Answer {
+        status: u16,
+        form: bool,
+        /// Member names in the order sent (JSON: the object's order).
+        names: Vec<String>,
+        members: Map<String, Value>,
+    }
+
+    impl Answer {
+        fn text(&self, name: &str) -> &str {
+            self.members[name].as_str().expect("a string member")
+        }
+    }
+
+    fn answer(response: &Response) -> Answer {
+        let content_type = header(response, "content-type").expect("a content type");
+        let form = content_type.starts_with("application/x-www-form-urlencoded");
+        let members: Map<String, Value> = if form {
+            pairs(&response.body)
+                .into_iter()
+                .map(|(name, value)| (name, Value::String(value)))
+                .collect()
+        } else {
+            assert!(
+                content_type.starts_with("application/json"),
+                "{content_type}"
+            );
+            serde_json::from_slice(&response.body).expect("a JSON object")
+        };
+        let names = if form {
+            pairs(&response.body).into_iter().map(|(n, _)| n).collect()
+        } else {
+            members.keys().cloned().collect()
+        };
+        Answer {
+            status: response.status,
+            form,
+            names,
+            members,
+        }
+    }
+
+    fn code(server: &Server) -> String {
+        let query = form::serialize(&[
+            ("response_type", "code"),
+            ("client_id", "app"),
+            ("redirect_uri", REDIRECT),
+            ("code_challenge", &s256(VERIFIER)),
+            ("code_challenge_method", "S256"),
+        ]);
+        let response = server.handle(RecordedRequest {
+            method: "GET".into(),
+            target: format!("/authorize?{query}"),
+            headers: Vec::new(),
+            body: Vec::new(),
+        });
+        let location = header(&response, "location").expect("a redirect");
+        let (_, query) = location.split_once('?').expect("a query");
+        pairs(query.as_bytes())
+            .into_iter()
+            .find(|(name, _)| name == "code")
+            .map(|(_, code)| code)
+            .expect("a code")
+    }
+
+    fn token(server: &Server, accept_json: bool, params: &[(&str, &str)]) -> Answer {
+        token_as(server, SECRET, accept_json, params)
+    }
+
+    /// A token request authenticated with `secret` in the body.
+    fn token_as(
+        server: &Server,
+        secret: &str,
+        accept_json: bool,
+        params: &[(&str, &str)],
+    ) -> Answer {
+        let mut headers = vec![(
+            "Content-Type".to_owned(),
+            "application/x-www-form-urlencoded".to_owned(),
+        )];
+        if accept_json {
+            headers.push(("Accept".to_owned(), "application/json".to_owned()));
+        }
+        let mut params = params.to_vec();
+        params.extend([("client_id", "app"), ("client_secret", secret)]);
+        answer(&server.handle(RecordedRequest {
+            method: "POST".into(),
+            target: "/token".into(),
+            headers,
+            body: form::serialize(&params).into_bytes(),
+        }))
+    }
+
+    fn login(server: &Server, accept_json: bool) -> Answer {
+        let code = code(server);
+        token(
+            server,
+            accept_json,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+            ],
+        )
+    }
+
+    fn refresh(server: &Server, accept_json: bool, refresh_token: &str) -> Answer {
+        token(
+            server,
+            accept_json,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        )
+    }
+
+    const GITHUB_APP_NAMES: [&str; 6] = [
+        "access_token",
+        "expires_in",
+        "refresh_token",
+        "refresh_token_expires_in",
+        "scope",
+        "token_type",
+    ];
+
+    #[test]
+    fn github_app_refresh_rotates_and_answers_in_form_bodies_like_the_code_exchange() {
+        let server = server(Quirk::GitHubApp);
+        let first = login(&server, false);
+        assert!(first.form && first.status == 200);
+        assert_eq!(first.names, GITHUB_APP_NAMES);
+        let second = refresh(&server, false, first.text("refresh_token"));
+        assert!(second.form && second.status == 200);
+        assert_eq!(second.names, GITHUB_APP_NAMES);
+        assert_eq!(
+            (
+                second.text("expires_in"),
+                second.text("refresh_token_expires_in")
+            ),
+            ("3600", "15897600")
+        );
+        assert_eq!(
+            (second.text("scope"), second.text("token_type")),
+            ("", "bearer")
+        );
+        assert_ne!(second.text("refresh_token"), first.text("refresh_token"));
+        assert_ne!(second.text("access_token"), first.text("access_token"));
+
+        let third = refresh(&server, true, second.text("refresh_token"));
+        assert!(!third.form && third.status == 200);
+        assert_eq!(third.names, GITHUB_APP_NAMES);
+        assert_eq!(third.members["expires_in"], 3600);
+        assert_eq!(third.members["refresh_token_expires_in"], 15_897_600);
+        assert!(server.access_token_active(third.text("access_token")));
+    }
+
+    #[test]
+    fn github_app_replayed_refresh_token_is_bad_refresh_token_with_200() {
+        let server = server(Quirk::GitHubApp);
+        let first = login(&server, true);
+        let rotated_out = first.text("refresh_token");
+        let second = refresh(&server, true, rotated_out);
+        assert_eq!(second.status, 200);
+        for accept_json in [false, true] {
+            let replay = refresh(&server, accept_json, rotated_out);
+            assert_eq!((replay.status, replay.form), (200, !accept_json));
+            assert_eq!(replay.names, ["error", "error_description"]);
+            assert_eq!(replay.text("error"), "bad_refresh_token");
+        }
+        // The replay revoked the grant, so the newest refresh token is dead too.
+        let after = refresh(&server, true, second.text("refresh_token"));
+        assert_eq!(after.text("error"), "bad_refresh_token");
+    }
+
+    #[test]
+    fn github_errors_use_the_code_of_the_grant_that_failed() {
+        for quirk in [Quirk::GitHub, Quirk::GitHubApp] {
+            let server = server(quirk);
+            let unknown = refresh(&server, true, "no-such-token");
+            assert_eq!(
+                (unknown.status, unknown.text("error")),
+                (200, "bad_refresh_token"),
+                "{quirk:?}"
+            );
+            let reused = token(
+                &server,
+                true,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", "no-such-code"),
+                    ("redirect_uri", REDIRECT),
+                    ("code_verifier", VERIFIER),
+                ],
+            );
+            assert_eq!(
+                (reused.status, reused.text("error")),
+                (200, "bad_verification_code"),
+                "{quirk:?}"
+            );
+            let refused = token_as(
+                &server,
+                "wrong",
+                true,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", "no-such-token"),
+                ],
+            );
+            assert_eq!(
+                (refused.status, refused.text("error")),
+                (200, "incorrect_client_credentials"),
+                "{quirk:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn entra_refresh_answers_have_string_expiry_and_rotate() {
+        let server = server(Quirk::EntraStringExpiry);
+        let first = login(&server, true);
+        let second = refresh(&server, true, first.text("refresh_token"));
+        assert_eq!(second.status, 200);
+        assert_eq!(second.members["expires_in"], "3600");
+        assert_eq!(second.members["ext_expires_in"], "3600");
+        assert_eq!(second.members["token_type"], "Bearer");
+        assert_ne!(second.text("refresh_token"), first.text("refresh_token"));
+    }
+
+    #[test]
+    fn no_token_type_refresh_answers_have_no_token_type() {
+        let server = server(Quirk::NoTokenType);
+        let first = login(&server, true);
+        assert!(!first.members.contains_key("token_type"));
+        let second = refresh(&server, true, first.text("refresh_token"));
+        assert_eq!(second.status, 200);
+        assert!(
+            !second.members.contains_key("token_type"),
+            "{:?}",
+            second.names
+        );
+        assert_eq!(second.members["expires_in"], 3600);
+        assert_ne!(second.text("refresh_token"), first.text("refresh_token"));
+    }
 }

@@ -6,9 +6,10 @@
 //! ([`latchkey::Refresh`]), and the new set is stored before anyone sees it, so a rotated
 //! refresh token is never lost (S42). Concurrent callers share one refresh: they queue
 //! for a single permit, and whoever comes after the refresh finds the fresh set stored. A
-//! refresh the provider refuses with `invalid_grant` deletes the stored tokens (S42). A
-//! program that restarts reads the same store and carries on. Logging out revokes the
-//! tokens at the provider when it can and deletes them in any case (S44).
+//! refresh the provider refuses because the refresh token is dead (`invalid_grant`,
+//! GitHub's `bad_refresh_token`) deletes the stored tokens (S42). A program that restarts
+//! reads the same store and carries on. Logging out revokes the tokens at the provider when
+//! it can and deletes them in any case (S44).
 
 use std::fmt;
 use std::future::Future;

@@ -5,6 +5,12 @@
 //! revokes the tokens (S44). The drivers' token source refreshes once for a hundred
 //! concurrent callers, stores before it hands out, deletes what the provider refuses
 //! (S42), and carries on from the token file after a restart.
+//!
+//! The dev IdP's quirks shape its refresh answers too, as the real providers do: a GitHub
+//! App's refresh (form body without `Accept: application/json`, `bad_refresh_token` with
+//! HTTP 200 for a rotated-out token, which is "login required" like `invalid_grant`), a
+//! GitHub OAuth App's refusal of any refresh, Entra's string `expires_in`, and answers
+//! without `token_type`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -12,9 +18,9 @@ use std::time::{Duration, SystemTime};
 
 use latchkey::{
     ClientAuth, Config, Discovery, FlowOptions, Landing, Provider, Refresh, RefreshError,
-    Revocation, RevocationError, TokenKind, TokenSet,
+    Revocation, RevocationError, TokenKind, TokenSet, TokenType,
 };
-use latchkey_devidp::{DevIdp, agent};
+use latchkey_devidp::{DevIdp, Quirk, agent};
 use latchkey_io::driver::{ServiceOptions, Transport};
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::source::{Logout, LogoutError, SourceError, TokenSource};
@@ -25,19 +31,27 @@ use smol::future;
 const CLIENT_ID: &str = "lifecycle";
 const SECRET: &str = "lifecycle-secret";
 
+/// The lifetime the IdP gives access tokens ([`latchkey_devidp::Config::new`]'s default).
+const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
 /// The identity provider, with one confidential client redirecting to any loopback port.
 fn idp() -> DevIdp {
+    idp_with(Quirk::None)
+}
+
+/// [`idp`], imitating a real provider's `quirk`.
+fn idp_with(quirk: Quirk) -> DevIdp {
     let client = latchkey_devidp::Client {
         id: CLIENT_ID.into(),
         secret: Some(SECRET.into()),
         auth: latchkey_devidp::ClientAuth::Basic,
         redirect_uris: vec!["http://127.0.0.1/callback".into()],
     };
-    DevIdp::start(
-        latchkey_devidp::Config::new(vec![client]),
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-    )
-    .expect("start the identity provider")
+    let mut config = latchkey_devidp::Config::new(vec![client]);
+    config.quirk = quirk;
+    assert_eq!(config.token_lifetime, TOKEN_LIFETIME);
+    DevIdp::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .expect("start the identity provider")
 }
 
 fn http() -> HttpClient {
@@ -187,7 +201,12 @@ fn s42_a_refresh_rotates_and_a_replayed_refresh_token_means_login_required() {
 /// The IdP, its provider found by discovery, a memory store, and the tokens a login stored
 /// there.
 fn logged_in() -> (DevIdp, Provider, Arc<MemoryStore>, TokenSet) {
-    let idp = idp();
+    logged_in_with(Quirk::None)
+}
+
+/// [`logged_in`] at an IdP imitating `quirk`.
+fn logged_in_with(quirk: Quirk) -> (DevIdp, Provider, Arc<MemoryStore>, TokenSet) {
+    let idp = idp_with(quirk);
     let provider = discovered(&idp);
     let store = Arc::new(MemoryStore::default());
     let tokens = login_into(provider.clone(), store.clone());
@@ -400,4 +419,179 @@ fn s44_a_failed_revocation_still_deletes_the_tokens_and_is_reported() {
     let report = smol::block_on(source(&plain, store.clone()).logout()).expect("logged out");
     assert_eq!(report.unrevoked, Some(RevocationError::NotSupported));
     assert!(store.load(DEFAULT_KEY).expect("readable").is_none());
+}
+
+// ---- the quirks of real providers, in refresh answers ------------------------------------
+
+/// Refreshes `tokens` and checks what every quirk must still give: a new access token the
+/// IdP accepts, a rotated refresh token, and an expiry [`TOKEN_LIFETIME`] after the answer
+/// (so the answer's `expires_in` was understood, not carried over or dropped).
+fn refresh_and_check_rotation(idp: &DevIdp, provider: &Provider, tokens: &TokenSet) -> TokenSet {
+    let before = SystemTime::now();
+    let fresh = refresh(provider, tokens).expect("a fresh token set");
+    let after = SystemTime::now();
+    assert_rotated(idp, tokens, &fresh);
+    let expires_at = fresh.expires_at().expect("expires_in understood");
+    assert!(
+        before + TOKEN_LIFETIME <= expires_at && expires_at <= after + TOKEN_LIFETIME,
+        "{expires_at:?} is not {TOKEN_LIFETIME:?} after the answer"
+    );
+    fresh
+}
+
+fn assert_rotated(idp: &DevIdp, old: &TokenSet, new: &TokenSet) {
+    assert_ne!(
+        new.access_token().expose_secret(),
+        old.access_token().expose_secret()
+    );
+    assert!(idp.access_token_active(new.access_token().expose_secret()));
+    assert_ne!(secret(new.refresh_token()), "", "a refresh token");
+    assert_ne!(
+        secret(new.refresh_token()),
+        secret(old.refresh_token()),
+        "rotated"
+    );
+}
+
+#[test]
+fn github_app_refresh_rotates_the_refresh_token_and_sets_the_expiry() {
+    let idp = idp_with(Quirk::GitHubApp);
+    let provider = discovered(&idp);
+    let first = login(provider.clone());
+    assert!(first.refresh_token().is_some() && first.expires_at().is_some());
+
+    let second = refresh_and_check_rotation(&idp, &provider, &first);
+    // GitHub's shape reached latchkey: the refresh token's lifetime, an empty scope.
+    assert_eq!(
+        second.extra().get("refresh_token_expires_in"),
+        Some(&serde_json::Value::from(15_897_600))
+    );
+    assert_eq!(second.scope(), Some(""));
+    // And again with the rotated token: rotation is not a one-off.
+    refresh_and_check_rotation(&idp, &provider, &second);
+}
+
+#[test]
+fn github_app_refresh_answered_in_a_form_body_is_understood() {
+    let idp = idp_with(Quirk::GitHubApp);
+    let provider = discovered(&idp);
+    let first = login(provider.clone());
+    // An embedder's HTTP client that drops `Accept: application/json` gets GitHub's form body.
+    let refresh = Refresh::new(&provider, &first).expect("a refresh token");
+    let mut request = refresh.request();
+    assert!(request.headers_mut().remove(http::header::ACCEPT).is_some());
+    let before = SystemTime::now();
+    let response = http().send(&request).expect("the token endpoint answered");
+    let content_type = response.headers()[http::header::CONTENT_TYPE]
+        .to_str()
+        .expect("ASCII");
+    assert!(
+        content_type.starts_with("application/x-www-form-urlencoded"),
+        "{content_type}"
+    );
+    let second = refresh
+        .handle_response(SystemTime::now(), &response)
+        .expect("a form-encoded refresh answer");
+    assert_rotated(&idp, &first, &second);
+    let expires_at = second.expires_at().expect("expires_in understood");
+    assert!(expires_at >= before + TOKEN_LIFETIME, "{expires_at:?}");
+    assert_eq!(
+        second.extra().get("refresh_token_expires_in"),
+        Some(&serde_json::Value::from("15897600")),
+        "form values are strings"
+    );
+}
+
+#[test]
+fn s42_github_app_replayed_refresh_token_at_http_200_means_login_required() {
+    let idp = idp_with(Quirk::GitHubApp);
+    let provider = discovered(&idp);
+    let first = login(provider.clone());
+    refresh_and_check_rotation(&idp, &provider, &first);
+
+    let replay = Refresh::new(&provider, &first).expect("a refresh token");
+    let response = http()
+        .send(&replay.request())
+        .expect("the token endpoint answered");
+    assert_eq!(response.status(), 200, "GitHub refuses with HTTP 200");
+    let error = replay
+        .handle_response(SystemTime::now(), &response)
+        .expect_err("a rotated-out refresh token");
+    assert!(
+        matches!(&error, RefreshError::LoginRequired(error) if error.code == "bad_refresh_token"),
+        "{error:?}"
+    );
+    assert!(error.login_required());
+}
+
+#[test]
+fn s42_github_app_the_token_source_deletes_tokens_whose_refresh_token_was_rotated_out() {
+    let (idp, provider, store, stored) = logged_in_with(Quirk::GitHubApp);
+    // Another copy of the program refreshed first; this one still holds the old set.
+    refresh_and_check_rotation(&idp, &provider, &stored);
+
+    let error = smol::block_on(source(&provider, store.clone()).refresh())
+        .expect_err("the provider refuses the rotated-out refresh token");
+    assert!(
+        matches!(
+            &error,
+            SourceError::Refresh(RefreshError::LoginRequired(error))
+                if error.code == "bad_refresh_token"
+        ),
+        "{error:?}"
+    );
+    assert!(error.login_required());
+    assert!(
+        store.load(DEFAULT_KEY).expect("readable").is_none(),
+        "the dead tokens are deleted"
+    );
+    let again = smol::block_on(source(&provider, store).tokens()).expect_err("nothing stored");
+    assert_eq!(again, SourceError::NotLoggedIn);
+}
+
+#[test]
+fn github_oauth_app_tokens_have_no_refresh_token_and_any_refresh_means_login_required() {
+    let idp = idp_with(Quirk::GitHub);
+    let provider = discovered(&idp);
+    let tokens = login(provider.clone());
+    assert!(tokens.refresh_token().is_none() && tokens.expires_at().is_none());
+    assert_eq!(
+        refresh(&provider, &tokens).expect_err("nothing to refresh with"),
+        RefreshError::NoRefreshToken
+    );
+    // A refresh token from elsewhere: the OAuth App refuses it the GitHub way.
+    let foreign = tokens.with_refresh_token(SecretString::from("ghr_not_issued_here"));
+    let error = refresh(&provider, &foreign).expect_err("refused");
+    assert!(
+        matches!(&error, RefreshError::LoginRequired(error) if error.code == "bad_refresh_token"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn entra_refresh_with_string_expiry_rotates_and_sets_the_expiry() {
+    let idp = idp_with(Quirk::EntraStringExpiry);
+    let provider = discovered(&idp);
+    let first = login(provider.clone());
+    let second = refresh_and_check_rotation(&idp, &provider, &first);
+    assert_eq!(
+        second.extra().get("ext_expires_in"),
+        Some(&serde_json::Value::from("3600")),
+        "Entra's extra lifetime is kept as sent"
+    );
+    assert!(!second.token_type_defaulted());
+}
+
+#[test]
+fn refresh_without_token_type_defaults_to_bearer_and_rotates() {
+    let idp = idp_with(Quirk::NoTokenType);
+    let provider = discovered(&idp);
+    let first = login(provider.clone());
+    assert!(first.token_type_defaulted());
+    let second = refresh_and_check_rotation(&idp, &provider, &first);
+    assert_eq!(second.token_type(), &TokenType::Bearer);
+    assert!(
+        second.token_type_defaulted(),
+        "the refresh answer named no type"
+    );
 }

@@ -1,0 +1,224 @@
+//! `latchkey refresh`, `latchkey logout` and `latchkey token --fresh`: the stored tokens'
+//! later life. The token file names the provider ([`ProviderRecord`]); the command line
+//! adds only the client secret, for a client that has one.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use latchkey::{ConfigError, RefreshError, TokenKind, TokenSet};
+use latchkey_io::driver::{Runtime, Transport};
+use latchkey_io::source::{Logout, SourceError, TokenSource};
+use latchkey_io::store::{DEFAULT_KEY, FileStore, ProviderRecord, TokenStore};
+use secrecy::ExposeSecret;
+
+use crate::args::{SecretSource, SessionArgs, TokenArgs};
+use crate::login::{Failure, http_client, read_secret};
+use crate::report::Reporter;
+use crate::show;
+
+/// Runs `latchkey refresh` on `runtime`.
+pub async fn refresh<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
+    let mut reporter = Reporter::new(args.json);
+    let refreshed = async {
+        let source = source(&runtime, &args.store, args.secret.as_ref(), None).await?;
+        source.refresh().await.map_err(source_failure)
+    };
+    match refreshed.await {
+        Ok(tokens) => {
+            reporter.token(&tokens, "");
+            reporter.stored(&args.store);
+            ExitCode::SUCCESS
+        }
+        Err(failure) => failure.report(&mut reporter),
+    }
+}
+
+/// Runs `latchkey logout` on `runtime`: revokes what the provider lets us revoke, deletes
+/// the token file's entry in any case, and reports each outcome.
+pub async fn logout<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
+    let mut reporter = Reporter::new(args.json);
+    match log_out(&runtime, &args).await {
+        Ok(report) => {
+            for (kind, outcome) in &report.revocations {
+                match outcome {
+                    Ok(()) => reporter.revoked(token_name(*kind)),
+                    Err(error) => reporter.revocation_failed(token_name(*kind), &error.to_string()),
+                }
+            }
+            if let Some(reason) = &report.unrevoked {
+                reporter.not_revoked(&reason.to_string());
+            }
+            reporter.logged_out(&args.store, report.had_tokens);
+            if report.fully_revoked() || report.unrevoked.is_some() {
+                ExitCode::SUCCESS
+            } else {
+                // Deleted here, but possibly still valid at the provider: say so.
+                ExitCode::from(1)
+            }
+        }
+        Err(failure) => failure.report(&mut reporter),
+    }
+}
+
+async fn log_out<R: Runtime>(runtime: &R, args: &SessionArgs) -> Result<Logout, Failure> {
+    let store = FileStore::new(&args.store);
+    if load_record(runtime, &args.store).await?.is_none() {
+        // Tokens without a record (written by something else): nobody to revoke them at,
+        // but they still go.
+        let had_tokens = load_tokens(runtime, &args.store).await?.is_some();
+        runtime
+            .unblock(move || store.delete(DEFAULT_KEY))
+            .await
+            .map_err(|error| store_failure(&error))?;
+        return Ok(Logout {
+            had_tokens,
+            unrevoked: had_tokens.then_some(latchkey::RevocationError::NotSupported),
+            ..Logout::default()
+        });
+    }
+    let source = source(runtime, &args.store, args.secret.as_ref(), None).await?;
+    source.logout().await.map_err(source_failure)
+}
+
+/// Runs `latchkey token`, refreshing first with `--fresh`.
+pub async fn token<R: Runtime>(runtime: R, args: TokenArgs) -> ExitCode {
+    let Some(margin) = args.fresh else {
+        return show::run(&args.store, args.reveal, args.json);
+    };
+    let mut reporter = Reporter::new(args.json);
+    let fresh = async {
+        let before = load_tokens(&runtime, &args.store).await?;
+        let source = source(&runtime, &args.store, args.secret.as_ref(), Some(margin)).await?;
+        let tokens = source.tokens().await.map_err(source_failure)?;
+        let refreshed = before.is_none_or(|before| {
+            before.access_token().expose_secret() != tokens.access_token().expose_secret()
+        });
+        Ok::<_, Failure>((tokens, refreshed))
+    };
+    match fresh.await {
+        Ok((tokens, refreshed)) => show::print(&tokens, args.reveal, args.json, Some(refreshed)),
+        Err(failure) => failure.report(&mut reporter),
+    }
+}
+
+/// A token source for the tokens in `path`, for the provider recorded there.
+async fn source<R: Runtime>(
+    runtime: &R,
+    path: &Path,
+    secret: Option<&SecretSource>,
+    margin: Option<Duration>,
+) -> Result<TokenSource<R>, Failure> {
+    let Some(record) = load_record(runtime, path).await? else {
+        return Err(match load_tokens(runtime, path).await? {
+            Some(_) => Failure::Config(format!(
+                "{} records no provider settings; run `latchkey login` again",
+                path.display()
+            )),
+            None => not_logged_in(path),
+        });
+    };
+    let mut builder = record.builder();
+    if let Some(secret) = secret {
+        builder = builder.client_secret(read_secret(secret)?);
+    }
+    let provider = builder.build().map_err(|error| match error {
+        ConfigError::MissingClientSecret => Failure::Config(format!(
+            "client {} authenticates with its secret: pass --client-secret-env VAR or \
+             --client-secret-file PATH",
+            record.client_id
+        )),
+        ConfigError::UnusedClientSecret => Failure::Config(format!(
+            "client {} is a public client: leave out the client secret",
+            record.client_id
+        )),
+        other => Failure::Config(format!(
+            "the provider recorded in {}: {other}",
+            path.display()
+        )),
+    })?;
+    let store = Arc::new(FileStore::new(path));
+    let transport = Transport::Builtin(http_client()?);
+    let margin = margin.unwrap_or(latchkey_io::source::DEFAULT_MARGIN);
+    Ok(TokenSource::with(
+        runtime.clone(),
+        provider,
+        store,
+        transport,
+        DEFAULT_KEY,
+        margin,
+    ))
+}
+
+async fn load_record<R: Runtime>(
+    runtime: &R,
+    path: &Path,
+) -> Result<Option<ProviderRecord>, Failure> {
+    let store = FileStore::new(path);
+    runtime
+        .unblock(move || store.load_provider(DEFAULT_KEY))
+        .await
+        .map_err(|error| store_failure(&error))
+}
+
+async fn load_tokens<R: Runtime>(runtime: &R, path: &Path) -> Result<Option<TokenSet>, Failure> {
+    let store = FileStore::new(path);
+    runtime
+        .unblock(move || store.load(DEFAULT_KEY))
+        .await
+        .map_err(|error| store_failure(&error))
+}
+
+fn not_logged_in(path: &Path) -> Failure {
+    Failure::Failed {
+        kind: "login_required",
+        message: format!(
+            "no tokens stored in {}; run `latchkey login` first",
+            path.display()
+        ),
+    }
+}
+
+fn store_failure(error: &latchkey::StoreError) -> Failure {
+    Failure::Failed {
+        kind: "store",
+        message: format!("{error}; check the --store path"),
+    }
+}
+
+/// A token source's failure as the JSON error event's kind and advice.
+fn source_failure(error: SourceError) -> Failure {
+    let (kind, advice) = match &error {
+        SourceError::NotLoggedIn => ("login_required", "run `latchkey login` first"),
+        SourceError::Refresh(RefreshError::LoginRequired(_)) => (
+            "login_required",
+            "the stored tokens were deleted; run `latchkey login` again",
+        ),
+        SourceError::Refresh(RefreshError::NoRefreshToken) => (
+            "login_required",
+            "the provider issued no refresh token; run `latchkey login` again",
+        ),
+        SourceError::Refresh(RefreshError::Rejected { .. }) => (
+            "token_rejected",
+            "check the client secret; the stored tokens were kept",
+        ),
+        SourceError::Transport(_) => (
+            "transport",
+            "check your network or proxy (HTTPS_PROXY, NO_PROXY); the stored tokens were kept",
+        ),
+        SourceError::Store(_) => ("store", "check the --store path"),
+        _ => (
+            "invalid_response",
+            "the provider answered something unexpected; the stored tokens were kept",
+        ),
+    };
+    Failure::Failed {
+        kind,
+        message: format!("{error}; {advice}"),
+    }
+}
+
+fn token_name(kind: TokenKind) -> &'static str {
+    kind.hint()
+}
