@@ -372,6 +372,8 @@ impl Default for Limits {
 pub struct Config {
     pub(crate) provider: Provider,
     pub(crate) redirect: Redirect,
+    /// A redirect to the application itself, instead of the loopback listener.
+    pub(crate) app_redirect: Option<String>,
     pub(crate) on_success: Landing,
     pub(crate) on_failure: Landing,
     pub(crate) flow_lifetime: Duration,
@@ -405,6 +407,7 @@ impl Config {
                     port: 0,
                     path: "/callback".into(),
                 },
+                app_redirect: None,
                 on_success: Landing::BuiltInPage,
                 on_failure: Landing::BuiltInPage,
                 flow_lifetime: Duration::from_secs(600),
@@ -428,6 +431,22 @@ impl Config {
     /// The port of the redirect URI; 0 until a driver fills in the port it bound.
     pub fn redirect_port(&self) -> u16 {
         self.redirect.port
+    }
+
+    /// Whether the provider sends the browser to a loopback listener (the usual case), or
+    /// to the application itself ([`ConfigBuilder::app_redirect_uri`]), which then needs
+    /// no listener at all.
+    pub fn listens(&self) -> bool {
+        self.app_redirect.is_none()
+    }
+
+    /// The redirect URI sent in authorization and token requests: the loopback URI (with
+    /// port 0 until the driver bound one), or the application's own.
+    pub fn redirect_uri(&self) -> String {
+        match &self.app_redirect {
+            Some(uri) => uri.clone(),
+            None => self.redirect.uri(),
+        }
     }
 
     /// The same configuration with the redirect URI's port set. Drivers that bound port 0
@@ -502,9 +521,29 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sends the browser back to the application itself instead of a loopback listener:
+    /// a private-use URI scheme redirect (RFC 8252 §7.1) such as Docker Desktop's
+    /// `docker-desktop://dashboard/extension-tab?extensionId=my/extension`, registered at the
+    /// provider exactly as given. Whatever receives it (the extension's UI, say) hands the
+    /// URI or its query to [`Engine::handle_redirect`](crate::Engine::handle_redirect),
+    /// where it is judged exactly like a loopback callback (S10–S20); nothing listens on a
+    /// port ([`Config::listens`] is `false`). The URI must have a scheme other than `http`
+    /// and `https`, no fragment, and only visible ASCII characters.
+    pub fn app_redirect_uri(mut self, uri: impl Into<String>) -> ConfigBuilder {
+        self.config.app_redirect = Some(uri.into());
+        self
+    }
+
     /// Validates the configuration.
     pub fn build(self) -> Result<Config, ConfigError> {
         let config = self.config;
+        if let Some(uri) = &config.app_redirect {
+            let scheme = uri.split_once(':').map_or("", |(scheme, _)| scheme);
+            let web = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+            if web || !is_absolute_uri(uri) || uri.contains('#') {
+                return Err(ConfigError::InvalidAppRedirect);
+            }
+        }
         let redirect = &config.redirect;
         if !url::is_loopback_host(&redirect.host) {
             return Err(ConfigError::RedirectNotLoopback);
@@ -592,6 +631,9 @@ pub enum ConfigError {
     InvalidRedirectPath,
     /// The redirect port is still 0: bind first, then [`Config::with_redirect_port`].
     UnresolvedRedirectPort,
+    /// An application redirect URI is not an absolute URI of a private-use scheme (not
+    /// `http` or `https`), without fragment, of visible ASCII characters.
+    InvalidAppRedirect,
     /// A landing redirect is not an absolute URI of visible ASCII characters.
     InvalidLanding,
     /// A lifetime or timeout is zero or longer than a day, or a limit is zero or too small
@@ -632,6 +674,10 @@ impl fmt::Display for ConfigError {
             ConfigError::UnresolvedRedirectPort => {
                 f.write_str("redirect port is 0: bind the listener and set the real port first")
             }
+            ConfigError::InvalidAppRedirect => f.write_str(
+                "application redirect URI must be an absolute URI with a scheme other than \
+                 http or https, and no fragment",
+            ),
             ConfigError::InvalidLanding => f.write_str("landing redirect must be an absolute URI"),
             ConfigError::InvalidLimit(name) => write!(f, "{name} is out of range"),
         }

@@ -357,7 +357,7 @@ impl Engine {
     /// An engine for `config`, whose redirect port must be known (bind first).
     pub fn new(config: Config) -> Result<Engine, ConfigError> {
         let redirect = &config.redirect;
-        if redirect.port == 0 {
+        if redirect.port == 0 && config.listens() {
             return Err(ConfigError::UnresolvedRedirectPort);
         }
         let port = redirect.port;
@@ -367,9 +367,10 @@ impl Engine {
             format!("localhost:{port}"),
             format!("[::1]:{port}"),
         ];
+        let redirect_uri = config.redirect_uri();
         Ok(Engine {
-            encoded_redirect_uri: form::encode(&redirect.uri()),
-            redirect_uri: redirect.uri(),
+            encoded_redirect_uri: form::encode(&redirect_uri),
+            redirect_uri,
             allowed_hosts,
             pages: Pages::new(&config.on_success, &config.on_failure),
             config,

@@ -153,6 +153,13 @@
 //! forwards what it received. [`Engine::handle_redirect`] validates that URI or query exactly
 //! like the loopback callback and answers with a [`Rejection`] instead of a page.
 //!
+//! When the provider should send the browser to the application itself rather than to a
+//! loopback port, give the registered URI to [`ConfigBuilder::app_redirect_uri`] (RFC 8252
+//! §7.1; Docker Desktop's `docker-desktop://dashboard/extension-tab?extensionId=…` is one):
+//! authorization and token requests carry it verbatim, no port is needed
+//! ([`Config::listens`] is `false`), and the deep link the UI receives goes to
+//! [`Engine::handle_redirect`].
+//!
 //! ## Refreshing tokens
 //!
 //! An access token lives about an hour. [`Refresh`] turns a stored [`TokenSet`] with a

@@ -27,8 +27,8 @@ use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use futures_lite::future;
 use latchkey::{
-    Action, Config, ConfigError, ConnId, Engine, ExchangeId, FlowError, FlowId, FlowOptions, Step,
-    StoreError, TokenSet, TransportError,
+    Action, Config, ConfigError, ConnId, Engine, ExchangeId, FlowError, FlowId, FlowOptions,
+    Rejection, Step, StoreError, TokenSet, TransportError,
 };
 use tracing::{Instrument, Span, debug, info, info_span, warn};
 
@@ -174,6 +174,8 @@ pub enum Error {
     Tls(TlsError),
     /// Another I/O failure (entropy, the browser opener, a listener).
     Io(io::Error),
+    /// A callback handed to [`Service::redirect`] was turned away; no login changed.
+    Callback(Rejection),
     /// The service has stopped.
     Stopped,
 }
@@ -194,6 +196,7 @@ impl fmt::Display for Error {
             }
             Error::Tls(error) => write!(f, "TLS setup failed: {error}"),
             Error::Io(error) => write!(f, "I/O error: {error}"),
+            Error::Callback(rejection) => write!(f, "callback refused: {rejection}"),
             Error::Stopped => f.write_str("the login service has stopped"),
         }
     }
@@ -206,6 +209,7 @@ impl std::error::Error for Error {
             Error::Config(error) => Some(error),
             Error::Bind { source, .. } | Error::Io(source) => Some(source),
             Error::Tls(error) => Some(error),
+            Error::Callback(rejection) => Some(rejection),
             Error::Stopped => None,
         }
     }
@@ -351,14 +355,21 @@ impl<R: Runtime> fmt::Debug for Service<R> {
 
 impl<R: Runtime> Service<R> {
     /// Binds the listener and starts the service. A port already in use fails at once
-    /// (S21). A redirect URI with port 0 gets the port the system chose.
+    /// (S21). A redirect URI with port 0 gets the port the system chose. A configuration
+    /// with an application redirect URI ([`Config::listens`] is `false`) binds nothing:
+    /// its callbacks come through [`redirect`](Service::redirect).
     pub fn bind(runtime: R, config: Config, options: ServiceOptions) -> Result<Service<R>, Error> {
-        let listeners = bind_all(&config, &options.bind)?;
+        let listeners = if config.listens() {
+            bind_all(&config, &options.bind)?
+        } else {
+            Vec::new()
+        };
         Service::from_listeners(runtime, config, listeners, options)
     }
 
     /// Starts the service on listeners the caller bound (its `bind` option is ignored). A
-    /// redirect URI with port 0 gets the first listener's port.
+    /// redirect URI with port 0 gets the first listener's port. Without listeners only a
+    /// configuration with an application redirect URI can work.
     pub fn from_listeners(
         runtime: R,
         config: Config,
@@ -370,16 +381,16 @@ impl<R: Runtime> Service<R> {
             .map(TcpListener::local_addr)
             .collect::<io::Result<Vec<_>>>()
             .map_err(Error::Io)?;
-        let Some(first) = local_addrs.first() else {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no listener to serve on",
-            )));
-        };
-        let config = if config.redirect_port() == 0 {
-            config.with_redirect_port(first.port())
-        } else {
-            config
+        let config = match local_addrs.first() {
+            Some(first) if config.redirect_port() == 0 => config.with_redirect_port(first.port()),
+            Some(_) => config,
+            None if !config.listens() => config,
+            None => {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "no listener to serve on",
+                )));
+            }
         };
         let listeners = listeners
             .into_iter()
@@ -449,6 +460,33 @@ impl<R: Runtime> Service<R> {
             events,
             commands: self.commands.clone(),
         })
+    }
+
+    /// Hands over a callback that reached the application some other way than the
+    /// listener: the deep link an application redirect URI brought to the UI, or a
+    /// callback query forwarded from elsewhere. It is judged exactly like one on the
+    /// loopback port (S10–S20); `Ok` names the login it completes, whose outcome arrives
+    /// as usual.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Callback`] when it was turned away (no login changed), [`Error::Stopped`]
+    /// when the service has stopped.
+    pub async fn redirect(&self, uri_or_query: &str) -> Result<FlowId, Error> {
+        let (reply, answer) = async_channel::bounded(1);
+        let command = Command::Redirect {
+            uri_or_query: uri_or_query.to_owned(),
+            reply,
+        };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| Error::Stopped)?;
+        answer
+            .recv()
+            .await
+            .map_err(|_| Error::Stopped)?
+            .map_err(Error::Callback)
     }
 
     /// Stops gracefully: every login in progress is cancelled (browsers waiting on one get
@@ -527,6 +565,10 @@ enum Command {
         reply: Sender<StartReply>,
     },
     Cancel(FlowId),
+    Redirect {
+        uri_or_query: String,
+        reply: Sender<Result<FlowId, Rejection>>,
+    },
     Shutdown,
 }
 
@@ -535,6 +577,8 @@ impl fmt::Debug for Command {
         match self {
             Command::Start { .. } => f.write_str("Start"),
             Command::Cancel(flow) => write!(f, "Cancel({flow})"),
+            // The query holds a code and a state: never shown.
+            Command::Redirect { .. } => f.write_str("Redirect"),
             Command::Shutdown => f.write_str("Shutdown"),
         }
     }
@@ -671,6 +715,17 @@ impl<R: Runtime> Driver<R> {
                 }
             }
             Event::Command(Command::Cancel(flow)) => self.engine.cancel(now, flow),
+            Event::Command(Command::Redirect {
+                uri_or_query,
+                reply,
+            }) => {
+                let verdict = self.engine.handle_redirect(now, &uri_or_query);
+                match verdict {
+                    Ok(flow) => debug!(flow = flow.get(), "forwarded callback accepted"),
+                    Err(rejection) => debug!(?rejection, "forwarded callback refused"),
+                }
+                let _ = reply.try_send(verdict);
+            }
             Event::Command(Command::Shutdown) => {
                 self.shutting_down = true;
                 for flow in self.flows.keys().copied().collect::<Vec<_>>() {

@@ -445,3 +445,80 @@ fn s19_an_expired_state_is_forgotten_one_lifetime_after_its_deadline() {
         "no flow, no record"
     );
 }
+
+/// Docker Desktop's deep link to an extension's tab, as registered at the provider.
+const EXTENSION_TAB: &str = "docker-desktop://dashboard/extension-tab?extensionId=acme/login";
+
+#[test]
+fn s5_an_application_redirect_uri_is_sent_verbatim_and_its_deep_link_completes_the_flow() {
+    let config = harness::config()
+        .redirect_uri("127.0.0.1", 0, "/callback")
+        .app_redirect_uri(EXTENSION_TAB)
+        .build()
+        .expect("a private-use scheme redirect");
+    assert!(!config.listens());
+    assert_eq!(config.redirect_uri(), EXTENSION_TAB);
+    // Nothing to bind, so port 0 is no obstacle.
+    let mut h = Harness::with(config);
+    assert_eq!(h.engine.redirect_uri(), EXTENSION_TAB);
+    let started = h.start();
+    let encoded = "redirect_uri=docker-desktop%3A%2F%2Fdashboard%2Fextension-tab%3FextensionId%3Dacme%2Flogin";
+    assert!(started.url.contains(encoded), "{}", started.url);
+
+    // The provider appends the response to the registered URI; the UI forwards it.
+    let deep_link = format!("{EXTENSION_TAB}&code=c0de&state={}&{ISS}", started.state);
+    assert_eq!(
+        h.engine.handle_redirect(h.now, &deep_link),
+        Ok(started.flow)
+    );
+    let actions = h.drain();
+    let (exchange, request) = token_request(&actions).expect("token request");
+    let body = String::from_utf8(request.into_body()).unwrap();
+    assert!(body.contains(&format!("code=c0de&{encoded}")), "{body}");
+    h.token_response(exchange, &harness::token_ok());
+    h.engine.handle_persisted(h.now, started.flow, Ok(()));
+    assert_eq!(outcome(&h.drain(), started.flow), Some(Ok(())));
+}
+
+#[test]
+fn an_application_redirect_uri_must_be_a_private_use_scheme_without_fragment() {
+    for uri in [
+        "http://127.0.0.1:8080/callback",
+        "HTTPS://app.example/callback",
+        "docker-desktop://dashboard/open#frag",
+        "docker desktop://x",
+        "no-scheme",
+        "docker-desktop://dash board",
+        "",
+    ] {
+        let built = harness::config().app_redirect_uri(uri).build();
+        assert_eq!(
+            built.err(),
+            Some(latchkey::ConfigError::InvalidAppRedirect),
+            "{uri:?}"
+        );
+    }
+    assert!(
+        harness::config()
+            .app_redirect_uri("com.example.app:/oauth2redirect")
+            .build()
+            .is_ok()
+    );
+}
+
+#[test]
+fn s10_with_an_application_redirect_a_forged_deep_link_changes_nothing() {
+    let config = harness::config()
+        .app_redirect_uri(EXTENSION_TAB)
+        .build()
+        .expect("valid");
+    let mut h = Harness::with(config);
+    let started = h.start();
+    let forged = format!("{EXTENSION_TAB}&code=c0de&state=forged-{}", started.state);
+    assert_eq!(
+        h.engine.handle_redirect(h.now, &forged),
+        Err(Rejection::UnknownState)
+    );
+    assert!(h.drain().is_empty());
+    assert_eq!(h.engine.flows_in_progress(), 1);
+}

@@ -71,6 +71,7 @@ on_both_drivers!(
     an_embedders_own_http_client_carries_the_token_request,
     shutdown_cancels_every_login,
     dropping_the_service_cancels_its_login,
+    an_application_redirect_binds_nothing_and_its_deep_link_completes_the_login,
 );
 
 /// Runs blocking `work` on the runtime's blocking pool, so the driver's tasks keep running.
@@ -1084,4 +1085,72 @@ async fn an_embedders_own_http_client_carries_the_token_request<R: Runtime>(rt: 
     );
     assert_eq!(fx.token_requests(), 1);
     within(&rt, STEP, "shutdown", fx.service.shutdown()).await;
+}
+
+// ----- an application redirect URI (Docker Desktop's extension tab) -----
+
+async fn an_application_redirect_binds_nothing_and_its_deep_link_completes_the_login<R: Runtime>(
+    rt: R,
+) {
+    const TAB: &str = "docker-desktop://dashboard/extension-tab?extensionId=acme/login";
+    let client = latchkey_devidp::Client {
+        id: CLIENT_ID.into(),
+        secret: None,
+        auth: latchkey_devidp::ClientAuth::None,
+        redirect_uris: vec![TAB.into()],
+    };
+    let idp = DevIdp::start(
+        latchkey_devidp::Config::new(vec![client]),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+    )
+    .expect("start the identity provider");
+    let provider = Provider::builder(
+        idp.authorization_endpoint(),
+        idp.token_endpoint(),
+        CLIENT_ID,
+    )
+    .issuer(idp.issuer())
+    .build()
+    .expect("provider");
+    let config = Config::builder(provider)
+        .app_redirect_uri(TAB)
+        .build()
+        .expect("config");
+    let service = Service::bind(rt.clone(), config, memory_options()).expect("no port to bind");
+    assert!(service.local_addrs().is_empty());
+    assert_eq!(service.redirect_uri(), TAB);
+    let login = service
+        .start(FlowOptions::new(), None)
+        .await
+        .expect("start a login");
+    // The browser stops at the deep link, which only Docker Desktop can open.
+    let hops = browse(&rt, login.url()).await;
+    let deep_link = hops
+        .last()
+        .and_then(|hop| hop.location.clone())
+        .expect("the provider redirects");
+    assert!(
+        deep_link.starts_with(&format!("{TAB}&code=")),
+        "{deep_link}"
+    );
+
+    let forged = deep_link.replace("state=", "state=forged");
+    assert!(matches!(
+        service.redirect(&forged).await,
+        Err(Error::Callback(latchkey::Rejection::UnknownState))
+    ));
+    assert_eq!(service.redirect(&deep_link).await.ok(), Some(login.flow()));
+    let tokens = outcome(&events(&rt, &login).await).expect("tokens");
+    assert!(idp.access_token_active(tokens.access_token().expose_secret()));
+    let token_request = idp.last_token_request().expect("a token request");
+    let body = String::from_utf8_lossy(&token_request.body).into_owned();
+    assert!(
+        body.contains(&format!("redirect_uri={}", form_encode(TAB))),
+        "{body}"
+    );
+    assert!(matches!(
+        service.redirect(&deep_link).await,
+        Err(Error::Callback(latchkey::Rejection::AlreadyUsed))
+    ));
+    service.shutdown().await;
 }
