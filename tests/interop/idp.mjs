@@ -7,8 +7,9 @@
 //   public-client  none (PKCE required)
 // The development login and consent pages accept any user; the consent page's cancel
 // button yields `error=access_denied`. Refresh tokens are issued to every client that has
-// the grant and rotate on every refresh; the revocation endpoint (RFC 7009) is on. The
-// process ends when its standard input closes, so a test that dies takes it along.
+// the grant and rotate on every refresh; the revocation endpoint (RFC 7009) is on; pages on
+// loopback origins may call the userinfo endpoint (CORS). The process ends when its
+// standard input closes, so a test that dies takes it along.
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -36,6 +37,9 @@ const provider = new Provider(issuer, {
   // Every refresh rotates the refresh token; reusing a rotated-out one revokes the grant.
   rotateRefreshToken: true,
   features: { revocation: { enabled: true } },
+  // The Docker Desktop extension example's UI (served on a loopback port in its test) calls
+  // the userinfo endpoint from the page, as a UI calls an API with CORS.
+  clientBasedCORS: (ctx, origin) => /^http:\/\/127\.0\.0\.1:\d+$/.test(origin),
 });
 // Quiet: the tests read stdout.
 provider.on('server_error', (ctx, error) => process.stderr.write(`oidc-provider: ${error}\n`));

@@ -467,3 +467,70 @@ fn assert_private(path: &Path) {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// The UI in headless Chromium, with a `ddClient` stand-in wired to the backend's socket
+/// (`tests/interop/extension-ui.mjs`): its output, parsed.
+fn run_ui(socket: &Path) -> Value {
+    oidc::require_node_packages();
+    let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui");
+    let chromium =
+        std::env::var_os("LATCHKEY_CHROMIUM").unwrap_or_else(|| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "the UI test needs Chromium at {} (Debian: `apt-get install -y chromium`; or set \
+         LATCHKEY_CHROMIUM)",
+        Path::new(&chromium).display()
+    );
+    let output = Command::new("node")
+        .arg(oidc::interop_dir().join("extension-ui.mjs"))
+        .arg(&ui)
+        .arg(socket)
+        .current_dir(oidc::interop_dir())
+        .env("LATCHKEY_CHROMIUM", &chromium)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run node extension-ui.mjs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "extension-ui.mjs failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("extension-ui.mjs prints one JSON object")
+}
+
+#[test]
+fn the_ui_in_chromium_logs_in_calls_the_api_and_logs_out_without_storing_a_token() {
+    let idp = OidcProvider::start();
+    let backend = Backend::start(oidc_settings(&idp), oidc::BASIC.secret);
+    let seen = run_ui(&backend.socket);
+
+    let signed_in = seen["signed_in"].as_str().expect("text");
+    assert!(signed_in.starts_with("Signed in"), "{seen}");
+    assert!(signed_in.contains("scope: openid profile"), "{seen}");
+    let api_result = seen["api_result"].as_str().expect("text");
+    assert!(api_result.starts_with("200"), "{seen}");
+    assert!(
+        api_result.contains(&format!("\"sub\": \"{}\"", oidc_agent::LOGIN)),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["storage"],
+        json!({"local_storage": 0, "session_storage": 0, "cookies": ""}),
+        "the page stores nothing"
+    );
+    assert_eq!(seen["signed_out"], "Not signed in.");
+    let logout = seen["logout_result"].as_str().expect("text");
+    assert!(
+        logout.contains("Revoked: refresh_token, access_token."),
+        "{seen}"
+    );
+    assert_eq!(seen["page_errors"], json!([]), "{seen}");
+
+    // The token the page used was the provider's, and is revoked now.
+    let tokens = seen["access_tokens"].as_array().expect("a list");
+    assert_eq!(tokens.len(), 1, "{seen}");
+    let access_token = tokens[0].as_str().expect("a token");
+    assert_eq!(userinfo(&idp, access_token).0, 401);
+    assert!(!backend.token_file.exists());
+}

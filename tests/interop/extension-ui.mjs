@@ -1,0 +1,207 @@
+// Runs the Docker Desktop extension example's UI (examples/docker-extension/ui/) in headless
+// Chromium, as Docker Desktop would, against its backend and oidc-provider:
+//
+//   node extension-ui.mjs <ui-dir> <backend-socket>
+//
+// The page is served from a local HTTP server. `window.ddClient` is a stand-in for the one
+// Docker Desktop injects: `extension.vm.service.get/post` go to the backend's Unix socket
+// (as Docker Desktop forwards them), `host.openExternal` opens a new browser page, where the
+// user signs in at oidc-provider's development pages (any login) and approves. Then:
+// the UI must say "Signed in", its API call must succeed, nothing may be in the page's
+// storage, and logging out must say so. Prints one JSON line:
+//
+//   {"signed_in": "...", "api_result": "...", "access_tokens": [...], "storage": {...},
+//    "signed_out": "...", "logout_result": "..."}
+//
+// `access_tokens` are those the backend handed to the page. Chromium is
+// `$LATCHKEY_CHROMIUM` or /usr/bin/chromium; nothing is downloaded. Any failure, or 60 s in
+// all, ends the script with a message on stderr and a non-zero exit code.
+import { constants } from 'node:fs';
+import fs from 'node:fs/promises';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+
+import { chromium } from 'playwright-core';
+
+const OVERALL_MS = 60_000;
+const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-sync'];
+// No host name resolves: every address in the test is an IP literal.
+const HERMETIC = '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE [::1]';
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
+
+const [uiDir, socketPath, ...extra] = process.argv.slice(2);
+if (!uiDir || !socketPath || extra.length) {
+  process.stderr.write('usage: node extension-ui.mjs <ui-dir> <backend-socket>\n');
+  process.exit(2);
+}
+const executablePath = process.env.LATCHKEY_CHROMIUM ?? '/usr/bin/chromium';
+
+let browser;
+let server;
+let page;
+const overall = setTimeout(() => finish(1, `gave up after ${OVERALL_MS / 1000} s`), OVERALL_MS);
+
+async function finish(code, message) {
+  if (message) process.stderr.write(`extension-ui.mjs: ${message}\n`);
+  if (browser) await Promise.race([browser.close().catch(() => {}), sleep(5_000)]);
+  server?.close();
+  process.exit(code);
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/** Serves the UI's files, and nothing outside its directory. */
+async function serveUi() {
+  const root = path.resolve(uiDir);
+  server = http.createServer(async (request, response) => {
+    const name = new URL(request.url, 'http://ui').pathname.replace(/^\/$/, '/index.html');
+    const file = path.resolve(root, `.${name}`);
+    try {
+      if (!file.startsWith(`${root}${path.sep}`)) throw new Error('outside the UI');
+      const body = await fs.readFile(file);
+      response.writeHead(200, { 'Content-Type': TYPES[path.extname(file)] ?? 'text/plain' });
+      response.end(body);
+    } catch {
+      response.writeHead(404).end();
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${server.address().port}/`;
+}
+
+/** One call to the backend's socket, as Docker Desktop forwards the UI's. */
+function callBackend(method, urlPath, body) {
+  const payload = body === undefined ? '' : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const request = http.request(
+      {
+        socketPath,
+        method,
+        path: urlPath,
+        headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) },
+      },
+      (response) => {
+        let text = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk) => (text += chunk));
+        response.on('end', () => resolve({ status: response.statusCode, text }));
+      },
+    );
+    request.on('error', reject);
+    request.end(payload);
+  });
+}
+
+/** Signs in at oidc-provider's development pages and approves. */
+async function signIn(page, url) {
+  await page.goto(url, { waitUntil: 'domcontentloaded' });
+  await page.locator('input[name="login"]').fill('alice');
+  await page.locator('input[name="password"]').fill('any password');
+  await page.locator('button[type="submit"]', { hasText: 'Sign-in' }).click();
+  await page.locator('button[type="submit"]', { hasText: 'Continue' }).click();
+}
+
+async function main() {
+  await fs.access(executablePath, constants.X_OK).catch(() => {
+    throw new Error(
+      `no Chromium at ${executablePath} (Debian: apt-get install -y chromium; ` +
+        'or set LATCHKEY_CHROMIUM)',
+    );
+  });
+  const uiUrl = await serveUi();
+  browser = await chromium.launch({ executablePath, headless: true, args: [...FLAGS, HERMETIC] });
+  const context = await browser.newContext();
+  context.setDefaultTimeout(20_000);
+
+  const accessTokens = [];
+  const signIns = [];
+  await context.exposeBinding('__ddService', async (_source, method, urlPath, body) => {
+    const answer = await callBackend(method, urlPath, body);
+    if (urlPath === '/token' && answer.status === 200) {
+      accessTokens.push(JSON.parse(answer.text).access_token);
+    }
+    return answer;
+  });
+  await context.exposeBinding('__ddOpenExternal', async (_source, url) => {
+    const page = await context.newPage();
+    signIns.push(signIn(page, url));
+  });
+  // The stand-in for the `ddClient` Docker Desktop injects.
+  await context.addInitScript(() => {
+    const call = async (method, urlPath, body) => {
+      const { status, text } = await window.__ddService(method, urlPath, body);
+      if (status >= 200 && status < 300) return JSON.parse(text);
+      throw { statusCode: status, message: text };
+    };
+    window.ddClient = {
+      extension: {
+        vm: {
+          service: {
+            get: (urlPath) => call('GET', urlPath),
+            post: (urlPath, body) => call('POST', urlPath, body),
+          },
+        },
+      },
+      host: { openExternal: (url) => void window.__ddOpenExternal(url) },
+    };
+  });
+
+  page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (error) => errors.push(String(error)));
+  page.on('console', (message) => message.type() === 'error' && errors.push(message.text()));
+  await page.goto(uiUrl, { waitUntil: 'domcontentloaded' });
+  const status = page.locator('#status');
+  await status.filter({ hasText: /^Not signed in/ }).waitFor();
+
+  await page.locator('#login').click();
+  await status.filter({ hasText: /^Signed in/ }).waitFor({ timeout: 30_000 });
+  await Promise.all(signIns);
+  const signedIn = await status.innerText();
+
+  await page.locator('#call').click();
+  const result = page.locator('#result');
+  await result.filter({ hasText: '"sub"' }).waitFor();
+  const apiResult = await result.innerText();
+
+  const storage = await page.evaluate(() => ({
+    local_storage: window.localStorage.length,
+    session_storage: window.sessionStorage.length,
+    cookies: document.cookie,
+  }));
+
+  await page.locator('#logout').click();
+  await status.filter({ hasText: /^Not signed in/ }).waitFor();
+  await result.filter({ hasText: 'Signed out' }).waitFor();
+  const output = {
+    signed_in: signedIn,
+    api_result: apiResult,
+    access_tokens: accessTokens,
+    storage,
+    signed_out: await status.innerText(),
+    logout_result: await result.innerText(),
+    page_errors: errors,
+  };
+  process.stdout.write(`${JSON.stringify(output)}\n`);
+}
+
+main().then(
+  () => {
+    clearTimeout(overall);
+    return finish(0);
+  },
+  async (error) => finish(1, `${error?.stack ?? error}\n${await pageState()}`),
+);
+
+/** What the UI shows, for failure messages. */
+async function pageState() {
+  try {
+    const text = await Promise.race([page.locator('body').innerText({ timeout: 2_000 }), sleep(2_500)]);
+    return `the UI showed:\n${text ?? ''}`;
+  } catch {
+    return '(no UI page)';
+  }
+}
