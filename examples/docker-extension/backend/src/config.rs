@@ -1,12 +1,12 @@
 //! The extension's settings: one JSON file, mounted into the container (never baked into the
-//! image), naming the provider, the redirect, the socket and the token file. The client
-//! secret is never in it: `client_secret_file` names a file (a Compose secret) that holds it.
+//! image's defaults), naming the provider, the redirect, the socket and the token file. The
+//! client secret is never in it: `client_secret_file` names the file that holds it.
 //!
 //! ```json
 //! {
 //!   "issuer": "https://accounts.google.com",
 //!   "client_id": "1234.apps.googleusercontent.com",
-//!   "client_secret_file": "/run/secrets/client_secret",
+//!   "client_secret_file": "/etc/latchkey/client_secret",
 //!   "scopes": ["openid", "email"],
 //!   "authorization_params": {"access_type": "offline"},
 //!   "redirect_uri": "http://localhost:8080/callback",
@@ -93,8 +93,8 @@ impl Settings {
         };
         if members.contains_key("client_secret") {
             return fail(
-                "client_secret does not belong in the settings: put the secret in a file (a \
-                 Compose secret) and name that file in client_secret_file",
+                "client_secret does not belong in the settings: put the secret in a file and \
+                 name that file in client_secret_file",
             );
         }
         let mut take = |name: &str| members.remove(name);

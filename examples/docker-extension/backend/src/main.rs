@@ -8,8 +8,11 @@
 //! and revokes them, and hands the UI an access token when asked.
 //!
 //! ```text
-//! latchkey-extension [--config PATH]     (default $LATCHKEY_CONFIG, else /etc/latchkey/config.json)
+//! latchkey-extension [--config PATH] [--check]
 //! ```
+//!
+//! The settings come from `--config`, else `$LATCHKEY_CONFIG`, else
+//! `/etc/latchkey/config.json`; `--check` only reads and checks them (no network) and exits.
 //!
 //! Logs are JSON lines on stderr (`LATCHKEY_LOG=debug` for more), never with a secret (S41).
 //! SIGTERM (`docker stop`) and Ctrl-C stop it cleanly: a login in progress is cancelled, the
@@ -49,13 +52,27 @@ use http::{Connection, Next, Response};
 
 fn main() -> ExitCode {
     log_json();
-    let path = match settings_path(std::env::args().skip(1)) {
-        Ok(path) => path,
+    let (path, check) = match arguments(std::env::args().skip(1)) {
+        Ok(arguments) => arguments,
         Err(SetupError(message)) => {
-            eprintln!("latchkey-extension: {message}\nusage: latchkey-extension [--config PATH]");
+            eprintln!(
+                "latchkey-extension: {message}\nusage: latchkey-extension [--config PATH] [--check]"
+            );
             return ExitCode::from(2);
         }
     };
+    if check {
+        return match Settings::read(&path) {
+            Ok(_) => {
+                println!("{}: the settings are valid", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(SetupError(message)) => {
+                eprintln!("latchkey-extension: {message}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match smol::block_on(run(&path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(SetupError(message)) => {
@@ -80,12 +97,15 @@ fn log_json() {
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
-/// `--config PATH`, else `$LATCHKEY_CONFIG`, else `/etc/latchkey/config.json`.
-fn settings_path(mut args: impl Iterator<Item = String>) -> Result<PathBuf, SetupError> {
+/// The settings' path (`--config PATH`, else `$LATCHKEY_CONFIG`, else
+/// `/etc/latchkey/config.json`) and whether only to check them (`--check`).
+fn arguments(mut args: impl Iterator<Item = String>) -> Result<(PathBuf, bool), SetupError> {
     let mut path = std::env::var_os("LATCHKEY_CONFIG")
         .map_or_else(|| PathBuf::from("/etc/latchkey/config.json"), PathBuf::from);
+    let mut check = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--check" => check = true,
             "--config" => {
                 path = args
                     .next()
@@ -95,7 +115,7 @@ fn settings_path(mut args: impl Iterator<Item = String>) -> Result<PathBuf, Setu
             other => return Err(SetupError(format!("unknown argument {other:?}"))),
         }
     }
-    Ok(path)
+    Ok((path, check))
 }
 
 async fn run(path: &Path) -> Result<(), SetupError> {
