@@ -1,7 +1,7 @@
 // Runs the Docker Desktop extension example's UI (examples/docker-extension/ui/) in headless
 // Chromium, as Docker Desktop would, against its backend and oidc-provider:
 //
-//   node extension-ui.mjs <ui-dir> <backend-socket>
+//   node extension-ui.mjs <ui-dir> <backend-socket> [<deep-link-query>]
 //
 // The page is served from a local HTTP server. `window.ddClient` is a stand-in for the one
 // Docker Desktop injects: `extension.vm.service.get/post` go to the backend's Unix socket
@@ -13,7 +13,10 @@
 //   {"signed_in": "...", "api_result": "...", "access_tokens": [...], "storage": {...},
 //    "signed_out": "...", "logout_result": "..."}
 //
-// `access_tokens` are those the backend handed to the page. Chromium is
+// `access_tokens` are those the backend handed to the page. With a deep-link query (Docker
+// Desktop's extension-tab pattern: `?code=…&state=…`), the page is opened with it instead,
+// as Docker Desktop opens the tab, and must forward it and show "Signed in"; the output then
+// also has `location_search`, the page's query afterwards. Chromium is
 // `$LATCHKEY_CHROMIUM` or /usr/bin/chromium; nothing is downloaded. Any failure, or 60 s in
 // all, ends the script with a message on stderr and a non-zero exit code.
 import { constants } from 'node:fs';
@@ -30,9 +33,9 @@ const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', 
 const HERMETIC = '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE [::1]';
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
 
-const [uiDir, socketPath, ...extra] = process.argv.slice(2);
+const [uiDir, socketPath, deepLinkQuery, ...extra] = process.argv.slice(2);
 if (!uiDir || !socketPath || extra.length) {
-  process.stderr.write('usage: node extension-ui.mjs <ui-dir> <backend-socket>\n');
+  process.stderr.write('usage: node extension-ui.mjs <ui-dir> <backend-socket> [<query>]\n');
   process.exit(2);
 }
 const executablePath = process.env.LATCHKEY_CHROMIUM ?? '/usr/bin/chromium';
@@ -153,19 +156,28 @@ async function main() {
   const errors = [];
   page.on('pageerror', (error) => errors.push(String(error)));
   page.on('console', (message) => message.type() === 'error' && errors.push(message.text()));
-  await page.goto(uiUrl, { waitUntil: 'domcontentloaded' });
   const status = page.locator('#status');
-  await status.filter({ hasText: /^Not signed in/ }).waitFor();
-
-  await page.locator('#login').click();
-  await status.filter({ hasText: /^Signed in/ }).waitFor({ timeout: 30_000 });
-  await Promise.all(signIns);
+  const result = page.locator('#result');
+  let apiResult = null;
+  let locationSearch = null;
+  if (deepLinkQuery) {
+    await page.goto(`${uiUrl}${deepLinkQuery}`, { waitUntil: 'domcontentloaded' });
+    await status.filter({ hasText: /^Signed in/ }).waitFor({ timeout: 30_000 });
+    locationSearch = await page.evaluate(() => window.location.search);
+  } else {
+    await page.goto(uiUrl, { waitUntil: 'domcontentloaded' });
+    await status.filter({ hasText: /^Not signed in/ }).waitFor();
+    await page.locator('#login').click();
+    await status.filter({ hasText: /^Signed in/ }).waitFor({ timeout: 30_000 });
+    await Promise.all(signIns);
+  }
   const signedIn = await status.innerText();
 
-  await page.locator('#call').click();
-  const result = page.locator('#result');
-  await result.filter({ hasText: '"sub"' }).waitFor();
-  const apiResult = await result.innerText();
+  if (!deepLinkQuery) {
+    await page.locator('#call').click();
+    await result.filter({ hasText: '"sub"' }).waitFor();
+    apiResult = await result.innerText();
+  }
 
   const storage = await page.evaluate(() => ({
     local_storage: window.localStorage.length,
@@ -179,6 +191,7 @@ async function main() {
   const output = {
     signed_in: signedIn,
     api_result: apiResult,
+    location_search: locationSearch,
     access_tokens: accessTokens,
     storage,
     signed_out: await status.innerText(),

@@ -469,8 +469,9 @@ fn assert_private(path: &Path) {
 }
 
 /// The UI in headless Chromium, with a `ddClient` stand-in wired to the backend's socket
-/// (`tests/interop/extension-ui.mjs`): its output, parsed.
-fn run_ui(socket: &Path) -> Value {
+/// (`tests/interop/extension-ui.mjs`), opened with `deep_link_query` if given: its output,
+/// parsed.
+fn run_ui(socket: &Path, deep_link_query: Option<&str>) -> Value {
     oidc::require_node_packages();
     let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui");
     let chromium =
@@ -485,6 +486,7 @@ fn run_ui(socket: &Path) -> Value {
         .arg(oidc::interop_dir().join("extension-ui.mjs"))
         .arg(&ui)
         .arg(socket)
+        .args(deep_link_query)
         .current_dir(oidc::interop_dir())
         .env("LATCHKEY_CHROMIUM", &chromium)
         .stdin(Stdio::null())
@@ -503,7 +505,7 @@ fn run_ui(socket: &Path) -> Value {
 fn the_ui_in_chromium_logs_in_calls_the_api_and_logs_out_without_storing_a_token() {
     let idp = OidcProvider::start();
     let backend = Backend::start(oidc_settings(&idp), oidc::BASIC.secret);
-    let seen = run_ui(&backend.socket);
+    let seen = run_ui(&backend.socket, None);
 
     let signed_in = seen["signed_in"].as_str().expect("text");
     assert!(signed_in.starts_with("Signed in"), "{seen}");
@@ -533,4 +535,42 @@ fn the_ui_in_chromium_logs_in_calls_the_api_and_logs_out_without_storing_a_token
     let access_token = tokens[0].as_str().expect("a token");
     assert_eq!(userinfo(&idp, access_token).0, 401);
     assert!(!backend.token_file.exists());
+}
+
+#[test]
+fn the_ui_in_chromium_opened_by_the_extension_tab_deep_link_forwards_it_and_signs_in() {
+    let idp = dev_idp();
+    let backend = Backend::start(
+        json!({
+            "authorization_endpoint": idp.authorization_endpoint(),
+            "token_endpoint": idp.token_endpoint(),
+            "revocation_endpoint": idp.revocation_endpoint(),
+            "issuer": idp.issuer(),
+            "client_id": "docker-extension",
+            "redirect_uri": TAB,
+        }),
+        None,
+    );
+    let (_, login) = backend.call("POST", "/login", None);
+    let hops = agent::browse(login["authorize_url"].as_str().expect("a URL")).expect("browse");
+    let deep_link = hops
+        .last()
+        .and_then(|hop| hop.location.clone())
+        .expect("the provider redirects to the tab");
+    // Docker Desktop opens the tab with the deep link's query.
+    let query = &deep_link[deep_link.find('?').expect("a query")..];
+    let seen = run_ui(&backend.socket, Some(query));
+    let signed_in = seen["signed_in"].as_str().expect("text");
+    assert!(signed_in.starts_with("Signed in"), "{seen}");
+    assert_eq!(
+        seen["location_search"], "",
+        "the code left the address bar: {seen}"
+    );
+    assert_eq!(
+        seen["storage"],
+        json!({"local_storage": 0, "session_storage": 0, "cookies": ""})
+    );
+    assert_eq!(seen["signed_out"], "Not signed in.");
+    assert_eq!(seen["page_errors"], json!([]), "{seen}");
+    assert!(!backend.token_file.exists(), "logged out");
 }
