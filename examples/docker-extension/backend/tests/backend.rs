@@ -347,10 +347,9 @@ fn dev_idp() -> DevIdp {
     .expect("start the development identity provider")
 }
 
-#[test]
-fn the_ui_forwards_the_extension_tab_deep_link_and_the_login_completes() {
-    let idp = dev_idp();
-    let backend = Backend::start(
+/// The backend for [`dev_idp`]'s client, with the extension tab as its redirect URI.
+fn deep_link_backend(idp: &DevIdp) -> Backend {
+    Backend::start(
         json!({
             "authorization_endpoint": idp.authorization_endpoint(),
             "token_endpoint": idp.token_endpoint(),
@@ -360,12 +359,12 @@ fn the_ui_forwards_the_extension_tab_deep_link_and_the_login_completes() {
             "redirect_uri": TAB,
         }),
         None,
-    );
-    let ready = backend.log().join("\n");
-    assert!(
-        ready.contains("\"listening\":\"[]\""),
-        "binds no port: {ready}"
-    );
+    )
+}
+
+/// Starts a login and signs in with the scripted browser, which stops at the deep link
+/// only Docker Desktop could open: that link.
+fn deep_link_after_signing_in(backend: &Backend) -> String {
     let (_, login) = backend.call("POST", "/login", None);
     let url = login["authorize_url"].as_str().expect("a URL");
     let hops = agent::browse(url).expect("the browser");
@@ -373,6 +372,20 @@ fn the_ui_forwards_the_extension_tab_deep_link_and_the_login_completes() {
         .last()
         .and_then(|hop| hop.location.clone())
         .expect("the provider redirects to the tab");
+    assert!(deep_link.starts_with(&format!("{TAB}&")), "{deep_link}");
+    deep_link
+}
+
+#[test]
+fn the_ui_forwards_the_extension_tab_deep_link_and_the_login_completes() {
+    let idp = dev_idp();
+    let backend = deep_link_backend(&idp);
+    let ready = backend.log().join("\n");
+    assert!(
+        ready.contains("\"listening\":\"[]\""),
+        "binds no port: {ready}"
+    );
+    let deep_link = deep_link_after_signing_in(&backend);
     assert!(
         deep_link.starts_with(&format!("{TAB}&code=")),
         "{deep_link}"
@@ -402,22 +415,9 @@ fn the_ui_forwards_the_extension_tab_deep_link_and_the_login_completes() {
 #[test]
 fn a_denied_login_is_reported_in_the_status_and_unknown_requests_are_refused() {
     let idp = dev_idp();
-    let backend = Backend::start(
-        json!({
-            "authorization_endpoint": idp.authorization_endpoint(),
-            "token_endpoint": idp.token_endpoint(),
-            "client_id": "docker-extension",
-            "redirect_uri": TAB,
-        }),
-        None,
-    );
+    let backend = deep_link_backend(&idp);
     idp.set_deny(true);
-    let (_, login) = backend.call("POST", "/login", None);
-    let hops = agent::browse(login["authorize_url"].as_str().expect("a URL")).expect("browse");
-    let deep_link = hops
-        .last()
-        .and_then(|hop| hop.location.clone())
-        .expect("a redirect");
+    let deep_link = deep_link_after_signing_in(&backend);
     let (code, body) = backend.call("POST", "/callback", Some(json!({ "url": deep_link })));
     assert_eq!(code, 202, "{body}");
     let status = backend.status_until(|status| status["login_in_progress"] == false);
@@ -540,23 +540,8 @@ fn the_ui_in_chromium_logs_in_calls_the_api_and_logs_out_without_storing_a_token
 #[test]
 fn the_ui_in_chromium_opened_by_the_extension_tab_deep_link_forwards_it_and_signs_in() {
     let idp = dev_idp();
-    let backend = Backend::start(
-        json!({
-            "authorization_endpoint": idp.authorization_endpoint(),
-            "token_endpoint": idp.token_endpoint(),
-            "revocation_endpoint": idp.revocation_endpoint(),
-            "issuer": idp.issuer(),
-            "client_id": "docker-extension",
-            "redirect_uri": TAB,
-        }),
-        None,
-    );
-    let (_, login) = backend.call("POST", "/login", None);
-    let hops = agent::browse(login["authorize_url"].as_str().expect("a URL")).expect("browse");
-    let deep_link = hops
-        .last()
-        .and_then(|hop| hop.location.clone())
-        .expect("the provider redirects to the tab");
+    let backend = deep_link_backend(&idp);
+    let deep_link = deep_link_after_signing_in(&backend);
     // Docker Desktop opens the tab with the deep link's query.
     let query = &deep_link[deep_link.find('?').expect("a query")..];
     let seen = run_ui(&backend.socket, Some(query));
