@@ -245,28 +245,13 @@ fn preset_builder(preset: &Preset, client_id: &str) -> ProviderBuilder {
 fn config(provider: Provider, args: &LoginArgs) -> Result<Config, Failure> {
     let invalid =
         |what: &str, error: &dyn std::fmt::Display| Failure::Config(format!("{what}: {error}"));
-    let (host, port, path) = split_redirect_uri(&args.redirect_uri)?;
     let mut config = Config::builder(provider)
-        .redirect_uri(host, port, path)
+        .loopback_redirect_uri(&args.redirect_uri)
         .flow_lifetime(args.timeout);
     if let Some(then) = &args.then {
         config = config.on_success(Landing::Redirect(then.clone()));
     }
     config.build().map_err(|e| invalid("configuration", &e))
-}
-
-/// `http://HOST:PORT/PATH` into its parts; the engine validates each.
-fn split_redirect_uri(uri: &str) -> Result<(&str, u16, &str), Failure> {
-    let bad = || {
-        Failure::Config(format!(
-            "--redirect-uri must look like http://127.0.0.1:PORT/PATH, not {uri:?}"
-        ))
-    };
-    let rest = uri.strip_prefix("http://").ok_or_else(bad)?;
-    let (authority, path) = rest.find('/').map_or((rest, "/"), |at| rest.split_at(at));
-    let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok((host, port.parse().map_err(|_| bad())?, path))
 }
 
 pub fn read_secret(source: &SecretSource) -> Result<SecretString, Failure> {
@@ -285,25 +270,4 @@ pub fn read_secret(source: &SecretSource) -> Result<SecretString, Failure> {
     Ok(SecretString::from(
         secret.trim_end_matches(['\r', '\n']).to_owned(),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redirect_uris_split_into_host_port_and_path() {
-        let parts = |uri| split_redirect_uri(uri).ok();
-        assert_eq!(
-            parts("http://127.0.0.1:0/callback"),
-            Some(("127.0.0.1", 0, "/callback"))
-        );
-        assert_eq!(parts("http://[::1]:8080/cb"), Some(("::1", 8080, "/cb")));
-        assert_eq!(
-            parts("http://localhost:8080"),
-            Some(("localhost", 8080, "/"))
-        );
-        assert!(parts("https://127.0.0.1:1/x").is_none());
-        assert!(parts("http://127.0.0.1/x").is_none());
-    }
 }

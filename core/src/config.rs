@@ -400,6 +400,7 @@ impl Config {
     /// Starts a configuration whose flows use `provider` unless told otherwise.
     pub fn builder(provider: Provider) -> ConfigBuilder {
         ConfigBuilder {
+            unparsed_redirect: false,
             config: Config {
                 provider,
                 redirect: Redirect {
@@ -466,6 +467,8 @@ impl Config {
 #[derive(Debug)]
 pub struct ConfigBuilder {
     config: Config,
+    /// A redirect URI given as one string that did not parse.
+    unparsed_redirect: bool,
 }
 
 impl ConfigBuilder {
@@ -521,6 +524,20 @@ impl ConfigBuilder {
         self
     }
 
+    /// The loopback redirect URI as one string, `http://HOST:PORT/PATH` (for example from a
+    /// setting or a command line): the same as [`redirect_uri`](ConfigBuilder::redirect_uri)
+    /// with its parts. The port is required (0: whatever the driver binds); a missing path
+    /// is `/`. Anything else is [`ConfigError::InvalidRedirectUri`] at build.
+    pub fn loopback_redirect_uri(self, uri: &str) -> ConfigBuilder {
+        match split_loopback_uri(uri) {
+            Some((host, port, path)) => self.redirect_uri(host, port, path),
+            None => ConfigBuilder {
+                unparsed_redirect: true,
+                ..self
+            },
+        }
+    }
+
     /// Sends the browser back to the application itself instead of a loopback listener:
     /// a private-use URI scheme redirect (RFC 8252 §7.1) such as Docker Desktop's
     /// `docker-desktop://dashboard/extension-tab?extensionId=my/extension`, registered at the
@@ -536,6 +553,9 @@ impl ConfigBuilder {
 
     /// Validates the configuration.
     pub fn build(self) -> Result<Config, ConfigError> {
+        if self.unparsed_redirect {
+            return Err(ConfigError::InvalidRedirectUri);
+        }
         let config = self.config;
         if let Some(uri) = &config.app_redirect {
             let scheme = uri.split_once(':').map_or("", |(scheme, _)| scheme);
@@ -586,6 +606,29 @@ impl ConfigBuilder {
     }
 }
 
+/// `http://HOST:PORT/PATH` as host (brackets removed), port and path (`/` when absent);
+/// `None` when it is not of that form.
+fn split_loopback_uri(uri: &str) -> Option<(&str, u16, &str)> {
+    let scheme = uri.get(..7)?;
+    if !scheme.eq_ignore_ascii_case("http://") {
+        return None;
+    }
+    let rest = uri.get(7..)?;
+    let (authority, path) = rest.find('/').map_or((rest, "/"), |at| rest.split_at(at));
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']')?;
+            (host, after.strip_prefix(':')?)
+        }
+        None => authority.rsplit_once(':')?,
+    };
+    let port_ok = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    if host.is_empty() || !port_ok || authority.contains(['@', '?', '#']) {
+        return None;
+    }
+    Some((host, port.parse().ok()?, path))
+}
+
 /// `scheme:rest` with a valid scheme and nothing but visible ASCII (no spaces, controls).
 fn is_absolute_uri(target: &str) -> bool {
     let Some((scheme, rest)) = target.split_once(':') else {
@@ -631,6 +674,8 @@ pub enum ConfigError {
     InvalidRedirectPath,
     /// The redirect port is still 0: bind first, then [`Config::with_redirect_port`].
     UnresolvedRedirectPort,
+    /// A redirect URI given as one string is not `http://HOST:PORT/PATH`.
+    InvalidRedirectUri,
     /// An application redirect URI is not an absolute URI of a private-use scheme (not
     /// `http` or `https`), without fragment, of visible ASCII characters.
     InvalidAppRedirect,
@@ -673,6 +718,9 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::UnresolvedRedirectPort => {
                 f.write_str("redirect port is 0: bind the listener and set the real port first")
+            }
+            ConfigError::InvalidRedirectUri => {
+                f.write_str("redirect URI must look like http://127.0.0.1:PORT/PATH")
             }
             ConfigError::InvalidAppRedirect => f.write_str(
                 "application redirect URI must be an absolute URI with a scheme other than \

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use latchkey::{Action, CallbackDefect, FlowError, FlowId, ProviderError, Rejection, Step};
+use latchkey::{
+    Action, CallbackDefect, ConfigError, FlowError, FlowId, ProviderError, Rejection, Step,
+};
 use latchkey_tests::harness::{self, Harness, Started, response_to, token_request};
 
 const ISS: &str = "iss=https%3A%2F%2Fidp.example";
@@ -494,7 +496,7 @@ fn an_application_redirect_uri_must_be_a_private_use_scheme_without_fragment() {
         let built = harness::config().app_redirect_uri(uri).build();
         assert_eq!(
             built.err(),
-            Some(latchkey::ConfigError::InvalidAppRedirect),
+            Some(ConfigError::InvalidAppRedirect),
             "{uri:?}"
         );
     }
@@ -521,4 +523,82 @@ fn s10_with_an_application_redirect_a_forged_deep_link_changes_nothing() {
     );
     assert!(h.drain().is_empty());
     assert_eq!(h.engine.flows_in_progress(), 1);
+}
+
+#[test]
+fn a_loopback_redirect_uri_given_as_one_string_is_split_into_its_parts() {
+    for (uri, host, port, sent) in [
+        (
+            "http://127.0.0.1:8080/callback",
+            "127.0.0.1",
+            8080,
+            "http://127.0.0.1:8080/callback",
+        ),
+        (
+            "HTTP://localhost:0/cb",
+            "localhost",
+            0,
+            "http://localhost:0/cb",
+        ),
+        (
+            "http://[::1]:9000/a/b",
+            "[::1]",
+            9000,
+            "http://[::1]:9000/a/b",
+        ),
+        (
+            "http://127.0.0.1:8080",
+            "127.0.0.1",
+            8080,
+            "http://127.0.0.1:8080/",
+        ),
+    ] {
+        let config = harness::config()
+            .loopback_redirect_uri(uri)
+            .build()
+            .unwrap_or_else(|e| panic!("{uri}: {e}"));
+        assert_eq!(
+            (config.redirect_host(), config.redirect_port()),
+            (host, port),
+            "{uri}"
+        );
+        assert_eq!(config.redirect_uri(), sent);
+    }
+    for (uri, error) in [
+        (
+            "https://127.0.0.1:8080/callback",
+            ConfigError::InvalidRedirectUri,
+        ),
+        ("http://127.0.0.1/callback", ConfigError::InvalidRedirectUri),
+        (
+            "http://127.0.0.1:/callback",
+            ConfigError::InvalidRedirectUri,
+        ),
+        (
+            "http://127.0.0.1:80x/callback",
+            ConfigError::InvalidRedirectUri,
+        ),
+        (
+            "http://user@127.0.0.1:80/callback",
+            ConfigError::InvalidRedirectUri,
+        ),
+        ("http://[::1/callback", ConfigError::InvalidRedirectUri),
+        ("http://:8080/callback", ConfigError::InvalidRedirectUri),
+        ("127.0.0.1:8080/callback", ConfigError::InvalidRedirectUri),
+        (
+            "http://example.com:8080/callback",
+            ConfigError::RedirectNotLoopback,
+        ),
+        (
+            "http://127.0.0.1:8080/cb?x=1",
+            ConfigError::InvalidRedirectPath,
+        ),
+        (
+            "http://127.0.0.1:8080/cb#f",
+            ConfigError::InvalidRedirectPath,
+        ),
+    ] {
+        let built = harness::config().loopback_redirect_uri(uri).build();
+        assert_eq!(built.err(), Some(error), "{uri}");
+    }
 }

@@ -206,18 +206,12 @@ impl Settings {
 
     /// The engine's configuration for `provider`.
     pub fn config(&self, provider: Provider) -> Result<Config, SetupError> {
-        let mut config = Config::builder(provider);
-        config = match self.redirect_uri.strip_prefix("http://") {
-            Some(rest) => {
-                let (host, port, path) = split_loopback(rest).ok_or_else(|| {
-                    SetupError(format!(
-                        "redirect_uri {:?} must look like http://localhost:8080/callback",
-                        self.redirect_uri
-                    ))
-                })?;
-                config.redirect_uri(host, port, path)
-            }
-            None => config.app_redirect_uri(&self.redirect_uri),
+        let config = Config::builder(provider);
+        // An http:// URI is the loopback listener's; any other scheme the application's own.
+        let config = if self.redirect_uri.starts_with("http://") {
+            config.loopback_redirect_uri(&self.redirect_uri)
+        } else {
+            config.app_redirect_uri(&self.redirect_uri)
         };
         config
             .on_success(Landing::Redirect(self.landing.clone()))
@@ -230,14 +224,6 @@ fn build(builder: ProviderBuilder) -> Result<Provider, SetupError> {
     builder
         .build()
         .map_err(|error| SetupError(format!("provider: {error}")))
-}
-
-/// `HOST:PORT/PATH` (after `http://`) into its parts.
-fn split_loopback(rest: &str) -> Option<(&str, u16, &str)> {
-    let (authority, path) = rest.find('/').map_or((rest, "/"), |at| rest.split_at(at));
-    let (host, port) = authority.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Some((host, port.parse().ok()?, path))
 }
 
 /// The client secret in `path`, without the newline `echo` leaves.
@@ -368,15 +354,5 @@ mod tests {
             let error = settings(document.clone()).expect_err(&document.to_string());
             assert!(error.contains(says), "{document}: {error}");
         }
-    }
-
-    #[test]
-    fn loopback_redirects_split_into_parts() {
-        assert_eq!(
-            split_loopback("localhost:8080/callback"),
-            Some(("localhost", 8080, "/callback"))
-        );
-        assert_eq!(split_loopback("[::1]:0/cb"), Some(("::1", 0, "/cb")));
-        assert_eq!(split_loopback("localhost/callback"), None);
     }
 }
