@@ -402,7 +402,7 @@ impl<R: Runtime> Service<R> {
             .map_err(Error::Io)?;
         let engine = Engine::new(config)?;
         let redirect_uri = engine.redirect_uri().to_owned();
-        info!(%redirect_uri, addresses = ?local_addrs, "login service listening");
+        info!(%redirect_uri, listening = ?local_addrs, "login service started");
         let (commands, command_rx) = async_channel::bounded(64);
         // Closed once the engine task and every connection task have ended.
         let (alive, stopped) = async_channel::bounded(1);

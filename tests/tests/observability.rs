@@ -283,7 +283,7 @@ fn s41_every_logged_step_of_a_tokens_life_is_free_of_secrets() {
         "discovery",
         "provider metadata accepted",
         // a login, step by step, in its span
-        "login service listening",
+        "login service started",
         "login{flow=",
         "login started; waiting for the browser",
         "callback accepted; requesting tokens",
