@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use latchkey::{ConfigError, RefreshError, TokenKind, TokenSet};
+use latchkey::{ConfigError, RefreshError, TokenSet};
 use latchkey_io::driver::{Runtime, Transport};
 use latchkey_io::source::{Logout, SourceError, TokenSource};
 use latchkey_io::store::{DEFAULT_KEY, FileStore, ProviderRecord, TokenStore};
@@ -43,8 +43,8 @@ pub async fn logout<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
         Ok(report) => {
             for (kind, outcome) in &report.revocations {
                 match outcome {
-                    Ok(()) => reporter.revoked(token_name(*kind)),
-                    Err(error) => reporter.revocation_failed(token_name(*kind), &error.to_string()),
+                    Ok(()) => reporter.revoked(kind.hint()),
+                    Err(error) => reporter.revocation_failed(kind.hint(), &error.to_string()),
                 }
             }
             if let Some(reason) = &report.unrevoked {
@@ -217,8 +217,4 @@ fn source_failure(error: SourceError) -> Failure {
         kind,
         message: format!("{error}; {advice}"),
     }
-}
-
-fn token_name(kind: TokenKind) -> &'static str {
-    kind.hint()
 }
