@@ -89,6 +89,22 @@ impl Backend {
         backend
     }
 
+    /// The port of the callback listener, from the "ready" log line.
+    fn callback_port(&self) -> u16 {
+        let ready = self
+            .log()
+            .into_iter()
+            .find(|line| line.contains("extension backend ready"))
+            .expect("the ready line");
+        let ready: Value = serde_json::from_str(&ready).expect("JSON");
+        let listening = ready["fields"]["listening"].as_str().expect("addresses");
+        listening
+            .trim_matches(['[', ']'])
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or_else(|| panic!("one address: {listening}"))
+    }
+
     fn log(&self) -> Vec<String> {
         self.log
             .lock()
@@ -200,6 +216,8 @@ fn oidc_settings(idp: &OidcProvider) -> Value {
         "client_id": oidc::BASIC.id,
         "scopes": ["openid", "profile"],
         "redirect_uri": "http://127.0.0.1:0/callback",
+        // As in the container: every interface (published on the host's loopback only).
+        "listen": "0.0.0.0:0",
         "sample_api": format!("{}/me", idp.issuer()),
     })
 }
@@ -238,6 +256,14 @@ fn logs_in_through_the_loopback_listener_hands_out_a_token_and_logs_out_against_
     let (code, body) = backend.call("GET", "/token", None);
     assert_eq!((code, &body["error"]), (401, &json!("login_required")));
 
+    // The callback listener answers nothing but the callback (S21–S31).
+    let port = backend.callback_port();
+    let (status, _, _) = agent::get(&format!("http://127.0.0.1:{port}/"), &[]).expect("GET /");
+    assert_eq!(status, 404);
+    let forged = format!("http://127.0.0.1:{port}/callback?code=c&state=s");
+    let (status, _, _) = agent::get(&forged, &[]).expect("a forged callback");
+    assert!((400..500).contains(&status), "{status}");
+
     // A second login replaces the first: only the newest URL can complete.
     let (code, first) = backend.call("POST", "/login", None);
     assert_eq!(code, 200, "{first}");
@@ -248,7 +274,16 @@ fn logs_in_through_the_loopback_listener_hands_out_a_token_and_logs_out_against_
         .expect("an authorization URL");
     assert!(url.starts_with(&format!("{}/auth?", idp.issuer())), "{url}");
     assert_ne!(first["authorize_url"], second["authorize_url"]);
-    assert_eq!(backend.status_until(|_| true)["login_in_progress"], true);
+    let replaced = first["authorize_url"].as_str().expect("a URL");
+    let hops = oidc_agent::sign_in(replaced, Choice::Approve).expect("the user signs in");
+    let last = hops.last().expect("hops");
+    assert_ne!(
+        last.status, 303,
+        "the replaced login cannot complete: {hops:?}"
+    );
+    let status = backend.status_until(|_| true);
+    assert_eq!(status["logged_in"], false, "{status}");
+    assert_eq!(status["login_in_progress"], true, "{status}");
 
     let hops = oidc_agent::sign_in(url, Choice::Approve).expect("the user signs in");
     let last = hops.last().expect("hops");
@@ -334,17 +369,21 @@ fn sigterm_during_a_login_cancels_it_and_exits_cleanly() {
 /// The development identity provider with a public client whose redirect URI is the
 /// extension's tab.
 fn dev_idp() -> DevIdp {
+    dev_idp_issuing(Duration::from_secs(3600))
+}
+
+/// [`dev_idp`], its access tokens living `lifetime`.
+fn dev_idp_issuing(lifetime: Duration) -> DevIdp {
     let client = latchkey_devidp::Client {
         id: "docker-extension".into(),
         secret: None,
         auth: latchkey_devidp::ClientAuth::None,
         redirect_uris: vec![TAB.into()],
     };
-    DevIdp::start(
-        latchkey_devidp::Config::new(vec![client]),
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-    )
-    .expect("start the development identity provider")
+    let mut config = latchkey_devidp::Config::new(vec![client]);
+    config.token_lifetime = lifetime;
+    DevIdp::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .expect("start the development identity provider")
 }
 
 /// The backend for [`dev_idp`]'s client, with the extension tab as its redirect URI.
@@ -558,4 +597,32 @@ fn the_ui_in_chromium_opened_by_the_extension_tab_deep_link_forwards_it_and_sign
     assert_eq!(seen["signed_out"], "Not signed in.");
     assert_eq!(seen["page_errors"], json!([]), "{seen}");
     assert!(!backend.token_file.exists(), "logged out");
+}
+
+#[test]
+fn get_token_refreshes_a_token_that_expires_within_a_minute() {
+    // Tokens that live 30 s are always due: every GET /token refreshes first.
+    let idp = dev_idp_issuing(Duration::from_secs(30));
+    let backend = deep_link_backend(&idp);
+    let deep_link = deep_link_after_signing_in(&backend);
+    let (code, _) = backend.call("POST", "/callback", Some(json!({ "url": deep_link })));
+    assert_eq!(code, 202);
+    backend.status_until(|status| status["logged_in"] == true);
+    let stored = std::fs::read_to_string(&backend.token_file).expect("the token file");
+    let (_, first) = backend.call("GET", "/token", None);
+    let (_, second) = backend.call("GET", "/token", None);
+    let (first, second) = (
+        first["access_token"].as_str().expect("a token"),
+        second["access_token"].as_str().expect("a token"),
+    );
+    assert_ne!(first, second, "refreshed each time");
+    assert!(!stored.contains(first), "not the token from the login");
+    assert!(idp.access_token_active(second));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let (_, status) = backend.call("GET", "/status", None);
+    let expires_at = status["expires_at"].as_u64().expect("an expiry");
+    assert!((now + 25..=now + 35).contains(&expires_at), "{status}");
 }
