@@ -4,7 +4,8 @@
 //! The stored token set is the source of truth. While its access token expires later than
 //! a margin (60 s by default) it is handed out as it is; otherwise it is refreshed first
 //! ([`latchkey::Refresh`]), and the new set is stored before anyone sees it, so a rotated
-//! refresh token is never lost (S42). Concurrent callers share one refresh: they queue
+//! refresh token is never lost (S42); should the store refuse it, the source keeps it and
+//! stores it first on the next call, instead of falling back to the retired one. Concurrent callers share one refresh: they queue
 //! for a single permit, and whoever comes after the refresh finds the fresh set stored. A
 //! refresh the provider refuses because the refresh token is dead (`invalid_grant`,
 //! GitHub's `bad_refresh_token`) deletes the stored tokens (S42). A program that restarts
@@ -13,7 +14,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_channel::{Receiver, Sender};
@@ -47,6 +48,10 @@ struct Inner<R: Runtime> {
     margin: Duration,
     /// One permit, held while the stored tokens are read, refreshed and written.
     permit: (Sender<()>, Receiver<()>),
+    /// Fresh tokens the store refused: with rotation the provider has already retired the
+    /// stored refresh token, so these are the only live ones. The next call stores them
+    /// before anything else, and hands them out only then.
+    unsaved: Mutex<Option<TokenSet>>,
 }
 
 impl<R: Runtime> fmt::Debug for TokenSource<R> {
@@ -101,6 +106,7 @@ impl<R: Runtime> TokenSource<R> {
                 transport,
                 margin,
                 permit,
+                unsaved: Mutex::new(None),
             }),
         }
     }
@@ -147,9 +153,23 @@ async fn get<R: Runtime>(inner: Arc<Inner<R>>, force: bool) -> Result<TokenSet, 
     let _permit = Permit::acquire(&inner.permit).await;
     let store = |work| store_operation(inner.runtime.clone(), Arc::clone(&inner.store), work);
     let key = inner.key.clone();
-    let stored = store(StoreOp::Load(key.clone()))
-        .await?
-        .ok_or(SourceError::NotLoggedIn)?;
+    let unsaved = take_unsaved(&inner);
+    let stored = match unsaved {
+        // Stored now, or kept for the next call again.
+        Some(fresh) => match store(StoreOp::Save(key.clone(), fresh.clone())).await {
+            Ok(_) => {
+                info!("refreshed tokens the store had refused are stored now");
+                fresh
+            }
+            Err(error) => {
+                keep_unsaved(&inner, fresh);
+                return Err(error);
+            }
+        },
+        None => store(StoreOp::Load(key.clone()))
+            .await?
+            .ok_or(SourceError::NotLoggedIn)?,
+    };
     let now = SystemTime::now();
     if !force && !stored.expires_within(now, inner.margin) {
         debug!("the stored tokens are still valid");
@@ -184,7 +204,11 @@ async fn get<R: Runtime>(inner: Arc<Inner<R>>, force: bool) -> Result<TokenSet, 
             let rotated = fresh.refresh_token().map(ExposeSecret::expose_secret)
                 != stored.refresh_token().map(ExposeSecret::expose_secret);
             info!(status, ?elapsed, rotated, "tokens refreshed");
-            store(StoreOp::Save(key, fresh.clone())).await?;
+            if let Err(error) = store(StoreOp::Save(key, fresh.clone())).await {
+                warn!(%error, "storing the refreshed tokens failed; keeping them to store first next time");
+                keep_unsaved(&inner, fresh);
+                return Err(error);
+            }
             debug!("refreshed tokens stored");
             Ok(fresh)
         }
@@ -200,10 +224,30 @@ async fn get<R: Runtime>(inner: Arc<Inner<R>>, force: bool) -> Result<TokenSet, 
     }
 }
 
+/// The fresh tokens a failed save left, if any (taken: the caller stores or keeps them).
+fn take_unsaved<R: Runtime>(inner: &Inner<R>) -> Option<TokenSet> {
+    // A plain `Option` swap: a panic elsewhere cannot leave it half-written.
+    inner
+        .unsaved
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+}
+
+fn keep_unsaved<R: Runtime>(inner: &Inner<R>, tokens: TokenSet) {
+    *inner.unsaved.lock().unwrap_or_else(PoisonError::into_inner) = Some(tokens);
+}
+
 async fn logout<R: Runtime>(inner: Arc<Inner<R>>) -> Result<Logout, SourceError> {
     let _permit = Permit::acquire(&inner.permit).await;
     let store = |work| store_operation(inner.runtime.clone(), Arc::clone(&inner.store), work);
-    let Some(stored) = store(StoreOp::Load(inner.key.clone())).await? else {
+    // Tokens the store refused are live at the provider too: revoke those.
+    let unsaved = take_unsaved(&inner);
+    let loaded = match unsaved {
+        Some(fresh) => Some(fresh),
+        None => store(StoreOp::Load(inner.key.clone())).await?,
+    };
+    let Some(stored) = loaded else {
         info!("no tokens stored; nothing to log out");
         return Ok(Logout::default());
     };

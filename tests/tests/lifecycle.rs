@@ -324,6 +324,71 @@ fn s42_a_refused_refresh_deletes_the_stored_tokens() {
     assert_eq!(again, SourceError::NotLoggedIn);
 }
 
+/// A store whose next `failures` saves fail, as a full disk would.
+struct FailingSaves {
+    inner: Arc<MemoryStore>,
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+impl TokenStore for FailingSaves {
+    fn save(&self, key: &str, tokens: &TokenSet) -> Result<(), latchkey::StoreError> {
+        use std::sync::atomic::Ordering;
+        let left = self.failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, Ordering::SeqCst);
+            return Err(latchkey::StoreError::new(
+                "writing the token file: disk full",
+            ));
+        }
+        self.inner.save(key, tokens)
+    }
+
+    fn load(&self, key: &str) -> Result<Option<TokenSet>, latchkey::StoreError> {
+        self.inner.load(key)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), latchkey::StoreError> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn s42_refreshed_tokens_the_store_refused_are_kept_and_stored_first_next_time() {
+    let (idp, provider, memory, tokens) = logged_in();
+    let store = Arc::new(FailingSaves {
+        inner: Arc::clone(&memory),
+        failures: 2.into(),
+    });
+    let source = source(&provider, store);
+    let before = idp.stats().token_requests;
+    // The provider rotates; the store refuses the fresh set, twice.
+    let error = smol::block_on(source.refresh()).expect_err("the store refuses");
+    assert!(matches!(error, SourceError::Store(_)), "{error:?}");
+    let error = smol::block_on(source.tokens()).expect_err("the store refuses again");
+    assert!(matches!(error, SourceError::Store(_)), "{error:?}");
+    assert_eq!(idp.stats().token_requests - before, 1, "no second refresh");
+    let stale = memory.load(DEFAULT_KEY).expect("readable").expect("stored");
+    assert_eq!(
+        secret(stale.refresh_token()),
+        secret(tokens.refresh_token())
+    );
+
+    // The store works again: the kept set is stored first, then handed out.
+    let kept = smol::block_on(source.tokens()).expect("the kept tokens");
+    assert_eq!(
+        idp.stats().token_requests - before,
+        1,
+        "still no second refresh"
+    );
+    assert_ne!(secret(kept.refresh_token()), secret(tokens.refresh_token()));
+    let stored = memory.load(DEFAULT_KEY).expect("readable").expect("stored");
+    assert_eq!(secret(stored.refresh_token()), secret(kept.refresh_token()));
+    // Its refresh token is the live one: the next refresh works (the retired one would
+    // have been a replay, and the provider would have revoked the grant).
+    let next = smol::block_on(source.refresh()).expect("refreshed with the kept token");
+    assert!(idp.access_token_active(next.access_token().expose_secret()));
+}
+
 #[test]
 fn the_token_source_refreshes_on_tokio_too() {
     let (_idp, provider, store, tokens) = logged_in();
