@@ -9,6 +9,8 @@
 //!   counting allocator;
 //! - [`e2e`]: whole flows over loopback sockets through each contender's callback server,
 //!   each in its own process ([`servers`]) so its CPU time is its own;
+//! - [`refresh`]: CPU per refresh and per hand-out of valid tokens, each contender in its
+//!   own process;
 //! - [`footprint`]: dependency counts and clean release build times.
 //!
 //! Nothing here is shipped: oauth2-rs, axum and reqwest are dependencies of this package only.
@@ -19,5 +21,6 @@
 pub mod e2e;
 pub mod fixtures;
 pub mod footprint;
+pub mod refresh;
 pub mod report;
 pub mod servers;

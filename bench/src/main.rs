@@ -7,8 +7,9 @@
 //!
 //! `--quick` shortens every measurement (a smoke run, not for publishing); `--no-builds`
 //! skips the clean release builds, which take minutes. `e2e [--quick]` runs the end-to-end
-//! measurement alone. `serve TARGET TOKEN_URL` is the callback server the end-to-end
-//! measurement runs in child processes.
+//! measurement alone, `refresh [--quick]` the one after the login. `serve TARGET TOKEN_URL`
+//! is the callback server the end-to-end measurement runs in child processes,
+//! `refresh-client CLIENT TOKEN_URL COUNT` the client the refresh measurement runs.
 #![forbid(unsafe_code)]
 #![allow(clippy::disallowed_methods)]
 
@@ -18,6 +19,7 @@ use std::process::{Command, ExitCode};
 use latchkey_bench::e2e::{self, Plan};
 use latchkey_bench::fixtures::Operation;
 use latchkey_bench::footprint::{self, workspace_root};
+use latchkey_bench::refresh::{self, Client};
 use latchkey_bench::report::{Allocs, Report};
 use latchkey_bench::servers::{self, Target};
 
@@ -38,8 +40,24 @@ fn main() -> ExitCode {
                 }
             }
         }
+        ["refresh-client", client, token_url, count] => {
+            let (Some(client), Ok(count)) = (Client::parse(client), count.parse()) else {
+                eprintln!("refresh-client: unknown client {client:?} or count {count:?}");
+                return ExitCode::from(2);
+            };
+            match refresh::client(client, token_url, count) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("refresh-client {}: {error}", client.name());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         ["e2e", ref rest @ ..] if rest.iter().all(|arg| *arg == "--quick") => {
             report_failure(end_to_end_only(!rest.is_empty()))
+        }
+        ["refresh", ref rest @ ..] if rest.iter().all(|arg| *arg == "--quick") => {
+            report_failure(refresh_only(!rest.is_empty()))
         }
         _ if args
             .iter()
@@ -50,7 +68,9 @@ fn main() -> ExitCode {
             report_failure(run(quick, builds))
         }
         _ => {
-            eprintln!("usage: latchkey-bench [--quick] [--no-builds] | e2e [--quick]");
+            eprintln!(
+                "usage: latchkey-bench [--quick] [--no-builds] | e2e [--quick] | refresh [--quick]"
+            );
             ExitCode::from(2)
         }
     }
@@ -124,6 +144,7 @@ fn run(quick: bool, builds: bool) -> Result<(), Error> {
     read_probe(&String::from_utf8_lossy(&output.stdout), &mut report)?;
 
     report.e2e = end_to_end(quick, &program)?;
+    report.refresh = after_the_login(quick, &program)?;
 
     report.footprint = footprint::measure(builds, &mut |line| progress(line))?;
 
@@ -144,6 +165,25 @@ fn end_to_end_only(quick: bool) -> Result<(), Error> {
     };
     println!("{}", report.markdown());
     Ok(())
+}
+
+/// The measurement after the login alone.
+fn refresh_only(quick: bool) -> Result<(), Error> {
+    let report = Report {
+        machine: machine(),
+        refresh: after_the_login(quick, &std::env::current_exe()?)?,
+        ..Report::default()
+    };
+    println!("{}", report.markdown());
+    Ok(())
+}
+
+/// Refreshes and hand-outs: 10 rounds of 1,000 each per client (3 of 100 when quick).
+fn after_the_login(quick: bool, program: &Path) -> Result<Vec<refresh::ClientResult>, Error> {
+    let (rounds, count) = if quick { (3, 100) } else { (10, 1_000) };
+    Ok(refresh::run(rounds, count, program, &mut |line| {
+        progress(line)
+    })?)
 }
 
 fn end_to_end(quick: bool, program: &Path) -> Result<Vec<e2e::TargetResult>, Error> {

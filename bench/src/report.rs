@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use crate::e2e::{ModeResult, TargetResult};
 use crate::footprint::Footprint;
+use crate::refresh::{self, ClientResult};
 use crate::servers::Target;
 
 /// Allocations of one operation, per run.
@@ -34,6 +35,8 @@ pub struct Report {
     pub e2e: Vec<TargetResult>,
     /// Footprints.
     pub footprint: Vec<Footprint>,
+    /// CPU per refresh and per hand-out, per contender.
+    pub refresh: Vec<ClientResult>,
 }
 
 /// One target's verdict.
@@ -59,6 +62,7 @@ impl Report {
         self.in_process(&mut out);
         self.memory_section(&mut out);
         self.end_to_end(&mut out);
+        self.refresh_section(&mut out);
         self.footprint_section(&mut out);
         self.targets(&mut out);
         out
@@ -183,6 +187,36 @@ impl Report {
                     result.peak_rss_kib as f64 / 1024.0,
                 );
             }
+        }
+        out.push('\n');
+    }
+
+    fn refresh_section(&self, out: &mut String) {
+        let Some(first) = self.refresh.first() else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "### After the login ({} rounds; CPU of the client process, median over rounds)\n\n\
+             | client | CPU per refresh | range over rounds | CPU per hand-out of valid tokens | range over rounds |\n\
+             |---|---|---|---|---|",
+            first.refresh_nanos.len()
+        );
+        let range = |values: &[f64]| {
+            let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = values.iter().copied().fold(0.0, f64::max);
+            format!("{}–{}", time(Some(low)), time(Some(high)))
+        };
+        for result in &self.refresh {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                result.client.name(),
+                time(Some(refresh::median(&result.refresh_nanos))),
+                range(&result.refresh_nanos),
+                time(Some(refresh::median(&result.handout_nanos))),
+                range(&result.handout_nanos),
+            );
         }
         out.push('\n');
     }
