@@ -20,10 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use latchkey::TokenSet;
-use latchkey_io::driver::{Runtime, Transport};
 use latchkey_io::http::{HttpClient, HttpOptions};
+use latchkey_io::runtime::Runtime;
 use latchkey_io::source::TokenSource;
 use latchkey_io::store::{DEFAULT_KEY, MemoryStore, TokenStore};
+use latchkey_io::transport::Transport;
 use oauth2::{RefreshToken, TokenResponse};
 use secrecy::SecretString;
 

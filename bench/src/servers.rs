@@ -21,8 +21,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use latchkey_io::driver::{Runtime, Service};
 use latchkey_io::http::{HttpClient, HttpOptions};
+use latchkey_io::runtime::Runtime;
+use latchkey_io::service::Service;
 use latchkey_io::store::MemoryStore;
 use oauth2::{AuthorizationCode, CsrfToken, PkceCodeChallenge, PkceCodeVerifier, Scope};
 
@@ -200,11 +201,11 @@ pub fn listener() -> std::io::Result<TcpListener> {
 
 /// The latchkey service options every latchkey target uses: tokens in memory, the built-in
 /// HTTP client.
-fn latchkey_options() -> std::io::Result<latchkey_io::driver::ServiceOptions> {
+fn latchkey_options() -> std::io::Result<latchkey_io::service::ServiceOptions> {
     let client = HttpClient::new(HttpOptions::default()).map_err(std::io::Error::other)?;
-    Ok(latchkey_io::driver::ServiceOptions::new(
+    Ok(latchkey_io::service::ServiceOptions::new(
         Arc::new(MemoryStore::default()),
-        latchkey_io::driver::Transport::Builtin(client),
+        latchkey_io::transport::Transport::Builtin(client),
     ))
 }
 
@@ -254,12 +255,11 @@ async fn serve_latchkey<R: Runtime>(
         };
         for _ in 0..count {
             let login = service
-                .start(latchkey::FlowOptions::new(), None)
-                .await
+                .start(latchkey::FlowOptions::new())
                 .map_err(std::io::Error::other)?;
             say(&state_of(login.url()));
             let outcomes = Arc::clone(&outcomes);
-            R::detach(runtime.spawn(async move {
+            runtime.detach(runtime.spawn(async move {
                 outcomes.record(login.finished().await.is_ok());
             }));
         }

@@ -466,7 +466,7 @@ fn parse_token(options: &mut Options) -> Result<TokenArgs, lexopt::Error> {
         ));
     }
     if fresh {
-        args.fresh = Some(margin.unwrap_or(latchkey_io::source::DEFAULT_MARGIN));
+        args.fresh = Some(margin.unwrap_or(latchkey::SessionOptions::default().margin));
     }
     Ok(args)
 }
@@ -639,7 +639,7 @@ mod tests {
         let Ok(Command::Token(args)) = parse_line("token --fresh") else {
             panic!("valid command line");
         };
-        assert_eq!(args.fresh, Some(latchkey_io::source::DEFAULT_MARGIN));
+        assert_eq!(args.fresh, Some(latchkey::SessionOptions::default().margin));
         let error = parse_line("token --margin 5").unwrap_err().to_string();
         assert!(error.contains("--fresh"), "{error}");
     }

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use latchkey::{Config, FlowOptions, Landing, Provider};
 use latchkey_devidp::{Client, ClientAuth, DevIdp, Quirk, agent};
-use latchkey_io::driver::{Runtime, Service, ServiceOptions, Transport};
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::proxy::Proxy;
+use latchkey_io::runtime::Runtime;
+use latchkey_io::service::{Service, ServiceOptions};
 use latchkey_io::store::FileStore;
+use latchkey_io::transport::Transport;
 
 use crate::args::DevIdpArgs;
 use crate::login::{Failure, follow};
@@ -98,7 +100,7 @@ async fn demo<R: Runtime>(
     let service = Service::from_listeners(runtime.clone(), config, vec![listener], options)?;
     reporter.listening(service.redirect_uri());
 
-    let login = service.start(FlowOptions::new(), None).await?;
+    let login = service.start(FlowOptions::new())?;
     reporter.note("Started a login; the built-in user agent follows the authorization URL");
     let url = login.url().to_owned();
     let browsing = runtime.unblock(move || agent::browse(&url));

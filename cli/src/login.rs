@@ -9,13 +9,13 @@ use latchkey::{
     ClientAuth, Config, FlowError, FlowOptions, Landing, Provider, ProviderBuilder, Step, presets,
 };
 use latchkey_io::discovery::discover;
-use latchkey_io::driver::{
-    Elapsed, Login, LoginEvent, Runtime, Service, ServiceOptions, Transport,
-};
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::opener::{Opener, SystemBrowser};
 use latchkey_io::proxy::Proxy;
+use latchkey_io::runtime::Runtime;
+use latchkey_io::service::{Elapsed, Login, LoginEvent, Service, ServiceOptions};
 use latchkey_io::store::{DEFAULT_KEY, FileStore, ProviderRecord};
+use latchkey_io::transport::Transport;
 use secrecy::SecretString;
 
 use crate::args::{LoginArgs, Preset, ProviderChoice, SecretSource};
@@ -56,10 +56,10 @@ impl Failure {
     }
 }
 
-impl From<latchkey_io::driver::Error> for Failure {
-    fn from(error: latchkey_io::driver::Error) -> Failure {
+impl From<latchkey_io::service::Error> for Failure {
+    fn from(error: latchkey_io::service::Error) -> Failure {
         match error {
-            latchkey_io::driver::Error::Flow(error) => Failure::Flow(error),
+            latchkey_io::service::Error::Flow(error) => Failure::Flow(error),
             other => Failure::Config(other.to_string()),
         }
     }
@@ -89,7 +89,7 @@ async fn login<R: Runtime>(
     options.bind.extend(args.bind);
     let service = Service::bind(runtime.clone(), config, options)?;
     reporter.listening(service.redirect_uri());
-    let login = service.start(FlowOptions::new(), None).await?;
+    let login = service.start(FlowOptions::new())?;
 
     let opened = !args.no_browser && {
         let url = login.url().to_owned();
@@ -154,12 +154,12 @@ pub async fn follow<R: Runtime>(
             }
             Ok(None) => return Err(FlowError::Cancelled),
             Err(Elapsed) if Instant::now() >= deadline => {
-                login.cancel().await;
+                login.cancel();
                 return Err(FlowError::TimedOut(step));
             }
             // Ctrl-C: cancel properly, so a waiting browser gets the failure page and the
             // outcome is reported; the engine's Finished(Cancelled) ends the loop.
-            Err(Elapsed) if crate::interrupted() => login.cancel().await,
+            Err(Elapsed) if crate::interrupted() => login.cancel(),
             Err(Elapsed) => reporter.tick("Waiting for you to sign in in the browser…"),
         }
     }

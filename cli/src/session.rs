@@ -7,10 +7,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use latchkey::{ConfigError, RefreshError, TokenSet};
-use latchkey_io::driver::{Runtime, Transport};
-use latchkey_io::source::{Logout, SourceError, TokenSource};
+use latchkey::{
+    ConfigError, LogoutReport, NotRevoked, RefreshError, SessionError, SessionOptions, TokenSet,
+};
+use latchkey_io::runtime::Runtime;
+use latchkey_io::source::TokenSource;
 use latchkey_io::store::{DEFAULT_KEY, FileStore, ProviderRecord, TokenStore};
+use latchkey_io::transport::Transport;
 use secrecy::ExposeSecret;
 
 use crate::args::{SecretSource, SessionArgs, TokenArgs};
@@ -47,11 +50,11 @@ pub async fn logout<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
                     Err(error) => reporter.revocation_failed(kind.hint(), &error.to_string()),
                 }
             }
-            if let Some(reason) = &report.unrevoked {
+            if let Some(reason) = &report.not_revoked {
                 reporter.not_revoked(&reason.to_string());
             }
             reporter.logged_out(&args.store, report.had_tokens);
-            if report.fully_revoked() || report.unrevoked.is_some() {
+            if report.fully_revoked() || report.not_revoked == Some(NotRevoked::NoEndpoint) {
                 ExitCode::SUCCESS
             } else {
                 // Deleted here, but possibly still valid at the provider: say so.
@@ -62,7 +65,7 @@ pub async fn logout<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
     }
 }
 
-async fn log_out<R: Runtime>(runtime: &R, args: &SessionArgs) -> Result<Logout, Failure> {
+async fn log_out<R: Runtime>(runtime: &R, args: &SessionArgs) -> Result<LogoutReport, Failure> {
     let store = FileStore::new(&args.store);
     if load_record(runtime, &args.store).await?.is_none() {
         // Tokens without a record (written by something else): nobody to revoke them at,
@@ -72,10 +75,10 @@ async fn log_out<R: Runtime>(runtime: &R, args: &SessionArgs) -> Result<Logout, 
             .unblock(move || store.delete(DEFAULT_KEY))
             .await
             .map_err(|error| store_failure(&error))?;
-        return Ok(Logout {
+        return Ok(LogoutReport {
             had_tokens,
-            unrevoked: had_tokens.then_some(latchkey::RevocationError::NotSupported),
-            ..Logout::default()
+            not_revoked: had_tokens.then_some(NotRevoked::NoEndpoint),
+            ..LogoutReport::default()
         });
     }
     let source = source(runtime, &args.store, args.secret.as_ref(), None).await?;
@@ -140,15 +143,19 @@ async fn source<R: Runtime>(
     })?;
     let store = Arc::new(FileStore::new(path));
     let transport = Transport::Builtin(http_client()?);
-    let margin = margin.unwrap_or(latchkey_io::source::DEFAULT_MARGIN);
-    Ok(TokenSource::with(
+    let mut options = SessionOptions::default();
+    if let Some(margin) = margin {
+        options.margin = margin;
+    }
+    TokenSource::with(
         runtime.clone(),
         provider,
         store,
         transport,
         DEFAULT_KEY,
-        margin,
-    ))
+        options,
+    )
+    .map_err(|error| Failure::Config(format!("--margin: {error}")))
 }
 
 async fn load_record<R: Runtime>(
@@ -188,26 +195,30 @@ fn store_failure(error: &latchkey::StoreError) -> Failure {
 }
 
 /// A token source's failure as the JSON error event's kind and advice.
-fn source_failure(error: SourceError) -> Failure {
+fn source_failure(error: SessionError) -> Failure {
     let (kind, advice) = match &error {
-        SourceError::NotLoggedIn => ("login_required", "run `latchkey login` first"),
-        SourceError::Refresh(RefreshError::LoginRequired(_)) => (
+        SessionError::NotLoggedIn => ("login_required", "run `latchkey login` first"),
+        SessionError::Refresh(RefreshError::LoginRequired(_)) => (
             "login_required",
             "the stored tokens were deleted; run `latchkey login` again",
         ),
-        SourceError::Refresh(RefreshError::NoRefreshToken) => (
+        SessionError::Refresh(RefreshError::NoRefreshToken) => (
             "login_required",
             "the provider issued no refresh token; run `latchkey login` again",
         ),
-        SourceError::Refresh(RefreshError::Rejected { .. }) => (
+        SessionError::Refresh(RefreshError::Rejected { .. }) => (
             "token_rejected",
             "check the client secret; the stored tokens were kept",
         ),
-        SourceError::Transport(_) => (
+        SessionError::Transport(_) => (
             "transport",
             "check your network or proxy (HTTPS_PROXY, NO_PROXY); the stored tokens were kept",
         ),
-        SourceError::Store(_) => ("store", "check the --store path"),
+        SessionError::Store(_) => ("store", "check the --store path"),
+        SessionError::TimedOut | SessionError::Cancelled => (
+            "transport",
+            "no answer in time; the stored tokens were kept",
+        ),
         _ => (
             "invalid_response",
             "the provider answered something unexpected; the stored tokens were kept",

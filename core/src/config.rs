@@ -252,7 +252,7 @@ impl ProviderBuilder {
             if parsed.query.is_some() {
                 return Err(ConfigError::InvalidUrl {
                     field: "issuer",
-                    reason: UrlError::Fragment,
+                    reason: UrlError::Query,
                 });
             }
         } else if self.require_iss {

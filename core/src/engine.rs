@@ -1,6 +1,6 @@
 //! The [`Engine`]: every pending flow and every browser connection, as one state machine.
 //!
-//! A flow moves through these phases; every arrow is taken in [`Engine::step`] and nowhere
+//! A flow moves through these phases; every arrow is taken in `Engine::advance` and nowhere
 //! else:
 //!
 //! ```text
@@ -29,33 +29,12 @@ use crate::config::{Config, ConfigError, Provider};
 use crate::error::{FlowError, Step, StoreError, TransportError};
 use crate::exchange;
 use crate::form;
-use crate::pages::{self, Pages, Refusal};
+use crate::pages::{Page, Pages, Refusal};
 use crate::pkce::{ENTROPY_LEN, FlowSecrets, StateKey, Verifier};
 use crate::token::{self, TokenSet};
 
 /// Most headers a browser request may carry (S26).
 const MAX_HEADERS: usize = 64;
-
-macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(u64);
-
-        impl $name {
-            /// The raw number, unique within one engine (for logs and maps).
-            pub fn get(self) -> u64 {
-                self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}", self.0)
-            }
-        }
-    };
-}
 
 id_type!(
     /// Identifies a flow: one login, from [`Engine::start`] to [`Action::Finished`].
@@ -265,7 +244,7 @@ enum Phase {
     },
 }
 
-/// What happens to a flow; [`Engine::step`] applies it.
+/// What happens to a flow; `Engine::advance` applies it.
 enum Event<'q> {
     /// A callback with this flow's state, judged: the code to exchange, or why the flow ends.
     Callback {
@@ -280,7 +259,7 @@ enum Event<'q> {
     Abort(FlowError),
 }
 
-/// Where a flow goes from [`Engine::step`].
+/// Where a flow goes from `Engine::advance`.
 enum Next {
     /// Into this phase, timing out at this instant.
     Stay(Phase, Instant),
@@ -408,6 +387,11 @@ impl Engine {
         self.flows.get(&flow).map(|flow| &flow.provider)
     }
 
+    /// The owner `flow` was started for ([`FlowOptions::owner`]), while it is in progress.
+    pub fn flow_owner(&self, flow: FlowId) -> Option<&str> {
+        self.flows.get(&flow)?.owner.as_deref()
+    }
+
     /// Browser connections accepted and not yet answered or closed.
     pub fn open_connections(&self) -> usize {
         self.conns.len()
@@ -445,7 +429,7 @@ impl Engine {
             .as_ref()
             .and_then(|owner| self.owners.get(owner).copied())
         {
-            self.step(now, previous, Event::Abort(FlowError::Superseded));
+            self.advance(now, previous, Event::Abort(FlowError::Superseded));
         }
         let provider = options
             .provider
@@ -489,7 +473,7 @@ impl Engine {
     /// gets the failure landing. Unknown or finished flows are ignored.
     pub fn cancel(&mut self, now: Instant, flow: FlowId) {
         self.handle_timeout(now);
-        self.step(now, flow, Event::Abort(FlowError::Cancelled));
+        self.advance(now, flow, Event::Abort(FlowError::Cancelled));
     }
 
     // ----- inputs: the browser side -----
@@ -637,7 +621,7 @@ impl Engine {
             return;
         };
         let result = token::parse_token_response(&response, flow.provider.scopes(), wall);
-        self.step(now, flow_id, Event::TokenResponse(result));
+        self.advance(now, flow_id, Event::TokenResponse(result));
     }
 
     /// The token request could not be completed. A code exchange is never retried.
@@ -649,7 +633,7 @@ impl Engine {
     ) {
         self.handle_timeout(now);
         match self.exchanges.remove(&exchange) {
-            Some(flow) => self.step(
+            Some(flow) => self.advance(
                 now,
                 flow,
                 Event::TokenResponse(Err(FlowError::Transport(error))),
@@ -661,7 +645,7 @@ impl Engine {
     /// The store finished with the tokens of [`Action::Persist`].
     pub fn handle_persisted(&mut self, now: Instant, flow: FlowId, result: Result<(), StoreError>) {
         self.handle_timeout(now);
-        self.step(now, flow, Event::Persisted(result));
+        self.advance(now, flow, Event::Persisted(result));
     }
 
     /// Time passed: fires every deadline at or before `now`, in order, each at its own
@@ -675,7 +659,7 @@ impl Engine {
                 (Some((at, timer)), forget) if forget.is_none_or(|(due, _)| at <= due) => {
                     self.timers.remove(&(at, timer));
                     match timer {
-                        Timer::Flow(flow) => self.step(at, flow, Event::Deadline),
+                        Timer::Flow(flow) => self.advance(at, flow, Event::Deadline),
                         Timer::Conn(conn) => self.close(conn),
                     }
                 }
@@ -708,7 +692,7 @@ impl Engine {
     // ----- internals -----
 
     /// The one place a flow changes phase.
-    fn step(&mut self, now: Instant, id: FlowId, event: Event<'_>) {
+    fn advance(&mut self, now: Instant, id: FlowId, event: Event<'_>) {
         // The flow stays in place unless it finishes.
         let Some(flow) = self.flows.get_mut(&id) else {
             return; // finished already: late answers and stale timers are normal
@@ -813,8 +797,8 @@ impl Engine {
             }
         }
         if let Some(conn) = conn {
-            let bytes = self.pages.landing(result.is_ok()).clone();
-            self.respond(conn, bytes);
+            let page = self.pages.landing(result.is_ok()).clone();
+            self.respond(conn, page);
         }
         #[cfg(feature = "tracing")]
         match &result {
@@ -854,7 +838,7 @@ impl Engine {
             Some(&StateEntry::Pending(id)) => {
                 let flow = self.flows.get(&id).ok_or(Rejection::UnknownState)?;
                 let verdict = callback.judge(flow.provider.inner());
-                self.step(now, id, Event::Callback { verdict, conn });
+                self.advance(now, id, Event::Callback { verdict, conn });
                 Ok(id)
             }
             Some(StateEntry::Spent { used: true }) => Err(Rejection::AlreadyUsed),
@@ -955,18 +939,17 @@ impl Engine {
 
     fn refuse(&mut self, conn: ConnId, refusal: Refusal) {
         trace_event!(conn = conn.get(), ?refusal, "browser request refused");
-        let bytes = self.pages.refusal(refusal).clone();
-        self.respond(conn, bytes);
+        let page = self.pages.refusal(refusal).clone();
+        self.respond(conn, page);
     }
 
     /// Answers and forgets a connection.
-    fn respond(&mut self, conn: ConnId, bytes: Bytes) {
+    fn respond(&mut self, conn: ConnId, page: Page) {
         self.drop_conn(conn);
-        let status = pages::status_of(&bytes);
         self.actions.push_back(Action::Respond {
             conn,
-            status,
-            bytes,
+            status: page.status,
+            bytes: page.bytes,
         });
     }
 

@@ -160,37 +160,113 @@
 //! ([`Config::listens`] is `false`), and the deep link the UI receives goes to
 //! [`Engine::handle_redirect`].
 //!
-//! ## Refreshing tokens
+//! ## After the login: [`Session`]
 //!
-//! An access token lives about an hour. [`Refresh`] turns a stored [`TokenSet`] with a
-//! refresh token into the `refresh_token` request (authenticated like the code exchange)
-//! and reads the answer into a new token set that keeps what the answer left out (the
-//! refresh token when it was not rotated, the scope, the ID token). Store the new set before
-//! using it; [`RefreshError::LoginRequired`] (`invalid_grant`) means the stored tokens are
-//! dead: delete them and log in again (S42).
+//! An access token lives about an hour; a program that logged a user in once must keep
+//! working for weeks. A [`Session`] looks after the tokens one login stored: it hands out
+//! valid ones, refreshes them once for any number of waiting callers (RFC 6749 §6), stores
+//! fresh tokens before anyone sees them, keeps a rotated refresh token that the store
+//! refused, deletes tokens whose refresh token the provider refuses (S42), and logs out
+//! (RFC 7009; S44). It has the engine's calling contract: commands answered later by an
+//! action naming the call, every store operation and request named by an id its answer
+//! carries, deadlines owned by the session, and the same drain rule. The rules and a diagram
+//! are in the [`session`] module.
+//!
+//! ```
+//! use std::time::{Duration, Instant, SystemTime};
+//! use latchkey::http1::ResponseReader;
+//! use latchkey::{Provider, Purpose, SaveReason, Session, SessionAction, TokenSet};
+//! use secrecy::{ExposeSecret, SecretString};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let provider = Provider::builder("https://idp.example/authorize", "https://idp.example/token", "cli")
+//!     .revocation_endpoint("https://idp.example/revoke")
+//!     .build()?;
+//! let mut session = Session::new(provider);
+//! let (now, wall) = (Instant::now(), SystemTime::now());
+//!
+//! // A caller asks for tokens; the session reads the store first.
+//! let call = session.tokens(now);
+//! let Some(SessionAction::Load { op }) = session.poll_action() else { unreachable!() };
+//! // What is stored expires in 30 s: within the 60-second margin.
+//! let stored = TokenSet::new(SecretString::from("old-access"))
+//!     .with_refresh_token(SecretString::from("tGzv3JOkF0XG5Qx2TlKWIA"))
+//!     .with_expires_at(wall + Duration::from_secs(30));
+//! session.handle_loaded(now, wall, op, Ok(Some(stored)));
+//!
+//! // So it refreshes, with exactly these bytes.
+//! let Some(SessionAction::Send { id, purpose: Purpose::Refresh, request }) = session.poll_action()
+//! else { unreachable!() };
+//! assert_eq!(request.uri(), "https://idp.example/token");
+//! assert_eq!(request.body(), b"grant_type=refresh_token&refresh_token=tGzv3JOkF0XG5Qx2TlKWIA&client_id=cli");
+//! // Anyone asking meanwhile joins this refresh: no second request.
+//! let second = session.tokens(now);
+//! assert!(session.poll_action().is_none());
+//!
+//! // The provider answers, rotating the refresh token.
+//! let json = r#"{"access_token":"new-access","token_type":"Bearer","expires_in":3600,"refresh_token":"8xLOxBtZp8"}"#;
+//! let raw = format!(
+//!     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n\
+//!      Content-Length: {}\r\n\r\n{json}",
+//!     json.len()
+//! );
+//! let response = ResponseReader::new(1 << 20).read(raw.as_bytes())?.expect("complete");
+//! session.handle_response(now, wall, id, response);
+//!
+//! // Stored before anyone sees them (S42)…
+//! let Some(SessionAction::Save { op, tokens, reason }) = session.poll_action() else { unreachable!() };
+//! assert_eq!(reason, SaveReason::Refreshed { rotated: true });
+//! assert!(session.poll_action().is_none(), "the callers wait for the store");
+//! session.handle_saved(now, wall, op, Ok(()));
+//! // …then handed to both callers.
+//! for expected in [call, second] {
+//!     let Some(SessionAction::Tokens { call, result: Ok(fresh) }) = session.poll_action() else {
+//!         unreachable!()
+//!     };
+//!     assert_eq!((call, fresh.access_token().expose_secret()), (expected, "new-access"));
+//! }
+//!
+//! // Logging out: the refresh token is revoked first, then the access token, then the
+//! // stored tokens are deleted whatever the answers (S44).
+//! let call = session.logout(now);
+//! let Some(SessionAction::Load { op }) = session.poll_action() else { unreachable!() };
+//! session.handle_loaded(now, wall, op, Ok(Some(tokens)));
+//! let Some(SessionAction::Send { id, request, .. }) = session.poll_action() else { unreachable!() };
+//! assert_eq!(request.uri(), "https://idp.example/revoke");
+//! assert_eq!(request.body(), b"token=8xLOxBtZp8&token_type_hint=refresh_token&client_id=cli");
+//! let ok = ResponseReader::new(1024).read(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")?.expect("complete");
+//! session.handle_response(now, wall, id, ok.clone());
+//! let Some(SessionAction::Send { id, request, .. }) = session.poll_action() else { unreachable!() };
+//! assert_eq!(request.body(), b"token=new-access&token_type_hint=access_token&client_id=cli");
+//! session.handle_response(now, wall, id, ok);
+//! let Some(SessionAction::Delete { op, .. }) = session.poll_action() else { unreachable!() };
+//! session.handle_deleted(now, op, Ok(()));
+//! let Some(SessionAction::LoggedOut { call: done, result: Ok(report) }) = session.poll_action() else {
+//!     unreachable!()
+//! };
+//! assert_eq!(done, call);
+//! assert!(report.had_tokens && report.fully_revoked());
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! ## Well-known providers
 //!
 //! [`presets`] describes Google, GitHub, Microsoft Entra, Okta, Auth0, Keycloak and GitLab:
 //! endpoints, issuer, revocation endpoint, quirks, and what to register at each.
 //!
-//! ## Logging out
-//!
-//! [`Revocation::for_tokens`] gives the RFC 7009 requests that end a stored grant (the
-//! refresh token first, then the access token) when the provider has a revocation
-//! endpoint. Delete the stored tokens whatever the answers say (S44).
-//!
 //! ## Discovery
 //!
-//! [`Discovery`] names the requests that find an issuer's metadata (the OpenID Connect
-//! location, then RFC 8414's), which the driver makes like a token request;
-//! [`Provider::from_metadata`] reads the document and refuses one whose `issuer` differs by a
-//! single byte from the issuer it was fetched for (S9). The endpoints, the revocation
-//! endpoint, whether `iss` is mandatory and PKCE S256 support come from the document.
+//! [`Discovery`] finds an issuer's metadata with the same contract: it asks for both
+//! well-known documents at once (OpenID Connect's, then RFC 8414's), refuses any document
+//! whose `issuer` differs by a single byte from the issuer it was fetched for (S9), and
+//! merges them, so that a member only one of them lists (a revocation endpoint, say) is
+//! found. [`Metadata::provider`] turns the result into a provider description: endpoints,
+//! revocation endpoint, whether `iss` is mandatory and PKCE S256 support.
 //!
 //! ## Security
 //!
-//! Every rule latchkey enforces has an id in the project's security requirements (S1–S45),
+//! Every rule latchkey enforces has an id in the project's security requirements,
 //! and a test carrying that id. In short: PKCE S256 and a 256-bit `state` on every flow;
 //! callbacks accepted only with a pending flow's `state`, once, before expiry, with exactly
 //! one of each parameter and the right `iss`; a browser-facing port that answers only
@@ -223,9 +299,31 @@ macro_rules! trace_event {
     }};
 }
 
+/// A numeric id type: unique within the machine that issued it, ordered by issue.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(u64);
+
+        impl $name {
+            /// The raw number, unique within the machine that issued it (for logs and maps).
+            pub fn get(self) -> u64 {
+                self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
+}
+
 mod callback;
 mod config;
-mod discovery;
+pub mod discovery;
 mod engine;
 mod error;
 mod exchange;
@@ -237,6 +335,7 @@ mod pkce;
 pub mod presets;
 mod refresh;
 mod revoke;
+pub mod session;
 mod token;
 mod url;
 
@@ -244,14 +343,18 @@ pub use callback::Rejection;
 pub use config::{
     ClientAuth, Config, ConfigBuilder, ConfigError, Landing, Limits, Provider, ProviderBuilder,
 };
-pub use discovery::{Discovery, MetadataError};
+pub use discovery::{Discovery, DiscoveryAction, DiscoveryError, Metadata, MetadataError};
 pub use engine::{Action, ConnId, Engine, ExchangeId, FlowId, FlowOptions, StartError};
 pub use error::{
     BadTokenResponse, CallbackDefect, FlowError, ProviderError, Step, StoreError, TransportError,
     TransportErrorKind,
 };
 pub use pkce::ENTROPY_LEN;
-pub use refresh::{Refresh, RefreshError};
-pub use revoke::{Revocation, RevocationError, TokenKind};
+pub use refresh::RefreshError;
+pub use revoke::{RevocationError, TokenKind};
+pub use session::{
+    CallId, DeleteReason, LogoutReport, NotRevoked, Purpose, RequestId, SaveReason, Session,
+    SessionAction, SessionError, SessionOptions, StoreOpId,
+};
 pub use token::{ScopeChange, TokenSet, TokenType};
 pub use url::{UrlError, is_loopback_host};

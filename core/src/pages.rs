@@ -34,21 +34,29 @@ pub(crate) enum Refusal {
     Callback(Rejection),
 }
 
+/// One rendered response and its status, kept side by side so that nobody has to read the
+/// status back out of the bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct Page {
+    pub status: StatusCode,
+    pub bytes: Bytes,
+}
+
 /// The rendered responses.
 #[derive(Debug, Clone)]
 pub(crate) struct Pages {
-    success: Bytes,
-    failure: Bytes,
-    bad_request: Bytes,
-    not_navigation: Bytes,
-    not_found: Bytes,
-    method_not_allowed: Bytes,
-    misdirected: Bytes,
-    too_large: Bytes,
-    unknown_state: Bytes,
-    no_flow: Bytes,
-    used: Bytes,
-    expired: Bytes,
+    success: Page,
+    failure: Page,
+    bad_request: Page,
+    not_navigation: Page,
+    not_found: Page,
+    method_not_allowed: Page,
+    misdirected: Page,
+    too_large: Page,
+    unknown_state: Page,
+    no_flow: Page,
+    used: Page,
+    expired: Page,
 }
 
 impl Pages {
@@ -123,7 +131,7 @@ impl Pages {
     }
 
     /// The end of a flow, as configured.
-    pub fn landing(&self, success: bool) -> &Bytes {
+    pub fn landing(&self, success: bool) -> &Page {
         if success {
             &self.success
         } else {
@@ -131,7 +139,7 @@ impl Pages {
         }
     }
 
-    pub fn refusal(&self, refusal: Refusal) -> &Bytes {
+    pub fn refusal(&self, refusal: Refusal) -> &Page {
         match refusal {
             Refusal::BadRequest | Refusal::Callback(Rejection::Malformed | Rejection::BadState) => {
                 &self.bad_request
@@ -149,15 +157,7 @@ impl Pages {
     }
 }
 
-/// The status code of rendered response bytes (their first line is `HTTP/1.1 NNN …`).
-pub(crate) fn status_of(response: &[u8]) -> StatusCode {
-    response
-        .get(9..12)
-        .and_then(|code| StatusCode::from_bytes(code).ok())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
-fn render(status: StatusCode, csp: &str, location: Option<&str>, title: &str, text: &str) -> Bytes {
+fn render(status: StatusCode, csp: &str, location: Option<&str>, title: &str, text: &str) -> Page {
     let (content_type, body) = match location {
         Some(_) => ("text/plain; charset=utf-8", String::new()),
         None => (
@@ -191,5 +191,8 @@ fn render(status: StatusCode, csp: &str, location: Option<&str>, title: &str, te
         body.len()
     ));
     head.push_str(&body);
-    Bytes::from(head)
+    Page {
+        status,
+        bytes: Bytes::from(head),
+    }
 }

@@ -1,5 +1,5 @@
-//! Refreshing an access token (RFC 6749 §6), sans-IO: [`Refresh`] makes the request and
-//! reads the answer; the caller sends it, stores the result, and only then hands the new
+//! Refreshing an access token (RFC 6749 §6): the request and the reading of its answer.
+//! [`Session`](crate::Session) sends it, stores the result, and only then hands the new
 //! access token out.
 
 use std::fmt;
@@ -18,31 +18,10 @@ use crate::token::{self, TokenSet};
 /// (`bad_verification_code` stays `bad_verification_code`).
 const DEAD_REFRESH_TOKEN: [&str; 2] = ["invalid_grant", "bad_refresh_token"];
 
-/// One refresh of a token set at its provider.
-///
-/// ```
-/// # use latchkey::{Provider, Refresh, TokenSet};
-/// # use secrecy::SecretString;
-/// # use std::time::SystemTime;
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let provider = Provider::builder("https://idp.example/authorize", "https://idp.example/token", "cli")
-///     .build()?;
-/// let stored = TokenSet::new(SecretString::from("old-access"))
-///     .with_refresh_token(SecretString::from("refresh-1"));
-/// let refresh = Refresh::new(&provider, &stored)?;
-/// let request = refresh.request(); // POST grant_type=refresh_token&refresh_token=refresh-1…
-/// # let _ = request;
-/// let response = http::Response::builder()
-///     .status(200)
-///     .body(br#"{"access_token":"new-access","token_type":"Bearer","expires_in":3600}"#.to_vec())?;
-/// let fresh = refresh.handle_response(SystemTime::now(), &response)?;
-/// // Not rotated: the old refresh token is kept. Store `fresh`, then use it.
-/// assert!(fresh.refresh_token().is_some());
-/// # Ok(())
-/// # }
-/// ```
+/// One refresh of a token set at its provider: the request, and the reading of its answer.
+/// [`Session`](crate::Session) runs it; this is the protocol part alone.
 #[derive(Clone)]
-pub struct Refresh {
+pub(crate) struct Refresh {
     provider: Provider,
     previous: TokenSet,
 }
@@ -54,7 +33,7 @@ impl Refresh {
     ///
     /// [`RefreshError::NoRefreshToken`] when `tokens` have no refresh token: only a new
     /// login can get fresh tokens.
-    pub fn new(provider: &Provider, tokens: &TokenSet) -> Result<Refresh, RefreshError> {
+    pub(crate) fn new(provider: &Provider, tokens: &TokenSet) -> Result<Refresh, RefreshError> {
         if tokens.refresh_token().is_none() {
             return Err(RefreshError::NoRefreshToken);
         }
@@ -64,10 +43,15 @@ impl Refresh {
         })
     }
 
+    /// The tokens being refreshed.
+    pub(crate) fn previous(&self) -> &TokenSet {
+        &self.previous
+    }
+
     /// The token request: `grant_type=refresh_token` with the refresh token, authenticated
     /// exactly as the provider's code exchange is (S33). No `scope`: the refreshed tokens
     /// keep the scope originally granted. Send it without following redirects (S34).
-    pub fn request(&self) -> http::Request<Vec<u8>> {
+    pub(crate) fn request(&self) -> http::Request<Vec<u8>> {
         let refresh_token = self
             .previous
             .refresh_token()
@@ -91,7 +75,7 @@ impl Refresh {
     /// delete the stored tokens (S42) and log in again. Other refusals are
     /// [`RefreshError::Rejected`], answers that are not token responses
     /// [`RefreshError::BadResponse`].
-    pub fn handle_response(
+    pub(crate) fn handle_response(
         &self,
         received_at: SystemTime,
         response: &http::Response<Vec<u8>>,

@@ -1,13 +1,14 @@
-//! Revoking a token (RFC 7009), sans-IO: [`Revocation`] makes the request and reads the
-//! answer. Logging out revokes the refresh token (which ends the grant at most providers)
-//! and the access token, then deletes the stored tokens whatever the answers (S44).
+//! Revoking a token (RFC 7009): the request and the reading of its answer.
+//! [`Session`](crate::Session) logs out with it: the refresh token first (which ends the
+//! grant at most providers), then the access token, and the stored tokens are deleted
+//! whatever the answers (S44).
 
 use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::Provider;
-use crate::error::ProviderError;
+use crate::error::{ProviderError, TransportError};
 use crate::exchange;
 use crate::token::TokenSet;
 
@@ -32,7 +33,7 @@ impl TokenKind {
 
 /// One token revocation at a provider's revocation endpoint.
 #[derive(Clone)]
-pub struct Revocation {
+pub(crate) struct Revocation {
     provider: Provider,
     token: SecretString,
     kind: TokenKind,
@@ -45,7 +46,7 @@ impl Revocation {
     ///
     /// [`RevocationError::NotSupported`] when the provider has no revocation endpoint:
     /// the caller can still delete its copy of the token.
-    pub fn new(
+    pub(crate) fn new(
         provider: &Provider,
         token: &SecretString,
         kind: TokenKind,
@@ -65,7 +66,7 @@ impl Revocation {
     /// # Errors
     ///
     /// As [`new`](Revocation::new).
-    pub fn for_tokens(
+    pub(crate) fn for_tokens(
         provider: &Provider,
         tokens: &TokenSet,
     ) -> Result<Vec<Revocation>, RevocationError> {
@@ -77,14 +78,14 @@ impl Revocation {
     }
 
     /// What is revoked.
-    pub fn kind(&self) -> TokenKind {
+    pub(crate) fn kind(&self) -> TokenKind {
         self.kind
     }
 
     /// The request: `token` and `token_type_hint`, POSTed to the revocation endpoint with
     /// the client authenticated as at the token endpoint (RFC 7009 §2.1, S33). The token
     /// travels only in the body (S43).
-    pub fn request(&self) -> http::Request<Vec<u8>> {
+    pub(crate) fn request(&self) -> http::Request<Vec<u8>> {
         let provider = self.provider.inner();
         let token = self.token.expose_secret();
         let mut body = exchange::form_body(provider, token.len());
@@ -105,7 +106,7 @@ impl Revocation {
     /// [`RevocationError::Unavailable`] for 503 (the token may still be valid; try again
     /// later), [`RevocationError::Rejected`] for an OAuth error response, and
     /// [`RevocationError::UnexpectedStatus`] for anything else.
-    pub fn handle_response(
+    pub(crate) fn handle_response(
         &self,
         response: &http::Response<Vec<u8>>,
     ) -> Result<(), RevocationError> {
@@ -159,6 +160,8 @@ pub enum RevocationError {
     },
     /// Another status without an OAuth error.
     UnexpectedStatus(u16),
+    /// The revocation endpoint could not be reached, or did not answer in time.
+    Transport(TransportError),
 }
 
 impl fmt::Display for RevocationError {
@@ -176,11 +179,19 @@ impl fmt::Display for RevocationError {
             RevocationError::UnexpectedStatus(status) => {
                 write!(f, "the revocation endpoint answered HTTP {status}")
             }
+            RevocationError::Transport(error) => write!(f, "revoking the token: {error}"),
         }
     }
 }
 
-impl std::error::Error for RevocationError {}
+impl std::error::Error for RevocationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RevocationError::Transport(error) => Some(error),
+            _ => None,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

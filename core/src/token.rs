@@ -156,6 +156,19 @@ impl TokenSet {
         self
     }
 
+    /// Whether `other` holds the same refresh token (or neither holds one).
+    pub(crate) fn same_refresh_token(&self, other: &TokenSet) -> bool {
+        self.0
+            .refresh_token
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+            == other
+                .0
+                .refresh_token
+                .as_ref()
+                .map(ExposeSecret::expose_secret)
+    }
+
     /// The same tokens with `refresh_token`.
     #[must_use]
     pub fn with_refresh_token(mut self, refresh_token: SecretString) -> TokenSet {

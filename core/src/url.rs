@@ -38,6 +38,8 @@ pub enum UrlError {
     UserInfo,
     /// A `#fragment`.
     Fragment,
+    /// A `?query` where none may be (an issuer identifier, RFC 8414 §2).
+    Query,
     /// `http` on a host that is not loopback.
     Insecure,
 }
@@ -51,6 +53,7 @@ impl fmt::Display for UrlError {
             UrlError::Port => "malformed port",
             UrlError::UserInfo => "must not contain credentials",
             UrlError::Fragment => "must not contain a fragment",
+            UrlError::Query => "must not contain a query",
             UrlError::Insecure => "plain `http` is allowed only on loopback hosts",
         })
     }

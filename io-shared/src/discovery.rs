@@ -1,17 +1,24 @@
-//! Describing a provider from its issuer URL alone: [`discover`] runs
-//! [`latchkey::Discovery`] over a [`Transport`].
+//! Describing a provider from its issuer URL alone: [`discover`] runs the
+//! [`latchkey::Discovery`] machine over a [`Transport`], both well-known documents at once.
 
-use std::fmt;
-use std::time::Instant;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
-use latchkey::{ConfigError, Discovery, MetadataError, ProviderBuilder, TransportError};
+use futures_lite::future;
+use latchkey::{Discovery, DiscoveryAction, Metadata, ProviderBuilder, RequestId};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::driver::{Runtime, Transport};
+use crate::runtime::Runtime;
+use crate::transport::{TokenResult, Transport};
 
-/// Fetches `issuer`'s metadata (OpenID Connect discovery, then RFC 8414) and starts a
-/// provider description from it for `client_id`: endpoints, revocation endpoint, whether
-/// `iss` is mandatory (S9: the document's issuer must be `issuer` exactly). Continue with
+pub use latchkey::DiscoveryError;
+
+type Fetch<'a> = Pin<Box<dyn Future<Output = (RequestId, TokenResult)> + Send + 'a>>;
+
+/// Fetches `issuer`'s metadata (OpenID Connect discovery and RFC 8414, merged) and starts
+/// a provider description from it for `client_id`: endpoints, revocation endpoint, whether
+/// `iss` is mandatory (S9: each document's issuer must be `issuer` exactly). Continue with
 /// the client's secret and scopes, then build.
 ///
 /// # Errors
@@ -23,65 +30,81 @@ pub async fn discover<R: Runtime>(
     issuer: &str,
     client_id: &str,
 ) -> Result<ProviderBuilder, DiscoveryError> {
+    let metadata = metadata(runtime, transport, issuer).await?;
+    metadata.provider(client_id).map_err(|error| {
+        warn!(issuer, %error, "the provider's metadata cannot describe a provider");
+        DiscoveryError::Metadata(error)
+    })
+}
+
+/// Fetches and merges `issuer`'s metadata documents.
+///
+/// # Errors
+///
+/// See [`DiscoveryError`].
+pub async fn metadata<R: Runtime>(
+    runtime: &R,
+    transport: &Transport,
+    issuer: &str,
+) -> Result<Metadata, DiscoveryError> {
     let span = info_span!("discovery", issuer);
     async {
-        let started = Instant::now();
+        let started = runtime.now();
         let mut discovery = Discovery::new(issuer).map_err(DiscoveryError::Issuer)?;
+        discovery.start(started);
+        let mut fetches: Vec<Fetch<'_>> = Vec::new();
         loop {
-            let request = discovery.request();
-            debug!(location = %request.uri(), "fetching the provider's metadata");
-            let response = transport.send(runtime, request).await.map_err(|error| {
-                warn!(%error, "the metadata could not be fetched");
-                DiscoveryError::Transport(error)
-            })?;
-            let status = response.status().as_u16();
-            match discovery.handle_response(&response, client_id) {
-                Ok(Some(builder)) => {
-                    info!(elapsed = ?started.elapsed(), "provider metadata accepted");
-                    return Ok(builder);
+            while let Some(action) = discovery.poll_action() {
+                match action {
+                    DiscoveryAction::Send { id, request } => {
+                        debug!(location = %request.uri(), "fetching the provider's metadata");
+                        fetches.push(Box::pin(async move {
+                            (id, transport.send(runtime, request).await)
+                        }));
+                    }
+                    DiscoveryAction::Finished { result } => {
+                        let elapsed = runtime.now().saturating_duration_since(started);
+                        match &result {
+                            Ok(_) => info!(?elapsed, "provider metadata accepted"),
+                            Err(error) => warn!(%error, ?elapsed, "provider metadata refused"),
+                        }
+                        return result;
+                    }
+                    _ => debug_assert!(false, "an action this loop does not know"),
                 }
-                Ok(None) => debug!(status, "no metadata there; trying the next location"),
-                Err(error) => {
-                    warn!(status, %error, "provider metadata refused");
-                    return Err(DiscoveryError::Metadata(error));
+            }
+            let deadline = discovery.poll_timeout();
+            let mut sleep = deadline.map(|at| Box::pin(runtime.sleep_until(at)));
+            let answered = future::poll_fn(|cx| {
+                for index in 0..fetches.len() {
+                    if let Poll::Ready(answer) = fetches[index].as_mut().poll(cx) {
+                        drop(fetches.swap_remove(index));
+                        return Poll::Ready(Some(answer));
+                    }
                 }
+                match &mut sleep {
+                    Some(sleep) => sleep.as_mut().poll(cx).map(|()| None),
+                    None => Poll::Pending,
+                }
+            })
+            .await;
+            let now = runtime.now();
+            match answered {
+                Some((id, Ok(response))) => {
+                    debug!(
+                        status = response.status().as_u16(),
+                        "metadata location answered"
+                    );
+                    discovery.handle_response(now, id, response);
+                }
+                Some((id, Err(error))) => {
+                    debug!(%error, "metadata location unreachable");
+                    discovery.handle_failure(now, id, error);
+                }
+                None => discovery.handle_timeout(now),
             }
         }
     }
     .instrument(span)
     .await
-}
-
-/// Why [`discover`] found no usable provider description.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DiscoveryError {
-    /// The issuer is not an `https` URL (or `http` on loopback) without query or fragment.
-    Issuer(ConfigError),
-    /// The metadata could not be fetched.
-    Transport(TransportError),
-    /// No document was found, or the one found cannot be trusted or used.
-    Metadata(MetadataError),
-}
-
-impl fmt::Display for DiscoveryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DiscoveryError::Issuer(error) => write!(f, "discovery: {error}"),
-            DiscoveryError::Transport(error) => {
-                write!(f, "fetching the provider's metadata: {error}")
-            }
-            DiscoveryError::Metadata(error) => write!(f, "the provider's metadata: {error}"),
-        }
-    }
-}
-
-impl std::error::Error for DiscoveryError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            DiscoveryError::Issuer(error) => Some(error),
-            DiscoveryError::Transport(error) => Some(error),
-            DiscoveryError::Metadata(error) => Some(error),
-        }
-    }
 }

@@ -1,40 +1,56 @@
-//! The token HTTP client: one request per connection, either on an async runtime's own
-//! sockets ([`HttpClient::send_on`], what the drivers use) or blocking the calling thread
-//! ([`HttpClient::send`]). Both run the same exchange; only the socket underneath differs.
+//! The HTTP client for the machines' requests: one request per connection, on an async
+//! runtime's own sockets.
 //!
 //! What it guarantees (S6, S34): `https` with certificate verification, plain `http` only to
-//! loopback hosts (and only to loopback addresses), no redirects followed, a connect timeout,
-//! one deadline for the whole exchange, and a cap on the response size. Error details name
-//! hosts and what failed, never the request's headers or body, which hold secrets (S41).
+//! loopback hosts (and only to loopback addresses), no redirects followed, a connect timeout
+//! per attempt, one deadline for the whole exchange, and a cap on the response size. Error
+//! details name hosts and what failed, never the request's headers or body, which hold
+//! secrets (S41).
+//!
+//! How it connects ([`connect`]): a host name is resolved by the system resolver on the
+//! runtime's blocking pool; its addresses are tried as Happy Eyeballs does (RFC 8305):
+//! address families interleaved, starting with the resolver's first choice, the next attempt
+//! started 250 ms after the previous one or at once when it fails, the first connection
+//! made winning. Through an HTTPS proxy, the `CONNECT` reply is read in chunks and any bytes
+//! after its head are handed on to the tunnel. TLS is `futures-rustls` over the connection.
+//! The request is written with [`latchkey::http1::write_request`] and the response read with
+//! [`ResponseReader`] (length-delimited, chunked or close-delimited).
+//!
+//! A program without an async runtime sends a request with, for example,
+//! `smol::block_on(client.send_on(&latchkey_smol::Smol, &request))`.
 
 use std::fmt;
 use std::future::Future;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use futures_lite::future;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use ::http::{Request, Response};
+use futures_lite::future;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_rustls::TlsConnector;
 use latchkey::http1::{ReadError, ResponseReader, write_request};
 use latchkey::{TransportError, TransportErrorKind, is_loopback_host};
+use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection};
 
-use crate::driver::Runtime;
 use crate::proxy::{MAX_CONNECT_REPLY, Proxy, ProxyServer};
+use crate::runtime::{Runtime, until};
 use crate::tls::{Roots, TlsError, client_config};
+
+/// RFC 8305 §5's recommended Connection Attempt Delay.
+const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
 /// How [`HttpClient`] connects and how long it waits.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
-    /// The longest wait for one TCP connection (each resolved address is tried in turn);
-    /// must not be zero. Default: 10 s.
+    /// The longest one TCP connection attempt may take; must not be zero. Default: 10 s.
     pub connect_timeout: Duration,
-    /// The longest a whole exchange may take: connecting, the proxy tunnel, the TLS
-    /// handshake, sending and reading. Name resolution uses the system resolver, which has
-    /// its own timeouts and cannot be interrupted. Default: 30 s.
+    /// The longest a whole exchange may take: resolving, connecting, the proxy tunnel, the
+    /// TLS handshake, sending and reading. Default: 30 s.
     pub timeout: Duration,
     /// The largest response accepted, head and body. Default: 1 MiB.
     pub max_response_bytes: usize,
@@ -58,11 +74,11 @@ impl Default for HttpOptions {
     }
 }
 
-/// An HTTP/1.1 client for token requests, on a runtime or blocking. Cloning is cheap (the
-/// configuration is shared).
+/// An HTTP/1.1 client for the machines' requests. Cloning is cheap (the configuration is
+/// shared).
 #[derive(Clone)]
 pub struct HttpClient {
-    config: Arc<ClientConfig>,
+    tls: TlsConnector,
     options: Arc<HttpOptions>,
 }
 
@@ -82,18 +98,20 @@ impl HttpClient {
     ///
     /// A [`TlsError`] if the TLS configuration cannot be built from `options.roots`.
     pub fn new(options: HttpOptions) -> Result<HttpClient, TlsError> {
+        let config: Arc<ClientConfig> = client_config(&options.roots)?;
         Ok(HttpClient {
-            config: client_config(&options.roots)?,
+            tls: TlsConnector::from(config),
             options: Arc::new(options),
         })
     }
 
+    /// The options.
+    pub fn options(&self) -> &HttpOptions {
+        &self.options
+    }
+
     /// Sends `request` on a new connection made with `runtime`'s sockets and reads the
-    /// response, without blocking a thread (host names that are not IP addresses are
-    /// resolved on the runtime's blocking pool, as the system resolver blocks).
-    ///
-    /// The request is written with [`latchkey::http1::write_request`], the response read with
-    /// [`ResponseReader`] (length-delimited, chunked or close-delimited).
+    /// response.
     ///
     /// # Errors
     ///
@@ -112,28 +130,6 @@ impl HttpClient {
         runtime: &R,
         request: &Request<Vec<u8>>,
     ) -> Result<Response<Vec<u8>>, TransportError> {
-        let deadline = Deadline::after(self.options.timeout);
-        self.exchange(&RuntimeConnector { runtime, deadline }, request)
-            .await
-    }
-
-    /// [`send_on`](HttpClient::send_on), blocking the calling thread instead: for programs
-    /// without an async runtime.
-    ///
-    /// # Errors
-    ///
-    /// As [`send_on`](HttpClient::send_on).
-    pub fn send(&self, request: &Request<Vec<u8>>) -> Result<Response<Vec<u8>>, TransportError> {
-        let deadline = Deadline::after(self.options.timeout);
-        future::block_on(self.exchange(&BlockingConnector { deadline }, request))
-    }
-
-    /// The exchange, over whatever sockets `connector` makes.
-    async fn exchange<C: Connector>(
-        &self,
-        connector: &C,
-        request: &Request<Vec<u8>>,
-    ) -> Result<Response<Vec<u8>>, TransportError> {
         let target = Target::of(request)?;
         let mut bytes = Vec::new();
         write_request(request, &mut bytes).map_err(|error| {
@@ -142,30 +138,20 @@ impl HttpClient {
                 format!("cannot write the request: {error}"),
             )
         })?;
-        let connect_timeout = self.options.connect_timeout;
-        let mut wire = match self.options.proxy.for_host(target.host) {
-            Some(proxy) => {
-                let mut wire = connector
-                    .connect(proxy.host(), proxy.port(), false, connect_timeout)
-                    .await?;
-                open_tunnel(&mut wire, proxy, &target).await?;
-                wire
-            }
-            None => {
-                connector
-                    .connect(target.host, target.port, !target.tls, connect_timeout)
-                    .await?
-            }
-        };
-        let max = self.options.max_response_bytes;
-        let response = if target.tls {
-            let mut tls = TlsWire::new(wire, Arc::clone(&self.config), target.host)?;
-            tls.handshake()
+        let exchange = self.exchange(runtime, &target, &bytes);
+        let response = match runtime.now().checked_add(self.options.timeout) {
+            Some(deadline) => until(runtime, deadline, exchange)
                 .await
-                .map_err(|error| tls_failure(target.host, &error))?;
-            round_trip(&mut tls, &bytes, max).await?
-        } else {
-            round_trip(&mut wire, &bytes, max).await?
+                .unwrap_or_else(|| {
+                    Err(TransportError::new(
+                        TransportErrorKind::TimedOut,
+                        format!(
+                            "no answer from {} within {:?}",
+                            target.host, self.options.timeout
+                        ),
+                    ))
+                })?,
+            None => exchange.await?,
         };
         if response.status().is_redirection() {
             return Err(TransportError::new(
@@ -178,6 +164,52 @@ impl HttpClient {
             ));
         }
         Ok(response)
+    }
+
+    /// Connects (through the proxy, if any), secures, sends and reads.
+    async fn exchange<R: Runtime>(
+        &self,
+        runtime: &R,
+        target: &Target<'_>,
+        request: &[u8],
+    ) -> Result<Response<Vec<u8>>, TransportError> {
+        let connect_timeout = self.options.connect_timeout;
+        let wire = match self.options.proxy.for_host(target.host) {
+            Some(proxy) => {
+                let stream =
+                    connect(runtime, proxy.host(), proxy.port(), false, connect_timeout).await?;
+                open_tunnel(stream, proxy, target).await?
+            }
+            None => {
+                let stream = connect(
+                    runtime,
+                    target.host,
+                    target.port,
+                    !target.tls,
+                    connect_timeout,
+                )
+                .await?;
+                Prefixed::new(Vec::new(), stream)
+            }
+        };
+        let max = self.options.max_response_bytes;
+        if !target.tls {
+            return round_trip(wire, request, max).await;
+        }
+        let name = ServerName::try_from(target.host.to_owned()).map_err(|_| {
+            TransportError::new(
+                TransportErrorKind::Other,
+                format!("{:?} is not a valid TLS server name", target.host),
+            )
+        })?;
+        let tls = self.tls.connect(name, wire).await.map_err(|error| {
+            failure(
+                format_args!("TLS handshake with {}", target.host),
+                &error,
+                TransportErrorKind::Tls,
+            )
+        })?;
+        round_trip(tls, request, max).await
     }
 }
 
@@ -219,390 +251,157 @@ impl Target<'_> {
     }
 }
 
-/// The end of the time allowed for one exchange.
-#[derive(Debug, Clone, Copy)]
-struct Deadline {
-    /// `None` when the timeout is too large to represent: no limit.
-    at: Option<Instant>,
-    timeout: Duration,
-}
-
-impl Deadline {
-    fn after(timeout: Duration) -> Deadline {
-        Deadline {
-            at: Instant::now().checked_add(timeout),
-            timeout,
-        }
-    }
-
-    /// The time left (`None`: unlimited), or a `TimedOut` error when none is.
-    fn remaining(&self) -> Result<Option<Duration>, TransportError> {
-        let Some(at) = self.at else {
-            return Ok(None);
-        };
-        let left = at.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(TransportError::new(
-                TransportErrorKind::TimedOut,
-                format!("the exchange took longer than {:?}", self.timeout),
-            ));
-        }
-        Ok(Some(left))
-    }
-
-    /// How long one connection attempt may take: `connect_timeout`, or less if less is
-    /// left.
-    fn attempt_limit(&self, connect_timeout: Duration) -> Result<Duration, TransportError> {
-        Ok(self
-            .remaining()?
-            .map_or(connect_timeout, |left| left.min(connect_timeout)))
-    }
-
-    /// Bounds the next reads and writes on `tcp` by the time left; a `TimedOut` error when
-    /// none is.
-    fn apply(&self, tcp: &TcpStream) -> io::Result<()> {
-        let left = match self.at {
-            None => None,
-            Some(at) => match at.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Some(left),
-                _ => return Err(io::Error::from(io::ErrorKind::TimedOut)),
-            },
-        };
-        tcp.set_read_timeout(left)?;
-        tcp.set_write_timeout(left)
-    }
-}
-
-/// Connects to `host:port`, trying each resolved address in turn; with `loopback_only`,
-/// only loopback addresses (so that a `localhost` resolving elsewhere gets no plain http).
-fn open_tcp(
+/// Connects to `host:port`, trying its addresses as Happy Eyeballs does (RFC 8305); with
+/// `loopback_only`, only loopback addresses (so that a `localhost` resolving elsewhere gets
+/// no plain http). Each attempt may take `connect_timeout`.
+///
+/// # Errors
+///
+/// A [`Connect`](TransportErrorKind::Connect) error: resolution failed, no address was
+/// usable, or every attempt failed (the last failure is named).
+pub async fn connect<R: Runtime>(
+    runtime: &R,
     host: &str,
     port: u16,
     loopback_only: bool,
     connect_timeout: Duration,
-    deadline: &Deadline,
-) -> Result<TcpStream, TransportError> {
-    let addresses = (host, port).to_socket_addrs().map_err(|error| {
-        TransportError::new(
-            TransportErrorKind::Connect,
-            format!("resolving {host}: {error}"),
-        )
-    })?;
-    let mut last_error = None;
-    for address in addresses.filter(|address| !loopback_only || address.ip().is_loopback()) {
-        let limit = deadline.attempt_limit(connect_timeout)?;
-        match TcpStream::connect_timeout(&address, limit) {
-            Ok(tcp) => return Ok(tcp),
-            Err(error) => last_error = Some(error),
-        }
-    }
-    Err(connect_failure(host, port, last_error))
-}
-
-/// Why no connection to `host:port` could be made: the last attempt's error, or no
-/// address to try.
-fn connect_failure(host: &str, port: u16, last_error: Option<io::Error>) -> TransportError {
-    match last_error {
-        Some(error) => failure(
-            format_args!("connecting to {host}:{port}"),
-            &error,
-            TransportErrorKind::Connect,
-        ),
-        None => TransportError::new(
-            TransportErrorKind::Connect,
-            format!("{host} has no usable address"),
-        ),
-    }
-}
-
-/// A byte stream an exchange runs over: a TCP connection (blocking or on a runtime), or TLS
-/// on top of one. Every call is bounded by the exchange's deadline.
-trait Wire: Send {
-    /// Reads some bytes; 0 is the end of input.
-    fn read<'a>(
-        &'a mut self,
-        buf: &'a mut [u8],
-    ) -> impl Future<Output = io::Result<usize>> + Send + 'a;
-    /// Writes all of `bytes`.
-    fn write_all<'a>(
-        &'a mut self,
-        bytes: &'a [u8],
-    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
-}
-
-/// Makes the TCP connections an exchange needs.
-trait Connector: Sync {
-    /// The connection.
-    type Wire: Wire;
-
-    /// Connects to `host:port`, trying each resolved address in turn; with
-    /// `loopback_only`, only loopback addresses (so that a `localhost` resolving elsewhere
-    /// gets no plain http).
-    fn connect(
-        &self,
-        host: &str,
-        port: u16,
-        loopback_only: bool,
-        connect_timeout: Duration,
-    ) -> impl Future<Output = Result<Self::Wire, TransportError>> + Send;
-}
-
-/// Connections on the calling thread, bounded by socket timeouts.
-struct BlockingConnector {
-    deadline: Deadline,
-}
-
-/// A blocking connection.
-struct BlockingWire {
-    tcp: TcpStream,
-    deadline: Deadline,
-}
-
-impl Connector for BlockingConnector {
-    type Wire = BlockingWire;
-
-    async fn connect(
-        &self,
-        host: &str,
-        port: u16,
-        loopback_only: bool,
-        connect_timeout: Duration,
-    ) -> Result<BlockingWire, TransportError> {
-        let tcp = open_tcp(host, port, loopback_only, connect_timeout, &self.deadline)?;
-        Ok(BlockingWire {
-            tcp,
-            deadline: self.deadline,
-        })
-    }
-}
-
-impl Wire for BlockingWire {
-    async fn read<'a>(&'a mut self, buf: &'a mut [u8]) -> io::Result<usize> {
-        loop {
-            self.deadline.apply(&self.tcp)?;
-            match self.tcp.read(buf) {
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                result => return result,
-            }
-        }
-    }
-
-    async fn write_all<'a>(&'a mut self, bytes: &'a [u8]) -> io::Result<()> {
-        self.deadline.apply(&self.tcp)?;
-        self.tcp.write_all(bytes)
-    }
-}
-
-/// Connections on an async runtime's sockets, bounded by its timers.
-struct RuntimeConnector<'r, R> {
-    runtime: &'r R,
-    deadline: Deadline,
-}
-
-/// A connection on an async runtime.
-struct RuntimeWire<'r, R: Runtime> {
-    runtime: &'r R,
-    stream: R::Stream,
-    deadline: Deadline,
-}
-
-impl<'r, R: Runtime> Connector for RuntimeConnector<'r, R> {
-    type Wire = RuntimeWire<'r, R>;
-
-    async fn connect(
-        &self,
-        host: &str,
-        port: u16,
-        loopback_only: bool,
-        connect_timeout: Duration,
-    ) -> Result<RuntimeWire<'r, R>, TransportError> {
-        let addresses = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => {
-                let name = host.to_owned();
-                let resolving = self.runtime.unblock(move || {
+) -> Result<R::Stream, TransportError> {
+    let addresses = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => {
+            let name = host.to_owned();
+            runtime
+                .unblock(move || {
                     (name.as_str(), port)
                         .to_socket_addrs()
                         .map(Iterator::collect::<Vec<_>>)
-                });
-                within(self.runtime, &self.deadline, resolving)
-                    .await
-                    .and_then(|resolved| resolved)
-                    .map_err(|error| {
-                        TransportError::new(
-                            TransportErrorKind::Connect,
-                            format!("resolving {host}: {error}"),
-                        )
-                    })?
-            }
-        };
-        let mut last_error = None;
-        for address in addresses
+                })
+                .await
+                .map_err(|error| {
+                    TransportError::new(
+                        TransportErrorKind::Connect,
+                        format!("resolving {host}: {error}"),
+                    )
+                })?
+        }
+    };
+    let addresses = interleave_families(
+        addresses
             .into_iter()
             .filter(|address| !loopback_only || address.ip().is_loopback())
-        {
-            let attempt = Deadline::after(self.deadline.attempt_limit(connect_timeout)?);
-            match within(self.runtime, &attempt, R::connect(address)).await {
-                Ok(Ok(stream)) => {
-                    return Ok(RuntimeWire {
-                        runtime: self.runtime,
-                        stream,
-                        deadline: self.deadline,
+            .collect(),
+    );
+    match race(runtime, &addresses, connect_timeout).await {
+        Ok(stream) => Ok(stream),
+        Err(Some(error)) => Err(failure(
+            format_args!("connecting to {host}:{port}"),
+            &error,
+            TransportErrorKind::Connect,
+        )),
+        Err(None) => Err(TransportError::new(
+            TransportErrorKind::Connect,
+            format!("{host} has no usable address"),
+        )),
+    }
+}
+
+/// RFC 8305 §4: the addresses with their families alternating, starting with the family of
+/// the resolver's first choice, each family in the resolver's order.
+fn interleave_families(addresses: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let Some(first) = addresses.first() else {
+        return addresses;
+    };
+    let preferred_v6 = first.is_ipv6();
+    let (preferred, other): (Vec<SocketAddr>, Vec<SocketAddr>) = addresses
+        .iter()
+        .partition(|address| address.is_ipv6() == preferred_v6);
+    let mut interleaved = Vec::with_capacity(addresses.len());
+    let (mut preferred, mut other) = (preferred.into_iter(), other.into_iter());
+    loop {
+        match (preferred.next(), other.next()) {
+            (None, None) => return interleaved,
+            (first, second) => interleaved.extend(first.into_iter().chain(second)),
+        }
+    }
+}
+
+type Attempt<'a, S> = Pin<Box<dyn Future<Output = io::Result<S>> + Send + 'a>>;
+
+/// Connection attempts to `addresses` in order, each started [`ATTEMPT_DELAY`] after the
+/// previous one or as soon as it fails, until one connects. `Err(None)`: nothing to try.
+async fn race<R: Runtime>(
+    runtime: &R,
+    addresses: &[SocketAddr],
+    connect_timeout: Duration,
+) -> Result<R::Stream, Option<io::Error>> {
+    let attempt = |address: SocketAddr| async move {
+        let deadline = runtime.now() + connect_timeout;
+        until(runtime, deadline, runtime.connect(address))
+            .await
+            .unwrap_or_else(|| Err(io::Error::from(io::ErrorKind::TimedOut)))
+    };
+    // The usual case, an IP address or a name with one address, needs no race.
+    if let [address] = addresses {
+        return attempt(*address).await.map_err(Some);
+    }
+    let mut waiting = addresses.iter().copied();
+    let mut attempts: Vec<Attempt<'_, R::Stream>> = Vec::new();
+    let mut last_error = None;
+    loop {
+        if attempts.is_empty() {
+            match waiting.next() {
+                Some(address) => attempts.push(Box::pin(attempt(address))),
+                None => return Err(last_error),
+            }
+        }
+        let mut delay = (waiting.len() > 0)
+            .then(|| Box::pin(runtime.sleep_until(runtime.now() + ATTEMPT_DELAY)));
+        enum Next<S> {
+            Connected(S),
+            Failed(usize, io::Error),
+            StartAnother,
+        }
+        let next = future::poll_fn(|cx: &mut Context<'_>| {
+            for (index, attempt) in attempts.iter_mut().enumerate() {
+                if let Poll::Ready(outcome) = attempt.as_mut().poll(cx) {
+                    return Poll::Ready(match outcome {
+                        Ok(stream) => Next::Connected(stream),
+                        Err(error) => Next::Failed(index, error),
                     });
                 }
-                Ok(Err(error)) | Err(error) => last_error = Some(error),
             }
-        }
-        Err(connect_failure(host, port, last_error))
-    }
-}
-
-impl<R: Runtime> Wire for RuntimeWire<'_, R> {
-    async fn read<'a>(&'a mut self, buf: &'a mut [u8]) -> io::Result<usize> {
-        within(self.runtime, &self.deadline, R::read(&mut self.stream, buf)).await?
-    }
-
-    async fn write_all<'a>(&'a mut self, bytes: &'a [u8]) -> io::Result<()> {
-        within(
-            self.runtime,
-            &self.deadline,
-            R::write_all(&mut self.stream, bytes),
-        )
-        .await?
-    }
-}
-
-/// `work`, or a `TimedOut` error once `deadline` passes.
-async fn within<R: Runtime, T>(
-    runtime: &R,
-    deadline: &Deadline,
-    work: impl Future<Output = T> + Send,
-) -> io::Result<T> {
-    let Some(at) = deadline.at else {
-        return Ok(work.await);
-    };
-    future::or(async { Ok(work.await) }, async {
-        runtime.sleep_until(at).await;
-        Err(io::Error::from(io::ErrorKind::TimedOut))
-    })
-    .await
-}
-
-/// TLS over a [`Wire`], driving rustls by hand: ciphertext in and out through the wire,
-/// plaintext through rustls' reader and writer.
-struct TlsWire<W> {
-    wire: W,
-    tls: Box<ClientConnection>,
-    /// Ciphertext read from the wire and not yet taken by rustls.
-    inbox: Vec<u8>,
-}
-
-impl<W: Wire> TlsWire<W> {
-    fn new(wire: W, config: Arc<ClientConfig>, host: &str) -> Result<TlsWire<W>, TransportError> {
-        let name = ServerName::try_from(host.to_owned()).map_err(|_| {
-            TransportError::new(
-                TransportErrorKind::Other,
-                format!("{host:?} is not a valid TLS server name"),
-            )
-        })?;
-        let tls = ClientConnection::new(config, name).map_err(|error| {
-            TransportError::new(TransportErrorKind::Tls, format!("TLS with {host}: {error}"))
-        })?;
-        Ok(TlsWire {
-            wire,
-            tls: Box::new(tls),
-            inbox: Vec::new(),
+            match &mut delay {
+                Some(delay) => delay.as_mut().poll(cx).map(|()| Next::StartAnother),
+                None => Poll::Pending,
+            }
         })
-    }
-
-    async fn handshake(&mut self) -> io::Result<()> {
-        while self.tls.is_handshaking() {
-            self.flush().await?;
-            if !self.tls.is_handshaking() {
-                break;
-            }
-            if !self.tls.wants_read() {
-                // Nothing to send and nothing wanted: the handshake cannot go on.
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "the TLS handshake stalled",
-                ));
-            }
-            self.receive().await?;
-        }
-        self.flush().await
-    }
-
-    /// Sends what rustls has to send.
-    async fn flush(&mut self) -> io::Result<()> {
-        while self.tls.wants_write() {
-            let mut out = Vec::new();
-            self.tls.write_tls(&mut out)?;
-            self.wire.write_all(&out).await?;
-        }
-        Ok(())
-    }
-
-    /// Hands rustls more ciphertext, reading from the wire when none is waiting; the end of
-    /// input is handed over too (rustls then tells a clean close from a truncation).
-    async fn receive(&mut self) -> io::Result<()> {
-        if self.inbox.is_empty() {
-            let mut buf = vec![0; 16 * 1024];
-            let read = self.wire.read(&mut buf).await?;
-            // rustls keeps asking for more during a handshake the peer walked out of.
-            if read == 0 && self.tls.is_handshaking() {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-            }
-            buf.truncate(read);
-            self.inbox = buf;
-        }
-        let mut pending = &self.inbox[..];
-        let taken = self.tls.read_tls(&mut pending)?;
-        self.inbox.drain(..taken);
-        self.tls
-            .process_new_packets()
-            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
-        // Alerts and key updates rustls wants to answer with.
-        self.flush().await
-    }
-}
-
-impl<W: Wire> Wire for TlsWire<W> {
-    async fn read<'a>(&'a mut self, buf: &'a mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.tls.reader().read(buf) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    self.receive().await?;
+        .await;
+        match next {
+            Next::Connected(stream) => return Ok(stream),
+            Next::Failed(index, error) => {
+                drop(attempts.remove(index));
+                last_error = Some(error);
+                // A failure starts the next attempt at once.
+                if let Some(address) = waiting.next() {
+                    attempts.push(Box::pin(attempt(address)));
                 }
-                result => return result,
+            }
+            Next::StartAnother => {
+                if let Some(address) = waiting.next() {
+                    attempts.push(Box::pin(attempt(address)));
+                }
             }
         }
     }
-
-    async fn write_all<'a>(&'a mut self, bytes: &'a [u8]) -> io::Result<()> {
-        self.tls.writer().write_all(bytes)?;
-        self.flush().await
-    }
 }
 
-/// Writes the request, reads the response.
-async fn round_trip<W: Wire>(
-    wire: &mut W,
-    request: &[u8],
-    max_response_bytes: usize,
-) -> Result<Response<Vec<u8>>, TransportError> {
-    wire.write_all(request)
-        .await
-        .map_err(|error| failure("sending the request", &error, TransportErrorKind::Io))?;
-    read_response(wire, max_response_bytes).await
-}
-
-/// Asks `proxy` (connected as `wire`) for a tunnel to `target` and reads its reply.
-async fn open_tunnel<W: Wire>(
-    wire: &mut W,
+/// Asks `proxy` (connected as `stream`) for a tunnel to `target`: the reply head is read in
+/// chunks, and the bytes after it, which belong to the tunnel, are handed on with it.
+async fn open_tunnel<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     proxy: &ProxyServer,
     target: &Target<'_>,
-) -> Result<(), TransportError> {
+) -> Result<Prefixed<S>, TransportError> {
     let proxy_failure = |error: &io::Error| {
         failure(
             format_args!("proxy {}:{}", proxy.host(), proxy.port()),
@@ -610,37 +409,114 @@ async fn open_tunnel<W: Wire>(
             TransportErrorKind::Connect,
         )
     };
-    wire.write_all(&proxy.connect_request(target.host, target.port))
+    stream
+        .write_all(&proxy.connect_request(target.host, target.port))
         .await
         .map_err(|error| proxy_failure(&error))?;
-    let mut head = Vec::new();
+    let mut head = Vec::with_capacity(256);
+    let mut chunk = [0; 1024];
     loop {
-        // One byte at a time: the reply head has no length, and a byte read past its end
-        // would belong to the tunnel. It is a few dozen bytes.
-        let mut byte = 0;
-        match wire.read(std::slice::from_mut(&mut byte)).await {
+        let read = match stream.read(&mut chunk).await {
             Ok(0) => {
-                let closed = io::Error::from(io::ErrorKind::UnexpectedEof);
-                return Err(proxy_failure(&closed));
+                return Err(proxy_failure(&io::Error::from(
+                    io::ErrorKind::UnexpectedEof,
+                )));
             }
-            Ok(_) => head.push(byte),
+            Ok(read) => read,
             Err(error) => return Err(proxy_failure(&error)),
-        }
-        let check = byte == b'\n' || head.len() > MAX_CONNECT_REPLY;
-        if check && proxy.connect_reply(&head)?.is_some() {
-            return Ok(());
+        };
+        head.extend_from_slice(&chunk[..read]);
+        // The cap is on the head alone: bytes after it may run past the cap.
+        let scanned = head.len().min(MAX_CONNECT_REPLY);
+        match proxy.connect_reply(&head[..scanned])? {
+            Some(len) => {
+                let tunnel_bytes = head.split_off(len);
+                return Ok(Prefixed::new(tunnel_bytes, stream));
+            }
+            None if scanned == MAX_CONNECT_REPLY => {
+                return Err(TransportError::new(
+                    TransportErrorKind::Protocol,
+                    format!(
+                        "proxy {}:{}: reply to CONNECT longer than {MAX_CONNECT_REPLY} bytes",
+                        proxy.host(),
+                        proxy.port()
+                    ),
+                ));
+            }
+            None => {}
         }
     }
 }
 
-async fn read_response<W: Wire>(
-    wire: &mut W,
+/// A stream whose first bytes were read already: `prefix`, then the stream.
+struct Prefixed<S> {
+    prefix: Vec<u8>,
+    taken: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    fn new(prefix: Vec<u8>, inner: S) -> Prefixed<S> {
+        Prefixed {
+            prefix,
+            taken: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let left = this.prefix.get(this.taken..).unwrap_or_default();
+        if left.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let n = left.len().min(buf.len());
+        buf[..n].copy_from_slice(&left[..n]);
+        this.taken += n;
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+/// Writes the request, reads the response.
+async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &[u8],
     max_response_bytes: usize,
 ) -> Result<Response<Vec<u8>>, TransportError> {
+    let sent = async {
+        stream.write_all(request).await?;
+        stream.flush().await
+    };
+    sent.await
+        .map_err(|error| failure("sending the request", &error, TransportErrorKind::Io))?;
     let mut reader = ResponseReader::new(max_response_bytes);
     let mut buffer = vec![0; 16 * 1024];
     loop {
-        let read = match wire.read(&mut buffer).await {
+        let read = match stream.read(&mut buffer).await {
             Ok(0) => return reader.read_eof().map_err(read_failure),
             Ok(read) => read,
             // rustls reports a TLS peer that closes without close_notify this way, and many
@@ -662,15 +538,6 @@ async fn read_response<W: Wire>(
     }
 }
 
-/// A failed TLS handshake with `host`.
-fn tls_failure(host: &str, error: &io::Error) -> TransportError {
-    failure(
-        format_args!("TLS handshake with {host}"),
-        error,
-        TransportErrorKind::Tls,
-    )
-}
-
 fn read_failure(error: ReadError) -> TransportError {
     let kind = match error {
         ReadError::TooLarge { .. } => TransportErrorKind::TooLarge,
@@ -679,18 +546,14 @@ fn read_failure(error: ReadError) -> TransportError {
     TransportError::new(kind, format!("reading the response: {error}"))
 }
 
-/// A transport error for an I/O `error` while doing `what`: a socket timeout is
-/// `TimedOut`, an error from rustls is `Tls`, anything else `otherwise`.
+/// A transport error for an I/O `error` while doing `what`: a timeout is `TimedOut`, an
+/// error from rustls is `Tls`, anything else `otherwise`.
 fn failure(
     what: impl fmt::Display,
     error: &io::Error,
     otherwise: TransportErrorKind,
 ) -> TransportError {
-    // A read timeout is `WouldBlock` on Unix and `TimedOut` on Windows.
-    if matches!(
-        error.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    ) {
+    if error.kind() == io::ErrorKind::TimedOut {
         return TransportError::new(TransportErrorKind::TimedOut, format!("{what}: timed out"));
     }
     let tls = error
@@ -732,5 +595,21 @@ mod tests {
         ] {
             assert!(!is_loopback_host(host), "{host}");
         }
+    }
+
+    #[test]
+    fn families_alternate_starting_with_the_resolvers_first_choice() {
+        let v6 = |n: u16| SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, n], 443));
+        let v4 = |n: u8| SocketAddr::from(([192, 0, 2, n], 443));
+        assert_eq!(
+            interleave_families(vec![v6(1), v6(2), v6(3), v4(1), v4(2)]),
+            [v6(1), v4(1), v6(2), v4(2), v6(3)]
+        );
+        assert_eq!(
+            interleave_families(vec![v4(1), v4(2), v6(1)]),
+            [v4(1), v6(1), v4(2)]
+        );
+        assert_eq!(interleave_families(vec![v4(1)]), [v4(1)]);
+        assert!(interleave_families(Vec::new()).is_empty());
     }
 }

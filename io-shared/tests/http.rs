@@ -1,9 +1,8 @@
 //! The token HTTP client against local servers on 127.0.0.1: framing, redirects, size cap,
 //! timeouts, TLS verification, and the CONNECT proxy (S6, S34, S41). No network is used.
 //!
-//! Every scenario runs three times: blocking ([`HttpClient::send`]), and on each runtime's
-//! own sockets ([`HttpClient::send_on`] with smol and with tokio), each against a fresh
-//! server.
+//! Every scenario runs twice, on each runtime's own sockets ([`HttpClient::send_on`] with
+//! smol and with tokio), each against a fresh server.
 
 use std::cell::Cell;
 use std::io::{self, Read, Write};
@@ -39,18 +38,17 @@ fn client(options: HttpOptions) -> HttpClient {
 /// How `send` sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    Blocking,
     Smol,
     Tokio,
 }
 
 thread_local! {
-    static MODE: Cell<Mode> = const { Cell::new(Mode::Blocking) };
+    static MODE: Cell<Mode> = const { Cell::new(Mode::Smol) };
 }
 
 /// Runs `scenario` once per [`Mode`].
 fn every_mode(scenario: impl Fn()) {
-    for mode in [Mode::Blocking, Mode::Smol, Mode::Tokio] {
+    for mode in [Mode::Smol, Mode::Tokio] {
         MODE.set(mode);
         scenario();
     }
@@ -59,7 +57,6 @@ fn every_mode(scenario: impl Fn()) {
 fn send(client: &HttpClient, uri: &str) -> Result<Response<Vec<u8>>, TransportError> {
     let request = token_request(uri);
     let result = match MODE.get() {
-        Mode::Blocking => client.send(&request),
         Mode::Smol => smol::block_on(client.send_on(&latchkey_smol::Smol, &request)),
         Mode::Tokio => tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -1,14 +1,15 @@
-//! latchkey on [smol]: the loopback listener, the token request, the token store and the
-//! browser, wired to the sans-IO engine of [`latchkey`].
+//! latchkey on [smol]: the sans-IO machines of [`latchkey`] on smol's tasks, timers and
+//! sockets. Everything but the [`Runtime`] implementation below lives in [`latchkey_io`].
 //!
 //! Three ways in, from simplest to most control:
 //!
 //! - [`login`]: one user, one call. Binds the listener, opens the browser, waits for the
 //!   outcome, releases the port.
 //! - [`serve`] → [`Service`]: a listener that stays up while an application starts logins
-//!   for its users and awaits each outcome ([`Login`]).
-//! - [`Service::from_listeners`] with sockets you bound yourself, or [`latchkey::Engine`]
-//!   directly with your own loop.
+//!   for its users and awaits each outcome ([`Login`]); [`TokenSource`] keeps the tokens
+//!   valid afterwards.
+//! - [`Service::from_listeners`] with sockets you bound yourself, or the machines directly
+//!   with your own loop.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), latchkey_smol::Error> {
@@ -42,21 +43,19 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use latchkey::{Config, TokenSet};
-use latchkey_io::driver::{self, Runtime};
 use latchkey_io::opener::Opener;
+use latchkey_io::runtime::Runtime;
 
-pub use latchkey_io::driver::{
-    Error, Login, LoginEvent, ServiceOptions, TokenTransport, Transport,
-};
+pub use latchkey_io::service::{Error, Login, LoginEvent, ServiceOptions};
+pub use latchkey_io::transport::{TokenTransport, Transport};
 
 /// A login service on smol.
-pub type Service = driver::Service<Smol>;
+pub type Service = latchkey_io::service::Service<Smol>;
 
 /// Fresh access tokens on demand, refreshed on smol: see [`latchkey_io::source`].
 pub type TokenSource = latchkey_io::source::TokenSource<Smol>;
@@ -74,7 +73,7 @@ impl Runtime for Smol {
         smol::spawn(task)
     }
 
-    fn detach(task: smol::Task<()>) {
+    fn detach(&self, task: smol::Task<()>) {
         task.detach();
     }
 
@@ -94,47 +93,39 @@ impl Runtime for Smol {
         async_net::TcpListener::try_from(listener)
     }
 
-    async fn accept(listener: &async_net::TcpListener) -> io::Result<async_net::TcpStream> {
+    async fn accept<'a>(
+        &'a self,
+        listener: &'a async_net::TcpListener,
+    ) -> io::Result<async_net::TcpStream> {
         listener.accept().await.map(|(stream, _)| stream)
     }
 
-    fn read<'a>(
-        stream: &'a mut async_net::TcpStream,
-        buf: &'a mut [u8],
-    ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
-        stream.read(buf)
-    }
-
-    async fn connect(address: SocketAddr) -> io::Result<async_net::TcpStream> {
+    async fn connect(&self, address: SocketAddr) -> io::Result<async_net::TcpStream> {
         let stream = async_net::TcpStream::connect(address).await?;
-        // A request is written whole; nothing gains from waiting for more.
         stream.set_nodelay(true)?;
         Ok(stream)
-    }
-
-    async fn write_all(stream: &mut async_net::TcpStream, bytes: &[u8]) -> io::Result<()> {
-        stream.write_all(bytes).await?;
-        stream.flush().await
-    }
-
-    async fn write_and_shutdown(stream: &mut async_net::TcpStream, bytes: &[u8]) -> io::Result<()> {
-        stream.write_all(bytes).await?;
-        stream.flush().await?;
-        stream.shutdown(Shutdown::Write)
     }
 }
 
 /// Binds the listener and starts a [`Service`].
+///
+/// # Errors
+///
+/// As [`Service::bind`].
 pub fn serve(config: Config, options: ServiceOptions) -> Result<Service, Error> {
     Service::bind(Smol, config, options)
 }
 
-/// Logs one user in: see [`latchkey_io::driver::login`].
+/// Logs one user in: see [`latchkey_io::service::login`].
+///
+/// # Errors
+///
+/// As [`latchkey_io::service::login`].
 pub async fn login(
     config: Config,
     options: ServiceOptions,
     opener: Arc<dyn Opener>,
     timeout: Duration,
 ) -> Result<TokenSet, Error> {
-    driver::login(Smol, config, options, opener, timeout).await
+    latchkey_io::service::login(Smol, config, options, opener, timeout).await
 }

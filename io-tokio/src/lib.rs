@@ -1,17 +1,19 @@
-//! latchkey on [tokio]: the loopback listener, the token request, the token store and the
-//! browser, wired to the sans-IO engine of [`latchkey`].
+//! latchkey on [tokio]: the sans-IO machines of [`latchkey`] on tokio's tasks, timers and
+//! sockets. Everything but the [`Runtime`] implementation below lives in [`latchkey_io`].
 //!
 //! Three ways in, from simplest to most control:
 //!
 //! - [`login`]: one user, one call. Binds the listener, opens the browser, waits for the
 //!   outcome, releases the port.
 //! - [`serve`] → [`Service`]: a listener that stays up while an application starts logins
-//!   for its users and awaits each outcome ([`Login`]).
-//! - [`Service::from_listeners`] with sockets you bound yourself, or [`latchkey::Engine`]
-//!   directly with your own loop.
+//!   for its users and awaits each outcome ([`Login`]); [`TokenSource`] keeps the tokens
+//!   valid afterwards.
+//! - [`Service::from_listeners`] with sockets you bound yourself, or the machines directly
+//!   with your own loop.
 //!
 //! Everything runs on the tokio runtime the functions are called from (`tokio::spawn`), so
-//! call them inside one, with the `time` and `net` drivers enabled.
+//! call them inside one, with the `time` and `net` drivers enabled. Its clock is tokio's,
+//! so a test with tokio's time paused runs the drivers in virtual time.
 //!
 //! [tokio]: https://docs.rs/tokio
 #![forbid(unsafe_code)]
@@ -19,21 +21,22 @@
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use latchkey::{Config, TokenSet};
-use latchkey_io::driver::{self, Runtime};
 use latchkey_io::opener::Opener;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use latchkey_io::runtime::Runtime;
+use tokio::io::{AsyncRead as _, AsyncWrite as _, ReadBuf};
 use tokio::task::JoinHandle;
 
-pub use latchkey_io::driver::{
-    Error, Login, LoginEvent, ServiceOptions, TokenTransport, Transport,
-};
+pub use latchkey_io::service::{Error, Login, LoginEvent, ServiceOptions};
+pub use latchkey_io::transport::{TokenTransport, Transport};
 
 /// A login service on tokio.
-pub type Service = driver::Service<Tokio>;
+pub type Service = latchkey_io::service::Service<Tokio>;
 
 /// Fresh access tokens on demand, refreshed on tokio: see [`latchkey_io::source`].
 pub type TokenSource = latchkey_io::source::TokenSource<Tokio>;
@@ -54,17 +57,58 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A tokio TCP connection with the `futures-io` traits the drivers use.
+#[derive(Debug)]
+pub struct TcpStream(tokio::net::TcpStream);
+
+impl futures_lite::AsyncRead for TcpStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut buf = ReadBuf::new(buf);
+        Pin::new(&mut self.0)
+            .poll_read(cx, &mut buf)
+            .map_ok(|()| buf.filled().len())
+    }
+}
+
+impl futures_lite::AsyncWrite for TcpStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    /// Shuts the writing half down.
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 impl Runtime for Tokio {
     type Task = AbortOnDrop;
     type Listener = tokio::net::TcpListener;
-    type Stream = tokio::net::TcpStream;
+    type Stream = TcpStream;
 
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> AbortOnDrop {
         AbortOnDrop(Some(tokio::spawn(task)))
     }
 
-    fn detach(mut task: AbortOnDrop) {
+    fn detach(&self, mut task: AbortOnDrop) {
         task.0.take(); // a dropped JoinHandle detaches
+    }
+
+    /// Tokio's clock: virtual when the test paused time.
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
     }
 
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send {
@@ -90,49 +134,36 @@ impl Runtime for Tokio {
         tokio::net::TcpListener::from_std(listener)
     }
 
-    async fn accept(listener: &tokio::net::TcpListener) -> io::Result<tokio::net::TcpStream> {
-        listener.accept().await.map(|(stream, _)| stream)
+    async fn accept<'a>(&'a self, listener: &'a tokio::net::TcpListener) -> io::Result<TcpStream> {
+        listener.accept().await.map(|(stream, _)| TcpStream(stream))
     }
 
-    fn read<'a>(
-        stream: &'a mut tokio::net::TcpStream,
-        buf: &'a mut [u8],
-    ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
-        stream.read(buf)
-    }
-
-    async fn connect(address: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+    async fn connect(&self, address: SocketAddr) -> io::Result<TcpStream> {
         let stream = tokio::net::TcpStream::connect(address).await?;
-        // A request is written whole; nothing gains from waiting for more.
         stream.set_nodelay(true)?;
-        Ok(stream)
-    }
-
-    async fn write_all(stream: &mut tokio::net::TcpStream, bytes: &[u8]) -> io::Result<()> {
-        stream.write_all(bytes).await?;
-        stream.flush().await
-    }
-
-    async fn write_and_shutdown(
-        stream: &mut tokio::net::TcpStream,
-        bytes: &[u8],
-    ) -> io::Result<()> {
-        stream.write_all(bytes).await?;
-        stream.shutdown().await
+        Ok(TcpStream(stream))
     }
 }
 
 /// Binds the listener and starts a [`Service`] on the current tokio runtime.
+///
+/// # Errors
+///
+/// As [`Service::bind`].
 pub fn serve(config: Config, options: ServiceOptions) -> Result<Service, Error> {
     Service::bind(Tokio, config, options)
 }
 
-/// Logs one user in: see [`latchkey_io::driver::login`].
+/// Logs one user in: see [`latchkey_io::service::login`].
+///
+/// # Errors
+///
+/// As [`latchkey_io::service::login`].
 pub async fn login(
     config: Config,
     options: ServiceOptions,
     opener: Arc<dyn Opener>,
     timeout: Duration,
 ) -> Result<TokenSet, Error> {
-    driver::login(Tokio, config, options, opener, timeout).await
+    latchkey_io::service::login(Tokio, config, options, opener, timeout).await
 }

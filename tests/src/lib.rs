@@ -5,6 +5,9 @@
 //! - [`model`]: the operations a driver can perform ([`model::Op`]), how to apply them, and
 //!   the invariants every sequence of them must keep ([`model::Sim`]). The quickcheck
 //!   properties and the cargo-fuzz targets share this one definition.
+//! - [`session_model`]: the same for the token lifecycle machine ([`latchkey::Session`]):
+//!   callers, a provider, a store and two clocks ([`session_model::SessionOp`]), and the
+//!   rules of a token's life checked after every step ([`session_model::SessionSim`]).
 //! - [`oidc`]: the reference identity provider, the OpenID-certified `oidc-provider` from
 //!   npm, started on loopback for the interop tests.
 #![forbid(unsafe_code)]
@@ -13,3 +16,4 @@ pub mod harness;
 pub mod model;
 pub mod oidc;
 pub mod oidc_agent;
+pub mod session_model;

@@ -27,14 +27,14 @@ use latchkey::{
 };
 use latchkey_devidp::agent::{self, Hop};
 use latchkey_devidp::{DevIdp, Quirk};
-use latchkey_io::driver::{
-    self, Error, Login, LoginEvent, Runtime, Service, ServiceOptions, TokenResult, TokenTransport,
-    Transport,
-};
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::opener::{self, Opener};
 use latchkey_io::proxy::Proxy;
+use latchkey_io::runtime::Runtime;
+use latchkey_io::service;
+use latchkey_io::service::{Error, Login, LoginEvent, Service, ServiceOptions};
 use latchkey_io::store::{DEFAULT_KEY, FileStore, MemoryStore, TokenStore};
+use latchkey_io::transport::{TokenResult, TokenTransport, Transport};
 use secrecy::{ExposeSecret, SecretString};
 use smol::future;
 
@@ -271,8 +271,7 @@ impl Setup {
 impl<R: Runtime> Fixture<R> {
     async fn start_login(&self) -> Login {
         self.service
-            .start(FlowOptions::new(), None)
-            .await
+            .start(FlowOptions::new())
             .expect("start a login")
     }
 
@@ -576,7 +575,13 @@ async fn timeout_waiting_for_the_callback<R: Runtime>(rt: R) {
     )
     .await;
     let took = started.elapsed();
-    assert_eq!(result.unwrap_err(), FlowError::TimedOut(Step::Callback));
+    assert!(
+        matches!(
+            result,
+            Err(Error::Flow(FlowError::TimedOut(Step::Callback)))
+        ),
+        "{result:?}"
+    );
     assert!(
         (Duration::from_millis(300)..Duration::from_secs(2)).contains(&took),
         "{took:?}"
@@ -959,7 +964,7 @@ async fn one_call_login<R: Runtime>(rt: R) {
         &rt,
         STEP,
         "login",
-        driver::login(
+        service::login(
             rt.clone(),
             config,
             options,
@@ -999,19 +1004,17 @@ async fn shutdown_cancels_every_login<R: Runtime>(rt: R) {
     let fx = Setup::new(Auth::Public).start(&rt);
     let a = fx
         .service
-        .start(FlowOptions::new(), Some("a".into()))
-        .await
+        .start(FlowOptions::new().owner("a"))
         .expect("start a");
     let b = fx
         .service
-        .start(FlowOptions::new(), Some("b".into()))
-        .await
+        .start(FlowOptions::new().owner("b"))
         .expect("start b");
     assert_ne!(a.url(), b.url());
     within(&rt, STEP, "shutdown", fx.service.shutdown()).await;
     for login in [a, b] {
         let result = within(&rt, STEP, "the outcome", login.finished()).await;
-        assert_eq!(result.unwrap_err(), FlowError::Cancelled);
+        assert!(matches!(result, Err(Error::Stopped)), "{result:?}");
     }
     for key in ["a", "b", DEFAULT_KEY] {
         assert!(fx.store.load(key).expect("read").is_none(), "{key}");
@@ -1024,12 +1027,12 @@ async fn dropping_the_service_cancels_its_login<R: Runtime>(rt: R) {
     let login = fx.start_login().await;
     drop(fx.service);
     let result = within(&rt, STEP, "the outcome", login.finished()).await;
-    assert_eq!(result.unwrap_err(), FlowError::Cancelled);
+    assert!(matches!(result, Err(Error::Stopped)), "{result:?}");
 }
 
 // ----- an embedder's own HTTP client -----
 
-/// An embedder's client: latchkey's blocking one on a thread of its own, counting requests.
+/// An embedder's client: latchkey's own, driven on a thread of its own, counting requests.
 struct CountingTransport {
     client: HttpClient,
     sent: Arc<AtomicUsize>,
@@ -1044,7 +1047,7 @@ impl TokenTransport for CountingTransport {
         let client = self.client.clone();
         let (answer, answered) = smol::channel::bounded(1);
         thread::spawn(move || {
-            let _ = answer.send_blocking(client.send(&request));
+            let _ = answer.send_blocking(support::send_blocking(&client, &request));
         });
         Box::pin(async move {
             answered.recv().await.unwrap_or_else(|_| {
@@ -1119,10 +1122,7 @@ async fn an_application_redirect_binds_nothing_and_its_deep_link_completes_the_l
     let service = Service::bind(rt.clone(), config, memory_options()).expect("no port to bind");
     assert!(service.local_addrs().is_empty());
     assert_eq!(service.redirect_uri(), TAB);
-    let login = service
-        .start(FlowOptions::new(), None)
-        .await
-        .expect("start a login");
+    let login = service.start(FlowOptions::new()).expect("start a login");
     // The browser stops at the deep link, which only Docker Desktop can open.
     let hops = browse(&rt, login.url()).await;
     let deep_link = hops
@@ -1136,10 +1136,10 @@ async fn an_application_redirect_binds_nothing_and_its_deep_link_completes_the_l
 
     let forged = deep_link.replace("state=", "state=forged");
     assert!(matches!(
-        service.redirect(&forged).await,
+        service.redirect(&forged),
         Err(Error::Callback(latchkey::Rejection::UnknownState))
     ));
-    assert_eq!(service.redirect(&deep_link).await.ok(), Some(login.flow()));
+    assert_eq!(service.redirect(&deep_link).ok(), Some(login.flow()));
     let tokens = outcome(&events(&rt, &login).await).expect("tokens");
     assert!(idp.access_token_active(tokens.access_token().expose_secret()));
     let token_request = idp.last_token_request().expect("a token request");
@@ -1149,7 +1149,7 @@ async fn an_application_redirect_binds_nothing_and_its_deep_link_completes_the_l
         "{body}"
     );
     assert!(matches!(
-        service.redirect(&deep_link).await,
+        service.redirect(&deep_link),
         Err(Error::Callback(latchkey::Rejection::AlreadyUsed))
     ));
     service.shutdown().await;

@@ -29,12 +29,12 @@ use std::time::{Duration, Instant};
 use latchkey::{ClientAuth, Config, FlowError, FlowOptions, Landing, Limits, Provider, TokenSet};
 use latchkey_devidp::DevIdp;
 use latchkey_devidp::agent;
-use latchkey_io::driver::{
-    Elapsed, Login, LoginEvent, Runtime, Service, ServiceOptions, Transport,
-};
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::proxy::Proxy;
+use latchkey_io::runtime::Runtime;
+use latchkey_io::service::{Elapsed, Login, LoginEvent, Service, ServiceOptions};
 use latchkey_io::store::{DEFAULT_KEY, MemoryStore, TokenStore};
+use latchkey_io::transport::Transport;
 use smol::future;
 
 const CLIENT_ID: &str = "latchkey-hostile";
@@ -301,11 +301,7 @@ async fn slowloris<R: Runtime>(rt: R) {
     limits.max_connections = 1024;
     let cap = limits.max_connections;
     let fx = start(&rt, limits);
-    let login = fx
-        .service
-        .start(FlowOptions::new(), None)
-        .await
-        .expect("start a login");
+    let login = fx.service.start(FlowOptions::new()).expect("start a login");
 
     let connected = Arc::new(AtomicUsize::new(0));
     let (port, counter) = (fx.port, connected.clone());
@@ -852,11 +848,7 @@ async fn flood_with<R: Runtime>(rt: R, reloads: usize) {
     let fds_before = fd_count();
     let rss_before = vm_rss_kib();
     let fx = start(&rt, Limits::default());
-    let login = fx
-        .service
-        .start(FlowOptions::new(), None)
-        .await
-        .expect("start a login");
+    let login = fx.service.start(FlowOptions::new()).expect("start a login");
 
     let started = Arc::new(AtomicUsize::new(0));
     let flood_over = Arc::new(AtomicBool::new(false));

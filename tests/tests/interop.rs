@@ -21,15 +21,16 @@ use std::thread;
 use std::time::{Duration, SystemTime};
 
 use latchkey::{
-    ClientAuth, Config, Discovery, FlowError, FlowOptions, Landing, Provider, Refresh,
-    RefreshError, Revocation, TokenSet, TokenType, TransportError, TransportErrorKind,
+    ClientAuth, Config, FlowError, FlowOptions, Landing, LogoutReport, Provider, RefreshError,
+    TokenKind, TokenSet, TokenType, TransportError, TransportErrorKind,
 };
-use latchkey_io::driver::{
-    Login, LoginEvent, Runtime, Service, ServiceOptions, TokenResult, TokenTransport, Transport,
-};
+use latchkey_io::discovery::discover;
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::proxy::Proxy;
+use latchkey_io::runtime::Runtime;
+use latchkey_io::service::{Login, LoginEvent, Service, ServiceOptions};
 use latchkey_io::store::{DEFAULT_KEY, MemoryStore, TokenStore};
+use latchkey_io::transport::{TokenResult, TokenTransport, Transport};
 use latchkey_tests::oidc::{BASIC, OidcProvider, POST, PUBLIC, RegisteredClient};
 use latchkey_tests::oidc_agent::{self, Choice, Hop};
 use secrecy::{ExposeSecret, SecretString};
@@ -155,8 +156,7 @@ impl<R: Runtime> Fixture<R> {
 
     async fn start_login(&self) -> Login {
         self.service
-            .start(FlowOptions::new(), None)
-            .await
+            .start(FlowOptions::new())
             .expect("start a login")
     }
 
@@ -257,7 +257,7 @@ async fn userinfo<R: Runtime>(rt: &R, idp: &OidcProvider, tokens: &TokenSet) -> 
         rt,
         OUTCOME,
         "the userinfo request",
-        rt.unblock(move || client.send(&request)),
+        client.send_on(rt, &request),
     )
     .await
     .expect("the userinfo response");
@@ -313,7 +313,7 @@ impl TokenTransport for Counting {
     ) -> Pin<Box<dyn Future<Output = TokenResult> + Send>> {
         self.sent.fetch_add(1, Ordering::SeqCst);
         let client = self.client.clone();
-        on_a_thread(move || client.send(&request))
+        on_a_thread(move || support::send_blocking(&client, &request))
     }
 }
 
@@ -333,12 +333,12 @@ impl TokenTransport for Replaying {
         let client = self.client.clone();
         let first = Arc::clone(&self.first);
         on_a_thread(move || {
-            let stolen = client.send(&copy(&request))?;
+            let stolen = support::send_blocking(&client, &copy(&request))?;
             let issued = serde_json::from_slice::<serde_json::Value>(stolen.body())
                 .is_ok_and(|json| json["access_token"].is_string());
             *first.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(stolen.status().as_u16()).filter(|_| issued);
-            client.send(&request)
+            support::send_blocking(&client, &request)
         })
     }
 }
@@ -385,7 +385,7 @@ impl TokenTransport for UnencodedBasic {
             .headers_mut()
             .insert("authorization", raw.parse().expect("a valid header value"));
         let client = self.client.clone();
-        on_a_thread(move || client.send(&request))
+        on_a_thread(move || support::send_blocking(&client, &request))
     }
 }
 
@@ -686,20 +686,10 @@ async fn basic_secret_without_form_encoding_is_refused<R: Runtime>(rt: R) {
 
 /// The provider found from its issuer alone, for `client`, with the scenario's scopes.
 async fn discovered<R: Runtime>(rt: &R, idp: &OidcProvider, client: RegisteredClient) -> Provider {
-    let mut discovery = Discovery::new(idp.issuer()).expect("a valid issuer");
-    let http = http_client();
-    let builder = loop {
-        let response = http
-            .send_on(rt, &discovery.request())
-            .await
-            .expect("the metadata request");
-        if let Some(builder) = discovery
-            .handle_response(&response, client.id)
-            .expect("trusted metadata")
-        {
-            break builder;
-        }
-    };
+    let transport = Transport::Builtin(http_client());
+    let builder = discover(rt, &transport, idp.issuer(), client.id)
+        .await
+        .expect("trusted metadata");
     let builder = builder
         .scopes(SCOPES)
         .param("prompt", "consent")
@@ -727,17 +717,44 @@ async fn logged_in<R: Runtime>(rt: &R, idp: &OidcProvider, provider: &Provider) 
     tokens
 }
 
+/// Sends a request on `rt`'s sockets from a thread of `rt`'s blocking pool, where a bare
+/// session is driven (see [`refreshed`]).
+fn sender<R: Runtime>(
+    rt: &R,
+) -> impl FnMut(http::Request<Vec<u8>>) -> TokenResult + Send + 'static {
+    let (rt, client) = (rt.clone(), http_client());
+    move |request| future::block_on(client.send_on(&rt, &request))
+}
+
+/// A forced refresh of `tokens` through a bare session (its own store), driven on `rt`'s
+/// blocking pool.
 async fn refreshed<R: Runtime>(
     rt: &R,
     provider: &Provider,
     tokens: &TokenSet,
 ) -> Result<TokenSet, RefreshError> {
-    let refresh = Refresh::new(provider, tokens)?;
-    let response = http_client()
-        .send_on(rt, &refresh.request())
-        .await
-        .expect("the token endpoint answered");
-    refresh.handle_response(SystemTime::now(), &response)
+    let (provider, tokens, send) = (provider.clone(), tokens.clone(), sender(rt));
+    let refreshing = rt.unblock(move || support::refresh_with(&provider, &tokens, send));
+    within(rt, OUTCOME, "the refresh", refreshing).await
+}
+
+/// A logout of `tokens` through a bare session (its own store), as [`refreshed`]: the
+/// report, and the URI of each request it sent.
+async fn logged_out<R: Runtime>(
+    rt: &R,
+    provider: &Provider,
+    tokens: &TokenSet,
+) -> (LogoutReport, Vec<String>) {
+    let (provider, tokens, mut send) = (provider.clone(), tokens.clone(), sender(rt));
+    let logging_out = rt.unblock(move || {
+        let mut uris = Vec::new();
+        let report = support::logout_with(&provider, &tokens, |request| {
+            uris.push(request.uri().to_string());
+            send(request)
+        });
+        (report, uris)
+    });
+    within(rt, OUTCOME, "the logout", logging_out).await
 }
 
 async fn s9_s42_s44_discovery_refresh_rotation_reuse_and_revocation<R: Runtime>(rt: R) {
@@ -780,18 +797,19 @@ async fn s9_s42_s44_discovery_refresh_rotation_reuse_and_revocation<R: Runtime>(
 
     // Logging out (S44): both tokens revoked at the provider.
     let tokens = logged_in(&rt, &idp, &provider).await;
-    for revocation in Revocation::for_tokens(&provider, &tokens).expect("revocable") {
-        let request = revocation.request();
-        assert_eq!(request.uri().to_string(), revocation_endpoint);
-        let response = http_client()
-            .send_on(&rt, &request)
-            .await
-            .expect("the revocation endpoint answered");
-        assert_eq!(
-            revocation.handle_response(&response),
-            Ok(()),
-            "{revocation:?}"
-        );
+    let (report, uris) = logged_out(&rt, &provider, &tokens).await;
+    assert_eq!(report.not_revoked, None, "revocable: {report:?}");
+    assert_eq!(
+        report
+            .revocations
+            .iter()
+            .map(|(kind, _)| *kind)
+            .collect::<Vec<_>>(),
+        [TokenKind::RefreshToken, TokenKind::AccessToken]
+    );
+    assert_eq!(uris, [revocation_endpoint.as_str(); 2]);
+    for (kind, outcome) in &report.revocations {
+        assert_eq!(outcome, &Ok(()), "{kind:?}");
     }
     let after = refreshed(&rt, &provider, &tokens)
         .await

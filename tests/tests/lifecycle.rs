@@ -12,19 +12,26 @@
 //! GitHub OAuth App's refusal of any refresh, Entra's string `expires_in`, and answers
 //! without `token_type`.
 
+// The helpers that drive a bare session; this file runs no scenario on both drivers.
+#[allow(dead_code, unused_macros)]
+#[macro_use]
+mod support;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use latchkey::{
-    ClientAuth, Config, Discovery, FlowOptions, Landing, Provider, Refresh, RefreshError,
-    Revocation, RevocationError, TokenKind, TokenSet, TokenType,
+    ClientAuth, Config, FlowOptions, Landing, LogoutReport, NotRevoked, Provider, RefreshError,
+    RevocationError, SessionError, TokenKind, TokenSet, TokenType,
 };
 use latchkey_devidp::{DevIdp, Quirk, agent};
-use latchkey_io::driver::{ServiceOptions, Transport};
+use latchkey_io::discovery::discover;
 use latchkey_io::http::{HttpClient, HttpOptions};
-use latchkey_io::source::{Logout, LogoutError, SourceError, TokenSource};
+use latchkey_io::service::ServiceOptions;
+use latchkey_io::source::TokenSource;
 use latchkey_io::store::{DEFAULT_KEY, FileStore, MemoryStore, TokenStore};
+use latchkey_io::transport::Transport;
 use secrecy::{ExposeSecret, SecretString};
 use smol::future;
 
@@ -60,24 +67,19 @@ fn http() -> HttpClient {
 
 /// The provider, found from the issuer alone.
 fn discovered(idp: &DevIdp) -> Provider {
-    let mut discovery = Discovery::new(idp.issuer()).expect("a valid issuer");
-    let client = http();
-    loop {
-        let response = client
-            .send(&discovery.request())
-            .expect("metadata answered");
-        if let Some(builder) = discovery
-            .handle_response(&response, CLIENT_ID)
-            .expect("trusted metadata")
-        {
-            return builder
-                .client_secret(SecretString::from(SECRET))
-                .client_auth(ClientAuth::SecretBasic)
-                .scopes(["openid", "profile"])
-                .build()
-                .expect("a valid provider");
-        }
-    }
+    let transport = Transport::Builtin(http());
+    smol::block_on(discover(
+        &latchkey_smol::Smol,
+        &transport,
+        &idp.issuer(),
+        CLIENT_ID,
+    ))
+    .expect("trusted metadata")
+    .client_secret(SecretString::from(SECRET))
+    .client_auth(ClientAuth::SecretBasic)
+    .scopes(["openid", "profile"])
+    .build()
+    .expect("a valid provider")
 }
 
 /// A whole login through the smol driver, the dev IdP's agent as the browser.
@@ -95,10 +97,7 @@ fn login_into(provider: Provider, store: Arc<dyn TokenStore>) -> TokenSet {
             .expect("a valid configuration");
         let options = ServiceOptions::new(store, Transport::Builtin(http()));
         let service = latchkey_smol::serve(config, options).expect("a service");
-        let login = service
-            .start(FlowOptions::new(), None)
-            .await
-            .expect("a login");
+        let login = service.start(FlowOptions::new()).expect("a login");
         let url = login.url().to_owned();
         let browsing = smol::unblock(move || agent::browse(&url));
         let finished = future::or(async { Some(login.finished().await) }, async {
@@ -115,12 +114,21 @@ fn login_into(provider: Provider, store: Arc<dyn TokenStore>) -> TokenSet {
     })
 }
 
+/// A forced refresh of `tokens` through a bare session (its own store), on this thread.
 fn refresh(provider: &Provider, tokens: &TokenSet) -> Result<TokenSet, RefreshError> {
-    let refresh = Refresh::new(provider, tokens)?;
-    let response = http()
-        .send(&refresh.request())
-        .expect("the token endpoint answered");
-    refresh.handle_response(SystemTime::now(), &response)
+    let client = http();
+    support::refresh_with(provider, tokens, |request| {
+        support::send_blocking(&client, &request)
+    })
+}
+
+/// A logout of `tokens` through a bare session (its own store), on this thread: the refresh
+/// token, then the access token, revoked at the provider.
+fn logout(provider: &Provider, tokens: &TokenSet) -> LogoutReport {
+    let client = http();
+    support::logout_with(provider, tokens, |request| {
+        support::send_blocking(&client, &request)
+    })
 }
 
 fn secret(value: Option<&SecretString>) -> &str {
@@ -145,17 +153,22 @@ fn s44_logging_out_revokes_the_tokens_at_the_provider() {
     let provider = discovered(&idp);
     let tokens = login(provider.clone());
     assert!(idp.access_token_active(tokens.access_token().expose_secret()));
-    let revocations = Revocation::for_tokens(&provider, &tokens).expect("a revocation endpoint");
-    assert_eq!(revocations.len(), 2, "refresh token, then access token");
-    for revocation in &revocations {
-        let response = http()
-            .send(&revocation.request())
-            .expect("the revocation endpoint answered");
-        assert_eq!(
-            revocation.handle_response(&response),
-            Ok(()),
-            "{revocation:?}"
-        );
+    let report = logout(&provider, &tokens);
+    assert_eq!(
+        report.not_revoked, None,
+        "a revocation endpoint: {report:?}"
+    );
+    assert_eq!(
+        report
+            .revocations
+            .iter()
+            .map(|(kind, _)| *kind)
+            .collect::<Vec<_>>(),
+        [TokenKind::RefreshToken, TokenKind::AccessToken],
+        "refresh token, then access token"
+    );
+    for (kind, outcome) in &report.revocations {
+        assert_eq!(outcome, &Ok(()), "{kind:?}");
     }
     assert!(!idp.access_token_active(tokens.access_token().expose_secret()));
     let after = refresh(&provider, &tokens).expect_err("the grant is gone");
@@ -308,20 +321,21 @@ fn a_restarted_program_carries_on_from_the_token_file() {
 fn s42_a_refused_refresh_deletes_the_stored_tokens() {
     let (_idp, provider, store, tokens) = logged_in();
     // The grant ends elsewhere (another device logged out, say).
-    for revocation in Revocation::for_tokens(&provider, &tokens).expect("revocable") {
-        let response = http().send(&revocation.request()).expect("answered");
-        revocation.handle_response(&response).expect("revoked");
-    }
+    let report = logout(&provider, &tokens);
+    assert!(
+        report.fully_revoked() && !report.revocations.is_empty(),
+        "revoked: {report:?}"
+    );
     let error = smol::block_on(source(&provider, store.clone()).refresh())
         .expect_err("the provider refuses");
     assert!(error.login_required(), "{error:?}");
     assert!(matches!(
         error,
-        SourceError::Refresh(RefreshError::LoginRequired(_))
+        SessionError::Refresh(RefreshError::LoginRequired(_))
     ));
     assert!(store.load(DEFAULT_KEY).expect("readable").is_none());
     let again = smol::block_on(source(&provider, store).tokens()).expect_err("nothing stored");
-    assert_eq!(again, SourceError::NotLoggedIn);
+    assert_eq!(again, SessionError::NotLoggedIn);
 }
 
 /// A store whose next `failures` saves fail, as a full disk would.
@@ -363,9 +377,9 @@ fn s42_refreshed_tokens_the_store_refused_are_kept_and_stored_first_next_time() 
     let before = idp.stats().token_requests;
     // The provider rotates; the store refuses the fresh set, twice.
     let error = smol::block_on(source.refresh()).expect_err("the store refuses");
-    assert!(matches!(error, SourceError::Store(_)), "{error:?}");
+    assert!(matches!(error, SessionError::Store(_)), "{error:?}");
     let error = smol::block_on(source.tokens()).expect_err("the store refuses again");
-    assert!(matches!(error, SourceError::Store(_)), "{error:?}");
+    assert!(matches!(error, SessionError::Store(_)), "{error:?}");
     assert_eq!(idp.stats().token_requests - before, 1, "no second refresh");
     let stale = memory.load(DEFAULT_KEY).expect("readable").expect("stored");
     assert_eq!(
@@ -435,7 +449,7 @@ fn s44_the_token_source_logs_out_at_the_provider_and_deletes_the_tokens() {
     assert!(!idp.access_token_active(tokens.access_token().expose_secret()));
     // Nothing stored: nothing to do.
     let again = smol::block_on(source(&provider, store).logout()).expect("still fine");
-    assert_eq!(again, Logout::default());
+    assert_eq!(again, LogoutReport::default());
 }
 
 #[test]
@@ -461,7 +475,7 @@ fn s44_a_failed_revocation_still_deletes_the_tokens_and_is_reported() {
         report
             .revocations
             .iter()
-            .all(|(_, outcome)| matches!(outcome, Err(LogoutError::Transport(_)))),
+            .all(|(_, outcome)| matches!(outcome, Err(RevocationError::Transport(_)))),
         "{report:?}"
     );
     assert!(
@@ -482,7 +496,7 @@ fn s44_a_failed_revocation_still_deletes_the_tokens_and_is_reported() {
     .build()
     .expect("a valid provider");
     let report = smol::block_on(source(&plain, store.clone()).logout()).expect("logged out");
-    assert_eq!(report.unrevoked, Some(RevocationError::NotSupported));
+    assert_eq!(report.not_revoked, Some(NotRevoked::NoEndpoint));
     assert!(store.load(DEFAULT_KEY).expect("readable").is_none());
 }
 
@@ -542,21 +556,25 @@ fn github_app_refresh_answered_in_a_form_body_is_understood() {
     let provider = discovered(&idp);
     let first = login(provider.clone());
     // An embedder's HTTP client that drops `Accept: application/json` gets GitHub's form body.
-    let refresh = Refresh::new(&provider, &first).expect("a refresh token");
-    let mut request = refresh.request();
-    assert!(request.headers_mut().remove(http::header::ACCEPT).is_some());
+    let client = http();
+    let mut content_type = None;
     let before = SystemTime::now();
-    let response = http().send(&request).expect("the token endpoint answered");
-    let content_type = response.headers()[http::header::CONTENT_TYPE]
-        .to_str()
-        .expect("ASCII");
+    let second = support::refresh_with(&provider, &first, |mut request| {
+        assert!(request.headers_mut().remove(http::header::ACCEPT).is_some());
+        let response =
+            support::send_blocking(&client, &request).expect("the token endpoint answered");
+        let received = response.headers()[http::header::CONTENT_TYPE]
+            .to_str()
+            .expect("ASCII");
+        content_type = Some(received.to_owned());
+        Ok(response)
+    })
+    .expect("a form-encoded refresh answer");
+    let content_type = content_type.expect("a refresh request was sent");
     assert!(
         content_type.starts_with("application/x-www-form-urlencoded"),
         "{content_type}"
     );
-    let second = refresh
-        .handle_response(SystemTime::now(), &response)
-        .expect("a form-encoded refresh answer");
     assert_rotated(&idp, &first, &second);
     let expires_at = second.expires_at().expect("expires_in understood");
     assert!(expires_at >= before + TOKEN_LIFETIME, "{expires_at:?}");
@@ -574,14 +592,20 @@ fn s42_github_app_replayed_refresh_token_at_http_200_means_login_required() {
     let first = login(provider.clone());
     refresh_and_check_rotation(&idp, &provider, &first);
 
-    let replay = Refresh::new(&provider, &first).expect("a refresh token");
-    let response = http()
-        .send(&replay.request())
-        .expect("the token endpoint answered");
-    assert_eq!(response.status(), 200, "GitHub refuses with HTTP 200");
-    let error = replay
-        .handle_response(SystemTime::now(), &response)
-        .expect_err("a rotated-out refresh token");
+    let client = http();
+    let mut status = None;
+    let error = support::refresh_with(&provider, &first, |request| {
+        let response =
+            support::send_blocking(&client, &request).expect("the token endpoint answered");
+        status = Some(response.status());
+        Ok(response)
+    })
+    .expect_err("a rotated-out refresh token");
+    assert_eq!(
+        status.expect("a refresh request was sent"),
+        200,
+        "GitHub refuses with HTTP 200"
+    );
     assert!(
         matches!(&error, RefreshError::LoginRequired(error) if error.code == "bad_refresh_token"),
         "{error:?}"
@@ -600,7 +624,7 @@ fn s42_github_app_the_token_source_deletes_tokens_whose_refresh_token_was_rotate
     assert!(
         matches!(
             &error,
-            SourceError::Refresh(RefreshError::LoginRequired(error))
+            SessionError::Refresh(RefreshError::LoginRequired(error))
                 if error.code == "bad_refresh_token"
         ),
         "{error:?}"
@@ -611,7 +635,7 @@ fn s42_github_app_the_token_source_deletes_tokens_whose_refresh_token_was_rotate
         "the dead tokens are deleted"
     );
     let again = smol::block_on(source(&provider, store).tokens()).expect_err("nothing stored");
-    assert_eq!(again, SourceError::NotLoggedIn);
+    assert_eq!(again, SessionError::NotLoggedIn);
 }
 
 #[test]

@@ -18,10 +18,11 @@ use std::time::Duration;
 use latchkey::{ClientAuth, Config, FlowError, FlowOptions, Landing, Provider, TokenSet};
 use latchkey_devidp::{DevIdp, agent};
 use latchkey_io::discovery::discover;
-use latchkey_io::driver::{Runtime, Service, ServiceOptions, Transport};
 use latchkey_io::http::{HttpClient, HttpOptions};
-use latchkey_io::source::SourceError;
+use latchkey_io::runtime::Runtime;
+use latchkey_io::service::{Error, Service, ServiceOptions};
 use latchkey_io::store::{DEFAULT_KEY, FileStore, MemoryStore, TokenStore};
+use latchkey_io::transport::Transport;
 use latchkey_tests::harness::{percent_decode, query_value};
 use secrecy::{ExposeSecret, SecretString};
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -140,11 +141,8 @@ impl Secrets {
 }
 
 /// A login through `service`, the dev IdP's agent playing the browser.
-async fn login<R: Runtime>(runtime: &R, service: &Service<R>) -> Result<TokenSet, FlowError> {
-    let login = service
-        .start(FlowOptions::new(), None)
-        .await
-        .expect("a login");
+async fn login<R: Runtime>(runtime: &R, service: &Service<R>) -> Result<TokenSet, Error> {
+    let login = service.start(FlowOptions::new()).expect("a login");
     let url = login.url().to_owned();
     let (_, result) = futures_lite::future::zip(
         runtime.unblock(move || agent::browse(&url)),
@@ -184,21 +182,25 @@ async fn logins<R: Runtime>(
 
     idp.set_deny(true);
     let denied = login(&runtime, &service).await;
-    assert!(matches!(denied, Err(FlowError::Denied(_))), "{denied:?}");
+    assert!(
+        matches!(denied, Err(Error::Flow(FlowError::Denied(_)))),
+        "{denied:?}"
+    );
     idp.set_deny(false);
 
-    let pending = service
-        .start(FlowOptions::new(), None)
-        .await
-        .expect("a login");
+    let pending = service.start(FlowOptions::new()).expect("a login");
     let forged = format!(
         "{}?code=forged-code-4411&state=forged-state-0000",
         service.redirect_uri()
     );
     let answer = runtime.unblock(move || agent::get(&forged, &[])).await;
     assert!(answer.expect("an answer").0 >= 400);
-    pending.cancel().await;
-    assert_eq!(pending.finished().await.err(), Some(FlowError::Cancelled));
+    pending.cancel();
+    let cancelled = pending.finished().await;
+    assert!(
+        matches!(cancelled, Err(Error::Flow(FlowError::Cancelled))),
+        "{cancelled:?}"
+    );
     service.shutdown().await;
     (provider, tokens)
 }
@@ -273,7 +275,10 @@ fn s41_every_logged_step_of_a_tokens_life_is_free_of_secrets() {
             transport(),
         );
         let failed = source.refresh().await.expect_err("nobody listens");
-        assert!(matches!(failed, SourceError::Transport(_)), "{failed:?}");
+        assert!(
+            matches!(failed, latchkey::SessionError::Transport(_)),
+            "{failed:?}"
+        );
     });
     secrets.add_wire(&idp);
 

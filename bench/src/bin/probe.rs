@@ -159,8 +159,7 @@ fn memory_scenario(scenario: &str) -> Option<()> {
                 let region = Region::new(GLOBAL);
                 for _ in 0..PENDING {
                     let login = service
-                        .start(latchkey::FlowOptions::new(), None)
-                        .await
+                        .start(latchkey::FlowOptions::new())
                         .expect("a login");
                     logins.push(login);
                 }
@@ -246,8 +245,9 @@ impl latchkey_tokio::TokenTransport for NeverCalled {
     fn send(
         &self,
         _request: http::Request<Vec<u8>>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = latchkey_io::driver::TokenResult> + Send>>
-    {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = latchkey_io::transport::TokenResult> + Send>,
+    > {
         Box::pin(async {
             Err(latchkey::TransportError::new(
                 latchkey::TransportErrorKind::Connect,

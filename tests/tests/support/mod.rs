@@ -1,12 +1,14 @@
-//! Running one scenario on both drivers, shared by the driver, interop and hostile-load
-//! tests (each includes this module with `#[macro_use] mod support;`).
+//! Running one scenario on both drivers, and one call through a bare [`Session`] with real
+//! HTTP, shared by the driver, lifecycle, interop and hostile-load tests (each includes this
+//! module with `#[macro_use] mod support;`).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use latchkey::{FlowError, TokenSet};
-use latchkey_io::driver::{Elapsed, Login, LoginEvent, Runtime};
+use latchkey::{FlowError, Session, SessionAction, TokenSet};
+use latchkey_io::runtime::Runtime;
+use latchkey_io::service::{Elapsed, Login, LoginEvent};
 use latchkey_smol::Smol;
 use latchkey_tokio::Tokio;
 use smol::future;
@@ -73,7 +75,7 @@ pub async fn within<R: Runtime, T>(
     what: &str,
     work: impl Future<Output = T>,
 ) -> T {
-    let deadline = Instant::now() + limit;
+    let deadline = rt.now() + limit;
     future::or(work, async {
         rt.sleep_until(deadline).await;
         panic!("{what} did not complete within {limit:?}");
@@ -84,7 +86,7 @@ pub async fn within<R: Runtime, T>(
 /// Every event of `login` up to and including `Finished`, within `limit`.
 #[allow(dead_code)] // not every including file reads events
 pub async fn events<R: Runtime>(rt: &R, login: &Login, limit: Duration) -> Vec<LoginEvent> {
-    let deadline = Instant::now() + limit;
+    let deadline = rt.now() + limit;
     let mut events = Vec::new();
     loop {
         match login.next_event_by(rt, deadline).await {
@@ -111,4 +113,103 @@ pub fn outcome(events: &[LoginEvent]) -> Result<TokenSet, FlowError> {
         "the outcome comes last: {events:?}"
     );
     finished.into_iter().next().expect("one outcome")
+}
+
+/// Drives `session` on the calling thread until it answers a call: the store is `store`
+/// (under [`DEFAULT_KEY`](latchkey_io::store::DEFAULT_KEY)), and each request goes out through
+/// `send`, which may change it first. Returns the answer ([`SessionAction::Tokens`] or
+/// [`SessionAction::LoggedOut`]).
+#[allow(dead_code)] // not every including file drives a bare session
+pub fn settle(
+    session: &mut Session,
+    store: &dyn latchkey_io::store::TokenStore,
+    mut send: impl FnMut(http::Request<Vec<u8>>) -> latchkey_io::transport::TokenResult,
+) -> SessionAction {
+    use latchkey_io::store::DEFAULT_KEY;
+    loop {
+        let action = session
+            .poll_action()
+            .expect("a session with a call in progress always has something to do");
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        match action {
+            SessionAction::Load { op } => {
+                session.handle_loaded(now, wall, op, store.load(DEFAULT_KEY))
+            }
+            SessionAction::Save { op, tokens, .. } => {
+                session.handle_saved(now, wall, op, store.save(DEFAULT_KEY, &tokens));
+            }
+            SessionAction::Delete { op, .. } => {
+                session.handle_deleted(now, op, store.delete(DEFAULT_KEY))
+            }
+            SessionAction::Send { id, request, .. } => match send(request) {
+                Ok(response) => {
+                    session.handle_response(Instant::now(), SystemTime::now(), id, response)
+                }
+                Err(error) => session.handle_failure(Instant::now(), id, error),
+            },
+            answer => return answer,
+        }
+    }
+}
+
+/// Sends `request` with `client` from a thread without a runtime.
+#[allow(dead_code)] // not every including file sends requests itself
+pub fn send_blocking(
+    client: &latchkey_io::http::HttpClient,
+    request: &http::Request<Vec<u8>>,
+) -> latchkey_io::transport::TokenResult {
+    smol::block_on(client.send_on(&Smol, request))
+}
+
+/// A forced refresh of `tokens` at `provider`: a fresh [`Session`] whose store (memory, its
+/// own) holds `tokens`, settled with `send`. The refresh's own error when it fails; any
+/// other failure (transport, store) panics.
+#[allow(dead_code)] // not every including file refreshes through a bare session
+pub fn refresh_with(
+    provider: &latchkey::Provider,
+    tokens: &TokenSet,
+    send: impl FnMut(http::Request<Vec<u8>>) -> latchkey_io::transport::TokenResult,
+) -> Result<TokenSet, latchkey::RefreshError> {
+    let store = stored(tokens);
+    let mut session = Session::new(provider.clone());
+    session.refresh(Instant::now());
+    match settle(&mut session, &store, send) {
+        SessionAction::Tokens { result, .. } => result.map_err(|error| match error {
+            latchkey::SessionError::Refresh(error) => error,
+            other => panic!("the refresh failed before the provider's answer: {other:?}"),
+        }),
+        other => panic!("a refresh answered with {other:?}"),
+    }
+}
+
+/// A logout of `tokens` at `provider`, as [`refresh_with`] refreshes; the report, after
+/// checking that the (session's own) store was emptied.
+#[allow(dead_code)] // not every including file logs out through a bare session
+pub fn logout_with(
+    provider: &latchkey::Provider,
+    tokens: &TokenSet,
+    send: impl FnMut(http::Request<Vec<u8>>) -> latchkey_io::transport::TokenResult,
+) -> latchkey::LogoutReport {
+    use latchkey_io::store::{DEFAULT_KEY, TokenStore};
+    let store = stored(tokens);
+    let mut session = Session::new(provider.clone());
+    session.logout(Instant::now());
+    let report = match settle(&mut session, &store, send) {
+        SessionAction::LoggedOut { result, .. } => result.expect("the logout deleted the tokens"),
+        other => panic!("a logout answered with {other:?}"),
+    };
+    assert!(
+        store.load(DEFAULT_KEY).expect("readable").is_none(),
+        "deleted"
+    );
+    report
+}
+
+/// A memory store holding `tokens` under the default key.
+#[allow(dead_code)] // used by the helpers above only
+fn stored(tokens: &TokenSet) -> latchkey_io::store::MemoryStore {
+    use latchkey_io::store::{DEFAULT_KEY, TokenStore};
+    let store = latchkey_io::store::MemoryStore::default();
+    store.save(DEFAULT_KEY, tokens).expect("stored");
+    store
 }

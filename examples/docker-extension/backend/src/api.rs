@@ -15,9 +15,9 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use latchkey::SessionError;
 use latchkey::{FlowError, FlowOptions, RefreshError, TokenSet};
-use latchkey_io::driver::{Error, Login, LoginEvent};
-use latchkey_io::source::SourceError;
+use latchkey_io::service::{Error, Login, LoginEvent};
 use latchkey_io::store::{DEFAULT_KEY, FileStore, TokenStore};
 use latchkey_smol::{Service, TokenSource};
 use secrecy::ExposeSecret;
@@ -82,8 +82,7 @@ impl Backend {
         // The owner makes the engine end an earlier login in progress (superseded).
         let login = match self
             .service
-            .start(FlowOptions::new(), Some(DEFAULT_KEY.to_owned()))
-            .await
+            .start(FlowOptions::new().owner(DEFAULT_KEY.to_owned()))
         {
             Ok(login) => Arc::new(login),
             Err(error) => return Response::error(503, "unavailable", error.to_string()),
@@ -143,7 +142,7 @@ impl Backend {
     async fn logout(&self) -> Response {
         let pending = self.state().pending.take();
         if let Some(login) = pending {
-            login.cancel().await;
+            login.cancel();
         }
         let report = match self.source.logout().await {
             Ok(report) => report,
@@ -170,7 +169,7 @@ impl Backend {
                 "had_tokens": report.had_tokens,
                 "revoked": revoked,
                 "failed": failed,
-                "not_revoked": report.unrevoked.map(|reason| reason.to_string()),
+                "not_revoked": report.not_revoked.map(|reason| reason.to_string()),
             }),
         )
     }
@@ -186,7 +185,7 @@ impl Backend {
                 "send {\"url\": the deep link or its query}",
             );
         };
-        match self.service.redirect(&url).await {
+        match self.service.redirect(&url) {
             Ok(flow) => {
                 info!(flow = flow.get(), "callback forwarded by the UI accepted");
                 Response::new(202, json!({"accepted": true}))
@@ -241,12 +240,12 @@ fn token_body(tokens: &TokenSet) -> Value {
 }
 
 /// A token source's failure as an answer.
-fn source_error(error: &SourceError) -> Response {
+fn source_error(error: &SessionError) -> Response {
     let message = error.to_string();
     match error {
         _ if error.login_required() => Response::error(401, "login_required", message),
-        SourceError::Transport(_) => Response::error(502, "provider_unreachable", message),
-        SourceError::Refresh(RefreshError::Rejected { .. } | RefreshError::BadResponse { .. }) => {
+        SessionError::Transport(_) => Response::error(502, "provider_unreachable", message),
+        SessionError::Refresh(RefreshError::Rejected { .. } | RefreshError::BadResponse { .. }) => {
             Response::error(502, "refresh_failed", message)
         }
         _ => Response::error(500, "store", message),
@@ -277,8 +276,8 @@ mod tests {
 
     #[test]
     fn login_required_is_401_and_the_network_502() {
-        assert_eq!(source_error(&SourceError::NotLoggedIn).status, 401);
-        let transport = SourceError::Transport(latchkey::TransportError::new(
+        assert_eq!(source_error(&SessionError::NotLoggedIn).status, 401);
+        let transport = SessionError::Transport(latchkey::TransportError::new(
             latchkey::TransportErrorKind::Connect,
             "refused",
         ));

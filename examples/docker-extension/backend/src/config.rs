@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use latchkey::{ClientAuth, Config, Landing, Provider, ProviderBuilder};
 use latchkey_io::discovery::discover;
-use latchkey_io::driver::Transport;
+use latchkey_io::transport::Transport;
 use secrecy::SecretString;
 use serde_json::Value;
 

@@ -34,10 +34,11 @@ use std::time::Instant;
 
 use async_net::unix::{UnixListener, UnixStream};
 use futures_lite::future;
-use latchkey_io::driver::{ServiceOptions, Transport};
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::proxy::Proxy;
+use latchkey_io::service::ServiceOptions;
 use latchkey_io::store::FileStore;
+use latchkey_io::transport::Transport;
 use latchkey_smol::{Smol, TokenSource};
 use tracing::level_filters::LevelFilter;
 use tracing::{error, info, warn};

@@ -1,0 +1,1716 @@
+//! The life of a login's tokens after the login: [`Session`], the sans-IO machine that hands
+//! out valid tokens, refreshes them, and logs out.
+//!
+//! A session looks after the tokens one login stored under one key. Callers ask for tokens
+//! ([`Session::tokens`]), for a refresh whatever the expiry ([`Session::refresh`]) or for a
+//! logout ([`Session::logout`]); each call gets a [`CallId`] and, later, exactly one answer
+//! ([`SessionAction::Tokens`] or [`SessionAction::LoggedOut`]). In between, the session asks
+//! the driver to read, write or delete the stored tokens and to send refresh and revocation
+//! requests, each with an id its answer names.
+//!
+//! Work runs one piece at a time, calls in the order they came:
+//!
+//! ```text
+//!               ┌──────── kept tokens? ───────┐
+//!   tokens() ──►│                             ▼
+//!   refresh()   Load ──► stored ─────────► StoreKept ──► stored
+//!               │          │                               │
+//!               │          ▼                               ▼
+//!               │    valid beyond the margin, no refresh() asked ──► answer every caller
+//!               │          │ otherwise
+//!               │          ▼
+//!               │    Refresh ──► fresh ──► StoreFresh ──► answer every caller with them
+//!               │          │                   │ refused: keep them, store them first next time
+//!               │          └─► refresh token dead ──► Delete ──► "login required"
+//!   logout() ──► (kept tokens, or Load) ──► Revoke refresh token ──► Revoke access token
+//!                                                       ──► Delete (always) ──► the report
+//! ```
+//!
+//! The rules it keeps:
+//!
+//! - **One refresh for everyone.** Calls that arrive while tokens are being loaded or
+//!   refreshed join that work and get its answer; at most one request is ever in flight.
+//! - **Tokens refreshed after a call serve it**, even when they live shorter than the
+//!   margin (a provider handing out 30-second tokens with a 60-second margin does not make
+//!   every waiting caller refresh again).
+//! - **Persist before deliver.** Fresh tokens reach a caller only after the store confirmed
+//!   them. A store that refuses them does not lose them: with rotation the provider has
+//!   already retired the stored refresh token, so the session keeps the fresh set and stores
+//!   it first on the next call (S42).
+//! - **A dead refresh token ends the login.** `invalid_grant` (or GitHub's
+//!   `bad_refresh_token`, sent with HTTP 200) deletes the stored tokens and answers
+//!   "login required" (S42).
+//! - **Logout deletes, always.** The refresh token is revoked first (it ends the grant at
+//!   most providers), then the access token, when the provider has a revocation endpoint;
+//!   the stored tokens are deleted whatever the revocations said, and the report says what
+//!   happened (S44).
+//! - **The core owns the deadlines.** Every request has one ([`SessionOptions::request_timeout`])
+//!   and every call too ([`SessionOptions::call_timeout`]). Work in progress is never
+//!   abandoned because its caller gave up: a refresh whose caller timed out is still stored.
+//!   Store operations have no deadline of their own: a write cannot be abandoned safely (it
+//!   could land after a newer one), so the session waits for the store's answer before it
+//!   touches the store again.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::{ConfigError, Provider};
+use crate::error::{StoreError, TransportError, TransportErrorKind};
+use crate::refresh::{Refresh, RefreshError};
+use crate::revoke::{Revocation, RevocationError, TokenKind};
+use crate::token::TokenSet;
+
+id_type!(
+    /// Identifies a call ([`Session::tokens`], [`Session::refresh`], [`Session::logout`]) and
+    /// its answer.
+    CallId
+);
+id_type!(
+    /// Identifies an HTTP request a machine asked the driver to send, and its answer.
+    RequestId
+);
+id_type!(
+    /// Identifies an operation on the token store ([`SessionAction::Load`],
+    /// [`SessionAction::Save`], [`SessionAction::Delete`]) and its answer.
+    StoreOpId
+);
+
+impl RequestId {
+    /// The id numbered `raw`, for the other machines that send requests.
+    pub(crate) fn from_raw(raw: u64) -> RequestId {
+        RequestId(raw)
+    }
+}
+
+/// The longest any duration in [`SessionOptions`] may be: deadlines are `now + duration`,
+/// and a bound keeps that sum from overflowing.
+const LONGEST: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How a [`Session`] decides and how long it waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionOptions {
+    /// Tokens that expire within this margin are refreshed before they are handed out.
+    /// Default 60 s.
+    pub margin: Duration,
+    /// The longest a refresh or revocation request may take before it counts as failed
+    /// (a transport error of kind [`TransportErrorKind::TimedOut`]); its answer is then
+    /// ignored. Give the HTTP client a timeout no longer than this. Default 30 s.
+    pub request_timeout: Duration,
+    /// The longest a call waits for its answer before it gets [`SessionError::TimedOut`].
+    /// The work it waited for goes on. Default 60 s.
+    pub call_timeout: Duration,
+}
+
+impl Default for SessionOptions {
+    fn default() -> SessionOptions {
+        SessionOptions {
+            margin: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a refresh or revocation request is for, so that a driver can log it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Purpose {
+    /// A refresh (`grant_type=refresh_token`) at the token endpoint.
+    Refresh,
+    /// A revocation of this token at the revocation endpoint (RFC 7009).
+    Revoke(TokenKind),
+}
+
+/// Why tokens are being saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SaveReason {
+    /// The provider just issued them in a refresh; `rotated` when their refresh token
+    /// replaces the stored one.
+    Refreshed {
+        /// Whether the refresh token changed.
+        rotated: bool,
+    },
+    /// An earlier save of refreshed tokens failed; these are they, stored before anything
+    /// else happens.
+    Kept,
+}
+
+/// Why the stored tokens are being deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeleteReason {
+    /// The provider refused the refresh token: the tokens are dead (S42).
+    LoginRequired,
+    /// The user logs out (S44).
+    Logout,
+}
+
+/// Something the driver must do for a [`Session`]. Drained with
+/// [`Session::poll_action`].
+///
+/// `Debug` hides every secret: tokens are redacted, request bodies shown by length (S41).
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum SessionAction {
+    /// Read the stored tokens and report with [`Session::handle_loaded`].
+    Load {
+        /// Names the answer.
+        op: StoreOpId,
+    },
+    /// Store `tokens` in place of the stored ones, as one step, and report with
+    /// [`Session::handle_saved`].
+    Save {
+        /// Names the answer.
+        op: StoreOpId,
+        /// The tokens.
+        tokens: TokenSet,
+        /// Why.
+        reason: SaveReason,
+    },
+    /// Delete the stored tokens and report with [`Session::handle_deleted`].
+    Delete {
+        /// Names the answer.
+        op: StoreOpId,
+        /// Why.
+        reason: DeleteReason,
+    },
+    /// Send this request and report with [`Session::handle_response`] or
+    /// [`Session::handle_failure`]. Follow no redirects (S34).
+    Send {
+        /// Names the answer.
+        id: RequestId,
+        /// What it is for.
+        purpose: Purpose,
+        /// The request, complete with headers and body (see [`crate::http1`] to send it).
+        request: http::Request<Vec<u8>>,
+    },
+    /// The answer to a [`Session::tokens`] or [`Session::refresh`] call; the last action
+    /// that names `call`.
+    Tokens {
+        /// The call.
+        call: CallId,
+        /// Tokens that were stored, or why there are none.
+        result: Result<TokenSet, SessionError>,
+    },
+    /// The answer to a [`Session::logout`] call; the last action that names `call`.
+    LoggedOut {
+        /// The call.
+        call: CallId,
+        /// What logging out did, or why the stored tokens could not be deleted.
+        result: Result<LogoutReport, SessionError>,
+    },
+}
+
+impl fmt::Debug for SessionAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionAction::Load { op } => f.debug_struct("Load").field("op", op).finish(),
+            SessionAction::Save { op, tokens, reason } => f
+                .debug_struct("Save")
+                .field("op", op)
+                .field("tokens", tokens)
+                .field("reason", reason)
+                .finish(),
+            SessionAction::Delete { op, reason } => f
+                .debug_struct("Delete")
+                .field("op", op)
+                .field("reason", reason)
+                .finish(),
+            SessionAction::Send {
+                id,
+                purpose,
+                request,
+            } => f
+                .debug_struct("Send")
+                .field("id", id)
+                .field("purpose", purpose)
+                .field("method", request.method())
+                .field("uri", request.uri())
+                // `http` prints sensitive header values (Basic credentials) as "Sensitive".
+                .field("headers", request.headers())
+                .field(
+                    "body",
+                    &format_args!("[REDACTED {} bytes]", request.body().len()),
+                )
+                .finish(),
+            SessionAction::Tokens { call, result } => f
+                .debug_struct("Tokens")
+                .field("call", call)
+                .field("result", result)
+                .finish(),
+            SessionAction::LoggedOut { call, result } => f
+                .debug_struct("LoggedOut")
+                .field("call", call)
+                .field("result", result)
+                .finish(),
+        }
+    }
+}
+
+/// Why a call got no tokens (or, for a logout, why the stored tokens were not deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// Nothing is stored: log in first.
+    NotLoggedIn,
+    /// The refresh failed. [`RefreshError::LoginRequired`] also deleted the stored tokens;
+    /// [`RefreshError::NoRefreshToken`] means the tokens expired and cannot be renewed.
+    Refresh(RefreshError),
+    /// The token endpoint could not be reached, or did not answer within
+    /// [`SessionOptions::request_timeout`] (kind [`TransportErrorKind::TimedOut`]).
+    Transport(TransportError),
+    /// The store could not be read, written or cleared. Refreshed tokens it refused are
+    /// kept and stored first on the next call.
+    Store(StoreError),
+    /// The call waited [`SessionOptions::call_timeout`] without an answer. The work it
+    /// waited for goes on.
+    TimedOut,
+    /// The call was cancelled ([`Session::cancel`]).
+    Cancelled,
+}
+
+impl SessionError {
+    /// Whether only a new login can give tokens now.
+    pub fn login_required(&self) -> bool {
+        match self {
+            SessionError::NotLoggedIn => true,
+            SessionError::Refresh(error) => error.login_required(),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::NotLoggedIn => f.write_str("login required: no tokens are stored"),
+            SessionError::Refresh(error) => error.fmt(f),
+            SessionError::Transport(error) => write!(f, "refreshing the tokens: {error}"),
+            SessionError::Store(error) => write!(f, "the token store: {error}"),
+            SessionError::TimedOut => f.write_str("no answer in time"),
+            SessionError::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SessionError::Refresh(error) => Some(error),
+            SessionError::Transport(error) => Some(error),
+            SessionError::Store(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Why stored tokens were not sent for revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotRevoked {
+    /// The provider has no revocation endpoint.
+    NoEndpoint,
+    /// The stored tokens could not be read, so nothing could be revoked; they were deleted.
+    Unreadable(StoreError),
+}
+
+impl fmt::Display for NotRevoked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotRevoked::NoEndpoint => f.write_str("the provider has no token revocation endpoint"),
+            NotRevoked::Unreadable(error) => {
+                write!(f, "the stored tokens could not be read: {error}")
+            }
+        }
+    }
+}
+
+/// What a logout did. The stored tokens are gone whenever a logout answers `Ok`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogoutReport {
+    /// Whether tokens were stored (or kept after a failed save).
+    pub had_tokens: bool,
+    /// Each token sent for revocation, the refresh token first, and how it went.
+    pub revocations: Vec<(TokenKind, Result<(), RevocationError>)>,
+    /// Why stored tokens were not sent for revocation, if they were not.
+    pub not_revoked: Option<NotRevoked>,
+}
+
+impl LogoutReport {
+    /// Whether every stored token was revoked at the provider (true when none was stored).
+    pub fn fully_revoked(&self) -> bool {
+        self.not_revoked.is_none() && self.revocations.iter().all(|(_, outcome)| outcome.is_ok())
+    }
+}
+
+/// One call, waiting for its answer unless it was answered early (a logout's work goes on
+/// once asked for, even if its caller gave up before it started).
+#[derive(Debug, Clone)]
+struct Call {
+    id: CallId,
+    kind: CallKind,
+    deadline: Instant,
+    waiting: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    /// Valid tokens, refreshed if they expire within the margin.
+    Tokens,
+    /// Freshly refreshed tokens, whatever the expiry.
+    Refresh,
+    Logout,
+}
+
+/// The work in progress. Everything outstanding (one store operation or one request at
+/// most) is named here, so an answer is matched against exactly one thing.
+#[derive(Debug, Clone)]
+enum Work {
+    Idle,
+    /// Handing out tokens to `calls` (tokens and refresh calls).
+    Tokens {
+        calls: Vec<Call>,
+        step: TokensStep,
+    },
+    /// Logging out for `call`, if it is still waiting.
+    Logout {
+        call: Option<Call>,
+        report: LogoutReport,
+        step: LogoutStep,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum TokensStep {
+    Loading(StoreOpId),
+    /// Storing the tokens an earlier failed save left.
+    StoringKept(StoreOpId, TokenSet),
+    Refreshing {
+        id: RequestId,
+        deadline: Instant,
+        refresh: Box<Refresh>,
+    },
+    StoringFresh(StoreOpId, TokenSet),
+    /// Deleting tokens whose refresh token the provider refused.
+    DeletingDead(StoreOpId, RefreshError),
+}
+
+#[derive(Debug, Clone)]
+enum LogoutStep {
+    Loading(StoreOpId),
+    Revoking {
+        id: RequestId,
+        deadline: Instant,
+        current: Box<Revocation>,
+        /// The revocations still to send, in order.
+        next: VecDeque<Revocation>,
+    },
+    Deleting(StoreOpId),
+}
+
+/// What an answer reports, as the work sees it. Answers after which expiry is judged
+/// carry the wall-clock time they arrived at.
+enum Event {
+    Loaded(StoreOpId, Result<Option<TokenSet>, StoreError>, SystemTime),
+    Saved(StoreOpId, Result<(), StoreError>, SystemTime),
+    Deleted(StoreOpId, Result<(), StoreError>),
+    /// A request's outcome: the response and when it arrived, or why there is none (a
+    /// deadline included).
+    Answered(RequestId, Result<Received, TransportError>),
+}
+
+/// A response and the wall-clock time it arrived at (the base of `expires_in`).
+type Received = (http::Response<Vec<u8>>, SystemTime);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Call(CallId),
+    Request(RequestId),
+}
+
+/// The stored tokens of one login, kept valid: the sans-IO token lifecycle. See the
+/// [module documentation](crate::session) for the rules it keeps, and the
+/// [crate documentation](crate) for a whole exchange with literal bytes.
+///
+/// Methods come in the same four families as [`Engine`](crate::Engine)'s: getters;
+/// commands ([`tokens`](Session::tokens), [`refresh`](Session::refresh),
+/// [`logout`](Session::logout), [`cancel`](Session::cancel)); inputs (`handle_*`, each
+/// taking `now`, and the wall-clock time where expiry is judged); outputs
+/// ([`poll_action`](Session::poll_action), [`poll_timeout`](Session::poll_timeout)).
+/// **After any command or input, drain `poll_action` until it returns `None`**, then wait
+/// for the next answer or `poll_timeout`.
+///
+/// Every [`SessionAction::Load`], [`Save`](SessionAction::Save),
+/// [`Delete`](SessionAction::Delete) and [`Send`](SessionAction::Send) expects exactly one
+/// answer. An answer the session no longer waits for (a response after its request's
+/// deadline) is ignored; an id it never issued is driver misuse, a `debug_assert!` and
+/// otherwise ignored.
+#[derive(Debug, Clone)]
+pub struct Session {
+    provider: Provider,
+    options: SessionOptions,
+    /// Calls not yet taken up by work, in arrival order.
+    queue: VecDeque<Call>,
+    work: Work,
+    /// Refreshed tokens the store refused: the only live ones when the provider rotates.
+    kept: Option<TokenSet>,
+    timers: BTreeSet<(Instant, Timer)>,
+    actions: VecDeque<SessionAction>,
+    next_id: u64,
+}
+
+impl Session {
+    /// A session for tokens issued by `provider`, with default options.
+    pub fn new(provider: Provider) -> Session {
+        Session::build(provider, SessionOptions::default())
+    }
+
+    /// A session with `options`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidLimit`] when a timeout is zero or a duration is longer than a
+    /// day.
+    pub fn with_options(
+        provider: Provider,
+        options: SessionOptions,
+    ) -> Result<Session, ConfigError> {
+        for (name, duration, zero_allowed) in [
+            ("refresh margin", options.margin, true),
+            ("request timeout", options.request_timeout, false),
+            ("call timeout", options.call_timeout, false),
+        ] {
+            if (duration.is_zero() && !zero_allowed) || duration > LONGEST {
+                return Err(ConfigError::InvalidLimit(name));
+            }
+        }
+        Ok(Session::build(provider, options))
+    }
+
+    fn build(provider: Provider, options: SessionOptions) -> Session {
+        Session {
+            provider,
+            options,
+            queue: VecDeque::new(),
+            work: Work::Idle,
+            kept: None,
+            timers: BTreeSet::new(),
+            actions: VecDeque::new(),
+            next_id: 1,
+        }
+    }
+
+    // ----- getters -----
+
+    /// The provider the tokens come from.
+    pub fn provider(&self) -> &Provider {
+        &self.provider
+    }
+
+    /// The options.
+    pub fn options(&self) -> &SessionOptions {
+        &self.options
+    }
+
+    /// Calls made and not yet answered.
+    pub fn calls_waiting(&self) -> usize {
+        let working = match &self.work {
+            Work::Idle => 0,
+            Work::Tokens { calls, .. } => calls.len(),
+            Work::Logout { call, .. } => usize::from(call.is_some()),
+        };
+        self.queue.iter().filter(|call| call.waiting).count() + working
+    }
+
+    /// Whether nothing is in progress: no store operation or request outstanding, no call
+    /// waiting. A driver may stop once its session is idle and nobody can call any more.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.work, Work::Idle) && self.queue.is_empty()
+    }
+
+    /// Whether refreshed tokens the store refused are held, to be stored first on the next
+    /// call. They are lost if the session is dropped now.
+    pub fn holds_unsaved_tokens(&self) -> bool {
+        self.kept.is_some()
+    }
+
+    // ----- commands -----
+
+    /// Asks for tokens that stay valid longer than the margin: the stored ones, or fresh
+    /// ones, stored before they are handed out. Answered with [`SessionAction::Tokens`].
+    pub fn tokens(&mut self, now: Instant) -> CallId {
+        self.call(now, CallKind::Tokens)
+    }
+
+    /// Asks for freshly refreshed tokens whatever the stored ones' expiry (after a resource
+    /// server refused the access token, say). A refresh that completes after this call
+    /// answers it. Answered with [`SessionAction::Tokens`].
+    pub fn refresh(&mut self, now: Instant) -> CallId {
+        self.call(now, CallKind::Refresh)
+    }
+
+    /// Asks for a logout (S44): the stored refresh token, then the access token, revoked
+    /// when the provider has a revocation endpoint, and the stored tokens deleted whatever
+    /// the revocations' outcomes. Calls made before it are answered first; calls made after
+    /// it find nothing stored. Once asked for, the logout happens even if its call is
+    /// cancelled or times out first. Answered with [`SessionAction::LoggedOut`].
+    pub fn logout(&mut self, now: Instant) -> CallId {
+        self.call(now, CallKind::Logout)
+    }
+
+    /// Answers `call` with [`SessionError::Cancelled`] now. The work it waited for goes on
+    /// (a logout included). Unknown or answered calls are ignored.
+    pub fn cancel(&mut self, now: Instant, call: CallId) {
+        self.handle_timeout(now);
+        self.drop_call(call, SessionError::Cancelled);
+    }
+
+    // ----- inputs -----
+
+    /// The store read the tokens of [`SessionAction::Load`] `op`: `Ok(None)` when nothing is
+    /// stored. `wall` is the current wall-clock time, against which expiry is judged.
+    pub fn handle_loaded(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        op: StoreOpId,
+        result: Result<Option<TokenSet>, StoreError>,
+    ) {
+        self.input(now, Event::Loaded(op, result, wall));
+    }
+
+    /// The store finished [`SessionAction::Save`] `op`. `wall`: as for
+    /// [`handle_loaded`](Session::handle_loaded).
+    pub fn handle_saved(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        op: StoreOpId,
+        result: Result<(), StoreError>,
+    ) {
+        self.input(now, Event::Saved(op, result, wall));
+    }
+
+    /// The store finished [`SessionAction::Delete`] `op`; deleting what was not there
+    /// succeeds.
+    pub fn handle_deleted(&mut self, now: Instant, op: StoreOpId, result: Result<(), StoreError>) {
+        self.input(now, Event::Deleted(op, result));
+    }
+
+    /// The answer to [`SessionAction::Send`] `id` arrived. `wall` is the current wall-clock
+    /// time, the base of the new tokens' expiry.
+    pub fn handle_response(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        id: RequestId,
+        response: http::Response<Vec<u8>>,
+    ) {
+        self.input(now, Event::Answered(id, Ok((response, wall))));
+    }
+
+    /// [`SessionAction::Send`] `id` could not be completed.
+    pub fn handle_failure(&mut self, now: Instant, id: RequestId, error: TransportError) {
+        self.input(now, Event::Answered(id, Err(error)));
+    }
+
+    /// Time passed: every deadline at or before `now` fires, in order. Every other input
+    /// does this first too.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, timer)) = self.timers.first().filter(|(at, _)| *at <= now) {
+            self.timers.remove(&(at, timer));
+            match timer {
+                Timer::Call(call) => self.drop_call(call, SessionError::TimedOut),
+                Timer::Request(id) => {
+                    let timed_out = TransportError::new(
+                        TransportErrorKind::TimedOut,
+                        format!("no answer within {:?}", self.options.request_timeout),
+                    );
+                    self.advance(at, Event::Answered(id, Err(timed_out)));
+                }
+            }
+        }
+    }
+
+    // ----- outputs -----
+
+    /// The next thing to do, in order.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<SessionAction> {
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Session::handle_timeout) must be called next, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(at, _)| at)
+    }
+
+    // ----- internals -----
+
+    fn call(&mut self, now: Instant, kind: CallKind) -> CallId {
+        self.handle_timeout(now);
+        let id = CallId(self.fresh_id());
+        let deadline = now + self.options.call_timeout;
+        self.timers.insert((deadline, Timer::Call(id)));
+        let call = Call {
+            id,
+            kind,
+            deadline,
+            waiting: true,
+        };
+        trace_event!(call = id.get(), kind = ?kind, "session call");
+        match &mut self.work {
+            // Joins the tokens being loaded or refreshed, unless a logout waits before it.
+            Work::Tokens { calls, .. } if kind != CallKind::Logout && self.queue.is_empty() => {
+                calls.push(call);
+            }
+            _ => self.queue.push_back(call),
+        }
+        self.take_up_work(now);
+        id
+    }
+
+    fn input(&mut self, now: Instant, event: Event) {
+        self.handle_timeout(now);
+        self.advance(now, event);
+    }
+
+    /// The one place the work changes step.
+    fn advance(&mut self, now: Instant, event: Event) {
+        let work = std::mem::replace(&mut self.work, Work::Idle);
+        self.work = match work {
+            Work::Idle => {
+                self.unexpected(&event);
+                Work::Idle
+            }
+            Work::Tokens { calls, step } => self.advance_tokens(now, calls, step, event),
+            Work::Logout { call, report, step } => {
+                self.advance_logout(now, call, report, step, event)
+            }
+        };
+        self.take_up_work(now);
+    }
+
+    fn advance_tokens(
+        &mut self,
+        now: Instant,
+        calls: Vec<Call>,
+        step: TokensStep,
+        event: Event,
+    ) -> Work {
+        match (step, event) {
+            (TokensStep::Loading(op), Event::Loaded(answered, result, wall)) if op == answered => {
+                match result {
+                    Ok(Some(tokens)) => self.decide(now, wall, calls, tokens),
+                    Ok(None) => self.answer_all(calls, Err(SessionError::NotLoggedIn)),
+                    Err(error) => self.answer_all(calls, Err(SessionError::Store(error))),
+                }
+            }
+            (TokensStep::StoringKept(op, tokens), Event::Saved(answered, result, wall))
+                if op == answered =>
+            {
+                match result {
+                    Ok(()) => self.decide(now, wall, calls, tokens),
+                    Err(error) => {
+                        self.kept = Some(tokens);
+                        self.answer_all(calls, Err(SessionError::Store(error)))
+                    }
+                }
+            }
+            (
+                TokensStep::Refreshing {
+                    id,
+                    deadline,
+                    refresh,
+                },
+                Event::Answered(answered, outcome),
+            ) if id == answered => {
+                self.timers.remove(&(deadline, Timer::Request(id)));
+                let (response, wall) = match outcome {
+                    Ok(received) => received,
+                    Err(error) => {
+                        trace_event!(request = id.get(), %error, "refresh request failed");
+                        return self.answer_all(calls, Err(SessionError::Transport(error)));
+                    }
+                };
+                match refresh.handle_response(wall, &response) {
+                    Ok(fresh) => {
+                        let rotated = !fresh.same_refresh_token(refresh.previous());
+                        trace_event!(rotated, "tokens refreshed; storing them");
+                        let op = self.store_op();
+                        self.actions.push_back(SessionAction::Save {
+                            op,
+                            tokens: fresh.clone(),
+                            reason: SaveReason::Refreshed { rotated },
+                        });
+                        Work::Tokens {
+                            calls,
+                            step: TokensStep::StoringFresh(op, fresh),
+                        }
+                    }
+                    Err(error @ RefreshError::LoginRequired(_)) => {
+                        trace_event!(%error, "refresh token refused; deleting the tokens");
+                        let op = self.store_op();
+                        self.actions.push_back(SessionAction::Delete {
+                            op,
+                            reason: DeleteReason::LoginRequired,
+                        });
+                        Work::Tokens {
+                            calls,
+                            step: TokensStep::DeletingDead(op, error),
+                        }
+                    }
+                    Err(error) => self.answer_all(calls, Err(SessionError::Refresh(error))),
+                }
+            }
+            (TokensStep::StoringFresh(op, fresh), Event::Saved(answered, result, _))
+                if op == answered =>
+            {
+                match result {
+                    // Everyone waiting asked before these tokens existed: they serve them
+                    // all, however short they live.
+                    Ok(()) => self.answer_all(calls, Ok(fresh)),
+                    Err(error) => {
+                        trace_event!(%error, "store refused refreshed tokens; keeping them");
+                        self.kept = Some(fresh);
+                        self.answer_all(calls, Err(SessionError::Store(error)))
+                    }
+                }
+            }
+            (TokensStep::DeletingDead(op, refused), Event::Deleted(answered, result))
+                if op == answered =>
+            {
+                let error = match result {
+                    Ok(()) => SessionError::Refresh(refused),
+                    Err(error) => SessionError::Store(error),
+                };
+                self.answer_all(calls, Err(error))
+            }
+            (step, event) => {
+                self.unexpected(&event);
+                Work::Tokens { calls, step }
+            }
+        }
+    }
+
+    /// Loaded (or just stored) `tokens`: hand them out, or refresh them first.
+    fn decide(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        calls: Vec<Call>,
+        tokens: TokenSet,
+    ) -> Work {
+        let forced = calls.iter().any(|call| call.kind == CallKind::Refresh);
+        if !forced && !tokens.expires_within(wall, self.options.margin) {
+            trace_event!(calls = calls.len(), "stored tokens are valid");
+            return self.answer_all(calls, Ok(tokens));
+        }
+        match Refresh::new(&self.provider, &tokens) {
+            Ok(refresh) => {
+                let id = RequestId(self.fresh_id());
+                let deadline = now + self.options.request_timeout;
+                self.timers.insert((deadline, Timer::Request(id)));
+                trace_event!(request = id.get(), forced, "refreshing the tokens");
+                self.actions.push_back(SessionAction::Send {
+                    id,
+                    purpose: Purpose::Refresh,
+                    request: refresh.request(),
+                });
+                Work::Tokens {
+                    calls,
+                    step: TokensStep::Refreshing {
+                        id,
+                        deadline,
+                        refresh: Box::new(refresh),
+                    },
+                }
+            }
+            // Nothing to refresh with: the tokens serve plain `tokens` calls until they
+            // actually expire.
+            Err(error) => {
+                let still_valid = !tokens.expires_within(wall, Duration::ZERO);
+                for call in calls {
+                    let result = match call.kind {
+                        CallKind::Tokens if still_valid => Ok(tokens.clone()),
+                        _ => Err(SessionError::Refresh(error.clone())),
+                    };
+                    self.answer(call, result);
+                }
+                Work::Idle
+            }
+        }
+    }
+
+    fn advance_logout(
+        &mut self,
+        now: Instant,
+        call: Option<Call>,
+        mut report: LogoutReport,
+        step: LogoutStep,
+        event: Event,
+    ) -> Work {
+        let step = match (step, event) {
+            (LogoutStep::Loading(op), Event::Loaded(answered, result, _)) if op == answered => {
+                match result {
+                    Ok(Some(tokens)) => self.revoke(now, &mut report, &tokens),
+                    Ok(None) => self.delete_for_logout(),
+                    Err(error) => {
+                        report.not_revoked = Some(NotRevoked::Unreadable(error));
+                        self.delete_for_logout()
+                    }
+                }
+            }
+            (
+                LogoutStep::Revoking {
+                    id,
+                    deadline,
+                    current,
+                    mut next,
+                },
+                Event::Answered(answered, outcome),
+            ) if id == answered => {
+                self.timers.remove(&(deadline, Timer::Request(id)));
+                let outcome = match outcome {
+                    Ok((response, _)) => current.handle_response(&response),
+                    Err(error) => Err(RevocationError::Transport(error)),
+                };
+                trace_event!(
+                    token = current.kind().hint(),
+                    ok = outcome.is_ok(),
+                    "revocation answered"
+                );
+                report.revocations.push((current.kind(), outcome));
+                match next.pop_front() {
+                    Some(revocation) => self.send_revocation(now, revocation, next),
+                    None => self.delete_for_logout(),
+                }
+            }
+            (LogoutStep::Deleting(op), Event::Deleted(answered, result)) if op == answered => {
+                trace_event!(ok = result.is_ok(), "logged out");
+                if let Some(call) = call {
+                    self.timers.remove(&(call.deadline, Timer::Call(call.id)));
+                    self.actions.push_back(SessionAction::LoggedOut {
+                        call: call.id,
+                        result: result.map(|()| report).map_err(SessionError::Store),
+                    });
+                }
+                return Work::Idle;
+            }
+            (step, event) => {
+                self.unexpected(&event);
+                step
+            }
+        };
+        Work::Logout { call, report, step }
+    }
+
+    /// Starts revoking `tokens`, or goes straight to deleting them.
+    fn revoke(&mut self, now: Instant, report: &mut LogoutReport, tokens: &TokenSet) -> LogoutStep {
+        report.had_tokens = true;
+        match Revocation::for_tokens(&self.provider, tokens) {
+            Ok(revocations) => {
+                let mut next: VecDeque<Revocation> = revocations.into();
+                match next.pop_front() {
+                    Some(first) => self.send_revocation(now, first, next),
+                    None => self.delete_for_logout(),
+                }
+            }
+            Err(_) => {
+                report.not_revoked = Some(NotRevoked::NoEndpoint);
+                self.delete_for_logout()
+            }
+        }
+    }
+
+    fn send_revocation(
+        &mut self,
+        now: Instant,
+        revocation: Revocation,
+        next: VecDeque<Revocation>,
+    ) -> LogoutStep {
+        let id = RequestId(self.fresh_id());
+        let deadline = now + self.options.request_timeout;
+        self.timers.insert((deadline, Timer::Request(id)));
+        self.actions.push_back(SessionAction::Send {
+            id,
+            purpose: Purpose::Revoke(revocation.kind()),
+            request: revocation.request(),
+        });
+        LogoutStep::Revoking {
+            id,
+            deadline,
+            current: Box::new(revocation),
+            next,
+        }
+    }
+
+    fn delete_for_logout(&mut self) -> LogoutStep {
+        let op = self.store_op();
+        self.actions.push_back(SessionAction::Delete {
+            op,
+            reason: DeleteReason::Logout,
+        });
+        LogoutStep::Deleting(op)
+    }
+
+    /// Starts the next piece of work when there is none.
+    fn take_up_work(&mut self, now: Instant) {
+        if !matches!(self.work, Work::Idle) {
+            return;
+        }
+        let Some(first) = self.queue.pop_front() else {
+            return;
+        };
+        self.work = if first.kind == CallKind::Logout {
+            let mut report = LogoutReport::default();
+            // Tokens a failed save left are the live ones: revoke those.
+            let step = match self.kept.take() {
+                Some(kept) => self.revoke(now, &mut report, &kept),
+                None => {
+                    let op = self.store_op();
+                    self.actions.push_back(SessionAction::Load { op });
+                    LogoutStep::Loading(op)
+                }
+            };
+            Work::Logout {
+                call: first.waiting.then_some(first),
+                report,
+                step,
+            }
+        } else {
+            let mut calls = vec![first];
+            while let Some(next) = self.queue.front() {
+                if next.kind == CallKind::Logout {
+                    break;
+                }
+                calls.extend(self.queue.pop_front());
+            }
+            let op = self.store_op();
+            let step = match self.kept.take() {
+                Some(kept) => {
+                    self.actions.push_back(SessionAction::Save {
+                        op,
+                        tokens: kept.clone(),
+                        reason: SaveReason::Kept,
+                    });
+                    TokensStep::StoringKept(op, kept)
+                }
+                None => {
+                    self.actions.push_back(SessionAction::Load { op });
+                    TokensStep::Loading(op)
+                }
+            };
+            Work::Tokens { calls, step }
+        };
+    }
+
+    /// Answers every call with `result`; the work is done.
+    fn answer_all(&mut self, calls: Vec<Call>, result: Result<TokenSet, SessionError>) -> Work {
+        for call in calls {
+            self.answer(call, result.clone());
+        }
+        Work::Idle
+    }
+
+    fn answer(&mut self, call: Call, result: Result<TokenSet, SessionError>) {
+        self.timers.remove(&(call.deadline, Timer::Call(call.id)));
+        self.actions.push_back(SessionAction::Tokens {
+            call: call.id,
+            result,
+        });
+    }
+
+    /// Takes `call` out of wherever it waits and answers it with `error`. A logout not
+    /// started yet stays queued without its caller: asked for once, it happens.
+    fn drop_call(&mut self, id: CallId, error: SessionError) {
+        let queued = self
+            .queue
+            .iter()
+            .position(|call| call.id == id && call.waiting);
+        let taken = if let Some(at) = queued {
+            match self.queue.get_mut(at) {
+                Some(call) if call.kind == CallKind::Logout => {
+                    call.waiting = false;
+                    Some(call.clone())
+                }
+                _ => self.queue.remove(at),
+            }
+        } else {
+            match &mut self.work {
+                Work::Tokens { calls, .. } => calls
+                    .iter()
+                    .position(|call| call.id == id)
+                    .map(|at| calls.remove(at)),
+                Work::Logout { call, .. } if call.as_ref().is_some_and(|c| c.id == id) => {
+                    call.take()
+                }
+                _ => None,
+            }
+        };
+        let Some(call) = taken else {
+            self.debug_assert_issued(id.0);
+            return;
+        };
+        trace_event!(call = id.get(), %error, "session call ended unanswered");
+        self.timers.remove(&(call.deadline, Timer::Call(call.id)));
+        let action = match call.kind {
+            CallKind::Logout => SessionAction::LoggedOut {
+                call: call.id,
+                result: Err(error),
+            },
+            CallKind::Tokens | CallKind::Refresh => SessionAction::Tokens {
+                call: call.id,
+                result: Err(error),
+            },
+        };
+        self.actions.push_back(action);
+    }
+
+    /// An answer the work does not wait for: late (its deadline passed) or misuse.
+    fn unexpected(&self, event: &Event) {
+        let id = match event {
+            Event::Loaded(op, ..) | Event::Saved(op, ..) | Event::Deleted(op, _) => op.0,
+            Event::Answered(id, _) => id.0,
+        };
+        self.debug_assert_issued(id);
+    }
+
+    fn store_op(&mut self) -> StoreOpId {
+        StoreOpId(self.fresh_id())
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn debug_assert_issued(&self, id: u64) {
+        debug_assert!(
+            id < self.next_id,
+            "id {id} was never issued by this session"
+        );
+    }
+}
+
+#[cfg(test)]
+// A test's virtual clock has to start somewhere.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use secrecy::{ExposeSecret, SecretString};
+
+    use super::*;
+    use crate::config::ClientAuth;
+
+    const ALIVE: &str = r#"{"access_token":"access-2","token_type":"Bearer","expires_in":3600,"refresh_token":"refresh-2"}"#;
+
+    fn provider(revocation: bool) -> Provider {
+        let builder = Provider::builder(
+            "https://idp.example/authorize",
+            "https://idp.example/token",
+            "cli",
+        )
+        .client_secret(SecretString::from("s3cr3t"))
+        .client_auth(ClientAuth::SecretPost);
+        let builder = if revocation {
+            builder.revocation_endpoint("https://idp.example/revoke")
+        } else {
+            builder
+        };
+        builder.build().expect("a valid provider")
+    }
+
+    /// A session at a fixed instant and wall-clock time, with what it asked for collected.
+    struct Bench {
+        session: Session,
+        now: Instant,
+        wall: SystemTime,
+    }
+
+    impl Bench {
+        fn new() -> Bench {
+            Bench::with(provider(true), SessionOptions::default())
+        }
+
+        fn with(provider: Provider, options: SessionOptions) -> Bench {
+            Bench {
+                session: Session::with_options(provider, options).expect("valid options"),
+                now: Instant::now(),
+                wall: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            }
+        }
+
+        fn drain(&mut self) -> Vec<SessionAction> {
+            std::iter::from_fn(|| self.session.poll_action()).collect()
+        }
+
+        /// Tokens expiring `seconds` from now.
+        fn tokens(&self, access: &str, refresh: Option<&str>, seconds: u64) -> TokenSet {
+            let tokens = TokenSet::new(SecretString::from(access))
+                .with_expires_at(self.wall + Duration::from_secs(seconds));
+            match refresh {
+                Some(refresh) => tokens.with_refresh_token(SecretString::from(refresh)),
+                None => tokens,
+            }
+        }
+
+        fn loaded(&mut self, op: StoreOpId, tokens: Option<TokenSet>) -> Vec<SessionAction> {
+            self.session
+                .handle_loaded(self.now, self.wall, op, Ok(tokens));
+            self.drain()
+        }
+
+        fn saved(&mut self, op: StoreOpId, result: Result<(), StoreError>) -> Vec<SessionAction> {
+            self.session.handle_saved(self.now, self.wall, op, result);
+            self.drain()
+        }
+
+        fn deleted(&mut self, op: StoreOpId, result: Result<(), StoreError>) -> Vec<SessionAction> {
+            self.session.handle_deleted(self.now, op, result);
+            self.drain()
+        }
+
+        fn answer(&mut self, id: RequestId, status: u16, body: &str) -> Vec<SessionAction> {
+            let response = http::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(body.as_bytes().to_vec())
+                .expect("a valid response");
+            self.session
+                .handle_response(self.now, self.wall, id, response);
+            self.drain()
+        }
+    }
+
+    fn load_op(actions: &[SessionAction]) -> StoreOpId {
+        match actions {
+            [SessionAction::Load { op }] => *op,
+            other => panic!("expected one Load, got {other:?}"),
+        }
+    }
+
+    fn sent(actions: &[SessionAction]) -> (RequestId, Purpose, String) {
+        match actions {
+            [
+                SessionAction::Send {
+                    id,
+                    purpose,
+                    request,
+                },
+            ] => (
+                *id,
+                *purpose,
+                String::from_utf8(request.body().clone()).expect("a form body"),
+            ),
+            other => panic!("expected one Send, got {other:?}"),
+        }
+    }
+
+    fn save(actions: &[SessionAction]) -> (StoreOpId, TokenSet, SaveReason) {
+        match actions {
+            [SessionAction::Save { op, tokens, reason }] => (*op, tokens.clone(), *reason),
+            other => panic!("expected one Save, got {other:?}"),
+        }
+    }
+
+    fn delete(actions: &[SessionAction]) -> (StoreOpId, DeleteReason) {
+        match actions {
+            [SessionAction::Delete { op, reason }] => (*op, *reason),
+            other => panic!("expected one Delete, got {other:?}"),
+        }
+    }
+
+    /// The answers among `actions`: each call's access token, or its error.
+    fn answers(actions: &[SessionAction]) -> Vec<(CallId, Result<String, SessionError>)> {
+        actions
+            .iter()
+            .map(|action| match action {
+                SessionAction::Tokens { call, result } => (
+                    *call,
+                    result
+                        .as_ref()
+                        .map(|tokens| tokens.access_token().expose_secret().to_owned())
+                        .map_err(Clone::clone),
+                ),
+                other => panic!("expected answers only, got {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn valid_tokens_are_handed_out_as_stored() {
+        let mut b = Bench::new();
+        let call = b.session.tokens(b.now);
+        let op = load_op(&b.drain());
+        assert_eq!(b.session.calls_waiting(), 1);
+        let stored = b.tokens("access-1", Some("refresh-1"), 3600);
+        let actions = b.loaded(op, Some(stored));
+        assert_eq!(answers(&actions), [(call, Ok("access-1".to_owned()))]);
+        assert!(b.session.is_idle());
+        assert_eq!(b.session.poll_timeout(), None, "no deadline left");
+    }
+
+    #[test]
+    fn nothing_stored_means_not_logged_in() {
+        let mut b = Bench::new();
+        let call = b.session.tokens(b.now);
+        let op = load_op(&b.drain());
+        let actions = b.loaded(op, None);
+        assert_eq!(answers(&actions), [(call, Err(SessionError::NotLoggedIn))]);
+        assert!(SessionError::NotLoggedIn.login_required());
+    }
+
+    #[test]
+    fn s42_s33_expiring_tokens_are_refreshed_stored_and_only_then_handed_out() {
+        let mut b = Bench::new();
+        let call = b.session.tokens(b.now);
+        let op = load_op(&b.drain());
+        let actions = b.loaded(op, Some(b.tokens("access-1", Some("refresh-1"), 59)));
+        let (id, purpose, body) = sent(&actions);
+        assert_eq!(purpose, Purpose::Refresh);
+        assert_eq!(
+            body,
+            "grant_type=refresh_token&refresh_token=refresh-1&client_id=cli&client_secret=s3cr3t"
+        );
+        let actions = b.answer(id, 200, ALIVE);
+        let (op, fresh, reason) = save(&actions);
+        assert_eq!(reason, SaveReason::Refreshed { rotated: true });
+        assert_eq!(fresh.access_token().expose_secret(), "access-2");
+        assert_eq!(
+            fresh.expires_at(),
+            Some(b.wall + Duration::from_secs(3600)),
+            "expiry from the wall-clock time of the answer"
+        );
+        let actions = b.saved(op, Ok(()));
+        assert_eq!(answers(&actions), [(call, Ok("access-2".to_owned()))]);
+    }
+
+    #[test]
+    fn one_refresh_serves_every_caller_waiting_and_every_caller_joining() {
+        let mut b = Bench::new();
+        let early: Vec<CallId> = (0..3).map(|_| b.session.tokens(b.now)).collect();
+        let op = load_op(&b.drain());
+        let actions = b.loaded(op, Some(b.tokens("access-1", Some("refresh-1"), 10)));
+        let (id, ..) = sent(&actions);
+        let during: Vec<CallId> = (0..3).map(|_| b.session.tokens(b.now)).collect();
+        let forced = b.session.refresh(b.now);
+        assert!(
+            b.drain().is_empty(),
+            "no second request while one is in flight"
+        );
+        let (op, ..) = save(&b.answer(id, 200, ALIVE));
+        let late = b.session.tokens(b.now);
+        assert!(b.drain().is_empty());
+        let actions = b.saved(op, Ok(()));
+        let answered: Vec<CallId> = answers(&actions)
+            .into_iter()
+            .map(|(call, _)| call)
+            .collect();
+        let mut expected = early;
+        expected.extend(during);
+        expected.extend([forced, late]);
+        assert_eq!(answered, expected);
+        assert!(
+            answers(&actions)
+                .iter()
+                .all(|(_, r)| r.as_deref() == Ok("access-2"))
+        );
+    }
+
+    #[test]
+    fn tokens_refreshed_after_a_call_serve_it_even_when_they_live_shorter_than_the_margin() {
+        let mut b = Bench::new();
+        let calls: Vec<CallId> = (0..5).map(|_| b.session.tokens(b.now)).collect();
+        let op = load_op(&b.drain());
+        let (id, ..) = sent(&b.loaded(op, Some(b.tokens("access-1", Some("refresh-1"), 5))));
+        let short = r#"{"access_token":"access-2","token_type":"Bearer","expires_in":30}"#;
+        let (op, ..) = save(&b.answer(id, 200, short));
+        let actions = b.saved(op, Ok(()));
+        assert_eq!(
+            answers(&actions).len(),
+            calls.len(),
+            "every waiting caller served"
+        );
+        // A call made afterwards finds them inside the margin and refreshes.
+        b.session.tokens(b.now);
+        let op = load_op(&b.drain());
+        let stored = b.tokens("access-2", Some("refresh-1"), 30);
+        let (_, purpose, _) = sent(&b.loaded(op, Some(stored)));
+        assert_eq!(purpose, Purpose::Refresh);
+    }
+
+    #[test]
+    fn s42_refreshed_tokens_the_store_refuses_are_kept_and_stored_first_next_time() {
+        let mut b = Bench::new();
+        let first = b.session.tokens(b.now);
+        let op = load_op(&b.drain());
+        let (id, ..) = sent(&b.loaded(op, Some(b.tokens("access-1", Some("refresh-1"), 0))));
+        let (op, ..) = save(&b.answer(id, 200, ALIVE));
+        let full = StoreError::new("disk full");
+        let actions = b.saved(op, Err(full.clone()));
+        assert_eq!(
+            answers(&actions),
+            [(first, Err(SessionError::Store(full.clone())))]
+        );
+        assert!(b.session.holds_unsaved_tokens());
+
+        // Next call: the kept set is stored before anything is read; the store refuses again.
+        let second = b.session.tokens(b.now);
+        let (op, kept, reason) = save(&b.drain());
+        assert_eq!(reason, SaveReason::Kept);
+        assert_eq!(
+            kept.refresh_token()
+                .map(|t| t.expose_secret().to_owned())
+                .as_deref(),
+            Some("refresh-2")
+        );
+        let actions = b.saved(op, Err(full.clone()));
+        assert_eq!(
+            answers(&actions),
+            [(second, Err(SessionError::Store(full)))]
+        );
+
+        // And again: stored now, and valid, so handed out without a second refresh.
+        let third = b.session.tokens(b.now);
+        let (op, _, reason) = save(&b.drain());
+        assert_eq!(reason, SaveReason::Kept);
+        let actions = b.saved(op, Ok(()));
+        assert_eq!(answers(&actions), [(third, Ok("access-2".to_owned()))]);
+        assert!(!b.session.holds_unsaved_tokens());
+    }
+
+    #[test]
+    fn s42_a_refused_refresh_token_deletes_the_tokens_and_means_login_required() {
+        for (status, body) in [
+            (400, r#"{"error":"invalid_grant"}"#),
+            (200, r#"{"error":"bad_refresh_token"}"#),
+        ] {
+            let mut b = Bench::new();
+            let call = b.session.refresh(b.now);
+            let op = load_op(&b.drain());
+            let (id, ..) = sent(&b.loaded(op, Some(b.tokens("access-1", Some("refresh-1"), 3600))));
+            let (op, reason) = delete(&b.answer(id, status, body));
+            assert_eq!(reason, DeleteReason::LoginRequired);
+            let actions = b.deleted(op, Ok(()));
+            let [(answered, Err(error))] = &answers(&actions)[..] else {
+                panic!("{actions:?}");
+            };
+            assert_eq!(*answered, call);
+            assert!(error.login_required(), "{error}");
+        }
+    }
+
+    #[test]
+    fn other_refusals_and_failures_keep_the_stored_tokens() {
+        let mut b = Bench::new();
+        b.session.tokens(b.now);
+        let op = load_op(&b.drain());
+        let (id, ..) = sent(&b.loaded(op, Some(b.tokens("access-1", Some("refresh-1"), 0))));
+        let actions = b.answer(id, 401, r#"{"error":"invalid_client"}"#);
+        let [(_, Err(SessionError::Refresh(RefreshError::Rejected { status: 401, .. })))] =
+            &answers(&actions)[..]
+        else {
+            panic!("{actions:?}");
+        };
+
+        b.session.tokens(b.now);
+        let op = load_op(&b.drain());
+        let (id, ..) = sent(&b.loaded(op, Some(b.tokens("access-1", Some("refresh-1"), 0))));
+        let refused = TransportError::new(TransportErrorKind::Connect, "refused");
+        b.session.handle_failure(b.now, id, refused.clone());
+        let actions = b.drain();
+        assert_eq!(
+            answers(&actions)[0].1,
+            Err(SessionError::Transport(refused))
+        );
+    }
+
+    #[test]
+    fn a_request_past_its_deadline_fails_and_its_late_answer_is_ignored() {
+        let mut b = Bench::new();
+        b.session.tokens(b.now);
+        let op = load_op(&b.drain());
+        let (id, ..) = sent(&b.loaded(op, Some(b.tokens("access-1", Some("refresh-1"), 0))));
+        let deadline = b.now + Duration::from_secs(30);
+        assert_eq!(b.session.poll_timeout(), Some(deadline));
+        b.session.handle_timeout(deadline);
+        let actions = b.drain();
+        let [(_, Err(SessionError::Transport(error)))] = &answers(&actions)[..] else {
+            panic!("{actions:?}");
+        };
+        assert_eq!(error.kind(), TransportErrorKind::TimedOut);
+        b.now = deadline + Duration::from_secs(1);
+        assert!(b.answer(id, 200, ALIVE).is_empty(), "too late");
+        assert!(b.session.is_idle());
+    }
+
+    #[test]
+    fn a_caller_that_times_out_is_answered_and_the_refresh_is_still_stored() {
+        let options = SessionOptions {
+            call_timeout: Duration::from_secs(5),
+            ..SessionOptions::default()
+        };
+        let mut b = Bench::with(provider(true), options);
+        let call = b.session.tokens(b.now);
+        let op = load_op(&b.drain());
+        let (id, ..) = sent(&b.loaded(op, Some(b.tokens("access-1", Some("refresh-1"), 0))));
+        b.now += Duration::from_secs(5);
+        b.session.handle_timeout(b.now);
+        assert_eq!(answers(&b.drain()), [(call, Err(SessionError::TimedOut))]);
+        let (op, fresh, _) = save(&b.answer(id, 200, ALIVE));
+        assert_eq!(fresh.access_token().expose_secret(), "access-2");
+        assert!(b.saved(op, Ok(())).is_empty(), "nobody left to answer");
+        assert!(b.session.is_idle());
+    }
+
+    #[test]
+    fn a_cancelled_call_is_answered_at_once() {
+        let mut b = Bench::new();
+        let call = b.session.tokens(b.now);
+        let op = load_op(&b.drain());
+        b.session.cancel(b.now, call);
+        assert_eq!(answers(&b.drain()), [(call, Err(SessionError::Cancelled))]);
+        b.session.cancel(b.now, call);
+        assert!(b.drain().is_empty(), "answered once");
+        assert!(b.loaded(op, None).is_empty());
+    }
+
+    #[test]
+    fn without_a_refresh_token_tokens_serve_until_they_expire() {
+        let mut b = Bench::new();
+        let plain = b.session.tokens(b.now);
+        let forced = b.session.refresh(b.now);
+        let op = load_op(&b.drain());
+        let actions = b.loaded(op, Some(b.tokens("access-1", None, 30)));
+        assert_eq!(
+            answers(&actions),
+            [
+                (plain, Ok("access-1".to_owned())),
+                (
+                    forced,
+                    Err(SessionError::Refresh(RefreshError::NoRefreshToken))
+                )
+            ]
+        );
+        let expired = b.session.tokens(b.now);
+        let op = load_op(&b.drain());
+        let actions = b.loaded(op, Some(b.tokens("access-1", None, 0)));
+        assert_eq!(
+            answers(&actions),
+            [(
+                expired,
+                Err(SessionError::Refresh(RefreshError::NoRefreshToken))
+            )]
+        );
+    }
+
+    #[test]
+    fn s44_logout_revokes_the_refresh_token_then_the_access_token_then_deletes() {
+        let mut b = Bench::new();
+        let call = b.session.logout(b.now);
+        let op = load_op(&b.drain());
+        let (id, purpose, body) =
+            sent(&b.loaded(op, Some(b.tokens("access-1", Some("refresh-1"), 3600))));
+        assert_eq!(purpose, Purpose::Revoke(TokenKind::RefreshToken));
+        assert_eq!(
+            body,
+            "token=refresh-1&token_type_hint=refresh_token&client_id=cli&client_secret=s3cr3t"
+        );
+        let (id2, purpose, body) = sent(&b.answer(id, 200, ""));
+        assert_eq!(purpose, Purpose::Revoke(TokenKind::AccessToken));
+        assert_eq!(
+            body,
+            "token=access-1&token_type_hint=access_token&client_id=cli&client_secret=s3cr3t"
+        );
+        let (op, reason) = delete(&b.answer(id2, 503, ""));
+        assert_eq!(reason, DeleteReason::Logout);
+        let actions = b.deleted(op, Ok(()));
+        let [
+            SessionAction::LoggedOut {
+                call: answered,
+                result: Ok(report),
+            },
+        ] = &actions[..]
+        else {
+            panic!("{actions:?}");
+        };
+        assert_eq!(*answered, call);
+        assert!(report.had_tokens);
+        assert_eq!(
+            report.revocations,
+            [
+                (TokenKind::RefreshToken, Ok(())),
+                (TokenKind::AccessToken, Err(RevocationError::Unavailable))
+            ]
+        );
+        assert!(!report.fully_revoked());
+    }
+
+    #[test]
+    fn s44_logout_deletes_whatever_happens() {
+        // No revocation endpoint.
+        let mut b = Bench::with(provider(false), SessionOptions::default());
+        b.session.logout(b.now);
+        let op = load_op(&b.drain());
+        let (op, _) = delete(&b.loaded(op, Some(b.tokens("access-1", None, 3600))));
+        let [
+            SessionAction::LoggedOut {
+                result: Ok(report), ..
+            },
+        ] = &b.deleted(op, Ok(()))[..]
+        else {
+            panic!()
+        };
+        assert_eq!(report.not_revoked, Some(NotRevoked::NoEndpoint));
+
+        // Unreadable tokens: deleted all the same, and said so.
+        let mut b = Bench::new();
+        b.session.logout(b.now);
+        let op = load_op(&b.drain());
+        b.session
+            .handle_loaded(b.now, b.wall, op, Err(StoreError::new("corrupt")));
+        let (op, _) = delete(&b.drain());
+        let [
+            SessionAction::LoggedOut {
+                result: Ok(report), ..
+            },
+        ] = &b.deleted(op, Ok(()))[..]
+        else {
+            panic!()
+        };
+        assert_eq!(
+            report.not_revoked,
+            Some(NotRevoked::Unreadable(StoreError::new("corrupt")))
+        );
+
+        // Nothing stored: still a deletion, and a report of nothing.
+        b.session.logout(b.now);
+        let op = load_op(&b.drain());
+        let (op, _) = delete(&b.loaded(op, None));
+        let [
+            SessionAction::LoggedOut {
+                result: Ok(report), ..
+            },
+        ] = &b.deleted(op, Ok(()))[..]
+        else {
+            panic!()
+        };
+        assert_eq!(*report, LogoutReport::default());
+
+        // A store that cannot delete is the one failure a logout reports.
+        b.session.logout(b.now);
+        let op = load_op(&b.drain());
+        let (op, _) = delete(&b.loaded(op, None));
+        let actions = b.deleted(op, Err(StoreError::new("read-only")));
+        let [
+            SessionAction::LoggedOut {
+                result: Err(SessionError::Store(_)),
+                ..
+            },
+        ] = &actions[..]
+        else {
+            panic!("{actions:?}")
+        };
+    }
+
+    #[test]
+    fn s44_logout_revokes_the_kept_tokens_a_failed_save_left() {
+        let mut b = Bench::new();
+        b.session.refresh(b.now);
+        let op = load_op(&b.drain());
+        let (id, ..) = sent(&b.loaded(op, Some(b.tokens("access-1", Some("refresh-1"), 3600))));
+        let (op, ..) = save(&b.answer(id, 200, ALIVE));
+        b.saved(op, Err(StoreError::new("disk full")));
+        b.session.logout(b.now);
+        let (_, purpose, body) = sent(&b.drain());
+        assert_eq!(purpose, Purpose::Revoke(TokenKind::RefreshToken));
+        assert!(body.starts_with("token=refresh-2&"), "{body}");
+    }
+
+    #[test]
+    fn calls_after_a_logout_wait_for_it_and_find_nothing() {
+        let mut b = Bench::new();
+        let before = b.session.tokens(b.now);
+        let op = load_op(&b.drain());
+        let logout = b.session.logout(b.now);
+        let after = b.session.tokens(b.now);
+        assert!(b.drain().is_empty());
+        let actions = b.loaded(op, Some(b.tokens("access-1", None, 3600)));
+        // The first call is answered, and the logout starts by reading the store.
+        let [
+            SessionAction::Tokens {
+                call,
+                result: Ok(_),
+            },
+            SessionAction::Load { op },
+        ] = &actions[..]
+        else {
+            panic!("{actions:?}");
+        };
+        assert_eq!(*call, before);
+        let (op, _) = delete(&b.loaded(*op, None));
+        let actions = b.deleted(op, Ok(()));
+        let [
+            SessionAction::LoggedOut { call, .. },
+            SessionAction::Load { op },
+        ] = &actions[..]
+        else {
+            panic!("{actions:?}");
+        };
+        assert_eq!(*call, logout);
+        assert_eq!(
+            answers(&b.loaded(*op, None)),
+            [(after, Err(SessionError::NotLoggedIn))]
+        );
+    }
+
+    #[test]
+    fn options_are_checked() {
+        for options in [
+            SessionOptions {
+                request_timeout: Duration::ZERO,
+                ..SessionOptions::default()
+            },
+            SessionOptions {
+                call_timeout: Duration::ZERO,
+                ..SessionOptions::default()
+            },
+            SessionOptions {
+                margin: Duration::from_secs(2 * 24 * 3600),
+                ..SessionOptions::default()
+            },
+        ] {
+            assert!(matches!(
+                Session::with_options(provider(true), options),
+                Err(ConfigError::InvalidLimit(_))
+            ));
+        }
+        let no_margin = SessionOptions {
+            margin: Duration::ZERO,
+            ..SessionOptions::default()
+        };
+        assert!(Session::with_options(provider(true), no_margin).is_ok());
+    }
+
+    #[test]
+    fn s41_actions_name_no_secret() {
+        let mut b = Bench::new();
+        b.session.tokens(b.now);
+        let op = load_op(&b.drain());
+        let mut seen = format!(
+            "{:?}",
+            b.loaded(op, Some(b.tokens("access-1", Some("refresh-1"), 0)))
+        );
+        seen.push_str(&format!("{:?}", b.session));
+        for secret in ["access-1", "refresh-1", "s3cr3t"] {
+            assert!(!seen.contains(secret), "{seen}");
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The login service: the engine ([`latchkey::Engine`]) on a runtime's sockets, timers and
+//! tasks, written once for every runtime.
+//!
+//! - [`Service`]: a loopback listener that stays up while an application starts logins
+//!   ([`Service::start`]) and awaits each one's outcome ([`Login`]);
+//! - [`login`]: one user, one call.
+//!
+//! How it runs: the engine is shared by the tasks that have an input for it, and each of
+//! them feeds its input, drains the engine's actions, routes what belongs to others and
+//! carries out its own (`shared`). A task accepts on each listener; each browser connection
+//! gets a task that reads its request and, when it is a callback, sends the token request,
+//! stores the tokens and writes the answer itself (`connection`); one timer task calls the
+//! engine when its next deadline comes (`timer`). Where the listener is bound is decided in
+//! `bind`.
+
+mod bind;
+mod connection;
+mod login;
+mod shared;
+mod timer;
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use async_channel::Receiver;
+use latchkey::{
+    Config, ConfigError, Engine, FlowError, FlowId, FlowOptions, Rejection, StartError,
+};
+use tracing::{debug, info};
+
+pub use login::{Elapsed, Login, LoginEvent, login};
+
+use crate::runtime::Runtime;
+use crate::store::TokenStore;
+use crate::tls::TlsError;
+use crate::transport::Transport;
+use connection::Listening;
+use shared::Shared;
+
+/// Where a service listens, where tokens go, and how they are fetched.
+#[derive(Clone)]
+pub struct ServiceOptions {
+    /// Addresses to listen on. Empty: the redirect URI's own host and port, and for
+    /// `localhost` both 127.0.0.1 and ::1 (S21). A container binds `0.0.0.0:8080` here while
+    /// the redirect URI stays `http://localhost:8080/callback`.
+    pub bind: Vec<SocketAddr>,
+    /// Where tokens are stored before the browser hears of success: under the login's owner
+    /// ([`FlowOptions::owner`]), or [`DEFAULT_KEY`](crate::store::DEFAULT_KEY).
+    pub store: Arc<dyn TokenStore>,
+    /// How token requests are sent.
+    pub transport: Transport,
+}
+
+impl ServiceOptions {
+    /// Default binding, `store`, and `transport`.
+    pub fn new(store: Arc<dyn TokenStore>, transport: Transport) -> ServiceOptions {
+        ServiceOptions {
+            bind: Vec::new(),
+            store,
+            transport,
+        }
+    }
+}
+
+/// Why a driver could not log in.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The flow ended without tokens.
+    Flow(FlowError),
+    /// The configuration cannot work.
+    Config(ConfigError),
+    /// The listener could not bind (S21): the port is in use, or the address is not local.
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The engine refused to start a login.
+    Start(StartError),
+    /// TLS could not be set up.
+    Tls(TlsError),
+    /// Another I/O failure (entropy, the browser opener, a listener).
+    Io(io::Error),
+    /// A callback handed to [`Service::redirect`] was turned away; no login changed.
+    Callback(Rejection),
+    /// The service has stopped (shut down or dropped) before the login finished.
+    Stopped,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Flow(error) => write!(f, "login failed: {error}"),
+            Error::Config(error) => write!(f, "invalid configuration: {error}"),
+            Error::Bind { addr, source } => {
+                write!(f, "cannot listen on {addr}: {source}")?;
+                if source.kind() == io::ErrorKind::AddrInUse {
+                    f.write_str(
+                        " (another program uses the port: choose another port, or 0 for any)",
+                    )?;
+                }
+                Ok(())
+            }
+            Error::Start(error) => write!(f, "cannot start a login: {error}"),
+            Error::Tls(error) => write!(f, "TLS setup failed: {error}"),
+            Error::Io(error) => write!(f, "I/O error: {error}"),
+            Error::Callback(rejection) => write!(f, "callback refused: {rejection}"),
+            Error::Stopped => f.write_str("the login service has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Flow(error) => Some(error),
+            Error::Config(error) => Some(error),
+            Error::Bind { source, .. } | Error::Io(source) => Some(source),
+            Error::Start(error) => Some(error),
+            Error::Tls(error) => Some(error),
+            Error::Callback(rejection) => Some(rejection),
+            Error::Stopped => None,
+        }
+    }
+}
+
+impl From<FlowError> for Error {
+    fn from(error: FlowError) -> Error {
+        Error::Flow(error)
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(error: ConfigError) -> Error {
+        Error::Config(error)
+    }
+}
+
+/// A running login service: the loopback listener stays up and any number of logins come
+/// and go (one per user of a backend, say). Dropping it stops everything and releases the
+/// port; [`shutdown`](Service::shutdown) does so gracefully.
+pub struct Service<R: Runtime> {
+    shared: Arc<Shared<R>>,
+    redirect_uri: String,
+    local_addrs: Vec<SocketAddr>,
+    /// Closed once every listener and connection task has ended.
+    stopped: Receiver<()>,
+    accepting: Vec<R::Task>,
+    timer: Option<R::Task>,
+}
+
+impl<R: Runtime> fmt::Debug for Service<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("redirect_uri", &self.redirect_uri)
+            .field("local_addrs", &self.local_addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Service<R> {
+    /// Binds the listener and starts the service. A port already in use fails at once
+    /// (S21). A redirect URI with port 0 gets the port the system chose. A configuration
+    /// with an application redirect URI ([`Config::listens`] is `false`) binds nothing:
+    /// its callbacks come through [`redirect`](Service::redirect).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] when an address cannot be bound, [`Error::Config`] and
+    /// [`Error::Io`] as [`from_listeners`](Service::from_listeners).
+    pub fn bind(runtime: R, config: Config, options: ServiceOptions) -> Result<Service<R>, Error> {
+        let listeners = if config.listens() {
+            bind::bind_all(&config, &options.bind)?
+        } else {
+            Vec::new()
+        };
+        Service::from_listeners(runtime, config, listeners, options)
+    }
+
+    /// Starts the service on listeners the caller bound (its `bind` option is ignored). A
+    /// redirect URI with port 0 gets the first listener's port. Without listeners only a
+    /// configuration with an application redirect URI can work.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the engine refuses the configuration, [`Error::Io`] when a
+    /// listener cannot be adopted (or none is given for a loopback redirect).
+    pub fn from_listeners(
+        runtime: R,
+        config: Config,
+        listeners: Vec<TcpListener>,
+        options: ServiceOptions,
+    ) -> Result<Service<R>, Error> {
+        let local_addrs = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(Error::Io)?;
+        let config = match local_addrs.first() {
+            Some(first) if config.redirect_port() == 0 => config.with_redirect_port(first.port()),
+            Some(_) => config,
+            None if !config.listens() => config,
+            None => {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "no listener to serve on",
+                )));
+            }
+        };
+        let listeners = listeners
+            .into_iter()
+            .map(|listener| {
+                listener.set_nonblocking(true)?;
+                runtime.listener(listener)
+            })
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(Error::Io)?;
+        let engine = Engine::new(config)?;
+        let redirect_uri = engine.redirect_uri().to_owned();
+        info!(%redirect_uri, listening = ?local_addrs, "login service started");
+        let shared = Arc::new(Shared::new(
+            runtime.clone(),
+            engine,
+            options.store,
+            options.transport,
+        ));
+        let (alive, stopped) = async_channel::bounded(1);
+        let accepting = listeners
+            .into_iter()
+            .map(|listener| {
+                let listening = Listening {
+                    listener,
+                    alive: alive.clone(),
+                };
+                runtime.spawn(connection::accept_loop(Arc::clone(&shared), listening))
+            })
+            .collect();
+        let timer = runtime.spawn(timer::run(Arc::clone(&shared)));
+        Ok(Service {
+            shared,
+            redirect_uri,
+            local_addrs,
+            stopped,
+            accepting,
+            timer: Some(timer),
+        })
+    }
+
+    /// The redirect URI, with its real port.
+    pub fn redirect_uri(&self) -> &str {
+        &self.redirect_uri
+    }
+
+    /// The addresses the listener is bound to.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Starts a login: `options` name another provider or the user it is for, whose key
+    /// its tokens are stored under ([`FlowOptions::owner`]; without one,
+    /// [`DEFAULT_KEY`](crate::store::DEFAULT_KEY)). A second login for the same owner
+    /// ends the first (S20). The authorization URL is [`Login::url`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stopped`] after [`shutdown`](Service::shutdown), [`Error::Io`] when the
+    /// runtime has no randomness, [`Error::Start`] when the engine refuses.
+    pub fn start(&self, options: FlowOptions) -> Result<Login, Error> {
+        let entropy = self.shared.runtime.entropy().map_err(Error::Io)?;
+        let (events, receiver) = async_channel::unbounded();
+        let (flow, url, work) = self.shared.start(entropy, options, events)?;
+        self.spawn_work(work);
+        Ok(Login {
+            flow,
+            url,
+            events: receiver,
+            service: Arc::clone(&self.shared) as _,
+        })
+    }
+
+    /// Hands over a callback that reached the application some other way than the
+    /// listener: the deep link an application redirect URI brought to the UI, or a
+    /// callback query forwarded from elsewhere. It is judged exactly like one on the
+    /// loopback port (S10–S20); `Ok` names the login it completes, whose outcome arrives
+    /// as usual.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Callback`] when it was turned away (no login changed).
+    pub fn redirect(&self, uri_or_query: &str) -> Result<FlowId, Error> {
+        let mut verdict = Err(Rejection::NoPendingFlow);
+        let work = self.shared.input(None, |engine, now| {
+            verdict = engine.handle_redirect(now, uri_or_query);
+        });
+        match &verdict {
+            Ok(flow) => debug!(flow = flow.get(), "forwarded callback accepted"),
+            Err(rejection) => debug!(?rejection, "forwarded callback refused"),
+        }
+        self.spawn_work(work);
+        verdict.map_err(Error::Callback)
+    }
+
+    /// Stops gracefully: every login in progress ends (its starter hears
+    /// [`Error::Stopped`], a browser waiting on it gets the failure landing), the listener
+    /// is closed, and answers still being written are given a moment to reach their
+    /// browsers.
+    pub async fn shutdown(mut self) {
+        let work = self.shared.stop();
+        self.spawn_work(work);
+        self.accepting.clear();
+        self.timer.take();
+        let _ = self.stopped.recv().await;
+    }
+
+    /// Runs what a drain outside any connection left (a token request a forwarded callback
+    /// started) on a task of its own.
+    fn spawn_work(&self, work: shared::Work) {
+        if work.exchange.is_none() && work.persist.is_none() {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let task = self.shared.runtime.spawn(async move {
+            shared.carry_out(None, work, None).await;
+        });
+        self.shared.runtime.detach(task);
+    }
+}
+
+impl<R: Runtime> Drop for Service<R> {
+    fn drop(&mut self) {
+        self.accepting.clear();
+        self.timer.take();
+        self.shared.abandon();
+    }
+}

@@ -1,0 +1,485 @@
+//! The engine and what the service knows around it, shared by every task that has an input
+//! for it.
+//!
+//! There is no engine task. A task with an input (a connection with bytes, a token
+//! response, a store's answer, the timer, the application) locks the engine, feeds the input,
+//! drains every action and routes it: answers for other connections go to their mailboxes,
+//! events to the logins' channels; what the task must do itself comes back as [`Work`]. The
+//! lock is never held across an `await`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use async_channel::{Receiver, Sender};
+use bytes::Bytes;
+use futures_lite::future;
+use latchkey::{Action, ConnId, Engine, ExchangeId, FlowError, FlowId, TokenSet};
+use tracing::{Instrument, Span, debug, info, warn};
+
+use super::login::{Canceller, LoginEvent};
+use crate::runtime::Runtime;
+use crate::store::TokenStore;
+use crate::transport::Transport;
+
+/// What a connection task is told: the one answer its browser gets, or to close.
+pub(super) enum ConnCommand {
+    Respond(Bytes),
+    Close,
+}
+
+/// A connection task, as the engine's side sees it.
+struct ConnHandle<R: Runtime> {
+    mailbox: Sender<ConnCommand>,
+    task: Option<R::Task>,
+}
+
+/// A login in progress, as the engine's side sees it.
+struct FlowHandle {
+    /// Where its tokens are stored: its owner, or the default key.
+    key: String,
+    /// Its `login` span; its steps are logged in it.
+    span: Span,
+    started: Instant,
+    events: Sender<LoginEvent>,
+}
+
+struct State<R: Runtime> {
+    engine: Engine,
+    conns: BTreeMap<ConnId, ConnHandle<R>>,
+    flows: BTreeMap<FlowId, FlowHandle>,
+    /// What the timer task sleeps until.
+    armed: Option<Instant>,
+    /// Shutting down: no new logins, and ended logins are not reported (their starters
+    /// hear that the service stopped).
+    stopping: bool,
+}
+
+/// A token request the draining task must send.
+pub(super) struct Exchange {
+    pub exchange: ExchangeId,
+    pub request: http::Request<Vec<u8>>,
+    pub span: Span,
+}
+
+/// Tokens the draining task must store.
+pub(super) struct Persist {
+    pub flow: FlowId,
+    pub key: String,
+    pub tokens: TokenSet,
+    pub span: Span,
+}
+
+/// What a drain left for the task that drained it.
+#[derive(Default)]
+pub(super) struct Work {
+    pub exchange: Option<Exchange>,
+    pub persist: Option<Persist>,
+    /// The answer for the draining connection itself.
+    pub answer: Option<ConnCommand>,
+    /// The authorization URL of a flow just started.
+    pub opened: Option<(FlowId, String)>,
+}
+
+/// The engine, its connections and logins, and the service's I/O.
+pub(super) struct Shared<R: Runtime> {
+    pub runtime: R,
+    pub store: Arc<dyn TokenStore>,
+    pub transport: Transport,
+    pub max_head: usize,
+    state: Mutex<State<R>>,
+    /// Wakes the timer task when the engine's next deadline moved earlier.
+    timer: (Sender<()>, Receiver<()>),
+}
+
+impl<R: Runtime> Shared<R> {
+    pub fn new(
+        runtime: R,
+        engine: Engine,
+        store: Arc<dyn TokenStore>,
+        transport: Transport,
+    ) -> Shared<R> {
+        let max_head = engine.config().limits().max_head_bytes;
+        Shared {
+            runtime,
+            store,
+            transport,
+            max_head,
+            state: Mutex::new(State {
+                engine,
+                conns: BTreeMap::new(),
+                flows: BTreeMap::new(),
+                armed: None,
+                stopping: false,
+            }),
+            timer: async_channel::bounded(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<R>> {
+        // The engine never panics; a panic elsewhere under the lock leaves maps that are
+        // each updated in one step.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Feeds an input to the engine as `me` (a connection, or nobody) and routes the
+    /// actions; what `me` must do itself comes back.
+    pub fn input(&self, me: Option<ConnId>, feed: impl FnOnce(&mut Engine, Instant)) -> Work {
+        let now = self.runtime.now();
+        let mut state = self.lock();
+        feed(&mut state.engine, now);
+        self.drain(&mut state, me, now)
+    }
+
+    /// Routes every pending action; re-arms the timer if the next deadline moved earlier.
+    fn drain(&self, state: &mut State<R>, me: Option<ConnId>, now: Instant) -> Work {
+        let mut work = Work::default();
+        while let Some(action) = state.engine.poll_action() {
+            match action {
+                Action::OpenBrowser { flow, url } => work.opened = Some((flow, url)),
+                Action::Respond {
+                    conn,
+                    status,
+                    bytes,
+                } => {
+                    debug!(
+                        conn = conn.get(),
+                        status = status.as_u16(),
+                        "answered the browser"
+                    );
+                    self.tell(state, me, conn, ConnCommand::Respond(bytes), &mut work);
+                }
+                Action::Close { conn } => {
+                    debug!(conn = conn.get(), "closed a browser connection unanswered");
+                    self.tell(state, me, conn, ConnCommand::Close, &mut work);
+                }
+                Action::SendTokenRequest {
+                    flow,
+                    exchange,
+                    request,
+                } => {
+                    let span = notify(state, flow, LoginEvent::Callback);
+                    span.in_scope(|| info!("callback accepted; requesting tokens"));
+                    debug_assert!(work.exchange.is_none(), "one exchange per input");
+                    work.exchange = Some(Exchange {
+                        exchange,
+                        request,
+                        span,
+                    });
+                }
+                Action::Persist { flow, tokens } => {
+                    let span = notify(state, flow, LoginEvent::Tokens(tokens.clone()));
+                    span.in_scope(|| {
+                        info!(
+                            token_type = tokens.token_type().as_str(),
+                            refresh_token = tokens.refresh_token().is_some(),
+                            "tokens received; storing them"
+                        );
+                    });
+                    let key = state
+                        .flows
+                        .get(&flow)
+                        .map_or_else(|| crate::store::DEFAULT_KEY.to_owned(), |h| h.key.clone());
+                    debug_assert!(work.persist.is_none(), "one store per input");
+                    work.persist = Some(Persist {
+                        flow,
+                        key,
+                        tokens,
+                        span,
+                    });
+                }
+                Action::Finished { flow, result } => finish(state, flow, result, now),
+            }
+        }
+        let next = state.engine.poll_timeout();
+        if next.is_some() && (state.armed.is_none() || next < state.armed) {
+            state.armed = next;
+            let _ = self.timer.0.try_send(());
+        }
+        work
+    }
+
+    /// Hands `command` to connection `conn`: `me`'s own comes back in `work`.
+    fn tell(
+        &self,
+        state: &mut State<R>,
+        me: Option<ConnId>,
+        conn: ConnId,
+        command: ConnCommand,
+        work: &mut Work,
+    ) {
+        let Some(handle) = state.conns.remove(&conn) else {
+            return;
+        };
+        if me == Some(conn) {
+            work.answer = Some(command);
+        } else if handle.mailbox.try_send(command).is_err() {
+            return; // the task is gone already
+        }
+        // The task ends by itself once it has written or closed; dropping it here would
+        // cancel it mid-write (or, for `me`, cancel the running task itself).
+        if let Some(task) = handle.task {
+            self.runtime.detach(task);
+        }
+    }
+
+    /// A browser connected: the engine takes it (or refuses it at the cap, S27), and its
+    /// task is spawned with its id and mailbox, all under one lock.
+    pub fn accept(
+        &self,
+        spawn: impl FnOnce(ConnId, Receiver<ConnCommand>) -> R::Task,
+    ) -> Option<ConnId> {
+        let now = self.runtime.now();
+        let mut state = self.lock();
+        let conn = state.engine.handle_accept(now);
+        if let Some(conn) = conn {
+            let (mailbox, inbox) = async_channel::bounded(1);
+            let task = Some(spawn(conn, inbox));
+            state.conns.insert(conn, ConnHandle { mailbox, task });
+        }
+        // An idle connection closed to make room, perhaps.
+        let work = self.drain(&mut state, None, now);
+        debug_assert!(work.exchange.is_none() && work.persist.is_none());
+        conn
+    }
+
+    /// Starts a flow with the engine; its login's events go to `events`.
+    pub fn start(
+        &self,
+        entropy: [u8; latchkey::ENTROPY_LEN],
+        options: latchkey::FlowOptions,
+        events: Sender<LoginEvent>,
+    ) -> Result<(FlowId, String, Work), super::Error> {
+        let now = self.runtime.now();
+        let mut state = self.lock();
+        if state.stopping {
+            return Err(super::Error::Stopped);
+        }
+        let flow = state
+            .engine
+            .start_with(now, entropy, options)
+            .map_err(super::Error::Start)?;
+        let key = state
+            .engine
+            .flow_owner(flow)
+            .unwrap_or(crate::store::DEFAULT_KEY)
+            .to_owned();
+        let span = match state.engine.flow_provider(flow) {
+            Some(provider) => tracing::info_span!(
+                "login",
+                flow = flow.get(),
+                provider = %crate::log::ProviderName(provider)
+            ),
+            None => Span::none(),
+        };
+        span.in_scope(|| info!("login started; waiting for the browser"));
+        state.flows.insert(
+            flow,
+            FlowHandle {
+                key,
+                span,
+                started: now,
+                events,
+            },
+        );
+        let mut work = self.drain(&mut state, None, now);
+        let url = match work.opened.take() {
+            Some((opened, url)) if opened == flow => url,
+            _ => unreachable!("a started flow opens the browser first"),
+        };
+        Ok((flow, url, work))
+    }
+
+    /// Cancels every login and stops taking new ones; their starters hear that the service
+    /// stopped. Browsers waiting on a login still get their answers; connections that have
+    /// not sent a callback are closed.
+    pub fn stop(&self) -> Work {
+        let now = self.runtime.now();
+        let (work, idle) = {
+            let mut state = self.lock();
+            state.stopping = true;
+            // The logins' channels close: their starters see `Error::Stopped`.
+            let flows = std::mem::take(&mut state.flows);
+            for (flow, handle) in flows {
+                handle
+                    .span
+                    .in_scope(|| info!("login ended: the service stopped"));
+                state.engine.cancel(now, flow);
+            }
+            let work = self.drain(&mut state, None, now);
+            (work, std::mem::take(&mut state.conns))
+        };
+        // Dropped outside the lock: their tasks are cancelled and their sockets closed.
+        drop(idle);
+        work
+    }
+
+    /// Forgets everything at once (the service was dropped): the logins' channels close and
+    /// the connection tasks are cancelled.
+    pub fn abandon(&self) {
+        let (flows, conns) = {
+            let mut state = self.lock();
+            state.stopping = true;
+            (
+                std::mem::take(&mut state.flows),
+                std::mem::take(&mut state.conns),
+            )
+        };
+        // Dropped outside the lock: a cancelled task may be dropped right here.
+        drop(flows);
+        drop(conns);
+    }
+
+    /// The engine's next deadline, which the timer task now sleeps until.
+    pub fn arm_timer(&self) -> Option<Instant> {
+        let mut state = self.lock();
+        state.armed = state.engine.poll_timeout();
+        state.armed
+    }
+
+    /// Waits until the timer must look again: `deadline` passed (`true`) or an earlier
+    /// deadline appeared (`false`).
+    pub async fn timer_wait(&self, deadline: Option<Instant>) -> bool {
+        future::or(
+            async {
+                let _ = self.timer.1.recv().await;
+                false
+            },
+            async {
+                match deadline {
+                    Some(at) => self.runtime.sleep_until(at).await,
+                    None => future::pending().await,
+                }
+                true
+            },
+        )
+        .await
+    }
+
+    /// Carries out `work` for `me`: sends the token request, stores the tokens, and feeds
+    /// each outcome back, until only `me`'s answer (if any) is left. While a request is in
+    /// flight, an answer arriving in `me`'s mailbox (the login was cancelled) ends the wait.
+    pub async fn carry_out(
+        &self,
+        me: Option<ConnId>,
+        mut work: Work,
+        mailbox: Option<&Receiver<ConnCommand>>,
+    ) -> Option<ConnCommand> {
+        loop {
+            if work.answer.is_some() {
+                return work.answer;
+            }
+            if let Some(Exchange {
+                exchange,
+                request,
+                span,
+            }) = work.exchange.take()
+            {
+                let sending = async {
+                    let sent = self.runtime.now();
+                    let result = self.transport.send(&self.runtime, request).await;
+                    let elapsed = self.runtime.now().saturating_duration_since(sent);
+                    match &result {
+                        Ok(response) => info!(
+                            status = response.status().as_u16(),
+                            ?elapsed,
+                            "token endpoint answered"
+                        ),
+                        Err(error) => warn!(%error, ?elapsed, "token request failed"),
+                    }
+                    result
+                }
+                .instrument(span);
+                let result = match mailbox {
+                    Some(mailbox) => {
+                        let answered = future::or(async { Some(sending.await) }, async {
+                            work.answer = mailbox.recv().await.ok();
+                            None
+                        })
+                        .await;
+                        match answered {
+                            Some(result) => result,
+                            // Ended while the request was in flight: the engine has
+                            // forgotten the exchange; abandon it.
+                            None => return work.answer,
+                        }
+                    }
+                    None => sending.await,
+                };
+                let wall = self.runtime.wall();
+                work = self.input(me, |engine, now| match result {
+                    Ok(response) => engine.handle_token_response(now, wall, exchange, response),
+                    Err(error) => engine.handle_token_failure(now, exchange, error),
+                });
+                continue;
+            }
+            if let Some(Persist {
+                flow,
+                key,
+                tokens,
+                span,
+            }) = work.persist.take()
+            {
+                let started = self.runtime.now();
+                let result = if self.store.blocks() {
+                    let store = Arc::clone(&self.store);
+                    self.runtime
+                        .unblock(move || store.save(&key, &tokens))
+                        .await
+                } else {
+                    self.store.save(&key, &tokens)
+                };
+                let elapsed = self.runtime.now().saturating_duration_since(started);
+                span.in_scope(|| match &result {
+                    Ok(()) => info!(?elapsed, "tokens stored"),
+                    Err(error) => warn!(%error, ?elapsed, "storing the tokens failed"),
+                });
+                work = self.input(me, |engine, now| engine.handle_persisted(now, flow, result));
+                continue;
+            }
+            return None;
+        }
+    }
+}
+
+impl<R: Runtime> Canceller for Shared<R> {
+    fn cancel(&self, flow: FlowId) {
+        let work = self.input(None, |engine, now| engine.cancel(now, flow));
+        debug_assert!(work.exchange.is_none() && work.persist.is_none());
+    }
+}
+
+/// Tells `flow`'s login of `event`; its span.
+fn notify<R: Runtime>(state: &State<R>, flow: FlowId, event: LoginEvent) -> Span {
+    match state.flows.get(&flow) {
+        Some(handle) => {
+            let _ = handle.events.try_send(event);
+            handle.span.clone()
+        }
+        None => Span::none(),
+    }
+}
+
+/// Reports a flow's end to its login and forgets it.
+fn finish<R: Runtime>(
+    state: &mut State<R>,
+    flow: FlowId,
+    result: Result<TokenSet, FlowError>,
+    now: Instant,
+) {
+    let Some(handle) = state.flows.remove(&flow) else {
+        return; // shutting down: its starter hears that the service stopped
+    };
+    let elapsed = now.saturating_duration_since(handle.started);
+    handle.span.in_scope(|| match &result {
+        Ok(_) => info!(?elapsed, "login finished"),
+        Err(error @ (FlowError::Cancelled | FlowError::Superseded)) => {
+            info!(%error, ?elapsed, "login ended");
+        }
+        Err(error) => warn!(%error, ?elapsed, "login failed"),
+    });
+    if result.is_ok() {
+        let _ = handle.events.try_send(LoginEvent::Stored);
+    }
+    let _ = handle.events.try_send(LoginEvent::Finished(result));
+}
