@@ -1094,7 +1094,11 @@ fn login_discovering(idp: &DevIdp, store: &Path, extra: &[&str]) -> Command {
 /// A confidential client logged in through discovery: the identity provider, the token
 /// directory and path.
 fn discovered_login() -> (DevIdp, TempDir, PathBuf) {
-    let idp = start_idp(ClientAuth::Basic);
+    discovered_login_at(start_idp(ClientAuth::Basic))
+}
+
+/// [`discovered_login`] at `idp`.
+fn discovered_login_at(idp: DevIdp) -> (DevIdp, TempDir, PathBuf) {
     let (dir, path) = store();
     let mut command = login_discovering(&idp, &path, &[]);
     pass_secret(&mut command, SecretVia::Env, SECRET, dir.path());
@@ -1305,6 +1309,31 @@ fn s44_logout_revokes_both_tokens_at_the_provider_and_deletes_them() {
     again.assert_code(0);
     assert_eq!(again.event_names(), ["logged_out"]);
     assert_eq!(again.events()[0]["had_tokens"], false);
+}
+
+/// django-oauth-toolkit lists its revocation endpoint only in the RFC 8414 document, not
+/// the OpenID Connect one: discovery reads both (S9 in each), so a login from the issuer
+/// alone records it, and logging out revokes there.
+#[test]
+fn s9_s44_a_revocation_endpoint_only_rfc8414_lists_is_found_and_logout_revokes_there() {
+    let idp = start_idp_with(ClientAuth::Basic, |config| {
+        config.revocation_only_in_oauth_metadata = true;
+    });
+    let (idp, _dir, path) = discovered_login_at(idp);
+    assert_eq!(
+        stored_provider(&path)["revocation_endpoint"],
+        idp.revocation_endpoint()
+    );
+    let access = entry_string(&stored_tokens(&path), "access_token");
+    let finished = session("logout", &path, SecretVia::Env, &[]);
+    finished.assert_code(0);
+    assert_eq!(
+        finished.event_names(),
+        ["revoked", "revoked", "logged_out"],
+        "{}",
+        finished.describe()
+    );
+    assert!(!idp.access_token_active(&access));
 }
 
 #[test]

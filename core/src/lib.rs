@@ -6,9 +6,20 @@
 //!
 //! This crate is the whole protocol and none of the I/O. It reads no clock, opens no socket,
 //! draws no randomness and runs on no async runtime: time, bytes and entropy come in as
-//! arguments, and everything the outside world must do comes out as an [`Action`]. The
-//! drivers `latchkey-smol` and `latchkey-tokio` wire it to sockets, TLS, timers, a browser
-//! and a token store; you can write your own in the same few lines.
+//! arguments, and everything the outside world must do comes out as an action. Three
+//! machines share one calling contract:
+//!
+//! | machine | what it does | its actions |
+//! |---|---|---|
+//! | [`Engine`] | logins: the loopback listener, the callback, the code exchange | [`Action`] |
+//! | [`Session`] | a login's tokens afterwards: hand out, refresh, log out | [`SessionAction`] |
+//! | [`Discovery`] | a provider's metadata from its issuer | [`DiscoveryAction`] |
+//!
+//! Each has getters, commands, `handle_*` inputs that take `now`, and `poll_action` /
+//! `poll_timeout`; every request and store operation it asks for carries an id that its
+//! answer names; every deadline is the machine's own. The drivers `latchkey-smol` and
+//! `latchkey-tokio` wire them to sockets, TLS, timers, a browser and a token store; you can
+//! write your own in a few lines.
 //!
 //! ## One flow, start to finish
 //!

@@ -29,7 +29,9 @@
 //! - `POST /revoke` (RFC 7009): with the client authenticated as at `/token`, a refresh
 //!   token revokes its whole grant, an access token itself; unknown tokens get 200 too.
 //! - `GET /.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`
-//!   (also the RFC 8414 §3.1 / OIDC Discovery variants when the issuer has a path).
+//!   (also the RFC 8414 §3.1 / OIDC Discovery variants when the issuer has a path); the
+//!   second without the revocation endpoint when
+//!   [`Config::revocation_only_in_oauth_metadata`] is set.
 //!
 //! ```
 //! use latchkey_devidp::{Client, ClientAuth, Config, DevIdp, agent};
@@ -157,6 +159,9 @@ pub struct Config {
     /// Scopes added to every grant beyond those requested, e.g. `["openid"]` like Google,
     /// so a client must report a scope change (default none).
     pub scopes_added: Vec<String>,
+    /// List the revocation endpoint only in the RFC 8414 document, not in the OpenID
+    /// Connect one, as django-oauth-toolkit does (default `false`).
+    pub revocation_only_in_oauth_metadata: bool,
 }
 
 impl Config {
@@ -171,6 +176,7 @@ impl Config {
             quirk: Quirk::None,
             send_iss: true,
             scopes_added: Vec::new(),
+            revocation_only_in_oauth_metadata: false,
         }
     }
 

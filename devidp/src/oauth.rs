@@ -175,7 +175,7 @@ impl Server {
             (_, "/authorize") => self.authorize(query),
             (_, "/token") => self.token(&request),
             (_, "/revoke") => self.revoke(&request),
-            _ => self.metadata(),
+            _ => self.metadata(path),
         };
         let mut state = self.lock();
         state.stats.requests += 1;
@@ -203,8 +203,11 @@ impl Server {
             .is_some_and(|t| t.issued.elapsed() < lifetime)
     }
 
-    fn metadata(&self) -> Response {
-        let doc = json!({
+    /// The metadata document at `path`: RFC 8414's and OpenID Connect's are the same,
+    /// unless [`Config::revocation_only_in_oauth_metadata`] leaves the revocation endpoint
+    /// out of the OpenID Connect one.
+    fn metadata(&self, path: &str) -> Response {
+        let mut doc = json!({
             "issuer": self.issuer,
             "authorization_endpoint": format!("{}/authorize", self.base_url),
             "token_endpoint": format!("{}/token", self.base_url),
@@ -217,6 +220,12 @@ impl Server {
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "authorization_response_iss_parameter_supported": self.config.send_iss,
         });
+        if self.config.revocation_only_in_oauth_metadata && path.contains("openid-configuration") {
+            if let Some(members) = doc.as_object_mut() {
+                members.remove("revocation_endpoint");
+                members.remove("revocation_endpoint_auth_methods_supported");
+            }
+        }
         Response::new(200, "application/json", doc.to_string())
     }
 

@@ -760,6 +760,23 @@ fn metadata_documents() {
 }
 
 #[test]
+fn the_revocation_endpoint_can_be_listed_in_the_rfc8414_document_only() {
+    let mut config = Config::new(clients());
+    config.revocation_only_in_oauth_metadata = true;
+    let idp = start(config);
+    let document = |path: &str| -> Value {
+        let (status, _, body) = agent::get(&format!("{}{path}", idp.base_url()), &[]).unwrap();
+        assert_eq!(status, 200, "{path}");
+        serde_json::from_slice(&body).unwrap()
+    };
+    let oidc = document("/.well-known/openid-configuration");
+    let oauth = document("/.well-known/oauth-authorization-server");
+    assert_eq!(oidc["revocation_endpoint"], Value::Null);
+    assert_eq!(oauth["revocation_endpoint"], idp.revocation_endpoint());
+    assert_eq!(oidc["token_endpoint"], oauth["token_endpoint"]);
+}
+
+#[test]
 fn configured_issuer_and_no_iss() {
     let mut config = Config::new(clients());
     config.issuer = Some("http://idp.test/realms/dev".into());

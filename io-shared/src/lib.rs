@@ -40,6 +40,7 @@
 pub mod discovery;
 pub mod entropy;
 pub mod http;
+mod jobs;
 mod log;
 pub mod opener;
 pub mod proxy;

@@ -1,6 +1,6 @@
 //! Fresh access tokens on demand, for a program that logged a user in once and must keep
-//! working: [`TokenSource`], the token lifecycle machine ([`latchkey::Session`]) and a loop
-//! that carries out what it asks.
+//! working: [`TokenSource`], the token lifecycle machine ([`latchkey::Session`]) and the
+//! I/O it asks for.
 //!
 //! Every rule is the session's: the stored tokens are the source of truth; they are handed
 //! out while they expire later than the margin (60 s by default) and refreshed first
@@ -11,29 +11,29 @@
 //! deletes them in any case (S44). A program that restarts reads the same store and carries
 //! on.
 //!
-//! The loop is a task of its own, spawned on the first call: it owns the session, runs a
-//! store that never blocks in place and one that may block on the runtime's blocking pool,
-//! sends requests on the runtime's sockets, and fires the session's deadlines on the
-//! runtime's clock. Callers talk to it through a channel. It ends once every clone of the
-//! source is gone and the work in progress is done, so a refresh nobody waits for any more
-//! is still stored.
+//! How it runs: the session is shared, and whoever has an input for it (a caller with a
+//! call, a store operation or a request that finished, the timer) feeds it and drains its
+//! actions. A store that never blocks is called in place, so handing out valid tokens from
+//! memory happens entirely in the caller's task. A store that may block runs on the
+//! runtime's blocking pool and each request on a task of its own: they finish and feed
+//! their outcome back even if every caller has given up, so a refresh nobody waits for any
+//! more is still stored. A timer task exists while the session has a deadline.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
 use futures_lite::future;
 use latchkey::{
-    CallId, ConfigError, DeleteReason, LogoutReport, Provider, Purpose, RequestId, SaveReason,
-    Session, SessionAction, SessionError, SessionOptions, StoreError, StoreOpId, TokenSet,
+    CallId, ConfigError, DeleteReason, LogoutReport, Provider, Purpose, SaveReason, Session,
+    SessionAction, SessionError, SessionOptions, StoreError, StoreOpId, TokenSet,
 };
 use tracing::{Instrument, Span, debug, info, info_span, warn};
 
+use crate::jobs::{Carried, Job};
 use crate::log::ProviderName;
 use crate::runtime::Runtime;
 use crate::store::{DEFAULT_KEY, TokenStore};
@@ -46,15 +46,6 @@ pub struct TokenSource<R: Runtime> {
     inner: Arc<Inner<R>>,
 }
 
-struct Inner<R: Runtime> {
-    runtime: R,
-    provider: Provider,
-    key: String,
-    commands: Sender<Command>,
-    /// The loop's half, until the first call spawns it.
-    idle_loop: Mutex<Option<Loop<R>>>,
-}
-
 impl<R: Runtime> fmt::Debug for TokenSource<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSource")
@@ -64,17 +55,38 @@ impl<R: Runtime> fmt::Debug for TokenSource<R> {
     }
 }
 
-/// What a caller asks of the loop.
-enum Command {
-    Tokens {
-        refresh: bool,
-        reply: Sender<Result<TokenSet, SessionError>>,
-        span: Span,
-    },
-    Logout {
-        reply: Sender<Result<LogoutReport, SessionError>>,
-        span: Span,
-    },
+/// An answer to a call: tokens, or a logout's report.
+enum Answer {
+    Tokens(Result<TokenSet, SessionError>),
+    LoggedOut(Result<LogoutReport, SessionError>),
+}
+
+/// A call not answered yet.
+struct Waiting {
+    /// Where its answer goes once the caller waits for it; until then it is kept here.
+    reply: Option<Sender<Answer>>,
+    answer: Option<Answer>,
+    span: Span,
+}
+
+struct State {
+    session: Session,
+    calls: BTreeMap<CallId, Waiting>,
+    /// Whether the tokens being handed out were refreshed in this piece of work.
+    refreshed: bool,
+    /// What the timer task sleeps until, while there is one.
+    armed: Option<Instant>,
+}
+
+struct Inner<R: Runtime> {
+    runtime: R,
+    provider: Provider,
+    store: Arc<dyn TokenStore>,
+    transport: Transport,
+    key: String,
+    state: Mutex<State>,
+    /// Wakes the timer task when the session's next deadline moved earlier.
+    timer: (Sender<()>, Receiver<()>),
 }
 
 impl<R: Runtime> TokenSource<R> {
@@ -121,25 +133,20 @@ impl<R: Runtime> TokenSource<R> {
         transport: Transport,
         key: String,
     ) -> TokenSource<R> {
-        let (commands, receiver) = async_channel::unbounded();
-        let provider = session.provider().clone();
-        let idle_loop = Loop {
-            runtime: runtime.clone(),
-            session,
-            store,
-            transport,
-            key: key.clone(),
-            commands: receiver,
-            waiting: BTreeMap::new(),
-            refreshed: false,
-        };
         TokenSource {
             inner: Arc::new(Inner {
                 runtime,
-                provider,
+                provider: session.provider().clone(),
+                store,
+                transport,
                 key,
-                commands,
-                idle_loop: Mutex::new(Some(idle_loop)),
+                state: Mutex::new(State {
+                    session,
+                    calls: BTreeMap::new(),
+                    refreshed: false,
+                    armed: None,
+                }),
+                timer: async_channel::bounded(1),
             }),
         }
     }
@@ -152,7 +159,14 @@ impl<R: Runtime> TokenSource<R> {
     /// See [`SessionError`]; [`SessionError::login_required`] says when only a new login
     /// helps.
     pub fn tokens(&self) -> impl Future<Output = Result<TokenSet, SessionError>> + Send + 'static {
-        self.ask_tokens(false, "tokens")
+        let answer = self.ask("tokens", |session, now| session.tokens(now));
+        async move {
+            match answer.await {
+                Answer::Tokens(result) => result,
+                // Only when the call was lost (it cannot be).
+                Answer::LoggedOut(_) => Err(SessionError::Cancelled),
+            }
+        }
     }
 
     /// Refreshes now, whatever the expiry, and returns (and stores) the fresh tokens.
@@ -161,7 +175,13 @@ impl<R: Runtime> TokenSource<R> {
     ///
     /// As [`tokens`](TokenSource::tokens).
     pub fn refresh(&self) -> impl Future<Output = Result<TokenSet, SessionError>> + Send + 'static {
-        self.ask_tokens(true, "refresh")
+        let answer = self.ask("refresh", |session, now| session.refresh(now));
+        async move {
+            match answer.await {
+                Answer::Tokens(result) => result,
+                Answer::LoggedOut(_) => Err(SessionError::Cancelled),
+            }
+        }
     }
 
     /// Logs out (S44): revokes the stored refresh token, then the access token, when the
@@ -174,71 +194,46 @@ impl<R: Runtime> TokenSource<R> {
     pub fn logout(
         &self,
     ) -> impl Future<Output = Result<LogoutReport, SessionError>> + Send + 'static {
-        let (reply, answer) = async_channel::bounded(1);
-        let span = self.span("logout");
-        let command = Command::Logout {
-            reply,
-            span: span.clone(),
-        };
-        self.ask(command, answer, span)
-    }
-
-    fn ask_tokens(
-        &self,
-        refresh: bool,
-        operation: &'static str,
-    ) -> impl Future<Output = Result<TokenSet, SessionError>> + Send + 'static {
-        let (reply, answer) = async_channel::bounded(1);
-        let span = self.span(operation);
-        let command = Command::Tokens {
-            refresh,
-            reply,
-            span: span.clone(),
-        };
-        self.ask(command, answer, span)
-    }
-
-    /// Sends `command` to the loop (spawning it on the first call) and awaits its answer.
-    fn ask<T: Send + 'static>(
-        &self,
-        command: Command,
-        answer: Receiver<Result<T, SessionError>>,
-        span: Span,
-    ) -> impl Future<Output = Result<T, SessionError>> + Send + 'static {
-        let idle_loop = self
-            .inner
-            .idle_loop
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let runtime = self.inner.runtime.clone();
-        // The channel is unbounded and the source holds its receiver's loop: this succeeds.
-        let _ = self.inner.commands.try_send(command);
+        let answer = self.ask("logout", |session, now| session.logout(now));
         async move {
-            if let Some(idle_loop) = idle_loop {
-                let task = runtime.spawn(idle_loop.run());
-                runtime.detach(task);
+            match answer.await {
+                Answer::LoggedOut(result) => result,
+                Answer::Tokens(Err(error)) => Err(error),
+                Answer::Tokens(Ok(_)) => Err(SessionError::Cancelled),
             }
-            // No answer only when the runtime shut down under the loop.
-            answer.recv().await.unwrap_or(Err(SessionError::Cancelled))
+        }
+    }
+
+    /// Makes a call in the caller's task and awaits its answer.
+    fn ask(
+        &self,
+        operation: &'static str,
+        call: impl FnOnce(&mut Session, Instant) -> CallId + Send + 'static,
+    ) -> impl Future<Output = Answer> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        let span = info_span!(
+            "token_source",
+            operation,
+            provider = %ProviderName(&inner.provider),
+            key = %inner.key
+        );
+        async move {
+            let (answer, jobs) = inner.call(call);
+            // The I/O the call started runs here while the caller waits; whatever is still
+            // running when the caller stops waiting (or gives up) goes on elsewhere.
+            let mut carried = Carried::new(&inner.runtime, jobs);
+            match answer {
+                // Answered at once: valid tokens from a store that never blocks.
+                Ok(answer) => answer,
+                Err(receiver) => carried
+                    .until(receiver.recv())
+                    .await
+                    .unwrap_or(Answer::Tokens(Err(SessionError::Cancelled))),
+            }
         }
         .instrument(span)
     }
-
-    /// The span a call's events are logged in.
-    fn span(&self, operation: &'static str) -> Span {
-        let inner = &self.inner;
-        info_span!("token_source", operation, provider = %ProviderName(&inner.provider), key = %inner.key)
-    }
 }
-
-/// A reply waiting for its call's answer.
-enum Reply {
-    Tokens(Sender<Result<TokenSet, SessionError>>),
-    Logout(Sender<Result<LogoutReport, SessionError>>),
-}
-
-type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// A store operation's outcome.
 enum Stored {
@@ -247,288 +242,293 @@ enum Stored {
     Deleted(StoreOpId, Result<(), StoreError>),
 }
 
-/// A request's outcome and when it was sent.
-type Answered = (RequestId, Purpose, Instant, TokenResult);
-
-/// What the loop owns.
-struct Loop<R: Runtime> {
-    runtime: R,
-    session: Session,
-    store: Arc<dyn TokenStore>,
-    transport: Transport,
-    key: String,
-    commands: Receiver<Command>,
-    /// Calls not answered yet, with their spans, in the order they were made.
-    waiting: BTreeMap<CallId, (Reply, Span)>,
-    /// Whether the tokens being handed out were refreshed in this piece of work.
-    refreshed: bool,
-}
-
-/// What woke the loop.
-enum Event {
-    Command(Option<Command>),
-    Stored(Stored),
-    Answered(Answered),
-    Deadline,
-}
-
-impl<R: Runtime> Loop<R> {
-    async fn run(mut self) {
-        let mut store_op: Option<Pending<Stored>> = None;
-        let mut request: Option<Pending<Answered>> = None;
-        let mut open = true;
-        loop {
-            while let Some(action) = self.session.poll_action() {
-                self.execute(action, &mut store_op, &mut request);
-            }
-            if !open && self.session.is_idle() && store_op.is_none() {
-                return;
-            }
-            let event = {
-                let deadline = self.session.poll_timeout();
-                let mut sleep = deadline.map(|at| Box::pin(self.runtime.sleep_until(at)));
-                let mut next_command = std::pin::pin!(self.commands.recv());
-                future::poll_fn(|cx| {
-                    if let Some(pending) = &mut store_op {
-                        if let Poll::Ready(stored) = pending.as_mut().poll(cx) {
-                            store_op = None;
-                            return Poll::Ready(Event::Stored(stored));
-                        }
-                    }
-                    if let Some(pending) = &mut request {
-                        if let Poll::Ready(answered) = pending.as_mut().poll(cx) {
-                            request = None;
-                            return Poll::Ready(Event::Answered(answered));
-                        }
-                    }
-                    if open {
-                        if let Poll::Ready(command) = next_command.as_mut().poll(cx) {
-                            return Poll::Ready(Event::Command(command.ok()));
-                        }
-                    }
-                    match &mut sleep {
-                        Some(sleep) => sleep.as_mut().poll(cx).map(|()| Event::Deadline),
-                        None => Poll::Pending,
-                    }
-                })
-                .await
-            };
-            let now = self.runtime.now();
-            match event {
-                Event::Command(Some(command)) => self.call(now, command),
-                // Every source is gone: finish the work in progress, then stop.
-                Event::Command(None) => open = false,
-                Event::Stored(stored) => self.stored(now, stored),
-                Event::Answered((id, purpose, sent, result)) => {
-                    self.answered(now, id, purpose, sent, result);
-                }
-                Event::Deadline => self.session.handle_timeout(now),
-            }
-        }
-    }
-
-    fn call(&mut self, now: Instant, command: Command) {
-        let (call, reply, span) = match command {
-            Command::Tokens {
-                refresh,
-                reply,
-                span,
-            } => {
-                let call = if refresh {
-                    self.session.refresh(now)
-                } else {
-                    self.session.tokens(now)
-                };
-                (call, Reply::Tokens(reply), span)
-            }
-            Command::Logout { reply, span } => {
-                (self.session.logout(now), Reply::Logout(reply), span)
-            }
+impl<R: Runtime> Inner<R> {
+    /// Makes a call and carries out what it asks: its answer if it came at once, or where
+    /// it will come.
+    fn call(
+        self: &Arc<Self>,
+        call: impl FnOnce(&mut Session, Instant) -> CallId,
+    ) -> (Result<Answer, Receiver<Answer>>, Vec<Job>) {
+        let now = self.runtime.now();
+        let mut state = self.lock();
+        let id = call(&mut state.session, now);
+        let waiting = Waiting {
+            reply: None,
+            answer: None,
+            span: Span::current(),
         };
-        self.waiting.insert(call, (reply, span));
+        state.calls.insert(id, waiting);
+        let jobs = self.drain(&mut state);
+        let answer = match state.calls.get_mut(&id) {
+            Some(Waiting {
+                answer: answer @ Some(_),
+                ..
+            }) => {
+                let answer = answer.take();
+                state.calls.remove(&id);
+                Ok(answer.unwrap_or(Answer::Tokens(Err(SessionError::Cancelled))))
+            }
+            Some(waiting) => {
+                let (reply, receiver) = async_channel::bounded(1);
+                waiting.reply = Some(reply);
+                Err(receiver)
+            }
+            None => Ok(Answer::Tokens(Err(SessionError::Cancelled))),
+        };
+        (answer, jobs)
     }
 
-    /// The span of the oldest call still waiting: the work in progress is for it.
-    fn span(&self) -> Span {
-        self.waiting.first_key_value().map_or_else(
-            || info_span!("token_source", operation = "background"),
-            |(_, (_, span))| span.clone(),
-        )
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The session never panics; the maps are each updated in one step.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn execute(
-        &mut self,
-        action: SessionAction,
-        store_op: &mut Option<Pending<Stored>>,
-        request: &mut Option<Pending<Answered>>,
-    ) {
-        let span = self.span();
-        let _entered = span.enter();
-        match action {
-            SessionAction::Load { op } => {
-                self.refreshed = false;
-                debug!("reading the stored tokens");
-                let key = self.key.clone();
-                self.run_store(store_op, move |store| Stored::Loaded(op, store.load(&key)));
-            }
-            SessionAction::Save { op, tokens, reason } => {
-                match reason {
-                    SaveReason::Refreshed { rotated } => {
-                        self.refreshed = true;
-                        info!(rotated, "tokens refreshed; storing them");
-                    }
-                    SaveReason::Kept => {
-                        self.refreshed = false;
-                        info!("storing refreshed tokens the store refused before");
-                    }
-                    _ => {}
+    /// Feeds an input to the session and drains it: the I/O it asks for next.
+    fn input(self: &Arc<Self>, feed: impl FnOnce(&mut State, Instant)) -> Vec<Job> {
+        let now = self.runtime.now();
+        let mut state = self.lock();
+        feed(&mut state, now);
+        self.drain(&mut state)
+    }
+
+    /// Carries out every action: a store that never blocks in place (its outcome fed back
+    /// at once), answers to their callers; other I/O comes back as jobs that feed their
+    /// outcome back. Then makes sure a timer task watches the next deadline.
+    fn drain(self: &Arc<Self>, state: &mut State) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        while let Some(action) = state.session.poll_action() {
+            let span = oldest_span(state);
+            let _entered = span.enter();
+            match action {
+                SessionAction::Load { op } => {
+                    state.refreshed = false;
+                    debug!("reading the stored tokens");
+                    let key = self.key.clone();
+                    self.run_store(state, &mut jobs, move |store| {
+                        Stored::Loaded(op, store.load(&key))
+                    });
                 }
-                let key = self.key.clone();
-                self.run_store(store_op, move |store| {
-                    Stored::Saved(op, store.save(&key, &tokens))
-                });
-            }
-            SessionAction::Delete { op, reason } => {
-                match reason {
-                    DeleteReason::LoginRequired => {
-                        warn!("refresh refused; deleting the stored tokens");
-                    }
-                    DeleteReason::Logout => debug!("deleting the stored tokens"),
-                    _ => {}
-                }
-                let key = self.key.clone();
-                self.run_store(store_op, move |store| {
-                    Stored::Deleted(op, store.delete(&key))
-                });
-            }
-            SessionAction::Send {
-                id,
-                purpose,
-                request: http,
-            } => {
-                match purpose {
-                    Purpose::Refresh => info!("refreshing the tokens"),
-                    Purpose::Revoke(kind) => debug!(token = kind.hint(), "revoking a token"),
-                    _ => {}
-                }
-                let (runtime, transport) = (self.runtime.clone(), self.transport.clone());
-                let sent = runtime.now();
-                // A request the session gave up on is dropped here (its deadline passed).
-                *request = Some(Box::pin(
-                    async move {
-                        let result = transport.send(&runtime, http).await;
-                        (id, purpose, sent, result)
-                    }
-                    .instrument(span.clone()),
-                ));
-            }
-            SessionAction::Tokens { call, result } => {
-                match &result {
-                    Ok(_) if !self.refreshed => debug!("the stored tokens are still valid"),
-                    Ok(_) => debug!("fresh tokens handed out"),
-                    Err(error) => debug!(%error, "no tokens to hand out"),
-                }
-                if let Some((Reply::Tokens(reply), _)) = self.waiting.remove(&call) {
-                    let _ = reply.try_send(result);
-                }
-            }
-            SessionAction::LoggedOut { call, result } => {
-                if let Ok(report) = &result {
-                    for (kind, outcome) in &report.revocations {
-                        match outcome {
-                            Ok(()) => info!(token = kind.hint(), "token revoked"),
-                            Err(error) => warn!(token = kind.hint(), %error, "revocation failed"),
+                SessionAction::Save { op, tokens, reason } => {
+                    match reason {
+                        SaveReason::Refreshed { rotated } => {
+                            state.refreshed = true;
+                            info!(rotated, "tokens refreshed; storing them");
                         }
+                        SaveReason::Kept => {
+                            state.refreshed = false;
+                            info!("storing refreshed tokens the store refused before");
+                        }
+                        _ => {}
                     }
-                    if let Some(reason) = &report.not_revoked {
-                        warn!(%reason, "tokens not revoked");
+                    let key = self.key.clone();
+                    self.run_store(state, &mut jobs, move |store| {
+                        Stored::Saved(op, store.save(&key, &tokens))
+                    });
+                }
+                SessionAction::Delete { op, reason } => {
+                    match reason {
+                        DeleteReason::LoginRequired => {
+                            warn!("refresh refused; deleting the stored tokens");
+                        }
+                        DeleteReason::Logout => debug!("deleting the stored tokens"),
+                        _ => {}
                     }
-                    info!(
-                        fully_revoked = report.fully_revoked(),
-                        "stored tokens deleted"
-                    );
+                    let key = self.key.clone();
+                    self.run_store(state, &mut jobs, move |store| {
+                        Stored::Deleted(op, store.delete(&key))
+                    });
                 }
-                if let Some((Reply::Logout(reply), _)) = self.waiting.remove(&call) {
-                    let _ = reply.try_send(result);
+                SessionAction::Send {
+                    id,
+                    purpose,
+                    request,
+                } => {
+                    match purpose {
+                        Purpose::Refresh => info!("refreshing the tokens"),
+                        Purpose::Revoke(kind) => debug!(token = kind.hint(), "revoking a token"),
+                        _ => {}
+                    }
+                    let inner = Arc::clone(self);
+                    let sending = async move {
+                        let sent = inner.runtime.now();
+                        let result = inner.transport.send(&inner.runtime, request).await;
+                        let elapsed = inner.runtime.now().saturating_duration_since(sent);
+                        log_answer(&result, purpose, elapsed);
+                        let wall = inner.runtime.wall();
+                        inner.input(|state, now| match result {
+                            Ok(response) => state.session.handle_response(now, wall, id, response),
+                            Err(error) => state.session.handle_failure(now, id, error),
+                        })
+                    };
+                    jobs.push(Job::new(sending.instrument(span.clone())));
                 }
+                SessionAction::Tokens { call, result } => {
+                    match &result {
+                        Ok(_) if !state.refreshed => debug!("the stored tokens are still valid"),
+                        Ok(_) => debug!("fresh tokens handed out"),
+                        Err(error) => debug!(%error, "no tokens to hand out"),
+                    }
+                    deliver(state, call, Answer::Tokens(result));
+                }
+                SessionAction::LoggedOut { call, result } => {
+                    if let Ok(report) = &result {
+                        log_logout(report);
+                    }
+                    deliver(state, call, Answer::LoggedOut(result));
+                }
+                _ => debug_assert!(false, "an action this driver does not know"),
             }
-            _ => debug_assert!(false, "an action this loop does not know"),
         }
+        self.watch_deadline(state);
+        jobs
     }
 
-    /// Runs a store operation: in place for a store that never blocks (its outcome is fed
-    /// back at once), on the blocking pool otherwise.
+    /// Runs a store operation: in place for a store that never blocks, its outcome fed back
+    /// at once; on the blocking pool otherwise, from a task that feeds it back.
     fn run_store(
-        &mut self,
-        store_op: &mut Option<Pending<Stored>>,
+        self: &Arc<Self>,
+        state: &mut State,
+        jobs: &mut Vec<Job>,
         operation: impl FnOnce(&dyn TokenStore) -> Stored + Send + 'static,
     ) {
-        debug_assert!(store_op.is_none(), "one store operation at a time");
         if !self.store.blocks() {
             let stored = operation(&*self.store);
-            self.stored(self.runtime.now(), stored);
+            self.stored(state, self.runtime.now(), stored);
             return;
         }
-        let store = Arc::clone(&self.store);
-        let runtime = self.runtime.clone();
-        let started = runtime.now();
-        *store_op = Some(Box::pin(async move {
-            let stored = runtime.unblock(move || operation(&*store)).await;
-            let elapsed = runtime.now().saturating_duration_since(started);
-            debug!(?elapsed, "store answered");
-            stored
-        }));
+        let inner = Arc::clone(self);
+        let storing = async move {
+            let store = Arc::clone(&inner.store);
+            let started = inner.runtime.now();
+            let stored = inner.runtime.unblock(move || operation(&*store)).await;
+            let elapsed = inner.runtime.now().saturating_duration_since(started);
+            debug!(?elapsed, "the store answered");
+            inner.input(|state, now| inner.stored(state, now, stored))
+        };
+        jobs.push(Job::new(storing.instrument(Span::current())));
     }
 
-    fn stored(&mut self, now: Instant, stored: Stored) {
+    fn stored(&self, state: &mut State, now: Instant, stored: Stored) {
         let wall = self.runtime.wall();
         match stored {
-            Stored::Loaded(op, result) => self.session.handle_loaded(now, wall, op, result),
+            Stored::Loaded(op, result) => state.session.handle_loaded(now, wall, op, result),
             Stored::Saved(op, result) => {
                 if let Err(error) = &result {
-                    let span = self.span();
-                    span.in_scope(|| warn!(%error, "the store refused the tokens"));
+                    warn!(%error, "the store refused the tokens");
                 }
-                self.session.handle_saved(now, wall, op, result);
+                state.session.handle_saved(now, wall, op, result);
             }
-            Stored::Deleted(op, result) => self.session.handle_deleted(now, op, result),
+            Stored::Deleted(op, result) => state.session.handle_deleted(now, op, result),
         }
     }
 
-    fn answered(
-        &mut self,
-        now: Instant,
-        id: RequestId,
-        purpose: Purpose,
-        sent: Instant,
-        result: TokenResult,
-    ) {
-        let elapsed: Duration = now.saturating_duration_since(sent);
-        let span = self.span();
-        span.in_scope(|| match (&result, purpose) {
-            (Ok(response), Purpose::Revoke(kind)) => debug!(
-                token = kind.hint(),
-                status = response.status().as_u16(),
-                ?elapsed,
-                "revocation endpoint answered"
-            ),
-            (Ok(response), _) => {
-                info!(
-                    status = response.status().as_u16(),
-                    ?elapsed,
-                    "token endpoint answered"
-                );
+    /// Starts a timer task when the session has a deadline and none watches it, or wakes
+    /// the one there is when the deadline moved earlier.
+    fn watch_deadline(self: &Arc<Self>, state: &mut State) {
+        let Some(next) = state.session.poll_timeout() else {
+            return;
+        };
+        match state.armed {
+            Some(armed) if armed <= next => {}
+            Some(_) => {
+                state.armed = Some(next);
+                let _ = self.timer.0.try_send(());
             }
-            (Err(error), Purpose::Revoke(_)) => {
-                warn!(%error, ?elapsed, "the revocation endpoint could not be reached");
+            None => {
+                state.armed = Some(next);
+                let task = self.runtime.spawn(timer(Arc::clone(self)));
+                self.runtime.detach(task);
             }
-            (Err(error), _) => warn!(%error, ?elapsed, "the token endpoint could not be reached"),
-        });
-        match result {
-            Ok(response) => self
-                .session
-                .handle_response(now, self.runtime.wall(), id, response),
-            Err(error) => self.session.handle_failure(now, id, error),
         }
     }
+}
+
+/// Fires the session's deadlines while it has any, then ends. The I/O a deadline leads to
+/// (the next call's work) runs here meanwhile.
+async fn timer<R: Runtime>(inner: Arc<Inner<R>>) {
+    let mut carried = Carried::new(&inner.runtime, Vec::new());
+    loop {
+        let deadline = {
+            let mut state = inner.lock();
+            state.armed = state.session.poll_timeout();
+            match state.armed {
+                Some(deadline) => deadline,
+                None => return,
+            }
+        };
+        let woken = future::or(
+            async {
+                let _ = inner.timer.1.recv().await;
+                false
+            },
+            async {
+                inner.runtime.sleep_until(deadline).await;
+                true
+            },
+        );
+        if carried.until(woken).await {
+            carried.extend(inner.input(|state, now| state.session.handle_timeout(now)));
+        }
+    }
+}
+
+/// Hands `answer` to its caller, or keeps it until the caller asks.
+fn deliver(state: &mut State, call: CallId, answer: Answer) {
+    let Some(waiting) = state.calls.get_mut(&call) else {
+        return;
+    };
+    match waiting.reply.take() {
+        Some(reply) => {
+            // A caller that gave up is gone: nothing to hand over.
+            let _ = reply.try_send(answer);
+            state.calls.remove(&call);
+        }
+        None => waiting.answer = Some(answer),
+    }
+}
+
+/// The span of the oldest call not answered yet: the work in progress is for it.
+fn oldest_span(state: &State) -> Span {
+    state.calls.first_key_value().map_or_else(
+        || info_span!("token_source", operation = "background"),
+        |(_, waiting)| waiting.span.clone(),
+    )
+}
+
+fn log_answer(result: &TokenResult, purpose: Purpose, elapsed: std::time::Duration) {
+    match (result, purpose) {
+        (Ok(response), Purpose::Revoke(kind)) => debug!(
+            token = kind.hint(),
+            status = response.status().as_u16(),
+            ?elapsed,
+            "revocation endpoint answered"
+        ),
+        (Ok(response), _) => {
+            info!(
+                status = response.status().as_u16(),
+                ?elapsed,
+                "token endpoint answered"
+            );
+        }
+        (Err(error), Purpose::Revoke(_)) => {
+            warn!(%error, ?elapsed, "the revocation endpoint could not be reached");
+        }
+        (Err(error), _) => warn!(%error, ?elapsed, "the token endpoint could not be reached"),
+    }
+}
+
+fn log_logout(report: &LogoutReport) {
+    for (kind, outcome) in &report.revocations {
+        match outcome {
+            Ok(()) => info!(token = kind.hint(), "token revoked"),
+            Err(error) => warn!(token = kind.hint(), %error, "revocation failed"),
+        }
+    }
+    if let Some(reason) = &report.not_revoked {
+        warn!(%reason, "tokens not revoked");
+    }
+    info!(
+        fully_revoked = report.fully_revoked(),
+        "stored tokens deleted"
+    );
 }

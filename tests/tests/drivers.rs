@@ -9,7 +9,7 @@
 #[macro_use]
 mod support;
 
-use support::{outcome, within};
+use support::{Virtual, outcome, within};
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -22,8 +22,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
 use latchkey::{
-    ClientAuth, Config, FlowError, FlowOptions, Landing, Provider, Step, TokenSet, TokenType,
-    TransportError, TransportErrorKind,
+    ClientAuth, Config, FlowError, FlowOptions, Landing, Provider, StartError, Step, TokenSet,
+    TokenType, TransportError, TransportErrorKind,
 };
 use latchkey_devidp::agent::{self, Hop};
 use latchkey_devidp::{DevIdp, Quirk};
@@ -72,6 +72,9 @@ on_both_drivers!(
     shutdown_cancels_every_login,
     dropping_the_service_cancels_its_login,
     an_application_redirect_binds_nothing_and_its_deep_link_completes_the_login,
+    s19_a_login_nobody_completes_ends_at_its_lifetime_in_virtual_time,
+    s20_a_login_started_for_an_owner_stores_its_tokens_under_that_owner,
+    a_random_source_that_repeats_itself_is_a_start_error,
 );
 
 /// Runs blocking `work` on the runtime's blocking pool, so the driver's tasks keep running.
@@ -519,10 +522,8 @@ async fn s11_forged_callbacks_leave_the_flow_alone<R: Runtime>(rt: R) {
             String::from_utf8_lossy(&body)
         );
     }
-    // The flow noticed nothing.
-    let quiet = login
-        .next_event_by(&rt, Instant::now() + Duration::from_millis(100))
-        .await;
+    // The flow noticed nothing: the forgeries were judged before they were answered.
+    let quiet = login.next_event_by(&rt, rt.now()).await;
     assert!(quiet.is_err(), "the forgeries reached the flow: {quiet:?}");
     assert_eq!(fx.token_requests(), 0);
 
@@ -564,17 +565,24 @@ async fn s18_replayed_callback_is_refused<R: Runtime>(rt: R) {
 // ----- 5. nobody comes back -----
 
 async fn timeout_waiting_for_the_callback<R: Runtime>(rt: R) {
+    // Virtual time: the five minutes pass at once.
+    let rt = Virtual::new(rt);
     let fx = Setup::new(Auth::Public).start(&rt);
     let login = fx.start_login().await;
-    let started = Instant::now();
-    let result = within(
-        &rt,
+    let started = rt.now();
+    let (result, ()) = within(
+        rt.real(),
         STEP,
         "finished_within",
-        login.finished_within(&rt, Duration::from_millis(300)),
+        future::zip(
+            login.finished_within(&rt, Duration::from_secs(300)),
+            async {
+                future::yield_now().await;
+                rt.clock().advance(Duration::from_secs(300));
+            },
+        ),
     )
     .await;
-    let took = started.elapsed();
     assert!(
         matches!(
             result,
@@ -582,10 +590,7 @@ async fn timeout_waiting_for_the_callback<R: Runtime>(rt: R) {
         ),
         "{result:?}"
     );
-    assert!(
-        (Duration::from_millis(300)..Duration::from_secs(2)).contains(&took),
-        "{took:?}"
-    );
+    assert_eq!(rt.now() - started, Duration::from_secs(300));
     assert_eq!(fx.idp.stats().authorize_requests, 0);
 }
 
@@ -1153,4 +1158,94 @@ async fn an_application_redirect_binds_nothing_and_its_deep_link_completes_the_l
         Err(Error::Callback(latchkey::Rejection::AlreadyUsed))
     ));
     service.shutdown().await;
+}
+
+// ----- the engine's own deadlines, the owner's key, the random source -----
+
+/// S19 through the driver's timer: a login nobody completes ends when its lifetime (ten
+/// minutes by default) has passed on the runtime's clock, and a late callback then gets the
+/// "expired" page without a token request. Virtual time: the ten minutes pass at once.
+async fn s19_a_login_nobody_completes_ends_at_its_lifetime_in_virtual_time<R: Runtime>(rt: R) {
+    let rt = Virtual::new(rt);
+    let fx = Setup::new(Auth::Basic).start(&rt);
+    let login = fx.start_login().await;
+    let url = login.url().to_owned();
+    rt.clock().advance(Duration::from_secs(599));
+    let early = within(
+        rt.real(),
+        STEP,
+        "an event",
+        login.next_event_by(&rt, rt.now()),
+    )
+    .await;
+    assert!(
+        early.is_err(),
+        "nothing happens before the lifetime: {early:?}"
+    );
+    rt.clock().advance(Duration::from_secs(1));
+    let result = within(rt.real(), STEP, "the outcome", login.finished()).await;
+    assert!(
+        matches!(
+            result,
+            Err(Error::Flow(FlowError::TimedOut(Step::Callback)))
+        ),
+        "{result:?}"
+    );
+    let hops = within(
+        rt.real(),
+        STEP,
+        "the browser",
+        rt.real().unblock(move || agent::browse(&url)),
+    )
+    .await
+    .expect("the late browser's navigation");
+    let last = hops.last().expect("a hop");
+    assert_eq!(last.status, 410, "{hops:?}");
+    assert_eq!(fx.token_requests(), 0);
+}
+
+/// The tokens of a login started for an owner (`FlowOptions::owner`) are stored under that
+/// owner's key, not the default one.
+async fn s20_a_login_started_for_an_owner_stores_its_tokens_under_that_owner<R: Runtime>(rt: R) {
+    let fx = Setup::new(Auth::Basic).start(&rt);
+    let login = fx
+        .service
+        .start(FlowOptions::new().owner("alice"))
+        .expect("a login for alice");
+    browse(&rt, login.url()).await;
+    let tokens = within(&rt, STEP, "the outcome", login.finished())
+        .await
+        .expect("tokens");
+    let stored = fx.stored("alice").expect("stored under alice");
+    assert_eq!(
+        stored.access_token().expose_secret(),
+        tokens.access_token().expose_secret()
+    );
+    assert!(
+        fx.stored(DEFAULT_KEY).is_none(),
+        "nothing under the default key"
+    );
+}
+
+/// A random source that gives the same bytes twice cannot start a second login: the
+/// engine refuses, and the service says so with `Error::Start` (no flow, no browser).
+async fn a_random_source_that_repeats_itself_is_a_start_error<R: Runtime>(rt: R) {
+    let rt = Virtual::new(rt).with_entropy([7; latchkey::ENTROPY_LEN]);
+    let fx = Setup::new(Auth::Basic).start(&rt);
+    let first = fx
+        .service
+        .start(FlowOptions::new())
+        .expect("the first login");
+    let second = fx.service.start(FlowOptions::new());
+    assert!(
+        matches!(second, Err(Error::Start(StartError::ReusedEntropy))),
+        "{second:?}"
+    );
+    assert!(
+        second
+            .unwrap_err()
+            .to_string()
+            .contains("entropy was reused")
+    );
+    first.cancel();
 }

@@ -23,15 +23,16 @@ use std::time::{Duration, SystemTime};
 
 use latchkey::{
     ClientAuth, Config, FlowOptions, Landing, LogoutReport, NotRevoked, Provider, RefreshError,
-    RevocationError, SessionError, TokenKind, TokenSet, TokenType,
+    RevocationError, SessionError, SessionOptions, TokenKind, TokenSet, TokenType,
 };
 use latchkey_devidp::{DevIdp, Quirk, agent};
 use latchkey_io::discovery::discover;
 use latchkey_io::http::{HttpClient, HttpOptions};
+use latchkey_io::runtime::Runtime;
 use latchkey_io::service::ServiceOptions;
 use latchkey_io::source::TokenSource;
 use latchkey_io::store::{DEFAULT_KEY, FileStore, MemoryStore, TokenStore};
-use latchkey_io::transport::Transport;
+use latchkey_io::transport::{TokenResult, TokenTransport, Transport};
 use secrecy::{ExposeSecret, SecretString};
 use smol::future;
 
@@ -683,4 +684,210 @@ fn refresh_without_token_type_defaults_to_bearer_and_rotates() {
         second.token_type_defaulted(),
         "the refresh answer named no type"
     );
+}
+
+// ---- the token source's rules in time: deadlines, margins, waiting callers ----------------
+
+/// An embedder's transport that holds every request until the test opens the gate.
+struct Gated {
+    client: HttpClient,
+    gate: smol::channel::Receiver<()>,
+}
+
+impl TokenTransport for Gated {
+    fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = TokenResult> + Send>> {
+        let (client, gate) = (self.client.clone(), self.gate.clone());
+        Box::pin(async move {
+            // Closed when the test drops its sender: then every request goes.
+            let _ = gate.recv().await;
+            client.send_on(&latchkey_smol::Smol, &request).await
+        })
+    }
+}
+
+/// A transport whose requests never get an answer.
+struct Silent;
+
+impl TokenTransport for Silent {
+    fn send(
+        &self,
+        _request: http::Request<Vec<u8>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = TokenResult> + Send>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// Tokens refreshed while callers waited serve every one of them, even when they live
+/// shorter than the margin (here the IdP's hour against a two-hour margin): twenty callers
+/// asking during one refresh cause one token request, not twenty.
+#[test]
+fn s42_tokens_refreshed_while_callers_waited_serve_them_all_even_inside_the_margin() {
+    let (idp, provider, store, _tokens) = logged_in();
+    let (open, gate) = smol::channel::bounded::<()>(1);
+    let transport = Transport::Custom(Arc::new(Gated {
+        client: http(),
+        gate,
+    }));
+    let mut options = SessionOptions::default();
+    options.margin = Duration::from_secs(2 * 3600);
+    let source = TokenSource::with(
+        latchkey_smol::Smol,
+        provider,
+        store.clone(),
+        transport,
+        DEFAULT_KEY,
+        options,
+    )
+    .expect("valid options");
+    let before = idp.stats().token_requests;
+    let handed_out: Vec<TokenSet> = smol::block_on(async {
+        let callers: Vec<_> = (0..20)
+            .map(|_| {
+                let source = source.clone();
+                smol::spawn(async move { source.tokens().await })
+            })
+            .collect();
+        // Every caller has asked before the provider answers.
+        smol::Timer::after(Duration::from_millis(200)).await;
+        drop(open);
+        let mut handed_out = Vec::new();
+        for caller in callers {
+            handed_out.push(caller.await.expect("fresh tokens"));
+        }
+        handed_out
+    });
+    assert_eq!(
+        idp.stats().token_requests - before,
+        1,
+        "one refresh for all"
+    );
+    let stored = store.load(DEFAULT_KEY).expect("readable").expect("stored");
+    for tokens in &handed_out {
+        assert_eq!(
+            tokens.access_token().expose_secret(),
+            stored.access_token().expose_secret()
+        );
+    }
+}
+
+/// In virtual time: the stored tokens serve until the wall clock comes within the margin
+/// (60 s) of their expiry, and are refreshed from then on.
+#[test]
+fn the_token_source_refreshes_once_the_wall_clock_reaches_the_margin() {
+    let (idp, provider, store, tokens) = logged_in();
+    let rt = support::Virtual::new(latchkey_smol::Smol);
+    let source = TokenSource::new(rt.clone(), provider, store, Transport::Builtin(http()));
+    let before = idp.stats().token_requests;
+    let access = |tokens: &TokenSet| tokens.access_token().expose_secret().to_owned();
+
+    rt.clock().advance(TOKEN_LIFETIME - Duration::from_secs(65));
+    let early = smol::block_on(source.tokens()).expect("the stored tokens");
+    assert_eq!(access(&early), access(&tokens), "65 s left: still valid");
+    assert_eq!(idp.stats().token_requests, before);
+
+    rt.clock().advance(Duration::from_secs(10));
+    let fresh = smol::block_on(source.tokens()).expect("refreshed tokens");
+    assert_ne!(
+        access(&fresh),
+        access(&tokens),
+        "55 s left: refreshed first"
+    );
+    assert_eq!(idp.stats().token_requests, before + 1);
+    let expires_at = fresh.expires_at().expect("an expiry");
+    let left = expires_at
+        .duration_since(rt.wall())
+        .expect("the new tokens expire in the future");
+    assert!(
+        left.as_secs().abs_diff(TOKEN_LIFETIME.as_secs()) <= 1,
+        "the new expiry counts from the (virtual) time of the answer: {left:?}"
+    );
+}
+
+/// In virtual time: a refresh request nobody answers fails at the session's request
+/// deadline (30 s) as a timed-out transport, and the stored tokens stay.
+#[test]
+fn a_refresh_nobody_answers_fails_at_its_deadline_in_virtual_time() {
+    let (_idp, provider, store, tokens) = logged_in();
+    store
+        .save(
+            DEFAULT_KEY,
+            &tokens.clone().with_expires_at(SystemTime::now()),
+        )
+        .expect("stored");
+    let rt = support::Virtual::new(latchkey_smol::Smol);
+    let source = TokenSource::new(
+        rt.clone(),
+        provider,
+        store.clone(),
+        Transport::Custom(Arc::new(Silent)),
+    );
+    let (result, ()) = smol::block_on(future::zip(source.tokens(), async {
+        future::yield_now().await;
+        rt.clock().advance(Duration::from_secs(30));
+    }));
+    match result {
+        Err(SessionError::Transport(error)) => {
+            assert_eq!(
+                error.kind(),
+                latchkey::TransportErrorKind::TimedOut,
+                "{error}"
+            );
+        }
+        other => panic!("expected a timed-out request, got {other:?}"),
+    }
+    let kept = store
+        .load(DEFAULT_KEY)
+        .expect("readable")
+        .expect("still stored");
+    assert_eq!(secret(kept.refresh_token()), secret(tokens.refresh_token()));
+}
+
+/// A store that takes its time: `load` waits until the test lets it go.
+struct Hanging {
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl TokenStore for Hanging {
+    fn save(&self, _key: &str, _tokens: &TokenSet) -> Result<(), latchkey::StoreError> {
+        Ok(())
+    }
+
+    fn load(&self, _key: &str) -> Result<Option<TokenSet>, latchkey::StoreError> {
+        let release = self.release.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = release.recv_timeout(Duration::from_secs(10));
+        Ok(None)
+    }
+
+    fn delete(&self, _key: &str) -> Result<(), latchkey::StoreError> {
+        Ok(())
+    }
+}
+
+/// In virtual time: a caller whose store does not answer gets `TimedOut` at the call
+/// deadline (60 s), and the store's late answer changes nothing.
+#[test]
+fn a_caller_whose_store_hangs_times_out_at_its_call_deadline_in_virtual_time() {
+    let idp = idp();
+    let provider = discovered(&idp);
+    let (release, held) = std::sync::mpsc::channel();
+    let store = Arc::new(Hanging {
+        release: std::sync::Mutex::new(held),
+    });
+    let rt = support::Virtual::new(latchkey_smol::Smol);
+    let source = TokenSource::new(rt.clone(), provider, store, Transport::Builtin(http()));
+    let (result, ()) = smol::block_on(future::zip(source.tokens(), async {
+        future::yield_now().await;
+        rt.clock().advance(Duration::from_secs(60));
+    }));
+    assert_eq!(
+        result.expect_err("no answer in time"),
+        SessionError::TimedOut
+    );
+    drop(release);
+    // The store answers now; the next call is served from it.
+    let next = smol::block_on(source.tokens());
+    assert_eq!(next.expect_err("nothing stored"), SessionError::NotLoggedIn);
 }

@@ -377,7 +377,10 @@ impl<R: Runtime> Shared<R> {
             {
                 let sending = async {
                     let sent = self.runtime.now();
-                    let result = self.transport.send(&self.runtime, request).await;
+                    // Boxed: the client's state (TLS included) is large, and a connection
+                    // task should not carry it from the start for a request it may never
+                    // send.
+                    let result = Box::pin(self.transport.send(&self.runtime, request)).await;
                     let elapsed = self.runtime.now().saturating_duration_since(sent);
                     match &result {
                         Ok(response) => info!(

@@ -213,3 +213,174 @@ fn stored(tokens: &TokenSet) -> latchkey_io::store::MemoryStore {
     store.save(DEFAULT_KEY, tokens).expect("stored");
     store
 }
+
+/// A runtime whose clocks stand still until a test moves them: `R`'s tasks, sockets and
+/// blocking pool, with a virtual monotonic clock, a virtual wall clock and timers on them.
+/// Deadlines of hours pass in microseconds, and nothing depends on the machine's speed.
+#[derive(Clone)]
+#[allow(dead_code)] // not every including file runs in virtual time
+pub struct Virtual<R> {
+    inner: R,
+    clock: std::sync::Arc<VirtualClock>,
+    /// Entropy for every login instead of the operating system's, when set.
+    entropy: Option<[u8; latchkey::ENTROPY_LEN]>,
+}
+
+/// The clocks of a [`Virtual`] runtime, and the timers waiting on them.
+pub struct VirtualClock {
+    state: std::sync::Mutex<ClockState>,
+}
+
+struct ClockState {
+    now: Instant,
+    wall: SystemTime,
+    sleepers: Vec<(Instant, std::task::Waker)>,
+}
+
+#[allow(dead_code)] // not every including file runs in virtual time
+impl<R: Runtime> Virtual<R> {
+    /// `inner` with virtual clocks, starting now.
+    pub fn new(inner: R) -> Virtual<R> {
+        Virtual {
+            inner,
+            clock: std::sync::Arc::new(VirtualClock {
+                state: std::sync::Mutex::new(ClockState {
+                    now: Instant::now(),
+                    wall: SystemTime::now(),
+                    sleepers: Vec::new(),
+                }),
+            }),
+            entropy: None,
+        }
+    }
+
+    /// The same runtime, handing every login this entropy (a broken random source).
+    pub fn with_entropy(mut self, entropy: [u8; latchkey::ENTROPY_LEN]) -> Virtual<R> {
+        self.entropy = Some(entropy);
+        self
+    }
+
+    /// The clocks.
+    pub fn clock(&self) -> &VirtualClock {
+        &self.clock
+    }
+
+    /// The runtime underneath, with its real clocks (for a test's own time limits).
+    pub fn real(&self) -> &R {
+        &self.inner
+    }
+}
+
+#[allow(dead_code)] // not every including file runs in virtual time
+impl VirtualClock {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ClockState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Moves both clocks `by` forward and wakes every timer now due.
+    pub fn advance(&self, by: Duration) {
+        let due: Vec<std::task::Waker> = {
+            let mut state = self.lock();
+            state.now += by;
+            state.wall += by;
+            let now = state.now;
+            let (due, waiting) = std::mem::take(&mut state.sleepers)
+                .into_iter()
+                .partition(|(at, _)| *at <= now);
+            state.sleepers = waiting;
+            due.into_iter().map(|(_, waker)| waker).collect()
+        };
+        due.into_iter().for_each(std::task::Waker::wake);
+    }
+
+    /// Moves the wall clock alone (`by` seconds, backwards when negative).
+    pub fn jump_wall(&self, seconds: i64) {
+        let mut state = self.lock();
+        let by = Duration::from_secs(seconds.unsigned_abs());
+        state.wall = if seconds >= 0 {
+            state.wall + by
+        } else {
+            state.wall - by
+        };
+    }
+
+    /// How many timers wait.
+    pub fn sleepers(&self) -> usize {
+        self.lock().sleepers.len()
+    }
+}
+
+impl<R: Runtime> Runtime for Virtual<R> {
+    type Task = R::Task;
+    type Listener = R::Listener;
+    type Stream = R::Stream;
+
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> R::Task {
+        self.inner.spawn(task)
+    }
+
+    fn detach(&self, task: R::Task) {
+        self.inner.detach(task);
+    }
+
+    fn now(&self) -> Instant {
+        self.clock.lock().now
+    }
+
+    fn wall(&self) -> SystemTime {
+        self.clock.lock().wall
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send {
+        let clock = std::sync::Arc::clone(&self.clock);
+        std::future::poll_fn(move |cx| {
+            let mut state = clock.lock();
+            if state.now >= deadline {
+                return std::task::Poll::Ready(());
+            }
+            if !state
+                .sleepers
+                .iter()
+                .any(|(at, waker)| *at == deadline && waker.will_wake(cx.waker()))
+            {
+                state.sleepers.push((deadline, cx.waker().clone()));
+            }
+            std::task::Poll::Pending
+        })
+    }
+
+    fn entropy(&self) -> std::io::Result<[u8; latchkey::ENTROPY_LEN]> {
+        match self.entropy {
+            Some(entropy) => Ok(entropy),
+            None => self.inner.entropy(),
+        }
+    }
+
+    fn unblock<T, W>(&self, work: W) -> impl Future<Output = T> + Send
+    where
+        T: Send + 'static,
+        W: FnOnce() -> T + Send + 'static,
+    {
+        self.inner.unblock(work)
+    }
+
+    fn listener(&self, listener: std::net::TcpListener) -> std::io::Result<R::Listener> {
+        self.inner.listener(listener)
+    }
+
+    fn accept<'a>(
+        &'a self,
+        listener: &'a R::Listener,
+    ) -> impl Future<Output = std::io::Result<R::Stream>> + Send + 'a {
+        self.inner.accept(listener)
+    }
+
+    fn connect(
+        &self,
+        address: std::net::SocketAddr,
+    ) -> impl Future<Output = std::io::Result<R::Stream>> + Send {
+        self.inner.connect(address)
+    }
+}
