@@ -291,18 +291,42 @@ pub async fn connect<R: Runtime>(
             .filter(|address| !loopback_only || address.ip().is_loopback())
             .collect(),
     );
-    match race(runtime, &addresses, connect_timeout).await {
-        Ok(stream) => Ok(stream),
-        Err(Some(error)) => Err(failure(
-            format_args!("connecting to {host}:{port}"),
-            &error,
-            TransportErrorKind::Connect,
-        )),
-        Err(None) => Err(TransportError::new(
+    if addresses.is_empty() {
+        return Err(TransportError::new(
             TransportErrorKind::Connect,
             format!("{host} has no usable address"),
-        )),
+        ));
     }
+    connect_any(runtime, &addresses, connect_timeout)
+        .await
+        .map_err(|error| {
+            failure(
+                format_args!("connecting to {host}:{port}"),
+                &error,
+                TransportErrorKind::Connect,
+            )
+        })
+}
+
+/// Connects to the first of `addresses` to accept, trying them in order as Happy Eyeballs
+/// does (RFC 8305 §5): each attempt starts 250 ms after the previous one, or at once when
+/// the previous one fails, and may take `connect_timeout`; the first connection made wins
+/// and the other attempts are dropped.
+///
+/// # Errors
+///
+/// The last attempt's error when every attempt failed, or [`io::ErrorKind::InvalidInput`]
+/// when there is no address.
+pub async fn connect_any<R: Runtime>(
+    runtime: &R,
+    addresses: &[SocketAddr],
+    connect_timeout: Duration,
+) -> io::Result<R::Stream> {
+    race(runtime, addresses, connect_timeout)
+        .await
+        .map_err(|error| {
+            error.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))
+        })
 }
 
 /// RFC 8305 §4: the addresses with their families alternating, starting with the family of
@@ -595,6 +619,104 @@ mod tests {
         ] {
             assert!(!is_loopback_host(host), "{host}");
         }
+    }
+
+    /// A stream that gives its reads in the chunks given, and keeps what is written.
+    struct Scripted {
+        reads: std::collections::VecDeque<Vec<u8>>,
+        written: Vec<u8>,
+    }
+
+    impl AsyncRead for Scripted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let Some(mut chunk) = self.reads.pop_front() else {
+                return Poll::Ready(Ok(0));
+            };
+            let n = chunk.len().min(buf.len());
+            buf[..n].copy_from_slice(&chunk[..n]);
+            if n < chunk.len() {
+                self.reads.push_front(chunk.split_off(n));
+            }
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Scripted {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.written.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn tunnel(reads: &[&[u8]]) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
+        let proxy = Proxy::from_values(Some("http://proxy.example:3128"), None).expect("a proxy");
+        let server = proxy.for_host("idp.example").expect("proxied");
+        let target = Target {
+            host: "idp.example",
+            port: 443,
+            tls: true,
+        };
+        let stream = Scripted {
+            reads: reads.iter().map(|chunk| chunk.to_vec()).collect(),
+            written: Vec::new(),
+        };
+        future::block_on(async {
+            let mut tunnel = open_tunnel(stream, server, &target).await?;
+            let mut after = Vec::new();
+            tunnel
+                .read_to_end(&mut after)
+                .await
+                .expect("the tunnel reads");
+            Ok((tunnel.inner.written.clone(), after))
+        })
+    }
+
+    #[test]
+    fn the_connect_reply_is_read_in_chunks_and_what_follows_it_goes_to_the_tunnel() {
+        let (written, after) = tunnel(&[
+            b"HTTP/1.1 200 Connection established\r\nVia: sq",
+            b"uid\r\n\r\n\x16\x03\x03",
+            b"server hello",
+        ])
+        .expect("a tunnel");
+        assert!(
+            written.starts_with(b"CONNECT idp.example:443 HTTP/1.1\r\n"),
+            "{written:?}"
+        );
+        assert_eq!(after, b"\x16\x03\x03server hello");
+        // The head ending exactly at a chunk's end leaves nothing behind.
+        let (_, after) = tunnel(&[b"HTTP/1.1 200 OK\r\n\r\n"]).expect("a tunnel");
+        assert!(after.is_empty());
+    }
+
+    #[test]
+    fn a_connect_reply_that_never_ends_or_refuses_is_an_error() {
+        let endless = vec![b'x'; MAX_CONNECT_REPLY + 10];
+        let mut reply = b"HTTP/1.1 200 OK\r\nX-Pad: ".to_vec();
+        reply.extend_from_slice(&endless);
+        let error = tunnel(&[&reply]).expect_err("too long");
+        assert_eq!(error.kind(), TransportErrorKind::Protocol, "{error}");
+        let error =
+            tunnel(&[b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n"]).expect_err("refused");
+        assert_eq!(error.kind(), TransportErrorKind::Connect, "{error}");
+        let error = tunnel(&[b"HTTP/1.1 200 OK\r\n"]).expect_err("cut short");
+        assert_eq!(error.kind(), TransportErrorKind::Connect, "{error}");
     }
 
     #[test]
