@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
@@ -61,11 +62,11 @@ enum Answer {
     LoggedOut(Result<LogoutReport, SessionError>),
 }
 
-/// A call not answered yet.
+/// A call not answered yet, or answered and not yet taken by its caller.
 struct Waiting {
-    /// Where its answer goes once the caller waits for it; until then it is kept here.
-    reply: Option<Sender<Answer>>,
     answer: Option<Answer>,
+    /// Wakes the caller once the answer is here.
+    waker: Option<Waker>,
     span: Span,
 }
 
@@ -218,18 +219,18 @@ impl<R: Runtime> TokenSource<R> {
             key = %inner.key
         );
         async move {
-            let (answer, jobs) = inner.call(call);
+            let (id, jobs) = inner.call(call);
+            let waiting = Caller {
+                inner: Arc::clone(&inner),
+                id,
+            };
             // The I/O the call started runs here while the caller waits; whatever is still
-            // running when the caller stops waiting (or gives up) goes on elsewhere.
+            // running when the caller stops waiting (or gives up) goes on elsewhere. Valid
+            // tokens from a store that never blocks are here at the first look.
             let mut carried = Carried::new(&inner.runtime, jobs);
-            match answer {
-                // Answered at once: valid tokens from a store that never blocks.
-                Ok(answer) => answer,
-                Err(receiver) => carried
-                    .until(receiver.recv())
-                    .await
-                    .unwrap_or(Answer::Tokens(Err(SessionError::Cancelled))),
-            }
+            carried
+                .until(future::poll_fn(|cx| waiting.answer(cx)))
+                .await
         }
         .instrument(span)
     }
@@ -243,39 +244,22 @@ enum Stored {
 }
 
 impl<R: Runtime> Inner<R> {
-    /// Makes a call and carries out what it asks: its answer if it came at once, or where
-    /// it will come.
+    /// Makes a call and carries out what it asks; the I/O still to do comes back.
     fn call(
         self: &Arc<Self>,
         call: impl FnOnce(&mut Session, Instant) -> CallId,
-    ) -> (Result<Answer, Receiver<Answer>>, Vec<Job>) {
+    ) -> (CallId, Vec<Job>) {
         let now = self.runtime.now();
         let mut state = self.lock();
         let id = call(&mut state.session, now);
         let waiting = Waiting {
-            reply: None,
             answer: None,
+            waker: None,
             span: Span::current(),
         };
         state.calls.insert(id, waiting);
         let jobs = self.drain(&mut state);
-        let answer = match state.calls.get_mut(&id) {
-            Some(Waiting {
-                answer: answer @ Some(_),
-                ..
-            }) => {
-                let answer = answer.take();
-                state.calls.remove(&id);
-                Ok(answer.unwrap_or(Answer::Tokens(Err(SessionError::Cancelled))))
-            }
-            Some(waiting) => {
-                let (reply, receiver) = async_channel::bounded(1);
-                waiting.reply = Some(reply);
-                Err(receiver)
-            }
-            None => Ok(Answer::Tokens(Err(SessionError::Cancelled))),
-        };
-        (answer, jobs)
+        (id, jobs)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -472,18 +456,45 @@ async fn timer<R: Runtime>(inner: Arc<Inner<R>>) {
     }
 }
 
-/// Hands `answer` to its caller, or keeps it until the caller asks.
+/// Keeps `answer` for its caller and wakes it. A caller that gave up left no entry.
 fn deliver(state: &mut State, call: CallId, answer: Answer) {
-    let Some(waiting) = state.calls.get_mut(&call) else {
-        return;
-    };
-    match waiting.reply.take() {
-        Some(reply) => {
-            // A caller that gave up is gone: nothing to hand over.
-            let _ = reply.try_send(answer);
-            state.calls.remove(&call);
+    if let Some(waiting) = state.calls.get_mut(&call) {
+        waiting.answer = Some(answer);
+        if let Some(waker) = waiting.waker.take() {
+            waker.wake();
         }
-        None => waiting.answer = Some(answer),
+    }
+}
+
+/// A caller waiting for the answer to its call. Dropped early (the caller gave up), it
+/// takes its entry away, so that the answer has nowhere to wait.
+struct Caller<R: Runtime> {
+    inner: Arc<Inner<R>>,
+    id: CallId,
+}
+
+impl<R: Runtime> Caller<R> {
+    fn answer(&self, cx: &mut Context<'_>) -> Poll<Answer> {
+        let mut state = self.inner.lock();
+        let Some(waiting) = state.calls.get_mut(&self.id) else {
+            return Poll::Ready(Answer::Tokens(Err(SessionError::Cancelled)));
+        };
+        match waiting.answer.take() {
+            Some(answer) => {
+                state.calls.remove(&self.id);
+                Poll::Ready(answer)
+            }
+            None => {
+                waiting.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<R: Runtime> Drop for Caller<R> {
+    fn drop(&mut self) {
+        self.inner.lock().calls.remove(&self.id);
     }
 }
 
