@@ -136,14 +136,7 @@ impl fmt::Debug for Action {
                 .debug_struct("SendTokenRequest")
                 .field("flow", flow)
                 .field("exchange", exchange)
-                .field("method", request.method())
-                .field("uri", request.uri())
-                // `http` prints sensitive header values (Basic credentials) as "Sensitive".
-                .field("headers", request.headers())
-                .field(
-                    "body",
-                    &format_args!("[REDACTED {} bytes]", request.body().len()),
-                )
+                .field("request", &exchange::Redacted(request))
                 .finish(),
             Action::Persist { flow, tokens } => f
                 .debug_struct("Persist")

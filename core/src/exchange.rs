@@ -10,6 +10,26 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::config::{ClientAuth, ProviderInner};
 use crate::form;
 
+/// A request as actions show it in `Debug`: method, URI and headers (`http` prints
+/// sensitive header values, Basic credentials, as "Sensitive"), the body by its length only,
+/// since it holds codes, verifiers, secrets and tokens (S41).
+pub(crate) struct Redacted<'a>(pub &'a Request<Vec<u8>>);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let request = self.0;
+        f.debug_struct("Request")
+            .field("method", request.method())
+            .field("uri", request.uri())
+            .field("headers", request.headers())
+            .field(
+                "body",
+                &format_args!("[REDACTED {} bytes]", request.body().len()),
+            )
+            .finish()
+    }
+}
+
 /// What a token request asks for.
 pub(crate) enum Grant<'a> {
     /// Tokens for an authorization code, with the PKCE verifier (S32).

@@ -16,8 +16,9 @@
 //! | [`Discovery`] | a provider's metadata from its issuer | [`DiscoveryAction`] |
 //!
 //! Each has getters, commands, `handle_*` inputs that take `now`, and `poll_action` /
-//! `poll_timeout`; every request and store operation it asks for carries an id that its
-//! answer names; every deadline is the machine's own. The drivers `latchkey-smol` and
+//! `poll_timeout` (the part they share is the [`Machine`] trait); every request and store
+//! operation it asks for carries an id that its answer names; every deadline is the
+//! machine's own. The drivers `latchkey-smol` and
 //! `latchkey-tokio` wire them to sockets, TLS, timers, a browser and a token store; you can
 //! write your own in a few lines.
 //!
@@ -341,6 +342,7 @@ mod exchange;
 mod form;
 mod grammar;
 pub mod http1;
+mod machine;
 mod pages;
 mod pkce;
 pub mod presets;
@@ -360,6 +362,7 @@ pub use error::{
     BadTokenResponse, CallbackDefect, FlowError, ProviderError, Step, StoreError, TransportError,
     TransportErrorKind,
 };
+pub use machine::Machine;
 pub use pkce::ENTROPY_LEN;
 pub use refresh::RefreshError;
 pub use revoke::{RevocationError, TokenKind};

@@ -227,14 +227,7 @@ impl fmt::Debug for SessionAction {
                 .debug_struct("Send")
                 .field("id", id)
                 .field("purpose", purpose)
-                .field("method", request.method())
-                .field("uri", request.uri())
-                // `http` prints sensitive header values (Basic credentials) as "Sensitive".
-                .field("headers", request.headers())
-                .field(
-                    "body",
-                    &format_args!("[REDACTED {} bytes]", request.body().len()),
-                )
+                .field("request", &crate::exchange::Redacted(request))
                 .finish(),
             SessionAction::Tokens { call, result } => f
                 .debug_struct("Tokens")

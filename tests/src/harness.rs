@@ -337,3 +337,41 @@ pub fn percent_decode(value: &str) -> String {
     }
     String::from_utf8(out).expect("utf-8")
 }
+
+/// The element of `items` that `index` names (modulo the length): how the operation
+/// models turn any byte into a valid target.
+pub fn pick<T: Copy>(items: &[T], index: u8) -> Option<T> {
+    match items.len() {
+        0 => None,
+        len => items.get(usize::from(index) % len).copied(),
+    }
+}
+
+/// Drains the machine `machine` finds in `sim` at `now`, handing every action to `check`;
+/// fires the deadlines that are due and drains again, until none is. Fails when `check`
+/// does, or when `poll_timeout` still lies in the past after `handle_timeout` (the contract
+/// every machine keeps).
+pub fn drain_checked<S, M: latchkey::Machine>(
+    sim: &mut S,
+    now: std::time::Instant,
+    machine: fn(&mut S) -> &mut M,
+    check: fn(&mut S, &M::Action) -> Result<(), String>,
+) -> Result<Vec<M::Action>, String> {
+    let mut all = Vec::new();
+    loop {
+        while let Some(action) = machine(sim).poll_action() {
+            check(sim, &action)?;
+            all.push(action);
+        }
+        let machine = machine(sim);
+        match machine.poll_timeout() {
+            Some(at) if at <= now => {
+                machine.handle_timeout(now);
+                if machine.poll_timeout().is_some_and(|again| again <= now) {
+                    return Err("poll_timeout lies in the past after handle_timeout".into());
+                }
+            }
+            _ => return Ok(all),
+        }
+    }
+}

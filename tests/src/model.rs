@@ -20,7 +20,7 @@ use latchkey::{
 };
 use quickcheck::{Arbitrary, Gen};
 
-use crate::harness::{self, chromium_get, entropy_from, query_value};
+use crate::harness::{self, chromium_get, entropy_from, pick, query_value};
 
 /// One thing a driver (or the world behind it) can do.
 #[derive(Debug, Clone)]
@@ -393,27 +393,8 @@ impl Sim {
 
     /// Drains the engine and checks every action.
     fn check_drain(&mut self) -> Result<Vec<Action>, String> {
-        let actions: Vec<Action> = std::iter::from_fn(|| self.engine.poll_action()).collect();
-        for action in &actions {
-            self.check(action)?;
-        }
-        if let Some(at) = self.engine.poll_timeout() {
-            if at <= self.now {
-                self.engine.handle_timeout(self.now);
-                if self
-                    .engine
-                    .poll_timeout()
-                    .is_some_and(|again| again <= self.now)
-                {
-                    return Err("poll_timeout lies in the past after handle_timeout".into());
-                }
-                let mut rest = self.check_drain()?;
-                let mut all = actions;
-                all.append(&mut rest);
-                return Ok(all);
-            }
-        }
-        Ok(actions)
+        let now = self.now;
+        harness::drain_checked(self, now, |sim| &mut sim.engine, Sim::check)
     }
 
     fn check(&mut self, action: &Action) -> Result<(), String> {
@@ -515,14 +496,6 @@ pub fn fingerprint(action: &Action) -> String {
         ),
         Action::Persist { flow, tokens } => format!("persist {flow} {tokens:?}"),
         Action::Finished { flow, result } => format!("finished {flow} {result:?}"),
-    }
-}
-
-/// The element of `items` that `index` names (modulo the length).
-fn pick<T: Copy>(items: &[T], index: u8) -> Option<T> {
-    match items.len() {
-        0 => None,
-        len => items.get(usize::from(index) % len).copied(),
     }
 }
 

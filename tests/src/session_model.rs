@@ -31,6 +31,8 @@ use latchkey::{
     TransportErrorKind,
 };
 use quickcheck::{Arbitrary, Gen};
+
+use crate::harness::{drain_checked, pick};
 use secrecy::{ExposeSecret, SecretString};
 
 /// One thing a caller, the provider, the store or the clocks can do.
@@ -440,24 +442,8 @@ impl SessionSim {
 
     /// Drains the session and checks every action, then the rules that hold between steps.
     fn check_drain(&mut self) -> Result<Vec<SessionAction>, String> {
-        let mut actions: Vec<SessionAction> =
-            std::iter::from_fn(|| self.session.poll_action()).collect();
-        for action in &actions {
-            self.check(action)?;
-        }
-        if let Some(at) = self.session.poll_timeout() {
-            if at <= self.now {
-                self.session.handle_timeout(self.now);
-                if self
-                    .session
-                    .poll_timeout()
-                    .is_some_and(|again| again <= self.now)
-                {
-                    return Err("poll_timeout lies in the past after handle_timeout".into());
-                }
-                actions.extend(self.check_drain()?);
-            }
-        }
+        let now = self.now;
+        let actions = drain_checked(self, now, |sim| &mut sim.session, SessionSim::check)?;
         self.check_held()?;
         Ok(actions)
     }
@@ -599,14 +585,6 @@ impl SessionSim {
 impl Default for SessionSim {
     fn default() -> SessionSim {
         SessionSim::new()
-    }
-}
-
-/// The element of `items` that `index` names (modulo the length).
-fn pick<T: Copy>(items: &[T], index: u8) -> Option<T> {
-    match items.len() {
-        0 => None,
-        len => items.get(usize::from(index) % len).copied(),
     }
 }
 

@@ -3,17 +3,17 @@
 //! longer; an address that refuses lets the next attempt start at once; the attempts stop at
 //! the first connection.
 //!
-//! The address that never answers is simulated: a runtime whose connections to it stay
-//! pending forever (nothing on loopback black-holes a SYN). Every other connection is real.
+//! The address that never answers is simulated: the virtual runtime leaves connections to
+//! it pending forever (nothing on loopback black-holes a SYN). Every other connection is
+//! real.
 
 #[macro_use]
 mod support;
 
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use latchkey_io::http::connect_any;
 use latchkey_io::runtime::Runtime;
@@ -29,92 +29,6 @@ on_both_drivers!(
     an_address_that_refuses_lets_the_next_attempt_start_at_once,
     the_first_connection_wins_and_later_addresses_are_not_tried,
 );
-
-/// `R` in virtual time, with connections to `silent` left pending forever, and every
-/// connection attempt recorded with the virtual instant it started at.
-#[derive(Clone)]
-struct Blackhole<R> {
-    inner: Virtual<R>,
-    silent: SocketAddr,
-    attempts: Arc<Mutex<Vec<(SocketAddr, Instant)>>>,
-}
-
-impl<R: Runtime> Blackhole<R> {
-    fn new(rt: R, silent: SocketAddr) -> Blackhole<R> {
-        Blackhole {
-            inner: Virtual::new(rt),
-            silent,
-            attempts: Arc::default(),
-        }
-    }
-
-    fn attempts(&self) -> Vec<(SocketAddr, Instant)> {
-        self.attempts.lock().expect("not poisoned").clone()
-    }
-}
-
-impl<R: Runtime> Runtime for Blackhole<R> {
-    type Task = R::Task;
-    type Listener = R::Listener;
-    type Stream = R::Stream;
-
-    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> R::Task {
-        self.inner.spawn(task)
-    }
-
-    fn detach(&self, task: R::Task) {
-        self.inner.detach(task);
-    }
-
-    fn now(&self) -> Instant {
-        self.inner.now()
-    }
-
-    fn wall(&self) -> SystemTime {
-        self.inner.wall()
-    }
-
-    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send {
-        self.inner.sleep_until(deadline)
-    }
-
-    fn unblock<T, W>(&self, work: W) -> impl Future<Output = T> + Send
-    where
-        T: Send + 'static,
-        W: FnOnce() -> T + Send + 'static,
-    {
-        self.inner.unblock(work)
-    }
-
-    fn listener(&self, listener: TcpListener) -> std::io::Result<R::Listener> {
-        self.inner.listener(listener)
-    }
-
-    fn accept<'a>(
-        &'a self,
-        listener: &'a R::Listener,
-    ) -> impl Future<Output = std::io::Result<R::Stream>> + Send + 'a {
-        self.inner.accept(listener)
-    }
-
-    fn connect(
-        &self,
-        address: SocketAddr,
-    ) -> impl Future<Output = std::io::Result<R::Stream>> + Send {
-        self.attempts
-            .lock()
-            .expect("not poisoned")
-            .push((address, self.inner.now()));
-        let silent = address == self.silent;
-        let connecting = self.inner.connect(address);
-        async move {
-            if silent {
-                future::pending::<()>().await;
-            }
-            connecting.await
-        }
-    }
-}
 
 /// A listener on 127.0.0.1 that accepts (and counts) connections on a thread.
 fn listening() -> (SocketAddr, Arc<AtomicUsize>) {
@@ -147,10 +61,10 @@ fn refusing() -> SocketAddr {
 async fn an_address_that_never_answers_delays_the_next_attempt_by_250_ms<R: Runtime>(rt: R) {
     let (good, accepted) = listening();
     let silent = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 9));
-    let rt = Blackhole::new(rt, silent);
+    let rt = Virtual::new(rt).with_silent(silent);
     let started = rt.now();
     let (connected, ()) = within(
-        rt.inner.real(),
+        rt.real(),
         STEP,
         "the connection",
         future::zip(
@@ -158,16 +72,16 @@ async fn an_address_that_never_answers_delays_the_next_attempt_by_250_ms<R: Runt
             async {
                 future::yield_now().await;
                 // 249 ms: only the first attempt is out.
-                rt.inner.clock().advance(Duration::from_millis(249));
+                rt.clock().advance(Duration::from_millis(249));
                 future::yield_now().await;
-                assert_eq!(rt.attempts().len(), 1, "{:?}", rt.attempts());
-                rt.inner.clock().advance(Duration::from_millis(1));
+                assert_eq!(rt.connections().len(), 1, "{:?}", rt.connections());
+                rt.clock().advance(Duration::from_millis(1));
             },
         ),
     )
     .await;
     connected.expect("the second address connects");
-    let attempts = rt.attempts();
+    let attempts = rt.connections();
     assert_eq!(
         attempts,
         [
@@ -181,23 +95,23 @@ async fn an_address_that_never_answers_delays_the_next_attempt_by_250_ms<R: Runt
 async fn an_address_that_refuses_lets_the_next_attempt_start_at_once<R: Runtime>(rt: R) {
     let (good, accepted) = listening();
     let refused = refusing();
-    let rt = Blackhole::new(rt, SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 9)));
+    let rt = Virtual::new(rt);
     let started = rt.now();
     // No virtual time passes: the refusal starts the next attempt.
     within(
-        rt.inner.real(),
+        rt.real(),
         STEP,
         "the connection",
         connect_any(&rt, &[refused, good], Duration::from_secs(10)),
     )
     .await
     .expect("the second address connects");
-    assert_eq!(rt.attempts(), [(refused, started), (good, started)]);
+    assert_eq!(rt.connections(), [(refused, started), (good, started)]);
     assert_eq!(settled(&accepted), 1);
 
     // Every address refusing: the last refusal is the error.
     let failed = within(
-        rt.inner.real(),
+        rt.real(),
         STEP,
         "the failure",
         connect_any(&rt, &[refused, refusing()], Duration::from_secs(10)),
@@ -212,16 +126,16 @@ async fn an_address_that_refuses_lets_the_next_attempt_start_at_once<R: Runtime>
 async fn the_first_connection_wins_and_later_addresses_are_not_tried<R: Runtime>(rt: R) {
     let (good, accepted) = listening();
     let (other, other_accepted) = listening();
-    let rt = Blackhole::new(rt, SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 9)));
+    let rt = Virtual::new(rt);
     within(
-        rt.inner.real(),
+        rt.real(),
         STEP,
         "the connection",
         connect_any(&rt, &[good, other], Duration::from_secs(10)),
     )
     .await
     .expect("the first address connects");
-    assert_eq!(rt.attempts().len(), 1, "{:?}", rt.attempts());
+    assert_eq!(rt.connections().len(), 1, "{:?}", rt.connections());
     // Give a stray second attempt time to show.
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(settled(&accepted), 1);

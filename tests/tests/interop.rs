@@ -800,11 +800,7 @@ async fn s9_s42_s44_discovery_refresh_rotation_reuse_and_revocation<R: Runtime>(
     let (report, uris) = logged_out(&rt, &provider, &tokens).await;
     assert_eq!(report.not_revoked, None, "revocable: {report:?}");
     assert_eq!(
-        report
-            .revocations
-            .iter()
-            .map(|(kind, _)| *kind)
-            .collect::<Vec<_>>(),
+        support::revoked_kinds(&report),
         [TokenKind::RefreshToken, TokenKind::AccessToken]
     );
     assert_eq!(uris, [revocation_endpoint.as_str(); 2]);

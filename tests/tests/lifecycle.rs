@@ -160,11 +160,7 @@ fn s44_logging_out_revokes_the_tokens_at_the_provider() {
         "a revocation endpoint: {report:?}"
     );
     assert_eq!(
-        report
-            .revocations
-            .iter()
-            .map(|(kind, _)| *kind)
-            .collect::<Vec<_>>(),
+        support::revoked_kinds(&report),
         [TokenKind::RefreshToken, TokenKind::AccessToken],
         "refresh token, then access token"
     );
@@ -236,6 +232,48 @@ fn source(provider: &Provider, store: Arc<dyn TokenStore>) -> TokenSource<latchk
     )
 }
 
+/// What `n` callers asking `source` for tokens at once get; `meanwhile` runs once they
+/// all have asked.
+fn at_once<R: Runtime>(
+    source: &TokenSource<R>,
+    n: usize,
+    meanwhile: impl std::future::Future<Output = ()>,
+) -> Vec<TokenSet> {
+    smol::block_on(async {
+        let callers: Vec<_> = (0..n).map(|_| smol::spawn(source.tokens())).collect();
+        meanwhile.await;
+        let mut handed_out = Vec::new();
+        for caller in callers {
+            handed_out.push(caller.await.expect("fresh tokens"));
+        }
+        handed_out
+    })
+}
+
+/// Checks that the IdP saw one token request since `before`, and that every caller got
+/// the set stored; returns it.
+fn one_refresh_served_all(
+    idp: &DevIdp,
+    before: usize,
+    store: &MemoryStore,
+    handed_out: &[TokenSet],
+) -> TokenSet {
+    assert_eq!(
+        idp.stats().token_requests - before,
+        1,
+        "one refresh for all"
+    );
+    let stored = store.load(DEFAULT_KEY).expect("readable").expect("stored");
+    for tokens in handed_out {
+        assert_eq!(
+            tokens.access_token().expose_secret(),
+            stored.access_token().expose_secret(),
+            "every caller got the stored, refreshed set"
+        );
+    }
+    stored
+}
+
 #[test]
 fn s42_the_token_source_refreshes_once_for_a_hundred_callers_and_stores_first() {
     let (idp, provider, store, tokens) = logged_in();
@@ -245,32 +283,8 @@ fn s42_the_token_source_refreshes_once_for_a_hundred_callers_and_stores_first() 
     let before = idp.stats().token_requests;
 
     let source = source(&provider, store.clone());
-    let handed_out: Vec<TokenSet> = smol::block_on(async {
-        let callers: Vec<_> = (0..100)
-            .map(|_| {
-                let source = source.clone();
-                smol::spawn(async move { source.tokens().await })
-            })
-            .collect();
-        let mut handed_out = Vec::new();
-        for caller in callers {
-            handed_out.push(caller.await.expect("fresh tokens"));
-        }
-        handed_out
-    });
-    assert_eq!(
-        idp.stats().token_requests - before,
-        1,
-        "one refresh for all"
-    );
-    let stored = store.load(DEFAULT_KEY).expect("readable").expect("stored");
-    for tokens in &handed_out {
-        assert_eq!(
-            tokens.access_token().expose_secret(),
-            stored.access_token().expose_secret(),
-            "every caller got the stored, refreshed set"
-        );
-    }
+    let handed_out = at_once(&source, 100, async {});
+    let stored = one_refresh_served_all(&idp, before, &store, &handed_out);
     assert_ne!(
         stored.access_token().expose_secret(),
         expiring.access_token().expose_secret()
@@ -439,11 +453,7 @@ fn s44_the_token_source_logs_out_at_the_provider_and_deletes_the_tokens() {
     assert!(report.had_tokens);
     assert!(report.fully_revoked(), "{report:?}");
     assert_eq!(
-        report
-            .revocations
-            .iter()
-            .map(|(kind, _)| *kind)
-            .collect::<Vec<_>>(),
+        support::revoked_kinds(&report),
         [TokenKind::RefreshToken, TokenKind::AccessToken]
     );
     assert!(store.load(DEFAULT_KEY).expect("readable").is_none());
@@ -743,34 +753,12 @@ fn s42_tokens_refreshed_while_callers_waited_serve_them_all_even_inside_the_marg
     )
     .expect("valid options");
     let before = idp.stats().token_requests;
-    let handed_out: Vec<TokenSet> = smol::block_on(async {
-        let callers: Vec<_> = (0..20)
-            .map(|_| {
-                let source = source.clone();
-                smol::spawn(async move { source.tokens().await })
-            })
-            .collect();
+    let handed_out = at_once(&source, 20, async {
         // Every caller has asked before the provider answers.
         smol::Timer::after(Duration::from_millis(200)).await;
         drop(open);
-        let mut handed_out = Vec::new();
-        for caller in callers {
-            handed_out.push(caller.await.expect("fresh tokens"));
-        }
-        handed_out
     });
-    assert_eq!(
-        idp.stats().token_requests - before,
-        1,
-        "one refresh for all"
-    );
-    let stored = store.load(DEFAULT_KEY).expect("readable").expect("stored");
-    for tokens in &handed_out {
-        assert_eq!(
-            tokens.access_token().expose_secret(),
-            stored.access_token().expose_secret()
-        );
-    }
+    one_refresh_served_all(&idp, before, &store, &handed_out);
 }
 
 /// In virtual time: the stored tokens serve until the wall clock comes within the margin

@@ -152,6 +152,12 @@ pub fn settle(
     }
 }
 
+/// The kinds of token a logout sent for revocation, in order.
+#[allow(dead_code)] // not every including file logs out
+pub fn revoked_kinds(report: &latchkey::LogoutReport) -> Vec<latchkey::TokenKind> {
+    report.revocations.iter().map(|(kind, _)| *kind).collect()
+}
+
 /// Sends `request` with `client` from a thread without a runtime.
 #[allow(dead_code)] // not every including file sends requests itself
 pub fn send_blocking(
@@ -224,6 +230,11 @@ pub struct Virtual<R> {
     clock: std::sync::Arc<VirtualClock>,
     /// Entropy for every login instead of the operating system's, when set.
     entropy: Option<[u8; latchkey::ENTROPY_LEN]>,
+    /// An address whose connections never get an answer (nothing on loopback black-holes a
+    /// SYN), when set.
+    silent: Option<std::net::SocketAddr>,
+    /// Every connection attempt, and the virtual instant it started at.
+    connections: std::sync::Arc<std::sync::Mutex<Vec<(std::net::SocketAddr, Instant)>>>,
 }
 
 /// The clocks of a [`Virtual`] runtime, and the timers waiting on them.
@@ -251,7 +262,23 @@ impl<R: Runtime> Virtual<R> {
                 }),
             }),
             entropy: None,
+            silent: None,
+            connections: std::sync::Arc::default(),
         }
+    }
+
+    /// The same runtime, leaving connections to `address` pending forever.
+    pub fn with_silent(mut self, address: std::net::SocketAddr) -> Virtual<R> {
+        self.silent = Some(address);
+        self
+    }
+
+    /// Every connection attempted so far, with the virtual instant it started at.
+    pub fn connections(&self) -> Vec<(std::net::SocketAddr, Instant)> {
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The same runtime, handing every login this entropy (a broken random source).
@@ -381,6 +408,17 @@ impl<R: Runtime> Runtime for Virtual<R> {
         &self,
         address: std::net::SocketAddr,
     ) -> impl Future<Output = std::io::Result<R::Stream>> + Send {
-        self.inner.connect(address)
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((address, self.now()));
+        let silent = self.silent == Some(address);
+        let connecting = self.inner.connect(address);
+        async move {
+            if silent {
+                std::future::pending::<()>().await;
+            }
+            connecting.await
+        }
     }
 }
