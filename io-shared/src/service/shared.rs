@@ -283,11 +283,16 @@ impl<R: Runtime> Shared<R> {
             },
         );
         let mut work = self.drain(&mut state, None, now);
-        let url = match work.opened.take() {
-            Some((opened, url)) if opened == flow => url,
-            _ => unreachable!("a started flow opens the browser first"),
-        };
-        Ok((flow, url, work))
+        match work.opened.take() {
+            Some((opened, url)) if opened == flow => Ok((flow, url, work)),
+            // The engine opens the browser in the same call that starts a flow.
+            _ => {
+                debug_assert!(false, "flow {flow} started without its authorization URL");
+                Err(super::Error::Io(std::io::Error::other(
+                    "the engine started a login without its authorization URL",
+                )))
+            }
+        }
     }
 
     /// Cancels every login and stops taking new ones; their starters hear that the service
