@@ -194,11 +194,13 @@ impl std::error::Error for RevocationError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::ClientAuth;
 
-    fn provider(revocation: bool) -> Provider {
+    /// A confidential client (`client_secret_post`, secret `s3cr3t`) of `idp.example`, with
+    /// its revocation endpoint or without.
+    pub(crate) fn provider(revocation: bool) -> Provider {
         let builder = Provider::builder(
             "https://idp.example/authorize",
             "https://idp.example/token",

@@ -1100,25 +1100,9 @@ mod tests {
     use secrecy::{ExposeSecret, SecretString};
 
     use super::*;
-    use crate::config::ClientAuth;
+    use crate::revoke::tests::provider;
 
     const ALIVE: &str = r#"{"access_token":"access-2","token_type":"Bearer","expires_in":3600,"refresh_token":"refresh-2"}"#;
-
-    fn provider(revocation: bool) -> Provider {
-        let builder = Provider::builder(
-            "https://idp.example/authorize",
-            "https://idp.example/token",
-            "cli",
-        )
-        .client_secret(SecretString::from("s3cr3t"))
-        .client_auth(ClientAuth::SecretPost);
-        let builder = if revocation {
-            builder.revocation_endpoint("https://idp.example/revoke")
-        } else {
-            builder
-        };
-        builder.build().expect("a valid provider")
-    }
 
     /// A session at a fixed instant and wall-clock time, with what it asked for collected.
     struct Bench {
