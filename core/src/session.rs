@@ -886,11 +886,14 @@ impl Session {
             (LogoutStep::Deleting(op), Event::Deleted(answered, result)) if op == answered => {
                 trace_event!(ok = result.is_ok(), "logged out");
                 if let Some(call) = call {
-                    self.timers.remove(&(call.deadline, Timer::Call(call.id)));
-                    self.actions.push_back(SessionAction::LoggedOut {
-                        call: call.id,
-                        result: result.map(|()| report).map_err(SessionError::Store),
-                    });
+                    let result = result.map(|()| report).map_err(SessionError::Store);
+                    self.reply(
+                        &call,
+                        SessionAction::LoggedOut {
+                            call: call.id,
+                            result,
+                        },
+                    );
                 }
                 return Work::Idle;
             }
@@ -1011,11 +1014,19 @@ impl Session {
     }
 
     fn answer(&mut self, call: Call, result: Result<TokenSet, SessionError>) {
+        self.reply(
+            &call,
+            SessionAction::Tokens {
+                call: call.id,
+                result,
+            },
+        );
+    }
+
+    /// Emits `answer`, the last action that names `call`, and forgets its deadline.
+    fn reply(&mut self, call: &Call, answer: SessionAction) {
         self.timers.remove(&(call.deadline, Timer::Call(call.id)));
-        self.actions.push_back(SessionAction::Tokens {
-            call: call.id,
-            result,
-        });
+        self.actions.push_back(answer);
     }
 
     /// Takes `call` out of wherever it waits and answers it with `error`. A logout not
@@ -1050,18 +1061,17 @@ impl Session {
             return;
         };
         trace_event!(call = id.get(), %error, "session call ended unanswered");
-        self.timers.remove(&(call.deadline, Timer::Call(call.id)));
-        let action = match call.kind {
+        let answer = match call.kind {
             CallKind::Logout => SessionAction::LoggedOut {
-                call: call.id,
+                call: id,
                 result: Err(error),
             },
             CallKind::Tokens | CallKind::Refresh => SessionAction::Tokens {
-                call: call.id,
+                call: id,
                 result: Err(error),
             },
         };
-        self.actions.push_back(action);
+        self.reply(&call, answer);
     }
 
     /// An answer the work does not wait for: late (its deadline passed) or misuse.

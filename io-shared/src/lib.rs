@@ -37,6 +37,7 @@
 //! next to nothing.
 #![forbid(unsafe_code)]
 
+mod alarm;
 pub mod discovery;
 pub mod entropy;
 pub mod http;

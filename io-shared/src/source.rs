@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use async_channel::{Receiver, Sender};
 use futures_lite::future;
 use latchkey::{
     CallId, ConfigError, DeleteReason, LogoutReport, Provider, Purpose, SaveReason, Session,
@@ -34,6 +33,7 @@ use latchkey::{
 };
 use tracing::{Instrument, Span, debug, info, info_span, warn};
 
+use crate::alarm::{self, Alarm};
 use crate::jobs::{Carried, Job};
 use crate::log::ProviderName;
 use crate::runtime::Runtime;
@@ -76,7 +76,7 @@ struct State {
     /// Whether the tokens being handed out were refreshed in this piece of work.
     refreshed: bool,
     /// What the timer task sleeps until, while there is one.
-    armed: Option<Instant>,
+    alarm: Alarm,
 }
 
 struct Inner<R: Runtime> {
@@ -86,8 +86,6 @@ struct Inner<R: Runtime> {
     transport: Transport,
     key: String,
     state: Mutex<State>,
-    /// Wakes the timer task when the session's next deadline moved earlier.
-    timer: (Sender<()>, Receiver<()>),
 }
 
 impl<R: Runtime> TokenSource<R> {
@@ -145,9 +143,8 @@ impl<R: Runtime> TokenSource<R> {
                     session,
                     calls: BTreeMap::new(),
                     refreshed: false,
-                    armed: None,
+                    alarm: Alarm::new(),
                 }),
-                timer: async_channel::bounded(1),
             }),
         }
     }
@@ -409,20 +406,16 @@ impl<R: Runtime> Inner<R> {
     /// Starts a timer task when the session has a deadline and none watches it, or wakes
     /// the one there is when the deadline moved earlier.
     fn watch_deadline(self: &Arc<Self>, state: &mut State) {
-        let Some(next) = state.session.poll_timeout() else {
+        // No deadline armed: no timer task runs.
+        let watched = state.alarm.armed().is_some();
+        if !state.alarm.moved(state.session.poll_timeout()) {
             return;
-        };
-        match state.armed {
-            Some(armed) if armed <= next => {}
-            Some(_) => {
-                state.armed = Some(next);
-                let _ = self.timer.0.try_send(());
-            }
-            None => {
-                state.armed = Some(next);
-                let task = self.runtime.spawn(timer(Arc::clone(self)));
-                self.runtime.detach(task);
-            }
+        }
+        if watched {
+            state.alarm.wake();
+        } else {
+            let task = self.runtime.spawn(timer(Arc::clone(self)));
+            self.runtime.detach(task);
         }
     }
 }
@@ -432,25 +425,18 @@ impl<R: Runtime> Inner<R> {
 async fn timer<R: Runtime>(inner: Arc<Inner<R>>) {
     let mut carried = Carried::new(&inner.runtime, Vec::new());
     loop {
-        let deadline = {
+        let (deadline, woken) = {
             let mut state = inner.lock();
-            state.armed = state.session.poll_timeout();
-            match state.armed {
-                Some(deadline) => deadline,
+            let next = state.session.poll_timeout();
+            match state.alarm.arm(next) {
+                Some(deadline) => (deadline, state.alarm.woken()),
                 None => return,
             }
         };
-        let woken = future::or(
-            async {
-                let _ = inner.timer.1.recv().await;
-                false
-            },
-            async {
-                inner.runtime.sleep_until(deadline).await;
-                true
-            },
-        );
-        if carried.until(woken).await {
+        if carried
+            .until(alarm::sleep(&inner.runtime, Some(deadline), &woken))
+            .await
+        {
             carried.extend(inner.input(|state, now| state.session.handle_timeout(now)));
         }
     }

@@ -228,6 +228,19 @@ pub fn json_response(status: u16, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// `body` with a status made of `status` (100–599) and nothing else: what a fuzzer or a
+/// property sends as a token endpoint's garbage.
+pub fn garbage_response(status: u16, body: &[u8]) -> Vec<u8> {
+    let mut raw = format!(
+        "HTTP/1.1 {} X\r\nContent-Length: {}\r\n\r\n",
+        100 + status % 500,
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
 /// A typical successful token response.
 pub fn token_ok() -> Vec<u8> {
     json_response(

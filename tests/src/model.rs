@@ -268,16 +268,7 @@ impl Sim {
                         Reply::ErrorWith200 => {
                             harness::json_response(200, r#"{"error":"bad_verification_code"}"#)
                         }
-                        Reply::Garbage(status, body) => {
-                            let mut raw = format!(
-                                "HTTP/1.1 {} X\r\nContent-Length: {}\r\n\r\n",
-                                100 + status % 500,
-                                body.len()
-                            )
-                            .into_bytes();
-                            raw.extend_from_slice(body);
-                            raw
-                        }
+                        Reply::Garbage(status, body) => harness::garbage_response(*status, body),
                     };
                     let mut reader = latchkey::http1::ResponseReader::new(1 << 20);
                     match reader.read(&raw) {

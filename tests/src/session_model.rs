@@ -32,7 +32,7 @@ use latchkey::{
 };
 use quickcheck::{Arbitrary, Gen};
 
-use crate::harness::{drain_checked, pick};
+use crate::harness::{drain_checked, garbage_response, json_response, pick};
 use secrecy::{ExposeSecret, SecretString};
 
 /// One thing a caller, the provider, the store or the clocks can do.
@@ -396,13 +396,6 @@ impl SessionSim {
     }
 
     fn reply_bytes(&mut self, reply: &SessionReply) -> Vec<u8> {
-        let json = |status: u16, body: &str| {
-            format!(
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .into_bytes()
-        };
         let tokens = |sim: &mut SessionSim, rotated: bool, lifetime: Lifetime| {
             sim.issued += 1;
             let n = sim.issued;
@@ -417,26 +410,19 @@ impl SessionSim {
                 body.push_str(&format!(r#","refresh_token":"refresh-{n}""#));
             }
             body.push('}');
-            json(200, &body)
+            json_response(200, &body)
         };
         match reply {
             SessionReply::Rotated(lifetime) => tokens(self, true, *lifetime),
             SessionReply::NotRotated(lifetime) => tokens(self, false, *lifetime),
-            SessionReply::InvalidGrant => json(400, r#"{"error":"invalid_grant"}"#),
-            SessionReply::BadRefreshTokenAt200 => json(200, r#"{"error":"bad_refresh_token"}"#),
-            SessionReply::Rejected => json(401, r#"{"error":"invalid_client"}"#),
+            SessionReply::InvalidGrant => json_response(400, r#"{"error":"invalid_grant"}"#),
+            SessionReply::BadRefreshTokenAt200 => {
+                json_response(200, r#"{"error":"bad_refresh_token"}"#)
+            }
+            SessionReply::Rejected => json_response(401, r#"{"error":"invalid_client"}"#),
             SessionReply::Empty => b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(),
             SessionReply::Unavailable => b"HTTP/1.1 503 X\r\nContent-Length: 0\r\n\r\n".to_vec(),
-            SessionReply::Garbage(status, body) => {
-                let mut raw = format!(
-                    "HTTP/1.1 {} X\r\nContent-Length: {}\r\n\r\n",
-                    100 + status % 500,
-                    body.len()
-                )
-                .into_bytes();
-                raw.extend_from_slice(body);
-                raw
-            }
+            SessionReply::Garbage(status, body) => garbage_response(*status, body),
         }
     }
 

@@ -18,6 +18,7 @@ use latchkey::{Action, ConnId, Engine, ExchangeId, FlowError, FlowId, TokenSet};
 use tracing::{Instrument, Span, debug, info, warn};
 
 use super::login::{Canceller, LoginEvent};
+use crate::alarm::Alarm;
 use crate::runtime::Runtime;
 use crate::store::TokenStore;
 use crate::transport::Transport;
@@ -49,7 +50,7 @@ struct State<R: Runtime> {
     conns: BTreeMap<ConnId, ConnHandle<R>>,
     flows: BTreeMap<FlowId, FlowHandle>,
     /// What the timer task sleeps until.
-    armed: Option<Instant>,
+    alarm: Alarm,
     /// Shutting down: no new logins, and ended logins are not reported (their starters
     /// hear that the service stopped).
     stopping: bool,
@@ -88,8 +89,6 @@ pub(super) struct Shared<R: Runtime> {
     pub transport: Transport,
     pub max_head: usize,
     state: Mutex<State<R>>,
-    /// Wakes the timer task when the engine's next deadline moved earlier.
-    timer: (Sender<()>, Receiver<()>),
 }
 
 impl<R: Runtime> Shared<R> {
@@ -109,10 +108,9 @@ impl<R: Runtime> Shared<R> {
                 engine,
                 conns: BTreeMap::new(),
                 flows: BTreeMap::new(),
-                armed: None,
+                alarm: Alarm::new(),
                 stopping: false,
             }),
-            timer: async_channel::bounded(1),
         }
     }
 
@@ -192,9 +190,8 @@ impl<R: Runtime> Shared<R> {
             }
         }
         let next = state.engine.poll_timeout();
-        if next.is_some() && (state.armed.is_none() || next < state.armed) {
-            state.armed = next;
-            let _ = self.timer.0.try_send(());
+        if state.alarm.moved(next) {
+            state.alarm.wake();
         }
         work
     }
@@ -335,30 +332,12 @@ impl<R: Runtime> Shared<R> {
         drop(conns);
     }
 
-    /// The engine's next deadline, which the timer task now sleeps until.
-    pub fn arm_timer(&self) -> Option<Instant> {
+    /// The engine's next deadline, which the timer task now sleeps until, and what wakes
+    /// it earlier.
+    pub fn arm_timer(&self) -> (Option<Instant>, Receiver<()>) {
         let mut state = self.lock();
-        state.armed = state.engine.poll_timeout();
-        state.armed
-    }
-
-    /// Waits until the timer must look again: `deadline` passed (`true`) or an earlier
-    /// deadline appeared (`false`).
-    pub async fn timer_wait(&self, deadline: Option<Instant>) -> bool {
-        future::or(
-            async {
-                let _ = self.timer.1.recv().await;
-                false
-            },
-            async {
-                match deadline {
-                    Some(at) => self.runtime.sleep_until(at).await,
-                    None => future::pending().await,
-                }
-                true
-            },
-        )
-        .await
+        let next = state.engine.poll_timeout();
+        (state.alarm.arm(next), state.alarm.woken())
     }
 
     /// Carries out `work` for `me`: sends the token request, stores the tokens, and feeds
