@@ -155,7 +155,7 @@ async fn source<R: Runtime>(
         DEFAULT_KEY,
         options,
     )
-    .map_err(|error| Failure::Config(format!("--margin: {error}")))
+    .map_err(|error| Failure::Config(format!("the token source: {error}")))
 }
 
 async fn load_record<R: Runtime>(

@@ -465,18 +465,18 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::InvalidLimit`] when a timeout is zero or a duration is longer than a
-    /// day.
+    /// [`ConfigError::InvalidLimit`] when a timeout is zero or longer than a day.
     pub fn with_options(
         provider: Provider,
         options: SessionOptions,
     ) -> Result<Session, ConfigError> {
-        for (name, duration, zero_allowed) in [
-            ("refresh margin", options.margin, true),
-            ("request timeout", options.request_timeout, false),
-            ("call timeout", options.call_timeout, false),
+        // The margin is only ever added to the wall-clock time with a check; the timeouts
+        // become deadlines, `now + timeout`, and are bounded so that the sum cannot overflow.
+        for (name, timeout) in [
+            ("request timeout", options.request_timeout),
+            ("call timeout", options.call_timeout),
         ] {
-            if (duration.is_zero() && !zero_allowed) || duration > LONGEST {
+            if timeout.is_zero() || timeout > LONGEST {
                 return Err(ConfigError::InvalidLimit(name));
             }
         }
@@ -1670,7 +1670,7 @@ mod tests {
                 ..SessionOptions::default()
             },
             SessionOptions {
-                margin: Duration::from_secs(2 * 24 * 3600),
+                request_timeout: Duration::from_secs(2 * 24 * 3600),
                 ..SessionOptions::default()
             },
         ] {
@@ -1684,6 +1684,17 @@ mod tests {
             ..SessionOptions::default()
         };
         assert!(Session::with_options(provider(true), no_margin).is_ok());
+        // Tokens that must stay valid for a week are refreshed unless they do.
+        let week = SessionOptions {
+            margin: Duration::from_secs(7 * 24 * 3600),
+            ..SessionOptions::default()
+        };
+        let mut b = Bench::with(provider(true), week);
+        b.session.tokens(b.now);
+        let op = load_op(&b.drain());
+        let (_, purpose, _) =
+            sent(&b.loaded(op, Some(b.tokens("access-1", Some("refresh-1"), 3600))));
+        assert_eq!(purpose, Purpose::Refresh);
     }
 
     #[test]
