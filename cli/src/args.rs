@@ -49,6 +49,8 @@ pub enum ProviderChoice {
         authorization_endpoint: String,
         token_endpoint: String,
         revocation_endpoint: Option<String>,
+        /// Where the keys that sign ID tokens are (`--jwks-uri`).
+        jwks_uri: Option<String>,
     },
     /// Discovery from `--issuer`.
     Discover,
@@ -82,6 +84,8 @@ pub struct LoginArgs {
     pub then: Option<String>,
     pub store: PathBuf,
     pub no_browser: bool,
+    /// `--no-verify-id-token` turns ID token verification off.
+    pub verify_id_token: bool,
     pub timeout: Duration,
     pub runtime: RuntimeChoice,
     pub json: bool,
@@ -117,6 +121,8 @@ pub struct DevIdpArgs {
     pub auth_method: String,
     pub redirect_uris: Vec<String>,
     pub quirk: Option<String>,
+    pub id_token_alg: Option<String>,
+    pub forge: Option<String>,
 }
 
 pub const USAGE: &str = "\
@@ -129,11 +135,14 @@ USAGE:
   latchkey token   [--store PATH] [--reveal] [--json] [--fresh [--margin SECS] [SECRET]]
   latchkey dev-idp [--port P] [--client-id ID] [--client-secret S] [--auth-method M]
                    [--redirect-uri URI]... [--quirk github|github-app|entra|no-token-type]
+                   [--id-token-alg RS256|ES256] [--forge signature|alg-none|unknown-key|
+                    issuer|audience|expired|not-yet-valid|nonce|at-hash|subject|userinfo-subject]
   latchkey demo [--runtime smol|tokio]
   Every command takes -v (steps, timings) or -vv (everything) to log to stderr.
 
 PROVIDER, one of:
   --authorization-endpoint URL --token-endpoint URL [--revocation-endpoint URL]
+      [--jwks-uri URL]         where the provider's ID token signing keys are
   --issuer URL                 alone: discover the endpoints from the issuer's metadata
   --provider google|github|entra|okta|auth0|keycloak|gitlab
       --tenant T (entra)  --domain D (okta, auth0)  --base-url URL (keycloak; gitlab
@@ -152,6 +161,8 @@ LOGIN OPTIONS:
   --store PATH                 token file (default: the user's config directory); it also
                                records the provider's settings, never the secret
   --no-browser                 print the URL instead of opening a browser
+  --no-verify-id-token         do NOT verify the ID token (only for a provider whose ID
+                               tokens cannot be verified); nobody's identity is recorded
   --timeout SECS               upper bound on the whole login (default 300)
   --runtime smol|tokio         driver (default smol)
   --json                       one JSON event per line on stdout
@@ -245,6 +256,7 @@ fn parse_login(options: &mut Options) -> Result<LoginArgs, lexopt::Error> {
     let mut authorization_endpoint = None;
     let mut token_endpoint = None;
     let mut revocation_endpoint = None;
+    let mut jwks_uri = None;
     let mut preset = None;
     let (mut tenant, mut domain, mut base_url, mut realm) = (None, None, None, None);
     let mut client_id = None;
@@ -261,6 +273,7 @@ fn parse_login(options: &mut Options) -> Result<LoginArgs, lexopt::Error> {
         then: None,
         store: default_store(),
         no_browser: false,
+        verify_id_token: true,
         timeout: Duration::from_secs(300),
         runtime: RuntimeChoice::Smol,
         json: false,
@@ -271,6 +284,7 @@ fn parse_login(options: &mut Options) -> Result<LoginArgs, lexopt::Error> {
             Long("authorization-endpoint") => authorization_endpoint = Some(options.string()?),
             Long("token-endpoint") => token_endpoint = Some(options.string()?),
             Long("revocation-endpoint") => revocation_endpoint = Some(options.string()?),
+            Long("jwks-uri") => jwks_uri = Some(options.string()?),
             Long("provider") => preset = Some(options.string()?),
             Long("tenant") => tenant = Some(options.string()?),
             Long("domain") => domain = Some(options.string()?),
@@ -295,6 +309,7 @@ fn parse_login(options: &mut Options) -> Result<LoginArgs, lexopt::Error> {
             Long("then") => args.then = Some(options.string()?),
             Long("store") => args.store = options.path()?,
             Long("no-browser") => args.no_browser = true,
+            Long("no-verify-id-token") => args.verify_id_token = false,
             Long("timeout") => args.timeout = options.seconds()?,
             Long("runtime") => args.runtime = options.runtime()?,
             Long("json") => args.json = true,
@@ -310,9 +325,9 @@ fn parse_login(options: &mut Options) -> Result<LoginArgs, lexopt::Error> {
     }
     args.provider = match (preset, authorization_endpoint, token_endpoint) {
         (Some(name), None, None) => {
-            if revocation_endpoint.is_some() || args.issuer.is_some() {
+            if revocation_endpoint.is_some() || args.issuer.is_some() || jwks_uri.is_some() {
                 return Err(lexopt::Error::from(
-                    "--provider sets the endpoints and the issuer itself",
+                    "--provider sets the endpoints, the issuer and the key set itself",
                 ));
             }
             ProviderChoice::Preset(preset_named(&name, tenant, domain, base_url, realm)?)
@@ -327,8 +342,11 @@ fn parse_login(options: &mut Options) -> Result<LoginArgs, lexopt::Error> {
             authorization_endpoint,
             token_endpoint,
             revocation_endpoint,
+            jwks_uri,
         },
-        (None, None, None) if args.issuer.is_some() && revocation_endpoint.is_none() => {
+        (None, None, None)
+            if args.issuer.is_some() && revocation_endpoint.is_none() && jwks_uri.is_none() =>
+        {
             ProviderChoice::Discover
         }
         (None, Some(_), None) => return Err(missing("--token-endpoint")),
@@ -479,6 +497,8 @@ fn parse_dev_idp(options: &mut Options) -> Result<DevIdpArgs, lexopt::Error> {
         auth_method: "none".into(),
         redirect_uris: Vec::new(),
         quirk: None,
+        id_token_alg: None,
+        forge: None,
     };
     while let Some(arg) = options.parser.next()? {
         match arg {
@@ -490,6 +510,8 @@ fn parse_dev_idp(options: &mut Options) -> Result<DevIdpArgs, lexopt::Error> {
             Long("auth-method") => args.auth_method = options.string()?,
             Long("redirect-uri") => args.redirect_uris.push(options.string()?),
             Long("quirk") => args.quirk = Some(options.string()?),
+            Long("id-token-alg") => args.id_token_alg = Some(options.string()?),
+            Long("forge") => args.forge = Some(options.string()?),
             other => return Err(other.unexpected()),
         }
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use latchkey::{Config, FlowOptions, Landing, Provider};
-use latchkey_devidp::{Client, ClientAuth, DevIdp, Quirk, agent};
+use latchkey_devidp::{Client, ClientAuth, DevIdp, Forgery, IdTokenAlg, Quirk, agent};
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::proxy::Proxy;
 use latchkey_io::runtime::Runtime;
@@ -80,6 +80,8 @@ async fn demo<R: Runtime>(
     .scopes(["openid", "profile"])
     .issuer(idp.issuer())
     .require_iss(true)
+    .jwks_uri(idp.jwks_uri())
+    .crypto(latchkey_io::crypto::ring())
     .build()
     .map_err(|e| Failure::Config(e.to_string()))?;
     let config = Config::builder(provider)
@@ -213,8 +215,28 @@ pub fn serve_dev_idp(args: DevIdpArgs) -> ExitCode {
         auth,
         redirect_uris: redirect_uris.clone(),
     };
+    let alg = match args.id_token_alg.as_deref() {
+        None | Some("RS256") => IdTokenAlg::RS256,
+        Some("ES256") => IdTokenAlg::ES256,
+        Some(other) => {
+            eprintln!("latchkey: --id-token-alg takes RS256 or ES256, not {other:?}");
+            return ExitCode::from(2);
+        }
+    };
+    let forgery = match args.forge.as_deref() {
+        None => None,
+        Some(name) => match Forgery::from_name(name) {
+            Some(forgery) => Some(forgery),
+            None => {
+                let names: Vec<&str> = Forgery::ALL.iter().map(|f| f.name()).collect();
+                eprintln!("latchkey: --forge takes {}, not {name:?}", names.join(", "));
+                return ExitCode::from(2);
+            }
+        },
+    };
     let mut config = latchkey_devidp::Config::new(vec![client]);
     config.quirk = quirk;
+    config.id_token_alg = alg;
     let idp = match DevIdp::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, args.port))) {
         Ok(idp) => idp,
         Err(error) => {
@@ -222,10 +244,15 @@ pub fn serve_dev_idp(args: DevIdpArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    idp.set_forgery(forgery);
     println!("Development identity provider (Ctrl-C to stop)");
     println!("  issuer:                 {}", idp.issuer());
     println!("  authorization endpoint: {}", idp.authorization_endpoint());
     println!("  token endpoint:         {}", idp.token_endpoint());
+    println!("  key set (jwks_uri):     {}", idp.jwks_uri());
+    if let Some(forgery) = forgery {
+        println!("  ID tokens forged:       {} (for testing clients)", forgery.name());
+    }
     println!("  client id:              {}", args.client_id);
     println!("  redirect URIs:          {}", redirect_uris.join(", "));
     loop {

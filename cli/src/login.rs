@@ -81,6 +81,13 @@ async fn login<R: Runtime>(
 ) -> Result<(), Failure> {
     let transport = Transport::Builtin(http_client()?);
     let provider = provider(runtime, &transport, args).await?;
+    if provider.requests_openid() && provider.id_token_policy().is_none() {
+        reporter.warning(
+            "id_token_unverified",
+            "--no-verify-id-token: the ID token is NOT verified; nobody's identity is recorded, \
+             and nothing in the ID token can be trusted",
+        );
+    }
     let record = ProviderRecord::of(&provider);
     let requested_scope = args.scopes.join(" ");
     let config = config(provider, args)?;
@@ -178,10 +185,14 @@ async fn provider<R: Runtime>(
             authorization_endpoint,
             token_endpoint,
             revocation_endpoint,
+            jwks_uri,
         } => {
             let mut builder = Provider::builder(authorization_endpoint, token_endpoint, client_id);
             if let Some(endpoint) = revocation_endpoint {
                 builder = builder.revocation_endpoint(endpoint);
+            }
+            if let Some(uri) = jwks_uri {
+                builder = builder.jwks_uri(uri);
             }
             if let Some(issuer) = &args.issuer {
                 builder = builder.issuer(issuer);
@@ -202,7 +213,9 @@ async fn provider<R: Runtime>(
         }
         ProviderChoice::Preset(preset) => preset_builder(preset, client_id),
     }
-    .scopes(args.scopes.iter().cloned());
+    .scopes(args.scopes.iter().cloned())
+    .crypto(latchkey_io::crypto::ring())
+    .verify_id_token(args.verify_id_token);
     for (key, value) in &args.params {
         provider = provider.param(key, value);
     }
@@ -221,9 +234,13 @@ async fn provider<R: Runtime>(
             }
         });
     }
-    provider
-        .build()
-        .map_err(|e| Failure::Config(format!("provider: {e}")))
+    provider.build().map_err(|error| match error {
+        latchkey::ConfigError::IdTokenVerification(_) => Failure::Config(format!(
+            "provider: {error}; give --issuer and --jwks-uri (or discover the provider with \
+             --issuer alone), leave out the openid scope, or pass --no-verify-id-token"
+        )),
+        error => Failure::Config(format!("provider: {error}")),
+    })
 }
 
 fn preset_builder(preset: &Preset, client_id: &str) -> ProviderBuilder {

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use latchkey::{FlowError, TokenSet};
+use latchkey::{FlowError, Identity, TokenSet};
 use serde_json::{Map, Value, json};
 
 /// Where events go.
@@ -70,12 +70,31 @@ impl Reporter {
             "refresh_token".into(),
             tokens.refresh_token().is_some().into(),
         );
+        if let Some(identity) = tokens.identity() {
+            event.insert("identity".into(), identity_json(identity));
+        }
         let line = format!(
             "Received {} token ({})",
             tokens.token_type().as_str(),
             describe_tokens(tokens)
         );
         self.emit(Value::Object(event), &line);
+        if let Some(identity) = tokens.identity() {
+            self.note(&format!("Signed in as {}", identity.display_name()));
+        }
+    }
+
+    /// Something the user must know although the command goes on.
+    pub fn warning(&mut self, kind: &str, message: &str) {
+        if self.json {
+            self.emit(
+                json!({"event": "warning", "kind": kind, "message": message}),
+                "",
+            );
+        } else {
+            self.clear_spinner();
+            eprintln!("WARNING: {message}");
+        }
     }
 
     pub fn stored(&mut self, path: &Path) {
@@ -182,6 +201,27 @@ impl Reporter {
     }
 }
 
+/// The identity for JSON output: `iss` and `sub`, and the standard claims people know
+/// the user by when present. Never the token.
+pub fn identity_json(identity: &Identity) -> Value {
+    let mut object = Map::new();
+    object.insert("iss".into(), identity.iss().into());
+    object.insert("sub".into(), identity.sub().into());
+    if let Some(email) = identity.email() {
+        object.insert("email".into(), email.into());
+    }
+    if let Some(verified) = identity.email_verified() {
+        object.insert("email_verified".into(), verified.into());
+    }
+    if let Some(name) = identity.name() {
+        object.insert("name".into(), name.into());
+    }
+    if let Some(username) = identity.preferred_username() {
+        object.insert("preferred_username".into(), username.into());
+    }
+    Value::Object(object)
+}
+
 /// `expires in 59 min, refresh token` and the like.
 pub fn describe_tokens(tokens: &TokenSet) -> String {
     let expiry = match tokens.expires_at() {
@@ -232,6 +272,16 @@ pub fn describe_failure(error: &FlowError) -> (String, String) {
             "run the command again and finish signing in within --timeout",
         ),
         FlowError::Storage(_) => ("store".into(), "check that the --store path is writable"),
+        FlowError::IdToken(latchkey::IdTokenError::KeySet(_)) => (
+            "id_token_invalid".into(),
+            "the provider's signing keys could not be fetched; check the network, or the \
+             key set URL (--jwks-uri)",
+        ),
+        FlowError::IdToken(_) => (
+            "id_token_invalid".into(),
+            "nothing was stored; if the provider's ID tokens cannot be verified at all, \
+             --no-verify-id-token skips the check (and records no identity)",
+        ),
         FlowError::Cancelled | FlowError::Superseded => {
             ("cancelled".into(), "run the command again")
         }

@@ -8,7 +8,7 @@ use latchkey_io::store::{DEFAULT_KEY, FileStore, TokenStore};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::report::{describe_tokens, unix_seconds};
+use crate::report::{describe_tokens, identity_json, unix_seconds};
 
 /// Prints the stored token set.
 pub fn run(store: &Path, reveal: bool, json: bool) -> ExitCode {
@@ -41,6 +41,9 @@ pub fn print(tokens: &TokenSet, reveal: bool, json: bool, refreshed: Option<bool
         if let Some(refreshed) = refreshed {
             summary["refreshed"] = refreshed.into();
         }
+        if let Some(identity) = tokens.identity() {
+            summary["identity"] = identity_json(identity);
+        }
         if reveal {
             summary["access_token"] = tokens.access_token().expose_secret().into();
         }
@@ -50,6 +53,9 @@ pub fn print(tokens: &TokenSet, reveal: bool, json: bool, refreshed: Option<bool
             Some(true) => " (just refreshed)",
             _ => "",
         };
+        if let Some(identity) = tokens.identity() {
+            println!("Signed in as {}", identity.display_name());
+        }
         println!(
             "{} token, {}{refreshed}",
             tokens.token_type().as_str(),

@@ -20,7 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "https://idp.example/token",
         "docker-extension",
     )
-    .scopes(["openid", "email", "offline_access"])
+    // Without `openid`: an ID token would be verified, which needs a crypto provider and the
+    // provider's keys (see the `oidc` module's example).
+    .scopes(["email", "offline_access"])
     .issuer("https://idp.example")
     .build()?;
     let config = Config::builder(provider)
@@ -84,7 +86,7 @@ fn react(action: Action, inputs: &mut VecDeque<Input>) -> Result<(), Box<dyn std
             let mut bytes = Vec::new();
             write_request(&request, &mut bytes)?;
             println!("  token request: {} bytes on the wire", bytes.len());
-            let body = r#"{"access_token":"2YotnFZFEjr1zCsicMWpAA","token_type":"bearer","expires_in":"3599","refresh_token":"tGzv3JOkF0XG5Qx2TlKWIA","scope":"openid email offline_access"}"#;
+            let body = r#"{"access_token":"2YotnFZFEjr1zCsicMWpAA","token_type":"bearer","expires_in":"3599","refresh_token":"tGzv3JOkF0XG5Qx2TlKWIA","scope":"email offline_access"}"#;
             let raw = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
@@ -118,6 +120,9 @@ fn react(action: Action, inputs: &mut VecDeque<Input>) -> Result<(), Box<dyn std
             println!("  browser connection {conn} gets {status} {location}");
         }
         Action::Close { conn } => println!("  connection {conn} closed"),
+        Action::FetchKeys { request, .. } => {
+            return Err(format!("no ID token to verify, yet asked to fetch {}", request.uri()).into());
+        }
         Action::Finished { flow, result } => match result {
             Ok(tokens) => println!("flow {flow}: signed in, {tokens:?}"),
             Err(error) => println!("flow {flow}: failed: {error}"),
@@ -140,6 +145,6 @@ fn browse(engine: &mut Engine, now: Instant, target: &str) {
 }
 
 /// Demo entropy. Real drivers use the operating system's random source.
-fn entropy() -> [u8; 64] {
+fn entropy() -> [u8; latchkey::ENTROPY_LEN] {
     std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11))
 }

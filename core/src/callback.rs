@@ -121,7 +121,9 @@ impl<'q> Callback<'q> {
         if let Some(expected) = &provider.issuer {
             let received = self.get("iss");
             let mismatch = match received {
-                Some(iss) => iss != expected.as_str(),
+                Some(iss) => {
+                    !crate::oidc::issuer_matches(expected, provider.tenant_issuer, iss, None)
+                }
                 None => provider.require_iss,
             };
             if mismatch {

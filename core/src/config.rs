@@ -13,7 +13,13 @@ use secrecy::SecretString;
 use crate::exchange;
 use crate::form;
 use crate::grammar::{is_scope_token, is_vschar_text};
+use crate::oidc::{Algorithm, CryptoProvider, IdTokenPolicy};
 use crate::url::{self, UrlError};
+
+/// The default clock leeway for ID token times.
+const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+/// The largest clock leeway accepted (S48: bounded).
+const MAX_LEEWAY: Duration = Duration::from_secs(5 * 60);
 
 /// How the client authenticates at the token endpoint (RFC 6749 §2.3). Exactly one is used
 /// for every request (S33).
@@ -47,6 +53,13 @@ pub(crate) struct ProviderInner {
     pub scopes: Vec<String>,
     pub issuer: Option<String>,
     pub require_iss: bool,
+    /// How ID tokens are verified; `None` when they are not (no `openid` scope, or turned
+    /// off).
+    pub id_token: Option<IdTokenPolicy>,
+    pub jwks_uri: Option<http::Uri>,
+    pub userinfo_endpoint: Option<http::Uri>,
+    /// The issuer may be a `{tenantid}` template (Microsoft Entra's common endpoints).
+    pub tenant_issuer: bool,
     /// The `Authorization` header of `client_secret_basic`, built once. It is marked
     /// sensitive (HTTP/2 encoders never index it; `Debug` hides it).
     pub basic_authorization: Option<http::HeaderValue>,
@@ -70,6 +83,13 @@ impl Provider {
             issuer: None,
             require_iss: false,
             revocation_endpoint: None,
+            jwks_uri: None,
+            userinfo_endpoint: None,
+            algorithms: None,
+            leeway: DEFAULT_LEEWAY,
+            tenant_issuer: false,
+            crypto: None,
+            verify_id_token: true,
         }
     }
 
@@ -115,6 +135,33 @@ impl Provider {
     pub fn issuer(&self) -> Option<&str> {
         self.0.issuer.as_deref()
     }
+
+    /// How this provider's ID tokens are verified, when they are: `openid` is among the
+    /// scopes and verification was not turned off.
+    pub fn id_token_policy(&self) -> Option<&IdTokenPolicy> {
+        self.0.id_token.as_ref()
+    }
+
+    /// The UserInfo endpoint (OpenID Connect Core §5.3), if known.
+    pub fn userinfo_endpoint(&self) -> Option<&http::Uri> {
+        self.0.userinfo_endpoint.as_ref()
+    }
+
+    /// The key set URI (`jwks_uri`), if known, whether or not ID tokens are verified.
+    pub fn jwks_uri(&self) -> Option<&http::Uri> {
+        self.0.jwks_uri.as_ref()
+    }
+
+    /// Whether the issuer is a `{tenantid}` template
+    /// ([`ProviderBuilder::tenant_issuer`]).
+    pub fn tenant_issuer(&self) -> bool {
+        self.0.tenant_issuer
+    }
+
+    /// Whether `openid` is among the requested scopes.
+    pub fn requests_openid(&self) -> bool {
+        self.0.scopes.iter().any(|scope| scope == "openid")
+    }
 }
 
 impl fmt::Debug for Provider {
@@ -128,6 +175,7 @@ impl fmt::Debug for Provider {
             .field("scopes", &self.0.scopes)
             .field("issuer", &self.0.issuer)
             .field("require_iss", &self.0.require_iss)
+            .field("id_token", &self.0.id_token)
             .finish_non_exhaustive()
     }
 }
@@ -145,10 +193,17 @@ pub struct ProviderBuilder {
     issuer: Option<String>,
     require_iss: bool,
     revocation_endpoint: Option<String>,
+    jwks_uri: Option<String>,
+    userinfo_endpoint: Option<String>,
+    algorithms: Option<Vec<Algorithm>>,
+    leeway: Duration,
+    tenant_issuer: bool,
+    crypto: Option<Arc<dyn CryptoProvider>>,
+    verify_id_token: bool,
 }
 
 /// Parameter names latchkey sets itself; the configuration may not set them (S4).
-const RESERVED_PARAMETERS: [&str; 7] = [
+const RESERVED_PARAMETERS: [&str; 8] = [
     "response_type",
     "client_id",
     "redirect_uri",
@@ -156,6 +211,7 @@ const RESERVED_PARAMETERS: [&str; 7] = [
     "state",
     "code_challenge",
     "code_challenge_method",
+    "nonce",
 ];
 
 impl ProviderBuilder {
@@ -214,6 +270,67 @@ impl ProviderBuilder {
         self
     }
 
+    /// Where the provider publishes the keys that sign its ID tokens (`jwks_uri`). Needed
+    /// when `openid` is requested, unless verification is turned off.
+    pub fn jwks_uri(mut self, uri: impl Into<String>) -> ProviderBuilder {
+        self.jwks_uri = Some(uri.into());
+        self
+    }
+
+    /// The UserInfo endpoint (OpenID Connect Core §5.3), for
+    /// [`Session::userinfo`](crate::Session::userinfo).
+    pub fn userinfo_endpoint(mut self, uri: impl Into<String>) -> ProviderBuilder {
+        self.userinfo_endpoint = Some(uri.into());
+        self
+    }
+
+    /// The algorithms the provider signs ID tokens with; any other is refused (S46).
+    /// Default: RS256, the one every OpenID provider must support. Discovery sets this
+    /// from `id_token_signing_alg_values_supported`.
+    pub fn id_token_algorithms(
+        mut self,
+        algorithms: impl IntoIterator<Item = Algorithm>,
+    ) -> ProviderBuilder {
+        let mut algorithms: Vec<Algorithm> = algorithms.into_iter().collect();
+        algorithms.sort_unstable();
+        algorithms.dedup();
+        self.algorithms = Some(algorithms);
+        self
+    }
+
+    /// How far `exp`, `iat`, `nbf` and `auth_time` may be off against the wall clock: the
+    /// two machines' clocks differ. Default 60 s, at most 5 minutes.
+    pub fn clock_leeway(mut self, leeway: Duration) -> ProviderBuilder {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Accepts an issuer that is a template with `{tenantid}` in it, as Microsoft Entra's
+    /// `common` and `organizations` endpoints publish
+    /// (`https://login.microsoftonline.com/{tenantid}/v2.0`): an ID token's `iss` must then
+    /// be the template with its own `tid` claim put in, and a callback's `iss` the template
+    /// with any tenant id. Off by default: every other issuer is compared byte for byte.
+    pub fn tenant_issuer(mut self, accept: bool) -> ProviderBuilder {
+        self.tenant_issuer = accept;
+        self
+    }
+
+    /// The signature verification ID tokens need (`latchkey_io::crypto::ring()` in the
+    /// drivers).
+    pub fn crypto(mut self, crypto: Arc<dyn CryptoProvider>) -> ProviderBuilder {
+        self.crypto = Some(crypto);
+        self
+    }
+
+    /// Whether ID tokens are verified when `openid` is requested. Default `true`. Turning it
+    /// off means nothing in an ID token can be trusted: the tokens carry no
+    /// [`Identity`](crate::oidc::Identity). Only for a provider whose ID tokens cannot be
+    /// verified at all.
+    pub fn verify_id_token(mut self, verify: bool) -> ProviderBuilder {
+        self.verify_id_token = verify;
+        self
+    }
+
     /// Validates the description.
     pub fn build(self) -> Result<Provider, ConfigError> {
         let endpoint =
@@ -226,6 +343,16 @@ impl ProviderBuilder {
             .revocation_endpoint
             .as_deref()
             .map(|endpoint| endpoint_uri(endpoint, "revocation endpoint"))
+            .transpose()?;
+        let jwks_uri = self
+            .jwks_uri
+            .as_deref()
+            .map(|endpoint| endpoint_uri(endpoint, "jwks_uri"))
+            .transpose()?;
+        let userinfo_endpoint = self
+            .userinfo_endpoint
+            .as_deref()
+            .map(|endpoint| endpoint_uri(endpoint, "userinfo endpoint"))
             .transpose()?;
         if !is_vschar_text(&self.client_id) {
             return Err(ConfigError::InvalidClientId);
@@ -245,7 +372,12 @@ impl ProviderBuilder {
             return Err(ConfigError::InvalidScope(scope.clone()));
         }
         if let Some(issuer) = &self.issuer {
-            let parsed = url::parse(issuer).map_err(|reason| ConfigError::InvalidUrl {
+            // A tenant template is checked as the issuer it becomes.
+            let issuer = match self.tenant_issuer {
+                true => issuer.replace("{tenantid}", "00000000-0000-0000-0000-000000000000"),
+                false => issuer.clone(),
+            };
+            let parsed = url::parse(&issuer).map_err(|reason| ConfigError::InvalidUrl {
                 field: "issuer",
                 reason,
             })?;
@@ -258,6 +390,49 @@ impl ProviderBuilder {
         } else if self.require_iss {
             return Err(ConfigError::IssRequiresIssuer);
         }
+        if self.leeway > MAX_LEEWAY {
+            return Err(ConfigError::InvalidLimit("clock leeway"));
+        }
+        let max_age = match self.params.iter().find(|(name, _)| name == "max_age") {
+            Some((_, value)) => Some(
+                value
+                    .parse::<u64>()
+                    .map_err(|_| ConfigError::InvalidParameter("max_age".into()))?,
+            ),
+            None => None,
+        };
+        let openid = self.scopes.iter().any(|scope| scope == "openid");
+        let id_token = match (
+            openid && self.verify_id_token,
+            &self.issuer,
+            jwks_uri.clone(),
+            self.crypto,
+        ) {
+            (false, ..) => None,
+            (true, None, ..) => return Err(ConfigError::IdTokenVerification("an issuer")),
+            (true, _, None, _) => return Err(ConfigError::IdTokenVerification("a jwks_uri")),
+            (true, _, _, None) => {
+                return Err(ConfigError::IdTokenVerification("a crypto provider"));
+            }
+            (true, Some(issuer), Some(jwks_uri), Some(crypto)) => {
+                let algorithms = self.algorithms.unwrap_or_else(|| vec![Algorithm::RS256]);
+                if algorithms.is_empty() {
+                    return Err(ConfigError::IdTokenVerification(
+                        "a signing algorithm latchkey accepts",
+                    ));
+                }
+                Some(IdTokenPolicy {
+                    issuer: issuer.clone(),
+                    client_id: self.client_id.clone(),
+                    jwks_uri,
+                    algorithms,
+                    leeway: self.leeway,
+                    tenant_issuer: self.tenant_issuer,
+                    max_age,
+                    crypto,
+                })
+            }
+        };
 
         // S4: keep the endpoint's own query, add each parameter exactly once.
         let mut seen: Vec<String> = Vec::new();
@@ -319,6 +494,10 @@ impl ProviderBuilder {
             scopes: self.scopes,
             issuer: self.issuer,
             require_iss: self.require_iss,
+            id_token,
+            jwks_uri,
+            userinfo_endpoint,
+            tenant_issuer: self.tenant_issuer,
         })))
     }
 }
@@ -684,6 +863,10 @@ pub enum ConfigError {
     /// A lifetime or timeout is zero or longer than a day, or a limit is zero or too small
     /// (named).
     InvalidLimit(&'static str),
+    /// `openid` is requested, so ID tokens are verified, and this (named) is missing: set
+    /// it, use discovery, or turn verification off with
+    /// [`ProviderBuilder::verify_id_token`].
+    IdTokenVerification(&'static str),
 }
 
 impl fmt::Display for ConfigError {
@@ -728,6 +911,10 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::InvalidLanding => f.write_str("landing redirect must be an absolute URI"),
             ConfigError::InvalidLimit(name) => write!(f, "{name} is out of range"),
+            ConfigError::IdTokenVerification(missing) => write!(
+                f,
+                "`openid` is requested, so ID tokens are verified, which needs {missing}"
+            ),
         }
     }
 }

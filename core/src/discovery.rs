@@ -15,6 +15,7 @@ use http::{HeaderValue, Method, Request};
 use serde_json::{Map, Value};
 
 use crate::config::{ConfigError, Provider, ProviderBuilder};
+use crate::oidc::Algorithm;
 use crate::error::{TransportError, TransportErrorKind};
 use crate::session::RequestId;
 use crate::url::{self, UrlError};
@@ -156,9 +157,12 @@ impl Metadata {
         self.get(member).and_then(Value::as_str)
     }
 
-    /// Starts a provider description for `client_id`: endpoints (the revocation endpoint
-    /// too, when listed) and issuer filled in, `iss` required when the document says the
-    /// provider sends it (`authorization_response_iss_parameter_supported`, RFC 9207).
+    /// Starts a provider description for `client_id`: endpoints (the revocation and
+    /// UserInfo endpoints too, when listed), issuer, key set (`jwks_uri`) and the ID token
+    /// algorithms latchkey accepts among `id_token_signing_alg_values_supported` filled in,
+    /// `iss` required when the document says the provider sends it
+    /// (`authorization_response_iss_parameter_supported`, RFC 9207). With `openid` among
+    /// the scopes, add a [`crypto`](ProviderBuilder::crypto) provider.
     /// Continue with the client's settings, then [`build`](ProviderBuilder::build), which
     /// validates the endpoints like any others (S6).
     ///
@@ -185,13 +189,30 @@ impl Metadata {
             .get("authorization_response_iss_parameter_supported")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let builder = Provider::builder(authorization, token, client_id)
+        let mut builder = Provider::builder(authorization, token, client_id)
             .issuer(&self.issuer)
             .require_iss(sends_iss);
-        Ok(match self.string("revocation_endpoint") {
-            Some(revocation) => builder.revocation_endpoint(revocation),
-            None => builder,
-        })
+        if let Some(revocation) = self.string("revocation_endpoint") {
+            builder = builder.revocation_endpoint(revocation);
+        }
+        if let Some(jwks_uri) = self.string("jwks_uri") {
+            builder = builder.jwks_uri(jwks_uri);
+        }
+        if let Some(userinfo) = self.string("userinfo_endpoint") {
+            builder = builder.userinfo_endpoint(userinfo);
+        }
+        // The algorithms latchkey accepts among those listed; `none` and HMAC never are
+        // (S46). Absent, the default RS256 stands.
+        if let Some(listed) = self.get("id_token_signing_alg_values_supported") {
+            let names = listed.as_array().map(Vec::as_slice).unwrap_or_default();
+            builder = builder.id_token_algorithms(
+                names
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(Algorithm::from_name),
+            );
+        }
+        Ok(builder)
     }
 }
 

@@ -5,13 +5,19 @@
 //!
 //! ```text
 //!   start ──► Waiting ──callback with code──► Exchanging ──tokens──► Persisting ──stored──► Ok(TokenSet)
-//!               │                                 │                     │
-//!               │ error / iss mismatch /          │ rejected /          │ store failed /
-//!               │ bad callback / deadline /       │ malformed /         │ deadline /
-//!               │ cancel / superseded             │ transport /         │ cancel
-//!               │                                 │ deadline / cancel   │
-//!               └─────────────────────────────────┴─────────────────────┴──────────────► Err(FlowError)
+//!               │                                 │    │ ID token needs    ▲   │
+//!               │                                 │    ▼ the key set       │   │
+//!               │                                 │  Verifying ──verified──┘   │
+//!               │ error / iss mismatch /          │ rejected / malformed /     │ store failed /
+//!               │ bad callback / deadline /       │ transport / ID token       │ deadline /
+//!               │ cancel / superseded             │ invalid / deadline /       │ cancel
+//!               │                                 │ cancel                     │
+//!               └─────────────────────────────────┴────────────────────────────┴────► Err(FlowError)
 //! ```
+//!
+//! With `openid` requested, the ID token is verified between the exchange and the store
+//! ([`crate::oidc`]): at once when the engine's key cache has the provider's keys, after
+//! [`Action::FetchKeys`] otherwise. A token that fails ends the flow; nothing is stored.
 //!
 //! A browser connection is `Reading` its request head until it is answered at once (a
 //! refusal, or a callback that ends its flow) or `Held` by the flow its callback started,
@@ -23,14 +29,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::StatusCode;
+use secrecy::ExposeSecret;
 
 use crate::callback::{Callback, Rejection};
 use crate::config::{Config, ConfigError, Provider};
 use crate::error::{FlowError, Step, StoreError, TransportError};
 use crate::exchange;
 use crate::form;
+use crate::oidc::{Expected, IdTokenError, KeyCache, KeySetError, Lookup};
 use crate::pages::{Page, Pages, Refusal};
-use crate::pkce::{ENTROPY_LEN, FlowSecrets, StateKey, Verifier};
+use crate::pkce::{ENTROPY_LEN, FlowSecrets, Nonce, StateKey, Verifier};
+use crate::session::RequestId;
 use crate::token::{self, TokenSet};
 
 /// Most headers a browser request may carry (S26).
@@ -92,6 +101,15 @@ pub enum Action {
         /// The request, complete with headers and body (see [`crate::http1`] to send it).
         request: http::Request<Vec<u8>>,
     },
+    /// Fetch the provider's key set (JWKS) with this `GET`, and report with
+    /// [`Engine::handle_keys_response`] or [`Engine::handle_keys_failure`]. Follow no
+    /// redirects. ID tokens of any number of flows wait for one fetch.
+    FetchKeys {
+        /// Names this fetch in the answer.
+        id: RequestId,
+        /// The request.
+        request: http::Request<Vec<u8>>,
+    },
     /// Store these tokens, then report with [`Engine::handle_persisted`]. The browser is told
     /// of success only after the store confirmed.
     Persist {
@@ -115,7 +133,7 @@ impl fmt::Debug for Action {
             Action::OpenBrowser { flow, url } => f
                 .debug_struct("OpenBrowser")
                 .field("flow", flow)
-                .field("url", &redact_state(url))
+                .field("url", &redact(url))
                 .finish(),
             Action::Respond {
                 conn,
@@ -138,6 +156,11 @@ impl fmt::Debug for Action {
                 .field("exchange", exchange)
                 .field("request", &exchange::Redacted(request))
                 .finish(),
+            Action::FetchKeys { id, request } => f
+                .debug_struct("FetchKeys")
+                .field("id", id)
+                .field("uri", request.uri())
+                .finish(),
             Action::Persist { flow, tokens } => f
                 .debug_struct("Persist")
                 .field("flow", flow)
@@ -152,15 +175,16 @@ impl fmt::Debug for Action {
     }
 }
 
-/// `url` with the value of its `state` parameter replaced.
-fn redact_state(url: &str) -> String {
-    match url.split_once("&state=") {
-        Some((before, after)) => {
-            let rest = after.find('&').map_or("", |end| &after[end..]);
-            format!("{before}&state=[REDACTED]{rest}")
+/// `url` with the values of its `state` and `nonce` parameters replaced.
+fn redact(url: &str) -> String {
+    let mut url = url.to_owned();
+    for name in ["&state=", "&nonce="] {
+        if let Some(start) = url.find(name).map(|at| at + name.len()) {
+            let end = url[start..].find('&').map_or(url.len(), |end| start + end);
+            url.replace_range(start..end, "[REDACTED]");
         }
-        None => url.to_owned(),
     }
+    url
 }
 
 /// Options for [`Engine::start_with`].
@@ -215,6 +239,8 @@ struct Flow {
     provider: Provider,
     state: StateKey,
     verifier: Verifier,
+    /// The nonce the authorization request carried, when the ID token is verified.
+    nonce: Option<Nonce>,
     owner: Option<String>,
     /// When the current phase times out.
     deadline: Instant,
@@ -228,6 +254,13 @@ enum Phase {
     /// The code is being exchanged; the callback's connection, if any, waits for the outcome.
     Exchanging {
         exchange: ExchangeId,
+        conn: Option<ConnId>,
+    },
+    /// The ID token waits for the provider's key set (the cache entry `key_set`).
+    Verifying {
+        tokens: TokenSet,
+        received: SystemTime,
+        key_set: String,
         conn: Option<ConnId>,
     },
     /// The tokens are being stored.
@@ -244,8 +277,15 @@ enum Event<'q> {
         verdict: Result<&'q str, FlowError>,
         conn: Option<ConnId>,
     },
-    /// The token endpoint answered (parsed), or could not be reached.
+    /// The token endpoint answered (parsed, the ID token verified), or could not be
+    /// reached, or the ID token was refused.
     TokenResponse(Result<TokenSet, FlowError>),
+    /// The ID token waits for a fetch of this key set.
+    AwaitKeys {
+        tokens: TokenSet,
+        received: SystemTime,
+        key_set: String,
+    },
     Persisted(Result<(), StoreError>),
     Deadline,
     /// The application cancelled, or a newer flow replaced this one.
@@ -317,6 +357,7 @@ pub struct Engine {
     owners: BTreeMap<String, FlowId>,
     conns: BTreeMap<ConnId, Conn>,
     exchanges: BTreeMap<ExchangeId, FlowId>,
+    keys: KeyCache,
     timers: BTreeSet<(Instant, Timer)>,
     /// Spent states and when to forget them, in that order: each is due one flow lifetime
     /// after it was spent.
@@ -351,6 +392,7 @@ impl Engine {
             owners: BTreeMap::new(),
             conns: BTreeMap::new(),
             exchanges: BTreeMap::new(),
+            keys: KeyCache::default(),
             timers: BTreeSet::new(),
             forget: VecDeque::new(),
             actions: VecDeque::new(),
@@ -435,11 +477,18 @@ impl Engine {
         url.append_encoded("redirect_uri", &self.encoded_redirect_uri)
             .append("state", secrets.state())
             .append("code_challenge", secrets.challenge());
+        if provider.requests_openid() {
+            url.append("nonce", secrets.nonce.as_str());
+        }
         let url = url.finish();
         if let Some(owner) = &options.owner {
             self.owners.insert(owner.clone(), id);
         }
         let deadline = now + self.config.flow_lifetime;
+        let nonce = provider
+            .id_token_policy()
+            .is_some()
+            .then_some(secrets.nonce);
         self.states.insert(state, StateEntry::Pending(id));
         self.timers.insert((deadline, Timer::Flow(id)));
         self.flows.insert(
@@ -448,6 +497,7 @@ impl Engine {
                 provider,
                 state,
                 verifier: secrets.verifier,
+                nonce,
                 owner: options.owner,
                 deadline,
                 phase: Phase::Waiting,
@@ -613,8 +663,11 @@ impl Engine {
         let Some(flow) = self.flows.get(&flow_id) else {
             return;
         };
-        let result = token::parse_token_response(&response, flow.provider.scopes(), wall);
-        self.advance(now, flow_id, Event::TokenResponse(result));
+        let event = match token::parse_token_response(&response, flow.provider.scopes(), wall) {
+            Ok(tokens) => self.verify(now, flow_id, tokens, wall, true),
+            Err(error) => Event::TokenResponse(Err(error)),
+        };
+        self.advance(now, flow_id, event);
     }
 
     /// The token request could not be completed. A code exchange is never retried.
@@ -635,6 +688,57 @@ impl Engine {
         }
     }
 
+    /// The answer to [`Action::FetchKeys`] `id`, received at `now`/`wall`. Every flow
+    /// waiting for the key set is verified again. Late answers are ignored.
+    pub fn handle_keys_response(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        id: RequestId,
+        response: http::Response<Vec<u8>>,
+    ) {
+        self.handle_timeout(now);
+        match self.keys.handle_response(now, wall, id.get(), &response) {
+            Some(key_set) => self.keys_arrived(now, &key_set),
+            None => self.debug_assert_issued(id.get()),
+        }
+    }
+
+    /// [`Action::FetchKeys`] `id` could not be completed. The flows waiting for it are
+    /// verified with the keys the engine had before, or fail with
+    /// [`IdTokenError::KeySet`].
+    pub fn handle_keys_failure(&mut self, now: Instant, id: RequestId, error: TransportError) {
+        self.handle_timeout(now);
+        match self.keys.handle_failure(id.get(), error) {
+            Some(key_set) => self.keys_arrived(now, &key_set),
+            None => self.debug_assert_issued(id.get()),
+        }
+    }
+
+    /// The key sets the engine holds, as a document for
+    /// [`import_key_sets`](Engine::import_key_sets) in another engine or session, another
+    /// process or another replica (see [`crate::oidc`]).
+    pub fn export_key_sets(&self) -> Vec<u8> {
+        self.keys.export()
+    }
+
+    /// Takes in key sets another machine exported; those younger than
+    /// [`oidc::MAX_AGE`](crate::oidc::MAX_AGE) by `wall` are used as if fetched then.
+    /// Returns how many were taken.
+    ///
+    /// # Errors
+    ///
+    /// [`KeySetError::NotJson`] or [`KeySetError::TooLarge`] when `document` is not an
+    /// export.
+    pub fn import_key_sets(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        document: &[u8],
+    ) -> Result<usize, KeySetError> {
+        self.keys.import(now, wall, document)
+    }
+
     /// The store finished with the tokens of [`Action::Persist`].
     pub fn handle_persisted(&mut self, now: Instant, flow: FlowId, result: Result<(), StoreError>) {
         self.handle_timeout(now);
@@ -645,6 +749,9 @@ impl Engine {
     /// instant. Every other input does this first too, so a late input never sees state
     /// that should already have expired.
     pub fn handle_timeout(&mut self, now: Instant) {
+        for key_set in self.keys.handle_timeout(now) {
+            self.keys_arrived(now, &key_set);
+        }
         loop {
             let timer = self.timers.first().copied().filter(|&(at, _)| at <= now);
             let forget = self.forget.front().copied().filter(|&(at, _)| at <= now);
@@ -679,7 +786,7 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.first().map(|&(at, _)| at);
         let forget = self.forget.front().map(|&(at, _)| at);
-        timer.into_iter().chain(forget).min()
+        timer.into_iter().chain(forget).chain(self.keys.poll_timeout()).min()
     }
 
     // ----- internals -----
@@ -720,7 +827,10 @@ impl Engine {
                     Err(error) => Next::Finish(Err(error), conn),
                 }
             }
-            (Phase::Exchanging { conn, .. }, Event::TokenResponse(Ok(tokens))) => {
+            (
+                Phase::Exchanging { conn, .. } | Phase::Verifying { conn, .. },
+                Event::TokenResponse(Ok(tokens)),
+            ) => {
                 self.actions.push_back(Action::Persist {
                     flow: id,
                     tokens: tokens.clone(),
@@ -728,8 +838,26 @@ impl Engine {
                 let deadline = now + self.config.exchange_timeout;
                 Next::Stay(Phase::Persisting { tokens, conn }, deadline)
             }
-            (Phase::Exchanging { conn, .. }, Event::TokenResponse(Err(error))) => {
-                Next::Finish(Err(error), conn)
+            (
+                Phase::Exchanging { conn, .. } | Phase::Verifying { conn, .. },
+                Event::TokenResponse(Err(error)),
+            ) => Next::Finish(Err(error), conn),
+            (
+                Phase::Exchanging { conn, .. },
+                Event::AwaitKeys {
+                    tokens,
+                    received,
+                    key_set,
+                },
+            ) => {
+                let deadline = now + self.config.exchange_timeout;
+                let phase = Phase::Verifying {
+                    tokens,
+                    received,
+                    key_set,
+                    conn,
+                };
+                Next::Stay(phase, deadline)
             }
             (Phase::Persisting { tokens, conn }, Event::Persisted(Ok(()))) => {
                 Next::Finish(Ok(tokens), conn)
@@ -809,6 +937,92 @@ impl Engine {
             let forget_at = now + self.config.flow_lifetime;
             *entry = StateEntry::Spent { used };
             self.forget.push_back((forget_at, state));
+        }
+    }
+
+    /// Verifies the ID token of `tokens`, received at `received`, for flow `id`, when its
+    /// provider verifies ID tokens: the event that decides the flow's next phase. A fetch
+    /// the check needs becomes [`Action::FetchKeys`] (only when `fetching`).
+    fn verify(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        tokens: TokenSet,
+        received: SystemTime,
+        fetching: bool,
+    ) -> Event<'static> {
+        let Some(flow) = self.flows.get(&id) else {
+            return Event::TokenResponse(Err(FlowError::Cancelled));
+        };
+        let Some(policy) = flow.provider.id_token_policy() else {
+            return Event::TokenResponse(Ok(tokens));
+        };
+        let Some(id_token) = tokens.id_token() else {
+            return Event::TokenResponse(Err(FlowError::IdToken(IdTokenError::Missing)));
+        };
+        let expected = Expected {
+            nonce: flow.nonce.as_ref().map(Nonce::as_str),
+            access_token: Some(tokens.access_token().expose_secret()),
+            previous: None,
+        };
+        let next_id = &mut self.next_id;
+        let (lookup, fetch) = self.keys.check(
+            now,
+            received,
+            policy,
+            id_token.expose_secret(),
+            &expected,
+            fetching,
+            self.config.exchange_timeout,
+            &mut || {
+                let id = *next_id;
+                *next_id += 1;
+                id
+            },
+        );
+        if let Some((fetch, request)) = fetch {
+            self.actions.push_back(Action::FetchKeys {
+                id: RequestId::from_raw(fetch),
+                request,
+            });
+        }
+        match lookup {
+            Lookup::Done(Ok(identity)) => {
+                Event::TokenResponse(Ok(tokens.with_identity(Some(identity))))
+            }
+            Lookup::Done(Err(error)) => Event::TokenResponse(Err(FlowError::IdToken(error))),
+            Lookup::Wait(key_set) => Event::AwaitKeys {
+                tokens,
+                received,
+                key_set,
+            },
+        }
+    }
+
+    /// A fetch of `key_set` ended: every flow waiting for it is verified again.
+    fn keys_arrived(&mut self, now: Instant, key_set: &str) {
+        let waiting: Vec<(FlowId, TokenSet, SystemTime)> = self
+            .flows
+            .iter()
+            .filter_map(|(id, flow)| match &flow.phase {
+                Phase::Verifying {
+                    tokens,
+                    received,
+                    key_set: waits_for,
+                    ..
+                } if waits_for == key_set => Some((*id, tokens.clone(), *received)),
+                _ => None,
+            })
+            .collect();
+        for (id, tokens, received) in waiting {
+            let event = match self.verify(now, id, tokens, received, false) {
+                // Checked again without fetching, a token never waits twice.
+                Event::AwaitKeys { .. } => Event::TokenResponse(Err(FlowError::IdToken(
+                    IdTokenError::KeySet(KeySetError::NoUsableKey),
+                ))),
+                event => event,
+            };
+            self.advance(now, id, event);
         }
     }
 
@@ -1022,6 +1236,7 @@ impl Phase {
         match self {
             Phase::Waiting => Step::Callback,
             Phase::Exchanging { .. } => Step::TokenExchange,
+            Phase::Verifying { .. } => Step::KeySet,
             Phase::Persisting { .. } => Step::Storage,
         }
     }
@@ -1030,7 +1245,9 @@ impl Phase {
     fn conn(&self) -> Option<ConnId> {
         match *self {
             Phase::Waiting => None,
-            Phase::Exchanging { conn, .. } | Phase::Persisting { conn, .. } => conn,
+            Phase::Exchanging { conn, .. }
+            | Phase::Verifying { conn, .. }
+            | Phase::Persisting { conn, .. } => conn,
         }
     }
 }

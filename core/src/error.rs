@@ -47,6 +47,8 @@ pub enum FlowError {
     Superseded,
     /// The tokens could not be stored; the browser was shown the failure page.
     Storage(StoreError),
+    /// The ID token failed verification (S46–S48): nothing was stored.
+    IdToken(crate::oidc::IdTokenError),
 }
 
 impl fmt::Display for FlowError {
@@ -79,6 +81,7 @@ impl fmt::Display for FlowError {
             FlowError::Cancelled => f.write_str("cancelled"),
             FlowError::Superseded => f.write_str("superseded by a newer login for the same owner"),
             FlowError::Storage(error) => write!(f, "storing the tokens failed: {error}"),
+            FlowError::IdToken(error) => error.fmt(f),
         }
     }
 }
@@ -88,6 +91,7 @@ impl std::error::Error for FlowError {
         match self {
             FlowError::Transport(error) => Some(error),
             FlowError::Storage(error) => Some(error),
+            FlowError::IdToken(error) => Some(error),
             _ => None,
         }
     }
@@ -192,6 +196,8 @@ pub enum Step {
     TokenExchange,
     /// Waiting for the tokens to be stored.
     Storage,
+    /// Waiting for the provider's key set, to verify the ID token.
+    KeySet,
 }
 
 impl fmt::Display for Step {
@@ -200,6 +206,7 @@ impl fmt::Display for Step {
             Step::Callback => "waiting for the browser's callback",
             Step::TokenExchange => "waiting for the token endpoint",
             Step::Storage => "waiting for token storage",
+            Step::KeySet => "waiting for the provider's key set",
         })
     }
 }

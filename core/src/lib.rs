@@ -87,7 +87,7 @@
 //!     "https://idp.example/token",
 //!     "my-extension",
 //! )
-//! .scopes(["openid", "email"])
+//! .scopes(["email"]) // with "openid", the ID token is verified too: see `oidc`
 //! .issuer("https://idp.example")
 //! .build()?;
 //! let config = Config::builder(provider)
@@ -98,7 +98,7 @@
 //! let now = Instant::now();
 //!
 //! // 1. Start. Real drivers fill the entropy from the operating system.
-//! let flow = engine.start(now, [42; 64])?;
+//! let flow = engine.start(now, [42; latchkey::ENTROPY_LEN])?;
 //! let Some(Action::OpenBrowser { url, .. }) = engine.poll_action() else { unreachable!() };
 //! assert!(url.starts_with("https://idp.example/authorize?response_type=code&client_id=my-extension"));
 //! assert!(url.contains("&code_challenge_method=S256"));
@@ -343,6 +343,7 @@ mod form;
 mod grammar;
 pub mod http1;
 mod machine;
+pub mod oidc;
 mod pages;
 mod pkce;
 pub mod presets;
@@ -363,6 +364,7 @@ pub use error::{
     TransportErrorKind,
 };
 pub use machine::Machine;
+pub use oidc::{IdTokenError, Identity, KeySetError};
 pub use pkce::ENTROPY_LEN;
 pub use refresh::RefreshError;
 pub use revoke::{RevocationError, TokenKind};

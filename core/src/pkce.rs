@@ -1,7 +1,8 @@
-//! Per-flow secrets: the PKCE verifier and challenge (RFC 7636) and the `state` value.
+//! Per-flow secrets: the PKCE verifier and challenge (RFC 7636), the `state` value and the
+//! OpenID Connect `nonce`.
 //!
-//! Both come straight from the caller's entropy: 32 bytes each, base64url without padding,
-//! 43 characters of the unreserved alphabet (S1, S2). The state is random and nothing else:
+//! All come straight from the caller's entropy: 32 bytes each, base64url without padding,
+//! 43 characters of the unreserved alphabet (S1, S2, S48). The state is random and nothing else:
 //! it carries no meaning (S3). The engine never stores the state itself, only its SHA-256
 //! digest, which it uses to find the flow a callback belongs to (see [`StateKey`]).
 
@@ -12,8 +13,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-/// The entropy a flow needs: 32 bytes for the verifier, 32 for the state.
-pub const ENTROPY_LEN: usize = 64;
+/// The entropy a flow needs: 32 bytes each for the verifier, the state and the nonce.
+pub const ENTROPY_LEN: usize = 96;
 
 /// The length of a verifier, challenge or state: 32 bytes in base64url without padding.
 const ENCODED_LEN: usize = 43;
@@ -27,17 +28,21 @@ pub struct FlowSecrets {
     challenge: [u8; ENCODED_LEN],
     /// The `state` parameter.
     state: Zeroizing<[u8; ENCODED_LEN]>,
+    /// The OpenID Connect `nonce`, sent when `openid` is requested and expected back in the
+    /// ID token.
+    pub nonce: Nonce,
 }
 
 impl FlowSecrets {
-    /// Derives the secrets from 64 bytes of entropy.
+    /// Derives the secrets from 96 bytes of entropy: the verifier from the first 32, the
+    /// state from the next 32, the nonce from the last 32.
     pub fn new(entropy: &[u8; ENTROPY_LEN]) -> FlowSecrets {
-        let (verifier_bytes, state_bytes) = entropy.split_at(ENTROPY_LEN / 2);
-        let verifier = Verifier(encode(verifier_bytes));
+        let verifier = Verifier(encode(&entropy[..32]));
         FlowSecrets {
             challenge: *encode(&Sha256::digest(verifier.as_str().as_bytes())),
             verifier,
-            state: encode(state_bytes),
+            state: encode(&entropy[32..64]),
+            nonce: Nonce(encode(&entropy[64..])),
         }
     }
 
@@ -65,6 +70,24 @@ impl Verifier {
 }
 
 impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// An OpenID Connect `nonce`: 256 bits, inline, zeroized when dropped, `[REDACTED]` in
+/// `Debug`.
+#[derive(Clone)]
+pub struct Nonce(Zeroizing<[u8; ENCODED_LEN]>);
+
+impl Nonce {
+    /// The nonce's text.
+    pub fn as_str(&self) -> &str {
+        ascii(&self.0)
+    }
+}
+
+impl fmt::Debug for Nonce {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[REDACTED]")
     }
@@ -136,7 +159,8 @@ mod tests {
     fn s1_s2_verifier_and_state_are_43_unreserved_characters_from_separate_entropy() {
         let entropy: [u8; ENTROPY_LEN] = std::array::from_fn(|i| i as u8);
         let secrets = FlowSecrets::new(&entropy);
-        for value in [secrets.verifier.as_str(), secrets.state()] {
+        let values = [secrets.verifier.as_str(), secrets.state(), secrets.nonce.as_str()];
+        for value in values {
             assert_eq!(value.len(), 43);
             assert!(
                 value
@@ -144,7 +168,9 @@ mod tests {
                     .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
             );
         }
-        assert_ne!(secrets.verifier.as_str(), secrets.state());
+        assert_ne!(values[0], values[1]);
+        assert_ne!(values[1], values[2]);
+        assert_ne!(values[0], values[2]);
     }
 
     #[test]
@@ -155,6 +181,19 @@ mod tests {
             entropy[32 + bit / 8] ^= 1 << (bit % 8);
             let other = FlowSecrets::new(&entropy);
             assert_ne!(other.state(), base.state());
+            assert_eq!(other.verifier.as_str(), base.verifier.as_str());
+        }
+    }
+
+    #[test]
+    fn s48_the_nonce_has_256_bits_of_its_own_entropy() {
+        let base = FlowSecrets::new(&[7; ENTROPY_LEN]);
+        for bit in 0..256 {
+            let mut entropy = [7; ENTROPY_LEN];
+            entropy[64 + bit / 8] ^= 1 << (bit % 8);
+            let other = FlowSecrets::new(&entropy);
+            assert_ne!(other.nonce.as_str(), base.nonce.as_str());
+            assert_eq!(other.state(), base.state());
             assert_eq!(other.verifier.as_str(), base.verifier.as_str());
         }
     }

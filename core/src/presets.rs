@@ -6,22 +6,40 @@
 //! the one in [`ConfigBuilder::redirect_uri`](crate::ConfigBuilder::redirect_uri);
 //! register exactly that unless the provider says loopback ports are free.
 //!
+//! Every preset but GitHub's (which has no ID tokens) also knows where the provider
+//! publishes its signing keys, which algorithms it signs ID tokens with, and its UserInfo
+//! endpoint: with `openid` in the scopes and a crypto provider, logins verify who signed
+//! in out of the box ([`crate::oidc`]).
+//!
 //! When a provider publishes its metadata, [`Discovery`](crate::Discovery) finds the same
 //! things from its issuer alone.
 //!
 //! ```
+//! # use latchkey::oidc::{Algorithm, CryptoProvider, PublicKey, SignatureError};
+//! # #[derive(Debug)]
+//! # struct Ring;
+//! # impl CryptoProvider for Ring {
+//! #     fn verify(&self, _: Algorithm, _: &PublicKey, _: &[u8], _: &[u8]) -> Result<(), SignatureError> {
+//! #         Err(SignatureError::Unsupported)
+//! #     }
+//! # }
+//! # let ring = || std::sync::Arc::new(Ring);
 //! use latchkey::presets;
 //! use secrecy::SecretString;
 //!
 //! let google = presets::google("1234.apps.googleusercontent.com")
 //!     .client_secret(SecretString::from("GOCSPX-…"))
 //!     .scopes(["openid", "email"])
+//!     .crypto(ring()) // latchkey_io::crypto::ring() with the drivers
 //!     .build()?;
 //! assert_eq!(google.issuer(), Some("https://accounts.google.com"));
+//! let policy = google.id_token_policy().expect("openid is requested");
+//! assert_eq!(policy.jwks_uri(), "https://www.googleapis.com/oauth2/v3/certs");
 //! # Ok::<(), latchkey::ConfigError>(())
 //! ```
 
 use crate::config::{Provider, ProviderBuilder};
+use crate::oidc::Algorithm;
 
 /// Google. Register an OAuth client of type **Desktop app** (Google Cloud console, "APIs &
 /// Services", "Credentials"); desktop clients take any loopback redirect
@@ -39,6 +57,9 @@ pub fn google(client_id: impl Into<String>) -> ProviderBuilder {
     )
     .issuer("https://accounts.google.com")
     .revocation_endpoint("https://oauth2.googleapis.com/revoke")
+    .jwks_uri("https://www.googleapis.com/oauth2/v3/certs")
+    .userinfo_endpoint("https://openidconnect.googleapis.com/v1/userinfo")
+    .id_token_algorithms([Algorithm::RS256])
     .param("access_type", "offline")
 }
 
@@ -59,16 +80,35 @@ pub fn github(client_id: impl Into<String>) -> ProviderBuilder {
 /// or `consumers` for multi-tenant apps. Register an app ("App registrations") with the
 /// platform **Mobile and desktop applications** and the redirect URI `http://localhost`
 /// followed by your path (Entra ignores the port of a `localhost` redirect); it is a public
-/// client, so no secret. Ask for `offline_access` to get a refresh token. No issuer is set:
-/// Entra's names the tenant by id, whatever was passed here, and its authorization
-/// responses carry none.
+/// client, so no secret. Ask for `offline_access` to get a refresh token.
+///
+/// Entra's issuer names the tenant by its id (a GUID), whatever was passed here: for a
+/// tenant given by id the issuer is exact; otherwise it is the template
+/// `https://login.microsoftonline.com/{tenantid}/v2.0` with the multi-tenant opt-in
+/// ([`tenant_issuer`](ProviderBuilder::tenant_issuer)), so that an ID token's `iss` must
+/// name its own `tid`. Its authorization responses carry no `iss`.
 pub fn entra(tenant: &str, client_id: impl Into<String>) -> ProviderBuilder {
-    let base = format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0");
+    let host = "https://login.microsoftonline.com";
+    let base = format!("{host}/{tenant}/oauth2/v2.0");
+    let by_id = tenant.len() == 36
+        && tenant
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| matches!(i, 8 | 13 | 18 | 23) == (b == b'-') && (b == b'-' || b.is_ascii_hexdigit()));
+    let issuer = match by_id {
+        true => format!("{host}/{tenant}/v2.0"),
+        false => format!("{host}/{{tenantid}}/v2.0"),
+    };
     Provider::builder(
         format!("{base}/authorize"),
         format!("{base}/token"),
         client_id,
     )
+    .issuer(issuer)
+    .tenant_issuer(!by_id)
+    .jwks_uri(format!("{host}/{tenant}/discovery/v2.0/keys"))
+    .userinfo_endpoint("https://graph.microsoft.com/oidc/userinfo")
+    .id_token_algorithms([Algorithm::RS256])
 }
 
 /// Okta, at `domain` (such as `dev-123456.okta.com`), through the org's `default`
@@ -84,6 +124,9 @@ pub fn okta(domain: &str, client_id: impl Into<String>) -> ProviderBuilder {
         client_id,
     )
     .revocation_endpoint(format!("{base}/v1/revoke"))
+    .jwks_uri(format!("{base}/v1/keys"))
+    .userinfo_endpoint(format!("{base}/v1/userinfo"))
+    .id_token_algorithms([Algorithm::RS256])
     .issuer(base)
 }
 
@@ -98,6 +141,11 @@ pub fn auth0(domain: &str, client_id: impl Into<String>) -> ProviderBuilder {
         client_id,
     )
     .revocation_endpoint(format!("https://{domain}/oauth/revoke"))
+    .jwks_uri(format!("https://{domain}/.well-known/jwks.json"))
+    .userinfo_endpoint(format!("https://{domain}/userinfo"))
+    // RS256 by default; an application set to HS256 signs with its client secret, which
+    // latchkey refuses (S46).
+    .id_token_algorithms([Algorithm::RS256, Algorithm::PS256])
     // Auth0's issuer ends with a slash.
     .issuer(format!("https://{domain}/"))
 }
@@ -106,7 +154,9 @@ pub fn auth0(domain: &str, client_id: impl Into<String>) -> ProviderBuilder {
 /// before 17), realm `realm`. Create a client with "Client authentication" off (a public
 /// client) and the standard flow on, and a valid redirect URI such as
 /// `http://127.0.0.1:8080/callback`. Keycloak sends `iss` (RFC 9207) naming the hostname it
-/// is configured with, which must be this `base_url`.
+/// is configured with, which must be this `base_url`. A realm signs ID tokens with RS256
+/// unless set otherwise; every asymmetric algorithm it offers (but ES512) is accepted, with
+/// keys from the realm's own key set.
 pub fn keycloak(base_url: &str, realm: &str, client_id: impl Into<String>) -> ProviderBuilder {
     let base = format!("{}/realms/{realm}", base_url.trim_end_matches('/'));
     Provider::builder(
@@ -115,6 +165,9 @@ pub fn keycloak(base_url: &str, realm: &str, client_id: impl Into<String>) -> Pr
         client_id,
     )
     .revocation_endpoint(format!("{base}/protocol/openid-connect/revoke"))
+    .jwks_uri(format!("{base}/protocol/openid-connect/certs"))
+    .userinfo_endpoint(format!("{base}/protocol/openid-connect/userinfo"))
+    .id_token_algorithms(Algorithm::ALL)
     .issuer(base)
 }
 
@@ -135,6 +188,9 @@ pub fn gitlab_at(base_url: &str, client_id: impl Into<String>) -> ProviderBuilde
         client_id,
     )
     .revocation_endpoint(format!("{base}/oauth/revoke"))
+    .jwks_uri(format!("{base}/oauth/discovery/keys"))
+    .userinfo_endpoint(format!("{base}/oauth/userinfo"))
+    .id_token_algorithms([Algorithm::RS256])
     .issuer(base)
 }
 
@@ -197,7 +253,7 @@ mod tests {
                 (
                     "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/authorize",
                     "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token",
-                    None,
+                    Some("https://login.microsoftonline.com/{tenantid}/v2.0"),
                     None,
                 ),
             ),
@@ -240,6 +296,54 @@ mod tests {
         ];
         for (builder, expected) in cases {
             assert_eq!(described(builder), owned(expected));
+        }
+    }
+
+    #[test]
+    fn every_preset_but_github_verifies_id_tokens_with_its_own_keys() {
+        let crypto: std::sync::Arc<dyn crate::oidc::CryptoProvider> =
+            std::sync::Arc::new(crate::oidc::tests::Accept);
+        let cases = [
+            (google("id"), "https://www.googleapis.com/oauth2/v3/certs"),
+            (entra("common", "id"), "https://login.microsoftonline.com/common/discovery/v2.0/keys"),
+            (okta("dev-1.okta.com", "id"), "https://dev-1.okta.com/oauth2/default/v1/keys"),
+            (auth0("example.us.auth0.com", "id"), "https://example.us.auth0.com/.well-known/jwks.json"),
+            (
+                keycloak("https://sso.example.com", "dev", "id"),
+                "https://sso.example.com/realms/dev/protocol/openid-connect/certs",
+            ),
+            (gitlab("id"), "https://gitlab.com/oauth/discovery/keys"),
+        ];
+        for (builder, jwks_uri) in cases {
+            let provider = builder
+                .scope("openid")
+                .crypto(crypto.clone())
+                .build()
+                .expect("a valid preset");
+            let policy = provider.id_token_policy().expect("verifies");
+            assert_eq!(policy.jwks_uri(), jwks_uri);
+            assert!(policy.algorithms().contains(&Algorithm::RS256));
+            assert!(provider.userinfo_endpoint().is_some());
+        }
+        assert_eq!(
+            github("id").scope("openid").build().err(),
+            Some(crate::ConfigError::IdTokenVerification("an issuer")),
+            "GitHub has no ID tokens"
+        );
+    }
+
+    #[test]
+    fn entra_pins_a_tenant_given_by_id_and_templates_the_others() {
+        let crypto: std::sync::Arc<dyn crate::oidc::CryptoProvider> =
+            std::sync::Arc::new(crate::oidc::tests::Accept);
+        let by_id = entra("9188040d-6c67-4c5b-b112-36a304b66dad", "id").build().unwrap();
+        assert_eq!(
+            by_id.issuer(),
+            Some("https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0")
+        );
+        for tenant in ["common", "organizations", "contoso.onmicrosoft.com", "9188040d6c674c5bb11236a304b66dad"] {
+            let provider = entra(tenant, "id").scope("openid").crypto(crypto.clone()).build().unwrap();
+            assert_eq!(provider.issuer(), Some("https://login.microsoftonline.com/{tenantid}/v2.0"));
         }
     }
 

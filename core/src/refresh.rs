@@ -10,6 +10,7 @@ use secrecy::ExposeSecret;
 use crate::config::Provider;
 use crate::error::{BadTokenResponse, FlowError, ProviderError};
 use crate::exchange::{self, Grant};
+use crate::oidc::IdTokenError;
 use crate::token::{self, TokenSet};
 
 /// Error codes that say the refresh token itself is dead (expired, revoked, already used):
@@ -139,18 +140,22 @@ pub enum RefreshError {
         /// What was wrong with it.
         reason: BadTokenResponse,
     },
+    /// The refreshed ID token failed verification (S49): a different user, issuer or
+    /// audience, or a token the provider did not sign. The stored tokens were deleted.
+    IdToken(IdTokenError),
 }
 
 impl RefreshError {
-    /// Whether only a new login can get tokens now ([`NoRefreshToken`] and
-    /// [`LoginRequired`]).
+    /// Whether only a new login can get tokens now ([`NoRefreshToken`], [`LoginRequired`]
+    /// and [`IdToken`]).
     ///
     /// [`NoRefreshToken`]: RefreshError::NoRefreshToken
     /// [`LoginRequired`]: RefreshError::LoginRequired
+    /// [`IdToken`]: RefreshError::IdToken
     pub fn login_required(&self) -> bool {
         matches!(
             self,
-            RefreshError::NoRefreshToken | RefreshError::LoginRequired(_)
+            RefreshError::NoRefreshToken | RefreshError::LoginRequired(_) | RefreshError::IdToken(_)
         )
     }
 }
@@ -172,6 +177,7 @@ impl fmt::Display for RefreshError {
                 f,
                 "token endpoint gave no usable answer to the refresh (HTTP {status}): {reason}"
             ),
+            RefreshError::IdToken(error) => write!(f, "login required: refreshed {error}"),
         }
     }
 }
@@ -191,8 +197,10 @@ mod tests {
     const TOKEN_ENDPOINT: &str = "https://idp.example/token";
 
     fn provider(auth: ClientAuth) -> Provider {
+        // The ID tokens here are opaque placeholders: the session's tests verify real ones.
         let builder = Provider::builder("https://idp.example/authorize", TOKEN_ENDPOINT, "cli")
-            .scopes(["openid", "email"]);
+            .scopes(["openid", "email"])
+            .verify_id_token(false);
         let builder = match auth {
             ClientAuth::None => builder,
             auth => builder

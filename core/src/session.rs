@@ -40,6 +40,12 @@
 //! - **A dead refresh token ends the login.** `invalid_grant` (or GitHub's
 //!   `bad_refresh_token`, sent with HTTP 200) deletes the stored tokens and answers
 //!   "login required" (S42).
+//! - **A refreshed ID token is verified before it is stored** (OpenID Connect Core §12.2,
+//!   S49), when the provider verifies ID tokens: the same checks as at login, without a
+//!   nonce, and the `iss`, `sub` and `aud` of the stored identity. One that fails ends the
+//!   login like a dead refresh token (the tokens no longer vouch for the user who signed
+//!   in); one that cannot be checked because the key set is unreachable is dropped, and the
+//!   fresh tokens keep the login's ID token and identity.
 //! - **Logout deletes, always.** The refresh token is revoked first (it ends the grant at
 //!   most providers), then the access token, when the provider has a revocation endpoint;
 //!   the stored tokens are deleted whatever the revocations said, and the report says what
@@ -55,8 +61,11 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
+use secrecy::ExposeSecret;
+
 use crate::config::{ConfigError, Provider};
 use crate::error::{StoreError, TransportError, TransportErrorKind};
+use crate::oidc::{Expected, IdTokenError, KeyCache, KeySetError, Lookup};
 use crate::refresh::{Refresh, RefreshError};
 use crate::revoke::{Revocation, RevocationError, TokenKind};
 use crate::token::TokenSet;
@@ -121,6 +130,8 @@ pub enum Purpose {
     Refresh,
     /// A revocation of this token at the revocation endpoint (RFC 7009).
     Revoke(TokenKind),
+    /// A fetch of the provider's key set, to verify a refreshed ID token.
+    KeySet,
 }
 
 /// Why tokens are being saved.
@@ -142,7 +153,8 @@ pub enum SaveReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DeleteReason {
-    /// The provider refused the refresh token: the tokens are dead (S42).
+    /// The provider refused the refresh token, or its refreshed ID token failed
+    /// verification: the tokens are dead (S42, S49).
     LoginRequired,
     /// The user logs out (S44).
     Logout,
@@ -386,6 +398,13 @@ enum TokensStep {
         deadline: Instant,
         refresh: Box<Refresh>,
     },
+    /// The refreshed ID token waits for the provider's key set (the cache entry `key_set`).
+    VerifyingFresh {
+        previous: TokenSet,
+        fresh: TokenSet,
+        received: SystemTime,
+        key_set: String,
+    },
     StoringFresh(StoreOpId, TokenSet),
     /// Deleting tokens whose refresh token the provider refused.
     DeletingDead(StoreOpId, RefreshError),
@@ -450,6 +469,7 @@ pub struct Session {
     work: Work,
     /// Refreshed tokens the store refused: the only live ones when the provider rotates.
     kept: Option<TokenSet>,
+    keys: KeyCache,
     timers: BTreeSet<(Instant, Timer)>,
     actions: VecDeque<SessionAction>,
     next_id: u64,
@@ -490,6 +510,7 @@ impl Session {
             queue: VecDeque::new(),
             work: Work::Idle,
             kept: None,
+            keys: KeyCache::default(),
             timers: BTreeSet::new(),
             actions: VecDeque::new(),
             next_id: 1,
@@ -602,17 +623,57 @@ impl Session {
         id: RequestId,
         response: http::Response<Vec<u8>>,
     ) {
+        if self.keys.owns(id.0) {
+            self.handle_timeout(now);
+            if let Some(key_set) = self.keys.handle_response(now, wall, id.0, &response) {
+                self.keys_arrived(now, &key_set);
+            }
+            return;
+        }
         self.input(now, Event::Answered(id, Ok((response, wall))));
     }
 
     /// [`SessionAction::Send`] `id` could not be completed.
     pub fn handle_failure(&mut self, now: Instant, id: RequestId, error: TransportError) {
+        if self.keys.owns(id.0) {
+            self.handle_timeout(now);
+            if let Some(key_set) = self.keys.handle_failure(id.0, error) {
+                self.keys_arrived(now, &key_set);
+            }
+            return;
+        }
         self.input(now, Event::Answered(id, Err(error)));
+    }
+
+    /// The key sets the session holds, as a document for `import_key_sets` in another
+    /// session or engine, process or replica (see [`crate::oidc`]).
+    pub fn export_key_sets(&self) -> Vec<u8> {
+        self.keys.export()
+    }
+
+    /// Takes in key sets another machine exported; those younger than
+    /// [`oidc::MAX_AGE`](crate::oidc::MAX_AGE) by `wall` are used as if fetched then.
+    /// Returns how many were taken.
+    ///
+    /// # Errors
+    ///
+    /// [`KeySetError::NotJson`] or [`KeySetError::TooLarge`] when `document` is not an
+    /// export.
+    pub fn import_key_sets(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        document: &[u8],
+    ) -> Result<usize, KeySetError> {
+        self.keys.import(now, wall, document)
     }
 
     /// Time passed: every deadline at or before `now` fires, in order. Every other input
     /// does this first too.
     pub fn handle_timeout(&mut self, now: Instant) {
+        for key_set in self.keys.handle_timeout(now) {
+            self.keys_arrived(now, &key_set);
+        }
         while let Some(&(at, timer)) = self.timers.first().filter(|(at, _)| *at <= now) {
             self.timers.remove(&(at, timer));
             match timer {
@@ -639,7 +700,8 @@ impl Session {
     /// When [`handle_timeout`](Session::handle_timeout) must be called next, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|&(at, _)| at)
+        let timer = self.timers.first().map(|&(at, _)| at);
+        timer.into_iter().chain(self.keys.poll_timeout()).min()
     }
 
     // ----- internals -----
@@ -732,30 +794,12 @@ impl Session {
                 };
                 match refresh.handle_response(wall, &response) {
                     Ok(fresh) => {
-                        let rotated = !fresh.same_refresh_token(refresh.previous());
-                        trace_event!(rotated, "tokens refreshed; storing them");
-                        let op = self.store_op();
-                        self.actions.push_back(SessionAction::Save {
-                            op,
-                            tokens: fresh.clone(),
-                            reason: SaveReason::Refreshed { rotated },
-                        });
-                        Work::Tokens {
-                            calls,
-                            step: TokensStep::StoringFresh(op, fresh),
-                        }
+                        let previous = refresh.previous().clone();
+                        self.check_refreshed(now, wall, calls, previous, fresh, true)
                     }
                     Err(error @ RefreshError::LoginRequired(_)) => {
                         trace_event!(%error, "refresh token refused; deleting the tokens");
-                        let op = self.store_op();
-                        self.actions.push_back(SessionAction::Delete {
-                            op,
-                            reason: DeleteReason::LoginRequired,
-                        });
-                        Work::Tokens {
-                            calls,
-                            step: TokensStep::DeletingDead(op, error),
-                        }
+                        self.delete_dead(calls, error)
                     }
                     Err(error) => self.answer_all(calls, Err(SessionError::Refresh(error))),
                 }
@@ -788,6 +832,139 @@ impl Session {
                 Work::Tokens { calls, step }
             }
         }
+    }
+
+    /// Refreshed tokens, `fresh`, replacing `previous`: their ID token verified when it is
+    /// new and the provider verifies ID tokens, then stored. `fetching`: whether the check
+    /// may ask for the key set (not when it is repeated after a fetch).
+    fn check_refreshed(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        calls: Vec<Call>,
+        previous: TokenSet,
+        fresh: TokenSet,
+        fetching: bool,
+    ) -> Work {
+        let provider = self.provider.clone();
+        let new_id_token = fresh
+            .id_token()
+            .filter(|token| {
+                let old = previous.id_token().map(ExposeSecret::expose_secret);
+                old != Some(token.expose_secret())
+            })
+            .map(ExposeSecret::expose_secret);
+        let (Some(policy), Some(id_token)) = (provider.id_token_policy(), new_id_token) else {
+            return self.save_fresh(calls, &previous, fresh);
+        };
+        let expected = Expected {
+            nonce: None,
+            access_token: Some(fresh.access_token().expose_secret()),
+            previous: previous.identity(),
+        };
+        let next_id = &mut self.next_id;
+        let (lookup, fetch) = self.keys.check(
+            now,
+            wall,
+            policy,
+            id_token,
+            &expected,
+            fetching,
+            self.options.request_timeout,
+            &mut || {
+                let id = *next_id;
+                *next_id += 1;
+                id
+            },
+        );
+        if let Some((id, request)) = fetch {
+            trace_event!(request = id, "fetching the key set");
+            self.actions.push_back(SessionAction::Send {
+                id: RequestId(id),
+                purpose: Purpose::KeySet,
+                request,
+            });
+        }
+        match lookup {
+            Lookup::Done(Ok(identity)) => {
+                let fresh = fresh.with_identity(Some(identity));
+                self.save_fresh(calls, &previous, fresh)
+            }
+            // The key set is out of reach: the login's identity still stands.
+            Lookup::Done(Err(IdTokenError::KeySet(_))) => {
+                let fresh = fresh.with_id_token_of(&previous);
+                self.save_fresh(calls, &previous, fresh)
+            }
+            Lookup::Done(Err(error)) => {
+                trace_event!(%error, "refreshed ID token refused; deleting the tokens");
+                self.delete_dead(calls, RefreshError::IdToken(error))
+            }
+            Lookup::Wait(key_set) => Work::Tokens {
+                calls,
+                step: TokensStep::VerifyingFresh {
+                    previous,
+                    fresh,
+                    received: wall,
+                    key_set,
+                },
+            },
+        }
+    }
+
+    /// Stores refreshed tokens; the calls get them once the store confirmed.
+    fn save_fresh(&mut self, calls: Vec<Call>, previous: &TokenSet, fresh: TokenSet) -> Work {
+        let rotated = !fresh.same_refresh_token(previous);
+        trace_event!(rotated, "tokens refreshed; storing them");
+        let op = self.store_op();
+        self.actions.push_back(SessionAction::Save {
+            op,
+            tokens: fresh.clone(),
+            reason: SaveReason::Refreshed { rotated },
+        });
+        Work::Tokens {
+            calls,
+            step: TokensStep::StoringFresh(op, fresh),
+        }
+    }
+
+    /// Deletes tokens that can no longer be refreshed; the calls then learn why.
+    fn delete_dead(&mut self, calls: Vec<Call>, error: RefreshError) -> Work {
+        let op = self.store_op();
+        self.actions.push_back(SessionAction::Delete {
+            op,
+            reason: DeleteReason::LoginRequired,
+        });
+        Work::Tokens {
+            calls,
+            step: TokensStep::DeletingDead(op, error),
+        }
+    }
+
+    /// A fetch of `key_set` ended: a refreshed ID token waiting for it is checked again.
+    fn keys_arrived(&mut self, now: Instant, key_set: &str) {
+        let waits = matches!(
+            &self.work,
+            Work::Tokens { step: TokensStep::VerifyingFresh { key_set: waits_for, .. }, .. }
+                if waits_for == key_set
+        );
+        if !waits {
+            return;
+        }
+        let Work::Tokens {
+            calls,
+            step:
+                TokensStep::VerifyingFresh {
+                    previous,
+                    fresh,
+                    received,
+                    ..
+                },
+        } = std::mem::replace(&mut self.work, Work::Idle)
+        else {
+            return;
+        };
+        self.work = self.check_refreshed(now, received, calls, previous, fresh, false);
+        self.take_up_work(now);
     }
 
     /// Loaded (or just stored) `tokens`: hand them out, or refresh them first.

@@ -28,6 +28,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{BadTokenResponse, FlowError, ProviderError};
 use crate::grammar::{is_error_code, is_vschar_text};
+use crate::oidc::Identity;
 
 /// The longest token lifetime believed: `expires_in` beyond a year is clamped to a year.
 const MAX_EXPIRES_IN: u64 = 365 * 24 * 60 * 60;
@@ -111,6 +112,7 @@ struct TokenData {
     scope: Option<String>,
     scope_change: Option<ScopeChange>,
     id_token: Option<SecretString>,
+    identity: Option<Identity>,
     extra: Map<String, Value>,
 }
 
@@ -130,6 +132,7 @@ impl TokenSet {
             scope: None,
             scope_change: None,
             id_token: None,
+            identity: None,
             extra: Map::new(),
         })
     }
@@ -152,7 +155,23 @@ impl TokenSet {
         }
         if data.id_token.is_none() {
             data.id_token.clone_from(&previous.0.id_token);
+            data.identity.clone_from(&previous.0.identity);
         }
+        self
+    }
+
+    /// The same tokens with the identity their ID token was verified to carry (`None`:
+    /// unverified).
+    pub(crate) fn with_identity(mut self, identity: Option<Identity>) -> TokenSet {
+        Arc::make_mut(&mut self.0).identity = identity;
+        self
+    }
+
+    /// The same tokens, with `previous`'s ID token and identity instead of their own.
+    pub(crate) fn with_id_token_of(mut self, previous: &TokenSet) -> TokenSet {
+        let data = Arc::make_mut(&mut self.0);
+        data.id_token.clone_from(&previous.0.id_token);
+        data.identity.clone_from(&previous.0.identity);
         self
     }
 
@@ -239,9 +258,16 @@ impl TokenSet {
         self.0.scope_change.as_ref()
     }
 
-    /// The OpenID Connect ID token, opaque: it is not validated here.
+    /// The OpenID Connect ID token as received. Its claims are to be trusted only through
+    /// [`identity`](TokenSet::identity).
     pub fn id_token(&self) -> Option<&SecretString> {
         self.0.id_token.as_ref()
+    }
+
+    /// Who signed in: the claims of the ID token, present only when it passed verification
+    /// (see [`oidc`](crate::oidc)).
+    pub fn identity(&self) -> Option<&Identity> {
+        self.0.identity.as_ref()
     }
 
     /// Every other member of the response (`ext_expires_in`, `not-before-policy`, …), as
@@ -264,6 +290,7 @@ impl fmt::Debug for TokenSet {
             .field("scope", &self.0.scope)
             .field("scope_change", &self.0.scope_change)
             .field("has_id_token", &self.0.id_token.is_some())
+            .field("identity", &self.0.identity)
             .field("extra", &extra_names)
             .finish()
     }
@@ -358,6 +385,7 @@ fn token_set(
         scope,
         scope_change,
         id_token,
+        identity: None,
         extra,
     }))
 }
@@ -655,7 +683,7 @@ impl<'de> Visitor<'de> for NameVisitor {
 }
 
 /// `time` as whole Unix seconds, rounded down.
-fn unix_seconds(time: SystemTime) -> i64 {
+pub(crate) fn unix_seconds(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
         Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
         Err(before) => {
@@ -667,7 +695,7 @@ fn unix_seconds(time: SystemTime) -> i64 {
     }
 }
 
-fn from_unix_seconds(seconds: i64) -> Option<SystemTime> {
+pub(crate) fn from_unix_seconds(seconds: i64) -> Option<SystemTime> {
     let magnitude = Duration::from_secs(seconds.unsigned_abs());
     if seconds >= 0 {
         UNIX_EPOCH.checked_add(magnitude)
@@ -678,8 +706,8 @@ fn from_unix_seconds(seconds: i64) -> Option<SystemTime> {
 
 /// Writes the token set for storage, secrets in clear: `access_token`, `token_type`,
 /// `token_type_defaulted`, `expires_at` (whole Unix seconds), `refresh_token`, `scope`,
-/// `scope_change` (`{"added": [..], "removed": [..]}`), `id_token`, `extra`; absent
-/// optional members are left out.
+/// `scope_change` (`{"added": [..], "removed": [..]}`), `id_token`, `identity` (the
+/// verified claims), `extra`; absent optional members are left out.
 impl serde::Serialize for TokenSet {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let optional = [
@@ -688,6 +716,7 @@ impl serde::Serialize for TokenSet {
             self.0.scope.is_some(),
             self.0.scope_change.is_some(),
             self.0.id_token.is_some(),
+            self.0.identity.is_some(),
         ];
         let len = 4 + optional.iter().filter(|present| **present).count();
         let mut map = serializer.serialize_map(Some(len))?;
@@ -709,6 +738,9 @@ impl serde::Serialize for TokenSet {
         }
         if let Some(id_token) = &self.0.id_token {
             map.serialize_entry("id_token", id_token.expose_secret())?;
+        }
+        if let Some(identity) = &self.0.identity {
+            map.serialize_entry("identity", identity.claims())?;
         }
         map.serialize_entry("extra", &self.0.extra)?;
         map.end()
@@ -772,6 +804,13 @@ fn from_storage(value: Value) -> Result<TokenSet, &'static str> {
         Some(Value::String(scope)) => Some(scope),
         Some(_) => return Err("stored `scope` is not a string"),
     };
+    let identity = match map.remove("identity") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(claims)) => Some(
+            Identity::from_claims(claims).ok_or("stored `identity` lacks `iss` or `sub`")?,
+        ),
+        Some(_) => return Err("stored `identity` is not an object"),
+    };
     let scope_change = match map.remove("scope_change") {
         None | Some(Value::Null) => None,
         Some(Value::Object(mut change)) => Some(ScopeChange {
@@ -794,6 +833,7 @@ fn from_storage(value: Value) -> Result<TokenSet, &'static str> {
         scope,
         scope_change,
         id_token,
+        identity,
         extra,
     }))
 }

@@ -59,7 +59,11 @@
 pub mod agent;
 mod form;
 mod http;
+mod idtoken;
+mod keys;
 mod oauth;
+
+pub use idtoken::{Forgery, IdTokenAlg};
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -162,6 +166,8 @@ pub struct Config {
     /// List the revocation endpoint only in the RFC 8414 document, not in the OpenID
     /// Connect one, as django-oauth-toolkit does (default `false`).
     pub revocation_only_in_oauth_metadata: bool,
+    /// The algorithm ID tokens are signed with (default RS256).
+    pub id_token_alg: IdTokenAlg,
 }
 
 impl Config {
@@ -177,6 +183,7 @@ impl Config {
             send_iss: true,
             scopes_added: Vec::new(),
             revocation_only_in_oauth_metadata: false,
+            id_token_alg: IdTokenAlg::RS256,
         }
     }
 
@@ -263,7 +270,7 @@ impl DevIdp {
         config.validate()?;
         let listener = TcpListener::bind(bind)?;
         let local = listener.local_addr()?;
-        let server = Arc::new(Server::new(config, format!("http://{}", reachable(local))));
+        let server = Arc::new(Server::new(config, format!("http://{}", reachable(local)))?);
         let stop = Arc::new(AtomicBool::new(false));
         let accept = {
             let (server, stop) = (server.clone(), stop.clone());
@@ -307,6 +314,37 @@ impl DevIdp {
     /// `{base}/revoke`.
     pub fn revocation_endpoint(&self) -> String {
         format!("{}/revoke", self.server.base_url)
+    }
+
+    /// `{base}/jwks`: the key set that checks its ID tokens.
+    pub fn jwks_uri(&self) -> String {
+        format!("{}/jwks", self.server.base_url)
+    }
+
+    /// `{base}/userinfo`.
+    pub fn userinfo_endpoint(&self) -> String {
+        format!("{}/userinfo", self.server.base_url)
+    }
+
+    /// Makes a new current signing key for each algorithm: ID tokens from now on name a
+    /// new `kid`; the key set lists it and the previous one. Returns the new RSA and EC
+    /// key ids.
+    pub fn rotate_keys(&self) -> io::Result<(String, String)> {
+        self.server
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .rotate()
+    }
+
+    /// From now on, ID tokens (or UserInfo answers) are forged to fail `forgery`'s check;
+    /// `None` goes back to honest ones.
+    pub fn set_forgery(&self, forgery: Option<Forgery>) {
+        *self
+            .server
+            .forgery
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = forgery;
     }
 
     /// While on, every valid authorization request is denied (`error=access_denied`), as

@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::form::{self, Params};
 use crate::http::Response;
+use crate::idtoken::{self, Forgery, Grant, Keys, Subject};
 use crate::{Client, ClientAuth, Config, Quirk, RecordedRequest, Stats};
 
 /// How many recent requests [`crate::DevIdp::requests`] keeps.
@@ -26,6 +27,8 @@ pub(crate) struct Server {
     pub(crate) deny_all: AtomicBool,
     metadata_paths: Vec<String>,
     state: Mutex<State>,
+    pub(crate) keys: Mutex<Keys>,
+    pub(crate) forgery: Mutex<Option<Forgery>>,
 }
 
 #[derive(Default)]
@@ -35,6 +38,8 @@ pub(crate) struct State {
     refresh: HashMap<String, Refresh>,
     /// Rotated-out refresh tokens and the grant they belonged to (reuse detection).
     retired: HashMap<String, u64>,
+    /// Who each grant is for.
+    subjects: HashMap<u64, Subject>,
     next_grant: u64,
     pub(crate) log: VecDeque<RecordedRequest>,
     pub(crate) last_token_request: Option<RecordedRequest>,
@@ -49,6 +54,9 @@ struct Code {
     issued: Instant,
     /// The grant created when the code was redeemed.
     redeemed: Option<u64>,
+    /// The authorization request's `nonce`, for the ID token.
+    nonce: Option<String>,
+    subject: Subject,
 }
 
 struct Issued {
@@ -116,10 +124,12 @@ struct Tokens {
     access: String,
     refresh: Option<String>,
     scope: Vec<String>,
+    /// With `openid` in the scope.
+    id_token: Option<String>,
 }
 
 impl Server {
-    pub(crate) fn new(config: Config, base_url: String) -> Server {
+    pub(crate) fn new(config: Config, base_url: String) -> std::io::Result<Server> {
         let issuer = config.issuer.clone().unwrap_or_else(|| base_url.clone());
         let mut metadata_paths = vec![
             "/.well-known/oauth-authorization-server".to_owned(),
@@ -137,14 +147,16 @@ impl Server {
             ));
             metadata_paths.push(format!("{issuer_path}/.well-known/openid-configuration"));
         }
-        Server {
+        Ok(Server {
             config,
             base_url,
             issuer,
             deny_all: AtomicBool::new(false),
             metadata_paths,
             state: Mutex::default(),
-        }
+            keys: Mutex::new(Keys::new()?),
+            forgery: Mutex::new(None),
+        })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -162,7 +174,7 @@ impl Server {
             .split_once('?')
             .unwrap_or((&request.target, ""));
         let allowed = match path {
-            "/authorize" => Some("GET"),
+            "/authorize" | "/jwks" | "/userinfo" => Some("GET"),
             "/token" | "/revoke" => Some("POST"),
             p if self.metadata_paths.iter().any(|m| m == p) => Some("GET"),
             _ => None,
@@ -173,6 +185,8 @@ impl Server {
                 Response::page(405, "Method not allowed.").with("Allow", method)
             }
             (_, "/authorize") => self.authorize(query),
+            (_, "/jwks") => self.jwks(),
+            (_, "/userinfo") => self.userinfo(&request),
             (_, "/token") => self.token(&request),
             (_, "/revoke") => self.revoke(&request),
             _ => self.metadata(path),
@@ -219,6 +233,15 @@ impl Server {
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "authorization_response_iss_parameter_supported": self.config.send_iss,
+            "jwks_uri": format!("{}/jwks", self.base_url),
+            "userinfo_endpoint": format!("{}/userinfo", self.base_url),
+            "id_token_signing_alg_values_supported": [match self.config.id_token_alg {
+                idtoken::IdTokenAlg::RS256 => "RS256",
+                idtoken::IdTokenAlg::ES256 => "ES256",
+            }],
+            "subject_types_supported": ["public"],
+            "scopes_supported": ["openid", "email", "profile", "offline_access"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "email", "email_verified", "name", "preferred_username"],
         });
         if self.config.revocation_only_in_oauth_metadata && path.contains("openid-configuration") {
             if let Some(members) = doc.as_object_mut() {
@@ -227,6 +250,69 @@ impl Server {
             }
         }
         Response::new(200, "application/json", doc.to_string())
+    }
+
+    /// The key set: the current and the previous key of each algorithm.
+    fn jwks(&self) -> Response {
+        let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner).jwks();
+        Response::new(200, "application/jwk-set+json", keys.to_string())
+    }
+
+    /// UserInfo (OpenID Connect Core §5.3): the claims of the user an active access token
+    /// was issued to, for a `Bearer` token in the `Authorization` header only (S43).
+    fn userinfo(&self, request: &RecordedRequest) -> Response {
+        let unauthorized = || {
+            Response::new(401, "application/json", String::new())
+                .with("WWW-Authenticate", "Bearer error=\"invalid_token\"")
+        };
+        let Some(token) = request
+            .header("authorization")
+            .and_then(|value| value.strip_prefix("Bearer "))
+        else {
+            return unauthorized();
+        };
+        if !self.access_token_active(token) {
+            return unauthorized();
+        }
+        let state = self.lock();
+        let Some(subject) = state
+            .access
+            .get(token)
+            .and_then(|issued| state.subjects.get(&issued.grant))
+        else {
+            return unauthorized();
+        };
+        let mut claims = subject.claims();
+        if *self.forgery.lock().unwrap_or_else(PoisonError::into_inner)
+            == Some(Forgery::UserInfoSubject)
+        {
+            claims.insert("sub".into(), json!(format!("not-{}", subject.sub)));
+        }
+        Response::new(200, "application/json", Value::Object(claims).to_string())
+    }
+
+    /// An ID token for `grant`, when its scope asks for one.
+    fn id_token(
+        &self,
+        client_id: &str,
+        subject: &Subject,
+        nonce: Option<&str>,
+        tokens: &Tokens,
+    ) -> Option<String> {
+        if !tokens.scope.iter().any(|scope| scope == "openid") {
+            return None;
+        }
+        let forgery = *self.forgery.lock().unwrap_or_else(PoisonError::into_inner);
+        let grant = Grant {
+            issuer: &self.issuer,
+            client_id,
+            subject,
+            nonce,
+            access_token: &tokens.access,
+            lifetime: self.config.token_lifetime.as_secs(),
+        };
+        let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        keys.id_token(self.config.id_token_alg, &grant, forgery)
     }
 
     // ---- authorization endpoint -------------------------------------------------------
@@ -288,6 +374,15 @@ impl Server {
                 scope,
                 issued: Instant::now(),
                 redeemed: None,
+                nonce: params.get("nonce").map(str::to_owned),
+                subject: Subject {
+                    sub: params
+                        .get("login_hint")
+                        .filter(|hint| !hint.is_empty())
+                        .unwrap_or("dev-user")
+                        .to_owned(),
+                    auth_time: idtoken::unix_now(),
+                },
             },
         );
         st.stats.codes_issued += 1;
@@ -502,14 +597,20 @@ impl Server {
             return Err(invalid_grant("PKCE verification failed"));
         }
         let scope = entry.scope.clone();
+        let (nonce, subject) = (entry.nonce.clone(), entry.subject.clone());
         let grant = st.next_grant;
         st.next_grant += 1;
         if let Some(entry) = st.codes.get_mut(code) {
             entry.redeemed = Some(grant);
         }
+        st.subjects.insert(grant, subject.clone());
         let with_refresh = !matches!(self.config.quirk, Quirk::GitHub);
-        st.issue(grant, &client.id, scope, with_refresh)
-            .ok_or_else(server_error)
+        let mut tokens = st
+            .issue(grant, &client.id, scope, with_refresh)
+            .ok_or_else(server_error)?;
+        drop(st);
+        tokens.id_token = self.id_token(&client.id, &subject, nonce.as_deref(), &tokens);
+        Ok(tokens)
     }
 
     fn refresh(&self, client: &Client, params: &Params) -> Result<Tokens, Failure> {
@@ -547,6 +648,12 @@ impl Server {
             .ok_or_else(server_error)?;
         if let Some(narrower) = requested {
             tokens.scope = narrower;
+        }
+        let subject = st.subjects.get(&grant).cloned();
+        drop(st);
+        // OpenID Connect Core §12.2: a new ID token for the same user, without a nonce.
+        if let Some(subject) = subject {
+            tokens.id_token = self.id_token(&client.id, &subject, None, &tokens);
         }
         Ok(tokens)
     }
@@ -597,6 +704,9 @@ impl Server {
         if !tokens.scope.is_empty() {
             body.insert("scope".into(), json!(tokens.scope.join(" ")));
         }
+        if let Some(id_token) = tokens.id_token {
+            body.insert("id_token".into(), json!(id_token));
+        }
         Response::new(200, "application/json", Value::Object(body).to_string())
     }
 }
@@ -631,12 +741,14 @@ impl State {
             access,
             refresh,
             scope,
+            id_token: None,
         })
     }
 
     fn revoke(&mut self, grant: u64) {
         self.access.retain(|_, t| t.grant != grant);
         self.refresh.retain(|_, t| t.grant != grant);
+        self.subjects.remove(&grant);
     }
 }
 

@@ -18,8 +18,9 @@ type Fetch<'a> = Pin<Box<dyn Future<Output = (RequestId, TokenResult)> + Send + 
 
 /// Fetches `issuer`'s metadata (OpenID Connect discovery and RFC 8414, merged) and starts
 /// a provider description from it for `client_id`: endpoints, revocation endpoint, whether
-/// `iss` is mandatory (S9: each document's issuer must be `issuer` exactly). Continue with
-/// the client's secret and scopes, then build.
+/// `iss` is mandatory (S9: each document's issuer must be `issuer` exactly), the key set
+/// and signing algorithms of its ID tokens, with [`crate::crypto::ring`] to verify them.
+/// Continue with the client's secret and scopes, then build.
 ///
 /// # Errors
 ///
@@ -31,10 +32,11 @@ pub async fn discover<R: Runtime>(
     client_id: &str,
 ) -> Result<ProviderBuilder, DiscoveryError> {
     let metadata = metadata(runtime, transport, issuer).await?;
-    metadata.provider(client_id).map_err(|error| {
+    let builder = metadata.provider(client_id).map_err(|error| {
         warn!(issuer, %error, "the provider's metadata cannot describe a provider");
         DiscoveryError::Metadata(error)
-    })
+    })?;
+    Ok(builder.crypto(crate::crypto::ring()))
 }
 
 /// Fetches and merges `issuer`'s metadata documents.

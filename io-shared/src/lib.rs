@@ -38,6 +38,7 @@
 #![forbid(unsafe_code)]
 
 mod alarm;
+pub mod crypto;
 pub mod discovery;
 pub mod entropy;
 pub mod http;

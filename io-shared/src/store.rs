@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use latchkey::oidc::Algorithm;
 use latchkey::{ClientAuth, Provider, ProviderBuilder, StoreError, TokenSet};
 use serde_json::{Map, Value, json};
 
@@ -380,6 +381,17 @@ pub struct ProviderRecord {
     pub client_auth: ClientAuth,
     /// The scopes requested at login.
     pub scopes: Vec<String>,
+    /// Whether ID tokens were verified at login; refreshed ones are then verified too.
+    /// Records written before verification existed say `false`.
+    pub verify_id_token: bool,
+    /// The key set URI (`jwks_uri`), when known.
+    pub jwks_uri: Option<String>,
+    /// The UserInfo endpoint, when known.
+    pub userinfo_endpoint: Option<String>,
+    /// The ID token signing algorithms accepted, by name; empty for the default.
+    pub id_token_algorithms: Vec<String>,
+    /// Whether the issuer is a `{tenantid}` template.
+    pub tenant_issuer: bool,
 }
 
 impl ProviderRecord {
@@ -393,6 +405,17 @@ impl ProviderRecord {
             client_id: provider.client_id().to_owned(),
             client_auth: provider.client_auth(),
             scopes: provider.scopes().to_vec(),
+            verify_id_token: provider.id_token_policy().is_some(),
+            jwks_uri: provider.jwks_uri().map(ToString::to_string),
+            userinfo_endpoint: provider.userinfo_endpoint().map(ToString::to_string),
+            id_token_algorithms: provider.id_token_policy().map_or_else(Vec::new, |policy| {
+                policy
+                    .algorithms()
+                    .iter()
+                    .map(|algorithm| algorithm.name().to_owned())
+                    .collect()
+            }),
+            tenant_issuer: provider.tenant_issuer(),
         }
     }
 
@@ -414,7 +437,23 @@ impl ProviderRecord {
         if let Some(endpoint) = &self.revocation_endpoint {
             builder = builder.revocation_endpoint(endpoint);
         }
+        if let Some(uri) = &self.jwks_uri {
+            builder = builder.jwks_uri(uri);
+        }
+        if let Some(endpoint) = &self.userinfo_endpoint {
+            builder = builder.userinfo_endpoint(endpoint);
+        }
+        if !self.id_token_algorithms.is_empty() {
+            builder = builder.id_token_algorithms(
+                self.id_token_algorithms
+                    .iter()
+                    .filter_map(|name| Algorithm::from_name(name)),
+            );
+        }
         builder
+            .tenant_issuer(self.tenant_issuer)
+            .verify_id_token(self.verify_id_token)
+            .crypto(crate::crypto::ring())
     }
 
     fn to_json(&self) -> Value {
@@ -426,6 +465,11 @@ impl ProviderRecord {
             "client_id": self.client_id,
             "token_endpoint_auth_method": auth_method_name(self.client_auth),
             "scopes": self.scopes,
+            "verify_id_token": self.verify_id_token,
+            "jwks_uri": self.jwks_uri,
+            "userinfo_endpoint": self.userinfo_endpoint,
+            "id_token_algorithms": self.id_token_algorithms,
+            "tenant_issuer": self.tenant_issuer,
         })
     }
 
@@ -443,14 +487,19 @@ impl ProviderRecord {
             "none" => ClientAuth::None,
             _ => return Err("token_endpoint_auth_method is not one latchkey knows".to_owned()),
         };
-        let scopes = match value.get("scopes") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(scopes)) => scopes
+        let list = |name: &str| match value.get(name) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
                 .iter()
-                .map(|scope| scope.as_str().map(str::to_owned))
+                .map(|item| item.as_str().map(str::to_owned))
                 .collect::<Option<_>>()
-                .ok_or("a scope is not a string")?,
-            Some(_) => return Err("scopes is not a list".to_owned()),
+                .ok_or_else(|| format!("an item of {name} is not a string")),
+            Some(_) => Err(format!("{name} is not a list")),
+        };
+        let flag = |name: &str| match value.get(name) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(flag)) => Ok(*flag),
+            Some(_) => Err(format!("{name} is not a boolean")),
         };
         Ok(ProviderRecord {
             issuer: text("issuer")?,
@@ -459,7 +508,12 @@ impl ProviderRecord {
             revocation_endpoint: text("revocation_endpoint")?,
             client_id: required("client_id")?,
             client_auth,
-            scopes,
+            scopes: list("scopes")?,
+            verify_id_token: flag("verify_id_token")?,
+            jwks_uri: text("jwks_uri")?,
+            userinfo_endpoint: text("userinfo_endpoint")?,
+            id_token_algorithms: list("id_token_algorithms")?,
+            tenant_issuer: flag("tenant_issuer")?,
         })
     }
 }

@@ -86,7 +86,7 @@ impl Harness {
     }
 
     /// Fresh, distinct entropy for every call.
-    pub fn entropy(&mut self) -> [u8; 64] {
+    pub fn entropy(&mut self) -> [u8; latchkey::ENTROPY_LEN] {
         self.entropy_counter += 1;
         entropy_from(self.entropy_counter)
     }
@@ -178,8 +178,8 @@ impl Default for Harness {
     }
 }
 
-/// 64 bytes of distinct, well-spread entropy derived from `n` (tests only).
-pub fn entropy_from(n: u64) -> [u8; 64] {
+/// Distinct, well-spread entropy derived from `n` (tests only).
+pub fn entropy_from(n: u64) -> [u8; latchkey::ENTROPY_LEN] {
     let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     std::array::from_fn(|_| {
         x ^= x << 13;

@@ -443,6 +443,9 @@ impl Sim {
                 }
                 self.exchanges.push(*exchange);
             }
+            Action::FetchKeys { .. } => {
+                return Err("a key-set fetch for a provider that does not verify ID tokens".into());
+            }
             Action::Persist { flow, .. } => {
                 live(&self.flows, flow)?;
                 let record = self.flows.get_mut(flow).ok_or("unknown flow")?;
@@ -485,6 +488,7 @@ pub fn fingerprint(action: &Action) -> String {
             request.headers(),
             String::from_utf8_lossy(request.body())
         ),
+        Action::FetchKeys { id, request } => format!("fetch {id} {}", request.uri()),
         Action::Persist { flow, tokens } => format!("persist {flow} {tokens:?}"),
         Action::Finished { flow, result } => format!("finished {flow} {result:?}"),
     }

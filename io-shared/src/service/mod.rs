@@ -319,14 +319,7 @@ impl<R: Runtime> Service<R> {
     /// Runs what a drain outside any connection left (a token request a forwarded callback
     /// started) on a task of its own.
     fn spawn_work(&self, work: shared::Work) {
-        if work.exchange.is_none() && work.persist.is_none() {
-            return;
-        }
-        let shared = Arc::clone(&self.shared);
-        let task = self.shared.runtime.spawn(async move {
-            shared.carry_out(None, work, None).await;
-        });
-        self.shared.runtime.detach(task);
+        shared::spawn_work(&self.shared, work);
     }
 }
 

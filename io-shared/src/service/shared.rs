@@ -7,14 +7,14 @@
 //! events to the logins' channels; what the task must do itself comes back as [`Work`]. The
 //! lock is never held across an `await`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use futures_lite::future;
-use latchkey::{Action, ConnId, Engine, ExchangeId, FlowError, FlowId, TokenSet};
+use latchkey::{Action, ConnId, Engine, ExchangeId, FlowError, FlowId, RequestId, TokenSet};
 use tracing::{Instrument, Span, debug, info, warn};
 
 use super::login::{Canceller, LoginEvent};
@@ -63,6 +63,13 @@ pub(super) struct Exchange {
     pub span: Span,
 }
 
+/// A key-set fetch the draining task must send: the ID tokens of every login waiting for it
+/// are verified when it ends.
+pub(super) struct Fetch {
+    pub id: RequestId,
+    pub request: http::Request<Vec<u8>>,
+}
+
 /// Tokens the draining task must store.
 pub(super) struct Persist {
     pub flow: FlowId,
@@ -75,11 +82,29 @@ pub(super) struct Persist {
 #[derive(Default)]
 pub(super) struct Work {
     pub exchange: Option<Exchange>,
-    pub persist: Option<Persist>,
+    pub fetch: Option<Fetch>,
+    /// Several when a key set arrived for several logins at once.
+    pub persist: VecDeque<Persist>,
     /// The answer for the draining connection itself.
     pub answer: Option<ConnCommand>,
     /// The authorization URL of a flow just started.
     pub opened: Option<(FlowId, String)>,
+}
+
+impl Work {
+    /// Whether something is left to send or store.
+    pub fn has_io(&self) -> bool {
+        self.exchange.is_some() || self.fetch.is_some() || !self.persist.is_empty()
+    }
+
+    /// This work, following what is left of `earlier` (whose request has been taken).
+    fn after(mut self, earlier: Work) -> Work {
+        let mut persist = earlier.persist;
+        persist.extend(self.persist);
+        self.persist = persist;
+        self.answer = self.answer.or(earlier.answer);
+        self
+    }
 }
 
 /// The engine, its connections and logins, and the service's I/O.
@@ -178,13 +203,17 @@ impl<R: Runtime> Shared<R> {
                         .flows
                         .get(&flow)
                         .map_or_else(|| crate::store::DEFAULT_KEY.to_owned(), |h| h.key.clone());
-                    debug_assert!(work.persist.is_none(), "one store per input");
-                    work.persist = Some(Persist {
+                    work.persist.push_back(Persist {
                         flow,
                         key,
                         tokens,
                         span,
                     });
+                }
+                Action::FetchKeys { id, request } => {
+                    debug!(fetch = id.get(), uri = %request.uri(), "fetching the provider's key set");
+                    debug_assert!(work.fetch.is_none(), "one key-set fetch per input");
+                    work.fetch = Some(Fetch { id, request });
                 }
                 Action::Finished { flow, result } => finish(state, flow, result, now),
             }
@@ -236,7 +265,7 @@ impl<R: Runtime> Shared<R> {
         }
         // An idle connection closed to make room, perhaps.
         let work = self.drain(&mut state, None, now);
-        debug_assert!(work.exchange.is_none() && work.persist.is_none());
+        debug_assert!(!work.has_io());
         conn
     }
 
@@ -340,9 +369,10 @@ impl<R: Runtime> Shared<R> {
         (state.alarm.arm(next), state.alarm.woken())
     }
 
-    /// Carries out `work` for `me`: sends the token request, stores the tokens, and feeds
-    /// each outcome back, until only `me`'s answer (if any) is left. While a request is in
-    /// flight, an answer arriving in `me`'s mailbox (the login was cancelled) ends the wait.
+    /// Carries out `work` for `me`: sends the token request, fetches the key set, stores the
+    /// tokens of every login the work names, and feeds each outcome back, until only `me`'s
+    /// answer (if any) is left. While a token request is in flight, an answer arriving in
+    /// `me`'s mailbox (the login was cancelled) ends the wait.
     pub async fn carry_out(
         &self,
         me: Option<ConnId>,
@@ -350,9 +380,6 @@ impl<R: Runtime> Shared<R> {
         mailbox: Option<&Receiver<ConnCommand>>,
     ) -> Option<ConnCommand> {
         loop {
-            if work.answer.is_some() {
-                return work.answer;
-            }
             if let Some(Exchange {
                 exchange,
                 request,
@@ -394,10 +421,33 @@ impl<R: Runtime> Shared<R> {
                     None => sending.await,
                 };
                 let wall = self.runtime.wall();
-                work = self.input(me, |engine, now| match result {
+                let next = self.input(me, |engine, now| match result {
                     Ok(response) => engine.handle_token_response(now, wall, exchange, response),
                     Err(error) => engine.handle_token_failure(now, exchange, error),
                 });
+                work = next.after(work);
+                continue;
+            }
+            if let Some(Fetch { id, request }) = work.fetch.take() {
+                // Not abandoned when this login ends meanwhile: other logins may wait for
+                // the same keys, and the answer fills the engine's cache.
+                let sent = self.runtime.now();
+                let result = Box::pin(self.transport.send(&self.runtime, request)).await;
+                let elapsed = self.runtime.now().saturating_duration_since(sent);
+                match &result {
+                    Ok(response) => info!(
+                        status = response.status().as_u16(),
+                        ?elapsed,
+                        "key set fetched"
+                    ),
+                    Err(error) => warn!(%error, ?elapsed, "key-set fetch failed"),
+                }
+                let wall = self.runtime.wall();
+                let next = self.input(me, |engine, now| match result {
+                    Ok(response) => engine.handle_keys_response(now, wall, id, response),
+                    Err(error) => engine.handle_keys_failure(now, id, error),
+                });
+                work = next.after(work);
                 continue;
             }
             if let Some(Persist {
@@ -405,7 +455,7 @@ impl<R: Runtime> Shared<R> {
                 key,
                 tokens,
                 span,
-            }) = work.persist.take()
+            }) = work.persist.pop_front()
             {
                 let started = self.runtime.now();
                 let result = if self.store.blocks() {
@@ -421,18 +471,37 @@ impl<R: Runtime> Shared<R> {
                     Ok(()) => info!(?elapsed, "tokens stored"),
                     Err(error) => warn!(%error, ?elapsed, "storing the tokens failed"),
                 });
-                work = self.input(me, |engine, now| engine.handle_persisted(now, flow, result));
+                let next =
+                    self.input(me, |engine, now| engine.handle_persisted(now, flow, result));
+                work = next.after(work);
                 continue;
             }
-            return None;
+            // Every store done (other logins' too, when one key set served several): now
+            // `me`'s own answer, if it has one.
+            return work.answer;
         }
     }
+}
+
+/// Runs what a drain outside any connection left (a token request a forwarded callback
+/// started, tokens whose key set arrived on the timer) on a task of its own.
+pub(super) fn spawn_work<R: Runtime>(shared: &Arc<Shared<R>>, work: Work) {
+    if !work.has_io() {
+        return;
+    }
+    let task = shared.runtime.spawn({
+        let shared = Arc::clone(shared);
+        async move {
+            shared.carry_out(None, work, None).await;
+        }
+    });
+    shared.runtime.detach(task);
 }
 
 impl<R: Runtime> Canceller for Shared<R> {
     fn cancel(&self, flow: FlowId) {
         let work = self.input(None, |engine, now| engine.cancel(now, flow));
-        debug_assert!(work.exchange.is_none() && work.persist.is_none());
+        debug_assert!(!work.has_io());
     }
 }
 

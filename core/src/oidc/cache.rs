@@ -1,0 +1,311 @@
+//! The key-set cache the machines share: which keys are known, when to fetch again, and the
+//! checks that wait for a fetch.
+//!
+//! The rules (S47):
+//!
+//! - keys are kept per key-set URI and used for [`MAX_AGE`] after they were fetched;
+//! - a token naming a key the cache does not have causes a fetch, and so do keys past
+//!   their age; but a fetch starts only when none is in flight for that URI and the last
+//!   one started at least [`REFETCH_INTERVAL`] ago, so that tokens naming made-up keys
+//!   cannot make latchkey hammer the provider;
+//! - every check that needs the fetch waits for it, however many there are; when it ends
+//!   they are all checked again, without another fetch;
+//! - a fetch that fails keeps the keys already known (stale keys beat no keys while the
+//!   provider's key endpoint is down); with none known, the waiting checks fail with the
+//!   fetch's error.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::ACCEPT;
+use http::{HeaderValue, Method, Request};
+use serde_json::{Value, json};
+
+use super::claims::{Expected, IdTokenPolicy, Identity};
+use super::error::{IdTokenError, KeySetError};
+use super::jwk::KeySet;
+use crate::error::TransportError;
+use crate::token::{from_unix_seconds, unix_seconds};
+
+/// How long fetched keys are used before they are fetched again.
+pub const MAX_AGE: Duration = Duration::from_secs(10 * 60);
+/// The least time between two fetches of one key set.
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+/// The most key sets a cache holds (one per provider; imports beyond it are ignored).
+const MAX_SETS: usize = 32;
+
+/// Keys known for one key-set URI.
+#[derive(Debug, Clone)]
+struct Entry {
+    uri: http::Uri,
+    keys: Option<Cached>,
+    /// The fetch in flight: its request number and deadline.
+    fetch: Option<(u64, Instant)>,
+    /// When the last fetch started.
+    last_fetch: Option<Instant>,
+    /// Why the last fetch failed, while no fetch succeeded since.
+    last_error: Option<KeySetError>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    set: KeySet,
+    fetched: Instant,
+    fetched_wall: SystemTime,
+}
+
+/// What became of a check.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// Checked, with this outcome.
+    Done(Result<Identity, IdTokenError>),
+    /// Waiting for a fetch of this key-set URI; check again when it ends.
+    Wait(String),
+}
+
+/// A fetch to send: its request number and the request.
+type Fetch = (u64, Request<Vec<u8>>);
+
+/// Key sets by URI, and the fetches in flight.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyCache {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl KeyCache {
+    /// Checks `token` with `policy`. `fetching` is `false` for a check repeated after a
+    /// fetch ended: it never starts another. A fetch to start comes back with a fresh
+    /// number from `next_id`; the caller sends it and reports with
+    /// [`handle_response`](KeyCache::handle_response) or
+    /// [`handle_failure`](KeyCache::handle_failure) by that number.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn check(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        policy: &IdTokenPolicy,
+        token: &str,
+        expected: &Expected<'_>,
+        fetching: bool,
+        timeout: Duration,
+        next_id: &mut dyn FnMut() -> u64,
+    ) -> (Lookup, Option<Fetch>) {
+        let jws = match policy.parse(token) {
+            Ok(jws) => jws,
+            Err(error) => return (Lookup::Done(Err(error)), None),
+        };
+        let key = policy.jwks_uri.to_string();
+        let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
+            uri: policy.jwks_uri.clone(),
+            keys: None,
+            fetch: None,
+            last_fetch: None,
+            last_error: None,
+        });
+        let fresh = entry
+            .keys
+            .as_ref()
+            .is_some_and(|keys| now.saturating_duration_since(keys.fetched) < MAX_AGE);
+        let may_start = entry.fetch.is_none()
+            && entry
+                .last_fetch
+                .is_none_or(|last| now.saturating_duration_since(last) >= REFETCH_INTERVAL);
+        let verdict = match &entry.keys {
+            Some(keys) if fresh || !fetching || (entry.fetch.is_none() && !may_start) => {
+                Some(policy.verify_parsed(&jws, token, &keys.set, expected, wall))
+            }
+            Some(_) | None => None,
+        };
+        match verdict {
+            Some(Err(IdTokenError::UnknownKey)) if fetching && (entry.fetch.is_some() || may_start) => {}
+            Some(done) => return (Lookup::Done(done), None),
+            None if fetching && (entry.fetch.is_some() || may_start) => {}
+            None => {
+                let error = entry.last_error.clone().unwrap_or(KeySetError::NoUsableKey);
+                return (Lookup::Done(Err(IdTokenError::KeySet(error))), None);
+            }
+        }
+        if entry.fetch.is_some() {
+            return (Lookup::Wait(key), None);
+        }
+        let id = next_id();
+        entry.fetch = Some((id, now + timeout));
+        entry.last_fetch = Some(now);
+        let mut request = Request::new(Vec::new());
+        *request.method_mut() = Method::GET;
+        *request.uri_mut() = entry.uri.clone();
+        request.headers_mut().insert(
+            ACCEPT,
+            HeaderValue::from_static("application/jwk-set+json, application/json"),
+        );
+        (Lookup::Wait(key), Some((id, request)))
+    }
+
+    /// Whether request number `id` is a fetch of this cache.
+    pub(crate) fn owns(&self, id: u64) -> bool {
+        self.entries
+            .values()
+            .any(|entry| entry.fetch.is_some_and(|(fetch, _)| fetch == id))
+    }
+
+    /// The answer to fetch `id`, received at `now`/`wall`. Returns the URI whose waiting
+    /// checks must be repeated, `None` for an unknown or late answer.
+    pub(crate) fn handle_response(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        id: u64,
+        response: &http::Response<Vec<u8>>,
+    ) -> Option<String> {
+        let result = match response.status().as_u16() {
+            200 => KeySet::parse(response.body()),
+            status => Err(KeySetError::Status(status)),
+        };
+        self.finish(id, |entry| match result {
+            Ok(set) => {
+                entry.keys = Some(Cached {
+                    set,
+                    fetched: now,
+                    fetched_wall: wall,
+                });
+                entry.last_error = None;
+            }
+            Err(error) => entry.last_error = Some(error),
+        })
+    }
+
+    /// Fetch `id` could not be completed.
+    pub(crate) fn handle_failure(&mut self, id: u64, error: TransportError) -> Option<String> {
+        self.finish(id, |entry| {
+            entry.last_error = Some(KeySetError::Transport(error));
+        })
+    }
+
+    /// Fails every fetch past its deadline; returns the URIs whose checks must be repeated.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<String> {
+        let mut expired = Vec::new();
+        for (key, entry) in &mut self.entries {
+            if entry.fetch.is_some_and(|(_, deadline)| deadline <= now) {
+                entry.fetch = None;
+                entry.last_error = Some(KeySetError::TimedOut);
+                expired.push(key.clone());
+            }
+        }
+        expired
+    }
+
+    /// The earliest fetch deadline.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.entries
+            .values()
+            .filter_map(|entry| entry.fetch.map(|(_, deadline)| deadline))
+            .min()
+    }
+
+    fn finish(&mut self, id: u64, update: impl FnOnce(&mut Entry)) -> Option<String> {
+        let (key, entry) = self
+            .entries
+            .iter_mut()
+            .find(|(_, entry)| entry.fetch.is_some_and(|(fetch, _)| fetch == id))?;
+        entry.fetch = None;
+        update(entry);
+        Some(key.clone())
+    }
+
+    /// The fresh key sets, as a JSON document [`import`](KeyCache::import) reads: for each,
+    /// its URI, when it was fetched (Unix seconds) and its usable keys.
+    pub(crate) fn export(&self) -> Vec<u8> {
+        let sets: Vec<Value> = self
+            .entries
+            .values()
+            .filter_map(|entry| {
+                let keys = entry.keys.as_ref()?;
+                Some(json!({
+                    "jwks_uri": entry.uri.to_string(),
+                    "fetched_at": unix_seconds(keys.fetched_wall),
+                    "keys": keys.set.to_json()["keys"],
+                }))
+            })
+            .collect();
+        serde_json::to_vec(&json!({ "key_sets": sets })).unwrap_or_default()
+    }
+
+    /// Takes in key sets another process exported: each one younger than [`MAX_AGE`] by
+    /// `wall` replaces what the cache has for its URI, unless the cache's copy is newer.
+    /// Returns how many were taken. The fetch timing of this process is unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`KeySetError::NotJson`] when `document` is not an export; entries that cannot be
+    /// used (a bad URI, no usable key, too old) are skipped.
+    pub(crate) fn import(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        document: &[u8],
+    ) -> Result<usize, KeySetError> {
+        if document.len() > MAX_SETS * super::jwk::MAX_KEY_SET_BYTES {
+            return Err(KeySetError::TooLarge);
+        }
+        let document: Value = serde_json::from_slice(document).map_err(|_| KeySetError::NotJson)?;
+        let Some(Value::Array(sets)) = document.get("key_sets") else {
+            return Err(KeySetError::NotJson);
+        };
+        let mut taken = 0;
+        for set in sets {
+            let Some(imported) = Imported::read(now, wall, set) else {
+                continue;
+            };
+            let key = imported.uri.to_string();
+            if !self.entries.contains_key(&key) && self.entries.len() >= MAX_SETS {
+                continue;
+            }
+            let entry = self.entries.entry(key).or_insert_with(|| Entry {
+                uri: imported.uri.clone(),
+                keys: None,
+                fetch: None,
+                last_fetch: None,
+                last_error: None,
+            });
+            if entry
+                .keys
+                .as_ref()
+                .is_some_and(|keys| keys.fetched >= imported.cached.fetched)
+            {
+                continue;
+            }
+            entry.keys = Some(imported.cached);
+            entry.last_error = None;
+            taken += 1;
+        }
+        Ok(taken)
+    }
+}
+
+/// One key set of an export.
+struct Imported {
+    uri: http::Uri,
+    cached: Cached,
+}
+
+impl Imported {
+    fn read(now: Instant, wall: SystemTime, value: &Value) -> Option<Imported> {
+        let uri: http::Uri = value.get("jwks_uri")?.as_str()?.parse().ok()?;
+        crate::url::parse(&uri.to_string()).ok()?;
+        let fetched_wall = from_unix_seconds(value.get("fetched_at")?.as_i64()?)?;
+        // A time in the future (clocks of two machines differ) counts as just now.
+        let age = wall.duration_since(fetched_wall).unwrap_or_default();
+        if age >= MAX_AGE {
+            return None;
+        }
+        let keys = serde_json::to_vec(&json!({ "keys": value.get("keys")? })).ok()?;
+        Some(Imported {
+            uri,
+            cached: Cached {
+                set: KeySet::parse(&keys).ok()?,
+                fetched: now.checked_sub(age)?,
+                fetched_wall: wall.checked_sub(age)?,
+            },
+        })
+    }
+}
