@@ -43,6 +43,9 @@ pub const TOKEN_URL: &str = "http://127.0.0.1:9010/token";
 pub const CLIENT_ID: &str = "latchkey-bench";
 /// Its secret, sent with HTTP Basic.
 pub const CLIENT_SECRET: &str = "bench-secret";
+/// The part of a flow's entropy its `state` comes from (after the verifier's 32 bytes).
+const STATE_ENTROPY: std::ops::Range<usize> = 32..64;
+
 /// The three scopes asked for: the ones the recorded token response grants.
 pub const SCOPES: [&str; 3] = [
     "https://www.googleapis.com/auth/userinfo.email",
@@ -296,19 +299,20 @@ impl Bench {
         bench
     }
 
-    /// Fresh entropy, different in both halves from every earlier one.
+    /// Fresh entropy, different in the verifier's and the state's part from every earlier
+    /// one.
     fn entropy(&mut self) -> [u8; ENTROPY_LEN] {
         self.next_entropy += 1;
         let mut entropy = [0x5a; ENTROPY_LEN];
         let counter = self.next_entropy.to_le_bytes();
         entropy[..8].copy_from_slice(&counter);
-        entropy[ENTROPY_LEN / 2..ENTROPY_LEN / 2 + 8].copy_from_slice(&counter);
+        entropy[STATE_ENTROPY.start..STATE_ENTROPY.start + 8].copy_from_slice(&counter);
         entropy
     }
 
     /// The recorded callback request, carrying the state `entropy` makes.
     fn request_for(&self, entropy: &[u8; ENTROPY_LEN]) -> Vec<u8> {
-        let state = URL_SAFE_NO_PAD.encode(&entropy[ENTROPY_LEN / 2..]);
+        let state = URL_SAFE_NO_PAD.encode(&entropy[STATE_ENTROPY]);
         let mut request = CALLBACK_REQUEST.to_vec();
         request[self.state_at..self.state_at + state.len()].copy_from_slice(state.as_bytes());
         request

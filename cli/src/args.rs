@@ -576,12 +576,13 @@ mod tests {
         assert_eq!(
             provider_of(
                 "login --client-id c --authorization-endpoint A --token-endpoint T \
-                 --revocation-endpoint R --issuer I"
+                 --revocation-endpoint R --issuer I --jwks-uri J"
             ),
             Ok(ProviderChoice::Endpoints {
                 authorization_endpoint: "A".into(),
                 token_endpoint: "T".into(),
                 revocation_endpoint: Some("R".into()),
+                jwks_uri: Some("J".into()),
             })
         );
         assert_eq!(
@@ -632,6 +633,14 @@ mod tests {
             ),
             (
                 "login --client-id c --issuer I --revocation-endpoint R",
+                "name the provider",
+            ),
+            (
+                "login --client-id c --provider google --jwks-uri J",
+                "key set",
+            ),
+            (
+                "login --client-id c --issuer I --jwks-uri J",
                 "name the provider",
             ),
         ] {

@@ -251,7 +251,10 @@ pub fn serve_dev_idp(args: DevIdpArgs) -> ExitCode {
     println!("  token endpoint:         {}", idp.token_endpoint());
     println!("  key set (jwks_uri):     {}", idp.jwks_uri());
     if let Some(forgery) = forgery {
-        println!("  ID tokens forged:       {} (for testing clients)", forgery.name());
+        println!(
+            "  ID tokens forged:       {} (for testing clients)",
+            forgery.name()
+        );
     }
     println!("  client id:              {}", args.client_id);
     println!("  redirect URIs:          {}", redirect_uris.join(", "));

@@ -90,6 +90,7 @@ fn login(
         .args(["--authorization-endpoint", &idp.authorization_endpoint()])
         .args(["--token-endpoint", &idp.token_endpoint()])
         .args(["--issuer", idp.issuer()])
+        .args(["--jwks-uri", &idp.jwks_uri()])
         .args(["--client-id", client.id])
         .args(["--scope", "openid", "--scope", "offline_access"])
         .args(["--param", "prompt=consent"])

@@ -123,9 +123,15 @@ fn store() -> (TempDir, PathBuf) {
     (dir, path)
 }
 
-/// `latchkey login --json` against `idp`, scopes `openid profile`, no browser, storing in
-/// `store`; `extra` adds or repeats options (the last repetition wins).
+/// `latchkey login --json` against `idp` (its issuer and key set too), scopes
+/// `openid profile`, no browser, storing in `store`; `extra` adds or repeats options (the
+/// last repetition wins).
 fn login(idp: &DevIdp, store: &Path, extra: &[&str]) -> Command {
+    login_scoped(idp, store, &["openid", "profile"], extra)
+}
+
+/// [`login`] with other scopes.
+fn login_scoped(idp: &DevIdp, store: &Path, scopes: &[&str], extra: &[&str]) -> Command {
     let mut command = latchkey([
         "login",
         "--json",
@@ -134,15 +140,18 @@ fn login(idp: &DevIdp, store: &Path, extra: &[&str]) -> Command {
         &idp.authorization_endpoint(),
         "--token-endpoint",
         &idp.token_endpoint(),
+        "--issuer",
+        &idp.issuer(),
+        "--jwks-uri",
+        &idp.jwks_uri(),
         "--client-id",
         CLIENT_ID,
         "--redirect-uri",
         REDIRECT_URI,
-        "--scope",
-        "openid",
-        "--scope",
-        "profile",
     ]);
+    for scope in scopes {
+        command.args(["--scope", scope]);
+    }
     command.arg("--store").arg(store).args(extra);
     command
 }
@@ -382,12 +391,25 @@ fn assert_json_login_succeeds(auth_method: Option<&str>, runtime: &str, via: Sec
         [
             "event",
             "expires_at",
+            "identity",
             "refresh_token",
             "scope",
             "token_type"
         ]
     );
     assert_eq!(token["token_type"], "Bearer");
+    // Who signed in, from the verified ID token: never the token itself.
+    assert_eq!(
+        token["identity"],
+        serde_json::json!({
+            "iss": idp.issuer(),
+            "sub": "dev-user",
+            "email": "dev-user@example.com",
+            "email_verified": true,
+            "name": "Dev User dev-user",
+            "preferred_username": "dev-user",
+        })
+    );
     let expires_at = token["expires_at"]
         .as_u64()
         .unwrap_or_else(|| panic!("expires_at is an integer: {token:?}"));
@@ -481,7 +503,8 @@ fn json_token_event_has_no_expires_at_when_the_provider_gives_no_lifetime() {
     // GitHub's token responses have no expires_in and no refresh token.
     let idp = start_idp_with(ClientAuth::None, |config| config.quirk = Quirk::GitHub);
     let (_dir, path) = store();
-    let browsed = login_with_browser(login(&idp, &path, &[]));
+    // GitHub has no OpenID Connect: no `openid`, no identity.
+    let browsed = login_with_browser(login_scoped(&idp, &path, &["repo"], &[]));
     let finished = &browsed.finished;
     finished.assert_code(0);
     assert_eq!(
@@ -492,6 +515,7 @@ fn json_token_event_has_no_expires_at_when_the_provider_gives_no_lifetime() {
     );
     let token = &finished.events()[3];
     assert!(!token.contains_key("expires_at"), "{token:?}");
+    assert!(!token.contains_key("identity"), "{token:?}");
     assert_eq!(token["refresh_token"], false);
     assert_eq!(token["token_type"], "Bearer");
 }

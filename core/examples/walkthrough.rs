@@ -121,7 +121,11 @@ fn react(action: Action, inputs: &mut VecDeque<Input>) -> Result<(), Box<dyn std
         }
         Action::Close { conn } => println!("  connection {conn} closed"),
         Action::FetchKeys { request, .. } => {
-            return Err(format!("no ID token to verify, yet asked to fetch {}", request.uri()).into());
+            return Err(format!(
+                "no ID token to verify, yet asked to fetch {}",
+                request.uri()
+            )
+            .into());
         }
         Action::Finished { flow, result } => match result {
             Ok(tokens) => println!("flow {flow}: signed in, {tokens:?}"),

@@ -15,8 +15,8 @@ use http::{HeaderValue, Method, Request};
 use serde_json::{Map, Value};
 
 use crate::config::{ConfigError, Provider, ProviderBuilder};
-use crate::oidc::Algorithm;
 use crate::error::{TransportError, TransportErrorKind};
+use crate::oidc::Algorithm;
 use crate::session::RequestId;
 use crate::url::{self, UrlError};
 

@@ -709,7 +709,7 @@ impl Engine {
     /// [`IdTokenError::KeySet`].
     pub fn handle_keys_failure(&mut self, now: Instant, id: RequestId, error: TransportError) {
         self.handle_timeout(now);
-        match self.keys.handle_failure(id.get(), error) {
+        match self.keys.handle_failure(now, id.get(), error) {
             Some(key_set) => self.keys_arrived(now, &key_set),
             None => self.debug_assert_issued(id.get()),
         }
@@ -786,7 +786,11 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.first().map(|&(at, _)| at);
         let forget = self.forget.front().map(|&(at, _)| at);
-        timer.into_iter().chain(forget).chain(self.keys.poll_timeout()).min()
+        timer
+            .into_iter()
+            .chain(forget)
+            .chain(self.keys.poll_timeout())
+            .min()
     }
 
     // ----- internals -----

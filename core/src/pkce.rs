@@ -159,7 +159,11 @@ mod tests {
     fn s1_s2_verifier_and_state_are_43_unreserved_characters_from_separate_entropy() {
         let entropy: [u8; ENTROPY_LEN] = std::array::from_fn(|i| i as u8);
         let secrets = FlowSecrets::new(&entropy);
-        let values = [secrets.verifier.as_str(), secrets.state(), secrets.nonce.as_str()];
+        let values = [
+            secrets.verifier.as_str(),
+            secrets.state(),
+            secrets.nonce.as_str(),
+        ];
         for value in values {
             assert_eq!(value.len(), 43);
             assert!(

@@ -91,10 +91,9 @@ pub fn entra(tenant: &str, client_id: impl Into<String>) -> ProviderBuilder {
     let host = "https://login.microsoftonline.com";
     let base = format!("{host}/{tenant}/oauth2/v2.0");
     let by_id = tenant.len() == 36
-        && tenant
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| matches!(i, 8 | 13 | 18 | 23) == (b == b'-') && (b == b'-' || b.is_ascii_hexdigit()));
+        && tenant.bytes().enumerate().all(|(i, b)| {
+            matches!(i, 8 | 13 | 18 | 23) == (b == b'-') && (b == b'-' || b.is_ascii_hexdigit())
+        });
     let issuer = match by_id {
         true => format!("{host}/{tenant}/v2.0"),
         false => format!("{host}/{{tenantid}}/v2.0"),
@@ -305,9 +304,18 @@ mod tests {
             std::sync::Arc::new(crate::oidc::tests::Accept);
         let cases = [
             (google("id"), "https://www.googleapis.com/oauth2/v3/certs"),
-            (entra("common", "id"), "https://login.microsoftonline.com/common/discovery/v2.0/keys"),
-            (okta("dev-1.okta.com", "id"), "https://dev-1.okta.com/oauth2/default/v1/keys"),
-            (auth0("example.us.auth0.com", "id"), "https://example.us.auth0.com/.well-known/jwks.json"),
+            (
+                entra("common", "id"),
+                "https://login.microsoftonline.com/common/discovery/v2.0/keys",
+            ),
+            (
+                okta("dev-1.okta.com", "id"),
+                "https://dev-1.okta.com/oauth2/default/v1/keys",
+            ),
+            (
+                auth0("example.us.auth0.com", "id"),
+                "https://example.us.auth0.com/.well-known/jwks.json",
+            ),
             (
                 keycloak("https://sso.example.com", "dev", "id"),
                 "https://sso.example.com/realms/dev/protocol/openid-connect/certs",
@@ -336,14 +344,28 @@ mod tests {
     fn entra_pins_a_tenant_given_by_id_and_templates_the_others() {
         let crypto: std::sync::Arc<dyn crate::oidc::CryptoProvider> =
             std::sync::Arc::new(crate::oidc::tests::Accept);
-        let by_id = entra("9188040d-6c67-4c5b-b112-36a304b66dad", "id").build().unwrap();
+        let by_id = entra("9188040d-6c67-4c5b-b112-36a304b66dad", "id")
+            .build()
+            .unwrap();
         assert_eq!(
             by_id.issuer(),
             Some("https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0")
         );
-        for tenant in ["common", "organizations", "contoso.onmicrosoft.com", "9188040d6c674c5bb11236a304b66dad"] {
-            let provider = entra(tenant, "id").scope("openid").crypto(crypto.clone()).build().unwrap();
-            assert_eq!(provider.issuer(), Some("https://login.microsoftonline.com/{tenantid}/v2.0"));
+        for tenant in [
+            "common",
+            "organizations",
+            "contoso.onmicrosoft.com",
+            "9188040d6c674c5bb11236a304b66dad",
+        ] {
+            let provider = entra(tenant, "id")
+                .scope("openid")
+                .crypto(crypto.clone())
+                .build()
+                .unwrap();
+            assert_eq!(
+                provider.issuer(),
+                Some("https://login.microsoftonline.com/{tenantid}/v2.0")
+            );
         }
     }
 

@@ -155,7 +155,9 @@ impl RefreshError {
     pub fn login_required(&self) -> bool {
         matches!(
             self,
-            RefreshError::NoRefreshToken | RefreshError::LoginRequired(_) | RefreshError::IdToken(_)
+            RefreshError::NoRefreshToken
+                | RefreshError::LoginRequired(_)
+                | RefreshError::IdToken(_)
         )
     }
 }

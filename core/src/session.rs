@@ -637,7 +637,7 @@ impl Session {
     pub fn handle_failure(&mut self, now: Instant, id: RequestId, error: TransportError) {
         if self.keys.owns(id.0) {
             self.handle_timeout(now);
-            if let Some(key_set) = self.keys.handle_failure(id.0, error) {
+            if let Some(key_set) = self.keys.handle_failure(now, id.0, error) {
                 self.keys_arrived(now, &key_set);
             }
             return;
@@ -854,7 +854,13 @@ impl Session {
                 old != Some(token.expose_secret())
             })
             .map(ExposeSecret::expose_secret);
-        let (Some(policy), Some(id_token)) = (provider.id_token_policy(), new_id_token) else {
+        let Some(id_token) = new_id_token else {
+            // No ID token, or the login's own repeated: the identity verified with it stays
+            // (`carry_over` keeps it only when the response has no ID token at all).
+            let fresh = fresh.with_id_token_of(&previous);
+            return self.save_fresh(calls, &previous, fresh);
+        };
+        let Some(policy) = provider.id_token_policy() else {
             return self.save_fresh(calls, &previous, fresh);
         };
         let expected = Expected {

@@ -806,9 +806,9 @@ fn from_storage(value: Value) -> Result<TokenSet, &'static str> {
     };
     let identity = match map.remove("identity") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(claims)) => Some(
-            Identity::from_claims(claims).ok_or("stored `identity` lacks `iss` or `sub`")?,
-        ),
+        Some(Value::Object(claims)) => {
+            Some(Identity::from_claims(claims).ok_or("stored `identity` lacks `iss` or `sub`")?)
+        }
         Some(_) => return Err("stored `identity` is not an object"),
     };
     let scope_change = match map.remove("scope_change") {

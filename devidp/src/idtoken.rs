@@ -97,7 +97,9 @@ impl Forgery {
 
     /// The forgery named `name` (see [`Forgery::name`]).
     pub fn from_name(name: &str) -> Option<Forgery> {
-        Forgery::ALL.into_iter().find(|forgery| forgery.name() == name)
+        Forgery::ALL
+            .into_iter()
+            .find(|forgery| forgery.name() == name)
     }
 }
 
@@ -165,7 +167,10 @@ impl Keys {
         self.rotations += 1;
         let n = self.rotations + 1;
         // Two of the pool's keys take turns; the third signs the outsider's tokens.
-        let rsa = (format!("rsa-{n}"), rsa_key(self.rotations % (RSA_PKCS8.len() - 1))?);
+        let rsa = (
+            format!("rsa-{n}"),
+            rsa_key(self.rotations % (RSA_PKCS8.len() - 1))?,
+        );
         let ec = (format!("ec-{n}"), ec_key(&self.rng)?);
         let kids = (rsa.0.clone(), ec.0.clone());
         self.rsa.push(rsa);
@@ -194,16 +199,29 @@ impl Keys {
     }
 
     /// A signed ID token for `grant`, or one forged to fail `forgery`.
-    pub fn id_token(&self, alg: IdTokenAlg, grant: &Grant<'_>, forgery: Option<Forgery>) -> Option<String> {
+    pub fn id_token(
+        &self,
+        alg: IdTokenAlg,
+        grant: &Grant<'_>,
+        forgery: Option<Forgery>,
+    ) -> Option<String> {
         let now = unix_now();
         let mut claims = grant.subject.claims();
         let forged = |wanted: Forgery| forgery == Some(wanted);
-        let iss = if forged(Forgery::Issuer) { "https://evil.example" } else { grant.issuer };
+        let iss = if forged(Forgery::Issuer) {
+            "https://evil.example"
+        } else {
+            grant.issuer
+        };
         claims.insert("iss".into(), json!(iss));
         if forged(Forgery::Subject) {
             claims.insert("sub".into(), json!(format!("not-{}", grant.subject.sub)));
         }
-        let aud = if forged(Forgery::Audience) { "another-client" } else { grant.client_id };
+        let aud = if forged(Forgery::Audience) {
+            "another-client"
+        } else {
+            grant.client_id
+        };
         claims.insert("aud".into(), json!(aud));
         let (iat, exp) = match forgery {
             Some(Forgery::Expired) => (now - 2 * 3600, now - 3600),
@@ -217,12 +235,23 @@ impl Keys {
         }
         claims.insert("auth_time".into(), json!(grant.subject.auth_time));
         if let Some(nonce) = grant.nonce {
-            let nonce = if forged(Forgery::Nonce) { "another-login" } else { nonce };
+            let nonce = if forged(Forgery::Nonce) {
+                "another-login"
+            } else {
+                nonce
+            };
             claims.insert("nonce".into(), json!(nonce));
         }
-        let hashed = if forged(Forgery::AccessTokenHash) { "another" } else { grant.access_token };
+        let hashed = if forged(Forgery::AccessTokenHash) {
+            "another"
+        } else {
+            grant.access_token
+        };
         let digest = Sha256::digest(hashed.as_bytes());
-        claims.insert("at_hash".into(), json!(URL_SAFE_NO_PAD.encode(&digest[..16])));
+        claims.insert(
+            "at_hash".into(),
+            json!(URL_SAFE_NO_PAD.encode(&digest[..16])),
+        );
         let payload = URL_SAFE_NO_PAD.encode(Value::Object(claims).to_string());
 
         if forged(Forgery::AlgNone) {
@@ -235,21 +264,36 @@ impl Keys {
             (IdTokenAlg::RS256, false) => &self.rsa.last()?.0,
             (IdTokenAlg::ES256, false) => &self.ec.last()?.0,
         };
-        let header = URL_SAFE_NO_PAD.encode(
-            json!({"alg": alg.name(), "kid": kid, "typ": "JWT"}).to_string(),
-        );
+        let header = URL_SAFE_NO_PAD
+            .encode(json!({"alg": alg.name(), "kid": kid, "typ": "JWT"}).to_string());
         let input = format!("{header}.{payload}");
         let mut signature = match alg {
             IdTokenAlg::RS256 => {
-                let key = if outsider { &self.outsider_rsa } else { &self.rsa.last()?.1 };
+                let key = if outsider {
+                    &self.outsider_rsa
+                } else {
+                    &self.rsa.last()?.1
+                };
                 let mut signature = vec![0; key.public().modulus_len()];
-                key.sign(&signature::RSA_PKCS1_SHA256, &self.rng, input.as_bytes(), &mut signature)
-                    .ok()?;
+                key.sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &self.rng,
+                    input.as_bytes(),
+                    &mut signature,
+                )
+                .ok()?;
                 signature
             }
             IdTokenAlg::ES256 => {
-                let key = if outsider { &self.outsider_ec } else { &self.ec.last()?.1 };
-                key.sign(&self.rng, input.as_bytes()).ok()?.as_ref().to_vec()
+                let key = if outsider {
+                    &self.outsider_ec
+                } else {
+                    &self.ec.last()?.1
+                };
+                key.sign(&self.rng, input.as_bytes())
+                    .ok()?
+                    .as_ref()
+                    .to_vec()
             }
         };
         if forged(Forgery::Signature) {
@@ -288,7 +332,10 @@ fn rsa_jwk(kid: &str, key: &RsaKeyPair) -> Value {
 fn ec_jwk(kid: &str, key: &EcdsaKeyPair) -> Value {
     // SEC 1 uncompressed: 04 || x || y.
     let point = key.public_key().as_ref();
-    let (x, y) = point.get(1..).unwrap_or_default().split_at(32.min(point.len().saturating_sub(1)));
+    let (x, y) = point
+        .get(1..)
+        .unwrap_or_default()
+        .split_at(32.min(point.len().saturating_sub(1)));
     json!({
         "kty": "EC", "kid": kid, "use": "sig", "alg": "ES256", "crv": "P-256",
         "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),

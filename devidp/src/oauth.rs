@@ -243,6 +243,20 @@ impl Server {
             "scopes_supported": ["openid", "email", "profile", "offline_access"],
             "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "email", "email_verified", "name", "preferred_username"],
         });
+        // GitHub has no OpenID Connect: no key set, no ID tokens, no UserInfo.
+        if self.config.quirk.is_github() {
+            if let Some(members) = doc.as_object_mut() {
+                for member in [
+                    "jwks_uri",
+                    "userinfo_endpoint",
+                    "id_token_signing_alg_values_supported",
+                    "subject_types_supported",
+                    "claims_supported",
+                ] {
+                    members.remove(member);
+                }
+            }
+        }
         if self.config.revocation_only_in_oauth_metadata && path.contains("openid-configuration") {
             if let Some(members) = doc.as_object_mut() {
                 members.remove("revocation_endpoint");
@@ -254,7 +268,11 @@ impl Server {
 
     /// The key set: the current and the previous key of each algorithm.
     fn jwks(&self) -> Response {
-        let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner).jwks();
+        let keys = self
+            .keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .jwks();
         Response::new(200, "application/jwk-set+json", keys.to_string())
     }
 
@@ -1017,7 +1035,7 @@ mod quirk_tests {
         };
         let mut config = Config::new(vec![client]);
         config.quirk = quirk;
-        Server::new(config, "http://127.0.0.1:9".into())
+        Server::new(config, "http://127.0.0.1:9".into()).expect("keys")
     }
 
     fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use latchkey::oidc::Algorithm;
 use latchkey::{ClientAuth, ConfigError, Provider, TokenSet};
 use latchkey_io::store::{DEFAULT_KEY, FileStore, MemoryStore, ProviderRecord, TokenStore};
 use secrecy::{ExposeSecret, SecretString};
@@ -111,6 +112,10 @@ fn provider() -> Provider {
     .param("prompt", "consent")
     .issuer("https://idp.example")
     .revocation_endpoint("https://idp.example/revoke")
+    .jwks_uri("https://idp.example/jwks")
+    .userinfo_endpoint("https://idp.example/userinfo")
+    .id_token_algorithms([Algorithm::ES256, Algorithm::RS256])
+    .crypto(latchkey_io::crypto::ring())
     .build()
     .expect("a valid provider")
 }
@@ -157,6 +162,36 @@ fn a_provider_record_round_trips_without_its_secret_and_rebuilds_the_provider() 
         rebuilt.authorization_endpoint(),
         "https://idp.example/authorize?tenant=t1"
     );
+    // A refresh verifies its ID token as the login did.
+    let policy = rebuilt.id_token_policy().expect("verifies ID tokens");
+    assert_eq!(policy.jwks_uri(), "https://idp.example/jwks");
+    assert_eq!(policy.algorithms(), [Algorithm::RS256, Algorithm::ES256]);
+    assert_eq!(saved["verify_id_token"], true);
+    assert_eq!(saved["id_token_algorithms"], serde_json::json!(["RS256", "ES256"]));
+}
+
+#[test]
+fn a_provider_record_from_before_id_token_verification_rebuilds_without_it() {
+    // What `latchkey login` recorded before ID tokens were verified.
+    let old = serde_json::json!({
+        "issuer": "https://idp.example",
+        "authorization_endpoint": "https://idp.example/authorize",
+        "token_endpoint": "https://idp.example/token",
+        "client_id": "cli-client",
+        "token_endpoint_auth_method": "none",
+        "scopes": ["openid"],
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tokens.json");
+    let file = serde_json::json!({"version": 1, "tokens": {}, "providers": {DEFAULT_KEY: old}});
+    fs::write(&path, file.to_string()).expect("write");
+    let record = FileStore::new(&path)
+        .load_provider(DEFAULT_KEY)
+        .expect("readable")
+        .expect("recorded");
+    assert!(!record.verify_id_token);
+    let provider = record.builder().build().expect("rebuilt");
+    assert!(provider.id_token_policy().is_none());
 }
 
 #[test]

@@ -5,12 +5,20 @@
 //   basic-client   client_secret_basic, secret `s3cr3t+/:%&= ~!` (must be form-encoded)
 //   post-client    client_secret_post,  secret `post-secret`
 //   public-client  none (PKCE required)
+//   es256-client, eddsa-client  public clients whose ID tokens are signed with ES256 and
+//                  EdDSA (Ed25519); everyone else's with RS256
 // The development login and consent pages accept any user; the consent page's cancel
 // button yields `error=access_denied`. Refresh tokens are issued to every client that has
 // the grant and rotate on every refresh; the revocation endpoint (RFC 7009) is on; pages on
 // loopback origins may call the userinfo endpoint (CORS). The process ends when its
 // standard input closes, so a test that dies takes it along.
+//
+// Key rotation: `POST /__test/rotate` switches to a second provider instance with the same
+// issuer and clients but new signing keys (new `kid`s) and answers 204; from then on its
+// key set (`/jwks`) lists only the new keys. A login is self-contained, so one that starts
+// after the switch runs entirely on the new keys.
 import http from 'node:http';
+import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
 
 const server = http.createServer();
@@ -25,12 +33,26 @@ const native = {
   response_types: ['code'],
 };
 
-const provider = new Provider(issuer, {
+/** Private signing keys as JWKs: RSA (RS256), P-256 (ES256), Ed25519 (EdDSA). */
+function signingKeys(prefix) {
+  const jwk = (type, options) => generateKeyPairSync(type, options).privateKey.export({ format: 'jwk' });
+  return [
+    { ...jwk('rsa', { modulusLength: 2048 }), kid: `${prefix}-rsa`, use: 'sig', alg: 'RS256' },
+    { ...jwk('ec', { namedCurve: 'P-256' }), kid: `${prefix}-ec`, use: 'sig', alg: 'ES256' },
+    { ...jwk('ed25519'), kid: `${prefix}-ed`, use: 'sig', alg: 'EdDSA' },
+  ];
+}
+
+const configuration = (keys) => ({
   clients: [
     { client_id: 'basic-client', client_secret: 's3cr3t+/:%&= ~!', token_endpoint_auth_method: 'client_secret_basic', ...native },
     { client_id: 'post-client', client_secret: 'post-secret', token_endpoint_auth_method: 'client_secret_post', ...native },
     { client_id: 'public-client', token_endpoint_auth_method: 'none', ...native },
+    { client_id: 'es256-client', token_endpoint_auth_method: 'none', id_token_signed_response_alg: 'ES256', ...native },
+    { client_id: 'eddsa-client', token_endpoint_auth_method: 'none', id_token_signed_response_alg: 'EdDSA', ...native },
   ],
+  jwks: { keys },
+  enabledJWA: { idTokenSigningAlgValues: ['RS256', 'ES256', 'EdDSA'] },
   cookies: { keys: ['latchkey-interop-tests-only'] },
   scopes: ['openid', 'offline_access', 'profile', 'email'],
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
@@ -41,9 +63,22 @@ const provider = new Provider(issuer, {
   // the userinfo endpoint from the page, as a UI calls an API with CORS.
   clientBasedCORS: (ctx, origin) => /^http:\/\/127\.0\.0\.1:\d+$/.test(origin),
 });
-// Quiet: the tests read stdout.
-provider.on('server_error', (ctx, error) => process.stderr.write(`oidc-provider: ${error}\n`));
-server.on('request', provider.callback());
+
+const instances = ['a', 'b'].map((prefix) => {
+  const provider = new Provider(issuer, configuration(signingKeys(prefix)));
+  // Quiet: the tests read stdout.
+  provider.on('server_error', (ctx, error) => process.stderr.write(`oidc-provider: ${error}\n`));
+  return provider.callback();
+});
+let current = 0;
+server.on('request', (req, res) => {
+  if (req.method === 'POST' && req.url === '/__test/rotate') {
+    current = 1;
+    res.writeHead(204).end();
+    return;
+  }
+  instances[current](req, res);
+});
 
 process.stdout.write(`${JSON.stringify({ issuer, port })}\n`);
 process.stdin.resume();

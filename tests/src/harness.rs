@@ -20,11 +20,13 @@ pub const PORT: u16 = 8080;
 pub const REDIRECT_URI: &str = "http://127.0.0.1:8080/callback";
 
 /// A provider builder for the test IdP: public client `latchkey-test`, scopes `openid email`,
-/// issuer [`ISSUER`].
+/// issuer [`ISSUER`]. Its scripted token responses carry no signed ID token, so ID token
+/// verification is off here; `tests/id_tokens.rs` and the core's `oidc` tests cover it.
 pub fn provider() -> ProviderBuilder {
     Provider::builder(AUTHORIZE, TOKEN, "latchkey-test")
         .scopes(["openid", "email"])
         .issuer(ISSUER)
+        .verify_id_token(false)
 }
 
 /// A config builder around [`provider`] on `127.0.0.1:8080/callback`.

@@ -57,8 +57,20 @@ pub const PUBLIC: RegisteredClient = RegisteredClient {
     secret: None,
     method: "none",
 };
-/// All three.
+/// All three client authentication methods.
 pub const CLIENTS: [RegisteredClient; 3] = [BASIC, POST, PUBLIC];
+/// A public client whose ID tokens are signed with ES256 (P-256).
+pub const ES256: RegisteredClient = RegisteredClient {
+    id: "es256-client",
+    secret: None,
+    method: "none",
+};
+/// A public client whose ID tokens are signed with EdDSA (Ed25519).
+pub const EDDSA: RegisteredClient = RegisteredClient {
+    id: "eddsa-client",
+    secret: None,
+    method: "none",
+};
 
 /// A running `oidc-provider`; stopped when dropped.
 #[derive(Debug)]
@@ -119,6 +131,33 @@ impl OidcProvider {
     pub fn token_endpoint(&self) -> String {
         format!("{}/token", self.issuer)
     }
+
+    /// The key set that checks its ID tokens.
+    pub fn jwks_uri(&self) -> String {
+        format!("{}/jwks", self.issuer)
+    }
+
+    /// Rotates the provider's signing keys: from now on its ID tokens name new `kid`s, and
+    /// its key set lists only the new keys (see `idp.mjs`).
+    pub fn rotate_keys(&self) {
+        rotate_keys_at(&self.issuer);
+    }
+}
+
+/// [`OidcProvider::rotate_keys`] for the provider at `issuer`, from any thread.
+pub fn rotate_keys_at(issuer: &str) {
+    let address = issuer.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the provider");
+    let request = format!(
+        "POST /__test/rotate HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("ask for a rotation");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).expect("the answer");
+    assert!(
+        answer.starts_with("HTTP/1.1 204"),
+        "rotation refused: {answer}"
+    );
 }
 
 impl Drop for OidcProvider {

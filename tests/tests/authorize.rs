@@ -132,6 +132,7 @@ fn s4_authorization_url_keeps_the_endpoint_query_and_adds_each_parameter_once() 
     .scopes(["openid", "offline_access", "api://x/read"])
     .param("access_type", "offline")
     .param("prompt", "consent")
+    .verify_id_token(false)
     .build()
     .unwrap();
     let mut h = Harness::with(harness::config_with(provider).build().unwrap());
@@ -163,9 +164,11 @@ fn s4_authorization_url_keeps_the_endpoint_query_and_adds_each_parameter_once() 
     }
     assert_eq!(
         pairs.len(),
-        expected.len() + 2,
-        "plus state and code_challenge"
+        expected.len() + 3,
+        "plus state, code_challenge and (with openid) nonce"
     );
+    let nonce = pairs.iter().find(|(name, _)| name == "nonce").expect("a nonce");
+    assert_eq!(nonce.1.len(), 43, "256 bits, base64url");
 }
 
 #[test]
@@ -193,6 +196,7 @@ fn s4_a_parameter_that_would_appear_twice_is_a_config_error() {
         "code_challenge_method",
         "response_type",
         "scope",
+        "nonce",
     ] {
         assert_eq!(
             extra(reserved).unwrap_err(),
@@ -512,6 +516,7 @@ fn the_provider_gives_back_its_authorization_endpoint_as_configured() {
         let provider = Provider::builder(endpoint, "https://idp.example/token", "client")
             .scopes(["openid"])
             .param("prompt", "consent")
+            .verify_id_token(false)
             .build()
             .expect("a valid provider");
         assert_eq!(provider.authorization_endpoint(), endpoint);

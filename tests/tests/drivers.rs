@@ -218,6 +218,8 @@ impl Setup {
                 .scopes(SCOPES)
                 .issuer(idp.issuer())
                 .require_iss(true)
+                .jwks_uri(idp.jwks_uri())
+                .crypto(latchkey_io::crypto::ring())
                 .client_auth(self.auth.in_latchkey());
         if self.auth != Auth::Public {
             provider = provider.client_secret(SecretString::from(SECRET));
@@ -1088,8 +1090,8 @@ async fn an_embedders_own_http_client_carries_the_token_request<R: Runtime>(rt: 
     assert!(outcome(&events(&rt, &login).await).is_ok());
     assert_eq!(
         sent.load(Ordering::SeqCst),
-        1,
-        "the embedder's client sent the request"
+        2,
+        "the embedder's client sent the token request and the key-set fetch"
     );
     assert_eq!(fx.token_requests(), 1);
     within(&rt, STEP, "shutdown", fx.service.shutdown()).await;

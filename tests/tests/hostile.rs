@@ -89,6 +89,8 @@ fn start<R: Runtime>(rt: &R, limits: Limits) -> Fixture<R> {
     .scopes(SCOPES)
     .issuer(idp.issuer())
     .require_iss(true)
+    .jwks_uri(idp.jwks_uri())
+    .crypto(latchkey_io::crypto::ring())
     .client_auth(ClientAuth::None)
     .build()
     .expect("provider");

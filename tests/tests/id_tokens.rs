@@ -22,7 +22,9 @@ fn vectors() -> Value {
 }
 
 fn string<'v>(value: &'v Value, name: &str) -> &'v str {
-    value[name].as_str().unwrap_or_else(|| panic!("`{name}` is a string"))
+    value[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("`{name}` is a string"))
 }
 
 /// The provider of the vectors, with a case's changes (issuer, algorithms, max_age).
@@ -41,8 +43,16 @@ fn provider(vectors: &Value, case: &Value) -> Provider {
         string(vectors, "client_id"),
     )
     .scopes(["openid", "email"])
-    .issuer(case.get("issuer").and_then(Value::as_str).unwrap_or(string(vectors, "issuer")))
-    .tenant_issuer(case.get("tenant_issuer").and_then(Value::as_bool).unwrap_or(false))
+    .issuer(
+        case.get("issuer")
+            .and_then(Value::as_str)
+            .unwrap_or(string(vectors, "issuer")),
+    )
+    .tenant_issuer(
+        case.get("tenant_issuer")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    )
     .jwks_uri("https://idp.example/jwks")
     .id_token_algorithms(algorithms)
     .crypto(latchkey_io::crypto::ring());
@@ -94,7 +104,10 @@ fn s46_s47_s48_every_algorithm_and_every_rejection_as_literal_tokens() {
         }
     }
     for algorithm in algorithms {
-        let name = format!("{} signed by the provider", algorithm.as_str().expect("a name"));
+        let name = format!(
+            "{} signed by the provider",
+            algorithm.as_str().expect("a name")
+        );
         assert!(signed_ok.contains(&name.as_str()), "{name} verified");
     }
 }
@@ -112,7 +125,12 @@ fn s48_a_verified_token_gives_the_identity_of_its_claims() {
     };
     let policy = provider.id_token_policy().expect("verifies");
     let identity = policy
-        .verify(&keys, string(case, "token"), &expected, checked_at(&vectors))
+        .verify(
+            &keys,
+            string(case, "token"),
+            &expected,
+            checked_at(&vectors),
+        )
         .expect("valid");
     assert_eq!(identity.iss(), "https://idp.example");
     assert_eq!(identity.sub(), "248289761001");
@@ -136,7 +154,10 @@ fn s49_a_refreshed_token_must_name_the_same_user_issuer_and_audience() {
     };
     let token = |name: &str| {
         let cases = vectors["cases"].as_array().expect("cases");
-        let case = cases.iter().find(|case| case["name"] == name).expect("a case");
+        let case = cases
+            .iter()
+            .find(|case| case["name"] == name)
+            .expect("a case");
         string(case, "token").to_owned()
     };
     let identity = policy
@@ -147,8 +168,16 @@ fn s49_a_refreshed_token_must_name_the_same_user_issuer_and_audience() {
         previous: Some(&identity),
         ..Expected::default()
     };
-    let again = policy.verify(&keys, &token("ES256 signed by the provider"), &refreshed, at);
-    assert_eq!(again.map(|id| id.sub().to_owned()), Ok("248289761001".into()));
+    let again = policy.verify(
+        &keys,
+        &token("ES256 signed by the provider"),
+        &refreshed,
+        at,
+    );
+    assert_eq!(
+        again.map(|id| id.sub().to_owned()),
+        Ok("248289761001".into())
+    );
     // Another audience set is refused, even one still containing this client.
     let wider = policy.verify(
         &keys,
@@ -170,7 +199,10 @@ fn s47_a_rotated_key_is_unknown_to_the_old_key_set_and_verifies_with_the_new_one
         .expect("the rotation case");
     let token = string(case, "token");
     let old = key_set(&vectors["keys"]);
-    assert_eq!(verify(&vectors, case, &old, token), Err(IdTokenError::UnknownKey));
+    assert_eq!(
+        verify(&vectors, case, &old, token),
+        Err(IdTokenError::UnknownKey)
+    );
     let rotated = key_set(&vectors["rotated_keys"]);
     assert_eq!(verify(&vectors, case, &rotated, token), Ok(()));
 }
@@ -234,7 +266,11 @@ fn s47_every_byte_of_each_algorithms_token_matters() {
             bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
             let changed = String::from_utf8(bytes).expect("ASCII");
             let outcome = verify(&vectors, case, &keys, &changed);
-            assert!(outcome.is_err(), "{}: byte {at} changed still verifies", string(case, "name"));
+            assert!(
+                outcome.is_err(),
+                "{}: byte {at} changed still verifies",
+                string(case, "name")
+            );
         }
     }
 }
@@ -265,7 +301,11 @@ fn s47_rfc_7515_7520_8037_signatures() {
         let key = keys.keys()[0].key();
         let (signed, signature) = jws.rsplit_once('.').expect("three parts");
         let mut signature = URL_SAFE_NO_PAD.decode(signature).expect("base64url");
-        assert_eq!(ring.verify(algorithm, key, signed.as_bytes(), &signature), Ok(()), "{name}");
+        assert_eq!(
+            ring.verify(algorithm, key, signed.as_bytes(), &signature),
+            Ok(()),
+            "{name}"
+        );
         signature[7] ^= 0x10;
         assert_eq!(
             ring.verify(algorithm, key, signed.as_bytes(), &signature),
@@ -281,7 +321,10 @@ fn s47_rfc_7515_7520_8037_signatures() {
 /// then fails on its claims (its issuer is "joe"), not on its signature.
 #[test]
 fn s47_rfc_7515_jwts_pass_the_signature_and_fail_on_claims() {
-    for vector in rfc_vectors().iter().filter(|v| string(v, "name").starts_with("RFC 7515 A.")) {
+    for vector in rfc_vectors()
+        .iter()
+        .filter(|v| string(v, "name").starts_with("RFC 7515 A."))
+    {
         let alg = string(vector, "alg");
         let Some(algorithm) = Algorithm::from_name(alg) else {
             continue;
@@ -302,10 +345,17 @@ fn s47_rfc_7515_jwts_pass_the_signature_and_fail_on_claims() {
         let outcome = policy.verify(&keys, jws, &Expected::default(), at);
         assert_eq!(outcome.err(), Some(IdTokenError::Issuer), "{alg}");
         let forged = format!("{}A", &jws[..jws.len() - 1]);
-        let forged = if forged == jws { format!("{}B", &jws[..jws.len() - 1]) } else { forged };
+        let forged = if forged == jws {
+            format!("{}B", &jws[..jws.len() - 1])
+        } else {
+            forged
+        };
         let outcome = policy.verify(&keys, &forged, &Expected::default(), at);
         assert!(
-            matches!(outcome, Err(IdTokenError::Signature | IdTokenError::Malformed(_))),
+            matches!(
+                outcome,
+                Err(IdTokenError::Signature | IdTokenError::Malformed(_))
+            ),
             "{alg}: {outcome:?}"
         );
     }

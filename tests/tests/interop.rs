@@ -31,7 +31,9 @@ use latchkey_io::runtime::Runtime;
 use latchkey_io::service::{Login, LoginEvent, Service, ServiceOptions};
 use latchkey_io::store::{DEFAULT_KEY, MemoryStore, TokenStore};
 use latchkey_io::transport::{TokenResult, TokenTransport, Transport};
-use latchkey_tests::oidc::{BASIC, OidcProvider, POST, PUBLIC, RegisteredClient};
+use latchkey_tests::oidc::{
+    self, BASIC, EDDSA, ES256, OidcProvider, POST, PUBLIC, RegisteredClient,
+};
 use latchkey_tests::oidc_agent::{self, Choice, Hop};
 use secrecy::{ExposeSecret, SecretString};
 use smol::future;
@@ -63,6 +65,8 @@ on_both_drivers!(
     replayed_code_is_refused,
     basic_secret_without_form_encoding_is_refused,
     s9_s42_s44_discovery_refresh_rotation_reuse_and_revocation,
+    s46_s47_es256_and_eddsa_id_tokens_verify,
+    s47_a_key_rotation_between_two_logins_is_followed,
 );
 
 // ----- the fixture -----
@@ -110,6 +114,8 @@ fn config(
         .param("prompt", "consent")
         .issuer(issuer)
         .require_iss(true)
+        .jwks_uri(format!("{issuer}/jwks"))
+        .crypto(latchkey_io::crypto::ring())
         .client_auth(auth);
     if let Some(secret) = client.secret {
         provider = provider.client_secret(SecretString::from(secret));
@@ -494,6 +500,13 @@ async fn signs_in<R: Runtime>(rt: R, client: RegisteredClient) {
     );
     assert!(tokens.refresh_token().is_some(), "no refresh token");
     assert!(tokens.id_token().is_some(), "no ID token for scope openid");
+    // Its RS256 signature, issuer, audience, nonce, times and at_hash were checked.
+    let identity = tokens.identity().expect("a verified identity");
+    assert_eq!(
+        (identity.iss(), identity.sub()),
+        (idp.issuer(), oidc_agent::LOGIN)
+    );
+    assert_eq!(identity.claims()["aud"], client.id);
     let mut scopes: Vec<&str> = tokens.scopes().collect();
     scopes.sort_unstable();
     assert_eq!(scopes, ["offline_access", "openid"]);
@@ -693,7 +706,11 @@ async fn discovered<R: Runtime>(rt: &R, idp: &OidcProvider, client: RegisteredCl
     let builder = builder
         .scopes(SCOPES)
         .param("prompt", "consent")
-        .client_auth(ClientAuth::SecretBasic);
+        .client_auth(match client.method {
+            "client_secret_basic" => ClientAuth::SecretBasic,
+            "client_secret_post" => ClientAuth::SecretPost,
+            _ => ClientAuth::None,
+        });
     match client.secret {
         Some(secret) => builder.client_secret(SecretString::from(secret)),
         None => builder,
@@ -772,6 +789,15 @@ async fn s9_s42_s44_discovery_refresh_rotation_reuse_and_revocation<R: Runtime>(
     let second = refreshed(&rt, &provider, &first)
         .await
         .expect("a refresh with a fresh refresh token");
+    // The refresh's ID token (RS256 is deterministic: within the login's second it is the
+    // same bytes) stands for the login's user (S49).
+    let (before, after) = (first.identity(), second.identity());
+    assert!(second.id_token().is_some());
+    assert_eq!(
+        after.map(|id| (id.iss(), id.sub())),
+        before.map(|id| (id.iss(), id.sub())),
+        "the same user after the refresh"
+    );
     let secret = |tokens: &TokenSet| {
         tokens
             .refresh_token()
@@ -811,4 +837,93 @@ async fn s9_s42_s44_discovery_refresh_rotation_reuse_and_revocation<R: Runtime>(
         .await
         .expect_err("the refresh token is revoked");
     assert!(after.login_required(), "{after:?}");
+}
+
+// ----- 7. ID tokens of every algorithm, and a key rotation -----
+
+/// The `alg` and `kid` of an ID token's header.
+fn header(tokens: &TokenSet) -> (String, String) {
+    use base64::Engine as _;
+    let token = tokens.id_token().expect("an ID token").expose_secret();
+    let header = token.split('.').next().expect("a header");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .expect("base64url");
+    let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+    let field = |name: &str| json[name].as_str().expect("a string").to_owned();
+    (field("alg"), field("kid"))
+}
+
+async fn s46_s47_es256_and_eddsa_id_tokens_verify<R: Runtime>(rt: R) {
+    let idp = provider(&rt).await;
+    for (client, alg) in [(ES256, "ES256"), (EDDSA, "EdDSA")] {
+        // Discovery lists RS256, ES256 and EdDSA: all three are allowed.
+        let provider = discovered(&rt, &idp, client).await;
+        let tokens = logged_in(&rt, &idp, &provider).await;
+        assert_eq!(header(&tokens).0, alg);
+        let identity = tokens.identity().expect("a verified identity");
+        assert_eq!(
+            (identity.iss(), identity.sub()),
+            (idp.issuer(), oidc_agent::LOGIN)
+        );
+        assert_eq!(identity.claims()["aud"], client.id);
+    }
+}
+
+/// latchkey's own client, counting the requests for one URI.
+struct CountingUri {
+    client: HttpClient,
+    uri: String,
+    sent: Arc<AtomicUsize>,
+}
+
+impl TokenTransport for CountingUri {
+    fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Pin<Box<dyn Future<Output = TokenResult> + Send>> {
+        if request.uri().to_string() == self.uri {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+        }
+        let client = self.client.clone();
+        on_a_thread(move || support::send_blocking(&client, &request))
+    }
+}
+
+async fn s47_a_key_rotation_between_two_logins_is_followed<R: Runtime>(rt: R) {
+    let idp = provider(&rt).await;
+    let fetched = Arc::new(AtomicUsize::new(0));
+    let transport = CountingUri {
+        client: http_client(),
+        uri: idp.jwks_uri(),
+        sent: Arc::clone(&fetched),
+    };
+    // One service: one engine, one key cache, for every login.
+    let fx = Fixture::with(
+        &rt,
+        config(
+            PUBLIC,
+            idp.authorization_endpoint(),
+            idp.token_endpoint(),
+            idp.issuer(),
+        ),
+        Transport::Custom(Arc::new(transport)),
+    );
+    let mut kids = Vec::new();
+    for rotate in [false, true, false] {
+        if rotate {
+            let issuer = idp.issuer().to_owned();
+            rt.unblock(move || oidc::rotate_keys_at(&issuer)).await;
+        }
+        let login = fx.start_login().await;
+        sign_in(&rt, &idp, login.url(), Choice::Approve).await;
+        let tokens = outcome(&events(&rt, &login).await).expect("tokens");
+        let identity = tokens.identity().expect("a verified identity");
+        assert_eq!(identity.sub(), oidc_agent::LOGIN);
+        kids.push(header(&tokens).1);
+    }
+    assert_eq!(kids, ["a-rsa", "b-rsa", "b-rsa"]);
+    // Fetched for the first login, again for the new key at once, not for the third.
+    assert_eq!(fetched.load(Ordering::SeqCst), 2);
+    fx.shutdown(&rt).await;
 }

@@ -26,7 +26,6 @@ use latchkey::{
     RevocationError, SessionError, SessionOptions, TokenKind, TokenSet, TokenType,
 };
 use latchkey_devidp::{DevIdp, Quirk, agent};
-use latchkey_io::discovery::discover;
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::runtime::Runtime;
 use latchkey_io::service::ServiceOptions;
@@ -69,18 +68,26 @@ fn http() -> HttpClient {
 /// The provider, found from the issuer alone.
 fn discovered(idp: &DevIdp) -> Provider {
     let transport = Transport::Builtin(http());
-    smol::block_on(discover(
+    let metadata = smol::block_on(latchkey_io::discovery::metadata(
         &latchkey_smol::Smol,
         &transport,
         &idp.issuer(),
-        CLIENT_ID,
     ))
-    .expect("trusted metadata")
-    .client_secret(SecretString::from(SECRET))
-    .client_auth(ClientAuth::SecretBasic)
-    .scopes(["openid", "profile"])
-    .build()
-    .expect("a valid provider")
+    .expect("trusted metadata");
+    // `openid profile` from an OpenID provider; GitHub (which has no ID tokens) gets `repo`.
+    let scopes: &[&str] = match metadata.string("jwks_uri") {
+        Some(_) => &["openid", "profile"],
+        None => &["repo"],
+    };
+    metadata
+        .provider(CLIENT_ID)
+        .expect("a provider description")
+        .crypto(latchkey_io::crypto::ring())
+        .client_secret(SecretString::from(SECRET))
+        .client_auth(ClientAuth::SecretBasic)
+        .scopes(scopes.iter().copied())
+        .build()
+        .expect("a valid provider")
 }
 
 /// A whole login through the smol driver, the dev IdP's agent as the browser.

@@ -4,10 +4,13 @@
 //! The rules (S47):
 //!
 //! - keys are kept per key-set URI and used for [`MAX_AGE`] after they were fetched;
-//! - a token naming a key the cache does not have causes a fetch, and so do keys past
-//!   their age; but a fetch starts only when none is in flight for that URI and the last
-//!   one started at least [`REFETCH_INTERVAL`] ago, so that tokens naming made-up keys
-//!   cannot make latchkey hammer the provider;
+//! - no keys, or keys past their age, cause a fetch;
+//! - a token naming a key the cache does not have causes a fetch too (the provider may have
+//!   rotated its keys a second ago), but such a refetch starts at most once per
+//!   [`REFETCH_INTERVAL`], so that tokens naming made-up keys cannot make latchkey hammer
+//!   the provider;
+//! - one fetch at most is in flight per URI, and none starts within [`REFETCH_INTERVAL`] of
+//!   a failed one;
 //! - every check that needs the fetch waits for it, however many there are; when it ends
 //!   they are all checked again, without another fetch;
 //! - a fetch that fails keeps the keys already known (stale keys beat no keys while the
@@ -41,16 +44,38 @@ struct Entry {
     keys: Option<Cached>,
     /// The fetch in flight: its request number and deadline.
     fetch: Option<(u64, Instant)>,
-    /// When the last fetch started.
-    last_fetch: Option<Instant>,
+    /// When the last refetch for an unknown key started.
+    refetched_at: Option<Instant>,
+    /// When the last fetch failed, while no fetch succeeded since.
+    failed_at: Option<Instant>,
     /// Why the last fetch failed, while no fetch succeeded since.
     last_error: Option<KeySetError>,
+}
+
+impl Entry {
+    fn new(uri: &http::Uri) -> Entry {
+        Entry {
+            uri: uri.clone(),
+            keys: None,
+            fetch: None,
+            refetched_at: None,
+            failed_at: None,
+            last_error: None,
+        }
+    }
+
+    fn failed(&mut self, now: Instant, error: KeySetError) {
+        self.failed_at = Some(now);
+        self.last_error = Some(error);
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Cached {
     set: KeySet,
-    fetched: Instant,
+    /// When the keys reach [`MAX_AGE`]: a deadline, so that keys imported at any age need
+    /// no instant before `now` (which a machine booted minutes ago may not have).
+    fresh_until: Instant,
     fetched_wall: SystemTime,
 }
 
@@ -95,42 +120,42 @@ impl KeyCache {
             Err(error) => return (Lookup::Done(Err(error)), None),
         };
         let key = policy.jwks_uri.to_string();
-        let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
-            uri: policy.jwks_uri.clone(),
-            keys: None,
-            fetch: None,
-            last_fetch: None,
-            last_error: None,
-        });
-        let fresh = entry
-            .keys
-            .as_ref()
-            .is_some_and(|keys| now.saturating_duration_since(keys.fetched) < MAX_AGE);
-        let may_start = entry.fetch.is_none()
-            && entry
-                .last_fetch
-                .is_none_or(|last| now.saturating_duration_since(last) >= REFETCH_INTERVAL);
-        let verdict = match &entry.keys {
-            Some(keys) if fresh || !fetching || (entry.fetch.is_none() && !may_start) => {
-                Some(policy.verify_parsed(&jws, token, &keys.set, expected, wall))
-            }
-            Some(_) | None => None,
-        };
-        match verdict {
-            Some(Err(IdTokenError::UnknownKey)) if fetching && (entry.fetch.is_some() || may_start) => {}
-            Some(done) => return (Lookup::Done(done), None),
-            None if fetching && (entry.fetch.is_some() || may_start) => {}
+        let entry = self
+            .entries
+            .entry(key.clone())
+            .or_insert_with(|| Entry::new(&policy.jwks_uri));
+        let since = |at: Option<Instant>| at.map(|at| now.saturating_duration_since(at));
+        let waiting = fetching && entry.fetch.is_some();
+        let backing_off = since(entry.failed_at).is_some_and(|d| d < REFETCH_INTERVAL);
+        let may_fetch = fetching && entry.fetch.is_none() && !backing_off;
+        let may_refetch =
+            may_fetch && since(entry.refetched_at).is_none_or(|d| d >= REFETCH_INTERVAL);
+        let fresh = entry.keys.as_ref().filter(|keys| now < keys.fresh_until);
+        let refetch = match fresh {
+            Some(keys) => match policy.verify_parsed(&jws, token, &keys.set, expected, wall) {
+                Err(IdTokenError::UnknownKey) if waiting => return (Lookup::Wait(key), None),
+                Err(IdTokenError::UnknownKey) if may_refetch => true,
+                done => return (Lookup::Done(done), None),
+            },
+            // No keys, or keys past their age.
+            None if waiting => return (Lookup::Wait(key), None),
+            None if may_fetch => false,
             None => {
-                let error = entry.last_error.clone().unwrap_or(KeySetError::NoUsableKey);
-                return (Lookup::Done(Err(IdTokenError::KeySet(error))), None);
+                let done = match &entry.keys {
+                    // Stale keys beat none while no fetch can be made.
+                    Some(stale) => policy.verify_parsed(&jws, token, &stale.set, expected, wall),
+                    None => Err(IdTokenError::KeySet(
+                        entry.last_error.clone().unwrap_or(KeySetError::NoUsableKey),
+                    )),
+                };
+                return (Lookup::Done(done), None);
             }
-        }
-        if entry.fetch.is_some() {
-            return (Lookup::Wait(key), None);
-        }
+        };
         let id = next_id();
         entry.fetch = Some((id, now + timeout));
-        entry.last_fetch = Some(now);
+        if refetch {
+            entry.refetched_at = Some(now);
+        }
         let mut request = Request::new(Vec::new());
         *request.method_mut() = Method::GET;
         *request.uri_mut() = entry.uri.clone();
@@ -165,20 +190,24 @@ impl KeyCache {
             Ok(set) => {
                 entry.keys = Some(Cached {
                     set,
-                    fetched: now,
+                    fresh_until: now + MAX_AGE,
                     fetched_wall: wall,
                 });
                 entry.last_error = None;
+                entry.failed_at = None;
             }
-            Err(error) => entry.last_error = Some(error),
+            Err(error) => entry.failed(now, error),
         })
     }
 
     /// Fetch `id` could not be completed.
-    pub(crate) fn handle_failure(&mut self, id: u64, error: TransportError) -> Option<String> {
-        self.finish(id, |entry| {
-            entry.last_error = Some(KeySetError::Transport(error));
-        })
+    pub(crate) fn handle_failure(
+        &mut self,
+        now: Instant,
+        id: u64,
+        error: TransportError,
+    ) -> Option<String> {
+        self.finish(id, |entry| entry.failed(now, KeySetError::Transport(error)))
     }
 
     /// Fails every fetch past its deadline; returns the URIs whose checks must be repeated.
@@ -187,7 +216,7 @@ impl KeyCache {
         for (key, entry) in &mut self.entries {
             if entry.fetch.is_some_and(|(_, deadline)| deadline <= now) {
                 entry.fetch = None;
-                entry.last_error = Some(KeySetError::TimedOut);
+                entry.failed(now, KeySetError::TimedOut);
                 expired.push(key.clone());
             }
         }
@@ -212,8 +241,9 @@ impl KeyCache {
         Some(key.clone())
     }
 
-    /// The fresh key sets, as a JSON document [`import`](KeyCache::import) reads: for each,
-    /// its URI, when it was fetched (Unix seconds) and its usable keys.
+    /// The key sets held, as a JSON document [`import`](KeyCache::import) reads: for each,
+    /// its URI, when it was fetched (Unix seconds) and its usable keys. The importer drops
+    /// those too old by then.
     pub(crate) fn export(&self) -> Vec<u8> {
         let sets: Vec<Value> = self
             .entries
@@ -260,17 +290,14 @@ impl KeyCache {
             if !self.entries.contains_key(&key) && self.entries.len() >= MAX_SETS {
                 continue;
             }
-            let entry = self.entries.entry(key).or_insert_with(|| Entry {
-                uri: imported.uri.clone(),
-                keys: None,
-                fetch: None,
-                last_fetch: None,
-                last_error: None,
-            });
+            let entry = self
+                .entries
+                .entry(key)
+                .or_insert_with(|| Entry::new(&imported.uri));
             if entry
                 .keys
                 .as_ref()
-                .is_some_and(|keys| keys.fetched >= imported.cached.fetched)
+                .is_some_and(|keys| keys.fresh_until >= imported.cached.fresh_until)
             {
                 continue;
             }
@@ -303,7 +330,7 @@ impl Imported {
             uri,
             cached: Cached {
                 set: KeySet::parse(&keys).ok()?,
-                fetched: now.checked_sub(age)?,
+                fresh_until: now + (MAX_AGE - age),
                 fetched_wall: wall.checked_sub(age)?,
             },
         })

@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use super::crypto::{Algorithm, CryptoProvider, PublicKey, SignatureError};
 use super::error::IdTokenError;
+use super::json::numeric_date;
 use super::jwk::KeySet;
 use super::jws::Jws;
-use super::json::numeric_date;
 
 /// Who signed in: the claims of an ID token that passed every check.
 ///
@@ -29,7 +29,12 @@ impl Identity {
     /// read back an identity that was verified before (from a token store); it checks
     /// nothing else.
     pub fn from_claims(claims: Map<String, Value>) -> Option<Identity> {
-        let nonempty = |name| claims.get(name).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+        let nonempty = |name| {
+            claims
+                .get(name)
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+        };
         (nonempty("iss") && nonempty("sub")).then(|| Identity(Arc::new(claims)))
     }
 
@@ -204,7 +209,10 @@ impl IdTokenPolicy {
         if jws.signature.len() != length {
             return Err(IdTokenError::Signature);
         }
-        match self.crypto.verify(jws.algorithm, key, signed, &jws.signature) {
+        match self
+            .crypto
+            .verify(jws.algorithm, key, signed, &jws.signature)
+        {
             Ok(()) => Ok(()),
             Err(SignatureError::Unsupported) => {
                 Err(IdTokenError::Algorithm(jws.algorithm.name().into()))
@@ -225,10 +233,17 @@ impl IdTokenPolicy {
         let string = |name| claims.get(name).and_then(Value::as_str);
 
         let iss = string("iss").ok_or(IdTokenError::Issuer)?;
-        if !issuer_matches(&self.issuer, self.tenant_issuer, iss, Some(string("tid").unwrap_or_default())) {
+        if !issuer_matches(
+            &self.issuer,
+            self.tenant_issuer,
+            iss,
+            Some(string("tid").unwrap_or_default()),
+        ) {
             return Err(IdTokenError::Issuer);
         }
-        let sub = string("sub").filter(|sub| !sub.is_empty()).ok_or(IdTokenError::Subject)?;
+        let sub = string("sub")
+            .filter(|sub| !sub.is_empty())
+            .ok_or(IdTokenError::Subject)?;
         let audiences = audiences(claims.get("aud")).ok_or(IdTokenError::Audience)?;
         if !audiences.contains(&self.client_id.as_str()) {
             return Err(IdTokenError::Audience);
@@ -285,7 +300,8 @@ impl IdTokenPolicy {
                 _ => return Err(IdTokenError::AuthTime),
             }
         }
-        if let (Some(at_hash), Some(access_token)) = (claims.get("at_hash"), expected.access_token) {
+        if let (Some(at_hash), Some(access_token)) = (claims.get("at_hash"), expected.access_token)
+        {
             let at_hash = at_hash.as_str().ok_or(IdTokenError::AccessTokenHash)?;
             if at_hash != access_token_hash(jws.algorithm, access_token) {
                 return Err(IdTokenError::AccessTokenHash);
@@ -317,7 +333,9 @@ pub(crate) fn issuer_matches(issuer: &str, template: bool, iss: &str, tid: Optio
 /// A tenant id: a GUID or similar, letters, digits and dashes, so that substituting it
 /// cannot change the issuer's structure.
 fn is_tenant_id(tid: &str) -> bool {
-    !tid.is_empty() && tid.len() <= 64 && tid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    !tid.is_empty()
+        && tid.len() <= 64
+        && tid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// `aud`: one string or an array of strings (RFC 7519 §4.1.3).
@@ -354,7 +372,10 @@ mod tests {
     #[test]
     fn at_hash_of_the_specification_example() {
         assert_eq!(
-            access_token_hash(Algorithm::RS256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
+            access_token_hash(
+                Algorithm::RS256,
+                "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
+            ),
             "77QmUPtjPfzWtF2AnpK9RQ"
         );
     }
@@ -369,10 +390,22 @@ mod tests {
         assert_eq!(identity.display_name(), "jane@example.com");
         assert_eq!(identity.email_verified(), Some(true));
         assert_eq!(identity.preferred_username(), Some("j.doe"));
-        assert_eq!(format!("{identity:?}"), r#"Identity { iss: "https://idp.example", sub: "248289761001", .. }"#);
+        assert_eq!(
+            format!("{identity:?}"),
+            r#"Identity { iss: "https://idp.example", sub: "248289761001", .. }"#
+        );
         let bare = serde_json::json!({"iss": "i", "sub": "s"});
-        assert_eq!(Identity::from_claims(bare.as_object().unwrap().clone()).unwrap().display_name(), "s");
-        for bad in [serde_json::json!({"iss": "i"}), serde_json::json!({"iss": "i", "sub": ""}), serde_json::json!({"iss": 1, "sub": "s"})] {
+        assert_eq!(
+            Identity::from_claims(bare.as_object().unwrap().clone())
+                .unwrap()
+                .display_name(),
+            "s"
+        );
+        for bad in [
+            serde_json::json!({"iss": "i"}),
+            serde_json::json!({"iss": "i", "sub": ""}),
+            serde_json::json!({"iss": 1, "sub": "s"}),
+        ] {
             assert!(Identity::from_claims(bad.as_object().unwrap().clone()).is_none());
         }
     }
@@ -383,9 +416,20 @@ mod tests {
         let tid = "9188040d-6c67-4c5b-b112-36a304b66dad";
         let iss = format!("https://login.microsoftonline.com/{tid}/v2.0");
         assert!(issuer_matches(template, true, &iss, Some(tid)));
-        assert!(issuer_matches(template, true, &iss, None), "a callback names no tid");
-        assert!(!issuer_matches(template, false, &iss, Some(tid)), "no opt-in");
-        assert!(!issuer_matches(template, true, &iss, Some("72f988bf-86f1-41af-91ab-2d7cd011db47")));
+        assert!(
+            issuer_matches(template, true, &iss, None),
+            "a callback names no tid"
+        );
+        assert!(
+            !issuer_matches(template, false, &iss, Some(tid)),
+            "no opt-in"
+        );
+        assert!(!issuer_matches(
+            template,
+            true,
+            &iss,
+            Some("72f988bf-86f1-41af-91ab-2d7cd011db47")
+        ));
         for forged in [
             "https://login.microsoftonline.com/evil.example/v2.0",
             "https://login.microsoftonline.com/a/b/v2.0",
@@ -394,8 +438,18 @@ mod tests {
         ] {
             assert!(!issuer_matches(template, true, forged, None), "{forged}");
         }
-        assert!(issuer_matches("https://idp.example", false, "https://idp.example", None));
-        assert!(!issuer_matches("https://idp.example", true, "https://idp.example/", None));
+        assert!(issuer_matches(
+            "https://idp.example",
+            false,
+            "https://idp.example",
+            None
+        ));
+        assert!(!issuer_matches(
+            "https://idp.example",
+            true,
+            "https://idp.example/",
+            None
+        ));
     }
 
     #[test]

@@ -122,9 +122,9 @@ fn rsa_key(object: &Map<String, Value>) -> Option<PublicKey> {
     let n = strip_zeros(member_bytes(object, "n")?);
     let e = strip_zeros(member_bytes(object, "e")?);
     let bits = n.len() * 8 - n.first()?.leading_zeros() as usize;
-    let exponent = e
-        .iter()
-        .try_fold(0u64, |acc, byte| (e.len() <= 4).then_some(acc << 8 | u64::from(*byte)))?;
+    let exponent = e.iter().try_fold(0u64, |acc, byte| {
+        (e.len() <= 4).then_some(acc << 8 | u64::from(*byte))
+    })?;
     let usable = (2048..=8192).contains(&bits) && exponent >= 3 && exponent % 2 == 1;
     usable.then_some(PublicKey::Rsa { n, e })
 }
@@ -243,12 +243,20 @@ mod tests {
             (b"[]", KeySetError::NotJson),
             (br#"{"keys":{}}"#, KeySetError::NotJson),
             (br#"{"keys":[]}"#, KeySetError::NoUsableKey),
-            (br#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#, KeySetError::NoUsableKey),
+            (
+                br#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#,
+                KeySetError::NoUsableKey,
+            ),
             (many.as_bytes(), KeySetError::TooManyKeys),
             (&[b' '; MAX_KEY_SET_BYTES + 1], KeySetError::TooLarge),
         ];
         for (body, error) in cases {
-            assert_eq!(KeySet::parse(body), Err(error), "{:?}", String::from_utf8_lossy(&body[..body.len().min(40)]));
+            assert_eq!(
+                KeySet::parse(body),
+                Err(error),
+                "{:?}",
+                String::from_utf8_lossy(&body[..body.len().min(40)])
+            );
         }
     }
 
@@ -304,7 +312,9 @@ mod tests {
             URL_SAFE_NO_PAD.encode(&n)
         );
         let set = KeySet::parse(body.as_bytes()).unwrap();
-        assert!(matches!(set.keys()[0].key(), PublicKey::Rsa { n, e } if n.len() == 256 && e == &[1, 0, 1]));
+        assert!(
+            matches!(set.keys()[0].key(), PublicKey::Rsa { n, e } if n.len() == 256 && e == &[1, 0, 1])
+        );
     }
 
     #[test]
@@ -317,15 +327,30 @@ mod tests {
         ]);
         let kid = |algorithm, kid| set.select(algorithm, kid).map(|key| key.kid());
         assert_eq!(kid(Algorithm::RS256, Some("r1")), Ok(Some("r1")));
-        assert_eq!(kid(Algorithm::RS256, Some("r2")), Err(IdTokenError::UnknownKey), "r2 is PS256 only");
+        assert_eq!(
+            kid(Algorithm::RS256, Some("r2")),
+            Err(IdTokenError::UnknownKey),
+            "r2 is PS256 only"
+        );
         assert_eq!(kid(Algorithm::PS256, Some("r2")), Ok(Some("r2")));
-        assert_eq!(kid(Algorithm::RS256, None), Ok(Some("r1")), "the only RS256 key");
+        assert_eq!(
+            kid(Algorithm::RS256, None),
+            Ok(Some("r1")),
+            "the only RS256 key"
+        );
         assert_eq!(kid(Algorithm::PS256, None), Err(IdTokenError::AmbiguousKey));
         assert_eq!(kid(Algorithm::ES256, None), Ok(Some("e1")));
         assert_eq!(kid(Algorithm::ES384, None), Ok(Some("e2")));
-        assert_eq!(kid(Algorithm::ES256, Some("e2")), Err(IdTokenError::UnknownKey), "wrong curve");
+        assert_eq!(
+            kid(Algorithm::ES256, Some("e2")),
+            Err(IdTokenError::UnknownKey),
+            "wrong curve"
+        );
         assert_eq!(kid(Algorithm::EdDSA, None), Err(IdTokenError::UnknownKey));
-        assert_eq!(kid(Algorithm::RS256, Some("unknown")), Err(IdTokenError::UnknownKey));
+        assert_eq!(
+            kid(Algorithm::RS256, Some("unknown")),
+            Err(IdTokenError::UnknownKey)
+        );
     }
 
     #[test]
@@ -333,7 +358,8 @@ mod tests {
         let original = set(&[
             rsa("r1", r#","alg":"RS256""#),
             ec("e1", "P-384", 48),
-            r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#.into(),
+            r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#
+                .into(),
         ]);
         let json = serde_json::to_vec(&original.to_json()).unwrap();
         assert_eq!(KeySet::parse(&json), Ok(original));

@@ -37,17 +37,17 @@ impl Jws {
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(IdTokenError::Malformed(
-                if token.split('.').count() == 5 {
-                    "an encrypted (JWE) token; only signed tokens are supported"
-                } else {
-                    "not a compact JWS (three base64url parts)"
-                },
-            ));
+            return Err(IdTokenError::Malformed(if token.split('.').count() == 5 {
+                "an encrypted (JWE) token; only signed tokens are supported"
+            } else {
+                "not a compact JWS (three base64url parts)"
+            }));
         };
         let header = decode(header)
             .and_then(|bytes| json::unique_object(&bytes))
-            .ok_or(IdTokenError::Malformed("header is not a base64url JSON object"))?;
+            .ok_or(IdTokenError::Malformed(
+                "header is not a base64url JSON object",
+            ))?;
         let algorithm = match header.get("alg") {
             Some(Value::String(name)) => Algorithm::from_name(name)
                 .filter(|algorithm| allowed.contains(algorithm))
@@ -62,7 +62,8 @@ impl Jws {
         match header.get("typ") {
             None => {}
             Some(Value::String(typ))
-                if typ.eq_ignore_ascii_case("JWT") || typ.eq_ignore_ascii_case("application/jwt") => {}
+                if typ.eq_ignore_ascii_case("JWT")
+                    || typ.eq_ignore_ascii_case("application/jwt") => {}
             // `at+jwt` (an access token, RFC 9068), `logout+jwt`, …: not an ID token.
             Some(_) => return Err(IdTokenError::Malformed("`typ` is not JWT")),
         }
@@ -73,7 +74,9 @@ impl Jws {
         };
         let claims = decode(payload)
             .and_then(|bytes| json::unique_object(&bytes))
-            .ok_or(IdTokenError::Malformed("payload is not a base64url JSON object"))?;
+            .ok_or(IdTokenError::Malformed(
+                "payload is not a base64url JSON object",
+            ))?;
         let signature = decode(signature)
             .filter(|bytes| !bytes.is_empty())
             .ok_or(IdTokenError::Malformed("signature is not base64url"))?;
@@ -120,7 +123,10 @@ mod tests {
     #[test]
     fn a_compact_jws_is_read() {
         let jws = Jws::parse(
-            &token(r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#, r#"{"sub":"a"}"#),
+            &token(
+                r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#,
+                r#"{"sub":"a"}"#,
+            ),
             RS256,
         )
         .unwrap();
@@ -161,7 +167,10 @@ mod tests {
             (format!("{}.{}.c2ln=", b64(header), b64("{}")), "signature"),
             (token(r#"{"alg":"RS256","alg":"RS256"}"#, "{}"), "header"),
             (token(r#"{"kid":"k"}"#, "{}"), "`alg`"),
-            (token(r#"{"alg":"RS256","crit":["b64"],"b64":false}"#, "{}"), "crit"),
+            (
+                token(r#"{"alg":"RS256","crit":["b64"],"b64":false}"#, "{}"),
+                "crit",
+            ),
             (token(r#"{"alg":"RS256","typ":"at+jwt"}"#, "{}"), "typ"),
             (token(r#"{"alg":"RS256","kid":7}"#, "{}"), "kid"),
             (token(header, r#"{"sub":"a","sub":"b"}"#), "payload"),

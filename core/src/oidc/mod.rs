@@ -83,11 +83,12 @@
 //! [`Engine`](crate::Engine) and [`Session`](crate::Session) each keep one, for every
 //! provider they verify for:
 //!
-//! - keys are used for [`MAX_AGE`] (ten minutes) after they were fetched;
-//! - a token naming a key the cache lacks causes a fetch, and so do keys past their age; a
-//!   fetch starts only when none is in flight for that key set and the last one started at
-//!   least [`REFETCH_INTERVAL`] (a minute) ago, so tokens naming made-up keys cannot make
-//!   latchkey hammer the provider;
+//! - keys are used for [`MAX_AGE`] (ten minutes) after they were fetched; none, or older
+//!   ones, are fetched;
+//! - a token naming a key the cache lacks is fetched for at once (the provider may have
+//!   rotated its keys a second ago), but such refetches start at most once per
+//!   [`REFETCH_INTERVAL`] (a minute), so tokens naming made-up keys cannot make latchkey
+//!   hammer the provider; nor does a fetch start within a minute of a failed one;
 //! - every check that needs a fetch waits for it, however many there are; when it ends
 //!   they are all checked again without another fetch;
 //! - a failed fetch keeps the keys already known; with none known, the waiting checks
@@ -106,8 +107,8 @@ mod jwk;
 mod jws;
 
 pub(crate) use cache::{KeyCache, Lookup};
-pub(crate) use claims::issuer_matches;
 pub use cache::{MAX_AGE, REFETCH_INTERVAL};
+pub(crate) use claims::issuer_matches;
 pub use claims::{Expected, IdTokenPolicy, Identity};
 pub use crypto::{Algorithm, CryptoProvider, Curve, PublicKey, SignatureError};
 pub use error::{IdTokenError, KeySetError};

@@ -471,8 +471,7 @@ impl<R: Runtime> Shared<R> {
                     Ok(()) => info!(?elapsed, "tokens stored"),
                     Err(error) => warn!(%error, ?elapsed, "storing the tokens failed"),
                 });
-                let next =
-                    self.input(me, |engine, now| engine.handle_persisted(now, flow, result));
+                let next = self.input(me, |engine, now| engine.handle_persisted(now, flow, result));
                 work = next.after(work);
                 continue;
             }
