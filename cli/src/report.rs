@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use latchkey::{FlowError, Identity, TokenSet};
+use latchkey::{FlowError, TokenSet};
 use serde_json::{Map, Value, json};
 
 /// Where events go.
@@ -71,7 +71,7 @@ impl Reporter {
             tokens.refresh_token().is_some().into(),
         );
         if let Some(identity) = tokens.identity() {
-            event.insert("identity".into(), identity_json(identity));
+            event.insert("identity".into(), Value::Object(identity.summary()));
         }
         let line = format!(
             "Received {} token ({})",
@@ -199,27 +199,6 @@ impl Reporter {
             None => println!("{line}"),
         }
     }
-}
-
-/// The identity for JSON output: `iss` and `sub`, and the standard claims people know
-/// the user by when present. Never the token.
-pub fn identity_json(identity: &Identity) -> Value {
-    let mut object = Map::new();
-    object.insert("iss".into(), identity.iss().into());
-    object.insert("sub".into(), identity.sub().into());
-    if let Some(email) = identity.email() {
-        object.insert("email".into(), email.into());
-    }
-    if let Some(verified) = identity.email_verified() {
-        object.insert("email_verified".into(), verified.into());
-    }
-    if let Some(name) = identity.name() {
-        object.insert("name".into(), name.into());
-    }
-    if let Some(username) = identity.preferred_username() {
-        object.insert("preferred_username".into(), username.into());
-    }
-    Value::Object(object)
 }
 
 /// `expires in 59 min, refresh token` and the like.

@@ -8,7 +8,7 @@ use latchkey_io::store::{DEFAULT_KEY, FileStore, TokenStore};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::report::{describe_tokens, identity_json, unix_seconds};
+use crate::report::{describe_tokens, unix_seconds};
 
 /// Prints the stored token set.
 pub fn run(store: &Path, reveal: bool, json: bool) -> ExitCode {
@@ -42,7 +42,7 @@ pub fn print(tokens: &TokenSet, reveal: bool, json: bool, refreshed: Option<bool
             summary["refreshed"] = refreshed.into();
         }
         if let Some(identity) = tokens.identity() {
-            summary["identity"] = identity_json(identity);
+            summary["identity"] = serde_json::Value::Object(identity.summary());
         }
         if reveal {
             summary["access_token"] = tokens.access_token().expose_secret().into();

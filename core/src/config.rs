@@ -278,7 +278,7 @@ impl ProviderBuilder {
     }
 
     /// The UserInfo endpoint (OpenID Connect Core §5.3), for
-    /// [`Session::userinfo`](crate::Session::userinfo).
+    /// [`userinfo_request`](crate::oidc::userinfo_request).
     pub fn userinfo_endpoint(mut self, uri: impl Into<String>) -> ProviderBuilder {
         self.userinfo_endpoint = Some(uri.into());
         self

@@ -133,6 +133,8 @@ pub(crate) struct Grant<'a> {
     pub nonce: Option<&'a str>,
     pub access_token: &'a str,
     pub lifetime: u64,
+    /// A refresh's ID token (only those are forged for [`Forgery::Subject`]).
+    pub refresh: bool,
 }
 
 /// The signing keys: for each algorithm the current key and the one before it, both
@@ -214,7 +216,7 @@ impl Keys {
             grant.issuer
         };
         claims.insert("iss".into(), json!(iss));
-        if forged(Forgery::Subject) {
+        if forged(Forgery::Subject) && grant.refresh {
             claims.insert("sub".into(), json!(format!("not-{}", grant.subject.sub)));
         }
         let aud = if forged(Forgery::Audience) {

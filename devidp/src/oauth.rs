@@ -280,13 +280,18 @@ impl Server {
     /// was issued to, for a `Bearer` token in the `Authorization` header only (S43).
     fn userinfo(&self, request: &RecordedRequest) -> Response {
         let unauthorized = || {
-            Response::new(401, "application/json", String::new())
-                .with("WWW-Authenticate", "Bearer error=\"invalid_token\"")
+            Response::new(
+                401,
+                "application/json",
+                r#"{"error":"invalid_token"}"#.to_owned(),
+            )
+            .with("WWW-Authenticate", "Bearer error=\"invalid_token\"")
         };
-        let Some(token) = request
-            .header("authorization")
-            .and_then(|value| value.strip_prefix("Bearer "))
-        else {
+        // The scheme is case-insensitive (RFC 7235 §2.1).
+        let Some(token) = request.header("authorization").and_then(|value| {
+            let scheme = value.get(..7)?;
+            scheme.eq_ignore_ascii_case("bearer ").then(|| &value[7..])
+        }) else {
             return unauthorized();
         };
         if !self.access_token_active(token) {
@@ -316,6 +321,7 @@ impl Server {
         subject: &Subject,
         nonce: Option<&str>,
         tokens: &Tokens,
+        refresh: bool,
     ) -> Option<String> {
         if !tokens.scope.iter().any(|scope| scope == "openid") {
             return None;
@@ -328,6 +334,7 @@ impl Server {
             nonce,
             access_token: &tokens.access,
             lifetime: self.config.token_lifetime.as_secs(),
+            refresh,
         };
         let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         keys.id_token(self.config.id_token_alg, &grant, forgery)
@@ -627,7 +634,7 @@ impl Server {
             .issue(grant, &client.id, scope, with_refresh)
             .ok_or_else(server_error)?;
         drop(st);
-        tokens.id_token = self.id_token(&client.id, &subject, nonce.as_deref(), &tokens);
+        tokens.id_token = self.id_token(&client.id, &subject, nonce.as_deref(), &tokens, false);
         Ok(tokens)
     }
 
@@ -671,7 +678,7 @@ impl Server {
         drop(st);
         // OpenID Connect Core §12.2: a new ID token for the same user, without a nonce.
         if let Some(subject) = subject {
-            tokens.id_token = self.id_token(&client.id, &subject, None, &tokens);
+            tokens.id_token = self.id_token(&client.id, &subject, None, &tokens, true);
         }
         Ok(tokens)
     }

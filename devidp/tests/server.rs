@@ -4,12 +4,13 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use latchkey_devidp::{Client, ClientAuth, Config, DevIdp, Quirk, agent};
-use serde_json::Value;
+use latchkey_devidp::{Client, ClientAuth, Config, DevIdp, Forgery, IdTokenAlg, Quirk, agent};
+use ring::signature;
+use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 /// A private-use scheme: `browse` records the redirect but does not follow it.
@@ -1115,4 +1116,825 @@ fn garbage_never_crashes_the_server() {
         samples.len()
     );
     assert!(idp.stats().requests > 30, "{:?}", idp.stats());
+}
+
+// ---- OpenID Connect ---------------------------------------------------------------------
+
+const NONCE: &str = "n-0S6_WzA2Mj";
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn alg_name(alg: IdTokenAlg) -> &'static str {
+    match alg {
+        IdTokenAlg::RS256 => "RS256",
+        IdTokenAlg::ES256 => "ES256",
+    }
+}
+
+fn oidc_idp(alg: IdTokenAlg) -> DevIdp {
+    let mut config = Config::new(clients());
+    config.id_token_alg = alg;
+    start(config)
+}
+
+/// Authorizes `client` for `scope`, with `nonce` and `login_hint` when given; returns
+/// (code, verifier).
+fn oidc_code(
+    idp: &DevIdp,
+    client: &str,
+    scope: &str,
+    nonce: Option<&str>,
+    hint: Option<&str>,
+) -> (String, String) {
+    let (verifier, challenge) = pkce();
+    let mut params = authz_params(client, &challenge);
+    params.retain(|(k, _)| *k != "scope");
+    params.push(("scope", scope));
+    params.extend(nonce.map(|n| ("nonce", n)));
+    params.extend(hint.map(|h| ("login_hint", h)));
+    let reply = authorize(idp, &params);
+    (param(&reply, "code").unwrap().to_owned(), verifier)
+}
+
+/// A whole login of `client` (authorization and code exchange); the token response.
+fn oidc_login(
+    idp: &DevIdp,
+    client: &str,
+    scope: &str,
+    nonce: Option<&str>,
+    hint: Option<&str>,
+) -> Value {
+    let (code, verifier) = oidc_code(idp, client, scope, nonce, hint);
+    let reply = redeem(idp, client, &code, &verifier);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()
+}
+
+/// A decoded compact JWS.
+struct Jwt {
+    header: Value,
+    claims: Value,
+    /// `header.payload`, the signing input.
+    input: String,
+    signature: Vec<u8>,
+}
+
+fn parse_jwt(token: &str) -> Jwt {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "{token}");
+    let json = |part: &str| -> Value {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    };
+    Jwt {
+        header: json(parts[0]),
+        claims: json(parts[1]),
+        input: format!("{}.{}", parts[0], parts[1]),
+        signature: URL_SAFE_NO_PAD.decode(parts[2]).unwrap(),
+    }
+}
+
+/// The token response's ID token, decoded.
+fn id_token_of(body: &Value) -> Jwt {
+    parse_jwt(
+        body["id_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{body}")),
+    )
+}
+
+fn get_reply(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let (status, headers, body) = agent::get(url, headers).unwrap();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(body).unwrap(),
+    }
+}
+
+/// The published keys.
+fn jwks(idp: &DevIdp) -> Vec<Value> {
+    let reply = get_reply(&idp.jwks_uri(), &[]);
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/jwk-set+json")
+    );
+    reply.json()["keys"].as_array().unwrap().clone()
+}
+
+fn kids(keys: &[Value]) -> Vec<&str> {
+    keys.iter().map(|k| k["kid"].as_str().unwrap()).collect()
+}
+
+fn b64(value: &Value) -> Vec<u8> {
+    URL_SAFE_NO_PAD
+        .decode(value.as_str().unwrap_or_else(|| panic!("{value}")))
+        .unwrap()
+}
+
+/// Whether `jwk` verifies `signature` over `input`: RS256 with (n, e), ES256 with the
+/// uncompressed point 04 || x || y.
+fn verifies(jwk: &Value, input: &[u8], signature: &[u8]) -> bool {
+    match jwk["kty"].as_str() {
+        Some("RSA") => {
+            assert_eq!(jwk["alg"], "RS256", "{jwk}");
+            let key = signature::RsaPublicKeyComponents {
+                n: b64(&jwk["n"]),
+                e: b64(&jwk["e"]),
+            };
+            key.verify(&signature::RSA_PKCS1_2048_8192_SHA256, input, signature)
+                .is_ok()
+        }
+        Some("EC") => {
+            assert_eq!(
+                (jwk["alg"].as_str(), jwk["crv"].as_str()),
+                (Some("ES256"), Some("P-256")),
+                "{jwk}"
+            );
+            let (x, y) = (b64(&jwk["x"]), b64(&jwk["y"]));
+            assert_eq!((x.len(), y.len()), (32, 32), "{jwk}");
+            let point = [&[0x04][..], &x, &y].concat();
+            signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                .verify(input, signature)
+                .is_ok()
+        }
+        _ => panic!("unexpected key {jwk}"),
+    }
+}
+
+/// The `at_hash` of `access_token`: the left half of its SHA-256, base64url.
+fn at_hash(access_token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(&Sha256::digest(access_token.as_bytes())[..16])
+}
+
+/// The standard claims of `sub`, as the ID token and UserInfo carry them.
+fn profile(sub: &str) -> Value {
+    json!({
+        "sub": sub,
+        "email": format!("{sub}@example.com"),
+        "email_verified": true,
+        "name": format!("Dev User {sub}"),
+        "preferred_username": sub,
+    })
+}
+
+/// What an honest ID token must say.
+struct Expected<'a> {
+    alg: IdTokenAlg,
+    client: &'a str,
+    sub: &'a str,
+    /// The login's nonce; `None` for a refresh (or a login without one).
+    nonce: Option<&'a str>,
+    access_token: &'a str,
+    /// The login's `auth_time`, once known.
+    auth_time: Option<u64>,
+}
+
+/// The rules of OpenID Connect Core §3.1.3.7 that `token` breaks: `alg`, `kid`,
+/// `signature`, `iss`, `aud`, `exp`, `iat`, `nbf`, `nonce`, `at_hash`, `sub`, `profile`,
+/// `auth_time`, `claims` (missing or unexpected members). Empty for an honest token.
+fn broken_rules(idp: &DevIdp, token: &str, expected: &Expected<'_>) -> Vec<&'static str> {
+    let jwt = parse_jwt(token);
+    let now = unix_now();
+    let claims = jwt.claims.as_object().unwrap();
+    let mut broken = Vec::new();
+    if jwt.header["alg"] != alg_name(expected.alg) || jwt.header["typ"] != "JWT" {
+        broken.push("alg");
+    } else {
+        let keys = jwks(idp);
+        let key = keys.iter().find(|k| k["kid"] == jwt.header["kid"]);
+        let kty = match expected.alg {
+            IdTokenAlg::RS256 => "RSA",
+            IdTokenAlg::ES256 => "EC",
+        };
+        match key {
+            Some(key) if key["kty"] == kty => {
+                if !verifies(key, jwt.input.as_bytes(), &jwt.signature) {
+                    broken.push("signature");
+                }
+            }
+            _ => broken.push("kid"),
+        }
+    }
+    if jwt.claims["iss"] != idp.issuer() {
+        broken.push("iss");
+    }
+    if jwt.claims["aud"] != expected.client {
+        broken.push("aud");
+    }
+    let time = |name: &str| jwt.claims[name].as_u64();
+    if time("exp").is_none_or(|exp| exp <= now) {
+        broken.push("exp");
+    }
+    if time("iat").is_none_or(|iat| iat > now + 1) {
+        broken.push("iat");
+    }
+    if claims.contains_key("nbf") && time("nbf").is_none_or(|nbf| nbf > now + 1) {
+        broken.push("nbf");
+    }
+    if jwt.claims.get("nonce").map(|n| n.as_str()) != expected.nonce.map(Some) {
+        broken.push("nonce");
+    }
+    if jwt.claims["at_hash"] != at_hash(expected.access_token) {
+        broken.push("at_hash");
+    }
+    if jwt.claims["sub"] != expected.sub {
+        broken.push("sub");
+    }
+    let wanted = profile(expected.sub);
+    let wanted = wanted.as_object().unwrap();
+    if wanted
+        .iter()
+        .any(|(name, value)| name != "sub" && jwt.claims[name] != *value)
+    {
+        broken.push("profile");
+    }
+    let auth_time_ok = time("auth_time").is_some_and(|t| match expected.auth_time {
+        Some(expected) => t == expected,
+        None => t <= now + 1 && now - t < 600,
+    });
+    if !auth_time_ok {
+        broken.push("auth_time");
+    }
+    let mut names: Vec<&str> = claims.keys().map(String::as_str).collect();
+    names.retain(|n| *n != "nbf");
+    names.sort_unstable();
+    let mut allowed = vec![
+        "at_hash",
+        "aud",
+        "auth_time",
+        "email",
+        "email_verified",
+        "exp",
+        "iat",
+        "iss",
+        "name",
+        "preferred_username",
+        "sub",
+    ];
+    if expected.nonce.is_some() {
+        allowed.push("nonce");
+    }
+    allowed.sort_unstable();
+    if names != allowed {
+        broken.push("claims");
+    }
+    broken
+}
+
+/// A login's ID token in every detail, for `alg`, with a non-default token lifetime.
+fn check_login_id_token(alg: IdTokenAlg, hint: Option<&str>) {
+    let mut config = Config::new(clients());
+    config.id_token_alg = alg;
+    config.token_lifetime = Duration::from_secs(1800);
+    let idp = start(config);
+    let before = unix_now();
+    let body = oidc_login(&idp, "basic-app", "openid email", Some(NONCE), hint);
+    let after = unix_now();
+    assert_eq!(body["scope"], "openid email");
+    let access = body["access_token"].as_str().unwrap();
+    let token = body["id_token"].as_str().unwrap();
+    let jwt = parse_jwt(token);
+    let sub = hint.unwrap_or("dev-user");
+
+    // The header names the algorithm and a published key of its type, which verifies.
+    let header = jwt.header.as_object().unwrap();
+    let mut names: Vec<&str> = header.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["alg", "kid", "typ"], "{}", jwt.header);
+    assert_eq!(jwt.header["alg"], alg_name(alg));
+    assert_eq!(jwt.header["typ"], "JWT");
+    let keys = jwks(&idp);
+    let key = keys
+        .iter()
+        .find(|k| k["kid"] == jwt.header["kid"])
+        .unwrap_or_else(|| panic!("kid {} not in {keys:?}", jwt.header["kid"]));
+    let (kty, signature_len) = match alg {
+        IdTokenAlg::RS256 => ("RSA", 256),
+        IdTokenAlg::ES256 => ("EC", 64),
+    };
+    assert_eq!(key["kty"], kty);
+    assert_eq!(key["use"], "sig");
+    assert_eq!(jwt.signature.len(), signature_len);
+    assert!(verifies(key, jwt.input.as_bytes(), &jwt.signature));
+    // The check can fail: another payload, or the key of the other type, does not verify.
+    let other_input = jwt.input.replacen('.', ".e", 1);
+    assert!(!verifies(key, other_input.as_bytes(), &jwt.signature));
+    for other in keys.iter().filter(|k| k["kid"] != jwt.header["kid"]) {
+        assert!(!verifies(other, jwt.input.as_bytes(), &jwt.signature));
+    }
+
+    // The claims, exactly.
+    let claims = &jwt.claims;
+    let iat = claims["iat"].as_u64().unwrap();
+    assert!((before..=after).contains(&iat), "{claims}");
+    let auth_time = claims["auth_time"].as_u64().unwrap();
+    assert!((before..=iat).contains(&auth_time), "{claims}");
+    let mut expected = profile(sub);
+    let members = expected.as_object_mut().unwrap();
+    members.insert("iss".into(), json!(idp.issuer()));
+    members.insert("aud".into(), json!("basic-app"));
+    members.insert("iat".into(), json!(iat));
+    members.insert("exp".into(), json!(iat + 1800));
+    members.insert("auth_time".into(), json!(auth_time));
+    members.insert("nonce".into(), json!(NONCE));
+    members.insert("at_hash".into(), json!(at_hash(access)));
+    assert_eq!(*claims, expected);
+    assert_ne!(
+        claims["at_hash"],
+        at_hash(body["refresh_token"].as_str().unwrap())
+    );
+
+    let honest = Expected {
+        alg,
+        client: "basic-app",
+        sub,
+        nonce: Some(NONCE),
+        access_token: access,
+        auth_time: Some(auth_time),
+    };
+    assert_eq!(broken_rules(&idp, token, &honest), [""; 0]);
+    // The rule checker can fail too.
+    let wrong = Expected {
+        client: "post-app",
+        nonce: Some("other"),
+        ..honest
+    };
+    assert_eq!(broken_rules(&idp, token, &wrong), ["aud", "nonce"]);
+}
+
+#[test]
+fn openid_login_returns_an_rs256_id_token_verified_by_the_key_set() {
+    check_login_id_token(IdTokenAlg::RS256, Some("alice"));
+}
+
+#[test]
+fn es256_id_tokens_verify_with_the_p256_key_and_default_user() {
+    check_login_id_token(IdTokenAlg::ES256, None);
+}
+
+#[test]
+fn no_id_token_without_openid_scope_unless_added() {
+    let idp = idp();
+    let body = oidc_login(&idp, "public-app", "read email", Some(NONCE), Some("al"));
+    assert!(body.get("id_token").is_none(), "{body}");
+    let refreshed = refresh(&idp, "public-app", body["refresh_token"].as_str().unwrap());
+    assert!(
+        refreshed.json().get("id_token").is_none(),
+        "{}",
+        refreshed.body
+    );
+    // `openid` must be a scope of its own, not a part of one.
+    let body = oidc_login(&idp, "public-app", "openid2 xopenid", None, None);
+    assert!(body.get("id_token").is_none(), "{body}");
+
+    // A provider that adds `openid` by itself (like Google) sends an ID token anyway.
+    let mut config = Config::new(clients());
+    config.scopes_added = vec!["openid".into()];
+    let idp = start(config);
+    let body = oidc_login(&idp, "public-app", "read", None, Some("al"));
+    assert_eq!(body["scope"], "read openid");
+    assert_eq!(id_token_of(&body).claims["sub"], "al");
+}
+
+#[test]
+fn refresh_gives_a_new_id_token_for_the_same_user_without_nonce() {
+    for alg in [IdTokenAlg::RS256, IdTokenAlg::ES256] {
+        let idp = oidc_idp(alg);
+        let login = oidc_login(&idp, "post-app", "openid", Some(NONCE), Some("bob"));
+        let first = id_token_of(&login);
+        let auth_time = first.claims["auth_time"].as_u64().unwrap();
+
+        let refreshed = refresh(&idp, "post-app", login["refresh_token"].as_str().unwrap());
+        assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+        let refreshed = refreshed.json();
+        let access = refreshed["access_token"].as_str().unwrap();
+        let token = refreshed["id_token"].as_str().unwrap();
+        assert_ne!(token, login["id_token"].as_str().unwrap());
+        let expected = Expected {
+            alg,
+            client: "post-app",
+            sub: "bob",
+            nonce: None,
+            access_token: access,
+            auth_time: Some(auth_time),
+        };
+        assert_eq!(broken_rules(&idp, token, &expected), [""; 0], "{alg:?}");
+        assert!(parse_jwt(token).claims.get("nonce").is_none());
+        assert_eq!(parse_jwt(token).header["kid"], first.header["kid"]);
+
+        // After a rotation the next refresh is signed by the new current key.
+        let (rsa, ec) = idp.rotate_keys().unwrap();
+        let current = match alg {
+            IdTokenAlg::RS256 => rsa,
+            IdTokenAlg::ES256 => ec,
+        };
+        let again = refresh(
+            &idp,
+            "post-app",
+            refreshed["refresh_token"].as_str().unwrap(),
+        );
+        let again = again.json();
+        let token = again["id_token"].as_str().unwrap();
+        assert_eq!(parse_jwt(token).header["kid"], current.as_str());
+        let expected = Expected {
+            access_token: again["access_token"].as_str().unwrap(),
+            ..expected
+        };
+        assert_eq!(broken_rules(&idp, token, &expected), [""; 0], "{alg:?}");
+    }
+}
+
+#[test]
+fn rotated_keys_sign_new_tokens_and_the_key_set_keeps_one_previous_key() {
+    for alg in [IdTokenAlg::RS256, IdTokenAlg::ES256] {
+        let idp = oidc_idp(alg);
+        let kid_of = |idp: &DevIdp| -> (String, String) {
+            let body = oidc_login(idp, "public-app", "openid", None, None);
+            let token = body["id_token"].as_str().unwrap().to_owned();
+            let kid = parse_jwt(&token).header["kid"].as_str().unwrap().to_owned();
+            (kid, token)
+        };
+        let initial = jwks(&idp);
+        assert_eq!(initial.len(), 2, "{initial:?}");
+        let types: Vec<&str> = initial.iter().map(|k| k["kty"].as_str().unwrap()).collect();
+        assert_eq!(types, ["RSA", "EC"]);
+        let (kid1, token1) = kid_of(&idp);
+        assert!(kids(&initial).contains(&kid1.as_str()));
+        let (rsa1, ec1) = (kids(&initial)[0].to_owned(), kids(&initial)[1].to_owned());
+
+        let (rsa2, ec2) = idp.rotate_keys().unwrap();
+        let (kid2, token2) = kid_of(&idp);
+        let new = match alg {
+            IdTokenAlg::RS256 => &rsa2,
+            IdTokenAlg::ES256 => &ec2,
+        };
+        assert_eq!(&kid2, new);
+        assert_ne!(kid1, kid2);
+        let keys = jwks(&idp);
+        let mut listed = kids(&keys);
+        listed.sort_unstable();
+        let mut wanted = vec![rsa1.as_str(), rsa2.as_str(), ec1.as_str(), ec2.as_str()];
+        wanted.sort_unstable();
+        assert_eq!(listed, wanted);
+        let count = |kty: &str| keys.iter().filter(|k| k["kty"] == kty).count();
+        assert_eq!((count("RSA"), count("EC")), (2, 2));
+        // Both the new and the previous token still verify by their kid.
+        for (kid, token) in [(&kid1, &token1), (&kid2, &token2)] {
+            let jwt = parse_jwt(token);
+            let key = keys.iter().find(|k| k["kid"] == kid.as_str()).unwrap();
+            assert!(verifies(key, jwt.input.as_bytes(), &jwt.signature), "{kid}");
+        }
+
+        let (rsa3, ec3) = idp.rotate_keys().unwrap();
+        let (kid3, _) = kid_of(&idp);
+        assert_eq!(
+            &kid3,
+            match alg {
+                IdTokenAlg::RS256 => &rsa3,
+                IdTokenAlg::ES256 => &ec3,
+            }
+        );
+        let mut listed = kids(&jwks(&idp))
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>();
+        listed.sort_unstable();
+        let mut wanted = vec![rsa2.clone(), rsa3.clone(), ec2.clone(), ec3.clone()];
+        wanted.sort_unstable();
+        assert_eq!(listed, wanted, "{alg:?}");
+        assert!(!listed.contains(&kid1) && !listed.contains(&rsa1) && !listed.contains(&ec1));
+        let all = [&rsa1, &rsa2, &rsa3, &ec1, &ec2, &ec3];
+        for (i, kid) in all.iter().enumerate() {
+            assert!(!all[..i].contains(kid), "kid {kid} reused");
+        }
+    }
+}
+
+#[test]
+fn each_forgery_breaks_exactly_its_rule() {
+    for alg in [IdTokenAlg::RS256, IdTokenAlg::ES256] {
+        let idp = oidc_idp(alg);
+        for forgery in Forgery::ALL {
+            // (at login, at refresh): a refresh has no nonce, and a login's user is
+            // whoever signs in, so `Subject` forges refreshes only, though on from the start.
+            let (at_login, at_refresh): (&[&str], &[&str]) = match forgery {
+                Forgery::Signature => (&["signature"], &["signature"]),
+                Forgery::AlgNone => (&["alg"], &["alg"]),
+                Forgery::UnknownKey => (&["kid"], &["kid"]),
+                Forgery::Issuer => (&["iss"], &["iss"]),
+                Forgery::Audience => (&["aud"], &["aud"]),
+                Forgery::Expired => (&["exp"], &["exp"]),
+                Forgery::NotYetValid => (&["iat", "nbf"], &["iat", "nbf"]),
+                Forgery::Nonce => (&["nonce"], &[]),
+                Forgery::AccessTokenHash => (&["at_hash"], &["at_hash"]),
+                Forgery::Subject => (&[], &["sub"]),
+                Forgery::UserInfoSubject => (&[], &[]),
+            };
+            let case = format!("{forgery:?} with {alg:?}");
+            idp.set_forgery(Some(forgery));
+            let login = oidc_login(&idp, "public-app", "openid", Some(NONCE), Some("erin"));
+            let access = login["access_token"].as_str().unwrap();
+            let token = login["id_token"].as_str().unwrap();
+            let expected = Expected {
+                alg,
+                client: "public-app",
+                sub: "erin",
+                nonce: Some(NONCE),
+                access_token: access,
+                auth_time: None,
+            };
+            assert_eq!(broken_rules(&idp, token, &expected), at_login, "{case}");
+            check_forged_form(&idp, forgery, token);
+            idp.set_forgery(Some(forgery));
+
+            let refreshed = refresh(&idp, "public-app", login["refresh_token"].as_str().unwrap());
+            let refreshed = refreshed.json();
+            let access = refreshed["access_token"].as_str().unwrap();
+            let token = refreshed["id_token"].as_str().unwrap();
+            let expected = Expected {
+                nonce: None,
+                access_token: access,
+                ..expected
+            };
+            assert_eq!(broken_rules(&idp, token, &expected), at_refresh, "{case}");
+            check_forged_form(&idp, forgery, token);
+
+            // UserInfo is honest but under its own forgery, which changes `sub` only.
+            let info = get_reply(
+                &idp.userinfo_endpoint(),
+                &[("Authorization", &format!("Bearer {access}"))],
+            );
+            assert_eq!(info.status, 200, "{case}");
+            let mut wanted = profile("erin");
+            if forgery == Forgery::UserInfoSubject {
+                assert_ne!(info.json()["sub"], "erin");
+                wanted["sub"] = info.json()["sub"].clone();
+            }
+            assert_eq!(info.json(), wanted, "{case}");
+            idp.set_forgery(None);
+        }
+
+        // Back to honest tokens and answers.
+        let login = oidc_login(&idp, "public-app", "openid", Some(NONCE), Some("erin"));
+        let access = login["access_token"].as_str().unwrap();
+        let expected = Expected {
+            alg,
+            client: "public-app",
+            sub: "erin",
+            nonce: Some(NONCE),
+            access_token: access,
+            auth_time: None,
+        };
+        let token = login["id_token"].as_str().unwrap();
+        assert_eq!(broken_rules(&idp, token, &expected), [""; 0]);
+        let info = get_reply(
+            &idp.userinfo_endpoint(),
+            &[("Authorization", &format!("Bearer {access}"))],
+        );
+        assert_eq!(info.json(), profile("erin"));
+    }
+}
+
+/// The form of a forged token beyond the rule it breaks: `alg: none` has no signature, an
+/// unknown key's signature is checked by no published key, a broken signature is one of
+/// the right length.
+fn check_forged_form(idp: &DevIdp, forgery: Forgery, token: &str) {
+    let jwt = parse_jwt(token);
+    match forgery {
+        Forgery::AlgNone => {
+            assert_eq!(jwt.header, json!({"alg": "none", "typ": "JWT"}));
+            assert!(token.ends_with('.') && jwt.signature.is_empty(), "{token}");
+        }
+        Forgery::UnknownKey => {
+            let keys = jwks(idp);
+            assert!(!kids(&keys).contains(&jwt.header["kid"].as_str().unwrap()));
+            assert!(!jwt.signature.is_empty());
+            for key in &keys {
+                if key["alg"] == jwt.header["alg"] {
+                    assert!(!verifies(key, jwt.input.as_bytes(), &jwt.signature));
+                }
+            }
+        }
+        Forgery::Signature => {
+            let len = if jwt.header["alg"] == "RS256" {
+                256
+            } else {
+                64
+            };
+            assert_eq!(jwt.signature.len(), len);
+        }
+        Forgery::NotYetValid => {
+            let now = unix_now();
+            assert!(jwt.claims["iat"].as_u64().unwrap() > now + 600);
+            assert!(jwt.claims["nbf"].as_u64().unwrap() > now + 600);
+            assert!(jwt.claims["exp"].as_u64().unwrap() > now);
+        }
+        Forgery::Expired => {
+            assert!(jwt.claims["exp"].as_u64().unwrap() + 600 < unix_now());
+        }
+        _ => assert!(jwt.claims.get("nbf").is_none()),
+    }
+}
+
+#[test]
+fn forgery_names_round_trip() {
+    let mut names = Vec::new();
+    for forgery in Forgery::ALL {
+        assert_eq!(Forgery::from_name(forgery.name()), Some(forgery));
+        assert!(!names.contains(&forgery.name()), "{forgery:?}");
+        names.push(forgery.name());
+    }
+    assert_eq!(Forgery::from_name("Signature"), None);
+    assert_eq!(Forgery::from_name(""), None);
+    assert_eq!(Forgery::from_name("alg_none"), None);
+}
+
+#[test]
+fn userinfo_needs_an_active_bearer_access_token() {
+    let idp = idp();
+    let login = oidc_login(&idp, "public-app", "openid", None, Some("carol"));
+    let access = login["access_token"].as_str().unwrap();
+    let bearer = format!("Bearer {access}");
+
+    let reply = get_reply(&idp.userinfo_endpoint(), &[("Authorization", &bearer)]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.json(), profile("carol"));
+    assert_eq!(id_token_of(&login).claims["sub"], reply.json()["sub"]);
+
+    let refresh_token = login["refresh_token"].as_str().unwrap();
+    let refresh_bearer = format!("Bearer {refresh_token}");
+    let basic_auth = basic("public-app", "x");
+    let refused: [&[(&str, &str)]; 5] = [
+        &[],
+        &[("Authorization", "Bearer unknown-token")],
+        &[("Authorization", &refresh_bearer)],
+        &[("Authorization", &basic_auth)],
+        &[("Authorization", "Bearer ")],
+    ];
+    for headers in refused {
+        let reply = get_reply(&idp.userinfo_endpoint(), headers);
+        assert_eq!(reply.status, 401, "{headers:?}");
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some("Bearer error=\"invalid_token\""),
+            "{headers:?}"
+        );
+    }
+    // In a query or form body the token does not count either.
+    let reply = get_reply(
+        &format!("{}?access_token={access}", idp.userinfo_endpoint()),
+        &[],
+    );
+    assert_eq!(reply.status, 401);
+
+    let (status, headers, _) = agent::post(
+        &idp.userinfo_endpoint(),
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 405);
+    assert!(headers.iter().any(|(n, v)| n == "Allow" && v == "GET"));
+
+    // A revoked access token is refused.
+    let (status, _, _) = agent::post(
+        &idp.revocation_endpoint(),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form(&[("token", access), ("client_id", "public-app")]).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let reply = get_reply(&idp.userinfo_endpoint(), &[("Authorization", &bearer)]);
+    assert_eq!(reply.status, 401);
+
+    // So is an expired one.
+    let mut config = Config::new(clients());
+    config.token_lifetime = Duration::from_secs(1);
+    let idp = start(config);
+    let login = oidc_login(&idp, "public-app", "openid", None, Some("carol"));
+    let bearer = format!("Bearer {}", login["access_token"].as_str().unwrap());
+    let reply = get_reply(&idp.userinfo_endpoint(), &[("Authorization", &bearer)]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    thread::sleep(Duration::from_millis(1100));
+    let reply = get_reply(&idp.userinfo_endpoint(), &[("Authorization", &bearer)]);
+    assert_eq!(reply.status, 401);
+}
+
+#[test]
+fn github_quirks_have_no_openid_connect() {
+    for quirk in [Quirk::GitHub, Quirk::GitHubApp] {
+        let idp = quirky(quirk);
+        for path in [
+            "/.well-known/openid-configuration",
+            "/.well-known/oauth-authorization-server",
+        ] {
+            let doc = get_reply(&format!("{}{path}", idp.base_url()), &[]).json();
+            assert_eq!(doc["token_endpoint"], idp.token_endpoint(), "{quirk:?}");
+            for member in [
+                "jwks_uri",
+                "userinfo_endpoint",
+                "id_token_signing_alg_values_supported",
+            ] {
+                assert!(doc.get(member).is_none(), "{quirk:?} {path}: {member}");
+            }
+        }
+
+        for accept in [None, Some("application/json")] {
+            let (code, verifier) = oidc_code(&idp, "post-app", "openid read", Some(NONCE), None);
+            let grant = form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", &verifier),
+                ("client_id", "post-app"),
+                ("client_secret", POST_SECRET),
+            ]);
+            let headers: Vec<(&str, &str)> = accept.map(|a| ("Accept", a)).into_iter().collect();
+            let reply = token_request(&idp, &headers, &grant);
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            assert!(reply.body.contains("access_token"), "{}", reply.body);
+            assert!(
+                !reply.body.contains("id_token"),
+                "{quirk:?}: {}",
+                reply.body
+            );
+            if quirk == Quirk::GitHubApp && accept.is_some() {
+                let refresh_token = reply.json()["refresh_token"].as_str().unwrap().to_owned();
+                let refreshed = token_request(
+                    &idp,
+                    &headers,
+                    &form(&[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", &refresh_token),
+                        ("client_id", "post-app"),
+                        ("client_secret", POST_SECRET),
+                    ]),
+                );
+                assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+                assert!(refreshed.json()["access_token"].is_string());
+                assert!(
+                    refreshed.json().get("id_token").is_none(),
+                    "{}",
+                    refreshed.body
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn discovery_lists_the_key_set_userinfo_and_signing_algorithm() {
+    for alg in [IdTokenAlg::RS256, IdTokenAlg::ES256] {
+        let idp = oidc_idp(alg);
+        for path in [
+            "/.well-known/openid-configuration",
+            "/.well-known/oauth-authorization-server",
+        ] {
+            let doc = get_reply(&format!("{}{path}", idp.base_url()), &[]).json();
+            assert_eq!(doc["jwks_uri"], idp.jwks_uri());
+            assert_eq!(doc["jwks_uri"], format!("{}/jwks", idp.base_url()));
+            assert_eq!(doc["userinfo_endpoint"], idp.userinfo_endpoint());
+            assert_eq!(
+                doc["userinfo_endpoint"],
+                format!("{}/userinfo", idp.base_url())
+            );
+            assert_eq!(
+                doc["id_token_signing_alg_values_supported"],
+                json!([alg_name(alg)]),
+                "{path}"
+            );
+        }
+        // The listed key set is served, with well-formed keys, to GET only.
+        for key in jwks(&idp) {
+            assert_eq!(key["use"], "sig");
+            match key["kty"].as_str().unwrap() {
+                "RSA" => {
+                    assert_eq!(key["alg"], "RS256");
+                    assert_eq!(b64(&key["n"]).len(), 256);
+                    assert_eq!(b64(&key["e"]), [1, 0, 1]);
+                }
+                "EC" => {
+                    assert_eq!(
+                        (&key["alg"], &key["crv"]),
+                        (&json!("ES256"), &json!("P-256"))
+                    );
+                    assert_eq!((b64(&key["x"]).len(), b64(&key["y"]).len()), (32, 32));
+                }
+                other => panic!("{other}"),
+            }
+        }
+        let (status, headers, _) = agent::post(&idp.jwks_uri(), &[], b"").unwrap();
+        assert_eq!(status, 405);
+        assert!(headers.iter().any(|(n, v)| n == "Allow" && v == "GET"));
+    }
 }

@@ -27,10 +27,12 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use futures_lite::future;
+use latchkey::oidc::{UserInfoError, read_userinfo, userinfo_request};
 use latchkey::{
     CallId, ConfigError, DeleteReason, LogoutReport, Provider, Purpose, SaveReason, Session,
-    SessionAction, SessionError, SessionOptions, StoreError, StoreOpId, TokenSet,
+    SessionAction, SessionError, SessionOptions, StoreError, StoreOpId, TokenSet, TransportError,
 };
+use serde_json::{Map, Value};
 use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::alarm::{self, Alarm};
@@ -39,6 +41,36 @@ use crate::log::ProviderName;
 use crate::runtime::Runtime;
 use crate::store::{DEFAULT_KEY, TokenStore};
 use crate::transport::{TokenResult, Transport};
+
+/// Why [`TokenSource::userinfo`] gave no claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UserInfoFetchError {
+    /// No valid tokens (see [`SessionError::login_required`]).
+    Session(SessionError),
+    /// The request could not be completed.
+    Transport(TransportError),
+    /// The answer was refused, or there was nothing to ask with.
+    UserInfo(UserInfoError),
+}
+
+impl From<UserInfoError> for UserInfoFetchError {
+    fn from(error: UserInfoError) -> UserInfoFetchError {
+        UserInfoFetchError::UserInfo(error)
+    }
+}
+
+impl fmt::Display for UserInfoFetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UserInfoFetchError::Session(error) => error.fmt(f),
+            UserInfoFetchError::Transport(error) => write!(f, "UserInfo request failed: {error}"),
+            UserInfoFetchError::UserInfo(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for UserInfoFetchError {}
 
 /// Valid tokens on demand, refreshed when needed. Cloning shares the source (and its one
 /// refresh at a time).
@@ -179,6 +211,35 @@ impl<R: Runtime> TokenSource<R> {
                 Answer::Tokens(result) => result,
                 Answer::LoggedOut(_) => Err(SessionError::Cancelled),
             }
+        }
+    }
+
+    /// The signed-in user's claims at the provider's UserInfo endpoint (OpenID Connect Core
+    /// §5.3), asked with valid tokens ([`tokens`](TokenSource::tokens)). An answer about
+    /// another user than the stored identity is discarded (S50).
+    ///
+    /// # Errors
+    ///
+    /// See [`UserInfoFetchError`].
+    pub fn userinfo(
+        &self,
+    ) -> impl Future<Output = Result<Map<String, Value>, UserInfoFetchError>> + Send + 'static {
+        let tokens = self.tokens();
+        let inner = Arc::clone(&self.inner);
+        async move {
+            let tokens = tokens.await.map_err(UserInfoFetchError::Session)?;
+            let request = userinfo_request(&inner.provider, &tokens)?;
+            let response = inner
+                .transport
+                .send(&inner.runtime, request)
+                .await
+                .map_err(UserInfoFetchError::Transport)?;
+            let identity = tokens.identity().ok_or(UserInfoError::NoIdentity)?;
+            let claims = read_userinfo(&response, identity);
+            if let Err(error) = &claims {
+                warn!(%error, "UserInfo refused");
+            }
+            Ok(claims?)
         }
     }
 
@@ -327,6 +388,9 @@ impl<R: Runtime> Inner<R> {
                     match purpose {
                         Purpose::Refresh => info!("refreshing the tokens"),
                         Purpose::Revoke(kind) => debug!(token = kind.hint(), "revoking a token"),
+                        Purpose::KeySet => {
+                            debug!(uri = %request.uri(), "fetching the provider's key set");
+                        }
                         _ => {}
                     }
                     let inner = Arc::clone(self);
@@ -500,6 +564,11 @@ fn log_answer(result: &TokenResult, purpose: Purpose, elapsed: std::time::Durati
             ?elapsed,
             "revocation endpoint answered"
         ),
+        (Ok(response), Purpose::KeySet) => debug!(
+            status = response.status().as_u16(),
+            ?elapsed,
+            "key set fetched"
+        ),
         (Ok(response), _) => {
             info!(
                 status = response.status().as_u16(),
@@ -509,6 +578,9 @@ fn log_answer(result: &TokenResult, purpose: Purpose, elapsed: std::time::Durati
         }
         (Err(error), Purpose::Revoke(_)) => {
             warn!(%error, ?elapsed, "the revocation endpoint could not be reached");
+        }
+        (Err(error), Purpose::KeySet) => {
+            warn!(%error, ?elapsed, "the provider's key set could not be fetched");
         }
         (Err(error), _) => warn!(%error, ?elapsed, "the token endpoint could not be reached"),
     }

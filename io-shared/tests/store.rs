@@ -167,7 +167,10 @@ fn a_provider_record_round_trips_without_its_secret_and_rebuilds_the_provider() 
     assert_eq!(policy.jwks_uri(), "https://idp.example/jwks");
     assert_eq!(policy.algorithms(), [Algorithm::RS256, Algorithm::ES256]);
     assert_eq!(saved["verify_id_token"], true);
-    assert_eq!(saved["id_token_algorithms"], serde_json::json!(["RS256", "ES256"]));
+    assert_eq!(
+        saved["id_token_algorithms"],
+        serde_json::json!(["RS256", "ES256"])
+    );
 }
 
 #[test]

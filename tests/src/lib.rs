@@ -8,11 +8,14 @@
 //! - [`session_model`]: the same for the token lifecycle machine ([`latchkey::Session`]):
 //!   callers, a provider, a store and two clocks ([`session_model::SessionOp`]), and the
 //!   rules of a token's life checked after every step ([`session_model::SessionSim`]).
+//! - [`id_token_vectors`]: signed ID tokens of every algorithm and every refusal, with the
+//!   provider and keys that judge them.
 //! - [`oidc`]: the reference identity provider, the OpenID-certified `oidc-provider` from
 //!   npm, started on loopback for the interop tests.
 #![forbid(unsafe_code)]
 
 pub mod harness;
+pub mod id_token_vectors;
 pub mod model;
 pub mod oidc;
 pub mod oidc_agent;

@@ -167,7 +167,10 @@ fn s4_authorization_url_keeps_the_endpoint_query_and_adds_each_parameter_once() 
         expected.len() + 3,
         "plus state, code_challenge and (with openid) nonce"
     );
-    let nonce = pairs.iter().find(|(name, _)| name == "nonce").expect("a nonce");
+    let nonce = pairs
+        .iter()
+        .find(|(name, _)| name == "nonce")
+        .expect("a nonce");
     assert_eq!(nonce.1.len(), 43, "256 bits, base64url");
 }
 

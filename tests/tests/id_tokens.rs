@@ -1,136 +1,49 @@
 //! ID tokens with real signatures: every algorithm latchkey accepts and every reason to
 //! refuse a token, as literal bytes (`tests/vectors/id_tokens.json`, made by the script
-//! beside it), the published RFC 7515, RFC 7520 and RFC 8037 examples
-//! (`tests/vectors/rfc_jws.json`), and a property that no single changed byte passes.
-//! The signatures are checked by `latchkey_io::crypto::ring()`, the drivers' provider.
+//! beside it; `latchkey_tests::id_token_vectors` reads them), the published RFC 7515,
+//! RFC 7520 and RFC 8037 examples (`tests/vectors/rfc_jws.json`), and properties that no
+//! changed byte passes. The signatures are checked by `latchkey_io::crypto::ring()`, the
+//! drivers' provider.
 
-use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey::oidc::{Algorithm, Expected, KeySet, KeySetError, SignatureError};
 use latchkey::{IdTokenError, Provider};
+use latchkey_tests::id_token_vectors::Vectors;
 use quickcheck::{QuickCheck, TestResult};
 use serde_json::Value;
 
-const VECTORS: &str = include_str!("../vectors/id_tokens.json");
 const RFC: &str = include_str!("../vectors/rfc_jws.json");
-
-fn vectors() -> Value {
-    serde_json::from_str(VECTORS).expect("the vectors are JSON")
-}
-
-fn string<'v>(value: &'v Value, name: &str) -> &'v str {
-    value[name]
-        .as_str()
-        .unwrap_or_else(|| panic!("`{name}` is a string"))
-}
-
-/// The provider of the vectors, with a case's changes (issuer, algorithms, max_age).
-fn provider(vectors: &Value, case: &Value) -> Provider {
-    let algorithms: Vec<Algorithm> = case
-        .get("algorithms")
-        .unwrap_or(&vectors["algorithms"])
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(|name| Algorithm::from_name(name.as_str().expect("a name")).expect("known"))
-        .collect();
-    let mut builder = Provider::builder(
-        "https://idp.example/authorize",
-        "https://idp.example/token",
-        string(vectors, "client_id"),
-    )
-    .scopes(["openid", "email"])
-    .issuer(
-        case.get("issuer")
-            .and_then(Value::as_str)
-            .unwrap_or(string(vectors, "issuer")),
-    )
-    .tenant_issuer(
-        case.get("tenant_issuer")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-    )
-    .jwks_uri("https://idp.example/jwks")
-    .id_token_algorithms(algorithms)
-    .crypto(latchkey_io::crypto::ring());
-    if let Some(max_age) = case.get("max_age").and_then(Value::as_u64) {
-        builder = builder.param("max_age", max_age.to_string());
-    }
-    builder.build().expect("a valid provider")
-}
-
-fn key_set(value: &Value) -> KeySet {
-    KeySet::parse(&serde_json::to_vec(value).expect("JSON")).expect("a usable key set")
-}
-
-fn checked_at(vectors: &Value) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(vectors["checked_at"].as_u64().expect("a time"))
-}
-
-/// Verifies `token` as the vectors' login would: their nonce and access token.
-fn verify(vectors: &Value, case: &Value, keys: &KeySet, token: &str) -> Result<(), IdTokenError> {
-    let provider = provider(vectors, case);
-    let expected = Expected {
-        nonce: Some(string(vectors, "nonce")),
-        access_token: Some(string(vectors, "access_token")),
-        previous: None,
-    };
-    let policy = provider.id_token_policy().expect("openid is requested");
-    policy
-        .verify(keys, token, &expected, checked_at(vectors))
-        .map(drop)
-}
 
 #[test]
 fn s46_s47_s48_every_algorithm_and_every_rejection_as_literal_tokens() {
-    let vectors = vectors();
-    let keys = key_set(&vectors["keys"]);
-    let cases = vectors["cases"].as_array().expect("cases");
-    let algorithms = vectors["algorithms"].as_array().expect("algorithms");
-    let mut signed_ok = Vec::new();
-    for case in cases {
-        let name = string(case, "name");
-        let outcome = verify(&vectors, case, &keys, string(case, "token"));
-        match (string(case, "expect"), outcome) {
-            ("ok", Ok(())) => signed_ok.push(name),
+    let vectors = Vectors::get();
+    let mut verified = Vec::new();
+    for case in &vectors.cases {
+        let outcome = vectors.verify(Some(case), &vectors.keys, &case.token);
+        match (case.expect.as_str(), outcome) {
+            ("ok", Ok(_)) => verified.push(case.name.as_str()),
             (kind, Err(error)) if error.kind() == kind => {
                 // People read the reason: it names what was wrong, never the token.
-                assert!(!error.to_string().contains("eyJ"), "{name}: {error}");
+                assert!(!error.to_string().contains("eyJ"), "{}: {error}", case.name);
             }
-            (kind, outcome) => panic!("{name}: expected {kind}, got {outcome:?}"),
+            (kind, outcome) => panic!("{}: expected {kind}, got {outcome:?}", case.name),
         }
     }
-    for algorithm in algorithms {
-        let name = format!(
-            "{} signed by the provider",
-            algorithm.as_str().expect("a name")
-        );
-        assert!(signed_ok.contains(&name.as_str()), "{name} verified");
+    for algorithm in vectors.algorithms() {
+        let name = format!("{algorithm} signed by the provider");
+        assert!(verified.contains(&name.as_str()), "{name} verified");
     }
 }
 
 #[test]
 fn s48_a_verified_token_gives_the_identity_of_its_claims() {
-    let vectors = vectors();
-    let keys = key_set(&vectors["keys"]);
-    let case = &vectors["cases"][0];
-    let provider = provider(&vectors, case);
-    let expected = Expected {
-        nonce: Some(string(&vectors, "nonce")),
-        access_token: Some(string(&vectors, "access_token")),
-        previous: None,
-    };
-    let policy = provider.id_token_policy().expect("verifies");
-    let identity = policy
-        .verify(
-            &keys,
-            string(case, "token"),
-            &expected,
-            checked_at(&vectors),
-        )
+    let vectors = Vectors::get();
+    let case = &vectors.cases[0];
+    let identity = vectors
+        .verify(Some(case), &vectors.keys, &case.token)
         .expect("valid");
     assert_eq!(identity.iss(), "https://idp.example");
     assert_eq!(identity.sub(), "248289761001");
@@ -143,34 +56,31 @@ fn s48_a_verified_token_gives_the_identity_of_its_claims() {
 
 #[test]
 fn s49_a_refreshed_token_must_name_the_same_user_issuer_and_audience() {
-    let vectors = vectors();
-    let keys = key_set(&vectors["keys"]);
-    let provider = provider(&vectors, &Value::Null);
+    let vectors = Vectors::get();
+    let provider = vectors.provider(None);
     let policy = provider.id_token_policy().expect("verifies");
-    let at = checked_at(&vectors);
+    let at = vectors.checked_at();
     let login = Expected {
-        nonce: Some(string(&vectors, "nonce")),
+        nonce: Some(vectors.nonce()),
         ..Expected::default()
     };
-    let token = |name: &str| {
-        let cases = vectors["cases"].as_array().expect("cases");
-        let case = cases
-            .iter()
-            .find(|case| case["name"] == name)
-            .expect("a case");
-        string(case, "token").to_owned()
-    };
+    let token = |name: &str| vectors.case(name).token.as_str();
     let identity = policy
-        .verify(&keys, &token("RS256 signed by the provider"), &login, at)
+        .verify(
+            &vectors.keys,
+            token("RS256 signed by the provider"),
+            &login,
+            at,
+        )
         .expect("the login's token");
-    // A refresh sends no nonce: the same token is checked against the stored identity.
+    // A refresh sends no nonce: another token is checked against the stored identity.
     let refreshed = Expected {
         previous: Some(&identity),
         ..Expected::default()
     };
     let again = policy.verify(
-        &keys,
-        &token("ES256 signed by the provider"),
+        &vectors.keys,
+        token("ES256 signed by the provider"),
         &refreshed,
         at,
     );
@@ -180,8 +90,8 @@ fn s49_a_refreshed_token_must_name_the_same_user_issuer_and_audience() {
     );
     // Another audience set is refused, even one still containing this client.
     let wider = policy.verify(
-        &keys,
-        &token("several audiences with azp of this client"),
+        &vectors.keys,
+        token("several audiences with azp of this client"),
         &refreshed,
         at,
     );
@@ -190,47 +100,24 @@ fn s49_a_refreshed_token_must_name_the_same_user_issuer_and_audience() {
 
 #[test]
 fn s47_a_rotated_key_is_unknown_to_the_old_key_set_and_verifies_with_the_new_one() {
-    let vectors = vectors();
-    let case = vectors["cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .find(|case| case["name"] == "signed by a key the provider does not publish")
-        .expect("the rotation case");
-    let token = string(case, "token");
-    let old = key_set(&vectors["keys"]);
+    let vectors = Vectors::get();
+    let case = vectors.case("signed by a key the provider does not publish");
     assert_eq!(
-        verify(&vectors, case, &old, token),
-        Err(IdTokenError::UnknownKey)
+        vectors.verify(Some(case), &vectors.keys, &case.token).err(),
+        Some(IdTokenError::UnknownKey)
     );
-    let rotated = key_set(&vectors["rotated_keys"]);
-    assert_eq!(verify(&vectors, case, &rotated, token), Ok(()));
+    assert!(
+        vectors
+            .verify(Some(case), &vectors.rotated, &case.token)
+            .is_ok()
+    );
 }
 
 #[test]
 fn s47_the_hmac_key_of_the_set_is_never_used() {
-    let vectors = vectors();
-    let keys = key_set(&vectors["keys"]);
+    let keys = &Vectors::get().keys;
     assert!(keys.keys().iter().all(|key| key.kid() != Some("hmac")));
     assert_eq!(keys.keys().len(), 4);
-}
-
-/// The vectors, their key set and their valid tokens (built once; quickcheck wants a plain
-/// function).
-fn valid_tokens() -> &'static (Value, KeySet, Vec<Value>) {
-    static FIXTURE: OnceLock<(Value, KeySet, Vec<Value>)> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let vectors = vectors();
-        let keys = key_set(&vectors["keys"]);
-        let cases = vectors["cases"]
-            .as_array()
-            .expect("cases")
-            .iter()
-            .filter(|case| case["expect"] == "ok")
-            .cloned()
-            .collect();
-        (vectors, keys, cases)
-    })
 }
 
 /// Flipping bits of one byte of a valid token, anywhere, never leaves it valid (S46–S48):
@@ -238,46 +125,61 @@ fn valid_tokens() -> &'static (Value, KeySet, Vec<Value>) {
 #[test]
 fn s47_no_single_changed_byte_of_a_token_verifies() {
     fn property(which: usize, position: usize, change: u8) -> TestResult {
-        let (vectors, keys, cases) = valid_tokens();
-        let case = &cases[which % cases.len()];
-        let mut bytes = string(case, "token").as_bytes().to_vec();
+        let vectors = Vectors::get();
+        let valid: Vec<_> = vectors.cases.iter().filter(|c| c.expect == "ok").collect();
+        let case = valid[which % valid.len()];
+        let mut bytes = case.token.as_bytes().to_vec();
         let at = position % bytes.len();
         bytes[at] ^= change.max(1);
         let Ok(changed) = String::from_utf8(bytes) else {
             return TestResult::discard();
         };
-        TestResult::from_bool(verify(vectors, case, keys, &changed).is_err())
+        TestResult::from_bool(vectors.verify(Some(case), &vectors.keys, &changed).is_err())
     }
     QuickCheck::new()
         .tests(2000)
         .quickcheck(property as fn(usize, usize, u8) -> TestResult);
 }
 
-/// Every byte position of one token of each algorithm, exhaustively: a changed signature
+/// Every byte position of the token of each algorithm, exhaustively: a changed signature
 /// byte is a bad signature, a changed header or payload byte too, or unreadable.
 #[test]
 fn s47_every_byte_of_each_algorithms_token_matters() {
-    let vectors = vectors();
-    let keys = key_set(&vectors["keys"]);
-    for case in vectors["cases"].as_array().expect("cases").iter().take(9) {
-        let token = string(case, "token");
-        for at in 0..token.len() {
-            let mut bytes = token.as_bytes().to_vec();
+    let vectors = Vectors::get();
+    for case in vectors.cases.iter().take(vectors.algorithms().len()) {
+        for at in 0..case.token.len() {
+            let mut bytes = case.token.as_bytes().to_vec();
             bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
             let changed = String::from_utf8(bytes).expect("ASCII");
-            let outcome = verify(&vectors, case, &keys, &changed);
+            let outcome = vectors.verify(Some(case), &vectors.keys, &changed);
             assert!(
                 outcome.is_err(),
                 "{}: byte {at} changed still verifies",
-                string(case, "name")
+                case.name
             );
         }
     }
 }
 
+/// Tokens of another algorithm's key type never reach the crypto provider with the wrong
+/// key: an RS256 header naming the EC key is refused before any signature check.
+#[test]
+fn s46_a_key_of_another_type_is_never_tried() {
+    let vectors = Vectors::get();
+    let case = vectors.case("RS256 naming the EC key");
+    assert_eq!(
+        vectors.verify(Some(case), &vectors.keys, &case.token).err(),
+        Some(IdTokenError::UnknownKey)
+    );
+}
+
 fn rfc_vectors() -> Vec<Value> {
     let document: Value = serde_json::from_str(RFC).expect("JSON");
     document["vectors"].as_array().expect("vectors").clone()
+}
+
+fn text<'v>(value: &'v Value, name: &str) -> &'v str {
+    value[name].as_str().expect("a string")
 }
 
 /// The published examples: each signature verifies with its key through `ring`, and a
@@ -288,18 +190,17 @@ fn s47_rfc_7515_7520_8037_signatures() {
     let ring = latchkey_io::crypto::ring();
     let mut checked = 0;
     for vector in rfc_vectors() {
-        let name = string(&vector, "name");
-        let jws = string(&vector, "jws");
+        let name = text(&vector, "name");
         let document = serde_json::json!({ "keys": [vector["jwk"]] });
         let keys = KeySet::parse(&serde_json::to_vec(&document).expect("JSON"));
-        let Some(algorithm) = Algorithm::from_name(string(&vector, "alg")) else {
-            assert_eq!(string(&vector, "alg"), "ES512", "{name}");
+        let Some(algorithm) = Algorithm::from_name(text(&vector, "alg")) else {
+            assert_eq!(text(&vector, "alg"), "ES512", "{name}");
             assert_eq!(keys, Err(KeySetError::NoUsableKey), "{name}");
             continue;
         };
         let keys = keys.unwrap_or_else(|error| panic!("{name}: {error}"));
         let key = keys.keys()[0].key();
-        let (signed, signature) = jws.rsplit_once('.').expect("three parts");
+        let (signed, signature) = text(&vector, "jws").rsplit_once('.').expect("three parts");
         let mut signature = URL_SAFE_NO_PAD.decode(signature).expect("base64url");
         assert_eq!(
             ring.verify(algorithm, key, signed.as_bytes(), &signature),
@@ -321,12 +222,13 @@ fn s47_rfc_7515_7520_8037_signatures() {
 /// then fails on its claims (its issuer is "joe"), not on its signature.
 #[test]
 fn s47_rfc_7515_jwts_pass_the_signature_and_fail_on_claims() {
-    for vector in rfc_vectors()
+    let jwts = rfc_vectors();
+    let jwts = jwts
         .iter()
-        .filter(|v| string(v, "name").starts_with("RFC 7515 A."))
-    {
-        let alg = string(vector, "alg");
-        let Some(algorithm) = Algorithm::from_name(alg) else {
+        .filter(|vector| text(vector, "name").starts_with("RFC 7515 A."));
+    let mut checked = 0;
+    for vector in jwts {
+        let Some(algorithm) = Algorithm::from_name(text(vector, "alg")) else {
             continue;
         };
         let provider = Provider::builder("https://joe.example/a", "https://joe.example/t", "c")
@@ -340,41 +242,21 @@ fn s47_rfc_7515_jwts_pass_the_signature_and_fail_on_claims() {
         let document = serde_json::json!({ "keys": [vector["jwk"]] });
         let keys = KeySet::parse(&serde_json::to_vec(&document).expect("JSON")).expect("usable");
         let policy = provider.id_token_policy().expect("verifies");
-        let jws = string(vector, "jws");
+        let jws = text(vector, "jws");
         let at = UNIX_EPOCH + Duration::from_secs(1_300_819_000);
         let outcome = policy.verify(&keys, jws, &Expected::default(), at);
-        assert_eq!(outcome.err(), Some(IdTokenError::Issuer), "{alg}");
-        let forged = format!("{}A", &jws[..jws.len() - 1]);
-        let forged = if forged == jws {
-            format!("{}B", &jws[..jws.len() - 1])
-        } else {
-            forged
-        };
+        assert_eq!(outcome.err(), Some(IdTokenError::Issuer), "{algorithm}");
+        let last = if jws.ends_with('A') { "B" } else { "A" };
+        let forged = format!("{}{last}", &jws[..jws.len() - 1]);
         let outcome = policy.verify(&keys, &forged, &Expected::default(), at);
         assert!(
             matches!(
                 outcome,
                 Err(IdTokenError::Signature | IdTokenError::Malformed(_))
             ),
-            "{alg}: {outcome:?}"
+            "{algorithm}: {outcome:?}"
         );
+        checked += 1;
     }
-}
-
-/// Tokens of another algorithm's key type never reach the crypto provider with the wrong
-/// key: an RS256 header naming the EC key is refused before any signature check.
-#[test]
-fn s46_a_key_of_another_type_is_never_tried() {
-    let vectors = vectors();
-    let keys = key_set(&vectors["keys"]);
-    let case = vectors["cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .find(|case| case["name"] == "RS256 naming the EC key")
-        .expect("the case");
-    assert_eq!(
-        verify(&vectors, case, &keys, string(case, "token")),
-        Err(IdTokenError::UnknownKey)
-    );
+    assert_eq!(checked, 2, "RS256 and ES256");
 }

@@ -21,15 +21,17 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use latchkey::IdTokenError;
+use latchkey::oidc::UserInfoError;
 use latchkey::{
     ClientAuth, Config, FlowOptions, Landing, LogoutReport, NotRevoked, Provider, RefreshError,
     RevocationError, SessionError, SessionOptions, TokenKind, TokenSet, TokenType,
 };
-use latchkey_devidp::{DevIdp, Quirk, agent};
+use latchkey_devidp::{DevIdp, Forgery, Quirk, agent};
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::runtime::Runtime;
 use latchkey_io::service::ServiceOptions;
-use latchkey_io::source::TokenSource;
+use latchkey_io::source::{TokenSource, UserInfoFetchError};
 use latchkey_io::store::{DEFAULT_KEY, FileStore, MemoryStore, TokenStore};
 use latchkey_io::transport::{TokenResult, TokenTransport, Transport};
 use secrecy::{ExposeSecret, SecretString};
@@ -885,4 +887,53 @@ fn a_caller_whose_store_hangs_times_out_at_its_call_deadline_in_virtual_time() {
     // The store answers now; the next call is served from it.
     let next = smol::block_on(source.tokens());
     assert_eq!(next.expect_err("nothing stored"), SessionError::NotLoggedIn);
+}
+
+// ----- who signed in, after the login -----
+
+#[test]
+fn s49_a_refreshed_id_token_is_verified_and_another_users_ends_the_login() {
+    let (idp, provider, store, first) = logged_in_with(Quirk::None);
+    assert_eq!(first.identity().map(|id| id.sub()), Some("dev-user"));
+    let source = source(&provider, store.clone());
+    let second = smol::block_on(source.refresh()).expect("refreshed");
+    assert_ne!(
+        secret(second.id_token()),
+        secret(first.id_token()),
+        "a new ID token"
+    );
+    assert_eq!(second.identity().map(|id| id.sub()), Some("dev-user"));
+
+    // From now on the provider's refreshes name another user (OpenID Connect Core §12.2).
+    idp.set_forgery(Some(Forgery::Subject));
+    let error = smol::block_on(source.refresh()).expect_err("another user");
+    assert!(
+        matches!(
+            &error,
+            SessionError::Refresh(RefreshError::IdToken(IdTokenError::Subject))
+        ),
+        "{error:?}"
+    );
+    assert!(error.login_required());
+    assert!(
+        store.load(DEFAULT_KEY).expect("readable").is_none(),
+        "the tokens no longer vouch for the user who signed in: deleted"
+    );
+}
+
+#[test]
+fn s50_userinfo_names_the_signed_in_user_and_an_answer_about_another_is_discarded() {
+    let (idp, provider, store, _) = logged_in_with(Quirk::None);
+    assert_eq!(
+        provider.userinfo_endpoint().map(ToString::to_string),
+        Some(idp.userinfo_endpoint())
+    );
+    let source = source(&provider, store);
+    let claims = smol::block_on(source.userinfo()).expect("claims");
+    assert_eq!(claims["sub"], "dev-user");
+    assert_eq!(claims["email"], "dev-user@example.com");
+
+    idp.set_forgery(Some(Forgery::UserInfoSubject));
+    let error = smol::block_on(source.userinfo()).expect_err("another user");
+    assert_eq!(error, UserInfoFetchError::UserInfo(UserInfoError::Subject));
 }

@@ -83,6 +83,24 @@ impl Identity {
             .unwrap_or(self.sub())
     }
 
+    /// The claims to show who signed in, as JSON: `iss` and `sub`, and `email`,
+    /// `email_verified`, `name` and `preferred_username` when the token has them (with
+    /// `email_verified` read as [`email_verified`](Identity::email_verified) does).
+    pub fn summary(&self) -> Map<String, Value> {
+        let mut summary = Map::new();
+        summary.insert("iss".into(), self.iss().into());
+        summary.insert("sub".into(), self.sub().into());
+        for name in ["email", "name", "preferred_username"] {
+            if let Some(value) = self.string(name) {
+                summary.insert(name.into(), value.into());
+            }
+        }
+        if let Some(verified) = self.email_verified() {
+            summary.insert("email_verified".into(), verified.into());
+        }
+        summary
+    }
+
     /// Every claim of the token, as JSON.
     pub fn claims(&self) -> &Map<String, Value> {
         &self.0
@@ -390,6 +408,13 @@ mod tests {
         assert_eq!(identity.display_name(), "jane@example.com");
         assert_eq!(identity.email_verified(), Some(true));
         assert_eq!(identity.preferred_username(), Some("j.doe"));
+        assert_eq!(
+            Value::Object(identity.summary()),
+            serde_json::json!({
+                "iss": "https://idp.example", "sub": "248289761001", "email": "jane@example.com",
+                "email_verified": true, "name": "Jane Doe", "preferred_username": "j.doe",
+            })
+        );
         assert_eq!(
             format!("{identity:?}"),
             r#"Identity { iss: "https://idp.example", sub: "248289761001", .. }"#

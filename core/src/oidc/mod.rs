@@ -20,6 +20,10 @@
 //!    `auth_time` when `max_age` was requested, `at_hash` when present (S48); for a
 //!    refreshed token, the stored identity's `iss`, `sub` and `aud` (S49).
 //!
+//! UserInfo (§5.3) is a request the application makes when it wants more than the ID
+//! token says: [`userinfo_request`] builds it, [`read_userinfo`] reads the answer and
+//! discards it unless it names the same user (S50).
+//!
 //! The key set is fetched by the driver, as every request is: the machines emit the
 //! request, keep the keys for ten minutes, fetch again for a key they do not know at most
 //! once a minute, and let any number of checks wait for one fetch. The rules are in the
@@ -105,6 +109,7 @@ mod error;
 mod json;
 mod jwk;
 mod jws;
+mod userinfo;
 
 pub(crate) use cache::{KeyCache, Lookup};
 pub use cache::{MAX_AGE, REFETCH_INTERVAL};
@@ -113,6 +118,7 @@ pub use claims::{Expected, IdTokenPolicy, Identity};
 pub use crypto::{Algorithm, CryptoProvider, Curve, PublicKey, SignatureError};
 pub use error::{IdTokenError, KeySetError};
 pub use jwk::{Jwk, KeySet, MAX_KEY_SET_BYTES, MAX_KEYS};
+pub use userinfo::{UserInfoError, read_userinfo, userinfo_request};
 
 #[cfg(test)]
 pub(crate) mod tests;

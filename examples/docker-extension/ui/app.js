@@ -50,7 +50,10 @@ function render(status) {
       ? `, token valid until ${new Date(status.expires_at * 1000).toLocaleTimeString()}`
       : '';
     const scope = status.scope ? ` (scope: ${status.scope})` : '';
-    ui.status.textContent = `Signed in${expiry}${scope}.`;
+    const who = status.identity
+      ? ` as ${status.identity.email || status.identity.name || status.identity.preferred_username || status.identity.sub}`
+      : '';
+    ui.status.textContent = `Signed in${who}${expiry}${scope}.`;
   } else if (status.login_in_progress) {
     ui.status.textContent = 'Waiting for you to sign in in your browser…';
   } else {

@@ -4,7 +4,7 @@
 //! | Request | Answer |
 //! |---|---|
 //! | `POST /login` | `{"authorize_url": …}`: open it with `ddClient.host.openExternal`. A new login replaces one in progress. |
-//! | `GET /status` | `{"logged_in", "expires_at", "scope", "refresh_token", "login_in_progress", "last_error", "sample_api"}` |
+//! | `GET /status` | `{"logged_in", "identity", "expires_at", "scope", "refresh_token", "login_in_progress", "last_error", "sample_api"}`; `identity` is who signed in (`iss`, `sub`, and `email`, `email_verified`, `name`, `preferred_username` when known), from the verified ID token, never a token |
 //! | `GET /token` | `{"access_token", "token_type", "expires_at"}`, refreshed first when it expires within a minute; `401 login_required` |
 //! | `POST /logout` | revokes at the provider, deletes the stored tokens: `{"had_tokens", "revoked", "failed", "not_revoked"}` |
 //! | `POST /callback` | `{"url": …}`: the deep link (or its query) the UI was opened with, for an application redirect URI |
@@ -128,6 +128,9 @@ impl Backend {
             status["expires_at"] = tokens.expires_at().map(unix_seconds).into();
             status["scope"] = tokens.scope().into();
             status["refresh_token"] = tokens.refresh_token().is_some().into();
+            status["identity"] = tokens
+                .identity()
+                .map_or(Value::Null, |identity| Value::Object(identity.summary()));
         }
         Response::new(200, status)
     }

@@ -40,6 +40,8 @@ pub struct Settings {
     pub authorization_endpoint: Option<String>,
     pub token_endpoint: Option<String>,
     pub revocation_endpoint: Option<String>,
+    /// Where the provider's ID token signing keys are, with endpoints given by hand.
+    pub jwks_uri: Option<String>,
     pub client_id: String,
     pub client_secret_file: Option<PathBuf>,
     pub client_auth: Option<ClientAuth>,
@@ -109,6 +111,7 @@ impl Settings {
                 take("revocation_endpoint"),
                 "revocation_endpoint",
             )?,
+            jwks_uri: optional_string(take("jwks_uri"), "jwks_uri")?,
             client_id: optional_string(take("client_id"), "client_id")?
                 .ok_or_else(|| SetupError("client_id is missing".into()))?,
             client_secret_file: optional_string(take("client_secret_file"), "client_secret_file")?
@@ -191,7 +194,13 @@ impl Settings {
         if let Some(endpoint) = &self.revocation_endpoint {
             builder = builder.revocation_endpoint(endpoint);
         }
-        builder = builder.scopes(self.scopes.iter().cloned());
+        if let Some(uri) = &self.jwks_uri {
+            builder = builder.jwks_uri(uri);
+        }
+        // With `openid`, who signed in is verified from the ID token.
+        builder = builder
+            .scopes(self.scopes.iter().cloned())
+            .crypto(latchkey_io::crypto::ring());
         for (name, value) in &self.authorization_params {
             builder = builder.param(name, value);
         }

@@ -297,10 +297,21 @@ fn logs_in_through_the_loopback_listener_hands_out_a_token_and_logs_out_against_
     assert_eq!(status["login_in_progress"], false);
     assert_eq!(status["refresh_token"], true);
     assert_eq!(status["last_error"], Value::Null);
+    // Who signed in, from the verified ID token: the UI says "Signed in as alice".
+    assert_eq!(
+        status["identity"],
+        json!({"iss": idp.issuer(), "sub": oidc_agent::LOGIN}),
+        "{status}"
+    );
 
     let (code, token) = backend.call("GET", "/token", None);
     assert_eq!(code, 200, "{token}");
     let access_token = token["access_token"].as_str().expect("an access token");
+    let (_, status) = backend.call("GET", "/status", None);
+    assert!(
+        !status.to_string().contains(access_token),
+        "the status carries no token: {status}"
+    );
     let (code, me) = userinfo(&idp, access_token);
     assert_eq!(code, 200, "{me}");
     assert_eq!(me["sub"], oidc_agent::LOGIN);
@@ -547,7 +558,11 @@ fn the_ui_in_chromium_logs_in_calls_the_api_and_logs_out_without_storing_a_token
     let seen = run_ui(&backend.socket, None);
 
     let signed_in = seen["signed_in"].as_str().expect("text");
-    assert!(signed_in.starts_with("Signed in"), "{seen}");
+    // The page names who signed in (the ID token's subject), from the status API.
+    assert!(
+        signed_in.starts_with(&format!("Signed in as {}", oidc_agent::LOGIN)),
+        "{seen}"
+    );
     assert!(signed_in.contains("scope: openid profile"), "{seen}");
     let api_result = seen["api_result"].as_str().expect("text");
     assert!(api_result.starts_with("200"), "{seen}");
