@@ -11,6 +11,7 @@
 //!   each in its own process ([`servers`]) so its CPU time is its own;
 //! - [`refresh`]: CPU per refresh and per hand-out of valid tokens, each contender in its
 //!   own process;
+//! - [`id_token`]: CPU per ID token verification, per algorithm, against `jsonwebtoken`;
 //! - [`footprint`]: dependency counts and clean release build times.
 //!
 //! Nothing here is shipped: oauth2-rs, axum and reqwest are dependencies of this package only.
@@ -21,6 +22,7 @@
 pub mod e2e;
 pub mod fixtures;
 pub mod footprint;
+pub mod id_token;
 pub mod refresh;
 pub mod report;
 pub mod servers;

@@ -7,7 +7,8 @@
 //!
 //! `--quick` shortens every measurement (a smoke run, not for publishing); `--no-builds`
 //! skips the clean release builds, which take minutes. `e2e [--quick]` runs the end-to-end
-//! measurement alone, `refresh [--quick]` the one after the login. `serve TARGET TOKEN_URL`
+//! measurement alone, `refresh [--quick]` the one after the login, `id-token [--quick]`
+//! the ID token verification against `jsonwebtoken`. `serve TARGET TOKEN_URL`
 //! is the callback server the end-to-end measurement runs in child processes,
 //! `refresh-client CLIENT TOKEN_URL COUNT` the client the refresh measurement runs.
 #![forbid(unsafe_code)]
@@ -59,6 +60,9 @@ fn main() -> ExitCode {
         ["refresh", ref rest @ ..] if rest.iter().all(|arg| *arg == "--quick") => {
             report_failure(refresh_only(!rest.is_empty()))
         }
+        ["id-token", ref rest @ ..] if rest.iter().all(|arg| *arg == "--quick") => {
+            report_failure(id_token_only(!rest.is_empty()))
+        }
         _ if args
             .iter()
             .all(|arg| matches!(*arg, "--quick" | "--no-builds")) =>
@@ -69,7 +73,8 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: latchkey-bench [--quick] [--no-builds] | e2e [--quick] | refresh [--quick]"
+                "usage: latchkey-bench [--quick] [--no-builds] | e2e [--quick] | refresh [--quick] \
+                 | id-token [--quick]"
             );
             ExitCode::from(2)
         }
@@ -145,6 +150,7 @@ fn run(quick: bool, builds: bool) -> Result<(), Error> {
 
     report.e2e = end_to_end(quick, &program)?;
     report.refresh = after_the_login(quick, &program)?;
+    report.id_tokens = id_tokens(quick)?;
 
     report.footprint = footprint::measure(builds, &mut |line| progress(line))?;
 
@@ -176,6 +182,28 @@ fn refresh_only(quick: bool) -> Result<(), Error> {
     };
     println!("{}", report.markdown());
     Ok(())
+}
+
+/// The ID token verification alone.
+fn id_token_only(quick: bool) -> Result<(), Error> {
+    let report = Report {
+        machine: machine(),
+        id_tokens: id_tokens(quick)?,
+        ..Report::default()
+    };
+    println!("{}", report.markdown());
+    Ok(())
+}
+
+/// ID token verifications: 10 rounds of 2,000 per contender and algorithm (3 of 200 when
+/// quick).
+fn id_tokens(quick: bool) -> Result<Vec<latchkey_bench::id_token::AlgorithmResult>, Error> {
+    let (rounds, iterations) = if quick { (3, 200) } else { (10, 2_000) };
+    Ok(latchkey_bench::id_token::run(
+        rounds,
+        iterations,
+        &mut |line| progress(line),
+    )?)
 }
 
 /// Refreshes and hand-outs: 10 rounds of 1,000 each per client (3 of 100 when quick).

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use crate::e2e::{ModeResult, TargetResult};
 use crate::footprint::Footprint;
+use crate::id_token::{self, AlgorithmResult, CONTENDERS};
 use crate::refresh::{self, ClientResult};
 use crate::servers::Target;
 
@@ -37,6 +38,8 @@ pub struct Report {
     pub footprint: Vec<Footprint>,
     /// CPU per refresh and per hand-out, per contender.
     pub refresh: Vec<ClientResult>,
+    /// CPU per ID token verification, per algorithm and contender.
+    pub id_tokens: Vec<AlgorithmResult>,
 }
 
 /// One target's verdict.
@@ -63,6 +66,7 @@ impl Report {
         self.memory_section(&mut out);
         self.end_to_end(&mut out);
         self.refresh_section(&mut out);
+        self.id_token_section(&mut out);
         self.footprint_section(&mut out);
         self.targets(&mut out);
         out
@@ -217,6 +221,45 @@ impl Report {
                 time(Some(refresh::median(&result.handout_nanos))),
                 range(&result.handout_nanos),
             );
+        }
+        out.push('\n');
+    }
+
+    fn id_token_section(&self, out: &mut String) {
+        let Some(first) = self.id_tokens.first() else {
+            return;
+        };
+        let rounds = first.nanos.first().map_or(0, Vec::len);
+        let _ = writeln!(
+            out,
+            "### Verifying an ID token ({rounds} rounds; CPU per verification, median over \
+             rounds; in brackets the contender's time over latchkey's, range over rounds)\n"
+        );
+        let mut header = String::from("| algorithm |");
+        let mut rule = String::from("|---|");
+        for contender in CONTENDERS {
+            let _ = write!(header, " {contender} |");
+            rule.push_str("---|");
+        }
+        let _ = writeln!(out, "{header}\n{rule}");
+        for result in &self.id_tokens {
+            let mut row = format!("| {} |", result.algorithm);
+            let ours = result.nanos.first().map(Vec::as_slice).unwrap_or_default();
+            for (index, nanos) in result.nanos.iter().enumerate() {
+                let _ = write!(row, " {}", time(Some(id_token::median(nanos))));
+                if index > 0 {
+                    let ratios: Vec<f64> = nanos
+                        .iter()
+                        .zip(ours)
+                        .map(|(theirs, ours)| theirs / ours)
+                        .collect();
+                    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                    let high = ratios.iter().copied().fold(0.0, f64::max);
+                    let _ = write!(row, " ({low:.2}–{high:.2}×)");
+                }
+                row.push_str(" |");
+            }
+            let _ = writeln!(out, "{row}");
         }
         out.push('\n');
     }

@@ -234,7 +234,12 @@ async fn provider<R: Runtime>(
             }
         });
     }
+    let discovered = matches!(args.provider, ProviderChoice::Discover);
     provider.build().map_err(|error| match error {
+        latchkey::ConfigError::IdTokenVerification(_) if discovered => Failure::Config(format!(
+            "provider: {error}, and the provider's metadata names none; leave out the openid \
+             scope, or pass --no-verify-id-token"
+        )),
         latchkey::ConfigError::IdTokenVerification(_) => Failure::Config(format!(
             "provider: {error}; give --issuer and --jwks-uri (or discover the provider with \
              --issuer alone), leave out the openid scope, or pass --no-verify-id-token"

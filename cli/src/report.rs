@@ -253,8 +253,8 @@ pub fn describe_failure(error: &FlowError) -> (String, String) {
         FlowError::Storage(_) => ("store".into(), "check that the --store path is writable"),
         FlowError::IdToken(latchkey::IdTokenError::KeySet(_)) => (
             "id_token_invalid".into(),
-            "the provider's signing keys could not be fetched; check the network, or the \
-             key set URL (--jwks-uri)",
+            "the provider's signing keys could not be fetched; check the network and the \
+             provider's key set URL (its jwks_uri)",
         ),
         FlowError::IdToken(_) => (
             "id_token_invalid".into(),

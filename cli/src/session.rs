@@ -214,6 +214,10 @@ fn source_failure(error: SessionError) -> Failure {
             "transport",
             "check your network or proxy (HTTPS_PROXY, NO_PROXY); the stored tokens were kept",
         ),
+        SessionError::Refresh(RefreshError::IdToken(_)) => (
+            "id_token_invalid",
+            "the stored tokens were deleted; run `latchkey login` again",
+        ),
         SessionError::Store(_) => ("store", "check the --store path"),
         SessionError::TimedOut | SessionError::Cancelled => (
             "transport",

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Finished, Guard, PROXY_VARS, Running, lock};
 use latchkey_devidp::agent::{self, Hop};
-use latchkey_devidp::{Client, ClientAuth, Config, DevIdp, Quirk};
+use latchkey_devidp::{Client, ClientAuth, Config, DevIdp, Forgery, IdTokenAlg, Quirk};
 use serde_json::{Map, Value};
 use tempfile::TempDir;
 
@@ -1490,4 +1490,439 @@ fn verbose_commands_log_each_step_to_stderr_and_never_a_secret() {
             ),
         ]);
     }
+}
+
+// ---- 12. ID token verification ----------------------------------------------------------
+
+/// The development identity provider's user as an `identity` member shows it.
+fn dev_user_identity(idp: &DevIdp) -> Value {
+    serde_json::json!({
+        "iss": idp.issuer(),
+        "sub": "dev-user",
+        "email": "dev-user@example.com",
+        "email_verified": true,
+        "name": "Dev User dev-user",
+        "preferred_username": "dev-user",
+    })
+}
+
+/// What people are told after a verified login of the development user.
+const SIGNED_IN: &str = "Signed in as dev-user@example.com";
+
+/// `latchkey login` against `idp`'s endpoints and issuer as a public client, scopes
+/// `openid profile`, no browser, storing in `store`; `--json` when `json`, `--jwks-uri`
+/// when `jwks`; `extra` adds options.
+fn openid_login(idp: &DevIdp, store: &Path, json: bool, jwks: bool, extra: &[&str]) -> Command {
+    let mut command = latchkey([
+        "login",
+        "--no-browser",
+        "--authorization-endpoint",
+        &idp.authorization_endpoint(),
+        "--token-endpoint",
+        &idp.token_endpoint(),
+        "--issuer",
+        &idp.issuer(),
+        "--client-id",
+        CLIENT_ID,
+        "--redirect-uri",
+        REDIRECT_URI,
+        "--scope",
+        "openid",
+        "--scope",
+        "profile",
+    ]);
+    if json {
+        command.arg("--json");
+    }
+    if jwks {
+        command.args(["--jwks-uri", &idp.jwks_uri()]);
+    }
+    command.arg("--store").arg(store).args(extra);
+    command
+}
+
+/// Runs a login without `--json` at `idp`: reads stdout until it prints the authorization
+/// URL, plays the browser there, then waits for the end.
+fn human_login(idp: &DevIdp, command: Command) -> Finished {
+    let mut running = Running::spawn("latchkey", GUARD, command);
+    let url = loop {
+        let Some(line) = running.next_line() else {
+            running.fail("stdout ended before the authorization URL");
+        };
+        if let Some(url) = line.trim().strip_prefix(&idp.authorization_endpoint()) {
+            break format!("{}{url}", idp.authorization_endpoint());
+        }
+    };
+    agent::browse(&url).expect("the user agent's path");
+    running.finish()
+}
+
+/// Whether `finished` printed exactly `line` on stdout.
+fn printed_line(finished: &Finished, line: &str) -> bool {
+    finished
+        .stdout
+        .iter()
+        .any(|printed| printed.trim_end() == line)
+}
+
+/// The `token` event of a successful `--json` login.
+fn token_event(finished: &Finished) -> Map<String, Value> {
+    finished
+        .events()
+        .into_iter()
+        .find(|event| event["event"] == "token")
+        .unwrap_or_else(|| panic!("no token event: {}", finished.describe()))
+}
+
+/// Asserts that the token file at `path` holds no tokens; it need not exist at all.
+fn assert_no_tokens(path: &Path) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
+        Err(error) => panic!("reading the token file {}: {error}", path.display()),
+    };
+    let file: Value = serde_json::from_str(&text).expect("the token file is JSON");
+    match &file["tokens"] {
+        Value::Null => {}
+        Value::Object(tokens) => assert!(
+            tokens.is_empty(),
+            "tokens were stored although the ID token was refused: {:?}",
+            tokens.keys().collect::<Vec<_>>()
+        ),
+        other => panic!("the token file's tokens are not an object: {other}"),
+    }
+}
+
+/// Asserts a `--json` login refused for its ID token: exit 1, the events up to `callback`
+/// and then exactly one `id_token_invalid` error, no tokens stored, the code redeemed
+/// exactly once. Returns the error's message.
+fn assert_id_token_refused(idp: &DevIdp, finished: &Finished, path: &Path) -> String {
+    finished.assert_code(1);
+    let message = finished.error("id_token_invalid");
+    assert_eq!(
+        finished.event_names(),
+        ["listening", "authorize", "callback", "error"],
+        "a refused token is neither reported nor stored: {}",
+        finished.describe()
+    );
+    assert_no_tokens(path);
+    assert_eq!(
+        idp.stats().token_requests,
+        1,
+        "the code is exchanged exactly once: {}",
+        finished.describe()
+    );
+    message
+}
+
+/// The word each forged ID token's refusal must name.
+const REFUSAL_REASONS: [(Forgery, &str); 9] = [
+    (Forgery::Signature, "signature"),
+    (Forgery::AlgNone, "algorithm"),
+    (Forgery::UnknownKey, "key"),
+    (Forgery::Issuer, "issuer"),
+    (Forgery::Audience, "audience"),
+    (Forgery::Expired, "expired"),
+    (Forgery::NotYetValid, "not yet valid"),
+    (Forgery::Nonce, "nonce"),
+    (Forgery::AccessTokenHash, "at_hash"),
+];
+
+/// A login on `runtime` whose ID token is forged to fail `forgery`'s check: refused, and
+/// the message names that reason and no other.
+fn assert_forged_id_token_refused(forgery: Forgery, runtime: &str) {
+    let (_, reason) = REFUSAL_REASONS
+        .into_iter()
+        .find(|(forged, _)| *forged == forgery)
+        .expect("a reason for every forgery tested");
+    let idp = start_idp(ClientAuth::None);
+    idp.set_forgery(Some(forgery));
+    let (_dir, path) = store();
+    let browsed = login_with_browser(login(&idp, &path, &["--runtime", runtime]));
+    let message = assert_id_token_refused(&idp, &browsed.finished, &path);
+    let lower = message.to_lowercase();
+    assert!(
+        lower.contains(reason),
+        "{forgery:?}: the message does not name {reason:?}: {message}"
+    );
+    // "key" may well appear next to another reason; every other word names another check.
+    for (other, word) in REFUSAL_REASONS {
+        if other != forgery && word != "key" {
+            assert!(
+                !lower.contains(word),
+                "{forgery:?}: the message names {word:?} too: {message}"
+            );
+        }
+    }
+}
+
+#[test]
+fn s47_an_id_token_with_a_broken_signature_is_refused_and_nothing_is_stored() {
+    assert_forged_id_token_refused(Forgery::Signature, "smol");
+}
+
+#[test]
+fn s46_an_unsigned_id_token_alg_none_is_refused_for_its_algorithm() {
+    assert_forged_id_token_refused(Forgery::AlgNone, "tokio");
+}
+
+#[test]
+fn s47_an_id_token_signed_by_an_unpublished_key_is_refused_for_its_key() {
+    assert_forged_id_token_refused(Forgery::UnknownKey, "tokio");
+}
+
+#[test]
+fn s48_an_id_token_of_another_issuer_is_refused() {
+    assert_forged_id_token_refused(Forgery::Issuer, "smol");
+}
+
+#[test]
+fn s48_an_id_token_for_another_client_is_refused_for_its_audience() {
+    assert_forged_id_token_refused(Forgery::Audience, "smol");
+}
+
+#[test]
+fn an_expired_id_token_is_refused() {
+    assert_forged_id_token_refused(Forgery::Expired, "smol");
+}
+
+#[test]
+fn an_id_token_not_yet_valid_is_refused() {
+    assert_forged_id_token_refused(Forgery::NotYetValid, "tokio");
+}
+
+#[test]
+fn s48_an_id_token_with_another_logins_nonce_is_refused() {
+    assert_forged_id_token_refused(Forgery::Nonce, "smol");
+}
+
+#[test]
+fn an_id_token_whose_at_hash_is_of_another_access_token_is_refused() {
+    assert_forged_id_token_refused(Forgery::AccessTokenHash, "smol");
+}
+
+#[test]
+fn token_shows_the_identity_the_verified_login_recorded() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let browsed = login_with_browser(login(&idp, &path, &[]));
+    browsed.finished.assert_code(0);
+    let identity = token_event(&browsed.finished)["identity"].clone();
+    assert_eq!(identity, dev_user_identity(&idp));
+
+    let shown = token_command(&path, &["--json"]);
+    shown.assert_code(0);
+    assert_eq!(
+        shown_tokens(&shown)["identity"],
+        identity,
+        "{}",
+        shown.describe()
+    );
+
+    let shown = token_command(&path, &[]);
+    shown.assert_code(0);
+    assert!(printed_line(&shown, SIGNED_IN), "{}", shown.describe());
+}
+
+#[test]
+fn human_login_says_who_signed_in() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let finished = human_login(&idp, openid_login(&idp, &path, false, true, &[]));
+    finished.assert_code(0);
+    assert!(
+        printed_line(&finished, SIGNED_IN),
+        "{}",
+        finished.describe()
+    );
+    assert!(
+        !finished.stderr.contains("WARNING"),
+        "a verified login warns of nothing: {}",
+        finished.describe()
+    );
+    stored_tokens(&path);
+}
+
+#[test]
+fn no_verify_id_token_warns_first_in_json_and_records_no_identity() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let command = login(&idp, &path, &["--no-verify-id-token"]);
+    let mut running = Running::spawn("latchkey", GUARD, command);
+    let warning = running.expect_event("warning");
+    running.expect_event("listening");
+    let authorize = running.expect_event("authorize");
+    let url = authorize["url"]
+        .as_str()
+        .expect("url is a string")
+        .to_owned();
+    agent::browse(&url).expect("the user agent's path");
+    let finished = running.finish();
+    finished.assert_code(0);
+    assert_eq!(warning["kind"], "id_token_unverified", "{warning:?}");
+    let message = warning["message"].as_str().unwrap_or_default();
+    assert!(
+        message.to_lowercase().contains("not verified"),
+        "the warning says what is not done: {message:?}"
+    );
+    let mut expected = vec!["warning"];
+    expected.extend(SUCCESS_EVENTS);
+    assert_eq!(finished.event_names(), expected, "{}", finished.describe());
+    let token = token_event(&finished);
+    assert!(!token.contains_key("identity"), "{token:?}");
+    stored_tokens(&path);
+
+    let shown = token_command(&path, &["--json"]);
+    shown.assert_code(0);
+    assert!(
+        shown_tokens(&shown).get("identity").is_none(),
+        "{}",
+        shown.describe()
+    );
+}
+
+#[test]
+fn no_verify_id_token_warns_people_on_stderr_and_needs_no_key_set() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    // No --jwks-uri: the rare provider that needs --no-verify-id-token has none.
+    let command = openid_login(&idp, &path, false, false, &["--no-verify-id-token"]);
+    let finished = human_login(&idp, command);
+    finished.assert_code(0);
+    assert!(
+        finished
+            .stderr
+            .lines()
+            .any(|line| line.starts_with("WARNING:")),
+        "{}",
+        finished.describe()
+    );
+    assert!(
+        !finished.stdout_text().contains("Signed in as"),
+        "nobody's identity is known: {}",
+        finished.describe()
+    );
+    stored_tokens(&path);
+}
+
+/// A development identity provider that signs ID tokens with ES256.
+fn start_es256_idp() -> DevIdp {
+    start_idp_with(ClientAuth::None, |config| {
+        config.id_token_alg = IdTokenAlg::ES256;
+    })
+}
+
+#[test]
+fn s46_an_es256_id_token_verifies_when_discovery_lists_es256() {
+    let idp = start_es256_idp();
+    let (_dir, path) = store();
+    let browsed = login_with_browser(login_discovering(&idp, &path, &[]));
+    let finished = &browsed.finished;
+    finished.assert_code(0);
+    assert_eq!(
+        finished.event_names(),
+        SUCCESS_EVENTS,
+        "{}",
+        finished.describe()
+    );
+    assert_eq!(token_event(finished)["identity"], dev_user_identity(&idp));
+}
+
+#[test]
+fn s46_an_es256_id_token_is_refused_for_its_algorithm_when_only_rs256_is_allowed() {
+    let idp = start_es256_idp();
+    let (_dir, path) = store();
+    // Endpoints given by hand: the allow-list is the default, RS256 alone.
+    let browsed = login_with_browser(login(&idp, &path, &[]));
+    let message = assert_id_token_refused(&idp, &browsed.finished, &path);
+    assert!(
+        message.to_lowercase().contains("algorithm") && message.contains("ES256"),
+        "{message}"
+    );
+}
+
+#[test]
+fn s47_logins_before_and_after_a_key_rotation_both_verify() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let first = login_with_browser(login(&idp, &path, &[])).finished;
+    first.assert_code(0);
+    assert_eq!(token_event(&first)["identity"], dev_user_identity(&idp));
+    let first_access = entry_string(&stored_tokens(&path), "access_token");
+
+    // Twice: the key that signed the first login's token is no longer published at all.
+    idp.rotate_keys().expect("rotating the keys");
+    idp.rotate_keys().expect("rotating the keys");
+    let second = login_with_browser(login(&idp, &path, &[])).finished;
+    second.assert_code(0);
+    assert_eq!(
+        second.event_names(),
+        SUCCESS_EVENTS,
+        "{}",
+        second.describe()
+    );
+    assert_eq!(token_event(&second)["identity"], dev_user_identity(&idp));
+    let second_access = entry_string(&stored_tokens(&path), "access_token");
+    assert_ne!(
+        second_access, first_access,
+        "the second login's tokens are stored"
+    );
+    let key_set_fetches = idp
+        .requests()
+        .iter()
+        .filter(|request| request.target == "/jwks")
+        .count();
+    assert!(
+        key_set_fetches >= 2,
+        "each login fetched the key set: {key_set_fetches}"
+    );
+}
+
+#[test]
+fn openid_with_endpoints_but_no_jwks_uri_is_a_config_error_that_names_the_ways_out() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let with_issuer = openid_login(&idp, &path, true, false, &[]);
+    let mut without_issuer = latchkey([
+        "login",
+        "--json",
+        "--no-browser",
+        "--authorization-endpoint",
+        &idp.authorization_endpoint(),
+        "--token-endpoint",
+        &idp.token_endpoint(),
+        "--client-id",
+        CLIENT_ID,
+        "--scope",
+        "openid",
+    ]);
+    without_issuer.arg("--store").arg(&path);
+    for command in [with_issuer, without_issuer] {
+        let finished = run(command);
+        let message = assert_config_error(&finished);
+        assert!(
+            message.contains("--jwks-uri") && message.contains("--no-verify-id-token"),
+            "{message}"
+        );
+    }
+    assert!(!path.exists());
+    assert_eq!(idp.stats().requests, 0, "nothing was asked of the provider");
+}
+
+#[test]
+fn s49_a_refresh_whose_id_token_names_another_user_deletes_the_tokens_and_says_so() {
+    let (idp, _dir, path) = discovered_login();
+    idp.set_forgery(Some(Forgery::Subject));
+    let finished = session("refresh", &path, SecretVia::Env, &[]);
+    finished.assert_code(1);
+    let events = finished.events();
+    let [error] = events.as_slice() else {
+        panic!("one error event: {}", finished.describe());
+    };
+    assert_eq!(error["event"], "error");
+    assert_eq!(error["kind"], "id_token_invalid", "{error:?}");
+    let message = error["message"].as_str().expect("a message");
+    assert!(message.contains("subject"), "{message}");
+    assert!(message.contains("deleted"), "{message}");
+    assert_no_tokens(&path);
 }

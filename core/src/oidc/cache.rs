@@ -132,7 +132,7 @@ impl KeyCache {
             may_fetch && since(entry.refetched_at).is_none_or(|d| d >= REFETCH_INTERVAL);
         let fresh = entry.keys.as_ref().filter(|keys| now < keys.fresh_until);
         let refetch = match fresh {
-            Some(keys) => match policy.verify_parsed(&jws, token, &keys.set, expected, wall) {
+            Some(keys) => match policy.verify_parsed(jws, token, &keys.set, expected, wall) {
                 Err(IdTokenError::UnknownKey) if waiting => return (Lookup::Wait(key), None),
                 Err(IdTokenError::UnknownKey) if may_refetch => true,
                 done => return (Lookup::Done(done), None),
@@ -143,7 +143,7 @@ impl KeyCache {
             None => {
                 let done = match &entry.keys {
                     // Stale keys beat none while no fetch can be made.
-                    Some(stale) => policy.verify_parsed(&jws, token, &stale.set, expected, wall),
+                    Some(stale) => policy.verify_parsed(jws, token, &stale.set, expected, wall),
                     None => Err(IdTokenError::KeySet(
                         entry.last_error.clone().unwrap_or(KeySetError::NoUsableKey),
                     )),

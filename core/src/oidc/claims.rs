@@ -194,7 +194,7 @@ impl IdTokenPolicy {
         wall: SystemTime,
     ) -> Result<Identity, IdTokenError> {
         let jws = self.parse(token)?;
-        self.verify_parsed(&jws, token, keys, expected, wall)
+        self.verify_parsed(jws, token, keys, expected, wall)
     }
 
     /// Reads `token` and checks its header against the allow-list: the part of the check
@@ -206,14 +206,14 @@ impl IdTokenPolicy {
     /// The rest of [`verify`](IdTokenPolicy::verify) for a token [`parse`] read.
     pub(crate) fn verify_parsed(
         &self,
-        jws: &Jws,
+        jws: Jws,
         token: &str,
         keys: &KeySet,
         expected: &Expected<'_>,
         wall: SystemTime,
     ) -> Result<Identity, IdTokenError> {
         let key = keys.select(jws.algorithm, jws.kid.as_deref())?;
-        self.check_signature(jws, token, key.key())?;
+        self.check_signature(&jws, token, key.key())?;
         self.check_claims(jws, expected, wall)
     }
 
@@ -243,7 +243,7 @@ impl IdTokenPolicy {
     /// refreshed token.
     fn check_claims(
         &self,
-        jws: &Jws,
+        jws: Jws,
         expected: &Expected<'_>,
         wall: SystemTime,
     ) -> Result<Identity, IdTokenError> {
@@ -325,7 +325,7 @@ impl IdTokenPolicy {
                 return Err(IdTokenError::AccessTokenHash);
             }
         }
-        Ok(Identity(Arc::new(claims.clone())))
+        Ok(Identity(Arc::new(jws.claims)))
     }
 }
 
