@@ -60,6 +60,8 @@
 //!             SendTokenRequest { exchange, request, .. }
 //!                                                 => send it (see `http1`), later
 //!                                                    handle_token_response / handle_token_failure
+//!             FetchKeys { id, request }           => send it, later handle_keys_response /
+//!                                                    handle_keys_failure (ID tokens only)
 //!             Persist { flow, tokens }            => store, later handle_persisted
 //!             Finished { flow, result }           => hand the result to the application
 //!         }
@@ -261,6 +263,19 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Who signed in: [`oidc`]
+//!
+//! With `openid` among a provider's scopes, every login sends a fresh `nonce`, and the ID
+//! token of its code exchange is verified before anything is stored: signature with a key
+//! of the provider's key set, issuer, audience, times, nonce, `at_hash` (S46–S48). The
+//! engine asks for the key set with [`Action::FetchKeys`] when it needs it, keeps it ten
+//! minutes and fetches again for a key it does not know; any number of logins wait for one
+//! fetch. The verified claims become the tokens' [`TokenSet::identity`]. A refreshed ID
+//! token must name the same user (S49). Signatures are checked by a
+//! [`CryptoProvider`](oidc::CryptoProvider) the application supplies
+//! ([`ProviderBuilder::crypto`]); the [`oidc`] module has the rules and an example with
+//! literal bytes.
 //!
 //! ## Well-known providers
 //!

@@ -3,9 +3,9 @@
 //! real HTTP against the development identity provider, on both drivers: discovery, logins
 //! (successful, denied, cancelled, with a forged callback at the listener), the token
 //! source handing out, refreshing, refusing a replayed refresh token and failing to reach
-//! the provider, and logging out. Then every secret that crossed the wire (each `state`,
-//! code, verifier, client secret, access, refresh and ID token, every `Authorization`
-//! header) is looked for in the log, and each step is looked for by name.
+//! the provider, and logging out. Then every secret that crossed the wire (each `state` and
+//! `nonce`, code, verifier, client secret, access, refresh and ID token, every
+//! `Authorization` header) is looked for in the log, and each step is looked for by name.
 //!
 //! One test in its own binary: the subscriber is global, because the drivers log from the
 //! runtimes' threads.
@@ -116,6 +116,8 @@ impl Secrets {
             if request.target.starts_with("/authorize") {
                 let state = query_value(&request.target, "state").expect("a state");
                 self.add("state", &state);
+                let nonce = query_value(&request.target, "nonce").expect("a nonce (openid)");
+                self.add("nonce", &nonce);
             }
             let body = String::from_utf8_lossy(&request.body).into_owned();
             for pair in body.split('&') {
