@@ -129,32 +129,25 @@ fn contenders(
         + 3600;
     let aud = vectors.provider(None).client_id().to_owned();
 
-    let old = {
-        use jsonwebtoken9 as jwt;
-        let key: jwt::jwk::Jwk = serde_json::from_value(jwk.clone()).map_err(|e| e.to_string())?;
-        let key = jwt::DecodingKey::from_jwk(&key).map_err(|e| e.to_string())?;
-        let alg: jwt::Algorithm = algorithm.name().parse().map_err(|_| "algorithm")?;
-        let mut validation = jwt::Validation::new(alg);
-        validation.set_issuer(&[vectors.issuer()]);
-        validation.set_audience(&[aud.as_str()]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = age;
-        let token = token.to_owned();
-        Box::new(move || jwt::decode::<Value>(&token, &key, &validation).is_ok()) as Check
-    };
-    let new = {
-        use jsonwebtoken12 as jwt;
-        let key: jwt::jwk::Jwk = serde_json::from_value(jwk.clone()).map_err(|e| e.to_string())?;
-        let key = jwt::DecodingKey::from_jwk(&key).map_err(|e| e.to_string())?;
-        let alg: jwt::Algorithm = algorithm.name().parse().map_err(|_| "algorithm")?;
-        let mut validation = jwt::Validation::new(alg);
-        validation.set_issuer(&[vectors.issuer()]);
-        validation.set_audience(&[aud.as_str()]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = age;
-        let token = token.to_owned();
-        Box::new(move || jwt::decode::<Value>(&token, &key, &validation).is_ok()) as Check
-    };
+    // The same check with either version: their APIs agree.
+    macro_rules! jsonwebtoken {
+        ($jwt:ident) => {{
+            use $jwt as jwt;
+            let key: jwt::jwk::Jwk =
+                serde_json::from_value(jwk.clone()).map_err(|e| e.to_string())?;
+            let key = jwt::DecodingKey::from_jwk(&key).map_err(|e| e.to_string())?;
+            let alg: jwt::Algorithm = algorithm.name().parse().map_err(|_| "algorithm")?;
+            let mut validation = jwt::Validation::new(alg);
+            validation.set_issuer(&[vectors.issuer()]);
+            validation.set_audience(&[aud.as_str()]);
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            validation.leeway = age;
+            let token = token.to_owned();
+            Box::new(move || jwt::decode::<Value>(&token, &key, &validation).is_ok()) as Check
+        }};
+    }
+    let old = jsonwebtoken!(jsonwebtoken9);
+    let new = jsonwebtoken!(jsonwebtoken12);
 
     let ring = latchkey_io::crypto::ring();
     let public = vectors

@@ -369,6 +369,26 @@ impl<R: Runtime> Shared<R> {
         (state.alarm.arm(next), state.alarm.woken())
     }
 
+    /// Sends `request`, logging the answer's status (`answered`) or the failure (`failed`)
+    /// with the time it took.
+    async fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+        answered: &'static str,
+        failed: &'static str,
+    ) -> crate::transport::TokenResult {
+        let sent = self.runtime.now();
+        // Boxed: the client's state (TLS included) is large, and a connection task should
+        // not carry it from the start for a request it may never send.
+        let result = Box::pin(self.transport.send(&self.runtime, request)).await;
+        let elapsed = self.runtime.now().saturating_duration_since(sent);
+        match &result {
+            Ok(response) => info!(status = response.status().as_u16(), ?elapsed, "{answered}"),
+            Err(error) => warn!(%error, ?elapsed, "{failed}"),
+        }
+        result
+    }
+
     /// Carries out `work` for `me`: sends the token request, fetches the key set, stores the
     /// tokens of every login the work names, and feeds each outcome back, until only `me`'s
     /// answer (if any) is left. While a token request is in flight, an answer arriving in
@@ -386,24 +406,9 @@ impl<R: Runtime> Shared<R> {
                 span,
             }) = work.exchange.take()
             {
-                let sending = async {
-                    let sent = self.runtime.now();
-                    // Boxed: the client's state (TLS included) is large, and a connection
-                    // task should not carry it from the start for a request it may never
-                    // send.
-                    let result = Box::pin(self.transport.send(&self.runtime, request)).await;
-                    let elapsed = self.runtime.now().saturating_duration_since(sent);
-                    match &result {
-                        Ok(response) => info!(
-                            status = response.status().as_u16(),
-                            ?elapsed,
-                            "token endpoint answered"
-                        ),
-                        Err(error) => warn!(%error, ?elapsed, "token request failed"),
-                    }
-                    result
-                }
-                .instrument(span);
+                let sending = self
+                    .send(request, "token endpoint answered", "token request failed")
+                    .instrument(span);
                 let result = match mailbox {
                     Some(mailbox) => {
                         let answered = future::or(async { Some(sending.await) }, async {
@@ -431,17 +436,9 @@ impl<R: Runtime> Shared<R> {
             if let Some(Fetch { id, request }) = work.fetch.take() {
                 // Not abandoned when this login ends meanwhile: other logins may wait for
                 // the same keys, and the answer fills the engine's cache.
-                let sent = self.runtime.now();
-                let result = Box::pin(self.transport.send(&self.runtime, request)).await;
-                let elapsed = self.runtime.now().saturating_duration_since(sent);
-                match &result {
-                    Ok(response) => info!(
-                        status = response.status().as_u16(),
-                        ?elapsed,
-                        "key set fetched"
-                    ),
-                    Err(error) => warn!(%error, ?elapsed, "key-set fetch failed"),
-                }
+                let result = self
+                    .send(request, "key set fetched", "key-set fetch failed")
+                    .await;
                 let wall = self.runtime.wall();
                 let next = self.input(me, |engine, now| match result {
                     Ok(response) => engine.handle_keys_response(now, wall, id, response),
