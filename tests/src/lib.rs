@@ -8,6 +8,10 @@
 //! - [`session_model`]: the same for the token lifecycle machine ([`latchkey::Session`]):
 //!   callers, a provider, a store and two clocks ([`session_model::SessionOp`]), and the
 //!   rules of a token's life checked after every step ([`session_model::SessionSim`]).
+//! - [`keys_model`]: the same for logins whose ID tokens go through the engine's key-set
+//!   cache: logins signed by known and made-up keys, key-set answers, failures, timeouts and
+//!   time ([`keys_model::KeysOp`]), and the cache's rules checked after every step
+//!   ([`keys_model::KeysSim`]).
 //! - [`id_token_vectors`]: signed ID tokens of every algorithm and every refusal, with the
 //!   provider and keys that judge them.
 //! - [`oidc`]: the reference identity provider, the OpenID-certified `oidc-provider` from
@@ -16,6 +20,7 @@
 
 pub mod harness;
 pub mod id_token_vectors;
+pub mod keys_model;
 pub mod model;
 pub mod oidc;
 pub mod oidc_agent;
