@@ -146,6 +146,7 @@ fuzz_target!(|data: &[u8]| {
             }
             Action::OpenBrowser { .. } => panic!("browser bytes started a flow"),
             Action::Persist { .. } => panic!("tokens without a token response"),
+            Action::FetchKeys { .. } => panic!("a key-set fetch without an ID token"),
             Action::Finished { .. } => {}
         }
     }
