@@ -7,6 +7,20 @@ use latchkey::Config;
 
 use super::Error;
 
+/// Connections the kernel queues for `accept` (the standard library's 128 overflows when a
+/// burst of connections arrives faster than the accept loop takes them, and the kernel then
+/// drops SYNs, which clients retry only after a second; the kernel caps it at `somaxconn`).
+const BACKLOG: i32 = 1024;
+
+/// Raises a bound listener's accept queue to [`BACKLOG`]: `listen` on a listening socket
+/// sets its backlog anew. Best effort: the standard queue still works.
+fn deepen_backlog(listener: &TcpListener) {
+    #[cfg(unix)]
+    let _ = rustix::net::listen(listener, BACKLOG);
+    #[cfg(not(unix))]
+    let _ = (listener, BACKLOG);
+}
+
 /// Binds every listening address; the defaults share one port.
 pub(super) fn bind_all(config: &Config, bind: &[SocketAddr]) -> Result<Vec<TcpListener>, Error> {
     let port = config.redirect_port();
@@ -23,6 +37,7 @@ pub(super) fn bind_all(config: &Config, bind: &[SocketAddr]) -> Result<Vec<TcpLi
         match TcpListener::bind(addr) {
             Ok(listener) => {
                 bound_port = listener.local_addr().map_err(Error::Io)?.port();
+                deepen_backlog(&listener);
                 listeners.push(listener);
             }
             // ::1 may not exist (IPv6 disabled): the IPv4 listener is enough then.
