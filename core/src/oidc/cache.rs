@@ -32,7 +32,8 @@ use crate::token::{from_unix_seconds, unix_seconds};
 
 /// How long fetched keys are used before they are fetched again.
 pub const MAX_AGE: Duration = Duration::from_secs(10 * 60);
-/// The least time between two fetches of one key set.
+/// The least time between two refetches of one key set for a key it lacks, and between a
+/// failed fetch and the next.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 /// The most key sets a cache holds (one per provider; imports beyond it are ignored).
 const MAX_SETS: usize = 32;
