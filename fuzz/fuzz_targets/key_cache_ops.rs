@@ -8,7 +8,7 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use arbitrary::{Arbitrary, Unstructured};
+use latchkey_tests::harness::{decode_ops, run_ops};
 use latchkey_tests::keys_model::{KeysOp, KeysSim};
 use libfuzzer_sys::fuzz_target;
 
@@ -16,22 +16,8 @@ use libfuzzer_sys::fuzz_target;
 const MAX_OPS: usize = 128;
 
 fuzz_target!(|data: &[u8]| {
-    let mut u = Unstructured::new(data);
-    let mut ops = Vec::new();
-    while ops.len() < MAX_OPS && !u.is_empty() {
-        match KeysOp::arbitrary(&mut u) {
-            Ok(op) => ops.push(op),
-            Err(_) => break,
-        }
-    }
-
-    let mut sim = KeysSim::new();
-    for (i, op) in ops.iter().enumerate() {
-        if let Err(violation) = sim.apply(op) {
-            panic!("rule broken at op {i} ({op:?}): {violation}\nops: {ops:#?}");
-        }
-    }
-    if let Err(violation) = sim.settle() {
-        panic!("rule broken while settling: {violation}\nops: {ops:#?}");
+    let ops: Vec<KeysOp> = decode_ops(data, MAX_OPS);
+    if let Err(violation) = run_ops::<KeysSim>(&ops) {
+        panic!("rule broken: {violation}\nops: {ops:#?}");
     }
 });

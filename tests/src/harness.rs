@@ -390,3 +390,62 @@ pub fn drain_checked<S, M: latchkey::Machine>(
         }
     }
 }
+
+/// A model driven by a sequence of operations, checking its rules after each: the token
+/// lifecycle and key-cache models share one runner, for their properties and fuzz targets.
+pub trait OpModel: Default {
+    /// One operation.
+    type Op: std::fmt::Debug;
+    /// Applies `op`; `Err` names the first broken rule.
+    fn step(&mut self, op: &Self::Op) -> Result<(), String>;
+    /// Lets everything left run out; `Err` names a broken rule.
+    fn finish(&mut self) -> Result<(), String>;
+}
+
+/// Applies every op to a fresh model, then lets it finish: the first broken rule, with the
+/// op that broke it.
+pub fn run_ops<M: OpModel>(ops: &[M::Op]) -> Result<(), String> {
+    let mut model = M::default();
+    for (i, op) in ops.iter().enumerate() {
+        model
+            .step(op)
+            .map_err(|violation| format!("{violation} after op {i} ({op:?})"))?;
+    }
+    model
+        .finish()
+        .map_err(|violation| format!("settling: {violation}"))
+}
+
+/// [`run_ops`] as a quickcheck result.
+pub fn ops_hold<M: OpModel>(ops: &[M::Op]) -> quickcheck::TestResult {
+    match run_ops::<M>(ops) {
+        Ok(()) => quickcheck::TestResult::passed(),
+        Err(violation) => quickcheck::TestResult::error(violation),
+    }
+}
+
+/// Checks `property` over 2,000 passing cases of a fixed generator size (the operation
+/// models' setting).
+pub fn check_2000<P: quickcheck::Testable>(property: P) {
+    const CASES: u64 = 2_000;
+    quickcheck::QuickCheck::new()
+        .tests(CASES)
+        .max_tests(CASES * 20)
+        .min_tests_passed(CASES)
+        .rng(quickcheck::Gen::new(80))
+        .quickcheck(property);
+}
+
+/// Up to `max` operations decoded from a fuzzer's bytes.
+#[cfg(feature = "arbitrary")]
+pub fn decode_ops<T: for<'a> arbitrary::Arbitrary<'a>>(data: &[u8], max: usize) -> Vec<T> {
+    let mut input = arbitrary::Unstructured::new(data);
+    let mut ops = Vec::new();
+    while ops.len() < max && !input.is_empty() {
+        match T::arbitrary(&mut input) {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
+        }
+    }
+    ops
+}

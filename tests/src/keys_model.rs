@@ -916,3 +916,15 @@ impl Arbitrary for KeysReply {
         }
     }
 }
+
+impl crate::harness::OpModel for KeysSim {
+    type Op = KeysOp;
+
+    fn step(&mut self, op: &KeysOp) -> Result<(), String> {
+        self.apply(op).map(drop)
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        self.settle()
+    }
+}

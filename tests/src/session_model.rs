@@ -630,3 +630,15 @@ impl Arbitrary for SessionReply {
         }
     }
 }
+
+impl crate::harness::OpModel for SessionSim {
+    type Op = SessionOp;
+
+    fn step(&mut self, op: &SessionOp) -> Result<(), String> {
+        self.apply(op).map(drop)
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        self.settle()
+    }
+}

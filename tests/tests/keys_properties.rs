@@ -6,32 +6,13 @@
 
 use latchkey::oidc::{MAX_AGE, REFETCH_INTERVAL};
 use latchkey::{Action, FlowError, IdTokenError, KeySetError};
+use latchkey_tests::harness::{check_2000, ops_hold};
 use latchkey_tests::keys_model::{Claims, FETCH_TIMEOUT, KeysOp, KeysReply, KeysSim, Kid};
-use quickcheck::{Gen, QuickCheck, TestResult, Testable};
-
-const CASES: u64 = 2_000;
-
-fn check<P: Testable>(property: P) {
-    QuickCheck::new()
-        .tests(CASES)
-        .max_tests(CASES * 20)
-        .min_tests_passed(CASES)
-        .rng(Gen::new(80))
-        .quickcheck(property);
-}
+use quickcheck::{Gen, QuickCheck, TestResult};
 
 /// Applies every op, then settles; the first broken rule fails the case.
 fn run(ops: &[KeysOp]) -> TestResult {
-    let mut sim = KeysSim::new();
-    for op in ops {
-        if let Err(violation) = sim.apply(op) {
-            return TestResult::error(format!("{violation} after {op:?}"));
-        }
-    }
-    match sim.settle() {
-        Ok(()) => TestResult::passed(),
-        Err(violation) => TestResult::error(format!("settling: {violation}")),
-    }
+    ops_hold::<KeysSim>(ops)
 }
 
 /// One fetch at a time; none within a minute of a failed one; while the keys are fresh, a
@@ -45,7 +26,7 @@ fn the_key_cache_rules_hold_under_any_interleaving() {
     fn property(ops: Vec<KeysOp>) -> TestResult {
         run(&ops)
     }
-    check(property as fn(Vec<KeysOp>) -> TestResult);
+    check_2000(property as fn(Vec<KeysOp>) -> TestResult);
 }
 
 /// The same with long sequences: the cache's timings across many fetches.

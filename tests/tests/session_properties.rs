@@ -3,32 +3,13 @@
 //! wall clock too, backwards included), 2,000 cases each. The operations and the rules are
 //! `latchkey_tests::session_model`, shared with the `session_ops` fuzz target.
 
+use latchkey_tests::harness::{check_2000, ops_hold};
 use latchkey_tests::session_model::{SessionOp, SessionSim};
-use quickcheck::{Gen, QuickCheck, TestResult, Testable};
-
-const CASES: u64 = 2_000;
-
-fn check<P: Testable>(property: P) {
-    QuickCheck::new()
-        .tests(CASES)
-        .max_tests(CASES * 20)
-        .min_tests_passed(CASES)
-        .rng(Gen::new(80))
-        .quickcheck(property);
-}
+use quickcheck::{Gen, QuickCheck, TestResult};
 
 /// Applies every op, then settles; the first broken rule fails the case.
 fn run(ops: &[SessionOp]) -> TestResult {
-    let mut sim = SessionSim::new();
-    for op in ops {
-        if let Err(violation) = sim.apply(op) {
-            return TestResult::error(format!("{violation} after {op:?}"));
-        }
-    }
-    match sim.settle() {
-        Ok(()) => TestResult::passed(),
-        Err(violation) => TestResult::error(format!("settling: {violation}")),
-    }
+    ops_hold::<SessionSim>(ops)
 }
 
 /// Never more than one refresh request in flight; the live (rotated) refresh token is
@@ -41,7 +22,7 @@ fn the_rules_of_a_tokens_life_hold_under_any_interleaving() {
     fn property(ops: Vec<SessionOp>) -> TestResult {
         run(&ops)
     }
-    check(property as fn(Vec<SessionOp>) -> TestResult);
+    check_2000(property as fn(Vec<SessionOp>) -> TestResult);
 }
 
 /// The same with long sequences: many callers joining and leaving one refresh.
