@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use crate::e2e::{ModeResult, TargetResult};
 use crate::footprint::Footprint;
-use crate::id_token::{self, AlgorithmResult, CONTENDERS};
+use crate::id_token::{AlgorithmResult, CONTENDERS};
 use crate::refresh::{self, ClientResult};
 use crate::servers::Target;
 
@@ -246,7 +246,7 @@ impl Report {
             let mut row = format!("| {} |", result.algorithm);
             let ours = result.nanos.first().map(Vec::as_slice).unwrap_or_default();
             for (index, nanos) in result.nanos.iter().enumerate() {
-                let _ = write!(row, " {}", time(Some(id_token::median(nanos))));
+                let _ = write!(row, " {}", time(Some(refresh::median(nanos))));
                 if index > 0 {
                     let ratios: Vec<f64> = nanos
                         .iter()

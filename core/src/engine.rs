@@ -969,7 +969,6 @@ impl Engine {
             access_token: Some(tokens.access_token().expose_secret()),
             previous: None,
         };
-        let next_id = &mut self.next_id;
         let (lookup, fetch) = self.keys.check(
             now,
             received,
@@ -978,11 +977,7 @@ impl Engine {
             &expected,
             fetching,
             self.config.exchange_timeout,
-            &mut || {
-                let id = *next_id;
-                *next_id += 1;
-                id
-            },
+            &mut self.next_id,
         );
         if let Some((fetch, request)) = fetch {
             self.actions.push_back(Action::FetchKeys {

@@ -868,7 +868,6 @@ impl Session {
             access_token: Some(fresh.access_token().expose_secret()),
             previous: previous.identity(),
         };
-        let next_id = &mut self.next_id;
         let (lookup, fetch) = self.keys.check(
             now,
             wall,
@@ -877,11 +876,7 @@ impl Session {
             &expected,
             fetching,
             self.options.request_timeout,
-            &mut || {
-                let id = *next_id;
-                *next_id += 1;
-                id
-            },
+            &mut self.next_id,
         );
         if let Some((id, request)) = fetch {
             trace_event!(request = id, "fetching the key set");

@@ -100,8 +100,8 @@ pub(crate) struct KeyCache {
 
 impl KeyCache {
     /// Checks `token` with `policy`. `fetching` is `false` for a check repeated after a
-    /// fetch ended: it never starts another. A fetch to start comes back with a fresh
-    /// number from `next_id`; the caller sends it and reports with
+    /// fetch ended: it never starts another. A fetch to start comes back numbered
+    /// `*next_id` (which then moves on); the caller sends it and reports with
     /// [`handle_response`](KeyCache::handle_response) or
     /// [`handle_failure`](KeyCache::handle_failure) by that number.
     #[allow(clippy::too_many_arguments)]
@@ -114,7 +114,7 @@ impl KeyCache {
         expected: &Expected<'_>,
         fetching: bool,
         timeout: Duration,
-        next_id: &mut dyn FnMut() -> u64,
+        next_id: &mut u64,
     ) -> (Lookup, Option<Fetch>) {
         let jws = match policy.parse(token) {
             Ok(jws) => jws,
@@ -152,7 +152,8 @@ impl KeyCache {
                 return (Lookup::Done(done), None);
             }
         };
-        let id = next_id();
+        let id = *next_id;
+        *next_id += 1;
         entry.fetch = Some((id, now + timeout));
         if refetch {
             entry.refetched_at = Some(now);
