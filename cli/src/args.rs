@@ -177,6 +177,18 @@ EXIT CODES: 0 success, 1 the operation failed (login required, provider refused,
 
 /// Parses the process arguments, program name first.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, lexopt::Error> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    // `latchkey login --help` and the like: the usage, whatever else the line says.
+    if args
+        .iter()
+        .skip(1)
+        .any(|arg| arg == "--help" || arg == "-h")
+    {
+        return Ok(Invocation {
+            command: Command::Help,
+            verbosity: 0,
+        });
+    }
     let mut parser = lexopt::Parser::from_iter(args);
     let mut verbosity: u8 = 0;
     let name = loop {
@@ -561,6 +573,19 @@ mod tests {
 
     fn parse_line(line: &str) -> Result<Command, lexopt::Error> {
         parse_invocation(line).map(|invocation| invocation.command)
+    }
+
+    #[test]
+    fn help_after_a_command_is_the_usage() {
+        for line in [
+            "--help",
+            "login --help",
+            "login --issuer https://idp.example -h",
+            "dev-idp --help",
+            "token --json --help",
+        ] {
+            assert!(matches!(parse_line(line), Ok(Command::Help)), "{line}");
+        }
     }
 
     fn provider_of(line: &str) -> Result<ProviderChoice, String> {
