@@ -257,7 +257,7 @@ async fn serve_latchkey<R: Runtime>(
             let login = service
                 .start(latchkey::FlowOptions::new())
                 .map_err(std::io::Error::other)?;
-            say(&state_of(login.url()));
+            say(&state_of(login.url().expect("a browser login")));
             let outcomes = Arc::clone(&outcomes);
             runtime.detach(runtime.spawn(async move {
                 outcomes.record(login.finished().await.is_ok());

@@ -84,11 +84,31 @@ pub struct LoginArgs {
     pub then: Option<String>,
     pub store: PathBuf,
     pub no_browser: bool,
+    /// How the user signs in: `--device`, `--no-device`, or chosen by the command.
+    pub way: Way,
+    pub device_authorization_endpoint: Option<String>,
     /// `--no-verify-id-token` turns ID token verification off.
     pub verify_id_token: bool,
-    pub timeout: Duration,
+    /// `--timeout`; without it a browser login waits [`BROWSER_TIMEOUT`] and a device login
+    /// until its code expires.
+    pub timeout: Option<Duration>,
     pub runtime: RuntimeChoice,
     pub json: bool,
+}
+
+/// How long a browser login waits without `--timeout`.
+pub const BROWSER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How `latchkey login` lets the user sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// Chosen by the command: the browser where one can be opened, else the device grant
+    /// when the provider has one, else the URL printed and the address pasted back.
+    Choose,
+    /// `--device`: the device authorization grant.
+    Device,
+    /// `--no-device`: the loopback listener, never the device grant.
+    Browser,
 }
 
 /// `latchkey refresh` and `latchkey logout`: the token file and, for a confidential
@@ -160,10 +180,17 @@ LOGIN OPTIONS:
   --then URL                   send the browser here after success (e.g. docker-desktop://dashboard/open)
   --store PATH                 token file (default: the user's config directory); it also
                                records the provider's settings, never the secret
-  --no-browser                 print the URL instead of opening a browser
+  --device                     sign in on another device with a code (RFC 8628 device grant);
+                               chosen by itself on SSH sessions and Linux without a display
+  --device-authorization-endpoint URL  with endpoints: the provider's device endpoint
+  --no-device                  never the device grant: the browser, or the URL printed and
+                               the address the browser ended on pasted back
+  --no-browser                 open no browser here: a code (device grant) when the provider
+                               has one, else the URL to open elsewhere
   --no-verify-id-token         do NOT verify the ID token (only for a provider whose ID
                                tokens cannot be verified); nobody's identity is recorded
-  --timeout SECS               upper bound on the whole login (default 300)
+  --timeout SECS               upper bound on the whole login (default 300; a device login
+                               waits until its code expires)
   --runtime smol|tokio         driver (default smol)
   --json                       one JSON event per line on stdout
 
@@ -272,6 +299,7 @@ fn parse_login(options: &mut Options) -> Result<LoginArgs, lexopt::Error> {
     let mut preset = None;
     let (mut tenant, mut domain, mut base_url, mut realm) = (None, None, None, None);
     let mut client_id = None;
+    let mut way = None;
     let mut args = LoginArgs {
         provider: ProviderChoice::Discover,
         issuer: None,
@@ -285,8 +313,10 @@ fn parse_login(options: &mut Options) -> Result<LoginArgs, lexopt::Error> {
         then: None,
         store: default_store(),
         no_browser: false,
+        way: Way::Choose,
+        device_authorization_endpoint: None,
         verify_id_token: true,
-        timeout: Duration::from_secs(300),
+        timeout: None,
         runtime: RuntimeChoice::Smol,
         json: false,
     };
@@ -321,14 +351,20 @@ fn parse_login(options: &mut Options) -> Result<LoginArgs, lexopt::Error> {
             Long("then") => args.then = Some(options.string()?),
             Long("store") => args.store = options.path()?,
             Long("no-browser") => args.no_browser = true,
+            Long("device") => way = Some(way_once(way, Way::Device)?),
+            Long("no-device") => way = Some(way_once(way, Way::Browser)?),
+            Long("device-authorization-endpoint") => {
+                args.device_authorization_endpoint = Some(options.string()?);
+            }
             Long("no-verify-id-token") => args.verify_id_token = false,
-            Long("timeout") => args.timeout = options.seconds()?,
+            Long("timeout") => args.timeout = Some(options.seconds()?),
             Long("runtime") => args.runtime = options.runtime()?,
             Long("json") => args.json = true,
             other => return Err(other.unexpected()),
         }
     }
     args.client_id = client_id.ok_or_else(|| missing("--client-id"))?;
+    args.way = way.unwrap_or(Way::Choose);
     let preset_settings = [&tenant, &domain, &base_url, &realm];
     if preset.is_none() && preset_settings.iter().any(|setting| setting.is_some()) {
         return Err(lexopt::Error::from(
@@ -337,7 +373,11 @@ fn parse_login(options: &mut Options) -> Result<LoginArgs, lexopt::Error> {
     }
     args.provider = match (preset, authorization_endpoint, token_endpoint) {
         (Some(name), None, None) => {
-            if revocation_endpoint.is_some() || args.issuer.is_some() || jwks_uri.is_some() {
+            if revocation_endpoint.is_some()
+                || args.issuer.is_some()
+                || jwks_uri.is_some()
+                || args.device_authorization_endpoint.is_some()
+            {
                 return Err(lexopt::Error::from(
                     "--provider sets the endpoints, the issuer and the key set itself",
                 ));
@@ -357,7 +397,10 @@ fn parse_login(options: &mut Options) -> Result<LoginArgs, lexopt::Error> {
             jwks_uri,
         },
         (None, None, None)
-            if args.issuer.is_some() && revocation_endpoint.is_none() && jwks_uri.is_none() =>
+            if args.issuer.is_some()
+                && revocation_endpoint.is_none()
+                && jwks_uri.is_none()
+                && args.device_authorization_endpoint.is_none() =>
         {
             ProviderChoice::Discover
         }
@@ -371,6 +414,16 @@ fn parse_login(options: &mut Options) -> Result<LoginArgs, lexopt::Error> {
         }
     };
     Ok(args)
+}
+
+/// `--device` or `--no-device`, given once.
+fn way_once(seen: Option<Way>, way: Way) -> Result<Way, lexopt::Error> {
+    match seen {
+        Some(seen) if seen != way => Err(lexopt::Error::from(
+            "--device and --no-device contradict each other",
+        )),
+        _ => Ok(way),
+    }
 }
 
 fn missing(option: &str) -> lexopt::Error {
@@ -742,7 +795,7 @@ mod tests {
         assert_eq!(args.scopes, ["openid", "email"]);
         assert_eq!(args.params[1], ("prompt".into(), "consent".into()));
         assert_eq!(args.runtime, RuntimeChoice::Tokio);
-        assert_eq!(args.timeout, Duration::from_secs(5));
+        assert_eq!(args.timeout, Some(Duration::from_secs(5)));
         assert!(args.json);
     }
 }

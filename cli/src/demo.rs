@@ -104,7 +104,7 @@ async fn demo<R: Runtime>(
 
     let login = service.start(FlowOptions::new())?;
     reporter.note("Started a login; the built-in user agent follows the authorization URL");
-    let url = login.url().to_owned();
+    let url = login.url().unwrap_or_default().to_owned();
     let browsing = runtime.unblock(move || agent::browse(&url));
     let deadline = Instant::now() + Duration::from_secs(30);
     let (hops, outcome) = future::zip(
@@ -112,7 +112,7 @@ async fn demo<R: Runtime>(
         follow(
             runtime,
             &login,
-            deadline,
+            Some(deadline),
             reporter,
             "openid profile",
             &store_path,

@@ -3,8 +3,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use futures_lite::future;
 use latchkey::{
     ClientAuth, Config, FlowError, FlowOptions, Landing, Provider, ProviderBuilder, Step, presets,
 };
@@ -18,7 +19,8 @@ use latchkey_io::store::{DEFAULT_KEY, FileStore, ProviderRecord};
 use latchkey_io::transport::Transport;
 use secrecy::SecretString;
 
-use crate::args::{LoginArgs, Preset, ProviderChoice, SecretSource};
+use crate::args::{BROWSER_TIMEOUT, LoginArgs, Preset, ProviderChoice, SecretSource, Way};
+use crate::paste;
 use crate::report::{Reporter, describe_failure};
 
 /// How often the spinner turns while the browser is away.
@@ -33,6 +35,8 @@ pub enum Failure {
     /// Another operation failed (refresh, logout, the store, discovery): exit 1, with the
     /// JSON error event's kind.
     Failed { kind: &'static str, message: String },
+    /// `--device` with a provider that has no device authorization endpoint: exit 2.
+    Unsupported(String),
 }
 
 impl Failure {
@@ -51,6 +55,10 @@ impl Failure {
             Failure::Failed { kind, message } => {
                 reporter.error(kind, &message);
                 ExitCode::from(1)
+            }
+            Failure::Unsupported(message) => {
+                reporter.error("device_unsupported", &message);
+                ExitCode::from(2)
             }
         }
     }
@@ -90,33 +98,72 @@ async fn login<R: Runtime>(
     }
     let record = ProviderRecord::of(&provider);
     let requested_scope = args.scopes.join(" ");
+    let has_device = provider.device_authorization_endpoint().is_some();
+    let way = choose_way(args, has_device, reporter)?;
     let config = config(provider, args)?;
     let store = Arc::new(FileStore::new(&args.store));
     let mut options = ServiceOptions::new(Arc::clone(&store) as _, transport);
     options.bind.extend(args.bind);
-    let service = Service::bind(runtime.clone(), config, options)?;
-    reporter.listening(service.redirect_uri());
-    let login = service.start(FlowOptions::new())?;
-
-    let opened = !args.no_browser && {
-        let url = login.url().to_owned();
-        runtime
-            .unblock(move || SystemBrowser.open(&url))
-            .await
-            .is_ok()
+    let result = match way {
+        Chosen::Device => {
+            let service = Service::unbound(runtime.clone(), config, options)?;
+            let login = service.start_device(FlowOptions::new())?;
+            let deadline = args.timeout.map(|timeout| Instant::now() + timeout);
+            let result = follow(
+                runtime,
+                &login,
+                deadline,
+                reporter,
+                &requested_scope,
+                &args.store,
+            )
+            .await;
+            service.shutdown().await;
+            result
+        }
+        Chosen::Browser { open } => {
+            let service = Service::bind(runtime.clone(), config, options)?;
+            reporter.listening(service.redirect_uri());
+            let login = service.start(FlowOptions::new())?;
+            let url = login.url().unwrap_or_default().to_owned();
+            let opened = open && {
+                let url = url.clone();
+                runtime
+                    .unblock(move || SystemBrowser.open(&url))
+                    .await
+                    .is_ok()
+            };
+            reporter.authorize(&url, opened);
+            let timeout = args.timeout.unwrap_or(BROWSER_TIMEOUT);
+            let deadline = Some(Instant::now() + timeout);
+            if !opened {
+                reporter.paste_prompt(service.redirect_uri());
+            }
+            let json = reporter.json_mode();
+            let following = follow(
+                runtime,
+                &login,
+                deadline,
+                reporter,
+                &requested_scope,
+                &args.store,
+            );
+            let result = if opened {
+                following.await
+            } else {
+                // The browser may be on another machine, where the redirect to this one's
+                // loopback port fails to load: its address can be pasted here instead.
+                let pasting = paste::accept(&service, json);
+                future::or(following, async {
+                    pasting.await;
+                    std::future::pending().await
+                })
+                .await
+            };
+            service.shutdown().await;
+            result
+        }
     };
-    reporter.authorize(login.url(), opened);
-    let deadline = Instant::now() + args.timeout;
-    let result = follow(
-        runtime,
-        &login,
-        deadline,
-        reporter,
-        &requested_scope,
-        &args.store,
-    )
-    .await;
-    service.shutdown().await;
     result.map_err(Failure::Flow)?;
     // What `refresh` and `logout` need later, next to the tokens.
     runtime
@@ -126,6 +173,50 @@ async fn login<R: Runtime>(
             kind: "store",
             message: format!("recording the provider's settings: {error}"),
         })
+}
+
+/// How this login lets the user sign in.
+enum Chosen {
+    /// The device authorization grant.
+    Device,
+    /// The loopback listener; the browser opened here when `open`.
+    Browser { open: bool },
+}
+
+/// Picks the way in: `--device` and `--no-device` decide; otherwise the browser where one
+/// can be opened, the device grant where none can and the provider has it, else the URL
+/// printed and the address pasted back. The user hears why.
+fn choose_way(
+    args: &LoginArgs,
+    has_device: bool,
+    reporter: &mut Reporter,
+) -> Result<Chosen, Failure> {
+    let no_browser = match args.no_browser {
+        true => Some("--no-browser"),
+        false => paste::browser_unavailable(),
+    };
+    match args.way {
+        Way::Device if has_device => Ok(Chosen::Device),
+        Way::Device => Err(Failure::Unsupported(
+            "the provider has no device authorization endpoint: give \
+             --device-authorization-endpoint, or sign in with the browser (--no-device)"
+                .into(),
+        )),
+        Way::Browser => Ok(Chosen::Browser {
+            open: no_browser.is_none(),
+        }),
+        Way::Choose => match no_browser {
+            None => Ok(Chosen::Browser { open: true }),
+            Some(reason) if has_device => {
+                reporter.no_browser(reason, true);
+                Ok(Chosen::Device)
+            }
+            Some(reason) => {
+                reporter.no_browser(reason, false);
+                Ok(Chosen::Browser { open: false })
+            }
+        },
+    }
 }
 
 /// latchkey's HTTP client, through the proxy the environment names.
@@ -138,21 +229,31 @@ pub fn http_client() -> Result<HttpClient, Failure> {
 }
 
 /// Reports the login's events until it ends or `deadline` passes (then it is cancelled).
+/// Without a deadline, a device login waits until its code expires.
 pub async fn follow<R: Runtime>(
     runtime: &R,
     login: &Login,
-    deadline: Instant,
+    deadline: Option<Instant>,
     reporter: &mut Reporter,
     requested_scope: &str,
     store: &Path,
 ) -> Result<(), FlowError> {
-    let mut step = Step::Callback;
+    let mut step = match login.url() {
+        Some(_) => Step::Callback,
+        None => Step::DeviceAuthorization,
+    };
+    let mut code_expires: Option<SystemTime> = None;
     loop {
-        let tick = (Instant::now() + TICK).min(deadline);
+        let tick = Instant::now() + TICK;
+        let tick = deadline.map_or(tick, |deadline| tick.min(deadline));
         match login.next_event_by(runtime, tick).await {
             Ok(Some(event)) => {
                 step = event.step().unwrap_or(step);
                 match event {
+                    LoginEvent::UserCode(authorization) => {
+                        code_expires = Some(authorization.expires_at());
+                        reporter.device_authorization(&authorization);
+                    }
                     LoginEvent::Callback => reporter.callback(),
                     LoginEvent::Tokens(tokens) => reporter.token(&tokens, requested_scope),
                     LoginEvent::Stored => reporter.stored(store),
@@ -160,14 +261,28 @@ pub async fn follow<R: Runtime>(
                 }
             }
             Ok(None) => return Err(FlowError::Cancelled),
-            Err(Elapsed) if Instant::now() >= deadline => {
+            Err(Elapsed) if deadline.is_some_and(|deadline| Instant::now() >= deadline) => {
                 login.cancel();
                 return Err(FlowError::TimedOut(step));
             }
             // Ctrl-C: cancel properly, so a waiting browser gets the failure page and the
             // outcome is reported; the engine's Finished(Cancelled) ends the loop.
             Err(Elapsed) if crate::interrupted() => login.cancel(),
-            Err(Elapsed) => reporter.tick("Waiting for you to sign in in the browser…"),
+            Err(Elapsed) => match (step, code_expires) {
+                (Step::Approval, Some(expires)) => {
+                    let left = expires
+                        .duration_since(SystemTime::now())
+                        .unwrap_or_default()
+                        .as_secs();
+                    reporter.tick(&format!(
+                        "Waiting for you to approve; the code expires in {}:{:02}",
+                        left / 60,
+                        left % 60
+                    ));
+                }
+                (Step::DeviceAuthorization, _) => reporter.tick("Asking the provider for a code…"),
+                _ => reporter.tick("Waiting for you to sign in in the browser…"),
+            },
         }
     }
 }
@@ -188,6 +303,9 @@ async fn provider<R: Runtime>(
             jwks_uri,
         } => {
             let mut builder = Provider::builder(authorization_endpoint, token_endpoint, client_id);
+            if let Some(endpoint) = &args.device_authorization_endpoint {
+                builder = builder.device_authorization_endpoint(endpoint);
+            }
             if let Some(endpoint) = revocation_endpoint {
                 builder = builder.revocation_endpoint(endpoint);
             }
@@ -269,7 +387,7 @@ fn config(provider: Provider, args: &LoginArgs) -> Result<Config, Failure> {
         |what: &str, error: &dyn std::fmt::Display| Failure::Config(format!("{what}: {error}"));
     let mut config = Config::builder(provider)
         .loopback_redirect_uri(&args.redirect_uri)
-        .flow_lifetime(args.timeout);
+        .flow_lifetime(args.timeout.unwrap_or(BROWSER_TIMEOUT));
     if let Some(then) = &args.then {
         config = config.on_success(Landing::Redirect(then.clone()));
     }

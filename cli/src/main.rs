@@ -8,6 +8,7 @@
 mod args;
 mod demo;
 mod login;
+mod paste;
 mod report;
 mod session;
 mod show;

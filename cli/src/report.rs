@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use latchkey::{FlowError, TokenSet};
+use latchkey::{DeviceAuthorization, DeviceError, FlowError, TokenSet};
 use serde_json::{Map, Value, json};
 
 /// Where events go.
@@ -32,6 +32,84 @@ impl Reporter {
             timed: Some(started),
             spinner: None,
         }
+    }
+
+    /// Whether events go out as JSON lines.
+    pub fn json_mode(&self) -> bool {
+        self.json
+    }
+
+    /// No browser can be opened here (`reason`): the user hears what happens instead.
+    /// Nothing in JSON mode, whose events say it.
+    pub fn no_browser(&mut self, reason: &str, device: bool) {
+        let instead = match device {
+            true => "sign in on another device with a code",
+            false => "open the address below on any device; the provider has no device login",
+        };
+        self.note(&format!(
+            "No browser can be opened here ({reason}): {instead}."
+        ));
+    }
+
+    /// A device login's user code and where to enter it: for people, the code framed, the
+    /// address, and a QR code of the complete URI on a terminal that can show one.
+    pub fn device_authorization(&mut self, authorization: &DeviceAuthorization) {
+        let expires_at = unix_seconds(authorization.expires_at());
+        let interval = authorization.interval();
+        let mut event = Map::new();
+        event.insert("event".into(), "device_authorization".into());
+        event.insert(
+            "verification_uri".into(),
+            authorization.verification_uri().into(),
+        );
+        if let Some(complete) = authorization.verification_uri_complete() {
+            event.insert("verification_uri_complete".into(), complete.into());
+        }
+        event.insert("user_code".into(), authorization.user_code().into());
+        event.insert("expires_at".into(), expires_at.into());
+        event.insert(
+            "interval".into(),
+            match interval.subsec_nanos() {
+                0 => interval.as_secs().into(),
+                _ => interval.as_secs_f64().into(),
+            },
+        );
+        if self.json {
+            self.emit(Value::Object(event), "");
+            return;
+        }
+        let code = authorization.user_code();
+        let width = code.chars().count() + 4;
+        let bold = |text: &str| match std::io::stdout().is_terminal() {
+            true => format!("\x1b[1m{text}\x1b[0m"),
+            false => text.to_owned(),
+        };
+        let mut text = format!(
+            "To sign in, open {}\nand enter this code:\n\n    ┌{line}┐\n    │  {}  │\n    └{line}┘\n",
+            authorization.verification_uri(),
+            bold(code),
+            line = "─".repeat(width),
+        );
+        let complete = authorization.verification_uri_complete();
+        if let Some(complete) = complete {
+            text.push_str(&format!("\nOr open {complete} (the code is in it)"));
+        }
+        if let Some(qr) = complete.and_then(qr_code) {
+            text.push_str(", or scan:\n");
+            text.push_str(&qr);
+        }
+        let minutes = authorization.lifetime().as_secs().div_ceil(60);
+        text.push_str(&format!("\nThe code expires in {minutes} min."));
+        self.line(&text);
+    }
+
+    /// Where a browser on another machine ends, and that its address may be pasted here.
+    pub fn paste_prompt(&mut self, redirect_uri: &str) {
+        self.note(&format!(
+            "After you sign in, the browser goes to {redirect_uri}?…\n\
+             If that page does not load (the browser is on another machine), copy its address \
+             from the address bar and paste it here, then press Enter."
+        ));
     }
 
     pub fn listening(&mut self, redirect_uri: &str) {
@@ -201,6 +279,40 @@ impl Reporter {
     }
 }
 
+/// A pasted address was refused, for `reason`; the login goes on waiting.
+pub fn paste_refused(json: bool, reason: &str) {
+    if json {
+        let event = json!({"event": "paste_refused", "message": reason});
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{event}");
+        let _ = stdout.flush();
+    } else {
+        eprintln!("\r\x1b[2KNot accepted: {reason}. Paste the address again, or keep waiting.");
+    }
+}
+
+/// `uri` as a QR code of Unicode half blocks, two modules per character cell, for a
+/// terminal that shows them (a `TERM` other than `dumb`, on standard output); `None`
+/// elsewhere or when the URI is too long for a code that fits a terminal.
+fn qr_code(uri: &str) -> Option<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let term = std::env::var("TERM").unwrap_or_default();
+    if !std::io::stdout().is_terminal() || term.is_empty() || term == "dumb" {
+        return None;
+    }
+    let code = qrcode::QrCode::with_error_correction_level(uri, qrcode::EcLevel::L).ok()?;
+    // Version 10 is 57 modules, 61 columns with its quiet zone: it fits 80.
+    if code.width() > 57 {
+        return None;
+    }
+    Some(
+        code.render::<Dense1x2>()
+            .dark_color(Dense1x2::Light)
+            .light_color(Dense1x2::Dark)
+            .build(),
+    )
+}
+
 /// `expires in 59 min, refresh token` and the like.
 pub fn describe_tokens(tokens: &TokenSet) -> String {
     let expiry = match tokens.expires_at() {
@@ -226,9 +338,27 @@ pub fn unix_seconds(time: SystemTime) -> u64 {
 /// The `kind` of the JSON error event and a message that says what to do next.
 pub fn describe_failure(error: &FlowError) -> (String, String) {
     let (kind, advice) = match error {
+        // Microsoft Entra's device-flow refusal says the same as `access_denied`.
+        FlowError::Denied(denial) if denial.code == "authorization_declined" => (
+            "access_denied".into(),
+            "sign in again and approve the request, or ask the provider's administrator",
+        ),
         FlowError::Denied(denial) => (
             denial.code.clone(),
             "sign in again and approve the request, or ask the provider's administrator",
+        ),
+        FlowError::Device(DeviceError::Expired) => (
+            "expired_token".into(),
+            "run the command again and enter the new code before it expires",
+        ),
+        FlowError::Device(DeviceError::Refused { .. }) => (
+            "device_rejected".into(),
+            "check --client-id and that the provider allows this client the device grant \
+             (GitHub: \"Enable Device Flow\" in the app's settings)",
+        ),
+        FlowError::Device(_) => (
+            "invalid_response".into(),
+            "the device authorization endpoint answered something unexpected; check it",
         ),
         FlowError::IssuerMismatch { .. } => (
             "issuer_mismatch".into(),

@@ -1102,6 +1102,7 @@ fn login_discovering(idp: &DevIdp, store: &Path, extra: &[&str]) -> Command {
         "login",
         "--json",
         "--no-browser",
+        "--no-device",
         "--issuer",
         &idp.issuer(),
         "--client-id",
@@ -1191,7 +1192,14 @@ fn discovery_from_an_issuer_that_does_not_answer_is_a_discovery_error() {
 /// (the login then times out: nobody plays the browser, and no real provider is reached).
 fn preset_authorization_url(preset: &[&str]) -> String {
     let (_dir, path) = store();
-    let mut command = latchkey(["login", "--json", "--no-browser", "--timeout", "1"]);
+    let mut command = latchkey([
+        "login",
+        "--json",
+        "--no-browser",
+        "--no-device",
+        "--timeout",
+        "1",
+    ]);
     command
         .args(["--client-id", CLIENT_ID, "--redirect-uri", REDIRECT_URI])
         .args(preset)

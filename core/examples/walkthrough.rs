@@ -127,6 +127,9 @@ fn react(action: Action, inputs: &mut VecDeque<Input>) -> Result<(), Box<dyn std
             )
             .into());
         }
+        Action::RequestDeviceCode { .. } | Action::ShowUserCode { .. } => {
+            return Err("a browser login does not use the device grant".into());
+        }
         Action::Finished { flow, result } => match result {
             Ok(tokens) => println!("flow {flow}: signed in, {tokens:?}"),
             Err(error) => println!("flow {flow}: failed: {error}"),

@@ -47,6 +47,8 @@ pub(crate) struct ProviderInner {
     pub authorization_endpoint_len: usize,
     pub token_endpoint: http::Uri,
     pub revocation_endpoint: Option<http::Uri>,
+    /// Where device logins start (RFC 8628 §3.1).
+    pub device_authorization_endpoint: Option<http::Uri>,
     pub client_id: String,
     pub client_secret: Option<SecretString>,
     pub auth: ClientAuth,
@@ -83,6 +85,7 @@ impl Provider {
             issuer: None,
             require_iss: false,
             revocation_endpoint: None,
+            device_authorization_endpoint: None,
             jwks_uri: None,
             userinfo_endpoint: None,
             algorithms: None,
@@ -124,6 +127,12 @@ impl Provider {
     /// The token revocation endpoint (RFC 7009), if known.
     pub fn revocation_endpoint(&self) -> Option<&http::Uri> {
         self.0.revocation_endpoint.as_ref()
+    }
+
+    /// The device authorization endpoint (RFC 8628), if known: without it there are no
+    /// device logins.
+    pub fn device_authorization_endpoint(&self) -> Option<&http::Uri> {
+        self.0.device_authorization_endpoint.as_ref()
     }
 
     /// The requested scopes.
@@ -169,6 +178,10 @@ impl fmt::Debug for Provider {
         f.debug_struct("Provider")
             .field("token_endpoint", &self.0.token_endpoint)
             .field("revocation_endpoint", &self.0.revocation_endpoint)
+            .field(
+                "device_authorization_endpoint",
+                &self.0.device_authorization_endpoint,
+            )
             .field("client_id", &self.0.client_id)
             .field("client_secret", &self.0.client_secret)
             .field("auth", &self.0.auth)
@@ -193,6 +206,7 @@ pub struct ProviderBuilder {
     issuer: Option<String>,
     require_iss: bool,
     revocation_endpoint: Option<String>,
+    device_authorization_endpoint: Option<String>,
     jwks_uri: Option<String>,
     userinfo_endpoint: Option<String>,
     algorithms: Option<Vec<Algorithm>>,
@@ -270,6 +284,13 @@ impl ProviderBuilder {
         self
     }
 
+    /// The device authorization endpoint (RFC 8628 §3.1), for logging in where no browser
+    /// can be opened ([`Engine::start_device`](crate::Engine::start_device)).
+    pub fn device_authorization_endpoint(mut self, endpoint: impl Into<String>) -> ProviderBuilder {
+        self.device_authorization_endpoint = Some(endpoint.into());
+        self
+    }
+
     /// Where the provider publishes the keys that sign its ID tokens (`jwks_uri`). Needed
     /// when `openid` is requested, unless verification is turned off.
     pub fn jwks_uri(mut self, uri: impl Into<String>) -> ProviderBuilder {
@@ -343,6 +364,11 @@ impl ProviderBuilder {
             .revocation_endpoint
             .as_deref()
             .map(|endpoint| endpoint_uri(endpoint, "revocation endpoint"))
+            .transpose()?;
+        let device_authorization_endpoint = self
+            .device_authorization_endpoint
+            .as_deref()
+            .map(|endpoint| endpoint_uri(endpoint, "device authorization endpoint"))
             .transpose()?;
         let jwks_uri = self
             .jwks_uri
@@ -487,6 +513,7 @@ impl ProviderBuilder {
             authorization_endpoint_len,
             token_endpoint,
             revocation_endpoint,
+            device_authorization_endpoint,
             basic_authorization,
             client_id: self.client_id,
             client_secret: self.client_secret,
@@ -851,8 +878,6 @@ pub enum ConfigError {
     /// The redirect path does not start with `/` or contains `?`, `#`, `%`, spaces or
     /// non-ASCII characters.
     InvalidRedirectPath,
-    /// The redirect port is still 0: bind first, then [`Config::with_redirect_port`].
-    UnresolvedRedirectPort,
     /// A redirect URI given as one string is not `http://HOST:PORT/PATH`.
     InvalidRedirectUri,
     /// An application redirect URI is not an absolute URI of a private-use scheme (not
@@ -898,9 +923,6 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::InvalidRedirectPath => {
                 f.write_str("redirect path must start with `/` and be plain printable ASCII")
-            }
-            ConfigError::UnresolvedRedirectPort => {
-                f.write_str("redirect port is 0: bind the listener and set the real port first")
             }
             ConfigError::InvalidRedirectUri => {
                 f.write_str("redirect URI must look like http://127.0.0.1:PORT/PATH")

@@ -195,6 +195,9 @@ impl Metadata {
         if let Some(revocation) = self.string("revocation_endpoint") {
             builder = builder.revocation_endpoint(revocation);
         }
+        if let Some(device) = self.string("device_authorization_endpoint") {
+            builder = builder.device_authorization_endpoint(device);
+        }
         if let Some(jwks_uri) = self.string("jwks_uri") {
             builder = builder.jwks_uri(jwks_uri);
         }
@@ -541,6 +544,7 @@ mod tests {
         "authorization_endpoint": "http://localhost:3000/auth",
         "token_endpoint": "http://localhost:3000/token",
         "revocation_endpoint": "http://localhost:3000/token/revocation",
+        "device_authorization_endpoint": "http://localhost:3000/device/auth",
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
         "grant_types_supported": ["authorization_code", "refresh_token"],
@@ -689,6 +693,13 @@ mod tests {
         .expect("trusted");
         let provider = both.provider("app").unwrap().build().expect("valid");
         assert_eq!(provider.issuer(), Some("http://localhost:3000"));
+        assert_eq!(
+            provider
+                .device_authorization_endpoint()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("http://localhost:3000/device/auth")
+        );
         // Another issuer's document in either place fails discovery, even beside a good one.
         let elsewhere = OIDC_PROVIDER.replace("localhost:3000\",", "localhost:4000\",");
         for (first, second) in [

@@ -29,11 +29,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::StatusCode;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::callback::{Callback, Rejection};
 use crate::config::{Config, ConfigError, Provider};
-use crate::error::{FlowError, Step, StoreError, TransportError};
+use crate::device::{self, DeviceAuthorization, DeviceGrant, Poll};
+use crate::error::{DeviceError, FlowError, Step, StoreError, TransportError};
 use crate::exchange;
 use crate::form;
 use crate::oidc::{Expected, IdTokenError, KeyCache, KeySetError, Lookup};
@@ -54,7 +55,8 @@ id_type!(
     ConnId
 );
 id_type!(
-    /// Identifies one token request ([`Action::SendTokenRequest`]).
+    /// Identifies one request to the provider's token or device authorization endpoint
+    /// ([`Action::SendTokenRequest`], [`Action::RequestDeviceCode`]).
     ExchangeId
 );
 
@@ -100,6 +102,28 @@ pub enum Action {
         exchange: ExchangeId,
         /// The request, complete with headers and body (see [`crate::http1`] to send it).
         request: http::Request<Vec<u8>>,
+    },
+    /// Send this device authorization request (RFC 8628 §3.1) of a flow started with
+    /// [`Engine::start_device`], and report the outcome with
+    /// [`Engine::handle_token_response`] or [`Engine::handle_token_failure`], as for a
+    /// token request. Follow no redirects.
+    RequestDeviceCode {
+        /// The device flow.
+        flow: FlowId,
+        /// Names this request in the answer.
+        exchange: ExchangeId,
+        /// The request, complete with headers and body.
+        request: http::Request<Vec<u8>>,
+    },
+    /// Show the user where to approve the device flow `flow` and the code to enter there
+    /// (print it, draw the complete URI as a QR code, open it on a device that has a
+    /// browser). The engine polls the token endpoint meanwhile with
+    /// [`Action::SendTokenRequest`]; the flow ends with [`Action::Finished`] as usual.
+    ShowUserCode {
+        /// The device flow.
+        flow: FlowId,
+        /// The user code, the verification URIs, when the code expires.
+        authorization: DeviceAuthorization,
     },
     /// Fetch the provider's key set (JWKS) with this `GET`, and report with
     /// [`Engine::handle_keys_response`] or [`Engine::handle_keys_failure`]. Follow no
@@ -155,6 +179,24 @@ impl fmt::Debug for Action {
                 .field("flow", flow)
                 .field("exchange", exchange)
                 .field("request", &exchange::Redacted(request))
+                .finish(),
+            Action::RequestDeviceCode {
+                flow,
+                exchange,
+                request,
+            } => f
+                .debug_struct("RequestDeviceCode")
+                .field("flow", flow)
+                .field("exchange", exchange)
+                .field("request", &exchange::Redacted(request))
+                .finish(),
+            Action::ShowUserCode {
+                flow,
+                authorization,
+            } => f
+                .debug_struct("ShowUserCode")
+                .field("flow", flow)
+                .field("authorization", authorization)
                 .finish(),
             Action::FetchKeys { id, request } => f
                 .debug_struct("FetchKeys")
@@ -221,12 +263,23 @@ pub enum StartError {
     /// The entropy produced a `state` the engine has already seen: the driver's random
     /// source repeats itself, and a flow started from it would not be secure.
     ReusedEntropy,
+    /// A browser login needs the redirect URI's port, and the configuration's is still 0:
+    /// bind the listener first and give its port to [`Config::with_redirect_port`].
+    UnresolvedRedirectPort,
+    /// [`Engine::start_device`]: the provider has no device authorization endpoint.
+    NoDeviceEndpoint,
 }
 
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::ReusedEntropy => f.write_str("entropy was reused: the state is not fresh"),
+            StartError::UnresolvedRedirectPort => {
+                f.write_str("the redirect URI's port is not known yet: bind the listener first")
+            }
+            StartError::NoDeviceEndpoint => {
+                f.write_str("the provider has no device authorization endpoint")
+            }
         }
     }
 }
@@ -237,8 +290,8 @@ impl std::error::Error for StartError {}
 #[derive(Debug, Clone)]
 struct Flow {
     provider: Provider,
-    state: StateKey,
-    verifier: Verifier,
+    /// A browser login's `state` and PKCE verifier; `None` for a device login.
+    browser: Option<(StateKey, Verifier)>,
     /// The nonce the authorization request carried, when the ID token is verified.
     nonce: Option<Nonce>,
     owner: Option<String>,
@@ -251,6 +304,10 @@ struct Flow {
 enum Phase {
     /// Waiting for the browser's callback.
     Waiting,
+    /// A device login's authorization request is on its way.
+    Authorizing { exchange: ExchangeId },
+    /// A device login waits for the user's approval, polling the token endpoint.
+    Polling(Box<Polling>),
     /// The code is being exchanged; the callback's connection, if any, waits for the outcome.
     Exchanging {
         exchange: ExchangeId,
@@ -270,6 +327,47 @@ enum Phase {
     },
 }
 
+/// A device login between its user code and its tokens (the rules are in [`crate::device`]).
+#[derive(Debug, Clone)]
+struct Polling {
+    device_code: SecretString,
+    interval: Duration,
+    /// Failed polls in a row (transport, 5xx, 429).
+    failures: u32,
+    /// When its `Timer::Poll` fires: the next poll, or the in-flight poll's deadline.
+    timer: Instant,
+    /// The poll on its way, if any.
+    in_flight: Option<ExchangeId>,
+}
+
+impl Polling {
+    /// Sets the next poll after an answer without tokens, by the rules of S51.
+    fn schedule(&mut self, now: Instant, answer: &Poll) {
+        let wait = match *answer {
+            Poll::SlowDown(named) => {
+                self.failures = 0;
+                let slower =
+                    (self.interval + device::SLOW_DOWN_STEP).max(named.unwrap_or_default());
+                self.interval = slower.min(device::MAX_LIFETIME);
+                self.interval
+            }
+            Poll::Unavailable(retry_after) => {
+                self.failures = self.failures.saturating_add(1);
+                let doubled = self
+                    .interval
+                    .saturating_mul(1 << self.failures.min(16))
+                    .min(device::MAX_BACKOFF.max(self.interval));
+                doubled.max(retry_after.unwrap_or_default())
+            }
+            Poll::Pending | Poll::Tokens(_) | Poll::Fail(_) => {
+                self.failures = 0;
+                self.interval
+            }
+        };
+        self.timer = now.checked_add(wait).unwrap_or(now + device::MAX_LIFETIME);
+    }
+}
+
 /// What happens to a flow; `Engine::advance` applies it.
 enum Event<'q> {
     /// A callback with this flow's state, judged: the code to exchange, or why the flow ends.
@@ -287,6 +385,12 @@ enum Event<'q> {
         key_set: String,
     },
     Persisted(Result<(), StoreError>),
+    /// A device login's authorization answer, read.
+    DeviceAuthorized(Result<DeviceGrant, FlowError>),
+    /// A device login's poll timer fired.
+    PollDue,
+    /// A device login's poll was answered without tokens, or failed (`Unavailable(None)`).
+    Polled(Poll),
     Deadline,
     /// The application cancelled, or a newer flow replaced this one.
     Abort(FlowError),
@@ -333,6 +437,8 @@ impl fmt::Debug for Conn {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Flow(FlowId),
+    /// A device login's next poll, or its in-flight poll's deadline.
+    Poll(FlowId),
     Conn(ConnId),
 }
 
@@ -367,12 +473,10 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine for `config`, whose redirect port must be known (bind first).
+    /// An engine for `config`. Browser logins need the redirect port known (bind first);
+    /// an engine for device logins only ([`Engine::start_device`]) may leave it 0.
     pub fn new(config: Config) -> Result<Engine, ConfigError> {
         let redirect = &config.redirect;
-        if redirect.port == 0 && config.listens() {
-            return Err(ConfigError::UnresolvedRedirectPort);
-        }
         let port = redirect.port;
         let allowed_hosts = [
             format!("{}:{port}", redirect.host.to_ascii_lowercase()),
@@ -454,18 +558,15 @@ impl Engine {
         options: FlowOptions,
     ) -> Result<FlowId, StartError> {
         self.handle_timeout(now);
+        if self.config.redirect.port == 0 && self.config.listens() {
+            return Err(StartError::UnresolvedRedirectPort);
+        }
         let secrets = FlowSecrets::new(&entropy);
         let state = StateKey::of(secrets.state());
         if self.states.contains_key(&state) {
             return Err(StartError::ReusedEntropy);
         }
-        if let Some(previous) = options
-            .owner
-            .as_ref()
-            .and_then(|owner| self.owners.get(owner).copied())
-        {
-            self.advance(now, previous, Event::Abort(FlowError::Superseded));
-        }
+        self.supersede(now, &options);
         let provider = options
             .provider
             .unwrap_or_else(|| self.config.provider.clone());
@@ -495,8 +596,7 @@ impl Engine {
             id,
             Flow {
                 provider,
-                state,
-                verifier: secrets.verifier,
+                browser: Some((state, secrets.verifier)),
                 nonce,
                 owner: options.owner,
                 deadline,
@@ -510,6 +610,74 @@ impl Engine {
             "flow started; waiting for the browser's callback"
         );
         Ok(id)
+    }
+
+    /// Starts a device login (RFC 8628) for a user who approves on another device: no
+    /// browser here, no listener. `options` as for [`start_with`](Engine::start_with).
+    ///
+    /// Emits [`Action::RequestDeviceCode`]; its answer becomes [`Action::ShowUserCode`],
+    /// then the engine polls the token endpoint by itself (the rules are in
+    /// [`crate::device`]) until the tokens come, the user declines or the code expires.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::NoDeviceEndpoint`] when the provider has no device authorization
+    /// endpoint.
+    pub fn start_device(
+        &mut self,
+        now: Instant,
+        options: FlowOptions,
+    ) -> Result<FlowId, StartError> {
+        self.handle_timeout(now);
+        let provider = options
+            .provider
+            .clone()
+            .unwrap_or_else(|| self.config.provider.clone());
+        let Some(endpoint) = provider.device_authorization_endpoint() else {
+            return Err(StartError::NoDeviceEndpoint);
+        };
+        let request = device::authorization_request(provider.inner(), endpoint);
+        self.supersede(now, &options);
+        let id = FlowId(self.fresh_id());
+        let exchange = ExchangeId(self.fresh_id());
+        if let Some(owner) = &options.owner {
+            self.owners.insert(owner.clone(), id);
+        }
+        let deadline = now + self.config.exchange_timeout;
+        self.timers.insert((deadline, Timer::Flow(id)));
+        self.exchanges.insert(exchange, id);
+        self.flows.insert(
+            id,
+            Flow {
+                provider,
+                browser: None,
+                nonce: None,
+                owner: options.owner,
+                deadline,
+                phase: Phase::Authorizing { exchange },
+            },
+        );
+        self.actions.push_back(Action::RequestDeviceCode {
+            flow: id,
+            exchange,
+            request,
+        });
+        trace_event!(
+            flow = id.get(),
+            "device flow started; requesting a user code"
+        );
+        Ok(id)
+    }
+
+    /// Ends the pending flow of `options`' owner, if any (S20).
+    fn supersede(&mut self, now: Instant, options: &FlowOptions) {
+        if let Some(previous) = options
+            .owner
+            .as_ref()
+            .and_then(|owner| self.owners.get(owner).copied())
+        {
+            self.advance(now, previous, Event::Abort(FlowError::Superseded));
+        }
     }
 
     /// Cancels a flow: it finishes with [`FlowError::Cancelled`], and a browser waiting on it
@@ -663,14 +831,28 @@ impl Engine {
         let Some(flow) = self.flows.get(&flow_id) else {
             return;
         };
-        let event = match token::parse_token_response(&response, flow.provider.scopes(), wall) {
-            Ok(tokens) => self.verify(now, flow_id, tokens, wall, true),
-            Err(error) => Event::TokenResponse(Err(error)),
+        let scopes = flow.provider.scopes();
+        let event = match &flow.phase {
+            Phase::Authorizing { .. } => Event::DeviceAuthorized(device::read_authorization(
+                &response,
+                wall,
+                self.config.flow_lifetime,
+            )),
+            Phase::Polling(_) => match device::read_poll(&response, scopes, wall) {
+                Poll::Tokens(tokens) => self.verify(now, flow_id, tokens, wall, true),
+                Poll::Fail(error) => Event::TokenResponse(Err(error)),
+                answer => Event::Polled(answer),
+            },
+            _ => match token::parse_token_response(&response, scopes, wall) {
+                Ok(tokens) => self.verify(now, flow_id, tokens, wall, true),
+                Err(error) => Event::TokenResponse(Err(error)),
+            },
         };
         self.advance(now, flow_id, event);
     }
 
-    /// The token request could not be completed. A code exchange is never retried.
+    /// The token request (or device authorization request) could not be completed. A code
+    /// exchange is never retried; a device login's poll is, after a back-off.
     pub fn handle_token_failure(
         &mut self,
         now: Instant,
@@ -678,14 +860,15 @@ impl Engine {
         error: TransportError,
     ) {
         self.handle_timeout(now);
-        match self.exchanges.remove(&exchange) {
-            Some(flow) => self.advance(
-                now,
-                flow,
-                Event::TokenResponse(Err(FlowError::Transport(error))),
-            ),
-            None => self.debug_assert_issued(exchange.0),
-        }
+        let Some(flow) = self.exchanges.remove(&exchange) else {
+            self.debug_assert_issued(exchange.0);
+            return;
+        };
+        let event = match self.flows.get(&flow).map(|flow| &flow.phase) {
+            Some(Phase::Polling(_)) => Event::Polled(Poll::Unavailable(None)),
+            _ => Event::TokenResponse(Err(FlowError::Transport(error))),
+        };
+        self.advance(now, flow, event);
     }
 
     /// The answer to [`Action::FetchKeys`] `id`, received at `now`/`wall`. Every flow
@@ -760,6 +943,7 @@ impl Engine {
                     self.timers.remove(&(at, timer));
                     match timer {
                         Timer::Flow(flow) => self.advance(at, flow, Event::Deadline),
+                        Timer::Poll(flow) => self.advance(at, flow, Event::PollDue),
                         Timer::Conn(conn) => self.close(conn),
                     }
                 }
@@ -801,22 +985,30 @@ impl Engine {
         let Some(flow) = self.flows.get_mut(&id) else {
             return; // finished already: late answers and stale timers are normal
         };
-        let (state, deadline) = (flow.state, flow.deadline);
+        let deadline = flow.deadline;
+        let state = flow.browser.as_ref().map(|(state, _)| *state);
         // The match below decides the real next phase.
         let phase = std::mem::replace(&mut flow.phase, Phase::Waiting);
+        let poll_timer = phase.poll_timer();
         let next = match (phase, event) {
             (Phase::Waiting, Event::Callback { verdict, conn }) => {
-                self.spend_state(now, state, true); // consumed before the exchange (S18)
+                if let Some(state) = state {
+                    self.spend_state(now, state, true); // consumed before the exchange (S18)
+                }
                 match verdict {
                     Ok(code) => {
                         let exchange = ExchangeId(self.fresh_id());
-                        let Some(flow) = self.flows.get(&id) else {
+                        let Some((flow, Some((_, verifier)))) = self
+                            .flows
+                            .get(&id)
+                            .map(|flow| (flow, flow.browser.as_ref()))
+                        else {
                             return;
                         };
                         let grant = exchange::Grant::Code {
                             code,
                             encoded_redirect_uri: &self.encoded_redirect_uri,
-                            verifier: flow.verifier.as_str(),
+                            verifier: verifier.as_str(),
                         };
                         let request = exchange::token_request(flow.provider.inner(), grant);
                         self.exchanges.insert(exchange, id);
@@ -831,8 +1023,78 @@ impl Engine {
                     Err(error) => Next::Finish(Err(error), conn),
                 }
             }
+            (Phase::Authorizing { .. }, Event::DeviceAuthorized(Ok(grant))) => {
+                let DeviceGrant {
+                    authorization,
+                    device_code,
+                } = grant;
+                let interval = authorization.interval();
+                let expiry = now
+                    .checked_add(authorization.lifetime())
+                    .unwrap_or(now + device::MAX_LIFETIME);
+                trace_event!(
+                    flow = id.get(),
+                    interval_ms = interval.as_millis() as u64,
+                    "user code received; polling"
+                );
+                self.actions.push_back(Action::ShowUserCode {
+                    flow: id,
+                    authorization,
+                });
+                let polling = Polling {
+                    device_code,
+                    interval,
+                    failures: 0,
+                    // S51: the first poll waits one interval.
+                    timer: now + interval,
+                    in_flight: None,
+                };
+                Next::Stay(Phase::Polling(Box::new(polling)), expiry)
+            }
             (
-                Phase::Exchanging { conn, .. } | Phase::Verifying { conn, .. },
+                Phase::Authorizing { .. },
+                Event::DeviceAuthorized(Err(error)) | Event::TokenResponse(Err(error)),
+            ) => Next::Finish(Err(error), None),
+            (Phase::Polling(mut polling), Event::PollDue) => match polling.in_flight.take() {
+                None => {
+                    let exchange = ExchangeId(self.fresh_id());
+                    let Some(flow) = self.flows.get(&id) else {
+                        return;
+                    };
+                    let grant = exchange::Grant::Device {
+                        device_code: polling.device_code.expose_secret(),
+                    };
+                    let request = exchange::token_request(flow.provider.inner(), grant);
+                    self.exchanges.insert(exchange, id);
+                    self.actions.push_back(Action::SendTokenRequest {
+                        flow: id,
+                        exchange,
+                        request,
+                    });
+                    polling.in_flight = Some(exchange);
+                    polling.timer = now + self.config.exchange_timeout;
+                    Next::Stay(Phase::Polling(polling), deadline)
+                }
+                // The poll took longer than an exchange may: forget it, back off.
+                Some(late) => {
+                    self.exchanges.remove(&late);
+                    polling.schedule(now, &Poll::Unavailable(None));
+                    Next::Stay(Phase::Polling(polling), deadline)
+                }
+            },
+            (Phase::Polling(mut polling), Event::Polled(answer)) => {
+                polling.in_flight = None;
+                polling.schedule(now, &answer);
+                Next::Stay(Phase::Polling(polling), deadline)
+            }
+            (Phase::Polling(polling), Event::Deadline) => {
+                if let Some(exchange) = polling.in_flight {
+                    self.exchanges.remove(&exchange);
+                }
+                Next::Finish(Err(FlowError::Device(DeviceError::Expired)), None)
+            }
+            (
+                phase @ (Phase::Exchanging { .. } | Phase::Verifying { .. } | Phase::Polling(_)),
                 Event::TokenResponse(Ok(tokens)),
             ) => {
                 self.actions.push_back(Action::Persist {
@@ -840,14 +1102,15 @@ impl Engine {
                     tokens: tokens.clone(),
                 });
                 let deadline = now + self.config.exchange_timeout;
+                let conn = phase.conn();
                 Next::Stay(Phase::Persisting { tokens, conn }, deadline)
             }
             (
-                Phase::Exchanging { conn, .. } | Phase::Verifying { conn, .. },
+                phase @ (Phase::Exchanging { .. } | Phase::Verifying { .. } | Phase::Polling(_)),
                 Event::TokenResponse(Err(error)),
-            ) => Next::Finish(Err(error), conn),
+            ) => Next::Finish(Err(error), phase.conn()),
             (
-                Phase::Exchanging { conn, .. },
+                phase @ (Phase::Exchanging { .. } | Phase::Polling(_)),
                 Event::AwaitKeys {
                     tokens,
                     received,
@@ -859,7 +1122,7 @@ impl Engine {
                     tokens,
                     received,
                     key_set,
-                    conn,
+                    conn: phase.conn(),
                 };
                 Next::Stay(phase, deadline)
             }
@@ -884,6 +1147,18 @@ impl Engine {
                 Next::Stay(phase, deadline)
             }
         };
+        let next_poll_timer = match &next {
+            Next::Stay(phase, _) => phase.poll_timer(),
+            Next::Finish(..) => None,
+        };
+        if next_poll_timer != poll_timer {
+            if let Some(at) = poll_timer {
+                self.timers.remove(&(at, Timer::Poll(id)));
+            }
+            if let Some(at) = next_poll_timer {
+                self.timers.insert((at, Timer::Poll(id)));
+            }
+        }
         match next {
             Next::Stay(phase, next_deadline) => {
                 trace_event!(flow = id.get(), step = %phase.step(), "flow moved on");
@@ -915,7 +1190,9 @@ impl Engine {
     ) {
         self.timers.remove(&(flow.deadline, Timer::Flow(id)));
         // A flow that ends before its callback leaves an "expired" record behind (S19).
-        self.spend_state(now, flow.state, false);
+        if let Some((state, _)) = flow.browser {
+            self.spend_state(now, state, false);
+        }
         if let Some(owner) = &flow.owner {
             if self.owners.get(owner) == Some(&id) {
                 self.owners.remove(owner);
@@ -1026,7 +1303,12 @@ impl Engine {
     }
 
     fn forget_exchange(&mut self, phase: &Phase) {
-        if let Phase::Exchanging { exchange, .. } = phase {
+        let exchange = match phase {
+            Phase::Exchanging { exchange, .. } | Phase::Authorizing { exchange } => Some(exchange),
+            Phase::Polling(polling) => polling.in_flight.as_ref(),
+            _ => None,
+        };
+        if let Some(exchange) = exchange {
             self.exchanges.remove(exchange);
         }
     }
@@ -1234,16 +1516,26 @@ impl Phase {
     fn step(&self) -> Step {
         match self {
             Phase::Waiting => Step::Callback,
+            Phase::Authorizing { .. } => Step::DeviceAuthorization,
+            Phase::Polling(_) => Step::Approval,
             Phase::Exchanging { .. } => Step::TokenExchange,
             Phase::Verifying { .. } => Step::KeySet,
             Phase::Persisting { .. } => Step::Storage,
         }
     }
 
+    /// When this phase's `Timer::Poll` fires, if it has one.
+    fn poll_timer(&self) -> Option<Instant> {
+        match self {
+            Phase::Polling(polling) => Some(polling.timer),
+            _ => None,
+        }
+    }
+
     /// The browser connection waiting for this flow's outcome.
     fn conn(&self) -> Option<ConnId> {
         match *self {
-            Phase::Waiting => None,
+            Phase::Waiting | Phase::Authorizing { .. } | Phase::Polling(_) => None,
             Phase::Exchanging { conn, .. }
             | Phase::Verifying { conn, .. }
             | Phase::Persisting { conn, .. } => conn,

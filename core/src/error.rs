@@ -49,6 +49,10 @@ pub enum FlowError {
     Storage(StoreError),
     /// The ID token failed verification (S46–S48): nothing was stored.
     IdToken(crate::oidc::IdTokenError),
+    /// The device authorization grant (RFC 8628) ended without tokens: the device code
+    /// expired, or the device authorization endpoint refused the request or answered
+    /// nonsense. (A user who declines is [`FlowError::Denied`].)
+    Device(DeviceError),
 }
 
 impl fmt::Display for FlowError {
@@ -82,6 +86,7 @@ impl fmt::Display for FlowError {
             FlowError::Superseded => f.write_str("superseded by a newer login for the same owner"),
             FlowError::Storage(error) => write!(f, "storing the tokens failed: {error}"),
             FlowError::IdToken(error) => error.fmt(f),
+            FlowError::Device(error) => error.fmt(f),
         }
     }
 }
@@ -92,6 +97,7 @@ impl std::error::Error for FlowError {
             FlowError::Transport(error) => Some(error),
             FlowError::Storage(error) => Some(error),
             FlowError::IdToken(error) => Some(error),
+            FlowError::Device(error) => Some(error),
             _ => None,
         }
     }
@@ -122,6 +128,51 @@ impl fmt::Display for ProviderError {
         Ok(())
     }
 }
+
+/// Why a device authorization grant (RFC 8628) ended without tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// The device code expired before the user approved: the provider answered
+    /// `expired_token`, or its `expires_in` passed (S51). Start again for a new code.
+    Expired,
+    /// The device authorization endpoint refused the request with this OAuth error
+    /// (`invalid_client`, `invalid_scope`, `unauthorized_client`; GitHub's
+    /// `device_flow_disabled`), at this HTTP status.
+    Refused {
+        /// The HTTP status (GitHub's errors come with 200).
+        status: u16,
+        /// The provider's error.
+        error: ProviderError,
+    },
+    /// The device authorization endpoint's answer cannot be used: not JSON or a form, a
+    /// required member missing, a verification URI that is not an `https` URL (S52), a user
+    /// code with characters a terminal would interpret.
+    BadResponse {
+        /// The HTTP status.
+        status: u16,
+        /// What is wrong.
+        reason: BadTokenResponse,
+    },
+}
+
+impl fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceError::Expired => f.write_str("the device code expired before it was approved"),
+            DeviceError::Refused { status, error } => write!(
+                f,
+                "the device authorization endpoint refused the request (HTTP {status}): {error}"
+            ),
+            DeviceError::BadResponse { status, reason } => write!(
+                f,
+                "unusable device authorization response (HTTP {status}): {reason}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DeviceError {}
 
 /// What was wrong with a callback that carried the flow's `state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +221,9 @@ pub enum BadTokenResponse {
     InvalidMember(&'static str),
     /// A member appears twice in a form-encoded body (named).
     RepeatedMember(&'static str),
+    /// A member the answer must have is missing (named): a device authorization response's
+    /// `device_code`, `user_code` or `verification_uri`.
+    MissingMember(&'static str),
 }
 
 impl fmt::Display for BadTokenResponse {
@@ -182,6 +236,7 @@ impl fmt::Display for BadTokenResponse {
             BadTokenResponse::MissingAccessToken => f.write_str("no `access_token`"),
             BadTokenResponse::InvalidMember(name) => write!(f, "`{name}` is invalid"),
             BadTokenResponse::RepeatedMember(name) => write!(f, "`{name}` appears more than once"),
+            BadTokenResponse::MissingMember(name) => write!(f, "no `{name}`"),
         }
     }
 }
@@ -198,6 +253,10 @@ pub enum Step {
     Storage,
     /// Waiting for the provider's key set, to verify the ID token.
     KeySet,
+    /// Waiting for the device authorization endpoint's user code (RFC 8628 §3.1).
+    DeviceAuthorization,
+    /// Waiting for the user to approve on another device, polling the token endpoint.
+    Approval,
 }
 
 impl fmt::Display for Step {
@@ -207,6 +266,8 @@ impl fmt::Display for Step {
             Step::TokenExchange => "waiting for the token endpoint",
             Step::Storage => "waiting for token storage",
             Step::KeySet => "waiting for the provider's key set",
+            Step::DeviceAuthorization => "waiting for the device authorization endpoint",
+            Step::Approval => "waiting for the user to approve on another device",
         })
     }
 }

@@ -30,6 +30,9 @@ impl std::fmt::Debug for Redacted<'_> {
     }
 }
 
+/// The grant type of a device code poll (RFC 8628 §3.4).
+pub(crate) const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
 /// What a token request asks for.
 pub(crate) enum Grant<'a> {
     /// Tokens for an authorization code, with the PKCE verifier (S32).
@@ -41,6 +44,8 @@ pub(crate) enum Grant<'a> {
     },
     /// Fresh tokens for a refresh token, with the scope originally granted.
     Refresh { refresh_token: &'a str },
+    /// A poll for the tokens of a device authorization (RFC 8628 §3.4).
+    Device { device_code: &'a str },
 }
 
 /// Builds a token request, authenticated as [`client_request`] says. Secrets travel only in
@@ -53,6 +58,7 @@ pub(crate) fn token_request(provider: &ProviderInner, grant: Grant<'_>) -> Reque
             verifier,
         } => code.len() + encoded_redirect_uri.len() + verifier.len(),
         Grant::Refresh { refresh_token } => refresh_token.len(),
+        Grant::Device { device_code } => device_code.len() + 48,
     };
     let mut body = form_body(provider, values);
     match grant {
@@ -69,6 +75,10 @@ pub(crate) fn token_request(provider: &ProviderInner, grant: Grant<'_>) -> Reque
         Grant::Refresh { refresh_token } => {
             body.append("grant_type", "refresh_token")
                 .append("refresh_token", refresh_token);
+        }
+        Grant::Device { device_code } => {
+            body.append("grant_type", DEVICE_CODE_GRANT)
+                .append("device_code", device_code);
         }
     }
     client_request(provider, &provider.token_endpoint, body)

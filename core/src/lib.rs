@@ -350,6 +350,7 @@ macro_rules! id_type {
 
 mod callback;
 mod config;
+pub mod device;
 pub mod discovery;
 mod engine;
 mod error;
@@ -372,11 +373,12 @@ pub use callback::Rejection;
 pub use config::{
     ClientAuth, Config, ConfigBuilder, ConfigError, Landing, Limits, Provider, ProviderBuilder,
 };
+pub use device::DeviceAuthorization;
 pub use discovery::{Discovery, DiscoveryAction, DiscoveryError, Metadata, MetadataError};
 pub use engine::{Action, ConnId, Engine, ExchangeId, FlowId, FlowOptions, StartError};
 pub use error::{
-    BadTokenResponse, CallbackDefect, FlowError, ProviderError, Step, StoreError, TransportError,
-    TransportErrorKind,
+    BadTokenResponse, CallbackDefect, DeviceError, FlowError, ProviderError, Step, StoreError,
+    TransportError, TransportErrorKind,
 };
 pub use machine::Machine;
 pub use oidc::{IdTokenError, Identity, KeySetError};

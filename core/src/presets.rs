@@ -48,7 +48,8 @@ use crate::oidc::Algorithm;
 /// [`client_secret`](ProviderBuilder::client_secret). Asks for a refresh token
 /// (`access_type=offline`); add `.param("prompt", "consent")` to get one again from a
 /// user who consented before. Google may grant more scopes than asked (it adds `openid`);
-/// the difference is reported, not fatal.
+/// the difference is reported, not fatal. Device logins need a client of the type "TVs and
+/// Limited Input devices", with its own id and secret.
 pub fn google(client_id: impl Into<String>) -> ProviderBuilder {
     Provider::builder(
         "https://accounts.google.com/o/oauth2/v2/auth",
@@ -57,6 +58,7 @@ pub fn google(client_id: impl Into<String>) -> ProviderBuilder {
     )
     .issuer("https://accounts.google.com")
     .revocation_endpoint("https://oauth2.googleapis.com/revoke")
+    .device_authorization_endpoint("https://oauth2.googleapis.com/device/code")
     .jwks_uri("https://www.googleapis.com/oauth2/v3/certs")
     .userinfo_endpoint("https://openidconnect.googleapis.com/v1/userinfo")
     .id_token_algorithms([Algorithm::RS256])
@@ -67,13 +69,15 @@ pub fn google(client_id: impl Into<String>) -> ProviderBuilder {
 /// the callback URL `http://127.0.0.1/callback`; GitHub lets a loopback redirect use any
 /// port. OAuth Apps authenticate with their client secret (PKCE is sent too). GitHub has no
 /// issuer and no RFC 7009 revocation endpoint; its errors come with HTTP 200 and its scopes
-/// are comma-separated, both of which latchkey reads.
+/// are comma-separated, both of which latchkey reads. Device logins need "Enable Device
+/// Flow" ticked in the app's settings; they need no secret.
 pub fn github(client_id: impl Into<String>) -> ProviderBuilder {
     Provider::builder(
         "https://github.com/login/oauth/authorize",
         "https://github.com/login/oauth/access_token",
         client_id,
     )
+    .device_authorization_endpoint("https://github.com/login/device/code")
 }
 
 /// Microsoft Entra ID, for `tenant`: a tenant id or domain, or `organizations`, `common`
@@ -105,6 +109,7 @@ pub fn entra(tenant: &str, client_id: impl Into<String>) -> ProviderBuilder {
     )
     .issuer(issuer)
     .tenant_issuer(!by_id)
+    .device_authorization_endpoint(format!("{base}/devicecode"))
     .jwks_uri(format!("{host}/{tenant}/discovery/v2.0/keys"))
     .userinfo_endpoint("https://graph.microsoft.com/oidc/userinfo")
     .id_token_algorithms([Algorithm::RS256])
@@ -123,6 +128,7 @@ pub fn okta(domain: &str, client_id: impl Into<String>) -> ProviderBuilder {
         client_id,
     )
     .revocation_endpoint(format!("{base}/v1/revoke"))
+    .device_authorization_endpoint(format!("{base}/v1/device/authorize"))
     .jwks_uri(format!("{base}/v1/keys"))
     .userinfo_endpoint(format!("{base}/v1/userinfo"))
     .id_token_algorithms([Algorithm::RS256])
@@ -140,6 +146,7 @@ pub fn auth0(domain: &str, client_id: impl Into<String>) -> ProviderBuilder {
         client_id,
     )
     .revocation_endpoint(format!("https://{domain}/oauth/revoke"))
+    .device_authorization_endpoint(format!("https://{domain}/oauth/device/code"))
     .jwks_uri(format!("https://{domain}/.well-known/jwks.json"))
     .userinfo_endpoint(format!("https://{domain}/userinfo"))
     // RS256 by default; an application set to HS256 signs with its client secret, which
@@ -164,6 +171,7 @@ pub fn keycloak(base_url: &str, realm: &str, client_id: impl Into<String>) -> Pr
         client_id,
     )
     .revocation_endpoint(format!("{base}/protocol/openid-connect/revoke"))
+    .device_authorization_endpoint(format!("{base}/protocol/openid-connect/auth/device"))
     .jwks_uri(format!("{base}/protocol/openid-connect/certs"))
     .userinfo_endpoint(format!("{base}/protocol/openid-connect/userinfo"))
     .id_token_algorithms(Algorithm::ALL)
@@ -187,6 +195,7 @@ pub fn gitlab_at(base_url: &str, client_id: impl Into<String>) -> ProviderBuilde
         client_id,
     )
     .revocation_endpoint(format!("{base}/oauth/revoke"))
+    .device_authorization_endpoint(format!("{base}/oauth/authorize_device"))
     .jwks_uri(format!("{base}/oauth/discovery/keys"))
     .userinfo_endpoint(format!("{base}/oauth/userinfo"))
     .id_token_algorithms([Algorithm::RS256])
@@ -295,6 +304,41 @@ mod tests {
         ];
         for (builder, expected) in cases {
             assert_eq!(described(builder), owned(expected));
+        }
+    }
+
+    #[test]
+    fn every_preset_knows_its_device_authorization_endpoint() {
+        let cases = [
+            (google("id"), "https://oauth2.googleapis.com/device/code"),
+            (github("id"), "https://github.com/login/device/code"),
+            (
+                entra("contoso.onmicrosoft.com", "id"),
+                "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode",
+            ),
+            (
+                okta("dev-1.okta.com", "id"),
+                "https://dev-1.okta.com/oauth2/default/v1/device/authorize",
+            ),
+            (
+                auth0("example.us.auth0.com", "id"),
+                "https://example.us.auth0.com/oauth/device/code",
+            ),
+            (
+                keycloak("https://sso.example.com", "dev", "id"),
+                "https://sso.example.com/realms/dev/protocol/openid-connect/auth/device",
+            ),
+            (gitlab("id"), "https://gitlab.com/oauth/authorize_device"),
+        ];
+        for (builder, expected) in cases {
+            let provider = builder.build().expect("a preset without openid builds");
+            assert_eq!(
+                provider
+                    .device_authorization_endpoint()
+                    .map(ToString::to_string)
+                    .as_deref(),
+                Some(expected)
+            );
         }
     }
 

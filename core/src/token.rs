@@ -34,7 +34,7 @@ use crate::oidc::Identity;
 const MAX_EXPIRES_IN: u64 = 365 * 24 * 60 * 60;
 
 /// Members that must appear at most once; a repeat is an error rather than a guess.
-const SINGLE_MEMBERS: [&str; 7] = [
+const SINGLE_MEMBERS: [&str; 12] = [
     "access_token",
     "refresh_token",
     "token_type",
@@ -42,6 +42,12 @@ const SINGLE_MEMBERS: [&str; 7] = [
     "error",
     "scope",
     "id_token",
+    // A device authorization response's (RFC 8628 §3.2), kept among the extra members.
+    "device_code",
+    "user_code",
+    "verification_uri",
+    "verification_uri_complete",
+    "interval",
 ];
 
 /// How an access token is to be presented (`token_type`, RFC 6749 §7.1).
@@ -306,6 +312,20 @@ pub(crate) fn parse_token_response(
     requested_scopes: &[String],
     received_at: SystemTime,
 ) -> Result<TokenSet, FlowError> {
+    let members = read_answer(response)?;
+    token_set(members, requested_scopes, received_at).map_err(|reason| {
+        FlowError::BadTokenResponse {
+            status: response.status().as_u16(),
+            reason,
+        }
+    })
+}
+
+/// Reads the body of a token or device authorization endpoint's answer: its members when
+/// it is a 2xx without `error` and without a repeated member that must be single;
+/// otherwise [`FlowError::TokenRejected`] (an `error` member, at any status: S36) or
+/// [`FlowError::BadTokenResponse`].
+pub(crate) fn read_answer(response: &http::Response<Vec<u8>>) -> Result<Members, FlowError> {
     let status = response.status();
     let bad = |reason| FlowError::BadTokenResponse {
         status: status.as_u16(),
@@ -322,7 +342,6 @@ pub(crate) fn parse_token_response(
     if members.repeated.contains(&"error") {
         return Err(bad(BadTokenResponse::RepeatedMember("error")));
     }
-    // S36: an `error` member is a refusal at any status.
     match members.get("error") {
         None | Some(Value::Null) => {}
         Some(Value::String(code)) if is_error_code(code) => {
@@ -347,7 +366,7 @@ pub(crate) fn parse_token_response(
     if let Some(name) = members.repeated.first() {
         return Err(bad(BadTokenResponse::RepeatedMember(name)));
     }
-    token_set(members, requested_scopes, received_at).map_err(bad)
+    Ok(members)
 }
 
 /// Builds the token set from the members of a 2xx response without `error`.
@@ -444,6 +463,28 @@ fn lifetime_seconds(value: &Value) -> Option<u64> {
     Some(seconds.min(MAX_EXPIRES_IN))
 }
 
+/// Seconds from a JSON number or a numeric string, fractions kept: for values where
+/// rounding down would be wrong (a polling interval). `None` when it is neither, or not
+/// finite; negative values come back as they are.
+pub(crate) fn seconds_f64(value: &Value) -> Option<f64> {
+    let seconds = match value {
+        Value::Number(number) => number.as_f64()?,
+        Value::String(text) => {
+            let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
+            if text.is_empty()
+                || !text
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
+            {
+                return None;
+            }
+            text.parse::<f64>().ok()?
+        }
+        _ => return None,
+    };
+    seconds.is_finite().then_some(seconds)
+}
+
 fn numeric_string_seconds(text: &str) -> Option<u64> {
     if text.is_empty()
         || !text
@@ -533,7 +574,7 @@ const KNOWN_MEMBERS: [&str; 10] = [
 /// The members of a response body: the first occurrence of each name, plus the names of
 /// [`SINGLE_MEMBERS`] that occurred more than once.
 #[derive(Default)]
-struct Members {
+pub(crate) struct Members {
     /// By position in [`KNOWN_MEMBERS`].
     known: [Option<Value>; KNOWN_MEMBERS.len()],
     extra: Map<String, Value>,
@@ -543,7 +584,7 @@ struct Members {
 impl Members {
     /// Sniffs and parses `body`: a JSON object if it starts with `{` (after whitespace),
     /// otherwise form-encoded. `None` when it is neither (or is JSON but not an object).
-    fn parse(body: &[u8]) -> Option<Members> {
+    pub(crate) fn parse(body: &[u8]) -> Option<Members> {
         let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
         let body = body.get(start..)?;
         if body.starts_with(b"{") {
@@ -597,6 +638,18 @@ impl Members {
     /// Removes and returns the value of the known member `name`.
     fn take(&mut self, name: &'static str) -> Option<Value> {
         self.known.get_mut(Members::slot(name)?)?.take()
+    }
+
+    /// Removes and returns the value of a member that is not a token response's (a device
+    /// authorization response's `user_code`, say).
+    pub(crate) fn take_extra(&mut self, name: &str) -> Option<Value> {
+        self.extra.remove(name)
+    }
+
+    /// Removes and returns the lifetime `expires_in` (or `expires`) in seconds, clamped;
+    /// `None` when absent or not numeric.
+    pub(crate) fn take_lifetime(&mut self) -> Option<u64> {
+        take_lifetime(self)
     }
 
     fn insert(&mut self, name: Cow<'_, str>, value: Value) {

@@ -50,7 +50,8 @@ pub enum Forgery {
     Expired,
     /// `iat` and `nbf` an hour ahead.
     NotYetValid,
-    /// The `nonce` of another login.
+    /// The `nonce` of another login. ID tokens without a `nonce` (of a login that sent
+    /// none, of a refresh, of the device flow) stay honest.
     Nonce,
     /// `at_hash` of another access token.
     AccessTokenHash,

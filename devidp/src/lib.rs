@@ -2,10 +2,11 @@
 //! tests, plus a scripted user agent ([`agent`]) that plays the browser.
 //!
 //! The server implements the authorization code grant with PKCE (RFC 6749 §4.1,
-//! RFC 7636, S256 only), refresh token rotation with reuse detection, client
-//! authentication by exactly the registered method (RFC 6749 §2.3.1), the `iss`
-//! authorization response parameter (RFC 9207) and authorization server metadata
-//! (RFC 8414). [`Quirk`] imitates the deviations of real providers.
+//! RFC 7636, S256 only), the device authorization grant (RFC 8628) with an approval
+//! page, refresh token rotation with reuse detection, client authentication by exactly
+//! the registered method (RFC 6749 §2.3.1), the `iss` authorization response parameter
+//! (RFC 9207), authorization server metadata (RFC 8414) and OpenID Connect ID tokens and
+//! UserInfo. [`Quirk`] imitates the deviations of real providers.
 //!
 //! It is plain `std`: a thread per connection, HTTP/1.1, `Connection: close`, loopback.
 //! It is independent of the `latchkey` crate on purpose, so it can catch its mistakes.
@@ -21,17 +22,48 @@
 //!   **Denial:** a valid request with `login_hint=deny`, or any valid request while
 //!   [`DevIdp::set_deny`] is on, is redirected with `error=access_denied` (plus
 //!   `error_description`, `state`, `iss`) instead, as if the user had pressed "deny".
-//! - `POST /token`: `authorization_code` and `refresh_token` grants. The form body is
-//!   decoded strictly (no repeated or empty parameters, no unencoded `=`, space or
-//!   non-ASCII, valid `%XX`, UTF-8); codes are single use, bound to client, redirect URI,
-//!   PKCE challenge and scope; refresh tokens rotate, and replaying a rotated one (or a
-//!   used code) revokes every token of that grant.
+//! - `POST /token`: `authorization_code`, `refresh_token` and
+//!   `urn:ietf:params:oauth:grant-type:device_code` grants. The form body is decoded
+//!   strictly (no repeated or empty parameters, no unencoded `=`, space or non-ASCII,
+//!   valid `%XX`, UTF-8); codes are single use, bound to client, redirect URI, PKCE
+//!   challenge and scope; refresh tokens rotate, and replaying a rotated one (or a used
+//!   code) revokes every token of that grant.
+//! - `POST /device_authorization` (RFC 8628 §3.1; in the GitHub quirk modes also
+//!   `POST /login/device/code`): with the client authenticated as at `/token` and an
+//!   optional `scope`, answers `device_code`, `user_code` (`WDJB-MJHT`: eight letters of
+//!   `BCDFGHJKLMNPQRSTVWXZ`), `verification_uri` (`{base}/device`),
+//!   `verification_uri_complete` (`{base}/device?user_code=WDJB-MJHT`), `expires_in`
+//!   ([`Config::device_expires_in`]) and `interval` ([`Config::device_interval`]).
+//!   Errors are RFC 6749 §5.2 JSON: `invalid_client` (401), `invalid_request`,
+//!   `invalid_scope`.
+//!
+//!   Polling `/token` with the device code (by the client it was issued to) answers, all
+//!   with 400: `authorization_pending` until the user decides; `slow_down` for a poll
+//!   sooner than the interval after the previous one (or while
+//!   [`DevIdp::slow_down_next`] has polls left), which grows that code's interval by
+//!   5 s; `access_denied` once denied; `expired_token` after `expires_in`. Once approved,
+//!   the next poll gets the same token response as a code exchange, with an ID token
+//!   for the approving user (no `nonce`) when the scope has `openid`; after that the
+//!   device code, like an unknown one or one of another client, is `invalid_grant`.
+//! - `GET /device` (in the GitHub quirk modes also `/login/device`): the approval page, a
+//!   plain form for scripts and headless browsers: `<input id="user_code"
+//!   name="user_code">` (prefilled from `?user_code=`), `<input id="user" name="user"
+//!   value="dev-user">`, and two submit buttons `id="approve"` and `id="deny"` sending
+//!   `action=approve` or `action=deny`. `POST /device` with that form records the
+//!   decision and answers a `200` page; an unknown, expired or already decided code gets
+//!   a `400` page and changes nothing. User codes match ignoring case, dashes and spaces;
+//!   everything echoed is HTML-escaped. [`DevIdp::approve_device`] and
+//!   [`DevIdp::deny_device`] do the same without the page.
 //! - `POST /revoke` (RFC 7009): with the client authenticated as at `/token`, a refresh
 //!   token revokes its whole grant, an access token itself; unknown tokens get 200 too.
 //! - `GET /.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`
 //!   (also the RFC 8414 §3.1 / OIDC Discovery variants when the issuer has a path); the
 //!   second without the revocation endpoint when
-//!   [`Config::revocation_only_in_oauth_metadata`] is set.
+//!   [`Config::revocation_only_in_oauth_metadata`] is set. Both list the
+//!   `device_authorization_endpoint` and the device code grant in
+//!   `grant_types_supported`, except in the GitHub quirk modes.
+//! - `GET /jwks` and `GET /userinfo`: the keys that check ID tokens, and the claims of
+//!   the user an access token was issued to.
 //!
 //! ```
 //! use latchkey_devidp::{Client, ClientAuth, Config, DevIdp, agent};
@@ -52,6 +84,49 @@
 //! let hops = agent::browse(&url)?;
 //! let location = hops[0].location.as_deref().unwrap();
 //! assert!(location.starts_with("com.example.app:/done?code="));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! The device flow, with the user's approval given programmatically:
+//!
+//! ```
+//! use std::time::Duration;
+//! use latchkey_devidp::{Client, ClientAuth, Config, DevIdp, agent};
+//! use serde_json::Value;
+//!
+//! let client = Client {
+//!     id: "tv".into(),
+//!     secret: None,
+//!     auth: ClientAuth::None,
+//!     redirect_uris: Vec::new(),
+//! };
+//! let mut config = Config::new(vec![client]);
+//! config.device_interval = Duration::ZERO; // poll at will, to keep the example short
+//! let idp = DevIdp::start(config, "127.0.0.1:0".parse().unwrap())?;
+//! let form = [("Content-Type", "application/x-www-form-urlencoded")];
+//! let json = |body: &[u8]| serde_json::from_slice::<Value>(body).unwrap();
+//!
+//! let request = b"client_id=tv&scope=openid";
+//! let (status, _, body) = agent::post(&idp.device_authorization_endpoint(), &form, request)?;
+//! assert_eq!(status, 200);
+//! let answer = json(&body);
+//! assert_eq!(answer["verification_uri"], idp.device_verification_uri());
+//! let user_code = answer["user_code"].as_str().unwrap();
+//! let poll = format!(
+//!     "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code\
+//!      &device_code={}&client_id=tv",
+//!     answer["device_code"].as_str().unwrap()
+//! );
+//!
+//! let (status, _, body) = agent::post(&idp.token_endpoint(), &form, poll.as_bytes())?;
+//! assert_eq!((status, json(&body)["error"].as_str()), (400, Some("authorization_pending")));
+//!
+//! // The user enters the code at `verification_uri` and approves (or a test does this).
+//! assert!(idp.approve_device(user_code, "alice"));
+//! let (status, _, body) = agent::post(&idp.token_endpoint(), &form, poll.as_bytes())?;
+//! assert_eq!(status, 200);
+//! let tokens = json(&body);
+//! assert!(tokens["access_token"].is_string() && tokens["id_token"].is_string());
 //! # Ok::<(), std::io::Error>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -106,7 +181,8 @@ pub enum ClientAuth {
 }
 
 /// A deviation of a real provider to imitate at the token endpoint, in the answers to
-/// both grants: the code exchange and the refresh (RFC 6749 §6).
+/// every grant: the code exchange, the refresh (RFC 6749 §6) and the device code
+/// (RFC 8628 §3.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Quirk {
     /// Follow RFC 6749.
@@ -119,6 +195,16 @@ pub enum Quirk {
     /// `invalid_grant` of the code exchange, `bad_refresh_token` for one of a refresh
     /// (which always fails here, as no refresh token is issued),
     /// `incorrect_client_credentials` for `invalid_client`.
+    ///
+    /// The device flow behaves as GitHub's: the device authorization endpoint is also at
+    /// `/login/device/code` and answers in form bodies too (`device_code`, `expires_in`,
+    /// `interval`, `user_code`, `verification_uri` = `{base}/login/device`, where the
+    /// approval page is also served; no `verification_uri_complete`), errors included
+    /// (`incorrect_client_credentials`, `invalid_scope`… with HTTP 200). Polls are
+    /// answered with HTTP 200 too: `authorization_pending`, `slow_down` (with the new
+    /// `interval` in seconds), `access_denied`, `expired_token`, and
+    /// `incorrect_device_code` for an `invalid_grant`. No metadata lists the device
+    /// endpoint.
     GitHub,
     /// A GitHub App with expiring user tokens: like [`Quirk::GitHub`] (form bodies unless
     /// `Accept: application/json`, errors with HTTP 200 and GitHub's codes), but both the
@@ -126,7 +212,8 @@ pub enum Quirk {
     /// `access_token=…&expires_in=…&refresh_token=…&refresh_token_expires_in=15897600&scope=&token_type=bearer`:
     /// `expires_in` is [`Config::token_lifetime`] (GitHub says 28800), the scope is empty
     /// (a GitHub App has permissions, not scopes), and each refresh rotates the refresh
-    /// token. Replaying a rotated-out one gets `bad_refresh_token` with HTTP 200.
+    /// token. Replaying a rotated-out one gets `bad_refresh_token` with HTTP 200. The
+    /// device flow is GitHub's as for [`Quirk::GitHub`], with this token answer.
     GitHubApp,
     /// Entra ID / Azure AD v1: `expires_in` and `ext_expires_in` are strings (`"3600"`),
     /// in refresh answers too.
@@ -168,11 +255,22 @@ pub struct Config {
     pub revocation_only_in_oauth_metadata: bool,
     /// The algorithm ID tokens are signed with (default RS256).
     pub id_token_alg: IdTokenAlg,
+    /// The device flow's polling interval (RFC 8628 §3.2 `interval`; default 5 s): a poll
+    /// of a device code sooner than this after the previous one gets `slow_down`, and
+    /// every `slow_down` adds 5 s to that device code's interval. Sent as whole seconds,
+    /// rounded up (so a client that waits what it is told is never too early), but
+    /// enforced exactly: tests can use e.g. 100 ms. Zero turns the check off.
+    pub device_interval: Duration,
+    /// How long a device code and its user code are valid (RFC 8628 §3.2 `expires_in`;
+    /// default 600 s); sent as whole seconds, rounded up. After that, polls get
+    /// `expired_token` and the page refuses the user code.
+    pub device_expires_in: Duration,
 }
 
 impl Config {
     /// The defaults for `clients`: own base URL as issuer, 60 s codes, 3600 s tokens, no
-    /// quirk, `iss` sent, no added scopes.
+    /// quirk, `iss` sent, no added scopes, RS256 ID tokens, device codes valid for 600 s
+    /// and polled every 5 s.
     pub fn new(clients: Vec<Client>) -> Config {
         Config {
             clients,
@@ -184,6 +282,8 @@ impl Config {
             scopes_added: Vec::new(),
             revocation_only_in_oauth_metadata: false,
             id_token_alg: IdTokenAlg::RS256,
+            device_interval: Duration::from_secs(5),
+            device_expires_in: Duration::from_secs(600),
         }
     }
 
@@ -250,8 +350,13 @@ pub struct Stats {
     pub codes_issued: usize,
     /// Requests to `/token`.
     pub token_requests: usize,
-    /// Successful token responses.
+    /// Successful token responses (of every grant).
     pub tokens_issued: usize,
+    /// Device codes issued by the device authorization endpoint (RFC 8628 §3.2).
+    pub device_authorizations: usize,
+    /// Token requests with the device code grant, whatever the answer (pending,
+    /// `slow_down`, tokens, errors).
+    pub device_polls: usize,
 }
 
 /// A running server. Dropping it (or [`DevIdp::shutdown`]) stops accepting and releases
@@ -324,6 +429,57 @@ impl DevIdp {
     /// `{base}/userinfo`.
     pub fn userinfo_endpoint(&self) -> String {
         format!("{}/userinfo", self.server.base_url)
+    }
+
+    /// `{base}/device_authorization`: the device authorization endpoint (RFC 8628 §3.1),
+    /// in every mode. The GitHub quirk modes also serve it at GitHub's
+    /// `{base}/login/device/code`.
+    pub fn device_authorization_endpoint(&self) -> String {
+        format!("{}/device_authorization", self.server.base_url)
+    }
+
+    /// The `verification_uri` the device authorization endpoint hands out, where the
+    /// approval page is: `{base}/device`, or `{base}/login/device` in the GitHub quirk
+    /// modes (which serve the page at both).
+    pub fn device_verification_uri(&self) -> String {
+        self.server.verification_uri()
+    }
+
+    /// Approves the pending device code of `user_code` as the user `user` (an empty name
+    /// means `dev-user`), as the approval page's "Approve" does: the next poll in time
+    /// gets tokens, with `sub` = `user` in the ID token. The code is matched ignoring
+    /// case, dashes and spaces.
+    ///
+    /// Returns `false`, changing nothing, for an unknown or expired code, one already
+    /// approved or denied, or a user name longer than 64 characters or with control
+    /// characters.
+    pub fn approve_device(&self, user_code: &str, user: &str) -> bool {
+        self.server.decide_device(user_code, Some(user)).is_ok()
+    }
+
+    /// Denies the pending device code of `user_code`, as the approval page's "Deny" does:
+    /// polls get `access_denied`. Returns `false`, changing nothing, for an unknown or
+    /// expired code or one already approved or denied.
+    pub fn deny_device(&self, user_code: &str) -> bool {
+        self.server.decide_device(user_code, None).is_ok()
+    }
+
+    /// The user codes (`WDJB-MJHT`) that await the user's decision and have not expired,
+    /// oldest first: what a test approves when the client under test keeps its user code
+    /// to itself.
+    pub fn pending_user_codes(&self) -> Vec<String> {
+        self.server.pending_user_codes()
+    }
+
+    /// Answers the next `polls` device code polls `slow_down`, however slowly they come,
+    /// to test a client's slow-down handling; replaces any count still left, `0` cancels.
+    ///
+    /// Only polls that would otherwise get `authorization_pending` or tokens count (not
+    /// errors such as `access_denied`). Each such `slow_down` grows the device code's
+    /// interval by 5 s like any other, and the grown interval is enforced: a client that
+    /// does not wait longer gets `slow_down` again.
+    pub fn slow_down_next(&self, polls: usize) {
+        self.server.slow_down_next(polls);
     }
 
     /// Makes a new current signing key for each algorithm: ID tokens from now on name a

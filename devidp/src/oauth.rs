@@ -1,5 +1,8 @@
 //! The endpoints: authorization (RFC 6749 §4.1.1–4.1.2, RFC 7636, RFC 9207), token
-//! (RFC 6749 §4.1.3–4.1.4, §5, §6, §2.3.1) and metadata (RFC 8414).
+//! (RFC 6749 §4.1.3–4.1.4, §5, §6, §2.3.1) and metadata (RFC 8414); the device
+//! authorization grant (RFC 8628) lives in [`device`].
+
+mod device;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +43,8 @@ pub(crate) struct State {
     retired: HashMap<String, u64>,
     /// Who each grant is for.
     subjects: HashMap<u64, Subject>,
+    /// Device codes and their user codes (RFC 8628).
+    devices: device::Devices,
     next_grant: u64,
     pub(crate) log: VecDeque<RecordedRequest>,
     pub(crate) last_token_request: Option<RecordedRequest>,
@@ -75,35 +80,33 @@ struct Failure {
     status: u16,
     error: &'static str,
     description: &'static str,
+    /// The polling interval in seconds, which GitHub sends with `slow_down`.
+    interval: Option<u64>,
+}
+
+impl Failure {
+    /// An error without an `interval`.
+    fn new(status: u16, error: &'static str, description: &'static str) -> Failure {
+        Failure {
+            status,
+            error,
+            description,
+            interval: None,
+        }
+    }
 }
 
 fn invalid_request(description: &'static str) -> Failure {
-    Failure {
-        status: 400,
-        error: "invalid_request",
-        description,
-    }
+    Failure::new(400, "invalid_request", description)
 }
 fn invalid_client(description: &'static str) -> Failure {
-    Failure {
-        status: 401,
-        error: "invalid_client",
-        description,
-    }
+    Failure::new(401, "invalid_client", description)
 }
 fn invalid_grant(description: &'static str) -> Failure {
-    Failure {
-        status: 400,
-        error: "invalid_grant",
-        description,
-    }
+    Failure::new(400, "invalid_grant", description)
 }
 fn server_error() -> Failure {
-    Failure {
-        status: 500,
-        error: "server_error",
-        description: "no randomness available",
-    }
+    Failure::new(500, "server_error", "no randomness available")
 }
 
 /// What GitHub Apps report as `refresh_token_expires_in` (184 days); the dev IdP does not
@@ -115,6 +118,8 @@ const GITHUB_REFRESH_TOKEN_LIFETIME: u64 = 15_897_600;
 enum GrantType {
     AuthorizationCode,
     RefreshToken,
+    /// `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4).
+    DeviceCode,
     /// Missing, unsupported, or the request was not read that far.
     Other,
 }
@@ -173,22 +178,32 @@ impl Server {
             .target
             .split_once('?')
             .unwrap_or((&request.target, ""));
-        let allowed = match path {
-            "/authorize" | "/jwks" | "/userinfo" => Some("GET"),
-            "/token" | "/revoke" => Some("POST"),
-            p if self.metadata_paths.iter().any(|m| m == p) => Some("GET"),
-            _ => None,
+        let github = self.config.quirk.is_github();
+        let allowed: &[&str] = match path {
+            "/authorize" | "/jwks" | "/userinfo" => &["GET"],
+            "/token" | "/revoke" | device::AUTHORIZATION_PATH => &["POST"],
+            device::GITHUB_AUTHORIZATION_PATH if github => &["POST"],
+            device::VERIFICATION_PATH => &["GET", "POST"],
+            device::GITHUB_VERIFICATION_PATH if github => &["GET", "POST"],
+            p if self.metadata_paths.iter().any(|m| m == p) => &["GET"],
+            _ => &[],
         };
-        let response = match (allowed, path) {
-            (None, _) => Response::page(404, "Nothing here."),
-            (Some(method), _) if method != request.method => {
-                Response::page(405, "Method not allowed.").with("Allow", method)
+        let response = match path {
+            _ if allowed.is_empty() => Response::page(404, "Nothing here."),
+            _ if !allowed.contains(&request.method.as_str()) => {
+                Response::page(405, "Method not allowed.").with("Allow", allowed.join(", "))
             }
-            (_, "/authorize") => self.authorize(query),
-            (_, "/jwks") => self.jwks(),
-            (_, "/userinfo") => self.userinfo(&request),
-            (_, "/token") => self.token(&request),
-            (_, "/revoke") => self.revoke(&request),
+            "/authorize" => self.authorize(query),
+            "/jwks" => self.jwks(),
+            "/userinfo" => self.userinfo(&request),
+            "/token" => self.token(&request),
+            "/revoke" => self.revoke(&request),
+            device::AUTHORIZATION_PATH | device::GITHUB_AUTHORIZATION_PATH => {
+                self.device_authorization(&request)
+            }
+            device::VERIFICATION_PATH | device::GITHUB_VERIFICATION_PATH => {
+                self.device_page(&request, path, query)
+            }
             _ => self.metadata(path),
         };
         let mut state = self.lock();
@@ -243,6 +258,20 @@ impl Server {
             "scopes_supported": ["openid", "email", "profile", "offline_access"],
             "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "email", "email_verified", "name", "preferred_username"],
         });
+        // GitHub publishes no metadata, so its imitation does not advertise the device
+        // flow it serves.
+        if !self.config.quirk.is_github() {
+            if let Some(members) = doc.as_object_mut() {
+                members.insert(
+                    "device_authorization_endpoint".into(),
+                    json!(format!("{}{}", self.base_url, device::AUTHORIZATION_PATH)),
+                );
+                members.insert(
+                    "grant_types_supported".into(),
+                    json!(["authorization_code", "refresh_token", device::GRANT_TYPE]),
+                );
+            }
+        }
         // GitHub has no OpenID Connect: no key set, no ID tokens, no UserInfo.
         if self.config.quirk.is_github() {
             if let Some(members) = doc.as_object_mut() {
@@ -442,11 +471,17 @@ impl Server {
         let github = self.config.quirk.is_github();
         let json = !github || accepts_json(request);
         let (grant, outcome) = self.token_outcome(request);
-        let mut response = match outcome {
-            Ok(tokens) => {
-                self.lock().stats.tokens_issued += 1;
-                self.token_success(tokens, json)
+        {
+            let mut st = self.lock();
+            if grant == GrantType::DeviceCode {
+                st.stats.device_polls += 1;
             }
+            if outcome.is_ok() {
+                st.stats.tokens_issued += 1;
+            }
+        }
+        let mut response = match outcome {
+            Ok(tokens) => self.token_success(tokens, json),
             Err(failure) if github => token_failure(failure.in_github_words(grant), true, json),
             Err(failure) => token_failure(failure, false, json),
         };
@@ -482,16 +517,10 @@ impl Server {
         }
     }
 
-    /// The form body of a POST to the token or revocation endpoint, strictly decoded.
+    /// The form body of a POST to the token, revocation or device authorization endpoint,
+    /// strictly decoded.
     fn form_params(&self, request: &RecordedRequest) -> Result<Params, Failure> {
-        let form_type = request
-            .header("content-type")
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| {
-                v.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            });
-        if !form_type {
+        if !is_form(request) {
             return Err(invalid_request(
                 "Content-Type must be application/x-www-form-urlencoded",
             ));
@@ -508,6 +537,7 @@ impl Server {
         let grant = match params.get("grant_type") {
             Some("authorization_code") => GrantType::AuthorizationCode,
             Some("refresh_token") => GrantType::RefreshToken,
+            Some(device::GRANT_TYPE) => GrantType::DeviceCode,
             _ => GrantType::Other,
         };
         let outcome = self
@@ -515,11 +545,12 @@ impl Server {
             .and_then(|client| match grant {
                 GrantType::AuthorizationCode => self.redeem_code(client, &params),
                 GrantType::RefreshToken => self.refresh(client, &params),
-                GrantType::Other if params.get("grant_type").is_some() => Err(Failure {
-                    status: 400,
-                    error: "unsupported_grant_type",
-                    description: "only authorization_code and refresh_token are supported",
-                }),
+                GrantType::DeviceCode => self.redeem_device_code(client, &params),
+                GrantType::Other if params.get("grant_type").is_some() => Err(Failure::new(
+                    400,
+                    "unsupported_grant_type",
+                    "only authorization_code, refresh_token and the device code grant are supported",
+                )),
                 GrantType::Other => Err(invalid_request("grant_type is missing")),
             });
         (grant, outcome)
@@ -629,9 +660,8 @@ impl Server {
             entry.redeemed = Some(grant);
         }
         st.subjects.insert(grant, subject.clone());
-        let with_refresh = !matches!(self.config.quirk, Quirk::GitHub);
         let mut tokens = st
-            .issue(grant, &client.id, scope, with_refresh)
+            .issue(grant, &client.id, scope, self.issues_refresh_tokens())
             .ok_or_else(server_error)?;
         drop(st);
         tokens.id_token = self.id_token(&client.id, &subject, nonce.as_deref(), &tokens, false);
@@ -681,6 +711,12 @@ impl Server {
             tokens.id_token = self.id_token(&client.id, &subject, None, &tokens, true);
         }
         Ok(tokens)
+    }
+
+    /// Whether a login (code exchange or device code) yields a refresh token: always, but
+    /// for a GitHub OAuth App.
+    fn issues_refresh_tokens(&self) -> bool {
+        !matches!(self.config.quirk, Quirk::GitHub)
     }
 
     fn token_success(&self, tokens: Tokens, json: bool) -> Response {
@@ -779,11 +815,13 @@ impl State {
 
 impl Failure {
     /// The same failure with GitHub's error code for it: `invalid_grant` is
-    /// `bad_verification_code` for a code and `bad_refresh_token` for a refresh token,
-    /// `invalid_client` is `incorrect_client_credentials`.
+    /// `bad_verification_code` for a code, `bad_refresh_token` for a refresh token and
+    /// `incorrect_device_code` for a device code; `invalid_client` is
+    /// `incorrect_client_credentials`.
     fn in_github_words(self, grant: GrantType) -> Failure {
         let error = match (self.error, grant) {
             ("invalid_grant", GrantType::RefreshToken) => "bad_refresh_token",
+            ("invalid_grant", GrantType::DeviceCode) => "incorrect_device_code",
             ("invalid_grant", _) => "bad_verification_code",
             ("invalid_client", _) => "incorrect_client_credentials",
             (other, _) => other,
@@ -825,7 +863,8 @@ fn github_body(fields: &[(&str, Value)], json: bool) -> Response {
 }
 
 /// An error answer: RFC 6749 §5.2 JSON with the failure's status, or, for `github`, GitHub's
-/// way (HTTP 200, form-encoded unless `json`) with the failure's code as it is.
+/// way (HTTP 200, form-encoded unless `json`) with the failure's code as it is and its
+/// `interval`, if any.
 fn token_failure(failure: Failure, github: bool, json: bool) -> Response {
     if !github {
         let body = json!({"error": failure.error, "error_description": failure.description});
@@ -835,10 +874,13 @@ fn token_failure(failure: Failure, github: bool, json: bool) -> Response {
             _ => response,
         };
     }
-    let fields = [
+    let mut fields = vec![
         ("error", json!(failure.error)),
         ("error_description", json!(failure.description)),
     ];
+    if let Some(interval) = failure.interval {
+        fields.push(("interval", json!(interval)));
+    }
     github_body(&fields, json)
 }
 
@@ -916,11 +958,11 @@ fn check_authorization<'a>(
 }
 
 fn invalid_scope() -> Failure {
-    Failure {
-        status: 400,
-        error: "invalid_scope",
-        description: "scope is malformed or exceeds the grant",
-    }
+    Failure::new(
+        400,
+        "invalid_scope",
+        "scope is malformed or exceeds the grant",
+    )
 }
 
 /// Splits a scope by single spaces (RFC 6749 §3.3), dropping repeats.
@@ -1011,6 +1053,17 @@ fn loopback_redirects_match_any_port() {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether the request says its body is `application/x-www-form-urlencoded`.
+fn is_form(request: &RecordedRequest) -> bool {
+    request
+        .header("content-type")
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 /// Whether the `Accept` header lists `application/json`.

@@ -446,6 +446,9 @@ impl Sim {
             Action::FetchKeys { .. } => {
                 return Err("a key-set fetch for a provider that does not verify ID tokens".into());
             }
+            Action::RequestDeviceCode { .. } | Action::ShowUserCode { .. } => {
+                return Err("a device-grant action in a model of browser logins".into());
+            }
             Action::Persist { flow, .. } => {
                 live(&self.flows, flow)?;
                 let record = self.flows.get_mut(flow).ok_or("unknown flow")?;
@@ -489,6 +492,19 @@ pub fn fingerprint(action: &Action) -> String {
             String::from_utf8_lossy(request.body())
         ),
         Action::FetchKeys { id, request } => format!("fetch {id} {}", request.uri()),
+        Action::RequestDeviceCode {
+            flow,
+            exchange,
+            request,
+        } => format!(
+            "device {flow} {exchange} {} {}",
+            request.uri(),
+            String::from_utf8_lossy(request.body())
+        ),
+        Action::ShowUserCode {
+            flow,
+            authorization,
+        } => format!("show {flow} {authorization:?}"),
         Action::Persist { flow, tokens } => format!("persist {flow} {tokens:?}"),
         Action::Finished { flow, result } => format!("finished {flow} {result:?}"),
     }

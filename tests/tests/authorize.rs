@@ -1,10 +1,12 @@
 //! Building the authorization request and the rules around it: S1–S8, S20.
 
+use std::time::Instant;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey::{
-    Action, ClientAuth, Config, ConfigError, Engine, FlowError, FlowOptions, Landing, Provider,
-    UrlError,
+    Action, ClientAuth, Config, ConfigError, ENTROPY_LEN, Engine, FlowError, FlowOptions, Landing,
+    Provider, StartError, UrlError,
 };
 use latchkey_tests::harness::{
     self, Harness, entropy_from, query_value, response_to, token_request,
@@ -392,12 +394,17 @@ fn s6_bad_configuration_is_a_typed_error_never_a_panic() {
     for (result, expected) in builders {
         assert_eq!(result.unwrap_err(), expected);
     }
+    // An engine without its port starts device logins only: a browser login needs the port
+    // in its redirect URI.
     let unbound = Config::builder(provider()).build().unwrap();
+    let mut engine = Engine::new(unbound.clone()).unwrap();
     assert_eq!(
-        Engine::new(unbound.clone()).unwrap_err(),
-        ConfigError::UnresolvedRedirectPort
+        engine.start(Instant::now(), [7; ENTROPY_LEN]).unwrap_err(),
+        StartError::UnresolvedRedirectPort
     );
-    assert!(Engine::new(unbound.with_redirect_port(49152)).is_ok());
+    assert!(engine.poll_action().is_none());
+    let mut engine = Engine::new(unbound.with_redirect_port(49152)).unwrap();
+    assert!(engine.start(Instant::now(), [7; ENTROPY_LEN]).is_ok());
 }
 
 #[test]

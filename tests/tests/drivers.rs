@@ -394,13 +394,16 @@ async fn succeeds<R: Runtime>(rt: R, auth: Auth, store: StoreKind) {
     .start(&rt);
     let login = fx.start_login().await;
     assert!(
-        login.url().starts_with(&fx.idp.authorization_endpoint()),
+        login
+            .url()
+            .expect("a browser login")
+            .starts_with(&fx.idp.authorization_endpoint()),
         "{}",
-        login.url()
+        login.url().expect("a browser login")
     );
     let before = SystemTime::now();
 
-    let hops = browse(&rt, login.url()).await;
+    let hops = browse(&rt, login.url().expect("a browser login")).await;
     assert_eq!(hops.len(), 2, "{hops:?}");
     assert_eq!(hops[0].status, 303, "{hops:?}");
     let callback = hops[0]
@@ -495,7 +498,7 @@ async fn user_denies<R: Runtime>(rt: R) {
     let fx = Setup::new(Auth::Public).start(&rt);
     fx.idp.set_deny(true);
     let login = fx.start_login().await;
-    let hops = browse(&rt, login.url()).await;
+    let hops = browse(&rt, login.url().expect("a browser login")).await;
     assert_failure_page(&hops, fx.port);
     match outcome(&events(&rt, &login).await) {
         Err(FlowError::Denied(error)) => assert_eq!(error.code, "access_denied"),
@@ -529,7 +532,7 @@ async fn s11_forged_callbacks_leave_the_flow_alone<R: Runtime>(rt: R) {
     assert!(quiet.is_err(), "the forgeries reached the flow: {quiet:?}");
     assert_eq!(fx.token_requests(), 0);
 
-    let hops = browse(&rt, login.url()).await;
+    let hops = browse(&rt, login.url().expect("a browser login")).await;
     assert_eq!(
         hops.last().and_then(|hop| hop.location.as_deref()),
         Some(LANDING)
@@ -545,7 +548,7 @@ async fn s18_replayed_callback_is_refused<R: Runtime>(rt: R) {
     let fx = Setup::new(Auth::Post).start(&rt);
     let login = fx.start_login().await;
     // The authorization request by hand, to hold on to the callback URL.
-    let (status, fields, _) = get(&rt, login.url(), &[]).await;
+    let (status, fields, _) = get(&rt, login.url().expect("a browser login"), &[]).await;
     assert_eq!(status, 303);
     let callback = header(&fields, "location").expect("a Location").to_owned();
     assert!(callback.starts_with(&format!("{}?code=", fx.service.redirect_uri())));
@@ -605,7 +608,7 @@ async fn token_endpoint_rejects_the_client<R: Runtime>(rt: R) {
     }
     .start(&rt);
     let login = fx.start_login().await;
-    let hops = browse(&rt, login.url()).await;
+    let hops = browse(&rt, login.url().expect("a browser login")).await;
     assert_failure_page(&hops, fx.port);
     match outcome(&events(&rt, &login).await) {
         Err(FlowError::TokenRejected { status, error }) => {
@@ -627,7 +630,7 @@ async fn token_error_with_http_200<R: Runtime>(rt: R) {
     }
     .start(&rt);
     let login = fx.start_login().await;
-    let hops = browse(&rt, login.url()).await;
+    let hops = browse(&rt, login.url().expect("a browser login")).await;
     assert_failure_page(&hops, fx.port);
     match outcome(&events(&rt, &login).await) {
         Err(FlowError::TokenRejected { status, error }) => {
@@ -650,7 +653,7 @@ async fn token_endpoint_unreachable<R: Runtime>(rt: R) {
     }
     .start(&rt);
     let login = fx.start_login().await;
-    let hops = browse(&rt, login.url()).await;
+    let hops = browse(&rt, login.url().expect("a browser login")).await;
     assert_failure_page(&hops, fx.port);
     match outcome(&events(&rt, &login).await) {
         Err(FlowError::Transport(error)) => {
@@ -898,7 +901,7 @@ async fn s27_junk_connections_during_a_login<R: Runtime>(rt: R) {
     let port = fx.port;
     let counter = started.clone();
     let junk = rt.unblock(move || junk(port, &counter));
-    let url = login.url().to_owned();
+    let url = login.url().expect("a browser login").to_owned();
     let browsing = rt.unblock(move || {
         // Come back in the thick of it.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -1082,7 +1085,7 @@ async fn an_embedders_own_http_client_carries_the_token_request<R: Runtime>(rt: 
     }
     .start(&rt);
     let login = fx.start_login().await;
-    let hops = browse(&rt, login.url()).await;
+    let hops = browse(&rt, login.url().expect("a browser login")).await;
     assert_eq!(
         hops.last().and_then(|hop| hop.location.as_deref()),
         Some(LANDING)
@@ -1131,7 +1134,7 @@ async fn an_application_redirect_binds_nothing_and_its_deep_link_completes_the_l
     assert_eq!(service.redirect_uri(), TAB);
     let login = service.start(FlowOptions::new()).expect("start a login");
     // The browser stops at the deep link, which only Docker Desktop can open.
-    let hops = browse(&rt, login.url()).await;
+    let hops = browse(&rt, login.url().expect("a browser login")).await;
     let deep_link = hops
         .last()
         .and_then(|hop| hop.location.clone())
@@ -1171,7 +1174,7 @@ async fn s19_a_login_nobody_completes_ends_at_its_lifetime_in_virtual_time<R: Ru
     let rt = Virtual::new(rt);
     let fx = Setup::new(Auth::Basic).start(&rt);
     let login = fx.start_login().await;
-    let url = login.url().to_owned();
+    let url = login.url().expect("a browser login").to_owned();
     rt.clock().advance(Duration::from_secs(599));
     let early = within(
         rt.real(),
@@ -1214,7 +1217,7 @@ async fn s20_a_login_started_for_an_owner_stores_its_tokens_under_that_owner<R: 
         .service
         .start(FlowOptions::new().owner("alice"))
         .expect("a login for alice");
-    browse(&rt, login.url()).await;
+    browse(&rt, login.url().expect("a browser login")).await;
     let tokens = within(&rt, STEP, "the outcome", login.finished())
         .await
         .expect("tokens");

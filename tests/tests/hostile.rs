@@ -308,7 +308,7 @@ async fn slowloris<R: Runtime>(rt: R) {
     let connected = Arc::new(AtomicUsize::new(0));
     let (port, counter) = (fx.port, connected.clone());
     let pool = rt.unblock(move || slow_pool(port, &counter));
-    let url = login.url().to_owned();
+    let url = login.url().expect("a browser login").to_owned();
     let browser = rt.unblock(move || {
         // Come once the crowd is in and has held its slots past the engine's grace period
         // (a second), as a slowloris does: from then on the oldest slow client makes room.
@@ -860,7 +860,7 @@ async fn flood_with<R: Runtime>(rt: R, reloads: usize) {
         over.store(true, Ordering::SeqCst);
         report
     });
-    let url = login.url().to_owned();
+    let url = login.url().expect("a browser login").to_owned();
     let browser = rt.unblock(move || {
         // Come back in the thick of it.
         let waiting = Instant::now();

@@ -447,12 +447,19 @@ async fn signs_in<R: Runtime>(rt: R, client: RegisteredClient) {
     assert!(
         login
             .url()
+            .expect("a browser login")
             .starts_with(&format!("{}?", idp.authorization_endpoint())),
         "{}",
-        login.url()
+        login.url().expect("a browser login")
     );
     let before = SystemTime::now();
-    let hops = sign_in(&rt, &idp, login.url(), Choice::Approve).await;
+    let hops = sign_in(
+        &rt,
+        &idp,
+        login.url().expect("a browser login"),
+        Choice::Approve,
+    )
+    .await;
     let after = SystemTime::now();
 
     let events = events(&rt, &login).await;
@@ -563,7 +570,13 @@ async fn user_denies_consent<R: Runtime>(rt: R) {
         Transport::Custom(Arc::new(transport)),
     );
     let login = fx.start_login().await;
-    let hops = sign_in(&rt, &idp, login.url(), Choice::Deny).await;
+    let hops = sign_in(
+        &rt,
+        &idp,
+        login.url().expect("a browser login"),
+        Choice::Deny,
+    )
+    .await;
     match outcome(&events(&rt, &login).await) {
         Err(FlowError::Denied(error)) => assert_eq!(error.code, "access_denied", "{error:?}"),
         other => panic!("expected a denial, got {other:?}"),
@@ -599,7 +612,13 @@ async fn iss_of_another_provider_is_a_mix_up<R: Runtime>(rt: R) {
         Transport::Custom(Arc::new(transport)),
     );
     let login = fx.start_login().await;
-    let hops = sign_in(&rt, &a, login.url(), Choice::Approve).await;
+    let hops = sign_in(
+        &rt,
+        &a,
+        login.url().expect("a browser login"),
+        Choice::Approve,
+    )
+    .await;
     match outcome(&events(&rt, &login).await) {
         Err(FlowError::IssuerMismatch { expected, received }) => {
             assert_eq!(expected, b.issuer());
@@ -638,7 +657,13 @@ async fn replayed_code_is_refused<R: Runtime>(rt: R) {
         Transport::Custom(Arc::new(transport)),
     );
     let login = fx.start_login().await;
-    let hops = sign_in(&rt, &idp, login.url(), Choice::Approve).await;
+    let hops = sign_in(
+        &rt,
+        &idp,
+        login.url().expect("a browser login"),
+        Choice::Approve,
+    )
+    .await;
     match outcome(&events(&rt, &login).await) {
         Err(FlowError::TokenRejected { status, error }) => {
             assert_eq!(
@@ -682,7 +707,13 @@ async fn basic_secret_without_form_encoding_is_refused<R: Runtime>(rt: R) {
         Transport::Custom(Arc::new(transport)),
     );
     let login = fx.start_login().await;
-    let hops = sign_in(&rt, &idp, login.url(), Choice::Approve).await;
+    let hops = sign_in(
+        &rt,
+        &idp,
+        login.url().expect("a browser login"),
+        Choice::Approve,
+    )
+    .await;
     match outcome(&events(&rt, &login).await) {
         // `decodeURIComponent` throws on `%&=`: "client_id and client_secret in the
         // authorization header are not properly encoded".
@@ -737,7 +768,13 @@ async fn logged_in<R: Runtime>(rt: &R, idp: &OidcProvider, provider: &Provider) 
         .expect("config");
     let fx = Fixture::with(rt, config, Transport::Builtin(http_client()));
     let login = fx.start_login().await;
-    sign_in(rt, idp, login.url(), Choice::Approve).await;
+    sign_in(
+        rt,
+        idp,
+        login.url().expect("a browser login"),
+        Choice::Approve,
+    )
+    .await;
     let tokens = outcome(&events(rt, &login).await).expect("tokens");
     fx.shutdown(rt).await;
     tokens
@@ -905,7 +942,13 @@ async fn s47_a_key_rotation_between_two_logins_is_followed<R: Runtime>(rt: R) {
             rt.unblock(move || oidc::rotate_keys_at(&issuer)).await;
         }
         let login = fx.start_login().await;
-        sign_in(&rt, &idp, login.url(), Choice::Approve).await;
+        sign_in(
+            &rt,
+            &idp,
+            login.url().expect("a browser login"),
+            Choice::Approve,
+        )
+        .await;
         let tokens = outcome(&events(&rt, &login).await).expect("tokens");
         let identity = tokens.identity().expect("a verified identity");
         assert_eq!(identity.sub(), oidc_agent::LOGIN);

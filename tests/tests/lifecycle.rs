@@ -108,7 +108,7 @@ fn login_into(provider: Provider, store: Arc<dyn TokenStore>) -> TokenSet {
         let options = ServiceOptions::new(store, Transport::Builtin(http()));
         let service = latchkey_smol::serve(config, options).expect("a service");
         let login = service.start(FlowOptions::new()).expect("a login");
-        let url = login.url().to_owned();
+        let url = login.url().expect("a browser login").to_owned();
         let browsing = smol::unblock(move || agent::browse(&url));
         let finished = future::or(async { Some(login.finished().await) }, async {
             smol::Timer::after(Duration::from_secs(10)).await;

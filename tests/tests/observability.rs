@@ -145,7 +145,7 @@ impl Secrets {
 /// A login through `service`, the dev IdP's agent playing the browser.
 async fn login<R: Runtime>(runtime: &R, service: &Service<R>) -> Result<TokenSet, Error> {
     let login = service.start(FlowOptions::new()).expect("a login");
-    let url = login.url().to_owned();
+    let url = login.url().expect("a browser login").to_owned();
     let (_, result) = futures_lite::future::zip(
         runtime.unblock(move || agent::browse(&url)),
         login.finished_within(runtime, Duration::from_secs(10)),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_channel::Receiver;
 use futures_lite::future;
-use latchkey::{Config, FlowError, FlowId, FlowOptions, Step, TokenSet};
+use latchkey::{Config, DeviceAuthorization, FlowError, FlowId, FlowOptions, Step, TokenSet};
 
 use super::{Error, Service, ServiceOptions};
 use crate::opener::Opener;
@@ -16,6 +16,9 @@ use crate::runtime::Runtime;
 /// What happens to a login, in order; [`LoginEvent::Finished`] is always last.
 #[derive(Debug, Clone)]
 pub enum LoginEvent {
+    /// A device login's user code and where to enter it: show them to the user. The
+    /// service polls the token endpoint until the user approves.
+    UserCode(DeviceAuthorization),
     /// The browser came back with a code; the token request is on its way.
     Callback,
     /// The token endpoint issued these tokens; they are being stored.
@@ -30,6 +33,7 @@ impl LoginEvent {
     /// The step the login is in once this happened.
     pub fn step(&self) -> Option<Step> {
         match self {
+            LoginEvent::UserCode(_) => Some(Step::Approval),
             LoginEvent::Callback => Some(Step::TokenExchange),
             LoginEvent::Tokens(_) => Some(Step::Storage),
             LoginEvent::Stored | LoginEvent::Finished(_) => None,
@@ -46,10 +50,10 @@ pub(super) trait Canceller: Send + Sync {
     fn cancel(&self, flow: FlowId);
 }
 
-/// A login in progress, from [`Service::start`].
+/// A login in progress, from [`Service::start`] or [`Service::start_device`].
 pub struct Login {
     pub(super) flow: FlowId,
-    pub(super) url: String,
+    pub(super) url: Option<String>,
     pub(super) events: Receiver<LoginEvent>,
     pub(super) service: Arc<dyn Canceller>,
 }
@@ -69,9 +73,10 @@ impl Login {
         self.flow
     }
 
-    /// The authorization URL to send the user's browser to.
-    pub fn url(&self) -> &str {
-        &self.url
+    /// The authorization URL to send the user's browser to; `None` for a device login,
+    /// whose user code comes as [`LoginEvent::UserCode`].
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
     }
 
     /// The next thing that happens to the login; `None` after [`LoginEvent::Finished`], or
@@ -127,7 +132,10 @@ impl Login {
         timeout: Duration,
     ) -> Result<TokenSet, Error> {
         let deadline = runtime.now() + timeout;
-        let mut step = Step::Callback;
+        let mut step = match self.url {
+            Some(_) => Step::Callback,
+            None => Step::DeviceAuthorization,
+        };
         loop {
             match self.next_event_by(runtime, deadline).await {
                 Ok(Some(LoginEvent::Finished(result))) => return result.map_err(Error::Flow),
@@ -158,7 +166,7 @@ pub async fn login<R: Runtime>(
 ) -> Result<TokenSet, Error> {
     let service = Service::bind(runtime.clone(), config, options)?;
     let login = service.start(FlowOptions::new())?;
-    let url = login.url().to_owned();
+    let url = login.url().unwrap_or_default().to_owned();
     if let Err(error) = runtime.unblock(move || opener.open(&url)).await {
         service.shutdown().await;
         return Err(Error::Io(error));

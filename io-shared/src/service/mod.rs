@@ -181,6 +181,22 @@ impl<R: Runtime> Service<R> {
         Service::from_listeners(runtime, config, listeners, options)
     }
 
+    /// Starts the service without a listener: for device logins
+    /// ([`start_device`](Service::start_device)) and callbacks handed to
+    /// [`redirect`](Service::redirect). Browser logins with a loopback redirect cannot
+    /// start on it until a port is known.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the engine refuses the configuration.
+    pub fn unbound(
+        runtime: R,
+        config: Config,
+        options: ServiceOptions,
+    ) -> Result<Service<R>, Error> {
+        Service::start_on(runtime, config, Vec::new(), Vec::new(), options)
+    }
+
     /// Starts the service on listeners the caller bound (its `bind` option is ignored). A
     /// redirect URI with port 0 gets the first listener's port. Without listeners only a
     /// configuration with an application redirect URI can work.
@@ -219,6 +235,17 @@ impl<R: Runtime> Service<R> {
             })
             .collect::<io::Result<Vec<_>>>()
             .map_err(Error::Io)?;
+        Service::start_on(runtime, config, listeners, local_addrs, options)
+    }
+
+    /// Starts the engine, the accept loops on `listeners` (adopted already) and the timer.
+    fn start_on(
+        runtime: R,
+        config: Config,
+        listeners: Vec<R::Listener>,
+        local_addrs: Vec<SocketAddr>,
+        options: ServiceOptions,
+    ) -> Result<Service<R>, Error> {
         let engine = Engine::new(config)?;
         let redirect_uri = engine.redirect_uri().to_owned();
         info!(%redirect_uri, listening = ?local_addrs, "login service started");
@@ -271,6 +298,28 @@ impl<R: Runtime> Service<R> {
     /// runtime has no randomness, [`Error::Start`] when the engine refuses.
     pub fn start(&self, options: FlowOptions) -> Result<Login, Error> {
         let entropy = self.shared.runtime.entropy().map_err(Error::Io)?;
+        self.begin(Some(entropy), options)
+    }
+
+    /// Starts a device login (RFC 8628) for a user who approves on another device: the
+    /// user code and where to enter it arrive as [`LoginEvent::UserCode`], then the tokens
+    /// as for any login. The service polls the token endpoint by itself. `options` as for
+    /// [`start`](Service::start). Needs no listener: a service for device logins only can
+    /// be started with [`unbound`](Service::unbound).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Start`] with [`StartError::NoDeviceEndpoint`] when the provider has no device
+    /// authorization endpoint; [`Error::Stopped`] after [`shutdown`](Service::shutdown).
+    pub fn start_device(&self, options: FlowOptions) -> Result<Login, Error> {
+        self.begin(None, options)
+    }
+
+    fn begin(
+        &self,
+        entropy: Option<[u8; latchkey::ENTROPY_LEN]>,
+        options: FlowOptions,
+    ) -> Result<Login, Error> {
         let (events, receiver) = async_channel::unbounded();
         let (flow, url, work) = self.shared.start(entropy, options, events)?;
         self.spawn_work(work);

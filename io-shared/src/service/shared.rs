@@ -15,6 +15,7 @@ use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use futures_lite::future;
 use latchkey::{Action, ConnId, Engine, ExchangeId, FlowError, FlowId, RequestId, TokenSet};
+use latchkey::{FlowOptions, StartError};
 use tracing::{Instrument, Span, debug, info, warn};
 
 use super::login::{Canceller, LoginEvent};
@@ -43,6 +44,8 @@ struct FlowHandle {
     span: Span,
     started: Instant,
     events: Sender<LoginEvent>,
+    /// A device login: its token requests are polls, not the answer to a callback.
+    device: bool,
 }
 
 struct State<R: Runtime> {
@@ -181,8 +184,18 @@ impl<R: Runtime> Shared<R> {
                     exchange,
                     request,
                 } => {
-                    let span = notify(state, flow, LoginEvent::Callback);
-                    span.in_scope(|| info!("callback accepted; requesting tokens"));
+                    let span = match state.flows.get(&flow) {
+                        Some(handle) if handle.device => {
+                            let span = handle.span.clone();
+                            span.in_scope(|| debug!("polling the token endpoint"));
+                            span
+                        }
+                        _ => {
+                            let span = notify(state, flow, LoginEvent::Callback);
+                            span.in_scope(|| info!("callback accepted; requesting tokens"));
+                            span
+                        }
+                    };
                     debug_assert!(work.exchange.is_none(), "one exchange per input");
                     work.exchange = Some(Exchange {
                         exchange,
@@ -208,6 +221,37 @@ impl<R: Runtime> Shared<R> {
                         key,
                         tokens,
                         span,
+                    });
+                }
+                Action::RequestDeviceCode {
+                    flow,
+                    exchange,
+                    request,
+                } => {
+                    let span = state
+                        .flows
+                        .get(&flow)
+                        .map_or_else(Span::none, |handle| handle.span.clone());
+                    span.in_scope(|| info!(endpoint = %request.uri(), "requesting a user code"));
+                    debug_assert!(work.exchange.is_none(), "one exchange per input");
+                    work.exchange = Some(Exchange {
+                        exchange,
+                        request,
+                        span,
+                    });
+                }
+                Action::ShowUserCode {
+                    flow,
+                    authorization,
+                } => {
+                    let span = notify(state, flow, LoginEvent::UserCode(authorization.clone()));
+                    span.in_scope(|| {
+                        info!(
+                            verification_uri = authorization.verification_uri(),
+                            interval = ?authorization.interval(),
+                            lifetime = ?authorization.lifetime(),
+                            "user code received; waiting for the user's approval"
+                        );
                     });
                 }
                 Action::FetchKeys { id, request } => {
@@ -269,22 +313,25 @@ impl<R: Runtime> Shared<R> {
         conn
     }
 
-    /// Starts a flow with the engine; its login's events go to `events`.
+    /// Starts a flow with the engine, a browser login with `entropy` or a device login
+    /// without; its login's events go to `events`. A browser login's authorization URL
+    /// comes back.
     pub fn start(
         &self,
-        entropy: [u8; latchkey::ENTROPY_LEN],
-        options: latchkey::FlowOptions,
+        entropy: Option<[u8; latchkey::ENTROPY_LEN]>,
+        options: FlowOptions,
         events: Sender<LoginEvent>,
-    ) -> Result<(FlowId, String, Work), super::Error> {
+    ) -> Result<(FlowId, Option<String>, Work), super::Error> {
         let now = self.runtime.now();
         let mut state = self.lock();
         if state.stopping {
             return Err(super::Error::Stopped);
         }
-        let flow = state
-            .engine
-            .start_with(now, entropy, options)
-            .map_err(super::Error::Start)?;
+        let started: Result<FlowId, StartError> = match entropy {
+            Some(entropy) => state.engine.start_with(now, entropy, options),
+            None => state.engine.start_device(now, options),
+        };
+        let flow = started.map_err(super::Error::Start)?;
         let key = state
             .engine
             .flow_owner(flow)
@@ -298,7 +345,11 @@ impl<R: Runtime> Shared<R> {
             ),
             None => Span::none(),
         };
-        span.in_scope(|| info!("login started; waiting for the browser"));
+        let device = entropy.is_none();
+        span.in_scope(|| match device {
+            true => info!("device login started"),
+            false => info!("login started; waiting for the browser"),
+        });
         state.flows.insert(
             flow,
             FlowHandle {
@@ -306,11 +357,13 @@ impl<R: Runtime> Shared<R> {
                 span,
                 started: now,
                 events,
+                device,
             },
         );
         let mut work = self.drain(&mut state, None, now);
         match work.opened.take() {
-            Some((opened, url)) if opened == flow => Ok((flow, url, work)),
+            Some((opened, url)) if opened == flow => Ok((flow, Some(url), work)),
+            None if device => Ok((flow, None, work)),
             // The engine opens the browser in the same call that starts a flow.
             _ => {
                 debug_assert!(false, "flow {flow} started without its authorization URL");

@@ -87,7 +87,7 @@ impl Backend {
             Ok(login) => Arc::new(login),
             Err(error) => return Response::error(503, "unavailable", error.to_string()),
         };
-        let url = login.url().to_owned();
+        let url = login.url().unwrap_or_default().to_owned();
         {
             let mut state = self.state();
             state.pending = Some(Arc::clone(&login));
