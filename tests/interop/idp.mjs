@@ -7,16 +7,36 @@
 //   public-client  none (PKCE required)
 //   es256-client, eddsa-client  public clients whose ID tokens are signed with ES256 and
 //                  EdDSA (Ed25519); everyone else's with RS256
+//   device-client  none, no redirect URI: the device authorization grant only (and refresh)
 // The development login and consent pages accept any user; the consent page's cancel
 // button yields `error=access_denied`. Refresh tokens are issued to every client that has
 // the grant and rotate on every refresh; the revocation endpoint (RFC 7009) is on; pages on
 // loopback origins may call the userinfo endpoint (CORS). The process ends when its
 // standard input closes, so a test that dies takes it along.
 //
+// Device authorization grant (RFC 8628): basic-client, post-client, public-client and
+// device-client have `urn:ietf:params:oauth:grant-type:device_code` (es256-client and
+// eddsa-client do not: their requests get 400 `invalid_request`). `POST /device/auth`
+// (authenticated as at the token endpoint) answers `device_code`, `user_code` (`XXXX-XXXX`,
+// consonants), `verification_uri` (`/device`), `verification_uri_complete`
+// (`/device?user_code=…`) and `expires_in` 600, with no `interval` (so 5 s, the RFC's
+// default); the token endpoint answers `authorization_pending` until the user has finished,
+// never `slow_down`. The user's pages are oidc-provider's defaults: the code input page (a
+// form with a hidden `xsrf` and `user_code`; the complete URI's page posts both by script),
+// the confirmation page ("Continue", or "[ Abort ]", which posts `abort=yes`), then the
+// development login and consent pages, then "Sign-in Success". Aborting there, or
+// cancelling login or consent, shows the code input page with "The Sign-in request was
+// interrupted", and the next poll gets `access_denied`. A device code is spent by the poll
+// that gets tokens or `access_denied`; polling with it again gets `invalid_grant` and
+// revokes every token of the grant (as a replayed authorization code does). Refresh tokens
+// come with every device grant, `offline_access` or not.
+//
 // Key rotation: `POST /__test/rotate` switches to a second provider instance with the same
 // issuer and clients but new signing keys (new `kid`s) and answers 204; from then on its
 // key set (`/jwks`) lists only the new keys. A login is self-contained, so one that starts
-// after the switch runs entirely on the new keys.
+// after the switch runs entirely on the new keys. (Both instances keep their state in
+// oidc-provider's in-memory adapter, which is one per process: sessions, grants and
+// device codes outlive the switch.)
 import http from 'node:http';
 import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
@@ -26,12 +46,16 @@ await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
 const { port } = server.address();
 const issuer = `http://127.0.0.1:${port}`;
 
+const DEVICE_CODE = 'urn:ietf:params:oauth:grant-type:device_code';
+
 const native = {
   application_type: 'native',
   redirect_uris: ['http://127.0.0.1/callback', 'http://[::1]/callback'],
   grant_types: ['authorization_code', 'refresh_token'],
   response_types: ['code'],
 };
+/** `native`, also allowed the device authorization grant (RFC 8628). */
+const nativeWithDevice = { ...native, grant_types: [...native.grant_types, DEVICE_CODE] };
 
 /** Private signing keys as JWKs: RSA (RS256), P-256 (ES256), Ed25519 (EdDSA). */
 function signingKeys(prefix) {
@@ -45,9 +69,18 @@ function signingKeys(prefix) {
 
 const configuration = (keys) => ({
   clients: [
-    { client_id: 'basic-client', client_secret: 's3cr3t+/:%&= ~!', token_endpoint_auth_method: 'client_secret_basic', ...native },
-    { client_id: 'post-client', client_secret: 'post-secret', token_endpoint_auth_method: 'client_secret_post', ...native },
-    { client_id: 'public-client', token_endpoint_auth_method: 'none', ...native },
+    { client_id: 'basic-client', client_secret: 's3cr3t+/:%&= ~!', token_endpoint_auth_method: 'client_secret_basic', ...nativeWithDevice },
+    { client_id: 'post-client', client_secret: 'post-secret', token_endpoint_auth_method: 'client_secret_post', ...nativeWithDevice },
+    { client_id: 'public-client', token_endpoint_auth_method: 'none', ...nativeWithDevice },
+    // An input-constrained device's client: the device grant only, no redirect URI.
+    {
+      client_id: 'device-client',
+      token_endpoint_auth_method: 'none',
+      application_type: 'native',
+      redirect_uris: [],
+      grant_types: [DEVICE_CODE, 'refresh_token'],
+      response_types: [],
+    },
     { client_id: 'es256-client', token_endpoint_auth_method: 'none', id_token_signed_response_alg: 'ES256', ...native },
     { client_id: 'eddsa-client', token_endpoint_auth_method: 'none', id_token_signed_response_alg: 'EdDSA', ...native },
   ],
@@ -55,10 +88,15 @@ const configuration = (keys) => ({
   enabledJWA: { idTokenSigningAlgValues: ['RS256', 'ES256', 'EdDSA'] },
   cookies: { keys: ['latchkey-interop-tests-only'] },
   scopes: ['openid', 'offline_access', 'profile', 'email'],
+  // Whenever the client has the grant, whatever the scope: device grants too.
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   // Every refresh rotates the refresh token; reusing a rotated-out one revokes the grant.
   rotateRefreshToken: true,
-  features: { revocation: { enabled: true } },
+  features: {
+    revocation: { enabled: true },
+    // RFC 8628 with oidc-provider's default pages and codes (`base-20`, `****-****`).
+    deviceFlow: { enabled: true },
+  },
   // The Docker Desktop extension example's UI (served on a loopback port in its test) calls
   // the userinfo endpoint from the page, as a UI calls an API with CORS.
   clientBasedCORS: (ctx, origin) => /^http:\/\/127\.0\.0\.1:\d+$/.test(origin),

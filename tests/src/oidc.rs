@@ -3,10 +3,18 @@
 //!
 //! Missing tools are failures with a message saying how to install them, never skips:
 //! `scripts/test.sh` installs them on a fresh machine.
+//!
+//! The device authorization grant (RFC 8628) is on: [`OidcProvider::device_authorization_endpoint`]
+//! for the clients in [`DEVICE_GRANT_CLIENTS`]; the user's part is played by
+//! [`crate::oidc_agent::device`] over raw HTTP, or by headless Chromium with
+//! [`device_in_chromium`].
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::oidc_agent::{DeviceChoice, LOGIN};
 
 /// The interop folder: `package.json`, the lock file, `node_modules`, the scripts.
 pub fn interop_dir() -> PathBuf {
@@ -71,6 +79,19 @@ pub const EDDSA: RegisteredClient = RegisteredClient {
     secret: None,
     method: "none",
 };
+/// A public client for an input-constrained device: the device authorization grant and
+/// refresh tokens only, no redirect URI (it cannot use the authorization code grant).
+pub const DEVICE: RegisteredClient = RegisteredClient {
+    id: "device-client",
+    secret: None,
+    method: "none",
+};
+/// The clients allowed the device authorization grant (RFC 8628), one per client
+/// authentication method, and the device-only client. [`ES256`] and [`EDDSA`] are not:
+/// the provider answers their device authorization requests with 400 `invalid_request`.
+pub const DEVICE_GRANT_CLIENTS: [RegisteredClient; 4] = [BASIC, POST, PUBLIC, DEVICE];
+/// The grant type of the device access token request (RFC 8628 §3.4).
+pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// A running `oidc-provider`; stopped when dropped.
 #[derive(Debug)]
@@ -132,6 +153,12 @@ impl OidcProvider {
         format!("{}/token", self.issuer)
     }
 
+    /// The device authorization endpoint (RFC 8628 §3.1), `{issuer}/device/auth`. The
+    /// user's page, `verification_uri`, is `{issuer}/device`.
+    pub fn device_authorization_endpoint(&self) -> String {
+        format!("{}/device/auth", self.issuer)
+    }
+
     /// The key set that checks its ID tokens.
     pub fn jwks_uri(&self) -> String {
         format!("{}/jwks", self.issuer)
@@ -165,4 +192,200 @@ impl Drop for OidcProvider {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// ----- the device flow in Chromium -----
+
+/// The longest `device.mjs` may run; it gives up by itself after 30 s.
+const CHROMIUM_LIMIT: Duration = Duration::from_secs(60);
+
+/// The Chromium `device.mjs` (and `browser.mjs`) start: `$LATCHKEY_CHROMIUM` or Debian's
+/// `/usr/bin/chromium`.
+pub fn chromium() -> PathBuf {
+    std::env::var_os("LATCHKEY_CHROMIUM")
+        .filter(|path| !path.is_empty())
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+/// Panics with installation advice unless Node.js, the npm packages (playwright-core
+/// included) and Chromium ([`chromium`]) are here: the browser tests fail without them,
+/// they never skip.
+pub fn require_browser_tools() {
+    if let Err(advice) = browser_tools() {
+        panic!("{advice}");
+    }
+}
+
+/// `Err` with installation advice unless the browser tools are here.
+fn browser_tools() -> Result<(), String> {
+    let node = Command::new("node")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output();
+    if !node.is_ok_and(|out| out.status.success()) {
+        return Err(
+            "the browser tests need Node.js 20 or later on PATH (Debian: apt-get install nodejs)"
+                .into(),
+        );
+    }
+    for package in ["oidc-provider", "playwright-core"] {
+        if !interop_dir()
+            .join("node_modules")
+            .join(package)
+            .join("package.json")
+            .is_file()
+        {
+            return Err(format!(
+                "the browser tests need {package}: run `npm ci` in {} (never `npx playwright \
+                 install`: Chromium comes from the system)",
+                interop_dir().display()
+            ));
+        }
+    }
+    let chromium = chromium();
+    let runs = Command::new(&chromium)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !runs.is_ok_and(|status| status.success()) {
+        return Err(format!(
+            "the browser tests need Chromium at {} (Debian: `apt-get install -y chromium`; or \
+             set LATCHKEY_CHROMIUM to a Chromium binary)",
+            chromium.display()
+        ));
+    }
+    Ok(())
+}
+
+/// How a device login in Chromium ended (`device.mjs`'s JSON line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChromiumDevice {
+    /// `approved` (the provider showed "Sign-in Success") or `denied` (it showed the code
+    /// input page again with "The Sign-in request was interrupted").
+    pub outcome: String,
+    /// The code the confirmation page showed, as shown (`XXXX-XXXX`).
+    pub confirmed_code: String,
+    /// The URL of the last page.
+    pub final_url: String,
+    /// The visible text of the last page.
+    pub page_text: String,
+    /// Chromium's version.
+    pub chromium: String,
+}
+
+/// Headless Chromium, driven by `tests/interop/device.mjs` through playwright-core, does the
+/// user's part of a device login (RFC 8628 §3.3) at the provider: it opens
+/// `verification_uri` (plain, or `verification_uri_complete`), types `user_code` if asked,
+/// checks that the confirmation page shows that code, and then, as `choice` says, presses
+/// `[ Abort ]` or confirms, signs in as `user` and approves or cancels on the consent page.
+///
+/// # Errors
+///
+/// Missing tools (with installation advice, as [`require_browser_tools`]); an empty
+/// `user_code` or `user`; the script failing (its stderr: the page it was on and what it
+/// showed) or running longer than 60 s; an outcome other than `choice`'s.
+pub fn device_in_chromium(
+    verification_uri: &str,
+    user_code: &str,
+    user: &str,
+    choice: DeviceChoice,
+) -> Result<ChromiumDevice, String> {
+    browser_tools()?;
+    if user_code.trim().is_empty() || user.trim().is_empty() {
+        return Err("an empty user code or login".into());
+    }
+    let mode = match choice {
+        DeviceChoice::Approve => "approve",
+        DeviceChoice::Abort => "abort",
+        DeviceChoice::CancelConsent => "cancel",
+    };
+    let mut child = Command::new("node")
+        .arg(interop_dir().join("device.mjs"))
+        .args([verification_uri, user_code, mode, user])
+        .current_dir(interop_dir())
+        .env("LATCHKEY_CHROMIUM", chromium())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("start node device.mjs: {error}"))?;
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
+    let deadline = Instant::now() + CHROMIUM_LIMIT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    let Some(status) = status else {
+        return Err(format!(
+            "device.mjs ran longer than {CHROMIUM_LIMIT:?} and was killed; stderr:\n{stderr}"
+        ));
+    };
+    if !status.success() {
+        return Err(format!("device.mjs failed ({status}):\n{stderr}"));
+    }
+    let line = stdout.lines().find(|line| !line.trim().is_empty());
+    let Some(serde_json::Value::Object(result)) =
+        line.and_then(|line| serde_json::from_str(line).ok())
+    else {
+        return Err(format!(
+            "device.mjs printed no JSON object: {stdout:?}\n{stderr}"
+        ));
+    };
+    let text = |key: &str| {
+        result
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let ended = ChromiumDevice {
+        outcome: text("outcome"),
+        confirmed_code: text("confirmed_code"),
+        final_url: text("final_url"),
+        page_text: text("page_text"),
+        chromium: text("chromium"),
+    };
+    let wanted = match choice {
+        DeviceChoice::Approve => "approved",
+        DeviceChoice::Abort | DeviceChoice::CancelConsent => "denied",
+    };
+    if ended.outcome != wanted {
+        return Err(format!(
+            "Chromium's device login ended {ended:?}, not {wanted}"
+        ));
+    }
+    Ok(ended)
+}
+
+/// Approves a device login in headless Chromium as [`LOGIN`]: [`device_in_chromium`] with
+/// [`DeviceChoice::Approve`].
+///
+/// # Errors
+///
+/// As [`device_in_chromium`].
+pub fn approve_device_in_chromium(verification_uri: &str, user_code: &str) -> Result<(), String> {
+    device_in_chromium(verification_uri, user_code, LOGIN, DeviceChoice::Approve).map(drop)
+}
+
+/// A thread reading `pipe` to its end, lossily as UTF-8.
+fn read_all<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
 }

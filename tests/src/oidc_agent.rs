@@ -16,6 +16,13 @@
 //! way the interaction ends with `303 {issuer}/auth/UID`, whose answer is the `303` to
 //! `redirect_uri?code=…&state=…&iss=…` (or `?error=access_denied&…` after a cancel).
 //!
+//! [`device`] (and [`approve_device`], [`deny_device`]) plays the user of a device login
+//! (RFC 8628 §3.3) on a second device: the code input and confirmation pages of
+//! `features.deviceFlow`, then the same login and consent pages, until "Sign-in Success"
+//! (or, after an abort or a cancel, the code input page saying the request was
+//! interrupted). The device's side, the authorization request and the polls, is the
+//! caller's.
+//!
 //! The agent sends every request with [`latchkey_devidp::agent`] (HTTP/1.1 with
 //! `Connection: close`, plain `http://` to loopback addresses only, a cap on each response)
 //! and checks a deadline for the whole sign-in between requests. Its cookie jar keeps cookies by host (ports ignored, as browsers do), name
@@ -39,6 +46,8 @@ const PASSWORD: &str = "correct horse battery staple";
 const MAX_HOPS: usize = 30;
 /// Pages the agent acts on (a login page and a consent page, normally).
 const MAX_PAGES: usize = 6;
+/// Pages of one device login: code input, confirmation, login, consent, and the end.
+const MAX_DEVICE_PAGES: usize = 8;
 
 const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
                           Chrome/138.0.0.0 Safari/537.36";
@@ -97,6 +106,87 @@ pub fn callback<'a>(hops: &'a [Hop], redirect_uri: &str) -> Option<&'a Hop> {
 /// the hops so far and the page's text.
 pub fn sign_in(authorization_url: &str, choice: Choice) -> io::Result<Vec<Hop>> {
     Agent::new().sign_in(authorization_url, choice)
+}
+
+/// What the user does with a device's login request (RFC 8628) on the provider's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// Confirms the code, signs in and approves the consent page: the provider shows
+    /// "Sign-in Success", and the device's next poll gets tokens.
+    Approve,
+    /// Presses `[ Abort ]` on the confirmation page, before signing in (as a person does
+    /// whose device shows another code): the device's next poll gets `access_denied`.
+    Abort,
+    /// Confirms the code and signs in, then presses `[ Cancel ]` on the consent page: the
+    /// device's next poll gets `access_denied`.
+    CancelConsent,
+}
+
+/// Does what a person does on a second device with a fresh browser (no cookies) for a
+/// device login (RFC 8628 §3.3): opens `verification_uri`, types `user_code` when the page
+/// asks for it, checks that the confirmation page shows that code, then acts on `choice`,
+/// signing in as `user` (the `sub` of the tokens; any login is accepted). Returns every
+/// request made, in order.
+///
+/// `verification_uri` may be the plain `verification_uri` (the agent types the code) or
+/// `verification_uri_complete` (the provider's page posts the code itself, which the agent
+/// does in place of the page's script); either way the code shown for confirmation must
+/// match `user_code` (compared as oidc-provider compares codes: case and punctuation
+/// ignored).
+///
+/// What the pages look like (oidc-provider 9, `features.deviceFlow` with its default
+/// pages): `GET /device` answers a form `op.deviceInputForm` posting a hidden `xsrf` and the
+/// text input `user_code` to `/device`; `GET /device?user_code=…` answers instead a form of
+/// both as hidden inputs that the page's script submits. Posting the code answers the
+/// confirmation page: the form `op.deviceConfirmForm` with hidden `xsrf`, `user_code` and
+/// `confirm=yes`, the code in a `<code>`, a "Continue" button and a button `name="abort"
+/// value="yes"` outside the form (`form="op.deviceConfirmForm"`). Posting it with `confirm`
+/// answers `303 /interaction/UID`, the login and consent pages [`sign_in`] knows, each ending
+/// with `303 {issuer}/device/UID`; the last of those answers "Sign-in Success" (200, no
+/// form). Posting `abort=yes`, or cancelling an interaction, answers the code input page
+/// again with "The Sign-in request was interrupted".
+///
+/// # Errors
+///
+/// Any I/O failure; a URL that is not `http://` to loopback; an empty `user_code` or
+/// `user`; the deadline ([`TIMEOUT`]); a confirmation page showing another code; the
+/// provider refusing the code ("The code you entered is incorrect", for an unknown,
+/// expired or already used code); an outcome other than `choice`'s; and any page the agent
+/// does not understand, described with the hops so far and the page's text.
+pub fn device(
+    verification_uri: &str,
+    user_code: &str,
+    user: &str,
+    choice: DeviceChoice,
+) -> io::Result<Vec<Hop>> {
+    Agent::new().device(verification_uri, user_code, user, choice)
+}
+
+/// Approves a device login as `user` with a fresh browser: [`device`] with
+/// [`DeviceChoice::Approve`]. `verification_uri` is either the device authorization
+/// response's `verification_uri` or its `verification_uri_complete`.
+///
+/// # Errors
+///
+/// As [`device`], as text.
+pub fn approve_device(verification_uri: &str, user_code: &str, user: &str) -> Result<(), String> {
+    device(verification_uri, user_code, user, DeviceChoice::Approve)
+        .map(drop)
+        .map_err(|error| error.to_string())
+}
+
+/// Denies a device login with a fresh browser: [`device`] with [`DeviceChoice::Abort`],
+/// pressing `[ Abort ]` on the confirmation page. The user never signs in, so `user` is
+/// never typed (it must not be empty all the same). The device's next poll gets
+/// `access_denied`; the poll after that, `invalid_grant`.
+///
+/// # Errors
+///
+/// As [`device`], as text.
+pub fn deny_device(verification_uri: &str, user_code: &str, user: &str) -> Result<(), String> {
+    device(verification_uri, user_code, user, DeviceChoice::Abort)
+        .map(drop)
+        .map_err(|error| error.to_string())
 }
 
 /// A browser with a cookie jar; [`sign_in`] uses a fresh one. Keeping one across sign-ins
@@ -159,7 +249,7 @@ impl Agent {
                 End::Page(page) => page,
             };
             next = self
-                .act(&page, choice)
+                .act(&page, choice, LOGIN)
                 .map_err(|why| unexpected(&why, &page, &hops))?;
         }
         Err(io::Error::other(format!(
@@ -167,8 +257,8 @@ impl Agent {
         )))
     }
 
-    /// What the user does on an interaction page.
-    fn act(&self, page: &Page, choice: Choice) -> Result<Request, String> {
+    /// What the user does on an interaction page, signing in as `login`.
+    fn act(&self, page: &Page, choice: Choice, login: &str) -> Result<Request, String> {
         if page.status != 200 {
             return Err(format!("status {}", page.status));
         }
@@ -203,7 +293,7 @@ impl Agent {
                     return Err("a login form without login and password inputs".into());
                 }
                 form.submit(&page.url, |name, value| match name {
-                    "login" => LOGIN.to_owned(),
+                    "login" => login.to_owned(),
                     "password" => PASSWORD.to_owned(),
                     _ => value.to_owned(),
                 })
@@ -212,6 +302,157 @@ impl Agent {
             ("consent", Choice::Deny) => cancel(),
             (other, _) => Err(format!("a form for prompt {other:?}")),
         }
+    }
+
+    /// [`device`] with this agent's cookies: with the provider's session from an earlier
+    /// sign-in, the login page is skipped and the tokens are for that earlier login, not
+    /// `user`.
+    ///
+    /// # Errors
+    ///
+    /// As [`device`].
+    pub fn device(
+        &mut self,
+        verification_uri: &str,
+        user_code: &str,
+        user: &str,
+        choice: DeviceChoice,
+    ) -> io::Result<Vec<Hop>> {
+        let deadline = Instant::now() + TIMEOUT;
+        let start = Url::split(verification_uri)?;
+        if normalize_user_code(user_code).is_empty() {
+            return Err(invalid(format!("no user code in {user_code:?}")));
+        }
+        if user.trim().is_empty() {
+            return Err(invalid("an empty login"));
+        }
+        let provider = start.origin();
+        let mut hops = Vec::new();
+        let mut next = Request {
+            method: "GET",
+            url: start,
+            body: Vec::new(),
+            referrer: None,
+        };
+        let mut entered = false;
+        for _ in 0..MAX_DEVICE_PAGES {
+            let page = match self.navigate(next, &mut hops, deadline)? {
+                End::Page(page) if page.url.origin() == provider => page,
+                End::Page(_) | End::Away => {
+                    return Err(io::Error::other(format!(
+                        "the device login left the provider: {hops:#?}"
+                    )));
+                }
+            };
+            let step = self
+                .device_step(&page, user_code, user, choice, &mut entered)
+                .map_err(|why| unexpected(&why, &page, &hops))?;
+            match step {
+                Some(request) => next = request,
+                None => return Ok(hops),
+            }
+        }
+        Err(io::Error::other(format!(
+            "more than {MAX_DEVICE_PAGES} provider pages: {hops:#?}"
+        )))
+    }
+
+    /// What the user does on a page of the device flow: the next request, or `None` once
+    /// the flow has ended as `choice` wants. `entered` tells whether the code has been
+    /// submitted (by the user or by the page).
+    fn device_step(
+        &self,
+        page: &Page,
+        user_code: &str,
+        user: &str,
+        choice: DeviceChoice,
+        entered: &mut bool,
+    ) -> Result<Option<Request>, String> {
+        if page.status != 200 {
+            return Err(format!("status {}", page.status));
+        }
+        let forms = forms(&page.body);
+        if forms.is_empty() {
+            return match (title(&page.body).as_deref(), choice) {
+                (Some("Sign-in Success"), DeviceChoice::Approve) => Ok(None),
+                (Some("Sign-in Success"), _) => Err("approved, though the user denied".into()),
+                _ => Err("a page without a form".into()),
+            };
+        }
+        if let Some(form) = forms.iter().find(|form| form.id == "op.deviceInputForm") {
+            if let Some(message) = red_message(&page.body) {
+                let denied =
+                    choice != DeviceChoice::Approve && *entered && message.contains("interrupted");
+                return if denied {
+                    Ok(None)
+                } else {
+                    Err(format!("the provider says {message:?}"))
+                };
+            }
+            if *entered {
+                return Err("asked for the code again".into());
+            }
+            if form.value("user_code").is_none() || form.value("xsrf").is_none() {
+                return Err("a code form without user_code and xsrf inputs".into());
+            }
+            *entered = true;
+            return form
+                .submit(&page.url, |name, value| match name {
+                    "user_code" => user_code.to_owned(),
+                    _ => value.to_owned(),
+                })
+                .map(Some);
+        }
+        if let Some(form) = forms.iter().find(|form| form.id == "op.deviceConfirmForm") {
+            let shown = between(&page.body, "<code>", "</code>")
+                .map(|code| normalize_user_code(&decode_entities(code)))
+                .unwrap_or_default();
+            if shown != normalize_user_code(user_code) {
+                return Err(format!(
+                    "the confirmation page shows the code {shown:?}, not {user_code:?}"
+                ));
+            }
+            *entered = true;
+            if choice != DeviceChoice::Abort {
+                return form
+                    .submit(&page.url, |_, value| value.to_owned())
+                    .map(Some);
+            }
+            // The abort button submits the form with its own name and value.
+            let abort = buttons(&page.body)
+                .into_iter()
+                .find(|button| {
+                    attribute(button, "name") == Some("abort")
+                        && attribute(button, "form") == Some(form.id.as_str())
+                })
+                .ok_or("no abort button")?;
+            let mut with_abort = form.clone();
+            with_abort.fields.push((
+                "abort".to_owned(),
+                attribute(&abort, "value").unwrap_or_default().to_owned(),
+            ));
+            return with_abort
+                .submit(&page.url, |_, value| value.to_owned())
+                .map(Some);
+        }
+        // `verification_uri_complete`'s page: a form of hidden inputs its script submits.
+        let posted_by_script = match forms.as_slice() {
+            [form] if form.value("xsrf").is_some() && form.value("user_code").is_some() => {
+                Some(form)
+            }
+            _ => None,
+        };
+        if let Some(form) = posted_by_script.filter(|_| !*entered) {
+            *entered = true;
+            return form
+                .submit(&page.url, |_, value| value.to_owned())
+                .map(Some);
+        }
+        let interaction = match choice {
+            DeviceChoice::CancelConsent => Choice::Deny,
+            DeviceChoice::Approve | DeviceChoice::Abort => Choice::Approve,
+        };
+        self.act(page, interaction, user).map(Some)
     }
 
     /// Makes `request` and follows redirects, recording every hop.
@@ -543,8 +784,10 @@ fn http_date(value: &str) -> Option<SystemTime> {
 // ----- HTML, minimally -----
 
 /// A form: where it goes and the named inputs it holds, in order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Form {
+    /// The `id` attribute, empty without one.
+    id: String,
     action: String,
     method: String,
     fields: Vec<(String, String)>,
@@ -621,6 +864,9 @@ fn forms(html: &str) -> Vec<Form> {
             at = close;
         }
         forms.push(Form {
+            id: attribute(&form_attributes, "id")
+                .unwrap_or_default()
+                .to_owned(),
             action: attribute(&form_attributes, "action")
                 .unwrap_or_default()
                 .to_owned(),
@@ -632,6 +878,47 @@ fn forms(html: &str) -> Vec<Form> {
         from = end;
     }
     forms
+}
+
+/// The attributes of every `<button>` of `html`, in order (a button may belong to a form
+/// it is not inside of, with `form="ID"`).
+fn buttons(html: &str) -> Vec<Vec<(String, String)>> {
+    let lower = html.to_ascii_lowercase();
+    let mut buttons = Vec::new();
+    let mut from = 0;
+    while let Some(start) = lower[from..].find("<button").map(|i| from + i) {
+        let end = lower[start..].find('>').map_or(html.len(), |i| start + i);
+        buttons.push(attributes(&html[start + 7..end]));
+        from = end;
+    }
+    buttons
+}
+
+/// The text between the first `open` (compared ignoring ASCII case) and the next `close`.
+fn between<'a>(html: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let lower = html.to_ascii_lowercase();
+    let start = lower.find(&open.to_ascii_lowercase())? + open.len();
+    let end = lower[start..].find(&close.to_ascii_lowercase())? + start;
+    html.get(start..end)
+}
+
+/// The page's `<title>`, trimmed.
+fn title(html: &str) -> Option<String> {
+    between(html, "<title>", "</title>").map(|title| decode_entities(title.trim()))
+}
+
+/// What oidc-provider's code input page says went wrong: its `<p class="red">`.
+fn red_message(html: &str) -> Option<String> {
+    between(html, "<p class=\"red\">", "</p>").map(text_of)
+}
+
+/// A user code as oidc-provider compares them: ASCII letters uppercased, everything but
+/// letters, digits and `_` dropped (`qzhf fxmj` is `QZHF-FXMJ`).
+fn normalize_user_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
 }
 
 /// Every `<a href>` of `html`.
@@ -815,6 +1102,76 @@ mod tests {
             ["http://127.0.0.1:46817/interaction/C6dj/abort"]
         );
         assert_eq!(text_of(LOGIN_PAGE), "Sign-in Sign-in [ Cancel ]");
+    }
+
+    const CONFIRM_PAGE: &str = r#"<title>Device Login Confirmation</title>
+        <h1>Confirm Device</h1>
+        <p><strong>public-client</strong> <code>QZHF-FXMJ</code></p>
+        <form id="op.deviceConfirmForm" method="post" action="http://127.0.0.1:35379/device">
+<input type="hidden" name="xsrf" value="21a7"/>
+<input type="hidden" name="user_code" value="qzhf fxmj"/>
+<input type="hidden" name="confirm" value="yes"/>
+</form>
+        <button autofocus type="submit" form="op.deviceConfirmForm">Continue</button>
+        <div class="help">
+          <button type="submit" form="op.deviceConfirmForm" value="yes" name="abort">[ Abort ]</button>
+        </div>"#;
+
+    const CODE_PAGE: &str = r#"<title>Sign-in</title><h1>Sign-in</h1>
+        <p class="red">The Sign-in request was interrupted</p>
+        <form id="op.deviceInputForm" novalidate method="post" action="http://127.0.0.1:1/device">
+  <input type="hidden" name="xsrf" value="0cd5"/>
+  <input
+    type="text" name="user_code" placeholder="Enter code" onfocus="this.select(); this.onfocus = undefined;" autofocus autocomplete="off"></input>
+  </form>"#;
+
+    #[test]
+    fn reads_the_device_pages() {
+        let confirm = forms(CONFIRM_PAGE);
+        assert_eq!(confirm.len(), 1);
+        assert_eq!(confirm[0].id, "op.deviceConfirmForm");
+        assert_eq!(confirm[0].value("confirm"), Some("yes"));
+        assert_eq!(
+            between(CONFIRM_PAGE, "<CODE>", "</code>"),
+            Some("QZHF-FXMJ")
+        );
+        assert_eq!(
+            title(CONFIRM_PAGE).as_deref(),
+            Some("Device Login Confirmation")
+        );
+        let pressable = buttons(CONFIRM_PAGE);
+        assert_eq!(pressable.len(), 2);
+        assert_eq!(attribute(&pressable[1], "name"), Some("abort"));
+        assert_eq!(attribute(&pressable[1], "value"), Some("yes"));
+        assert_eq!(
+            attribute(&pressable[1], "form"),
+            Some("op.deviceConfirmForm")
+        );
+        assert_eq!(red_message(CONFIRM_PAGE), None);
+
+        let input = forms(CODE_PAGE);
+        assert_eq!(input[0].id, "op.deviceInputForm");
+        assert_eq!(
+            input[0].fields,
+            [
+                ("xsrf".to_owned(), "0cd5".to_owned()),
+                ("user_code".to_owned(), String::new()),
+            ]
+        );
+        assert_eq!(
+            red_message(CODE_PAGE).as_deref(),
+            Some("The Sign-in request was interrupted")
+        );
+        assert_eq!(between("<code>", "<code>", "</code>"), None);
+        assert_eq!(title("no title"), None);
+    }
+
+    #[test]
+    fn normalizes_user_codes_as_the_provider_does() {
+        assert_eq!(normalize_user_code("qzhf fxmj"), "QZHFFXMJ");
+        assert_eq!(normalize_user_code(" QZHF-FXMJ\n"), "QZHFFXMJ");
+        assert_eq!(normalize_user_code("ab_1é"), "AB_1");
+        assert_eq!(normalize_user_code("--"), "");
     }
 
     #[test]

@@ -52,6 +52,10 @@ const START: Duration = Duration::from_secs(10);
 const OUTCOME: Duration = Duration::from_secs(5);
 /// The longest a whole scenario may take.
 const SCENARIO: Duration = Duration::from_secs(20);
+/// oidc-provider names no polling interval: latchkey polls every 5 s (RFC 8628's default).
+const DEVICE_POLL: Duration = Duration::from_secs(5);
+/// The longest a device login's scenario may take: a browser, then two polls.
+const DEVICE_SCENARIO: Duration = Duration::from_secs(45);
 
 // ----- running a scenario on both drivers -----
 
@@ -68,6 +72,19 @@ on_both_drivers!(
     s46_s47_es256_and_eddsa_id_tokens_verify,
     s47_a_key_rotation_between_two_logins_is_followed,
 );
+
+on_both_drivers!(
+    DEVICE_SCENARIO;
+    s51_a_device_login_approved_on_another_device,
+    a_device_login_aborted_on_another_device_is_access_denied,
+);
+
+/// A device login approved in headless Chromium, once (on smol): the browser is the slow
+/// part, not the driver.
+#[test]
+fn a_device_login_approved_in_headless_chromium() {
+    support::run_smol(device_login_in_chromium, DEVICE_SCENARIO);
+}
 
 // ----- the fixture -----
 
@@ -958,4 +975,147 @@ async fn s47_a_key_rotation_between_two_logins_is_followed<R: Runtime>(rt: R) {
     // Fetched for the first login, again for the new key at once, not for the third.
     assert_eq!(fetched.load(Ordering::SeqCst), 2);
     fx.shutdown(&rt).await;
+}
+
+// ----- the device authorization grant (RFC 8628) -----
+
+/// A device login for `client`, discovered, on a service without a listener: the service,
+/// the login, and its user code.
+async fn device_login<R: Runtime>(
+    rt: &R,
+    idp: &OidcProvider,
+    client: RegisteredClient,
+) -> (
+    Service<R>,
+    Login,
+    latchkey::DeviceAuthorization,
+    Arc<MemoryStore>,
+) {
+    let provider = discovered(rt, idp, client).await;
+    assert_eq!(
+        provider
+            .device_authorization_endpoint()
+            .map(ToString::to_string),
+        Some(idp.device_authorization_endpoint()),
+        "discovery reads the device endpoint"
+    );
+    let store = Arc::new(MemoryStore::default());
+    let options = ServiceOptions::new(Arc::clone(&store) as _, Transport::Builtin(http_client()));
+    let config = Config::builder(provider).build().expect("config");
+    let service = Service::unbound(rt.clone(), config, options).expect("service");
+    let login = service
+        .start_device(FlowOptions::new())
+        .expect("a device login");
+    let authorization = match within(rt, OUTCOME, "the user code", login.next_event()).await {
+        Some(LoginEvent::UserCode(authorization)) => authorization,
+        other => panic!("expected the user code, got {other:?}"),
+    };
+    // What oidc-provider sends (RFC 8628 §3.2), as latchkey hands it out.
+    assert_eq!(
+        authorization.verification_uri(),
+        format!("{}/device", idp.issuer())
+    );
+    assert!(authorization.verification_uri_complete().is_some());
+    assert_eq!(authorization.interval(), DEVICE_POLL);
+    (service, login, authorization, store)
+}
+
+/// S51 against oidc-provider: the user approves on another device (the scripted agent
+/// types the code, signs in and consents) while latchkey polls at the provider's pace; the
+/// verified tokens are stored, with a refresh token.
+async fn s51_a_device_login_approved_on_another_device<R: Runtime>(rt: R) {
+    let idp = provider(&rt).await;
+    let (service, login, authorization, store) = device_login(&rt, &idp, BASIC).await;
+    let started = rt.now();
+    let (uri, code) = (
+        authorization.verification_uri().to_owned(),
+        authorization.user_code().to_owned(),
+    );
+    within(
+        &rt,
+        OUTCOME * 3,
+        "the approval",
+        rt.unblock(move || oidc_agent::approve_device(&uri, &code, oidc_agent::LOGIN)),
+    )
+    .await
+    .expect("the agent approves");
+    let tokens = within(&rt, DEVICE_POLL * 3, "the outcome", login.finished())
+        .await
+        .expect("tokens");
+    assert!(
+        rt.now() - started >= DEVICE_POLL,
+        "no poll before the first interval"
+    );
+    assert_eq!(
+        tokens.identity().map(|identity| identity.sub()),
+        Some(oidc_agent::LOGIN)
+    );
+    assert!(tokens.refresh_token().is_some());
+    let stored = store.load(DEFAULT_KEY).expect("store").expect("stored");
+    assert_eq!(
+        stored.access_token().expose_secret(),
+        tokens.access_token().expose_secret()
+    );
+    service.shutdown().await;
+}
+
+/// The user aborts on the confirmation page: the next poll gets `access_denied`.
+async fn a_device_login_aborted_on_another_device_is_access_denied<R: Runtime>(rt: R) {
+    let idp = provider(&rt).await;
+    let (service, login, authorization, store) = device_login(&rt, &idp, PUBLIC).await;
+    let (uri, code) = (
+        authorization
+            .verification_uri_complete()
+            .unwrap_or_default()
+            .to_owned(),
+        authorization.user_code().to_owned(),
+    );
+    within(
+        &rt,
+        OUTCOME * 3,
+        "the abort",
+        rt.unblock(move || oidc_agent::deny_device(&uri, &code, oidc_agent::LOGIN)),
+    )
+    .await
+    .expect("the agent aborts");
+    let result = within(&rt, DEVICE_POLL * 3, "the outcome", login.finished()).await;
+    match result {
+        Err(latchkey_io::service::Error::Flow(FlowError::Denied(error))) => {
+            assert_eq!(error.code, "access_denied");
+        }
+        other => panic!("expected access_denied, got {other:?}"),
+    }
+    assert!(store.load(DEFAULT_KEY).expect("store").is_none());
+    service.shutdown().await;
+}
+
+/// The approval done by headless Chromium at the complete verification URI.
+async fn device_login_in_chromium<R: Runtime>(rt: R) {
+    oidc::require_browser_tools();
+    let idp = provider(&rt).await;
+    let (service, login, authorization, store) = device_login(&rt, &idp, PUBLIC).await;
+    let (uri, code) = (
+        authorization
+            .verification_uri_complete()
+            .unwrap_or_default()
+            .to_owned(),
+        authorization.user_code().to_owned(),
+    );
+    within(
+        &rt,
+        Duration::from_secs(30),
+        "Chromium's approval",
+        rt.unblock(move || oidc::approve_device_in_chromium(&uri, &code)),
+    )
+    .await
+    .expect("Chromium approves");
+    let tokens = within(&rt, DEVICE_POLL * 3, "the outcome", login.finished())
+        .await
+        .expect("tokens");
+    assert_eq!(
+        tokens.identity().map(|identity| identity.sub()),
+        Some(oidc_agent::LOGIN)
+    );
+    assert!(store.load(DEFAULT_KEY).expect("store").is_some());
+    service.shutdown().await;
 }

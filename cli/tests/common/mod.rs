@@ -2,8 +2,11 @@
 //! by line as it comes, its stderr collected, a watchdog that kills it after a time limit,
 //! and a `Drop` that kills it should its test panic half-way.
 
+// Each test file uses its own part of this module.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -62,13 +65,35 @@ pub struct Finished {
 }
 
 impl Running {
-    /// Starts `command` (called `what` in failures) without the proxy variables.
-    pub fn spawn(what: &'static str, guard: Guard, mut command: Command) -> Running {
+    /// Starts `command` (called `what` in failures) without the proxy variables, its
+    /// standard input empty.
+    pub fn spawn(what: &'static str, guard: Guard, command: Command) -> Running {
+        Running::spawn_with_stdin(what, guard, command, Stdio::null())
+    }
+
+    /// [`spawn`](Running::spawn), with a pipe to the child's standard input for the test
+    /// to write to (what a user types or pastes).
+    pub fn spawn_piped(
+        what: &'static str,
+        guard: Guard,
+        command: Command,
+    ) -> (Running, ChildStdin) {
+        let running = Running::spawn_with_stdin(what, guard, command, Stdio::piped());
+        let stdin = lock(&running.child).stdin.take().expect("piped stdin");
+        (running, stdin)
+    }
+
+    fn spawn_with_stdin(
+        what: &'static str,
+        guard: Guard,
+        mut command: Command,
+        stdin: Stdio,
+    ) -> Running {
         for var in PROXY_VARS {
             command.env_remove(var);
         }
         command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let started = Instant::now();
