@@ -19,6 +19,10 @@
 //! ([`crate::oidc`]): at once when the engine's key cache has the provider's keys, after
 //! [`Action::FetchKeys`] otherwise. A token that fails ends the flow; nothing is stored.
 //!
+//! A device login ([`Engine::start_device`]) starts `Authorizing` (its user code is on its
+//! way), then is `Polling` until the tokens come, and from there goes through `Verifying`
+//! and `Persisting` like a browser login; its diagram and rules are in [`crate::device`].
+//!
 //! A browser connection is `Reading` its request head until it is answered at once (a
 //! refusal, or a callback that ends its flow) or `Held` by the flow its callback started,
 //! which answers it when the flow finishes.

@@ -2,7 +2,8 @@
 //!
 //! The OAuth 2.0 authorization-code flow with PKCE (RFC 6749, RFC 7636) for applications that
 //! receive the browser's redirect on a loopback port (RFC 8252): command-line tools, desktop
-//! apps, a Docker Desktop extension's backend, a service logging in many users at once.
+//! apps, a Docker Desktop extension's backend, a service logging in many users at once; and
+//! the device authorization grant (RFC 8628) for where no browser can be opened.
 //!
 //! This crate is the whole protocol and none of the I/O. It reads no clock, opens no socket,
 //! draws no randomness and runs on no async runtime: time, bytes and entropy come in as
@@ -11,7 +12,7 @@
 //!
 //! | machine | what it does | its actions |
 //! |---|---|---|
-//! | [`Engine`] | logins: the loopback listener, the callback, the code exchange | [`Action`] |
+//! | [`Engine`] | logins: the loopback listener, the callback, the code exchange; device logins | [`Action`] |
 //! | [`Session`] | a login's tokens afterwards: hand out, refresh, log out | [`SessionAction`] |
 //! | [`Discovery`] | a provider's metadata from its issuer | [`DiscoveryAction`] |
 //!
@@ -62,6 +63,9 @@
 //!                                                    handle_token_response / handle_token_failure
 //!             FetchKeys { id, request }           => send it, later handle_keys_response /
 //!                                                    handle_keys_failure (ID tokens only)
+//!             RequestDeviceCode { exchange, request, .. }
+//!                                                 => as SendTokenRequest (device logins)
+//!             ShowUserCode { authorization, .. }  => show the user code and where to enter it
 //!             Persist { flow, tokens }            => store, later handle_persisted
 //!             Finished { flow, result }           => hand the result to the application
 //!         }
@@ -174,6 +178,21 @@
 //! ([`Config::listens`] is `false`), and the deep link the UI receives goes to
 //! [`Engine::handle_redirect`].
 //!
+//! ## Where no browser can be opened: [`device`]
+//!
+//! A user on an SSH session, in a container or on a build agent signs in on another device:
+//! [`Engine::start_device`] asks the provider's device authorization endpoint for a user
+//! code ([`Action::RequestDeviceCode`]), hands it out with [`Action::ShowUserCode`], and
+//! polls the token endpoint on its own timers, never faster than the provider allows (S51).
+//! The tokens are verified, stored and handed out as after a browser login. An engine for
+//! device logins only needs no listener and no port. The [`device`] module has the polling
+//! rules and a whole device login with literal bytes.
+//!
+//! When a browser is available on another machine but the provider has no device endpoint,
+//! the user can paste the address the browser ended on (the callback that could not reach
+//! this machine's port) into the program, which hands it to [`Engine::handle_redirect`]:
+//! judged exactly like a callback on the port, and sharing its single use (S53).
+//!
 //! ## After the login: [`Session`]
 //!
 //! An access token lives about an hour; a program that logged a user in once must keep
@@ -280,7 +299,8 @@
 //! ## Well-known providers
 //!
 //! [`presets`] describes Google, GitHub, Microsoft Entra, Okta, Auth0, Keycloak and GitLab:
-//! endpoints, issuer, revocation endpoint, quirks, and what to register at each.
+//! endpoints (the device authorization endpoint too), issuer, revocation endpoint, quirks,
+//! and what to register at each.
 //!
 //! ## Discovery
 //!
@@ -289,7 +309,8 @@
 //! whose `issuer` differs by a single byte from the issuer it was fetched for (S9), and
 //! merges them, so that a member only one of them lists (a revocation endpoint, say) is
 //! found. [`Metadata::provider`] turns the result into a provider description: endpoints,
-//! revocation endpoint, whether `iss` is mandatory and PKCE S256 support.
+//! revocation and device authorization endpoints, whether `iss` is mandatory and PKCE S256
+//! support.
 //!
 //! ## Security
 //!
