@@ -146,7 +146,8 @@ pub struct DevIdpArgs {
 }
 
 pub const USAGE: &str = "\
-latchkey: log in with OAuth 2.0 (authorization code + PKCE) through a loopback redirect
+latchkey: log in with OAuth 2.0: authorization code + PKCE through a loopback redirect, or
+a code entered on another device (device grant) where no browser can be opened here
 
 USAGE:
   latchkey login PROVIDER --client-id ID [OPTIONS]
@@ -182,7 +183,8 @@ LOGIN OPTIONS:
                                records the provider's settings, never the secret
   --device                     sign in on another device with a code (RFC 8628 device grant);
                                chosen by itself on SSH sessions and Linux without a display
-  --device-authorization-endpoint URL  with endpoints: the provider's device endpoint
+  --device-authorization-endpoint URL  the provider's device endpoint, with endpoints
+                               (or with --issuer, when its metadata lacks one)
   --no-device                  never the device grant: the browser, or the URL printed and
                                the address the browser ended on pasted back
   --no-browser                 open no browser here: a code (device grant) when the provider
@@ -397,10 +399,7 @@ fn parse_login(options: &mut Options) -> Result<LoginArgs, lexopt::Error> {
             jwks_uri,
         },
         (None, None, None)
-            if args.issuer.is_some()
-                && revocation_endpoint.is_none()
-                && jwks_uri.is_none()
-                && args.device_authorization_endpoint.is_none() =>
+            if args.issuer.is_some() && revocation_endpoint.is_none() && jwks_uri.is_none() =>
         {
             ProviderChoice::Discover
         }

@@ -250,6 +250,11 @@ pub fn serve_dev_idp(args: DevIdpArgs) -> ExitCode {
     println!("  authorization endpoint: {}", idp.authorization_endpoint());
     println!("  token endpoint:         {}", idp.token_endpoint());
     println!("  key set (jwks_uri):     {}", idp.jwks_uri());
+    println!(
+        "  device endpoint:        {} (approve codes at {})",
+        idp.device_authorization_endpoint(),
+        idp.device_verification_uri()
+    );
     if let Some(forgery) = forgery {
         println!(
             "  ID tokens forged:       {} (for testing clients)",

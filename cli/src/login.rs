@@ -319,7 +319,7 @@ async fn provider<R: Runtime>(
         }
         ProviderChoice::Discover => {
             let issuer = args.issuer.as_deref().unwrap_or_default();
-            discover(runtime, transport, issuer, client_id)
+            let discovered = discover(runtime, transport, issuer, client_id)
                 .await
                 .map_err(|error| Failure::Failed {
                     kind: "discovery",
@@ -327,7 +327,11 @@ async fn provider<R: Runtime>(
                         "{error}; check --issuer, or give --authorization-endpoint and \
                          --token-endpoint"
                     ),
-                })?
+                })?;
+            match &args.device_authorization_endpoint {
+                Some(endpoint) => discovered.device_authorization_endpoint(endpoint),
+                None => discovered,
+            }
         }
         ProviderChoice::Preset(preset) => preset_builder(preset, client_id),
     }

@@ -356,6 +356,11 @@ pub fn describe_failure(error: &FlowError) -> (String, String) {
             "check --client-id and that the provider allows this client the device grant \
              (GitHub: \"Enable Device Flow\" in the app's settings)",
         ),
+        FlowError::Device(DeviceError::Unreachable(_)) => (
+            "transport".into(),
+            "check the device authorization endpoint and your network or proxy (HTTPS_PROXY, \
+             NO_PROXY)",
+        ),
         FlowError::Device(_) => (
             "invalid_response".into(),
             "the device authorization endpoint answered something unexpected; check it",

@@ -870,6 +870,9 @@ impl Engine {
         };
         let event = match self.flows.get(&flow).map(|flow| &flow.phase) {
             Some(Phase::Polling(_)) => Event::Polled(Poll::Unavailable(None)),
+            Some(Phase::Authorizing { .. }) => {
+                Event::TokenResponse(Err(FlowError::Device(DeviceError::Unreachable(error))))
+            }
             _ => Event::TokenResponse(Err(FlowError::Transport(error))),
         };
         self.advance(now, flow, event);

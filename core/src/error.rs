@@ -145,6 +145,9 @@ pub enum DeviceError {
         /// The provider's error.
         error: ProviderError,
     },
+    /// The device authorization request could not be completed (the endpoint is down or
+    /// unreachable). Its polls, later, are retried instead.
+    Unreachable(TransportError),
     /// The device authorization endpoint's answer cannot be used: not JSON or a form, a
     /// required member missing, a verification URI that is not an `https` URL (S52), a user
     /// code with characters a terminal would interpret.
@@ -164,6 +167,9 @@ impl fmt::Display for DeviceError {
                 f,
                 "the device authorization endpoint refused the request (HTTP {status}): {error}"
             ),
+            DeviceError::Unreachable(error) => {
+                write!(f, "the device authorization request failed: {error}")
+            }
             DeviceError::BadResponse { status, reason } => write!(
                 f,
                 "unusable device authorization response (HTTP {status}): {reason}"
@@ -172,7 +178,14 @@ impl fmt::Display for DeviceError {
     }
 }
 
-impl std::error::Error for DeviceError {}
+impl std::error::Error for DeviceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DeviceError::Unreachable(error) => Some(error),
+            _ => None,
+        }
+    }
+}
 
 /// What was wrong with a callback that carried the flow's `state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
