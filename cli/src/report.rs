@@ -403,3 +403,43 @@ pub fn describe_failure(error: &FlowError) -> (String, String) {
     };
     (kind, format!("{error}; {advice}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey::{ProviderError, TransportError, TransportErrorKind};
+
+    fn denial(code: &str) -> FlowError {
+        FlowError::Denied(ProviderError {
+            code: code.into(),
+            description: None,
+            uri: None,
+        })
+    }
+
+    #[test]
+    fn device_login_failures_have_the_documented_kinds() {
+        let kind = |error: FlowError| describe_failure(&error).0;
+        assert_eq!(kind(denial("access_denied")), "access_denied");
+        // Microsoft Entra's word for the same.
+        assert_eq!(kind(denial("authorization_declined")), "access_denied");
+        assert_eq!(
+            kind(FlowError::Device(DeviceError::Expired)),
+            "expired_token"
+        );
+        let down = TransportError::new(TransportErrorKind::Connect, "refused");
+        assert_eq!(
+            kind(FlowError::Device(DeviceError::Unreachable(down))),
+            "transport"
+        );
+        let refused = DeviceError::Refused {
+            status: 400,
+            error: ProviderError {
+                code: "invalid_client".into(),
+                description: None,
+                uri: None,
+            },
+        };
+        assert_eq!(kind(FlowError::Device(refused)), "device_rejected");
+    }
+}

@@ -392,3 +392,62 @@ fn no_browser_without_a_device_endpoint_takes_the_pasted_address() {
     finished.assert_code(0);
     assert_eq!(idp.stats().token_requests, 1);
 }
+
+/// S52: a verification URI the provider made up to fool the user's terminal (escape
+/// sequences) or browser (`javascript:`) is never shown: the login fails before anything is
+/// printed or opened, and the provider is not polled.
+#[test]
+fn s52_a_hostile_verification_uri_is_never_shown() {
+    use std::io::Read;
+    use std::net::TcpListener;
+    let answers = [
+        r#"{"device_code":"d","user_code":"WDJB-MJHT","verification_uri":"https://idp.example/device\u001b[2J"}"#,
+        r#"{"device_code":"d","user_code":"WDJB-MJHT","verification_uri":"javascript:alert(1)"}"#,
+        r#"{"device_code":"d","user_code":"WDJB-MJHT","verification_uri":"http://idp.example/device"}"#,
+        r#"{"device_code":"d","user_code":"WDJB\u001b]0;pwned\u0007","verification_uri":"https://idp.example/device"}"#,
+        r#"{"device_code":"d","user_code":"WDJB-MJHT","verification_uri":"https://idp.example/device","verification_uri_complete":"https://idp.example/device?user_code=WDJB MJHT"}"#,
+    ];
+    for answer in answers {
+        // A device endpoint that answers once, with `answer`.
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let endpoint = format!("http://{}/device", listener.local_addr().expect("address"));
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("the device request");
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            stream.write_all(response.as_bytes()).expect("the answer");
+        });
+        let (_dir, path) = store();
+        let finished = Running::spawn(
+            "latchkey",
+            GUARD,
+            login(
+                &path,
+                &[
+                    "--device",
+                    "--authorization-endpoint",
+                    "https://idp.example/authorize",
+                    "--token-endpoint",
+                    "https://idp.example/token",
+                    "--device-authorization-endpoint",
+                    &endpoint,
+                ],
+            ),
+        )
+        .finish();
+        server.join().expect("the fake device endpoint");
+        finished.assert_code(1);
+        let shown = format!("{}{}", finished.stdout_text(), finished.stderr);
+        assert!(!shown.contains('\u{1b}'), "{shown:?}");
+        assert!(!shown.contains("enter this code"), "{shown}");
+        assert!(
+            shown.contains("unusable device authorization response"),
+            "{shown}"
+        );
+    }
+}
