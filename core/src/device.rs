@@ -26,7 +26,8 @@
 //! - `authorization_pending`: poll again after `interval`.
 //! - `slow_down`: `interval` grows by [`SLOW_DOWN_STEP`] for this and every later poll, or
 //!   to the `interval` the answer names (GitHub sends one), whichever is longer.
-//! - A 5xx or 429 answer without an OAuth error, `temporarily_unavailable`, or a request
+//! - A 5xx or 429 answer (with an OAuth error other than the ones below, or none),
+//!   `temporarily_unavailable` at any status, or a request
 //!   that failed or took longer than the exchange timeout: wait `interval` doubled for each
 //!   failure in a row (up to [`MAX_BACKOFF`], or `interval` if longer), and at least as long
 //!   as `Retry-After` says.
@@ -346,7 +347,9 @@ pub(crate) fn read_poll(
             "access_denied" | "authorization_declined" => Poll::Fail(FlowError::Denied(error)),
             "expired_token" => Poll::Fail(FlowError::Device(DeviceError::Expired)),
             "temporarily_unavailable" => unavailable(),
-            _ if status.is_server_error() => unavailable(),
+            _ if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS => {
+                unavailable()
+            }
             _ => Poll::Fail(FlowError::TokenRejected {
                 status: status.as_u16(),
                 error,

@@ -12,12 +12,18 @@
 //!   cache: logins signed by known and made-up keys, key-set answers, failures, timeouts and
 //!   time ([`keys_model::KeysOp`]), and the cache's rules checked after every step
 //!   ([`keys_model::KeysSim`]).
+//! - [`device_model`]: the same for device logins (RFC 8628): logins started and
+//!   superseded, the provider answering codes of every shape, pending, `slow_down`,
+//!   unavailability with `Retry-After`, denials, expiry, tokens, garbage, and time
+//!   ([`device_model::DeviceOp`]), with the polling rules (S51) checked after every step
+//!   ([`device_model::DeviceSim`]).
 //! - [`id_token_vectors`]: signed ID tokens of every algorithm and every refusal, with the
 //!   provider and keys that judge them.
 //! - [`oidc`]: the reference identity provider, the OpenID-certified `oidc-provider` from
 //!   npm, started on loopback for the interop tests.
 #![forbid(unsafe_code)]
 
+pub mod device_model;
 pub mod harness;
 pub mod id_token_vectors;
 pub mod keys_model;
