@@ -104,22 +104,13 @@ async fn login<R: Runtime>(
     let store = Arc::new(FileStore::new(&args.store));
     let mut options = ServiceOptions::new(Arc::clone(&store) as _, transport);
     options.bind.extend(args.bind);
-    let result = match way {
+    let (service, login, deadline, paste) = match way {
         Chosen::Device => {
             let service = Service::unbound(runtime.clone(), config, options)?;
             let login = service.start_device(FlowOptions::new())?;
+            // Without --timeout, until the code expires.
             let deadline = args.timeout.map(|timeout| Instant::now() + timeout);
-            let result = follow(
-                runtime,
-                &login,
-                deadline,
-                reporter,
-                &requested_scope,
-                &args.store,
-            )
-            .await;
-            service.shutdown().await;
-            result
+            (service, login, deadline, false)
         }
         Chosen::Browser { open } => {
             let service = Service::bind(runtime.clone(), config, options)?;
@@ -134,36 +125,34 @@ async fn login<R: Runtime>(
                     .is_ok()
             };
             reporter.authorize(&url, opened);
-            let timeout = args.timeout.unwrap_or(BROWSER_TIMEOUT);
-            let deadline = Some(Instant::now() + timeout);
             if !opened {
                 reporter.paste_prompt(service.redirect_uri());
             }
-            let json = reporter.json_mode();
-            let following = follow(
-                runtime,
-                &login,
-                deadline,
-                reporter,
-                &requested_scope,
-                &args.store,
-            );
-            let result = if opened {
-                following.await
-            } else {
-                // The browser may be on another machine, where the redirect to this one's
-                // loopback port fails to load: its address can be pasted here instead.
-                let pasting = paste::accept(&service, json);
-                future::or(following, async {
-                    pasting.await;
-                    std::future::pending().await
-                })
-                .await
-            };
-            service.shutdown().await;
-            result
+            let deadline = Instant::now() + args.timeout.unwrap_or(BROWSER_TIMEOUT);
+            (service, login, Some(deadline), !opened)
         }
     };
+    let json = reporter.json_mode();
+    let following = follow(
+        runtime,
+        &login,
+        deadline,
+        reporter,
+        &requested_scope,
+        &args.store,
+    );
+    let result = if paste {
+        // The browser may be on another machine, where the redirect to this one's loopback
+        // port fails to load: its address can be pasted here instead.
+        future::or(following, async {
+            paste::accept(&service, json).await;
+            std::future::pending().await
+        })
+        .await
+    } else {
+        following.await
+    };
+    service.shutdown().await;
     result.map_err(Failure::Flow)?;
     // What `refresh` and `logout` need later, next to the tokens.
     runtime

@@ -1004,7 +1004,6 @@ impl Engine {
                 }
                 match verdict {
                     Ok(code) => {
-                        let exchange = ExchangeId(self.fresh_id());
                         let Some((flow, Some((_, verifier)))) = self
                             .flows
                             .get(&id)
@@ -1018,12 +1017,7 @@ impl Engine {
                             verifier: verifier.as_str(),
                         };
                         let request = exchange::token_request(flow.provider.inner(), grant);
-                        self.exchanges.insert(exchange, id);
-                        self.actions.push_back(Action::SendTokenRequest {
-                            flow: id,
-                            exchange,
-                            request,
-                        });
+                        let exchange = self.send_token_request(id, request);
                         let deadline = now + self.config.exchange_timeout;
                         Next::Stay(Phase::Exchanging { exchange, conn }, deadline)
                     }
@@ -1064,7 +1058,6 @@ impl Engine {
             ) => Next::Finish(Err(error), None),
             (Phase::Polling(mut polling), Event::PollDue) => match polling.in_flight.take() {
                 None => {
-                    let exchange = ExchangeId(self.fresh_id());
                     let Some(flow) = self.flows.get(&id) else {
                         return;
                     };
@@ -1072,13 +1065,7 @@ impl Engine {
                         device_code: polling.device_code.expose_secret(),
                     };
                     let request = exchange::token_request(flow.provider.inner(), grant);
-                    self.exchanges.insert(exchange, id);
-                    self.actions.push_back(Action::SendTokenRequest {
-                        flow: id,
-                        exchange,
-                        request,
-                    });
-                    polling.in_flight = Some(exchange);
+                    polling.in_flight = Some(self.send_token_request(id, request));
                     polling.timer = now + self.config.exchange_timeout;
                     Next::Stay(Phase::Polling(polling), deadline)
                 }
@@ -1280,6 +1267,19 @@ impl Engine {
                 key_set,
             },
         }
+    }
+
+    /// Asks the driver to send `request`, a token request of flow `id`, under a fresh
+    /// exchange id its answer will name.
+    fn send_token_request(&mut self, id: FlowId, request: http::Request<Vec<u8>>) -> ExchangeId {
+        let exchange = ExchangeId(self.fresh_id());
+        self.exchanges.insert(exchange, id);
+        self.actions.push_back(Action::SendTokenRequest {
+            flow: id,
+            exchange,
+            request,
+        });
+        exchange
     }
 
     /// A fetch of `key_set` ended: every flow waiting for it is verified again.

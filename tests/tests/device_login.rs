@@ -119,6 +119,38 @@ async fn rest<R: Runtime>(
     }
 }
 
+/// A device login started against an identity provider of its own, up to its user code.
+struct Device<R: Runtime> {
+    idp: DevIdp,
+    store: Arc<MemoryStore>,
+    service: Service<R>,
+    login: Login,
+    authorization: latchkey::DeviceAuthorization,
+}
+
+impl<R: Runtime> Device<R> {
+    /// Its codes live `expires_in`; ID tokens are verified unless the IdP plays GitHub,
+    /// which publishes no OpenID Connect.
+    async fn start(rt: &R, quirk: Quirk, expires_in: Duration) -> Device<R> {
+        let idp = idp(quirk, "http://127.0.0.1:1/callback", expires_in);
+        let store = Arc::new(MemoryStore::default());
+        let openid = quirk == Quirk::None;
+        let service = unbound(rt, provider(&idp, openid, true), Arc::clone(&store));
+        let login = service
+            .start_device(FlowOptions::new())
+            .expect("a device login");
+        assert_eq!(login.url(), None, "a device login has no authorization URL");
+        let authorization = user_code(rt, &login).await;
+        Device {
+            idp,
+            store,
+            service,
+            login,
+            authorization,
+        }
+    }
+}
+
 /// Approves `code` as `user` at `idp`, as the user does on their phone.
 fn approve(idp: &DevIdp, code: &str, user: &str) {
     assert!(
@@ -128,18 +160,13 @@ fn approve(idp: &DevIdp, code: &str, user: &str) {
 }
 
 async fn a_device_login_stores_verified_tokens_once_the_user_approves<R: Runtime>(rt: R) {
-    let idp = idp(
-        Quirk::None,
-        "http://127.0.0.1:1/callback",
-        Duration::from_secs(600),
-    );
-    let store = Arc::new(MemoryStore::default());
-    let service = unbound(&rt, provider(&idp, true, true), Arc::clone(&store));
-    let login = service
-        .start_device(FlowOptions::new())
-        .expect("a device login");
-    assert_eq!(login.url(), None, "a device login has no authorization URL");
-    let authorization = user_code(&rt, &login).await;
+    let Device {
+        idp,
+        store,
+        service,
+        login,
+        authorization,
+    } = Device::start(&rt, Quirk::None, Duration::from_secs(600)).await;
     assert_eq!(
         authorization.verification_uri(),
         format!("{}/device", idp.base_url())
@@ -181,17 +208,13 @@ async fn a_device_login_stores_verified_tokens_once_the_user_approves<R: Runtime
 }
 
 async fn a_device_login_the_user_denies_ends_with_access_denied<R: Runtime>(rt: R) {
-    let idp = idp(
-        Quirk::None,
-        "http://127.0.0.1:1/callback",
-        Duration::from_secs(600),
-    );
-    let store = Arc::new(MemoryStore::default());
-    let service = unbound(&rt, provider(&idp, true, true), Arc::clone(&store));
-    let login = service
-        .start_device(FlowOptions::new())
-        .expect("a device login");
-    let authorization = user_code(&rt, &login).await;
+    let Device {
+        idp,
+        store,
+        service,
+        login,
+        authorization,
+    } = Device::start(&rt, Quirk::None, Duration::from_secs(600)).await;
     assert!(idp.deny_device(authorization.user_code()));
     let (events, result) = rest(&rt, &login).await;
     assert!(events.is_empty(), "{events:?}");
@@ -206,17 +229,13 @@ async fn a_device_login_the_user_denies_ends_with_access_denied<R: Runtime>(rt: 
 /// GitHub answers forms unless asked for JSON, reports `authorization_pending` with HTTP
 /// 200, sends no `verification_uri_complete`, and publishes no OpenID Connect.
 async fn a_device_login_against_githubs_quirks<R: Runtime>(rt: R) {
-    let idp = idp(
-        Quirk::GitHub,
-        "http://127.0.0.1:1/callback",
-        Duration::from_secs(900),
-    );
-    let store = Arc::new(MemoryStore::default());
-    let service = unbound(&rt, provider(&idp, false, true), Arc::clone(&store));
-    let login = service
-        .start_device(FlowOptions::new())
-        .expect("a device login");
-    let authorization = user_code(&rt, &login).await;
+    let Device {
+        idp,
+        service,
+        login,
+        authorization,
+        ..
+    } = Device::start(&rt, Quirk::GitHub, Duration::from_secs(900)).await;
     assert_eq!(
         authorization.verification_uri(),
         format!("{}/login/device", idp.base_url())
@@ -239,17 +258,19 @@ async fn s51_a_device_login_nobody_approves_expires_without_polling_on_in_virtua
     rt: R,
 ) {
     let rt = Virtual::new(rt);
-    let idp = idp(
-        Quirk::None,
-        "http://127.0.0.1:1/callback",
-        Duration::from_secs(30),
-    );
-    let store = Arc::new(MemoryStore::default());
-    let service = unbound(&rt, provider(&idp, true, true), Arc::clone(&store));
-    let login = service
-        .start_device(FlowOptions::new())
-        .expect("a device login");
-    let authorization = within(rt.real(), STEP, "the user code", user_code(&rt, &login)).await;
+    let Device {
+        idp,
+        service,
+        login,
+        authorization,
+        ..
+    } = within(
+        rt.real(),
+        STEP,
+        "the user code",
+        Device::start(&rt, Quirk::None, Duration::from_secs(30)),
+    )
+    .await;
     assert_eq!(authorization.lifetime(), Duration::from_secs(30));
     // Nothing before the first interval (S51).
     rt.clock().advance(Duration::from_millis(999));

@@ -1020,6 +1020,36 @@ async fn device_login<R: Runtime>(
     (service, login, authorization, store)
 }
 
+/// How the user acts on another device: at a verification URI, with the user code.
+type Elsewhere = fn(&str, &str) -> Result<(), String>;
+
+/// The user acts on another device (`elsewhere`, given the plain verification URI or the
+/// complete one) within `limit`.
+async fn on_another_device<R: Runtime>(
+    rt: &R,
+    authorization: &latchkey::DeviceAuthorization,
+    complete: bool,
+    limit: Duration,
+    elsewhere: Elsewhere,
+) {
+    let uri = match complete {
+        true => authorization.verification_uri_complete(),
+        false => Some(authorization.verification_uri()),
+    };
+    let (uri, code) = (
+        uri.expect("oidc-provider sends both URIs").to_owned(),
+        authorization.user_code().to_owned(),
+    );
+    within(
+        rt,
+        limit,
+        "the other device",
+        rt.unblock(move || elsewhere(&uri, &code)),
+    )
+    .await
+    .expect("the user's part on the other device");
+}
+
 /// S51 against oidc-provider: the user approves on another device (the scripted agent
 /// types the code, signs in and consents) while latchkey polls at the provider's pace; the
 /// verified tokens are stored, with a refresh token.
@@ -1027,18 +1057,10 @@ async fn s51_a_device_login_approved_on_another_device<R: Runtime>(rt: R) {
     let idp = provider(&rt).await;
     let (service, login, authorization, store) = device_login(&rt, &idp, BASIC).await;
     let started = rt.now();
-    let (uri, code) = (
-        authorization.verification_uri().to_owned(),
-        authorization.user_code().to_owned(),
-    );
-    within(
-        &rt,
-        OUTCOME * 3,
-        "the approval",
-        rt.unblock(move || oidc_agent::approve_device(&uri, &code, oidc_agent::LOGIN)),
-    )
-    .await
-    .expect("the agent approves");
+    on_another_device(&rt, &authorization, false, OUTCOME * 3, |uri, code| {
+        oidc_agent::approve_device(uri, code, oidc_agent::LOGIN)
+    })
+    .await;
     let tokens = within(&rt, DEVICE_POLL * 3, "the outcome", login.finished())
         .await
         .expect("tokens");
@@ -1063,21 +1085,10 @@ async fn s51_a_device_login_approved_on_another_device<R: Runtime>(rt: R) {
 async fn a_device_login_aborted_on_another_device_is_access_denied<R: Runtime>(rt: R) {
     let idp = provider(&rt).await;
     let (service, login, authorization, store) = device_login(&rt, &idp, PUBLIC).await;
-    let (uri, code) = (
-        authorization
-            .verification_uri_complete()
-            .unwrap_or_default()
-            .to_owned(),
-        authorization.user_code().to_owned(),
-    );
-    within(
-        &rt,
-        OUTCOME * 3,
-        "the abort",
-        rt.unblock(move || oidc_agent::deny_device(&uri, &code, oidc_agent::LOGIN)),
-    )
-    .await
-    .expect("the agent aborts");
+    on_another_device(&rt, &authorization, true, OUTCOME * 3, |uri, code| {
+        oidc_agent::deny_device(uri, code, oidc_agent::LOGIN)
+    })
+    .await;
     let result = within(&rt, DEVICE_POLL * 3, "the outcome", login.finished()).await;
     match result {
         Err(latchkey_io::service::Error::Flow(FlowError::Denied(error))) => {
@@ -1094,21 +1105,15 @@ async fn device_login_in_chromium<R: Runtime>(rt: R) {
     oidc::require_browser_tools();
     let idp = provider(&rt).await;
     let (service, login, authorization, store) = device_login(&rt, &idp, PUBLIC).await;
-    let (uri, code) = (
-        authorization
-            .verification_uri_complete()
-            .unwrap_or_default()
-            .to_owned(),
-        authorization.user_code().to_owned(),
-    );
-    within(
+    let chromium = Duration::from_secs(30);
+    on_another_device(
         &rt,
-        Duration::from_secs(30),
-        "Chromium's approval",
-        rt.unblock(move || oidc::approve_device_in_chromium(&uri, &code)),
+        &authorization,
+        true,
+        chromium,
+        oidc::approve_device_in_chromium,
     )
-    .await
-    .expect("Chromium approves");
+    .await;
     let tokens = within(&rt, DEVICE_POLL * 3, "the outcome", login.finished())
         .await
         .expect("tokens");
