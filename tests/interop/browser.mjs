@@ -20,30 +20,11 @@
 // Chromium is `$LATCHKEY_CHROMIUM` or /usr/bin/chromium, started with a fresh profile that
 // is removed afterwards. Any failure, or 30 s in all, ends the script with a message on
 // stderr and a non-zero exit code. Nothing is ever downloaded (no `playwright install`).
-import { constants } from 'node:fs';
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-
-import { chromium } from 'playwright-core';
+// Starting Chromium and ending the script are chromium.mjs's, shared with latchkey's other
+// browser scripts.
+import { chromiumVersion, launchChromium, run, sleep } from './chromium.mjs';
 
 const USAGE = 'usage: node browser.mjs <authorization-url> <redirect-uri-prefix> [deny]';
-const OVERALL_MS = 30_000;
-// Every one of these must be on the browser's command line (checked at chrome://version);
-// playwright adds --user-data-dir itself, for the fresh profile directory we give it.
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-// Keeps the test off the Internet: no host name resolves (oidc-provider's pages import a
-// web font from fonts.googleapis.com). Every address the test uses is an IP literal.
-const HERMETIC = '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE [::1]';
 
 const [authorizationUrl, prefix, mode, ...extra] = process.argv.slice(2);
 if (!authorizationUrl || !prefix || (mode !== undefined && mode !== 'deny') || extra.length) {
@@ -51,71 +32,11 @@ if (!authorizationUrl || !prefix || (mode !== undefined && mode !== 'deny') || e
   process.exit(2);
 }
 const deny = mode === 'deny';
-const executablePath = process.env.LATCHKEY_CHROMIUM ?? '/usr/bin/chromium';
-
-let profile;
-let context;
-let finishing = false;
-
-/** Closes the browser, removes the profile and exits; only the first call counts. */
-async function finish(code, message) {
-  if (finishing) return;
-  finishing = true;
-  if (message) process.stderr.write(`browser.mjs: ${message}\n`);
-  if (context) {
-    // A browser that will not close must not keep us alive: bounded.
-    await Promise.race([context.close().catch(() => {}), sleep(5_000)]);
-  }
-  if (profile) await fs.rm(profile, { recursive: true, force: true }).catch(() => {});
-  process.exit(code);
-}
-
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
-}
-
-const overall = setTimeout(
-  () => finish(1, `gave up after ${OVERALL_MS / 1000} s (the page was ${currentUrl()})`),
-  OVERALL_MS,
-);
-
-let page;
-function currentUrl() {
-  try {
-    return page ? page.url() : '(no page yet)';
-  } catch {
-    return '(unknown)';
-  }
-}
 
 async function main() {
-  try {
-    await fs.access(executablePath, constants.X_OK);
-  } catch {
-    throw new Error(
-      `no Chromium at ${executablePath} (Debian: apt-get install -y chromium; ` +
-        'or set LATCHKEY_CHROMIUM to a Chromium binary)',
-    );
-  }
-  profile = await fs.mkdtemp(path.join(os.tmpdir(), 'latchkey-chromium-'));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath,
-    headless: true,
-    args: [...FLAGS, HERMETIC],
-    timeout: 20_000,
-  });
-  context.setDefaultTimeout(20_000);
-  page = context.pages()[0] ?? (await context.newPage());
-
+  const { page } = await launchChromium({ stepMs: 20_000 });
   // The flags must really be in effect, whatever playwright added or dropped.
-  await page.goto('chrome://version', { waitUntil: 'domcontentloaded' });
-  const commandLine = (await page.locator('#command_line').innerText()).split(/\s+/);
-  const version = (await page.locator('#version').innerText()).trim();
-  const wanted = [...FLAGS, `--user-data-dir=${profile}`];
-  const missing = wanted.filter((flag) => !commandLine.includes(flag));
-  if (missing.length) {
-    throw new Error(`Chromium runs without ${missing.join(' ')}: ${commandLine.join(' ')}`);
-  }
+  const version = await chromiumVersion(page, { checkFlags: true });
 
   // Every attempt to follow latchkey's redirect, and how it failed (if it did).
   const failures = new Map();
@@ -167,21 +88,4 @@ async function main() {
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
-main().then(
-  () => {
-    clearTimeout(overall);
-    return finish(0);
-  },
-  async (error) => finish(1, `${error?.stack ?? error}\n${await pageState()}`),
-);
-
-/** Where the browser is and what it shows, for failure messages. */
-async function pageState() {
-  let text = '';
-  try {
-    text = await Promise.race([page.locator('body').innerText({ timeout: 2_000 }), sleep(2_500)]);
-  } catch {
-    // No page, or no body: the URL says enough.
-  }
-  return `the page was ${currentUrl()}:\n${(text ?? '').slice(0, 2_000)}`;
-}
+run(main, { overallMs: 30_000 });

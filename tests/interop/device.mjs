@@ -23,29 +23,13 @@
 // is removed afterwards, with no host name resolving (every address is an IP literal).
 // Any failure (a code the provider refuses, another code on the confirmation page, an
 // unexpected page), or 30 s in all, ends the script with a message on stderr (the page it
-// was on and its text) and a non-zero exit code. Nothing is ever downloaded.
-import { constants } from 'node:fs';
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-
-import { chromium } from 'playwright-core';
+// was on and its text) and a non-zero exit code. Nothing is ever downloaded. Starting
+// Chromium and ending the script are chromium.mjs's, shared with latchkey's other browser
+// scripts.
+import { chromiumVersion, launchChromium, run, sleep } from './chromium.mjs';
 
 const USAGE = 'usage: node device.mjs <verification-uri> <user-code> [approve|abort|cancel] [login]';
-const OVERALL_MS = 30_000;
 const STEP_MS = 15_000;
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-// oidc-provider's pages import a web font from fonts.googleapis.com: nothing resolves.
-const HERMETIC = '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE [::1]';
 const MODES = new Set(['approve', 'abort', 'cancel']);
 
 const [verificationUri, userCode, mode = 'approve', login = 'alice', ...extra] = process.argv.slice(2);
@@ -53,63 +37,13 @@ if (!verificationUri || !userCode?.trim() || !MODES.has(mode) || !login.trim() |
   process.stderr.write(`${USAGE}\n`);
   process.exit(2);
 }
-const executablePath = process.env.LATCHKEY_CHROMIUM ?? '/usr/bin/chromium';
 
 /** A user code as oidc-provider compares them (lib/helpers/user_codes.js `normalize`). */
 const normalize = (code) => code.toUpperCase().replace(/\W/g, '');
 
-let profile;
-let context;
-let page;
-let finishing = false;
-
-/** Closes the browser, removes the profile and exits; only the first call counts. */
-async function finish(code, message) {
-  if (finishing) return;
-  finishing = true;
-  if (message) process.stderr.write(`device.mjs: ${message}\n`);
-  if (context) await Promise.race([context.close().catch(() => {}), sleep(5_000)]);
-  if (profile) await fs.rm(profile, { recursive: true, force: true }).catch(() => {});
-  process.exit(code);
-}
-
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
-}
-
-function currentUrl() {
-  try {
-    return page ? page.url() : '(no page yet)';
-  } catch {
-    return '(unknown)';
-  }
-}
-
-const overall = setTimeout(
-  () => finish(1, `gave up after ${OVERALL_MS / 1000} s (the page was ${currentUrl()})`),
-  OVERALL_MS,
-);
-
 async function main() {
-  try {
-    await fs.access(executablePath, constants.X_OK);
-  } catch {
-    throw new Error(
-      `no Chromium at ${executablePath} (Debian: apt-get install -y chromium; ` +
-        'or set LATCHKEY_CHROMIUM to a Chromium binary)',
-    );
-  }
-  profile = await fs.mkdtemp(path.join(os.tmpdir(), 'latchkey-chromium-'));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath,
-    headless: true,
-    args: [...FLAGS, HERMETIC],
-    timeout: 20_000,
-  });
-  context.setDefaultTimeout(STEP_MS);
-  page = context.pages()[0] ?? (await context.newPage());
-  await page.goto('chrome://version', { waitUntil: 'domcontentloaded' });
-  const version = (await page.locator('#version').innerText()).trim();
+  const { page } = await launchChromium({ stepMs: STEP_MS });
+  const version = await chromiumVersion(page);
 
   // Every page the tab loads; a click that submits a form waits for the next one.
   let loads = 0;
@@ -187,21 +121,4 @@ async function main() {
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
-main().then(
-  () => {
-    clearTimeout(overall);
-    return finish(0);
-  },
-  async (error) => finish(1, `${error?.stack ?? error}\n${await pageState()}`),
-);
-
-/** Where the browser is and what it shows, for failure messages. */
-async function pageState() {
-  let text = '';
-  try {
-    text = await Promise.race([page.locator('body').innerText({ timeout: 2_000 }), sleep(2_500)]);
-  } catch {
-    // No page, or no body: the URL says enough.
-  }
-  return `the page was ${currentUrl()}:\n${(text ?? '').slice(0, 2_000)}`;
-}
+run(main, { overallMs: 30_000 });

@@ -17,20 +17,16 @@
 // Desktop's extension-tab pattern: `?code=…&state=…`), the page is opened with it instead,
 // as Docker Desktop opens the tab, and must forward it and show "Signed in"; the output then
 // also has `location_search`, the page's query afterwards. Chromium is
-// `$LATCHKEY_CHROMIUM` or /usr/bin/chromium; nothing is downloaded. Any failure, or 60 s in
-// all, ends the script with a message on stderr and a non-zero exit code.
-import { constants } from 'node:fs';
+// `$LATCHKEY_CHROMIUM` or /usr/bin/chromium, started with a fresh profile that is removed
+// afterwards; nothing is downloaded. Any failure, or 60 s in all, ends the script with a
+// message on stderr and a non-zero exit code. Starting Chromium and ending the script are
+// chromium.mjs's, shared with latchkey's other browser scripts.
 import fs from 'node:fs/promises';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
 
-import { chromium } from 'playwright-core';
+import { launchChromium, run } from './chromium.mjs';
 
-const OVERALL_MS = 60_000;
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-sync'];
-// No host name resolves: every address in the test is an IP literal.
-const HERMETIC = '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE [::1]';
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
 
 const [uiDir, socketPath, deepLinkQuery, ...extra] = process.argv.slice(2);
@@ -38,23 +34,8 @@ if (!uiDir || !socketPath || extra.length) {
   process.stderr.write('usage: node extension-ui.mjs <ui-dir> <backend-socket> [<query>]\n');
   process.exit(2);
 }
-const executablePath = process.env.LATCHKEY_CHROMIUM ?? '/usr/bin/chromium';
 
-let browser;
 let server;
-let page;
-const overall = setTimeout(() => finish(1, `gave up after ${OVERALL_MS / 1000} s`), OVERALL_MS);
-
-async function finish(code, message) {
-  if (message) process.stderr.write(`extension-ui.mjs: ${message}\n`);
-  if (browser) await Promise.race([browser.close().catch(() => {}), sleep(5_000)]);
-  server?.close();
-  process.exit(code);
-}
-
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
-}
 
 /** Serves the UI's files, and nothing outside its directory. */
 async function serveUi() {
@@ -108,16 +89,8 @@ async function signIn(page, url) {
 }
 
 async function main() {
-  await fs.access(executablePath, constants.X_OK).catch(() => {
-    throw new Error(
-      `no Chromium at ${executablePath} (Debian: apt-get install -y chromium; ` +
-        'or set LATCHKEY_CHROMIUM)',
-    );
-  });
+  const { context, page } = await launchChromium({ stepMs: 20_000 });
   const uiUrl = await serveUi();
-  browser = await chromium.launch({ executablePath, headless: true, args: [...FLAGS, HERMETIC] });
-  const context = await browser.newContext();
-  context.setDefaultTimeout(20_000);
 
   const accessTokens = [];
   const signIns = [];
@@ -152,7 +125,8 @@ async function main() {
     };
   });
 
-  page = await context.newPage();
+  // The UI's page is the browser's first tab: the bindings and the stand-in above apply to
+  // it too, from its next navigation on.
   const errors = [];
   page.on('pageerror', (error) => errors.push(String(error)));
   page.on('console', (message) => message.type() === 'error' && errors.push(message.text()));
@@ -201,20 +175,4 @@ async function main() {
   process.stdout.write(`${JSON.stringify(output)}\n`);
 }
 
-main().then(
-  () => {
-    clearTimeout(overall);
-    return finish(0);
-  },
-  async (error) => finish(1, `${error?.stack ?? error}\n${await pageState()}`),
-);
-
-/** What the UI shows, for failure messages. */
-async function pageState() {
-  try {
-    const text = await Promise.race([page.locator('body').innerText({ timeout: 2_000 }), sleep(2_500)]);
-    return `the UI showed:\n${text ?? ''}`;
-  } catch {
-    return '(no UI page)';
-  }
-}
+run(main, { overallMs: 60_000, onFinish: () => server?.close() });
