@@ -14,8 +14,10 @@
 //!                       │                 │  └──┘ authorization_pending: wait `interval`
 //!                       │                 │       slow_down: `interval` + 5 s from now on
 //!                       │                 │       5xx, 429, transport: back off
-//!                       ▼                 ▼
-//!                 Err(Device(Refused | BadResponse))   Err(Denied | Device(Expired) | …)
+//!                       │                 ▼
+//!                       │      Err(Denied | Device(Expired) | TokenRejected | …)
+//!                       ▼
+//!     Err(Device(Refused | BadResponse | Unreachable) | TimedOut)
 //! ```
 //!
 //! ## The polling rules (S51)
@@ -27,10 +29,9 @@
 //! - `slow_down`: `interval` grows by [`SLOW_DOWN_STEP`] for this and every later poll, or
 //!   to the `interval` the answer names (GitHub sends one), whichever is longer.
 //! - A 5xx or 429 answer (with an OAuth error other than the ones below, or none),
-//!   `temporarily_unavailable` at any status, or a request
-//!   that failed or took longer than the exchange timeout: wait `interval` doubled for each
-//!   failure in a row (up to [`MAX_BACKOFF`], or `interval` if longer), and at least as long
-//!   as `Retry-After` says.
+//!   `temporarily_unavailable` at any status, or a poll that failed or took longer than the
+//!   exchange timeout: wait `interval` doubled for each failure in a row (up to
+//!   [`MAX_BACKOFF`], or `interval` if longer), and at least as long as `Retry-After` says.
 //! - `access_denied` (and Microsoft Entra's `authorization_declined`) ends the flow with
 //!   [`FlowError::Denied`]; `expired_token` with [`DeviceError::Expired`], and so does the
 //!   code's `expires_in` passing, without a last poll; any other error ends it with

@@ -147,6 +147,9 @@ fuzz_target!(|data: &[u8]| {
             Action::OpenBrowser { .. } => panic!("browser bytes started a flow"),
             Action::Persist { .. } => panic!("tokens without a token response"),
             Action::FetchKeys { .. } => panic!("a key-set fetch without an ID token"),
+            Action::RequestDeviceCode { .. } | Action::ShowUserCode { .. } => {
+                panic!("browser bytes started a device login")
+            }
             Action::Finished { .. } => {}
         }
     }
