@@ -24,7 +24,7 @@ if [ -n "$forbidden" ]; then
 fi
 echo "latchkey depends on $(cargo tree -p latchkey -e normal --prefix none --locked | sed "s/ (\*)//" | sort -u | wc -l) crates (itself included), none forbidden"
 
-step "interop tools: oidc-provider and playwright-core (npm), Chromium (Debian)"
+step "interop tools: oidc-provider and playwright-core (npm), Chromium and redis-server (Debian)"
 if ! command -v node >/dev/null; then
     echo "Node.js 20 or later is required for the interop tests (Debian: apt-get install nodejs)" >&2
     exit 1
@@ -32,16 +32,20 @@ fi
 if ! (cd tests/interop && npm ls --all >/dev/null 2>&1); then
     (cd tests/interop && npm ci --no-audit --no-fund)
 fi
-if ! command -v chromium >/dev/null; then
+missing=""
+command -v chromium >/dev/null || missing="$missing chromium"
+command -v redis-server >/dev/null || missing="$missing redis-server"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        # shellcheck disable=SC2086 # one package name per word
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     else
-        echo "Chromium is required for the browser tests: run apt-get install chromium as root" >&2
+        echo "The browser and shared-store tests need Debian's$missing: run apt-get install$missing as root" >&2
         exit 1
     fi
 fi
-echo "node $(node --version), oidc-provider $(node -p "require('./tests/interop/node_modules/oidc-provider/package.json').version"), $(chromium --version 2>/dev/null | grep -o 'Chromium [0-9.]*')"
+echo "node $(node --version), oidc-provider $(node -p "require('./tests/interop/node_modules/oidc-provider/package.json').version"), $(chromium --version 2>/dev/null | grep -o 'Chromium [0-9.]*'), $(redis-server --version | grep -o 'v=[0-9.]*' | sed 's/v=/redis-server /')"
 
 step "tests"
 cargo test --workspace --locked

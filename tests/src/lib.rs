@@ -19,6 +19,8 @@
 //!   ([`device_model::DeviceSim`]).
 //! - [`id_token_vectors`]: signed ID tokens of every algorithm and every refusal, with the
 //!   provider and keys that judge them.
+//! - [`redis`]: a real `redis-server` of a test's own (append-only file on, restartable on
+//!   its port) and a plain RESP connection to look at what a shared store wrote.
 //! - [`oidc`]: the reference identity provider, the OpenID-certified `oidc-provider` from
 //!   npm, started on loopback for the interop tests.
 #![forbid(unsafe_code)]
@@ -30,4 +32,5 @@ pub mod keys_model;
 pub mod model;
 pub mod oidc;
 pub mod oidc_agent;
+pub mod redis;
 pub mod session_model;
