@@ -93,6 +93,9 @@ pub const DEVICE_GRANT_CLIENTS: [RegisteredClient; 4] = [BASIC, POST, PUBLIC, DE
 /// The grant type of the device access token request (RFC 8628 §3.4).
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
+/// How long a starting provider may take to say where it listens.
+const PROVIDER_START: Duration = Duration::from_secs(20);
+
 /// A running `oidc-provider`; stopped when dropped.
 #[derive(Debug)]
 pub struct OidcProvider {
@@ -103,9 +106,23 @@ pub struct OidcProvider {
 }
 
 impl OidcProvider {
-    /// Starts a provider and waits until it listens.
+    /// Starts a provider and waits until it listens. A node process that has not said
+    /// where it listens within [`PROVIDER_START`] is killed and started again (node has been
+    /// seen to hang at startup on a loaded machine, once in many hundred starts); three
+    /// failed starts are a failure.
     pub fn start() -> OidcProvider {
         require_node_packages();
+        for _ in 0..3 {
+            if let Some(provider) = OidcProvider::try_start() {
+                return provider;
+            }
+        }
+        panic!(
+            "oidc-provider did not start three times (run tests/interop/idp.mjs by hand to see why)"
+        );
+    }
+
+    fn try_start() -> Option<OidcProvider> {
         let mut child = Command::new("node")
             .arg(interop_dir().join("idp.mjs"))
             .current_dir(interop_dir())
@@ -116,26 +133,30 @@ impl OidcProvider {
             .expect("start node tests/interop/idp.mjs");
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let read = reader.read_line(&mut line);
-        // oidc-provider prints notices later; a closed pipe would kill it (EPIPE).
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let started: serde_json::Value = match read {
-            Ok(n) if n > 0 => serde_json::from_str(&line).expect("idp.mjs prints one JSON line"),
+        let (first, line) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let read = reader.read_line(&mut line);
+            let _ = first.send(read.map(|_| line));
+            // oidc-provider prints notices later; a closed pipe would kill it (EPIPE).
+            std::io::copy(&mut reader, &mut std::io::sink())
+        });
+        let started = match line.recv_timeout(PROVIDER_START) {
+            Ok(Ok(line)) if !line.is_empty() => serde_json::from_str::<serde_json::Value>(&line)
+                .expect("idp.mjs prints one JSON line"),
             _ => {
                 let _ = child.kill();
-                panic!(
-                    "oidc-provider did not start (run tests/interop/idp.mjs by hand to see why)"
-                );
+                let _ = child.wait();
+                return None;
             }
         };
         let issuer = started["issuer"].as_str().expect("issuer").to_owned();
-        OidcProvider {
+        Some(OidcProvider {
             child,
             _stdin: stdin,
             issuer,
-        }
+        })
     }
 
     /// The issuer, `http://127.0.0.1:PORT`.
