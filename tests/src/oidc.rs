@@ -107,7 +107,7 @@ pub struct OidcProvider {
 
 impl OidcProvider {
     /// Starts a provider and waits until it listens. A node process that has not said
-    /// where it listens within [`PROVIDER_START`] is killed and started again (node has been
+    /// where it listens within 20 seconds is killed and started again (node has been
     /// seen to hang at startup on a loaded machine, once in many hundred starts); three
     /// failed starts are a failure.
     pub fn start() -> OidcProvider {
