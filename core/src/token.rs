@@ -469,35 +469,30 @@ fn lifetime_seconds(value: &Value) -> Option<u64> {
 pub(crate) fn seconds_f64(value: &Value) -> Option<f64> {
     let seconds = match value {
         Value::Number(number) => number.as_f64()?,
-        Value::String(text) => {
-            let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
-            if text.is_empty()
-                || !text
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
-            {
-                return None;
-            }
-            text.parse::<f64>().ok()?
-        }
+        Value::String(text) => numeric_text(text.trim_matches(|c: char| c.is_ascii_whitespace()))?
+            .parse::<f64>()
+            .ok()?,
         _ => return None,
     };
     seconds.is_finite().then_some(seconds)
 }
 
 fn numeric_string_seconds(text: &str) -> Option<u64> {
-    if text.is_empty()
-        || !text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
-    {
-        // Keeps `f64::from_str` from accepting words such as "inf" or "NaN".
-        return None;
-    }
+    let text = numeric_text(text)?;
     if let Ok(seconds) = text.parse::<u64>() {
         return Some(seconds);
     }
     clamp_float(text.parse::<f64>().ok()?)
+}
+
+/// `text` if it is made of digits, signs, points and exponents only: keeps `f64::from_str`
+/// from accepting words such as "inf" or "NaN".
+fn numeric_text(text: &str) -> Option<&str> {
+    let numeric = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'));
+    numeric.then_some(text)
 }
 
 fn clamp_float(seconds: f64) -> Option<u64> {

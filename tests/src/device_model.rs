@@ -721,21 +721,7 @@ impl DeviceSim {
     pub fn settle(&mut self) -> Result<(), String> {
         self.advance(Duration::from_secs(2 * 3600), false)?;
         self.check_between()?;
-        if let [flow, ..] = self.in_progress()[..] {
-            return Err(format!("login {flow} never finished"));
-        }
-        if self.engine.flows_in_progress() != 0 {
-            return Err(format!(
-                "the engine still has {} flows in progress",
-                self.engine.flows_in_progress()
-            ));
-        }
-        if let Some(at) = self.engine.poll_timeout() {
-            return Err(format!(
-                "a deadline {:?} after two idle hours",
-                at.saturating_duration_since(self.now)
-            ));
-        }
+        harness::engine_idle(&self.engine, self.now, &self.in_progress())?;
         while !self.late.is_empty() {
             self.answer_any(0, true, &DeviceReply::Tokens)?;
         }

@@ -362,6 +362,31 @@ pub fn pick<T: Copy>(items: &[T], index: u8) -> Option<T> {
     }
 }
 
+/// After a model's two idle hours: every login in `unfinished` (none, if all went well)
+/// is a broken rule, and so is an engine that still holds a flow or a deadline.
+pub fn engine_idle<F: std::fmt::Display>(
+    engine: &Engine,
+    now: Instant,
+    unfinished: &[F],
+) -> Result<(), String> {
+    if let [flow, ..] = unfinished {
+        return Err(format!("login {flow} never finished"));
+    }
+    if engine.flows_in_progress() != 0 {
+        return Err(format!(
+            "the engine still has {} flows in progress",
+            engine.flows_in_progress()
+        ));
+    }
+    match engine.poll_timeout() {
+        Some(at) => Err(format!(
+            "a deadline {:?} after two idle hours",
+            at.saturating_duration_since(now)
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Drains the machine `machine` finds in `sim` at `now`, handing every action to `check`;
 /// fires the deadlines that are due and drains again, until none is. Fails when `check`
 /// does, or when `poll_timeout` still lies in the past after `handle_timeout` (the contract

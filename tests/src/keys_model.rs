@@ -54,7 +54,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    AUTHORIZE, ISSUER, TOKEN, config_with, drain_checked, entropy_from, json_response,
+    self, AUTHORIZE, ISSUER, TOKEN, config_with, drain_checked, entropy_from, json_response,
     parse_response, pick, query_value,
 };
 
@@ -374,21 +374,7 @@ impl KeysSim {
         self.fetches_started = 0;
         self.advance(Duration::from_secs(2 * 3600))?;
         self.check_between()?;
-        if let [flow, ..] = self.in_progress()[..] {
-            return Err(format!("login {flow} never finished"));
-        }
-        if self.engine.flows_in_progress() != 0 {
-            return Err(format!(
-                "the engine still has {} flows in progress",
-                self.engine.flows_in_progress()
-            ));
-        }
-        if let Some(at) = self.engine.poll_timeout() {
-            return Err(format!(
-                "a deadline {:?} after two idle hours",
-                at.saturating_duration_since(self.now)
-            ));
-        }
+        harness::engine_idle(&self.engine, self.now, &self.in_progress())?;
         Ok(())
     }
 
