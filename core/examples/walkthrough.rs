@@ -130,6 +130,12 @@ fn react(action: Action, inputs: &mut VecDeque<Input>) -> Result<(), Box<dyn std
         Action::RequestDeviceCode { .. } | Action::ShowUserCode { .. } => {
             return Err("a browser login does not use the device grant".into());
         }
+        Action::ShareFlow { .. }
+        | Action::TakeFlow { .. }
+        | Action::SpendFlow { .. }
+        | Action::AnnounceOutcome { .. } => {
+            return Err("this engine has no flow directory".into());
+        }
         Action::Finished { flow, result } => match result {
             Ok(tokens) => println!("flow {flow}: signed in, {tokens:?}"),
             Err(error) => println!("flow {flow}: failed: {error}"),

@@ -31,6 +31,10 @@ pub enum Rejection {
     AlreadyUsed,
     /// The state belonged to a flow that expired or was cancelled (S19).
     Expired,
+    /// The flow directory that would know the state cannot be asked now: it is
+    /// unreachable, or too many callbacks wait for it (S58). Nothing was taken; the same
+    /// callback works later.
+    Unavailable,
 }
 
 impl fmt::Display for Rejection {
@@ -42,6 +46,7 @@ impl fmt::Display for Rejection {
             Rejection::NoPendingFlow => "no login is in progress",
             Rejection::AlreadyUsed => "this callback was already used",
             Rejection::Expired => "the login this callback belongs to has expired or was cancelled",
+            Rejection::Unavailable => "the sign-in directory cannot be reached; try again",
         })
     }
 }

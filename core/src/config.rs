@@ -580,6 +580,10 @@ pub struct Config {
     pub(crate) redirect: Redirect,
     /// A redirect to the application itself, instead of the loopback listener.
     pub(crate) app_redirect: Option<String>,
+    /// `app_redirect` is a web address of the application ([`ConfigBuilder::web_redirect_uri`]).
+    pub(crate) web_redirect: bool,
+    /// Callbacks whose state is unknown are looked up in the flow directory.
+    pub(crate) flow_directory: bool,
     pub(crate) on_success: Landing,
     pub(crate) on_failure: Landing,
     pub(crate) flow_lifetime: Duration,
@@ -615,6 +619,8 @@ impl Config {
                     path: "/callback".into(),
                 },
                 app_redirect: None,
+                web_redirect: false,
+                flow_directory: false,
                 on_success: Landing::BuiltInPage,
                 on_failure: Landing::BuiltInPage,
                 flow_lifetime: Duration::from_secs(600),
@@ -666,6 +672,19 @@ impl Config {
     /// The limits of the listener.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Whether callbacks with a `state` this engine does not hold are looked up in the
+    /// flow directory ([`ConfigBuilder::flow_directory`]).
+    pub fn flow_directory(&self) -> bool {
+        self.flow_directory
+    }
+
+    /// The same configuration with the flow directory on or off (a driver given a
+    /// directory turns it on).
+    pub fn with_flow_directory(mut self, enabled: bool) -> Config {
+        self.flow_directory = enabled;
+        self
     }
 }
 
@@ -757,6 +776,30 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sends the browser back to a web application's own address, such as
+    /// `https://app.example/callback`: the redirect URI of a backend that logs users in
+    /// through its own HTTP server (a confidential client, RFC 6749 §3.1.2). Whatever
+    /// serves that path hands the request's URI or query to
+    /// [`Engine::handle_redirect`](crate::Engine::handle_redirect); nothing listens on a
+    /// loopback port. The URI must be `https` (or `http` on a loopback host, for
+    /// development) without a fragment or user information, registered at the provider
+    /// exactly as given.
+    pub fn web_redirect_uri(mut self, uri: impl Into<String>) -> ConfigBuilder {
+        self.config.app_redirect = Some(uri.into());
+        self.config.web_redirect = true;
+        self
+    }
+
+    /// Shares pending flows with other replicas through a flow directory
+    /// ([`crate::directory`]): a callback with a `state` this engine does not hold is
+    /// looked up there ([`Action::TakeFlow`](crate::Action::TakeFlow)) and its flow
+    /// adopted. Flows are shared when started with
+    /// [`FlowOptions::shared`](crate::FlowOptions::shared). Default off.
+    pub fn flow_directory(mut self, enabled: bool) -> ConfigBuilder {
+        self.config.flow_directory = enabled;
+        self
+    }
+
     /// Validates the configuration.
     pub fn build(self) -> Result<Config, ConfigError> {
         if self.unparsed_redirect {
@@ -766,7 +809,11 @@ impl ConfigBuilder {
         if let Some(uri) = &config.app_redirect {
             let scheme = uri.split_once(':').map_or("", |(scheme, _)| scheme);
             let web = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
-            if web || !is_absolute_uri(uri) || uri.contains('#') {
+            if config.web_redirect {
+                if !is_web_redirect(uri) {
+                    return Err(ConfigError::InvalidAppRedirect);
+                }
+            } else if web || !is_absolute_uri(uri) || uri.contains('#') {
                 return Err(ConfigError::InvalidAppRedirect);
             }
         }
@@ -835,6 +882,28 @@ fn split_loopback_uri(uri: &str) -> Option<(&str, u16, &str)> {
     Some((host, port.parse().ok()?, path))
 }
 
+/// An `https` URL, or `http` on a loopback host, with a host and nothing but visible
+/// ASCII, and no fragment or user information.
+fn is_web_redirect(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    let secure = scheme.eq_ignore_ascii_case("https")
+        || (scheme.eq_ignore_ascii_case("http") && url::is_loopback_host(host));
+    secure
+        && !host.is_empty()
+        && is_absolute_uri(uri)
+        && !uri.contains('#')
+        && !authority.contains('@')
+}
+
 /// `scheme:rest` with a valid scheme and nothing but visible ASCII (no spaces, controls).
 fn is_absolute_uri(target: &str) -> bool {
     let Some((scheme, rest)) = target.split_once(':') else {
@@ -881,7 +950,9 @@ pub enum ConfigError {
     /// A redirect URI given as one string is not `http://HOST:PORT/PATH`.
     InvalidRedirectUri,
     /// An application redirect URI is not an absolute URI of a private-use scheme (not
-    /// `http` or `https`), without fragment, of visible ASCII characters.
+    /// `http` or `https`), without fragment, of visible ASCII characters; or a web
+    /// redirect URI is not `https` (`http` on a loopback host), or has a fragment or user
+    /// information.
     InvalidAppRedirect,
     /// A landing redirect is not an absolute URI of visible ASCII characters.
     InvalidLanding,
@@ -929,7 +1000,8 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::InvalidAppRedirect => f.write_str(
                 "application redirect URI must be an absolute URI with a scheme other than \
-                 http or https, and no fragment",
+                 http or https, and no fragment (a web redirect URI: https, or http on a \
+                 loopback host, without fragment or user information)",
             ),
             ConfigError::InvalidLanding => f.write_str("landing redirect must be an absolute URI"),
             ConfigError::InvalidLimit(name) => write!(f, "{name} is out of range"),

@@ -34,10 +34,14 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
 
 use crate::callback::{Callback, Rejection};
 use crate::config::{Config, ConfigError, Provider};
 use crate::device::{self, DeviceAuthorization, DeviceGrant, Poll};
+use crate::directory::{
+    self, Announcement, Contents, DirectoryError, FlowKey, FlowRecord, Outcome, Taken,
+};
 use crate::error::{DeviceError, FlowError, Step, StoreError, TransportError};
 use crate::exchange;
 use crate::form;
@@ -49,6 +53,9 @@ use crate::token::{self, TokenSet};
 
 /// Most headers a browser request may carry (S26).
 const MAX_HEADERS: usize = 64;
+/// Most callbacks that may wait for the flow directory at once: beyond, a callback for a
+/// flow this engine does not hold is answered "try again" (S58).
+const MAX_TAKES: usize = 1024;
 
 id_type!(
     /// Identifies a flow: one login, from [`Engine::start`] to [`Action::Finished`].
@@ -62,6 +69,10 @@ id_type!(
     /// Identifies one request to the provider's token or device authorization endpoint
     /// ([`Action::SendTokenRequest`], [`Action::RequestDeviceCode`]).
     ExchangeId
+);
+id_type!(
+    /// Identifies one take from the flow directory ([`Action::TakeFlow`]).
+    TakeId
 );
 
 /// Something the driver must do. Drained with [`Engine::poll_action`].
@@ -146,6 +157,45 @@ pub enum Action {
         /// The tokens.
         tokens: TokenSet,
     },
+    /// Store the record of the shared flow `flow` in the flow directory under `key`,
+    /// sealed (S55), to expire after `lifetime`; then report with
+    /// [`Engine::handle_flow_shared`]. The browser is sent to the provider only after the
+    /// directory confirmed ([`crate::directory`]).
+    ShareFlow {
+        /// The flow.
+        flow: FlowId,
+        /// Where the record goes.
+        key: FlowKey,
+        /// The record, in the clear.
+        record: FlowRecord,
+        /// How long the directory keeps it: the flow's lifetime.
+        lifetime: Duration,
+    },
+    /// Take the record under `key` from the flow directory atomically (it is replaced by a
+    /// "used" mark in the same operation, S54), open it, and report what was there with
+    /// [`Engine::handle_flow_taken`]. The callback that asked for it waits meanwhile.
+    TakeFlow {
+        /// The flow the callback belongs to: one of this engine's, or one being adopted.
+        flow: FlowId,
+        /// Names this take in the answer.
+        take: TakeId,
+        /// The record's key.
+        key: FlowKey,
+    },
+    /// The shared flow whose record is under `key` ended before any callback: replace the
+    /// record by an "ended" mark (keeping its expiry), so that a late callback on any
+    /// replica is told the login expired. Nothing is reported back.
+    SpendFlow {
+        /// The record's key.
+        key: FlowKey,
+    },
+    /// A flow adopted from the directory ended here: deliver this to every replica, so
+    /// that the one that started it ([`Engine::shared_flow`]) finishes it too
+    /// ([`Engine::handle_outcome`]). Nothing is reported back.
+    AnnounceOutcome {
+        /// The flow's key and how it ended.
+        announcement: Announcement,
+    },
     /// The flow ended; it is the last action that names `flow`.
     Finished {
         /// The flow.
@@ -212,6 +262,29 @@ impl fmt::Debug for Action {
                 .field("flow", flow)
                 .field("tokens", tokens)
                 .finish(),
+            Action::ShareFlow {
+                flow,
+                key,
+                record,
+                lifetime,
+            } => f
+                .debug_struct("ShareFlow")
+                .field("flow", flow)
+                .field("key", key)
+                .field("record", record)
+                .field("lifetime", lifetime)
+                .finish(),
+            Action::TakeFlow { flow, take, key } => f
+                .debug_struct("TakeFlow")
+                .field("flow", flow)
+                .field("take", take)
+                .field("key", key)
+                .finish(),
+            Action::SpendFlow { key } => f.debug_struct("SpendFlow").field("key", key).finish(),
+            Action::AnnounceOutcome { announcement } => f
+                .debug_struct("AnnounceOutcome")
+                .field("announcement", announcement)
+                .finish(),
             Action::Finished { flow, result } => f
                 .debug_struct("Finished")
                 .field("flow", flow)
@@ -238,6 +311,7 @@ fn redact(url: &str) -> String {
 pub struct FlowOptions {
     provider: Option<Provider>,
     owner: Option<String>,
+    shared: Option<SystemTime>,
 }
 
 impl FlowOptions {
@@ -256,6 +330,16 @@ impl FlowOptions {
     /// ends the older flow with [`FlowError::Superseded`] (S20).
     pub fn owner(mut self, owner: impl Into<String>) -> FlowOptions {
         self.owner = Some(owner.into());
+        self
+    }
+
+    /// Share this browser login with other replicas through the flow directory
+    /// ([`crate::directory`]): its record is stored first ([`Action::ShareFlow`]) and the
+    /// browser is sent to the provider once the directory confirmed. `wall` is the current
+    /// wall-clock time, from which the record's deadline is computed (S56). Ignored by
+    /// [`Engine::start_device`].
+    pub fn shared(mut self, wall: SystemTime) -> FlowOptions {
+        self.shared = Some(wall);
         self
     }
 }
@@ -298,16 +382,39 @@ struct Flow {
     browser: Option<(StateKey, Verifier)>,
     /// The nonce the authorization request carried, when the ID token is verified.
     nonce: Option<Nonce>,
+    /// A flow whose record is in the flow directory.
+    share: Option<Share>,
     owner: Option<String>,
     /// When the current phase times out.
     deadline: Instant,
     phase: Phase,
 }
 
+/// A flow's place in the flow directory.
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    key: FlowKey,
+    /// Adopted from the directory (started elsewhere): its outcome is announced.
+    adopted: bool,
+    /// The record was taken, or is known to be gone: nothing to mark when the flow ends.
+    settled: bool,
+}
+
 #[derive(Debug, Clone)]
 enum Phase {
+    /// A shared flow's record is on its way to the directory; the browser is sent to the
+    /// provider once it is there, by this instant at the latest.
+    Sharing { url: String, until: Instant },
     /// Waiting for the browser's callback.
     Waiting,
+    /// A callback for a shared flow (started here or elsewhere) waits for the flow's
+    /// record to be taken from the directory, to adopt the flow (S54).
+    Taking {
+        take: TakeId,
+        /// The callback's query, judged once the record is here.
+        query: Zeroizing<String>,
+        conn: Option<ConnId>,
+    },
     /// A device login's authorization request is on its way.
     Authorizing { exchange: ExchangeId },
     /// A device login waits for the user's approval, polling the token endpoint.
@@ -398,6 +505,15 @@ enum Event<'q> {
     Deadline,
     /// The application cancelled, or a newer flow replaced this one.
     Abort(FlowError),
+    /// The directory stored the record, or could not.
+    Shared(Result<(), StoreError>),
+    /// The directory's answer to the take, at this wall-clock time.
+    Taken {
+        result: Result<Taken, StoreError>,
+        wall: SystemTime,
+    },
+    /// Another replica adopted this flow and finished it.
+    Elsewhere(Result<TokenSet, FlowError>),
 }
 
 /// Where a flow goes from `Engine::advance`.
@@ -467,6 +583,9 @@ pub struct Engine {
     owners: BTreeMap<String, FlowId>,
     conns: BTreeMap<ConnId, Conn>,
     exchanges: BTreeMap<ExchangeId, FlowId>,
+    takes: BTreeMap<TakeId, FlowId>,
+    /// This engine's shared flows by their state, for outcomes announced by other replicas.
+    shared: BTreeMap<StateKey, FlowId>,
     keys: KeyCache,
     timers: BTreeSet<(Instant, Timer)>,
     /// Spent states and when to forget them, in that order: each is due one flow lifetime
@@ -500,6 +619,8 @@ impl Engine {
             owners: BTreeMap::new(),
             conns: BTreeMap::new(),
             exchanges: BTreeMap::new(),
+            takes: BTreeMap::new(),
+            shared: BTreeMap::new(),
             keys: KeyCache::default(),
             timers: BTreeSet::new(),
             forget: VecDeque::new(),
@@ -538,6 +659,13 @@ impl Engine {
     /// Browser connections accepted and not yet answered or closed.
     pub fn open_connections(&self) -> usize {
         self.conns.len()
+    }
+
+    /// The flow this engine started and shared under `key`, while it waits for its
+    /// callback: an outcome announced for `key` ([`Action::AnnounceOutcome`] on another
+    /// replica) belongs to it.
+    pub fn shared_flow(&self, key: &FlowKey) -> Option<FlowId> {
+        self.shared.get(&key.state_key()).copied()
     }
 
     // ----- commands -----
@@ -589,11 +717,46 @@ impl Engine {
         if let Some(owner) = &options.owner {
             self.owners.insert(owner.clone(), id);
         }
-        let deadline = now + self.config.flow_lifetime;
+        let until = now + self.config.flow_lifetime;
         let nonce = provider
             .id_token_policy()
             .is_some()
             .then_some(secrets.nonce);
+        let (phase, deadline, share) = match options.shared {
+            Some(wall) => {
+                let key = FlowKey::of(state);
+                let contents = Contents {
+                    client_id: provider.client_id().to_owned(),
+                    token_endpoint: provider.token_endpoint().to_string(),
+                    redirect_uri: self.redirect_uri.clone(),
+                    verifier: Zeroizing::new(secrets.verifier.as_str().to_owned()),
+                    nonce: nonce
+                        .as_ref()
+                        .map(|nonce| Zeroizing::new(nonce.as_str().to_owned())),
+                    owner: options.owner.clone(),
+                    deadline: directory::unix_millis(wall + self.config.flow_lifetime),
+                };
+                self.actions.push_back(Action::ShareFlow {
+                    flow: id,
+                    key,
+                    record: contents.to_record(),
+                    lifetime: self.config.flow_lifetime,
+                });
+                self.shared.insert(state, id);
+                let share = Share {
+                    key,
+                    adopted: false,
+                    settled: false,
+                };
+                let deadline = (now + self.config.exchange_timeout).min(until);
+                (Phase::Sharing { url, until }, deadline, Some(share))
+            }
+            None => {
+                self.actions
+                    .push_back(Action::OpenBrowser { flow: id, url });
+                (Phase::Waiting, until, None)
+            }
+        };
         self.states.insert(state, StateEntry::Pending(id));
         self.timers.insert((deadline, Timer::Flow(id)));
         self.flows.insert(
@@ -602,17 +765,13 @@ impl Engine {
                 provider,
                 browser: Some((state, secrets.verifier)),
                 nonce,
+                share,
                 owner: options.owner,
                 deadline,
-                phase: Phase::Waiting,
+                phase,
             },
         );
-        self.actions
-            .push_back(Action::OpenBrowser { flow: id, url });
-        trace_event!(
-            flow = id.get(),
-            "flow started; waiting for the browser's callback"
-        );
+        trace_event!(flow = id.get(), shared = share.is_some(), "flow started");
         Ok(id)
     }
 
@@ -656,6 +815,7 @@ impl Engine {
                 provider,
                 browser: None,
                 nonce: None,
+                share: None,
                 owner: options.owner,
                 deadline,
                 phase: Phase::Authorizing { exchange },
@@ -929,6 +1089,55 @@ impl Engine {
         self.keys.import(now, wall, document)
     }
 
+    /// The flow directory stored the record of [`Action::ShareFlow`] (`Ok`): the browser
+    /// is sent to the provider ([`Action::OpenBrowser`]). `Err`: the flow ends with
+    /// [`DirectoryError::Unavailable`].
+    pub fn handle_flow_shared(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        result: Result<(), StoreError>,
+    ) {
+        self.handle_timeout(now);
+        self.advance(now, flow, Event::Shared(result));
+    }
+
+    /// What the flow directory held for [`Action::TakeFlow`] `take`, read at `now`/`wall`
+    /// (the record opened; a record that did not open is a `StoreError`). A record goes on
+    /// to the token request; anything else answers the waiting callback and changes no
+    /// other replica's flow. Late answers are ignored.
+    pub fn handle_flow_taken(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        take: TakeId,
+        result: Result<Taken, StoreError>,
+    ) {
+        self.handle_timeout(now);
+        let Some(flow) = self.takes.remove(&take) else {
+            self.debug_assert_issued(take.0);
+            return;
+        };
+        self.advance(now, flow, Event::Taken { result, wall });
+    }
+
+    /// Another replica adopted the shared flow under `key` and finished it: `Ok` with the
+    /// tokens it stored (read back from the shared token store) or the error it ended
+    /// with (an announced [`Outcome::Failed`] is [`FlowError::FailedElsewhere`]). The
+    /// flow finishes here with that result, without storing anything. Keys of flows this
+    /// engine does not hold are ignored.
+    pub fn handle_outcome(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        result: Result<TokenSet, FlowError>,
+    ) {
+        self.handle_timeout(now);
+        if let Some(flow) = self.shared_flow(key) {
+            self.advance(now, flow, Event::Elsewhere(result));
+        }
+    }
+
     /// The store finished with the tokens of [`Action::Persist`].
     pub fn handle_persisted(&mut self, now: Instant, flow: FlowId, result: Result<(), StoreError>) {
         self.handle_timeout(now);
@@ -1002,28 +1211,30 @@ impl Engine {
                 if let Some(state) = state {
                     self.spend_state(now, state, true); // consumed before the exchange (S18)
                 }
-                match verdict {
-                    Ok(code) => {
-                        let Some((flow, Some((_, verifier)))) = self
-                            .flows
-                            .get(&id)
-                            .map(|flow| (flow, flow.browser.as_ref()))
-                        else {
-                            return;
-                        };
-                        let grant = exchange::Grant::Code {
-                            code,
-                            encoded_redirect_uri: &self.encoded_redirect_uri,
-                            verifier: verifier.as_str(),
-                        };
-                        let request = exchange::token_request(flow.provider.inner(), grant);
-                        let exchange = self.send_token_request(id, request);
-                        let deadline = now + self.config.exchange_timeout;
-                        Next::Stay(Phase::Exchanging { exchange, conn }, deadline)
-                    }
-                    Err(error) => Next::Finish(Err(error), conn),
-                }
+                self.exchange_code(now, id, verdict, conn)
             }
+            (Phase::Sharing { url, until }, Event::Shared(Ok(()))) => {
+                self.actions
+                    .push_back(Action::OpenBrowser { flow: id, url });
+                Next::Stay(Phase::Waiting, until)
+            }
+            (Phase::Sharing { .. }, Event::Shared(Err(error))) => Next::Finish(
+                Err(FlowError::Directory(DirectoryError::Unavailable(error))),
+                None,
+            ),
+            (Phase::Taking { query, conn, .. }, Event::Taken { result, wall }) => {
+                self.taken(now, id, result, wall, &query, conn)
+            }
+            (Phase::Waiting, Event::Elsewhere(result)) => {
+                if let Some(state) = state {
+                    self.spend_state(now, state, true);
+                }
+                self.settle(id);
+                Next::Finish(result, None)
+            }
+            // The flow's own callback came here after all, or it is on its way: the
+            // announcement is late or foreign.
+            (phase, Event::Elsewhere(_)) => Next::Stay(phase, deadline),
             (Phase::Authorizing { .. }, Event::DeviceAuthorized(Ok(grant))) => {
                 let DeviceGrant {
                     authorization,
@@ -1126,6 +1337,15 @@ impl Engine {
             (Phase::Persisting { conn, .. }, Event::Persisted(Err(error))) => {
                 Next::Finish(Err(FlowError::Storage(error)), conn)
             }
+            // The directory did not answer in time: nothing was taken here, the callback
+            // is told to try again.
+            (Phase::Taking { take, conn, .. }, Event::Deadline) => {
+                self.takes.remove(&take);
+                if let Some(conn) = conn {
+                    self.refuse(conn, Refusal::Callback(Rejection::Unavailable));
+                }
+                Next::Finish(Err(FlowError::TimedOut(Step::Directory)), None)
+            }
             (phase, Event::Deadline) => {
                 self.forget_exchange(&phase);
                 Next::Finish(Err(FlowError::TimedOut(phase.step())), phase.conn())
@@ -1173,6 +1393,212 @@ impl Engine {
         }
     }
 
+    /// A judged callback of flow `id`: the code goes to the token endpoint, or the flow
+    /// ends.
+    fn exchange_code(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        verdict: Result<&str, FlowError>,
+        conn: Option<ConnId>,
+    ) -> Next {
+        let code = match verdict {
+            Ok(code) => code,
+            Err(error) => return Next::Finish(Err(error), conn),
+        };
+        let Some((flow, Some((_, verifier)))) = self
+            .flows
+            .get(&id)
+            .map(|flow| (flow, flow.browser.as_ref()))
+        else {
+            return Next::Finish(Err(FlowError::Cancelled), conn);
+        };
+        let grant = exchange::Grant::Code {
+            code,
+            encoded_redirect_uri: &self.encoded_redirect_uri,
+            verifier: verifier.as_str(),
+        };
+        let request = exchange::token_request(flow.provider.inner(), grant);
+        let exchange = self.send_token_request(id, request);
+        let deadline = now + self.config.exchange_timeout;
+        Next::Stay(Phase::Exchanging { exchange, conn }, deadline)
+    }
+
+    /// Asks the directory for the record under `key`, for flow `id`.
+    fn take(&mut self, id: FlowId, key: FlowKey) -> TakeId {
+        let take = TakeId(self.fresh_id());
+        self.takes.insert(take, id);
+        self.actions.push_back(Action::TakeFlow {
+            flow: id,
+            take,
+            key,
+        });
+        take
+    }
+
+    /// Notes that flow `id`'s record was taken or is gone: nothing to mark when it ends.
+    fn settle(&mut self, id: FlowId) {
+        if let Some(share) = self.flows.get_mut(&id).and_then(|flow| flow.share.as_mut()) {
+            share.settled = true;
+        }
+    }
+
+    /// A callback for a shared flow: one this engine started, or (with a flow directory)
+    /// a `state` it does not hold. A new flow takes the record from the directory (S54)
+    /// and adopts the login; the flow that started it, here or on another replica, learns
+    /// the outcome when the adopted flow ends.
+    fn adopt(
+        &mut self,
+        now: Instant,
+        state: StateKey,
+        query: &str,
+        conn: Option<ConnId>,
+    ) -> Result<FlowId, Rejection> {
+        if self.takes.len() >= MAX_TAKES {
+            return Err(Rejection::Unavailable);
+        }
+        let id = FlowId(self.fresh_id());
+        let key = FlowKey::of(state);
+        let take = self.take(id, key);
+        let deadline = now + self.config.exchange_timeout;
+        self.timers.insert((deadline, Timer::Flow(id)));
+        self.flows.insert(
+            id,
+            Flow {
+                // Until the record names its provider.
+                provider: self.config.provider.clone(),
+                browser: None,
+                nonce: None,
+                share: Some(Share {
+                    key,
+                    adopted: true,
+                    settled: true,
+                }),
+                owner: None,
+                deadline,
+                phase: Phase::Taking {
+                    take,
+                    query: Zeroizing::new(query.to_owned()),
+                    conn,
+                },
+            },
+        );
+        trace_event!(flow = id.get(), "unknown state; asking the flow directory");
+        Ok(id)
+    }
+
+    /// The directory answered the take of the adopting flow `id`, whose callback is
+    /// `query`.
+    fn taken(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        result: Result<Taken, StoreError>,
+        wall: SystemTime,
+        query: &str,
+        conn: Option<ConnId>,
+    ) -> Next {
+        let Some(key) = self
+            .flows
+            .get(&id)
+            .and_then(|flow| flow.share)
+            .map(|s| s.key)
+        else {
+            return Next::Finish(Err(FlowError::Cancelled), conn);
+        };
+        let state = key.state_key();
+        let record = match result {
+            Ok(Taken::Record(record)) => self.adopt_record(id, &record, wall),
+            Ok(Taken::Spent { used }) => {
+                self.remember_spent(now, state, used);
+                Err(DirectoryError::Refused(match used {
+                    true => Rejection::AlreadyUsed,
+                    false => Rejection::Expired,
+                }))
+            }
+            Ok(Taken::Missing) => Err(DirectoryError::Refused(Rejection::UnknownState)),
+            Err(error) => Err(DirectoryError::Unavailable(error)),
+        };
+        if let Err(error) = record {
+            let rejection = match &error {
+                DirectoryError::Refused(rejection) => *rejection,
+                DirectoryError::Unavailable(_) => Rejection::Unavailable,
+                DirectoryError::Expired => Rejection::Expired,
+                _ => Rejection::UnknownState,
+            };
+            if let Some(conn) = conn {
+                self.refuse(conn, Refusal::Callback(rejection));
+            }
+            return Next::Finish(Err(FlowError::Directory(error)), None);
+        }
+        // The record is taken: this callback is the login's one (S18).
+        self.remember_spent(now, state, true);
+        let Some(flow) = self.flows.get(&id) else {
+            return Next::Finish(Err(FlowError::Cancelled), conn);
+        };
+        // The query was parsed once already, to find the state.
+        let verdict = Callback::parse(query, self.config.limits.max_head_bytes)
+            .map_err(|rejection| FlowError::Directory(DirectoryError::Refused(rejection)))
+            .and_then(|callback| {
+                let code = callback.judge(flow.provider.inner())?;
+                Ok(Zeroizing::new(code.to_owned()))
+            });
+        match verdict {
+            Ok(code) => self.exchange_code(now, id, Ok(&code), conn),
+            Err(error) => Next::Finish(Err(error), conn),
+        }
+    }
+
+    /// Remembers `state` as spent for replays, unless a flow of this engine still waits
+    /// under it (it learns its outcome from the adopted flow).
+    fn remember_spent(&mut self, now: Instant, state: StateKey, used: bool) {
+        if let std::collections::btree_map::Entry::Vacant(entry) = self.states.entry(state) {
+            entry.insert(StateEntry::Spent { used });
+            self.forget
+                .push_back((now + self.config.flow_lifetime, state));
+        }
+    }
+
+    /// Makes the record the adopted flow `id`'s own: its secrets, owner and deadline
+    /// (S56), checked against this engine's configuration.
+    fn adopt_record(
+        &mut self,
+        id: FlowId,
+        record: &FlowRecord,
+        wall: SystemTime,
+    ) -> Result<(), DirectoryError> {
+        let contents = Contents::read(record)?;
+        if contents.deadline() <= wall {
+            return Err(DirectoryError::Expired);
+        }
+        let provider = &self.config.provider;
+        if contents.client_id != provider.client_id()
+            || contents.token_endpoint != provider.token_endpoint().to_string()
+            || contents.redirect_uri != self.redirect_uri
+        {
+            return Err(DirectoryError::Foreign);
+        }
+        let verifier = Verifier::from_text(&contents.verifier).ok_or(DirectoryError::Unreadable)?;
+        let nonce = match (provider.id_token_policy(), &contents.nonce) {
+            (Some(_), Some(nonce)) => {
+                Some(Nonce::from_text(nonce).ok_or(DirectoryError::Unreadable)?)
+            }
+            (Some(_), None) => return Err(DirectoryError::Foreign),
+            (None, _) => None,
+        };
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return Err(DirectoryError::Unreadable);
+        };
+        let state = flow.share.map(|share| share.key.state_key());
+        let Some(state) = state else {
+            return Err(DirectoryError::Unreadable);
+        };
+        flow.browser = Some((state, verifier));
+        flow.nonce = nonce;
+        flow.owner = contents.owner;
+        Ok(())
+    }
+
     /// Ends a flow (already removed from `flows`): answers its browser, reports the outcome.
     fn finish(
         &mut self,
@@ -1190,6 +1616,32 @@ impl Engine {
         if let Some(owner) = &flow.owner {
             if self.owners.get(owner) == Some(&id) {
                 self.owners.remove(owner);
+            }
+        }
+        if let Some(share) = flow.share {
+            if share.adopted {
+                // Only a flow that was adopted (its record read) is announced.
+                if flow.browser.is_some() {
+                    let outcome = match &result {
+                        Ok(_) => Outcome::Stored,
+                        Err(error) => Outcome::Failed(error.to_string()),
+                    };
+                    let announcement = Announcement {
+                        key: share.key,
+                        outcome,
+                    };
+                    self.actions
+                        .push_back(Action::AnnounceOutcome { announcement });
+                    // Started here: it ends now, with the very result.
+                    if let Some(origin) = self.shared_flow(&share.key) {
+                        self.advance(now, origin, Event::Elsewhere(result.clone()));
+                    }
+                }
+            } else {
+                self.shared.remove(&share.key.state_key());
+                if !share.settled {
+                    self.actions.push_back(Action::SpendFlow { key: share.key });
+                }
             }
         }
         if let Some(conn) = conn {
@@ -1310,6 +1762,9 @@ impl Engine {
     }
 
     fn forget_exchange(&mut self, phase: &Phase) {
+        if let Phase::Taking { take, .. } = phase {
+            self.takes.remove(take);
+        }
         let exchange = match phase {
             Phase::Exchanging { exchange, .. } | Phase::Authorizing { exchange } => Some(exchange),
             Phase::Polling(polling) => polling.in_flight.as_ref(),
@@ -1332,12 +1787,20 @@ impl Engine {
         match self.states.get(&state) {
             Some(&StateEntry::Pending(id)) => {
                 let flow = self.flows.get(&id).ok_or(Rejection::UnknownState)?;
+                if flow.share.is_some() {
+                    return match flow.phase {
+                        Phase::Waiting => self.adopt(now, state, query, conn),
+                        // The browser was not sent anywhere yet: not a callback of ours.
+                        _ => Err(Rejection::UnknownState),
+                    };
+                }
                 let verdict = callback.judge(flow.provider.inner());
                 self.advance(now, id, Event::Callback { verdict, conn });
                 Ok(id)
             }
             Some(StateEntry::Spent { used: true }) => Err(Rejection::AlreadyUsed),
             Some(StateEntry::Spent { used: false }) => Err(Rejection::Expired),
+            None if self.config.flow_directory => self.adopt(now, state, query, conn),
             None if self.flows.is_empty() => Err(Rejection::NoPendingFlow),
             None => Err(Rejection::UnknownState),
         }
@@ -1522,6 +1985,7 @@ impl Phase {
     /// What the flow waits for in this phase.
     fn step(&self) -> Step {
         match self {
+            Phase::Sharing { .. } | Phase::Taking { .. } => Step::Directory,
             Phase::Waiting => Step::Callback,
             Phase::Authorizing { .. } => Step::DeviceAuthorization,
             Phase::Polling(_) => Step::Approval,
@@ -1542,8 +2006,12 @@ impl Phase {
     /// The browser connection waiting for this flow's outcome.
     fn conn(&self) -> Option<ConnId> {
         match *self {
-            Phase::Waiting | Phase::Authorizing { .. } | Phase::Polling(_) => None,
-            Phase::Exchanging { conn, .. }
+            Phase::Sharing { .. }
+            | Phase::Waiting
+            | Phase::Authorizing { .. }
+            | Phase::Polling(_) => None,
+            Phase::Taking { conn, .. }
+            | Phase::Exchanging { conn, .. }
             | Phase::Verifying { conn, .. }
             | Phase::Persisting { conn, .. } => conn,
         }

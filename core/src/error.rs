@@ -53,6 +53,12 @@ pub enum FlowError {
     /// expired, or the device authorization endpoint refused the request or answered
     /// nonsense. (A user who declines is [`FlowError::Denied`].)
     Device(DeviceError),
+    /// A shared flow ([`crate::directory`]) could not be stored in, or adopted from, the
+    /// flow directory.
+    Directory(crate::directory::DirectoryError),
+    /// Another replica adopted this flow (its callback landed there) and it failed there,
+    /// for this reason.
+    FailedElsewhere(String),
 }
 
 impl fmt::Display for FlowError {
@@ -87,6 +93,10 @@ impl fmt::Display for FlowError {
             FlowError::Storage(error) => write!(f, "storing the tokens failed: {error}"),
             FlowError::IdToken(error) => error.fmt(f),
             FlowError::Device(error) => error.fmt(f),
+            FlowError::Directory(error) => error.fmt(f),
+            FlowError::FailedElsewhere(reason) => {
+                write!(f, "the login failed on another replica: {reason}")
+            }
         }
     }
 }
@@ -98,6 +108,7 @@ impl std::error::Error for FlowError {
             FlowError::Storage(error) => Some(error),
             FlowError::IdToken(error) => Some(error),
             FlowError::Device(error) => Some(error),
+            FlowError::Directory(error) => Some(error),
             _ => None,
         }
     }
@@ -270,6 +281,8 @@ pub enum Step {
     DeviceAuthorization,
     /// Waiting for the user to approve on another device, polling the token endpoint.
     Approval,
+    /// Waiting for the flow directory to store or hand over a shared flow's record.
+    Directory,
 }
 
 impl fmt::Display for Step {
@@ -281,6 +294,7 @@ impl fmt::Display for Step {
             Step::KeySet => "waiting for the provider's key set",
             Step::DeviceAuthorization => "waiting for the device authorization endpoint",
             Step::Approval => "waiting for the user to approve on another device",
+            Step::Directory => "waiting for the flow directory",
         })
     }
 }

@@ -372,6 +372,7 @@ macro_rules! id_type {
 mod callback;
 mod config;
 pub mod device;
+pub mod directory;
 pub mod discovery;
 mod engine;
 mod error;
@@ -396,7 +397,7 @@ pub use config::{
 };
 pub use device::DeviceAuthorization;
 pub use discovery::{Discovery, DiscoveryAction, DiscoveryError, Metadata, MetadataError};
-pub use engine::{Action, ConnId, Engine, ExchangeId, FlowId, FlowOptions, StartError};
+pub use engine::{Action, ConnId, Engine, ExchangeId, FlowId, FlowOptions, StartError, TakeId};
 pub use error::{
     BadTokenResponse, CallbackDefect, DeviceError, FlowError, ProviderError, Step, StoreError,
     TransportError, TransportErrorKind,

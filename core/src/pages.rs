@@ -57,6 +57,7 @@ pub(crate) struct Pages {
     no_flow: Page,
     used: Page,
     expired: Page,
+    unavailable: Page,
 }
 
 impl Pages {
@@ -127,6 +128,11 @@ impl Pages {
                 "Sign-in expired",
                 "This sign-in has expired or was cancelled. Return to the application to start again.",
             ),
+            unavailable: page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "This sign-in cannot be completed right now. Reload this page in a moment.",
+            ),
         }
     }
 
@@ -153,6 +159,7 @@ impl Pages {
             Refusal::Callback(Rejection::NoPendingFlow) => &self.no_flow,
             Refusal::Callback(Rejection::AlreadyUsed) => &self.used,
             Refusal::Callback(Rejection::Expired) => &self.expired,
+            Refusal::Callback(Rejection::Unavailable) => &self.unavailable,
         }
     }
 }

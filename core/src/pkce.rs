@@ -67,6 +67,12 @@ impl Verifier {
     pub fn as_str(&self) -> &str {
         ascii(&self.0)
     }
+
+    /// A verifier read back from a shared flow's record: exactly as this module writes
+    /// them, or `None`.
+    pub(crate) fn from_text(text: &str) -> Option<Verifier> {
+        parse_encoded(text).map(Verifier)
+    }
 }
 
 impl fmt::Debug for Verifier {
@@ -84,6 +90,12 @@ impl Nonce {
     /// The nonce's text.
     pub fn as_str(&self) -> &str {
         ascii(&self.0)
+    }
+
+    /// A nonce read back from a shared flow's record: exactly as this module writes
+    /// them, or `None`.
+    pub(crate) fn from_text(text: &str) -> Option<Nonce> {
+        parse_encoded(text).map(Nonce)
     }
 }
 
@@ -103,6 +115,20 @@ fn encode(bytes: &[u8]) -> Zeroizing<[u8; ENCODED_LEN]> {
     out
 }
 
+/// `text` if it is what [`encode`] writes: 43 characters of the base64url alphabet.
+fn parse_encoded(text: &str) -> Option<Zeroizing<[u8; ENCODED_LEN]>> {
+    let bytes = text.as_bytes();
+    let valid = bytes.len() == ENCODED_LEN
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    valid.then(|| {
+        let mut out = Zeroizing::new([0; ENCODED_LEN]);
+        out.copy_from_slice(bytes);
+        out
+    })
+}
+
 /// base64url output as text; it is ASCII by construction.
 fn ascii(encoded: &[u8; ENCODED_LEN]) -> &str {
     std::str::from_utf8(encoded).expect("base64url output is ASCII")
@@ -120,7 +146,11 @@ impl StateKey {
     /// The key of `state`. The digest is kept as four words, which compare without a call
     /// to `memcmp`; any total order serves the map.
     pub fn of(state: &str) -> StateKey {
-        let digest: [u8; 32] = Sha256::digest(state.as_bytes()).into();
+        StateKey::from_digest(Sha256::digest(state.as_bytes()).into())
+    }
+
+    /// The key of a SHA-256 digest of a state.
+    pub(crate) fn from_digest(digest: [u8; 32]) -> StateKey {
         let mut words = [0; 4];
         for (word, bytes) in words.iter_mut().zip(digest.chunks_exact(8)) {
             let mut chunk = [0; 8];
@@ -128,6 +158,15 @@ impl StateKey {
             *word = u64::from_ne_bytes(chunk);
         }
         StateKey(words)
+    }
+
+    /// The SHA-256 digest of the state.
+    pub(crate) fn digest(&self) -> [u8; 32] {
+        let mut digest = [0; 32];
+        for (bytes, word) in digest.chunks_exact_mut(8).zip(self.0) {
+            bytes.copy_from_slice(&word.to_ne_bytes());
+        }
+        digest
     }
 }
 

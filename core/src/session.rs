@@ -46,6 +46,20 @@
 //!   login like a dead refresh token (the tokens no longer vouch for the user who signed
 //!   in); one that cannot be checked because the key set is unreachable is dropped, and the
 //!   fresh tokens keep the login's ID token and identity.
+//! - **One refresh across processes, when the store is shared** (S57,
+//!   [`SessionOptions::shared_refresh`]). Replicas behind a load balancer share one store
+//!   and each runs its own session. Before a refresh, the session takes the store's
+//!   refresh lock ([`SessionAction::Lock`], a lease that ends by itself should its holder
+//!   die) and reads the tokens again under it: another replica may have refreshed them a
+//!   moment ago, and those serve. A session that finds the lock held waits
+//!   ([`SessionOptions::lock_retry`]) and reads the store again, until the tokens are
+//!   fresh or the lock is free. The refreshed tokens are stored with the lock's fence
+//!   ([`SessionAction::SaveFenced`]): a holder whose lease ran out while its request was
+//!   slow, and was overtaken by a newer holder or a new login, writes nothing and reads
+//!   what they stored instead. The lock is released when the work ends
+//!   ([`SessionAction::Unlock`]). A store that cannot be asked for the lock is an error
+//!   and no refresh is sent (S58). With rotation on, any number of replicas asking at once
+//!   cause one refresh request, and none of them sees "login required".
 //! - **Logout deletes, always.** The refresh token is revoked first (it ends the grant at
 //!   most providers), then the access token, when the provider has a revocation endpoint;
 //!   the stored tokens are deleted whatever the revocations said, and the report says what
@@ -110,6 +124,17 @@ pub struct SessionOptions {
     /// The longest a call waits for its answer before it gets [`SessionError::TimedOut`].
     /// The work it waited for goes on. Default 60 s.
     pub call_timeout: Duration,
+    /// The store is shared by several processes (replicas) and keeps a refresh lock
+    /// ([`SessionAction::Lock`]): every refresh happens under it, so that any number of
+    /// sessions, in any number of processes, refresh a login once between them (S57).
+    /// Default `false`.
+    pub shared_refresh: bool,
+    /// How long a refresh lock is held at most, should its holder die: longer than a
+    /// refresh takes. Default 45 s.
+    pub lock_lease: Duration,
+    /// How long a session that found the lock held waits before it reads the store again.
+    /// Default 100 ms.
+    pub lock_retry: Duration,
 }
 
 impl Default for SessionOptions {
@@ -118,6 +143,9 @@ impl Default for SessionOptions {
             margin: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
             call_timeout: Duration::from_secs(60),
+            shared_refresh: false,
+            lock_lease: Duration::from_secs(45),
+            lock_retry: Duration::from_millis(100),
         }
     }
 }
@@ -182,6 +210,34 @@ pub enum SessionAction {
         /// Why.
         reason: SaveReason,
     },
+    /// Take the store's refresh lock of these tokens for `lease` (see
+    /// [`SessionOptions::shared_refresh`]) and report with [`Session::handle_locked`]:
+    /// `Some(fence)` when taken, `None` when another process holds it.
+    Lock {
+        /// Names the answer.
+        op: StoreOpId,
+        /// How long the lock lasts unless released.
+        lease: Duration,
+    },
+    /// Store refreshed `tokens` in place of the stored ones, as [`SessionAction::Save`]
+    /// does, but only if `fence` is still the newest fence handed out and nothing was
+    /// stored or deleted since (S57); report with [`Session::handle_saved_fenced`].
+    SaveFenced {
+        /// Names the answer.
+        op: StoreOpId,
+        /// The tokens.
+        tokens: TokenSet,
+        /// Why.
+        reason: SaveReason,
+        /// The fence the lock was taken with.
+        fence: u64,
+    },
+    /// Release the refresh lock taken with `fence`, if it is still held with it. Nothing is
+    /// reported back (the lease ends it anyway).
+    Unlock {
+        /// The fence the lock was taken with.
+        fence: u64,
+    },
     /// Delete the stored tokens and report with [`Session::handle_deleted`].
     Delete {
         /// Names the answer.
@@ -226,6 +282,26 @@ impl fmt::Debug for SessionAction {
                 .field("tokens", tokens)
                 .field("reason", reason)
                 .finish(),
+            SessionAction::Lock { op, lease } => f
+                .debug_struct("Lock")
+                .field("op", op)
+                .field("lease", lease)
+                .finish(),
+            SessionAction::SaveFenced {
+                op,
+                tokens,
+                reason,
+                fence,
+            } => f
+                .debug_struct("SaveFenced")
+                .field("op", op)
+                .field("tokens", tokens)
+                .field("reason", reason)
+                .field("fence", fence)
+                .finish(),
+            SessionAction::Unlock { fence } => {
+                f.debug_struct("Unlock").field("fence", fence).finish()
+            }
             SessionAction::Delete { op, reason } => f
                 .debug_struct("Delete")
                 .field("op", op)
@@ -406,6 +482,11 @@ enum TokensStep {
         key_set: String,
     },
     StoringFresh(StoreOpId, TokenSet),
+    /// Taking the store's refresh lock before a refresh.
+    Locking(StoreOpId),
+    /// Another process holds the refresh lock: the stored tokens are read again once
+    /// [`SessionOptions::lock_retry`] has passed.
+    Backoff,
     /// Deleting tokens whose refresh token the provider refused.
     DeletingDead(StoreOpId, RefreshError),
 }
@@ -429,6 +510,11 @@ enum Event {
     Loaded(StoreOpId, Result<Option<TokenSet>, StoreError>, SystemTime),
     Saved(StoreOpId, Result<(), StoreError>, SystemTime),
     Deleted(StoreOpId, Result<(), StoreError>),
+    Locked(StoreOpId, Result<Option<u64>, StoreError>),
+    /// The answer to a fenced save: `Ok(false)` when a newer fence got there first.
+    SavedFenced(StoreOpId, Result<bool, StoreError>),
+    /// The back-off after a held lock is over.
+    RetryDue,
     /// A request's outcome: the response and when it arrived, or why there is none (a
     /// deadline included).
     Answered(RequestId, Result<Received, TransportError>),
@@ -441,6 +527,8 @@ type Received = (http::Response<Vec<u8>>, SystemTime);
 enum Timer {
     Call(CallId),
     Request(RequestId),
+    /// The end of a back-off after the refresh lock was held elsewhere.
+    Retry,
 }
 
 /// The stored tokens of one login, kept valid: the sans-IO token lifecycle. See the
@@ -469,6 +557,11 @@ pub struct Session {
     work: Work,
     /// Refreshed tokens the store refused: the only live ones when the provider rotates.
     kept: Option<TokenSet>,
+    /// The fence of the refresh lock this session holds, while it holds it.
+    fence: Option<u64>,
+    /// The tokens a refresh was about to replace when the lock was found held: whatever
+    /// the store holds instead afterwards was refreshed by another process.
+    stale: Option<TokenSet>,
     keys: KeyCache,
     timers: BTreeSet<(Instant, Timer)>,
     actions: VecDeque<SessionAction>,
@@ -510,6 +603,8 @@ impl Session {
             queue: VecDeque::new(),
             work: Work::Idle,
             kept: None,
+            fence: None,
+            stale: None,
             keys: KeyCache::default(),
             timers: BTreeSet::new(),
             actions: VecDeque::new(),
@@ -608,6 +703,29 @@ impl Session {
         self.input(now, Event::Saved(op, result, wall));
     }
 
+    /// The store answered [`SessionAction::Lock`] `op`: `Some(fence)` when the lock was
+    /// taken, `None` when another process holds it.
+    pub fn handle_locked(
+        &mut self,
+        now: Instant,
+        op: StoreOpId,
+        result: Result<Option<u64>, StoreError>,
+    ) {
+        self.input(now, Event::Locked(op, result));
+    }
+
+    /// The store finished [`SessionAction::SaveFenced`] `op`: `Ok(true)` when stored,
+    /// `Ok(false)` when a newer lock holder (or a login) stored or deleted tokens first and
+    /// nothing was written; those are read and handed out instead.
+    pub fn handle_saved_fenced(
+        &mut self,
+        now: Instant,
+        op: StoreOpId,
+        result: Result<bool, StoreError>,
+    ) {
+        self.input(now, Event::SavedFenced(op, result));
+    }
+
     /// The store finished [`SessionAction::Delete`] `op`; deleting what was not there
     /// succeeds.
     pub fn handle_deleted(&mut self, now: Instant, op: StoreOpId, result: Result<(), StoreError>) {
@@ -685,6 +803,7 @@ impl Session {
                     );
                     self.advance(at, Event::Answered(id, Err(timed_out)));
                 }
+                Timer::Retry => self.advance(at, Event::RetryDue),
             }
         }
     }
@@ -747,7 +866,20 @@ impl Session {
                 self.advance_logout(now, call, report, step, event)
             }
         };
+        self.release_lock();
         self.take_up_work(now);
+    }
+
+    /// Releases the refresh lock once the work that took it is over.
+    fn release_lock(&mut self) {
+        if matches!(self.work, Work::Tokens { .. }) {
+            return;
+        }
+        self.stale = None;
+        if let Some(fence) = self.fence.take() {
+            trace_event!(fence, "releasing the refresh lock");
+            self.actions.push_back(SessionAction::Unlock { fence });
+        }
     }
 
     fn advance_tokens(
@@ -811,6 +943,49 @@ impl Session {
                     // Everyone waiting asked before these tokens existed: they serve them
                     // all, however short they live.
                     Ok(()) => self.answer_all(calls, Ok(fresh)),
+                    Err(error) => {
+                        trace_event!(%error, "store refused refreshed tokens; keeping them");
+                        self.kept = Some(fresh);
+                        self.answer_all(calls, Err(SessionError::Store(error)))
+                    }
+                }
+            }
+            (TokensStep::Locking(op), Event::Locked(answered, result)) if op == answered => {
+                match result {
+                    // Taken: read the tokens again under it, another process may have
+                    // refreshed them just before.
+                    Ok(Some(fence)) => {
+                        trace_event!(fence, "refresh lock taken");
+                        self.fence = Some(fence);
+                        self.load(calls)
+                    }
+                    Ok(None) => {
+                        trace_event!("refresh lock held elsewhere; waiting");
+                        let at = now + self.options.lock_retry;
+                        self.timers.insert((at, Timer::Retry));
+                        Work::Tokens {
+                            calls,
+                            step: TokensStep::Backoff,
+                        }
+                    }
+                    // No refresh without the lock (S58).
+                    Err(error) => self.answer_all(calls, Err(SessionError::Store(error))),
+                }
+            }
+            (TokensStep::Backoff, Event::RetryDue) => self.load(calls),
+            (TokensStep::StoringFresh(op, fresh), Event::SavedFenced(answered, result))
+                if op == answered =>
+            {
+                match result {
+                    Ok(true) => self.answer_all(calls, Ok(fresh)),
+                    // A newer holder or a login stored tokens after the lock was lost:
+                    // those are the live ones.
+                    Ok(false) => {
+                        trace_event!("refresh lock lost before the save; reading the store");
+                        self.fence = None;
+                        self.stale = None;
+                        self.load(calls)
+                    }
                     Err(error) => {
                         trace_event!(%error, "store refused refreshed tokens; keeping them");
                         self.kept = Some(fresh);
@@ -917,14 +1092,30 @@ impl Session {
         let rotated = !fresh.same_refresh_token(previous);
         trace_event!(rotated, "tokens refreshed; storing them");
         let op = self.store_op();
-        self.actions.push_back(SessionAction::Save {
-            op,
-            tokens: fresh.clone(),
-            reason: SaveReason::Refreshed { rotated },
+        let reason = SaveReason::Refreshed { rotated };
+        let tokens = fresh.clone();
+        self.actions.push_back(match self.fence {
+            Some(fence) => SessionAction::SaveFenced {
+                op,
+                tokens,
+                reason,
+                fence,
+            },
+            None => SessionAction::Save { op, tokens, reason },
         });
         Work::Tokens {
             calls,
             step: TokensStep::StoringFresh(op, fresh),
+        }
+    }
+
+    /// Reads the stored tokens again for `calls`.
+    fn load(&mut self, calls: Vec<Call>) -> Work {
+        let op = self.store_op();
+        self.actions.push_back(SessionAction::Load { op });
+        Work::Tokens {
+            calls,
+            step: TokensStep::Loading(op),
         }
     }
 
@@ -965,6 +1156,7 @@ impl Session {
             return;
         };
         self.work = self.check_refreshed(now, received, calls, previous, fresh, false);
+        self.release_lock();
         self.take_up_work(now);
     }
 
@@ -980,6 +1172,27 @@ impl Session {
         if !forced && !tokens.expires_within(wall, self.options.margin) {
             trace_event!(calls = calls.len(), "stored tokens are valid");
             return self.answer_all(calls, Ok(tokens));
+        }
+        // Refreshed by another process while this one waited for the lock: they serve a
+        // forced refresh too.
+        let refreshed_elsewhere = self.stale.as_ref().is_some_and(|stale| {
+            stale.access_token().expose_secret() != tokens.access_token().expose_secret()
+        });
+        if refreshed_elsewhere {
+            trace_event!("tokens refreshed by another process");
+            return self.answer_all(calls, Ok(tokens));
+        }
+        if self.options.shared_refresh && self.fence.is_none() && tokens.refresh_token().is_some() {
+            self.stale = Some(tokens);
+            let op = self.store_op();
+            self.actions.push_back(SessionAction::Lock {
+                op,
+                lease: self.options.lock_lease,
+            });
+            return Work::Tokens {
+                calls,
+                step: TokensStep::Locking(op),
+            };
         }
         match Refresh::new(&self.provider, &tokens) {
             Ok(refresh) => {
@@ -1255,8 +1468,14 @@ impl Session {
     /// An answer the work does not wait for: late (its deadline passed) or misuse.
     fn unexpected(&self, event: &Event) {
         let id = match event {
-            Event::Loaded(op, ..) | Event::Saved(op, ..) | Event::Deleted(op, _) => op.0,
+            Event::Loaded(op, ..)
+            | Event::Saved(op, ..)
+            | Event::Deleted(op, _)
+            | Event::Locked(op, _)
+            | Event::SavedFenced(op, _) => op.0,
             Event::Answered(id, _) => id.0,
+            // A back-off's timer always finds its work.
+            Event::RetryDue => return,
         };
         self.debug_assert_issued(id);
     }

@@ -39,6 +39,7 @@
 
 mod alarm;
 pub mod crypto;
+pub mod directory;
 pub mod discovery;
 pub mod entropy;
 pub mod http;

@@ -129,12 +129,17 @@ impl<R: Runtime> TokenSource<R> {
         store: Arc<dyn TokenStore>,
         transport: Transport,
     ) -> TokenSource<R> {
-        let session = Session::new(provider);
+        let mut options = SessionOptions::default();
+        options.shared_refresh = store.shares_refresh();
+        // The default timeouts are valid.
+        let session = Session::with_options(provider.clone(), options)
+            .unwrap_or_else(|_| Session::new(provider));
         TokenSource::from_session(runtime, session, store, transport, DEFAULT_KEY.into())
     }
 
     /// A source for the tokens stored under `key`, with the session's `options` (the
-    /// refresh margin, the request and call timeouts).
+    /// refresh margin, the request and call timeouts). A store shared by several processes
+    /// ([`TokenStore::shares_refresh`]) turns [`SessionOptions::shared_refresh`] on.
     ///
     /// # Errors
     ///
@@ -145,8 +150,9 @@ impl<R: Runtime> TokenSource<R> {
         store: Arc<dyn TokenStore>,
         transport: Transport,
         key: impl Into<String>,
-        options: SessionOptions,
+        mut options: SessionOptions,
     ) -> Result<TokenSource<R>, ConfigError> {
+        options.shared_refresh |= store.shares_refresh();
         let session = Session::with_options(provider, options)?;
         Ok(TokenSource::from_session(
             runtime,
@@ -298,7 +304,11 @@ impl<R: Runtime> TokenSource<R> {
 enum Stored {
     Loaded(StoreOpId, Result<Option<TokenSet>, StoreError>),
     Saved(StoreOpId, Result<(), StoreError>),
+    SavedFenced(StoreOpId, Result<bool, StoreError>),
+    Locked(StoreOpId, Result<Option<u64>, StoreError>),
     Deleted(StoreOpId, Result<(), StoreError>),
+    /// Nothing to report (a lock released).
+    Nothing,
 }
 
 impl<R: Runtime> Inner<R> {
@@ -365,6 +375,41 @@ impl<R: Runtime> Inner<R> {
                     let key = self.key.clone();
                     self.run_store(state, &mut jobs, move |store| {
                         Stored::Saved(op, store.save(&key, &tokens))
+                    });
+                }
+                SessionAction::SaveFenced {
+                    op,
+                    tokens,
+                    reason,
+                    fence,
+                } => {
+                    if let SaveReason::Refreshed { rotated } = reason {
+                        state.refreshed = true;
+                        info!(
+                            rotated,
+                            fence, "tokens refreshed; storing them under the lock"
+                        );
+                    }
+                    let key = self.key.clone();
+                    self.run_store(state, &mut jobs, move |store| {
+                        Stored::SavedFenced(op, store.save_fenced(&key, &tokens, fence))
+                    });
+                }
+                SessionAction::Lock { op, lease } => {
+                    debug!(?lease, "taking the refresh lock");
+                    let key = self.key.clone();
+                    self.run_store(state, &mut jobs, move |store| {
+                        Stored::Locked(op, store.lock_refresh(&key, lease))
+                    });
+                }
+                SessionAction::Unlock { fence } => {
+                    debug!(fence, "releasing the refresh lock");
+                    let key = self.key.clone();
+                    self.run_store(state, &mut jobs, move |store| {
+                        if let Err(error) = store.unlock_refresh(&key, fence) {
+                            warn!(%error, "the refresh lock could not be released; its lease ends it");
+                        }
+                        Stored::Nothing
                     });
                 }
                 SessionAction::Delete { op, reason } => {
@@ -463,7 +508,24 @@ impl<R: Runtime> Inner<R> {
                 }
                 state.session.handle_saved(now, wall, op, result);
             }
+            Stored::SavedFenced(op, result) => {
+                match &result {
+                    Ok(false) => info!("another process stored newer tokens first"),
+                    Err(error) => warn!(%error, "the store refused the tokens"),
+                    Ok(true) => {}
+                }
+                state.session.handle_saved_fenced(now, op, result);
+            }
+            Stored::Locked(op, result) => {
+                match &result {
+                    Ok(None) => debug!("another process holds the refresh lock"),
+                    Err(error) => warn!(%error, "the refresh lock could not be taken"),
+                    Ok(Some(_)) => {}
+                }
+                state.session.handle_locked(now, op, result);
+            }
             Stored::Deleted(op, result) => state.session.handle_deleted(now, op, result),
+            Stored::Nothing => {}
         }
     }
 

@@ -49,6 +49,48 @@ pub trait TokenStore: Send + Sync + 'static {
     fn blocks(&self) -> bool {
         true
     }
+
+    /// Whether this store is shared by several processes and keeps a refresh lock for
+    /// them ([`lock_refresh`](TokenStore::lock_refresh)): a token source then takes the
+    /// lock before every refresh, so that any number of processes refresh a login once
+    /// between them (S57). Default: `false` (the source's own single flight suffices).
+    fn shares_refresh(&self) -> bool {
+        false
+    }
+
+    /// Tries to take the refresh lock of `key` for `lease` (after which it is released by
+    /// itself, should its holder die). `Some(fence)`: taken, with a number larger than any
+    /// fence handed out for `key` before; `None`: another process holds it.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the store could not be asked.
+    fn lock_refresh(&self, key: &str, lease: Duration) -> Result<Option<u64>, StoreError> {
+        let _ = (key, lease);
+        Ok(Some(0))
+    }
+
+    /// Stores refreshed `tokens` under `key` if `fence` is still the newest fence of `key`
+    /// and nothing was saved or deleted since it was handed out: `Ok(false)`, and nothing
+    /// written, when a newer lock holder or a login got there first (S57).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] if the tokens could not be stored; the previous entry is kept.
+    fn save_fenced(&self, key: &str, tokens: &TokenSet, fence: u64) -> Result<bool, StoreError> {
+        let _ = fence;
+        self.save(key, tokens).map(|()| true)
+    }
+
+    /// Releases the refresh lock of `key` if `fence` still holds it.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the store could not be asked (the lease ends it anyway).
+    fn unlock_refresh(&self, key: &str, fence: u64) -> Result<(), StoreError> {
+        let _ = (key, fence);
+        Ok(())
+    }
 }
 
 /// The key programs that log in a single user store their tokens under.

@@ -449,6 +449,12 @@ impl Sim {
             Action::RequestDeviceCode { .. } | Action::ShowUserCode { .. } => {
                 return Err("a device-grant action in a model of browser logins".into());
             }
+            Action::ShareFlow { .. }
+            | Action::TakeFlow { .. }
+            | Action::SpendFlow { .. }
+            | Action::AnnounceOutcome { .. } => {
+                return Err("a flow-directory action from an engine without one".into());
+            }
             Action::Persist { flow, .. } => {
                 live(&self.flows, flow)?;
                 let record = self.flows.get_mut(flow).ok_or("unknown flow")?;
@@ -506,6 +512,23 @@ pub fn fingerprint(action: &Action) -> String {
             authorization,
         } => format!("show {flow} {authorization:?}"),
         Action::Persist { flow, tokens } => format!("persist {flow} {tokens:?}"),
+        Action::ShareFlow {
+            flow,
+            key,
+            record,
+            lifetime,
+        } => format!(
+            "share {flow} {key} {} {lifetime:?}",
+            String::from_utf8_lossy(record.expose_bytes())
+        ),
+        Action::TakeFlow { flow, take, key } => format!("take {flow} {take} {key}"),
+        Action::SpendFlow { key } => format!("spend {key}"),
+        Action::AnnounceOutcome { announcement } => {
+            format!(
+                "announce {}",
+                String::from_utf8_lossy(&announcement.to_bytes())
+            )
+        }
         Action::Finished { flow, result } => format!("finished {flow} {result:?}"),
     }
 }

@@ -26,12 +26,13 @@ use std::sync::Arc;
 
 use async_channel::Receiver;
 use latchkey::{
-    Config, ConfigError, Engine, FlowError, FlowId, FlowOptions, Rejection, StartError,
+    Config, ConfigError, Engine, FlowError, FlowId, FlowOptions, Rejection, StartError, TokenSet,
 };
 use tracing::{debug, info};
 
 pub use login::{Elapsed, Login, LoginEvent, login};
 
+use crate::directory::FlowDirectory;
 use crate::runtime::Runtime;
 use crate::store::TokenStore;
 use crate::tls::TlsError;
@@ -51,6 +52,10 @@ pub struct ServiceOptions {
     pub store: Arc<dyn TokenStore>,
     /// How token requests are sent.
     pub transport: Transport,
+    /// Where pending logins are shared with other replicas ([`crate::directory`]), if
+    /// anywhere: logins started with [`Service::start_shared`] go there, and callbacks for
+    /// logins this service does not hold are looked up there.
+    pub directory: Option<Arc<dyn FlowDirectory>>,
 }
 
 impl ServiceOptions {
@@ -60,7 +65,14 @@ impl ServiceOptions {
             bind: Vec::new(),
             store,
             transport,
+            directory: None,
         }
+    }
+
+    /// The same options with pending logins shared through `directory`.
+    pub fn with_directory(mut self, directory: Arc<dyn FlowDirectory>) -> ServiceOptions {
+        self.directory = Some(directory);
+        self
     }
 }
 
@@ -246,15 +258,28 @@ impl<R: Runtime> Service<R> {
         local_addrs: Vec<SocketAddr>,
         options: ServiceOptions,
     ) -> Result<Service<R>, Error> {
-        let engine = Engine::new(config)?;
+        let sharing = options.directory.is_some();
+        let engine = Engine::new(config.with_flow_directory(sharing))?;
         let redirect_uri = engine.redirect_uri().to_owned();
-        info!(%redirect_uri, listening = ?local_addrs, "login service started");
+        info!(%redirect_uri, listening = ?local_addrs, sharing, "login service started");
         let shared = Arc::new(Shared::new(
             runtime.clone(),
             engine,
             options.store,
+            options.directory.clone(),
             options.transport,
         ));
+        if let Some(directory) = &options.directory {
+            let heard = Arc::downgrade(&shared);
+            directory
+                .listen(Arc::new(move |announcement| {
+                    if let Some(shared) = heard.upgrade() {
+                        let work = shared.heard(announcement);
+                        shared::spawn_work(&shared, work);
+                    }
+                }))
+                .map_err(|error| Error::Io(io::Error::other(error)))?;
+        }
         let (alive, stopped) = async_channel::bounded(1);
         let accepting = listeners
             .into_iter()
@@ -341,16 +366,71 @@ impl<R: Runtime> Service<R> {
     ///
     /// [`Error::Callback`] when it was turned away (no login changed).
     pub fn redirect(&self, uri_or_query: &str) -> Result<FlowId, Error> {
-        let mut verdict = Err(Rejection::NoPendingFlow);
-        let work = self.shared.input(None, |engine, now| {
-            verdict = engine.handle_redirect(now, uri_or_query);
-        });
+        let (verdict, work) = self.shared.redirect(uri_or_query, None);
         match &verdict {
             Ok(flow) => debug!(flow = flow.get(), "forwarded callback accepted"),
             Err(rejection) => debug!(?rejection, "forwarded callback refused"),
         }
         self.spawn_work(work);
         verdict.map_err(Error::Callback)
+    }
+
+    /// Hands over a callback like [`redirect`](Service::redirect), and waits for the
+    /// login it completes to end: what a web backend's callback route does before it
+    /// answers the browser. With a flow directory this may be a login another replica
+    /// started.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Callback`] when it was turned away; [`Error::Flow`] when the login ended
+    /// without tokens; [`Error::Stopped`] when the service stopped first.
+    pub async fn complete(&self, uri_or_query: &str) -> Result<TokenSet, Error> {
+        let (waiter, outcome) = async_channel::bounded(1);
+        let (verdict, work) = self.shared.redirect(uri_or_query, Some(waiter));
+        self.spawn_work(work);
+        let flow = verdict.map_err(Error::Callback)?;
+        debug!(
+            flow = flow.get(),
+            "forwarded callback accepted; waiting for its login"
+        );
+        match outcome.recv().await {
+            Ok(result) => result.map_err(Error::Flow),
+            Err(_) => Err(Error::Stopped),
+        }
+    }
+
+    /// Starts a browser login shared with other replicas through the service's flow
+    /// directory ([`ServiceOptions::directory`]): the provider's redirect may reach any
+    /// of them, and this [`Login`] learns the outcome wherever it lands. The URL comes
+    /// once the directory has stored the login's record (sealed, S55).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Flow`] with [`DirectoryError::Unavailable`](latchkey::directory::DirectoryError)
+    /// when the directory could not store the record; as [`start`](Service::start)
+    /// otherwise.
+    pub async fn start_shared(&self, options: FlowOptions) -> Result<Login, Error> {
+        let entropy = self.shared.runtime.entropy().map_err(Error::Io)?;
+        let (events, receiver) = async_channel::unbounded();
+        let options = options.shared(self.shared.runtime.wall());
+        let (flow, _, work) = self.shared.start(Some(entropy), options, events)?;
+        // The record goes first; the URL comes out of the answer's drain.
+        let url = self.shared.share(flow, work).await;
+        match url {
+            Some(url) => Ok(Login {
+                flow,
+                url: Some(url),
+                events: receiver,
+                service: Arc::clone(&self.shared) as _,
+            }),
+            None => loop {
+                match receiver.recv().await {
+                    Ok(LoginEvent::Finished(Err(error))) => break Err(Error::Flow(error)),
+                    Ok(_) => {}
+                    Err(_) => break Err(Error::Stopped),
+                }
+            },
+        }
     }
 
     /// Stops gracefully: every login in progress ends (its starter hears

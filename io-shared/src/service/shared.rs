@@ -9,19 +9,21 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use futures_lite::future;
+use latchkey::directory::{Announcement, FlowKey, FlowRecord, Outcome};
 use latchkey::{Action, ConnId, Engine, ExchangeId, FlowError, FlowId, RequestId, TokenSet};
-use latchkey::{FlowOptions, StartError};
+use latchkey::{FlowOptions, Rejection, StartError, StoreError, TakeId};
 use tracing::{Instrument, Span, debug, info, warn};
 
 use super::login::{Canceller, LoginEvent};
 use crate::alarm::Alarm;
+use crate::directory::FlowDirectory;
 use crate::runtime::Runtime;
-use crate::store::TokenStore;
+use crate::store::{DEFAULT_KEY, TokenStore};
 use crate::transport::Transport;
 
 /// What a connection task is told: the one answer its browser gets, or to close.
@@ -38,12 +40,13 @@ struct ConnHandle<R: Runtime> {
 
 /// A login in progress, as the engine's side sees it.
 struct FlowHandle {
-    /// Where its tokens are stored: its owner, or the default key.
-    key: String,
     /// Its `login` span; its steps are logged in it.
     span: Span,
     started: Instant,
-    events: Sender<LoginEvent>,
+    /// Its starter's events; none for a login adopted from the flow directory.
+    events: Option<Sender<LoginEvent>>,
+    /// Callers of [`Service::complete`](super::Service::complete) waiting for its outcome.
+    waiters: Vec<Sender<Result<TokenSet, FlowError>>>,
     /// A device login: its token requests are polls, not the answer to a callback.
     device: bool,
 }
@@ -73,6 +76,20 @@ pub(super) struct Fetch {
     pub request: http::Request<Vec<u8>>,
 }
 
+/// A record the draining task must store in the flow directory.
+pub(super) struct Share {
+    pub flow: FlowId,
+    pub key: FlowKey,
+    pub record: FlowRecord,
+    pub lifetime: Duration,
+}
+
+/// Something the draining task must tell the flow directory, without an answer.
+pub(super) enum Notice {
+    Spend(FlowKey),
+    Announce(Announcement),
+}
+
 /// Tokens the draining task must store.
 pub(super) struct Persist {
     pub flow: FlowId,
@@ -88,6 +105,11 @@ pub(super) struct Work {
     pub fetch: Option<Fetch>,
     /// Several when a key set arrived for several logins at once.
     pub persist: VecDeque<Persist>,
+    /// Records to take from the flow directory, for waiting callbacks.
+    pub takes: VecDeque<(TakeId, FlowKey)>,
+    /// Records to store in the flow directory.
+    pub shares: VecDeque<Share>,
+    pub notices: Vec<Notice>,
     /// The answer for the draining connection itself.
     pub answer: Option<ConnCommand>,
     /// The authorization URL of a flow just started.
@@ -97,14 +119,26 @@ pub(super) struct Work {
 impl Work {
     /// Whether something is left to send or store.
     pub fn has_io(&self) -> bool {
-        self.exchange.is_some() || self.fetch.is_some() || !self.persist.is_empty()
+        self.exchange.is_some()
+            || self.fetch.is_some()
+            || !self.persist.is_empty()
+            || !self.takes.is_empty()
+            || !self.shares.is_empty()
+            || !self.notices.is_empty()
     }
 
     /// This work, following what is left of `earlier` (whose request has been taken).
     fn after(mut self, earlier: Work) -> Work {
-        let mut persist = earlier.persist;
-        persist.extend(self.persist);
-        self.persist = persist;
+        fn join<T>(mut earlier: VecDeque<T>, later: VecDeque<T>) -> VecDeque<T> {
+            earlier.extend(later);
+            earlier
+        }
+        self.persist = join(earlier.persist, self.persist);
+        self.takes = join(earlier.takes, self.takes);
+        self.shares = join(earlier.shares, self.shares);
+        let mut notices = earlier.notices;
+        notices.append(&mut self.notices);
+        self.notices = notices;
         self.answer = self.answer.or(earlier.answer);
         self
     }
@@ -114,6 +148,7 @@ impl Work {
 pub(super) struct Shared<R: Runtime> {
     pub runtime: R,
     pub store: Arc<dyn TokenStore>,
+    pub directory: Option<Arc<dyn FlowDirectory>>,
     pub transport: Transport,
     pub max_head: usize,
     state: Mutex<State<R>>,
@@ -124,12 +159,14 @@ impl<R: Runtime> Shared<R> {
         runtime: R,
         engine: Engine,
         store: Arc<dyn TokenStore>,
+        directory: Option<Arc<dyn FlowDirectory>>,
         transport: Transport,
     ) -> Shared<R> {
         let max_head = engine.config().limits().max_head_bytes;
         Shared {
             runtime,
             store,
+            directory,
             transport,
             max_head,
             state: Mutex::new(State {
@@ -213,9 +250,10 @@ impl<R: Runtime> Shared<R> {
                         );
                     });
                     let key = state
-                        .flows
-                        .get(&flow)
-                        .map_or_else(|| crate::store::DEFAULT_KEY.to_owned(), |h| h.key.clone());
+                        .engine
+                        .flow_owner(flow)
+                        .unwrap_or(DEFAULT_KEY)
+                        .to_owned();
                     work.persist.push_back(Persist {
                         flow,
                         key,
@@ -258,6 +296,36 @@ impl<R: Runtime> Shared<R> {
                     debug!(fetch = id.get(), uri = %request.uri(), "fetching the provider's key set");
                     debug_assert!(work.fetch.is_none(), "one key-set fetch per input");
                     work.fetch = Some(Fetch { id, request });
+                }
+                Action::ShareFlow {
+                    flow,
+                    key,
+                    record,
+                    lifetime,
+                } => work.shares.push_back(Share {
+                    flow,
+                    key,
+                    record,
+                    lifetime,
+                }),
+                Action::TakeFlow { flow, take, key } => {
+                    // A callback for a login started elsewhere gets a span of its own.
+                    state.flows.entry(flow).or_insert_with(|| FlowHandle {
+                        span: tracing::info_span!("login", flow = flow.get(), adopted = true),
+                        started: now,
+                        events: None,
+                        waiters: Vec::new(),
+                        device: false,
+                    });
+                    debug!(
+                        take = take.get(),
+                        "taking a shared login from the flow directory"
+                    );
+                    work.takes.push_back((take, key));
+                }
+                Action::SpendFlow { key } => work.notices.push(Notice::Spend(key)),
+                Action::AnnounceOutcome { announcement } => {
+                    work.notices.push(Notice::Announce(announcement));
                 }
                 Action::Finished { flow, result } => finish(state, flow, result, now),
             }
@@ -332,11 +400,6 @@ impl<R: Runtime> Shared<R> {
             None => state.engine.start_device(now, options),
         };
         let flow = started.map_err(super::Error::Start)?;
-        let key = state
-            .engine
-            .flow_owner(flow)
-            .unwrap_or(crate::store::DEFAULT_KEY)
-            .to_owned();
         let span = match state.engine.flow_provider(flow) {
             Some(provider) => tracing::info_span!(
                 "login",
@@ -353,17 +416,18 @@ impl<R: Runtime> Shared<R> {
         state.flows.insert(
             flow,
             FlowHandle {
-                key,
                 span,
                 started: now,
-                events,
+                events: Some(events),
+                waiters: Vec::new(),
                 device,
             },
         );
         let mut work = self.drain(&mut state, None, now);
         match work.opened.take() {
             Some((opened, url)) if opened == flow => Ok((flow, Some(url), work)),
-            None if device => Ok((flow, None, work)),
+            // A device login, or a shared one: its URL comes once the directory has it.
+            None if device || !work.shares.is_empty() => Ok((flow, None, work)),
             // The engine opens the browser in the same call that starts a flow.
             _ => {
                 debug_assert!(false, "flow {flow} started without its authorization URL");
@@ -525,10 +589,152 @@ impl<R: Runtime> Shared<R> {
                 work = next.after(work);
                 continue;
             }
+            if let Some((take, key)) = work.takes.pop_front() {
+                let result = self
+                    .with_directory(move |directory| directory.take(&key))
+                    .await;
+                match &result {
+                    Ok(taken) => debug!(take = take.get(), ?taken, "flow directory answered"),
+                    Err(error) => warn!(take = take.get(), %error, "flow directory unavailable"),
+                }
+                let wall = self.runtime.wall();
+                let next = self.input(me, |engine, now| {
+                    engine.handle_flow_taken(now, wall, take, result);
+                });
+                work = next.after(work);
+                continue;
+            }
+            if let Some(Share {
+                flow,
+                key,
+                record,
+                lifetime,
+            }) = work.shares.pop_front()
+            {
+                let result = self
+                    .with_directory(move |directory| directory.share(&key, &record, lifetime))
+                    .await;
+                if let Err(error) = &result {
+                    warn!(flow = flow.get(), %error, "the flow directory did not take the login");
+                }
+                let next = self.input(me, |engine, now| {
+                    engine.handle_flow_shared(now, flow, result);
+                });
+                work = next.after(work);
+                continue;
+            }
+            for notice in std::mem::take(&mut work.notices) {
+                let result = self
+                    .with_directory(move |directory| match &notice {
+                        Notice::Spend(key) => directory.spend(key),
+                        Notice::Announce(announcement) => directory.announce(announcement),
+                    })
+                    .await;
+                if let Err(error) = result {
+                    warn!(%error, "the flow directory could not be told");
+                }
+            }
             // Every store done (other logins' too, when one key set served several): now
             // `me`'s own answer, if it has one.
             return work.answer;
         }
+    }
+}
+
+impl<R: Runtime> Shared<R> {
+    /// Runs `operation` on the flow directory, on the blocking pool.
+    async fn with_directory<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&dyn FlowDirectory) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let Some(directory) = self.directory.clone() else {
+            return Err(StoreError::new("no flow directory is configured"));
+        };
+        self.runtime
+            .unblock(move || operation(directory.as_ref()))
+            .await
+    }
+
+    /// Stores the record of the shared flow `flow` that `work` (its start's) carries, and
+    /// returns the authorization URL the engine then gives out; `None` when the flow
+    /// ended instead (its login hears why).
+    pub async fn share(self: &Arc<Self>, flow: FlowId, mut work: Work) -> Option<String> {
+        let share = work.shares.pop_front();
+        spawn_work(self, work);
+        let Share {
+            key,
+            record,
+            lifetime,
+            ..
+        } = share?;
+        let result = self
+            .with_directory(move |directory| directory.share(&key, &record, lifetime))
+            .await;
+        if let Err(error) = &result {
+            warn!(flow = flow.get(), %error, "the flow directory did not take the login");
+        }
+        let mut work = self.input(None, |engine, now| {
+            engine.handle_flow_shared(now, flow, result);
+        });
+        let opened = work.opened.take();
+        spawn_work(self, work);
+        opened
+            .filter(|(opened, _)| *opened == flow)
+            .map(|(_, url)| url)
+    }
+
+    /// Hands a callback that reached the application to the engine; `waiter` hears how
+    /// its login ends.
+    pub fn redirect(
+        &self,
+        uri_or_query: &str,
+        waiter: Option<Sender<Result<TokenSet, FlowError>>>,
+    ) -> (Result<FlowId, Rejection>, Work) {
+        let now = self.runtime.now();
+        let mut state = self.lock();
+        let verdict = state.engine.handle_redirect(now, uri_or_query);
+        if let (Ok(flow), Some(waiter)) = (&verdict, waiter) {
+            let handle = state.flows.entry(*flow).or_insert_with(|| FlowHandle {
+                span: tracing::info_span!("login", flow = flow.get(), adopted = true),
+                started: now,
+                events: None,
+                waiters: Vec::new(),
+                device: false,
+            });
+            handle.waiters.push(waiter);
+        }
+        let work = self.drain(&mut state, None, now);
+        (verdict, work)
+    }
+
+    /// Another replica announced how a login it adopted ended: the login started here
+    /// finishes with it, with the tokens read back from the store. Runs on the directory's
+    /// listening thread, where the store may block.
+    pub fn heard(&self, announcement: Announcement) -> Work {
+        let key = {
+            let state = self.lock();
+            let Some(flow) = state.engine.shared_flow(&announcement.key) else {
+                return Work::default(); // another replica's login
+            };
+            state
+                .engine
+                .flow_owner(flow)
+                .unwrap_or(DEFAULT_KEY)
+                .to_owned()
+        };
+        let result = match announcement.outcome {
+            Outcome::Stored => match self.store.load(&key) {
+                Ok(Some(tokens)) => Ok(tokens),
+                Ok(None) => Err(FlowError::Storage(StoreError::new(
+                    "the login finished on another replica, but its tokens are not in the store",
+                ))),
+                Err(error) => Err(FlowError::Storage(error)),
+            },
+            Outcome::Failed(reason) => Err(FlowError::FailedElsewhere(reason)),
+        };
+        self.input(None, |engine, now| {
+            engine.handle_outcome(now, &announcement.key, result);
+        })
     }
 }
 
@@ -558,7 +764,9 @@ impl<R: Runtime> Canceller for Shared<R> {
 fn notify<R: Runtime>(state: &State<R>, flow: FlowId, event: LoginEvent) -> Span {
     match state.flows.get(&flow) {
         Some(handle) => {
-            let _ = handle.events.try_send(event);
+            if let Some(events) = &handle.events {
+                let _ = events.try_send(event);
+            }
             handle.span.clone()
         }
         None => Span::none(),
@@ -583,8 +791,13 @@ fn finish<R: Runtime>(
         }
         Err(error) => warn!(%error, ?elapsed, "login failed"),
     });
-    if result.is_ok() {
-        let _ = handle.events.try_send(LoginEvent::Stored);
+    for waiter in handle.waiters {
+        let _ = waiter.try_send(result.clone());
     }
-    let _ = handle.events.try_send(LoginEvent::Finished(result));
+    if let Some(events) = handle.events {
+        if result.is_ok() {
+            let _ = events.try_send(LoginEvent::Stored);
+        }
+        let _ = events.try_send(LoginEvent::Finished(result));
+    }
 }

@@ -1,0 +1,384 @@
+//! Logins shared by replicas, through the running drivers: three services, each with its
+//! own engine, share a flow directory and a token store the way replicas behind a load
+//! balancer share Redis (here the in-process [`MemoryDirectory`], which keeps the same
+//! contract; `latchkey-redis` has its own tests against a real server). The development
+//! identity provider issues real codes and verified ID tokens; the provider's redirect is
+//! handed to whichever replica the test picks, as a load balancer would.
+//!
+//! Every scenario runs on both drivers ([`on_both_drivers!`]).
+
+#[macro_use]
+mod support;
+
+use support::within;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use latchkey::directory::{Announcement, DirectoryError, FlowKey, FlowRecord, Taken};
+use latchkey::{Config, FlowError, FlowOptions, Provider, Rejection, StoreError, TokenSet};
+use latchkey_devidp::{DevIdp, agent};
+use latchkey_io::directory::{FlowDirectory, Listener, MemoryDirectory};
+use latchkey_io::http::{HttpClient, HttpOptions};
+use latchkey_io::proxy::Proxy;
+use latchkey_io::runtime::Runtime;
+use latchkey_io::service::{Error, Login, LoginEvent, Service, ServiceOptions};
+use latchkey_io::store::{MemoryStore, TokenStore};
+use latchkey_io::transport::Transport;
+use secrecy::{ExposeSecret, SecretString};
+
+const CLIENT_ID: &str = "replicated-backend";
+const SECRET: &str = "replicated-secret";
+const STEP: Duration = Duration::from_secs(5);
+const SCENARIO: Duration = Duration::from_secs(20);
+
+on_both_drivers!(
+    SCENARIO;
+    s54_a_login_started_on_one_replica_finishes_on_another,
+    s54_one_callback_at_three_replicas_at_once_makes_one_token_request,
+    a_login_that_fails_on_another_replica_fails_where_it_started,
+    s58_a_directory_that_cannot_be_reached_fails_clearly_and_loses_nothing,
+);
+
+/// A flow directory that can be switched off, as Redis going away.
+#[derive(Clone, Default)]
+struct Switchable {
+    inner: MemoryDirectory,
+    down: Arc<AtomicBool>,
+}
+
+impl Switchable {
+    fn check(&self) -> Result<(), StoreError> {
+        match self.down.load(Ordering::SeqCst) {
+            true => Err(StoreError::new("the directory is down")),
+            false => Ok(()),
+        }
+    }
+}
+
+impl FlowDirectory for Switchable {
+    fn share(
+        &self,
+        key: &FlowKey,
+        record: &FlowRecord,
+        lifetime: Duration,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.share(key, record, lifetime)
+    }
+
+    fn take(&self, key: &FlowKey) -> Result<Taken, StoreError> {
+        self.check()?;
+        self.inner.take(key)
+    }
+
+    fn spend(&self, key: &FlowKey) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.spend(key)
+    }
+
+    fn announce(&self, announcement: &Announcement) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.announce(announcement)
+    }
+
+    fn listen(&self, listener: Listener) -> Result<(), StoreError> {
+        self.inner.listen(listener)
+    }
+}
+
+/// Three replicas of one backend and the identity provider they log users in with.
+struct Replicas<R: Runtime> {
+    idp: DevIdp,
+    replicas: Vec<Service<R>>,
+    store: Arc<MemoryStore>,
+    directory: Switchable,
+}
+
+impl<R: Runtime> Replicas<R> {
+    fn start(rt: &R) -> Replicas<R> {
+        // The public URL users reach the backend by: nothing needs to listen there, the
+        // test hands each redirect to a replica itself.
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let redirect_uri = format!("http://127.0.0.1:{port}/callback");
+        let client = latchkey_devidp::Client {
+            id: CLIENT_ID.into(),
+            secret: Some(SECRET.into()),
+            auth: latchkey_devidp::ClientAuth::Basic,
+            redirect_uris: vec![redirect_uri.clone()],
+        };
+        let idp = DevIdp::start(
+            latchkey_devidp::Config::new(vec![client]),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        )
+        .expect("start the identity provider");
+        let provider = Provider::builder(
+            idp.authorization_endpoint(),
+            idp.token_endpoint(),
+            CLIENT_ID,
+        )
+        .client_secret(SecretString::from(SECRET))
+        .scopes(["openid", "profile"])
+        .issuer(idp.issuer())
+        .jwks_uri(idp.jwks_uri())
+        .crypto(latchkey_io::crypto::ring())
+        .build()
+        .expect("provider");
+        let config = Config::builder(provider)
+            .web_redirect_uri(&redirect_uri)
+            .build()
+            .expect("config");
+        let store = Arc::new(MemoryStore::default());
+        let directory = Switchable::default();
+        let replicas = (0..3)
+            .map(|_| {
+                let options = ServiceOptions::new(store.clone(), transport())
+                    .with_directory(Arc::new(directory.clone()));
+                Service::unbound(rt.clone(), config.clone(), options).expect("a replica")
+            })
+            .collect();
+        Replicas {
+            idp,
+            replicas,
+            store,
+            directory,
+        }
+    }
+
+    /// Starts a shared login for `user` on replica `on`; the provider's redirect (the
+    /// callback URL the browser would follow) comes back with it.
+    async fn login(&self, rt: &R, on: usize, user: &str) -> (Login, String) {
+        let login = within(
+            rt,
+            STEP,
+            "a shared login starts",
+            self.replicas[on].start_shared(FlowOptions::new().owner(user)),
+        )
+        .await
+        .expect("a shared login");
+        let url = format!(
+            "{}&login_hint={user}",
+            login.url().expect("an authorization URL")
+        );
+        let (status, fields, _) = rt
+            .unblock(move || agent::get(&url, &[]))
+            .await
+            .expect("the provider answers");
+        assert_eq!(status, 303, "{fields:?}");
+        let callback = fields
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("location"))
+            .map(|(_, value)| value.clone())
+            .expect("a redirect to the callback");
+        (login, callback)
+    }
+
+    fn stored(&self, user: &str) -> Option<TokenSet> {
+        self.store.load(user).expect("the store")
+    }
+
+    async fn shutdown(self, rt: &R) {
+        for replica in self.replicas {
+            within(rt, STEP, "a replica stops", replica.shutdown()).await;
+        }
+    }
+}
+
+fn transport() -> Transport {
+    let client = HttpClient::new(HttpOptions {
+        proxy: Proxy::none(),
+        ..HttpOptions::default()
+    })
+    .expect("HTTP client");
+    Transport::Builtin(client)
+}
+
+/// How `login` ends, within [`STEP`].
+async fn finished<R: Runtime>(rt: &R, login: &Login) -> Result<TokenSet, FlowError> {
+    support::outcome(&support::events(rt, login, STEP).await)
+}
+
+/// S54 and the outcome's way back: a login started on replica 0 whose redirect reaches
+/// replica 1 is adopted there (one token request, tokens verified and stored under the
+/// user), replica 0's login resolves with the same tokens, and replica 2 sees the user
+/// signed in. A replay of the callback anywhere is refused and changes nothing.
+async fn s54_a_login_started_on_one_replica_finishes_on_another<R: Runtime>(rt: R) {
+    let fx = Replicas::start(&rt);
+    let (login, callback) = fx.login(&rt, 0, "alice").await;
+
+    let tokens = within(
+        &rt,
+        STEP,
+        "replica 1 completes",
+        fx.replicas[1].complete(&callback),
+    )
+    .await
+    .expect("replica 1 completes the login");
+    assert_eq!(
+        tokens.identity().map(|identity| identity.sub()),
+        Some("alice"),
+        "the ID token was verified on the adopting replica"
+    );
+    let started_here = finished(&rt, &login)
+        .await
+        .expect("replica 0's login resolves");
+    assert_eq!(
+        started_here.access_token().expose_secret(),
+        tokens.access_token().expose_secret()
+    );
+    let stored = fx.stored("alice").expect("tokens stored under the user");
+    assert_eq!(
+        stored.access_token().expose_secret(),
+        tokens.access_token().expose_secret()
+    );
+    assert_eq!(fx.idp.stats().token_requests, 1);
+
+    for replica in &fx.replicas {
+        let replay = within(&rt, STEP, "a replay", replica.complete(&callback)).await;
+        assert!(
+            matches!(
+                replay,
+                Err(Error::Callback(Rejection::AlreadyUsed))
+                    | Err(Error::Flow(FlowError::Directory(DirectoryError::Refused(
+                        Rejection::AlreadyUsed
+                    ))))
+            ),
+            "{replay:?}"
+        );
+    }
+    assert_eq!(
+        fx.idp.stats().token_requests,
+        1,
+        "replays reach no provider"
+    );
+    fx.shutdown(&rt).await;
+}
+
+/// S54: the same callback handed to the three replicas at once gives one token request,
+/// one success and two refusals "already used".
+async fn s54_one_callback_at_three_replicas_at_once_makes_one_token_request<R: Runtime>(rt: R) {
+    let fx = Replicas::start(&rt);
+    let (login, callback) = fx.login(&rt, 2, "bob").await;
+    let outcomes = within(
+        &rt,
+        STEP,
+        "three replicas at once",
+        futures_lite::future::zip(
+            fx.replicas[0].complete(&callback),
+            futures_lite::future::zip(
+                fx.replicas[1].complete(&callback),
+                fx.replicas[2].complete(&callback),
+            ),
+        ),
+    )
+    .await;
+    let (a, (b, c)) = outcomes;
+    let outcomes = [a, b, c];
+    let successes = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    assert_eq!(successes, 1, "{outcomes:?}");
+    for refused in outcomes.iter().filter_map(|outcome| outcome.as_ref().err()) {
+        assert!(
+            matches!(
+                refused,
+                Error::Callback(Rejection::AlreadyUsed)
+                    | Error::Flow(FlowError::Directory(DirectoryError::Refused(
+                        Rejection::AlreadyUsed
+                    )))
+            ),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(fx.idp.stats().token_requests, 1);
+    assert!(finished(&rt, &login).await.is_ok());
+    fx.shutdown(&rt).await;
+}
+
+/// A login whose callback carries the provider's error, handed to another replica: it
+/// fails there, and the replica that started it hears why.
+async fn a_login_that_fails_on_another_replica_fails_where_it_started<R: Runtime>(rt: R) {
+    let fx = Replicas::start(&rt);
+    fx.idp.set_deny(true);
+    let (login, callback) = fx.login(&rt, 0, "carol").await;
+    let adopted = within(&rt, STEP, "replica 1", fx.replicas[1].complete(&callback)).await;
+    assert!(
+        matches!(adopted, Err(Error::Flow(FlowError::Denied(_)))),
+        "{adopted:?}"
+    );
+    let started_here = finished(&rt, &login).await;
+    assert!(
+        matches!(&started_here, Err(FlowError::FailedElsewhere(reason)) if reason.contains("access_denied")),
+        "{started_here:?}"
+    );
+    assert_eq!(fx.idp.stats().token_requests, 0);
+    assert!(fx.stored("carol").is_none());
+    fx.shutdown(&rt).await;
+}
+
+/// S58: with the directory unreachable a shared login cannot start (a clear error, no URL
+/// handed out), and a callback cannot be adopted (no token request, nothing taken); once
+/// the directory is back, the very same callback completes the login.
+async fn s58_a_directory_that_cannot_be_reached_fails_clearly_and_loses_nothing<R: Runtime>(rt: R) {
+    let fx = Replicas::start(&rt);
+    fx.directory.down.store(true, Ordering::SeqCst);
+    let refused = within(
+        &rt,
+        STEP,
+        "a start without the directory",
+        fx.replicas[0].start_shared(FlowOptions::new().owner("dave")),
+    )
+    .await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Flow(FlowError::Directory(
+                DirectoryError::Unavailable(_)
+            )))
+        ),
+        "{refused:?}"
+    );
+
+    fx.directory.down.store(false, Ordering::SeqCst);
+    let (login, callback) = fx.login(&rt, 0, "dave").await;
+    fx.directory.down.store(true, Ordering::SeqCst);
+    let unavailable = within(&rt, STEP, "a callback", fx.replicas[1].complete(&callback)).await;
+    assert!(
+        matches!(
+            unavailable,
+            Err(Error::Flow(FlowError::Directory(
+                DirectoryError::Unavailable(_)
+            )))
+        ),
+        "{unavailable:?}"
+    );
+    assert_eq!(
+        fx.idp.stats().token_requests,
+        0,
+        "no token request without the record"
+    );
+
+    fx.directory.down.store(false, Ordering::SeqCst);
+    let tokens = within(
+        &rt,
+        STEP,
+        "the same callback",
+        fx.replicas[1].complete(&callback),
+    )
+    .await
+    .expect("the login completes once the directory is back");
+    let started_here = finished(&rt, &login).await.expect("the login resolves");
+    assert_eq!(
+        started_here.access_token().expose_secret(),
+        tokens.access_token().expose_secret()
+    );
+    assert_eq!(fx.idp.stats().token_requests, 1);
+    assert!(matches!(
+        login.next_event().await,
+        None | Some(LoginEvent::Finished(_))
+    ));
+    fx.shutdown(&rt).await;
+}
