@@ -12,6 +12,8 @@
 //! - [`refresh`]: CPU per refresh and per hand-out of valid tokens, each contender in its
 //!   own process;
 //! - [`id_token`]: CPU per ID token verification, per algorithm, against `jsonwebtoken`;
+//! - [`shared`]: logins shared by replicas through Redis against in memory (CPU, latency,
+//!   Redis memory per pending flow);
 //! - [`footprint`]: dependency counts and clean release build times.
 //!
 //! Nothing here is shipped: oauth2-rs, axum and reqwest are dependencies of this package only.
@@ -26,3 +28,4 @@ pub mod id_token;
 pub mod refresh;
 pub mod report;
 pub mod servers;
+pub mod shared;

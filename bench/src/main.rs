@@ -8,7 +8,8 @@
 //! `--quick` shortens every measurement (a smoke run, not for publishing); `--no-builds`
 //! skips the clean release builds, which take minutes. `e2e [--quick]` runs the end-to-end
 //! measurement alone, `refresh [--quick]` the one after the login, `id-token [--quick]`
-//! the ID token verification against `jsonwebtoken`. `serve TARGET TOKEN_URL`
+//! the ID token verification against `jsonwebtoken`, `redis [--quick]` logins shared by
+//! replicas through Redis against in memory. `serve TARGET TOKEN_URL`
 //! is the callback server the end-to-end measurement runs in child processes,
 //! `refresh-client CLIENT TOKEN_URL COUNT` the client the refresh measurement runs.
 #![forbid(unsafe_code)]
@@ -63,6 +64,9 @@ fn main() -> ExitCode {
         ["id-token", ref rest @ ..] if rest.iter().all(|arg| *arg == "--quick") => {
             report_failure(id_token_only(!rest.is_empty()))
         }
+        ["redis", ref rest @ ..] if rest.iter().all(|arg| *arg == "--quick") => {
+            report_failure(shared_only(!rest.is_empty()))
+        }
         _ if args
             .iter()
             .all(|arg| matches!(*arg, "--quick" | "--no-builds")) =>
@@ -74,7 +78,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: latchkey-bench [--quick] [--no-builds] | e2e [--quick] | refresh [--quick] \
-                 | id-token [--quick]"
+                 | id-token [--quick] | redis [--quick]"
             );
             ExitCode::from(2)
         }
@@ -151,6 +155,7 @@ fn run(quick: bool, builds: bool) -> Result<(), Error> {
     report.e2e = end_to_end(quick, &program)?;
     report.refresh = after_the_login(quick, &program)?;
     report.id_tokens = id_tokens(quick)?;
+    report.shared = Some(shared(quick)?);
 
     report.footprint = footprint::measure(builds, &mut |line| progress(line))?;
 
@@ -182,6 +187,27 @@ fn refresh_only(quick: bool) -> Result<(), Error> {
     };
     println!("{}", report.markdown());
     Ok(())
+}
+
+/// Logins through Redis against in memory, alone.
+fn shared_only(quick: bool) -> Result<(), Error> {
+    let report = Report {
+        machine: machine(),
+        shared: Some(shared(quick)?),
+        ..Report::default()
+    };
+    println!("{}", report.markdown());
+    Ok(())
+}
+
+fn shared(quick: bool) -> Result<latchkey_bench::shared::SharedResult, Error> {
+    progress("logins shared by replicas: Redis against in memory");
+    let (rounds, count, pending) = if quick {
+        (3, 100, 500)
+    } else {
+        (7, 1_000, 10_000)
+    };
+    latchkey_bench::shared::measure(rounds, count, pending)
 }
 
 /// The ID token verification alone.

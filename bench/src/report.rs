@@ -40,6 +40,8 @@ pub struct Report {
     pub refresh: Vec<ClientResult>,
     /// CPU per ID token verification, per algorithm and contender.
     pub id_tokens: Vec<AlgorithmResult>,
+    /// Logins through Redis against in memory.
+    pub shared: Option<crate::shared::SharedResult>,
 }
 
 /// One target's verdict.
@@ -67,9 +69,63 @@ impl Report {
         self.end_to_end(&mut out);
         self.refresh_section(&mut out);
         self.id_token_section(&mut out);
+        self.shared_section(&mut out);
         self.footprint_section(&mut out);
         self.targets(&mut out);
         out
+    }
+
+    fn shared_section(&self, out: &mut String) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let median = |values: &[f64]| {
+            let mut sorted = values.to_vec();
+            sorted.sort_by(f64::total_cmp);
+            sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let range = |values: &[f64]| {
+            let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{:.1}–{:.1}", low / 1e3, high / 1e3)
+        };
+        let _ = writeln!(
+            out,
+            "\n### Logins shared by replicas: Redis against in memory (tokio service, one process)\n\n\
+             | per login | in memory | through Redis | ratio (medians) | rounds' range, µs (memory / Redis) |\n\
+             |---|---|---|---|---|"
+        );
+        for (what, memory, redis) in [
+            (
+                "CPU of the backend, µs",
+                &shared.memory_cpu,
+                &shared.redis_cpu,
+            ),
+            (
+                "latency (median login), µs",
+                &shared.memory_latency,
+                &shared.redis_latency,
+            ),
+        ] {
+            let (ours, theirs) = (median(memory), median(redis));
+            let _ = writeln!(
+                out,
+                "| {what} | {:.1} | {:.1} | {:.2}× | {} / {} |",
+                ours / 1e3,
+                theirs / 1e3,
+                theirs / ours,
+                range(memory),
+                range(redis)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "| redis-server's own CPU, µs | — | {:.1} | — | {} |\n\n\
+             Redis memory per pending flow (sealed record, key, expiry): {:.0} B.",
+            median(&shared.server_cpu) / 1e3,
+            range(&shared.server_cpu),
+            shared.redis_bytes_per_pending
+        );
     }
 
     fn in_process(&self, out: &mut String) {

@@ -1,0 +1,198 @@
+//! Logins shared by replicas: what the flow directory and the token store cost when they
+//! live in Redis (`latchkey-redis`, a real `redis-server` on loopback) against in memory
+//! (`MemoryDirectory`, `MemoryStore`), through the same tokio service in one process.
+//!
+//! A login here is the backend's whole part of it: [`Service::start_shared`] (the record
+//! sealed and stored before the URL exists), then the callback handed to
+//! [`Service::complete`] (the record taken and opened, the code exchanged at the
+//! end-to-end measurement's token endpoint, the tokens sealed and stored, the outcome
+//! announced). The two arms alternate round by round; each round runs `count` logins one
+//! after another and reads around them the process's CPU time (every thread, the token
+//! endpoint's included, the same in both arms), the wall time per login, and for the
+//! Redis arm the server's own CPU time (`/proc/PID/stat`). Redis's memory per pending
+//! flow is `used_memory` (`INFO memory`) after `pending` shared logins that nobody
+//! completes, less before, divided by `pending`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use latchkey::{Config, FlowOptions, Provider};
+use latchkey_io::directory::{FlowDirectory, MemoryDirectory};
+use latchkey_io::http::{HttpClient, HttpOptions};
+use latchkey_io::proxy::Proxy;
+use latchkey_io::service::{Service, ServiceOptions};
+use latchkey_io::store::{MemoryStore, TokenStore};
+use latchkey_io::transport::Transport;
+use latchkey_redis::{Redis, RedisConfig, SealKeys};
+use latchkey_tests::redis::{RedisServer, Reply};
+use latchkey_tokio::Tokio;
+
+use crate::e2e::TokenEndpoint;
+use crate::servers::process_cpu_nanos;
+
+/// What was measured, per arm.
+#[derive(Debug, Clone, Default)]
+pub struct SharedResult {
+    /// CPU nanoseconds of this process per login, one figure per round: in memory.
+    pub memory_cpu: Vec<f64>,
+    /// The same through Redis.
+    pub redis_cpu: Vec<f64>,
+    /// redis-server's CPU nanoseconds per login, per round.
+    pub server_cpu: Vec<f64>,
+    /// Median wall time per login, per round: in memory.
+    pub memory_latency: Vec<f64>,
+    /// The same through Redis.
+    pub redis_latency: Vec<f64>,
+    /// Bytes of Redis memory per pending flow.
+    pub redis_bytes_per_pending: f64,
+}
+
+type Error = Box<dyn std::error::Error>;
+
+/// Runs the measurement: `rounds` rounds of `count` logins per arm, and `pending` pending
+/// flows for the memory figure.
+pub fn measure(rounds: usize, count: usize, pending: usize) -> Result<SharedResult, Error> {
+    let server = RedisServer::start();
+    let endpoint = TokenEndpoint::start()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let keys = SealKeys::parse(&format!("bench {}\n", "A".repeat(43) + "="))?;
+    let redis = Redis::new(RedisConfig::new(&server.url(), keys))?;
+    let config = config(&endpoint.url)?;
+    let mut result = SharedResult::default();
+    let memory: (Arc<dyn FlowDirectory>, Arc<dyn TokenStore>) = (
+        Arc::new(MemoryDirectory::new()),
+        Arc::new(MemoryStore::default()),
+    );
+    let shared: (Arc<dyn FlowDirectory>, Arc<dyn TokenStore>) =
+        (Arc::new(redis.directory()), Arc::new(redis.token_store()));
+    let memory = runtime.block_on(async { service(&config, memory) })?;
+    let through_redis = runtime.block_on(async { service(&config, shared) })?;
+    let server_pid = server_pid(&server)?;
+    // One warm-up round each: connections, TLS-free HTTP client pools, allocator.
+    runtime.block_on(logins(&memory, count.min(50)))?;
+    runtime.block_on(logins(&through_redis, count.min(50)))?;
+    for _ in 0..rounds {
+        let cpu = process_cpu_nanos();
+        let latency = runtime.block_on(logins(&memory, count))?;
+        result
+            .memory_cpu
+            .push((process_cpu_nanos() - cpu) as f64 / count as f64);
+        result.memory_latency.push(latency);
+
+        let server_before = server_cpu_nanos(server_pid)?;
+        let cpu = process_cpu_nanos();
+        let latency = runtime.block_on(logins(&through_redis, count))?;
+        result
+            .redis_cpu
+            .push((process_cpu_nanos() - cpu) as f64 / count as f64);
+        result
+            .server_cpu
+            .push((server_cpu_nanos(server_pid)? - server_before) as f64 / count as f64);
+        result.redis_latency.push(latency);
+    }
+    let before = used_memory(&server)?;
+    let mut held = Vec::with_capacity(pending);
+    for i in 0..pending {
+        let login = runtime.block_on(
+            through_redis.start_shared(FlowOptions::new().owner(format!("pending-{i}"))),
+        )?;
+        held.push(login);
+    }
+    let after = used_memory(&server)?;
+    result.redis_bytes_per_pending = after.saturating_sub(before) as f64 / pending as f64;
+    drop(held);
+    runtime.block_on(async {
+        memory.shutdown().await;
+        through_redis.shutdown().await;
+    });
+    Ok(result)
+}
+
+/// A provider whose token endpoint is `token_url`, for a backend at a web redirect URI.
+fn config(token_url: &str) -> Result<Config, Error> {
+    let provider = Provider::builder("http://127.0.0.1:9/authorize", token_url, "bench").build()?;
+    Ok(Config::builder(provider)
+        .web_redirect_uri("http://127.0.0.1:9/callback")
+        .build()?)
+}
+
+fn service(
+    config: &Config,
+    (directory, store): (Arc<dyn FlowDirectory>, Arc<dyn TokenStore>),
+) -> Result<Service<Tokio>, Error> {
+    let client = HttpClient::new(HttpOptions {
+        proxy: Proxy::none(),
+        ..HttpOptions::default()
+    })?;
+    let options = ServiceOptions::new(store, Transport::Builtin(client)).with_directory(directory);
+    Ok(Service::unbound(Tokio, config.clone(), options)?)
+}
+
+/// `count` logins one after another; the median wall time of one, in nanoseconds.
+async fn logins(service: &Service<Tokio>, count: usize) -> Result<f64, Error> {
+    let mut times = Vec::with_capacity(count);
+    for i in 0..count {
+        let started = Instant::now();
+        let login = service
+            .start_shared(FlowOptions::new().owner(format!("user-{i}")))
+            .await?;
+        let url = login.url().ok_or("a login without a URL")?;
+        let state = url
+            .split("&state=")
+            .nth(1)
+            .and_then(|rest| rest.split('&').next())
+            .ok_or("no state in the URL")?;
+        service
+            .complete(&format!("code=bench&state={state}"))
+            .await?;
+        login.finished().await?;
+        times.push(started.elapsed().as_nanos() as f64);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// redis-server's process id, from `INFO server`.
+fn server_pid(server: &RedisServer) -> Result<u32, Error> {
+    let info = info(server, b"server")?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
+        .ok_or_else(|| "INFO server names no process_id".into())
+}
+
+/// Bytes in use, from `INFO memory`.
+fn used_memory(server: &RedisServer) -> Result<u64, Error> {
+    let info = info(server, b"memory")?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|bytes| bytes.trim().parse().ok())
+        .ok_or_else(|| "INFO memory names no used_memory".into())
+}
+
+fn info(server: &RedisServer, section: &[u8]) -> Result<String, Error> {
+    match server.connect()?.command(&[b"INFO", section])? {
+        Reply::Bulk(Some(bytes)) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        other => Err(format!("INFO answered {other:?}").into()),
+    }
+}
+
+/// CPU time (user + system) of process `pid`, in nanoseconds, from `/proc/PID/stat`.
+fn server_cpu_nanos(pid: u32) -> Result<u128, Error> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces; the fields after it are plain numbers.
+    let after_name = stat.rsplit_once(')').ok_or("unreadable /proc stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15, the 12th and 13th after the name.
+    let ticks: u128 = fields
+        .get(11..13)
+        .ok_or("short /proc stat")?
+        .iter()
+        .map(|field| field.parse::<u128>())
+        .sum::<Result<u128, _>>()?;
+    // Linux reports these in USER_HZ, 100 on every architecture it runs the bench on.
+    Ok(ticks * 10_000_000)
+}
