@@ -50,8 +50,8 @@ echo "node $(node --version), oidc-provider $(node -p "require('./tests/interop/
 step "tests"
 cargo test --workspace --locked
 
-# FUZZ_SECONDS shortens runs locally; CI leaves it unset and fuzzes each target for 60 s.
-fuzz_seconds="${FUZZ_SECONDS:-60}"
+# FUZZ_SECONDS shortens runs locally; CI leaves it unset and fuzzes each target for 45 s.
+fuzz_seconds="${FUZZ_SECONDS:-45}"
 step "fuzz smoke: every target for ${fuzz_seconds} s"
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz

@@ -193,6 +193,20 @@
 //! this machine's port) into the program, which hands it to [`Engine::handle_redirect`]:
 //! judged exactly like a callback on the port, and sharing its single use (S53).
 //!
+//! ## Many replicas: [`directory`]
+//!
+//! A backend behind a load balancer starts a login on one replica and receives its
+//! callback on another. Built with [`ConfigBuilder::flow_directory`] and a web redirect
+//! URI ([`ConfigBuilder::web_redirect_uri`]), an engine hands each login started with
+//! [`FlowOptions::shared`] to a shared store first ([`Action::ShareFlow`]), and a callback
+//! for a login it does not hold takes the record from there ([`Action::TakeFlow`], one
+//! atomic take: one token request however many replicas receive the callback) and adopts
+//! the login; the replica that started it learns the outcome
+//! ([`Action::AnnounceOutcome`], [`Engine::handle_outcome`]). The [`directory`] module has
+//! the rules (S54–S58) and both replicas' bytes. A [`Session`] on a store shared by
+//! replicas refreshes under the store's lock, with a fence
+//! ([`SessionOptions::shared_refresh`]).
+//!
 //! ## After the login: [`Session`]
 //!
 //! An access token lives about an hour; a program that logged a user in once must keep

@@ -93,6 +93,26 @@ pub trait TokenStore: Send + Sync + 'static {
     }
 }
 
+/// Keeps the provider's key sets (an export of the engine's key cache, see
+/// [`latchkey::oidc`]) where other processes find them: replicas that share one start
+/// with the keys another fetched. Implementations may block; the drivers call them from
+/// the blocking pool. `latchkey-redis` has one.
+pub trait KeySetCache: Send + Sync + 'static {
+    /// Stores an exported key-set document, replacing the one before.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when it could not be stored.
+    fn save(&self, document: &[u8]) -> Result<(), StoreError>;
+
+    /// The document stored last, if any.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when it could not be read.
+    fn load(&self) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
 /// The key programs that log in a single user store their tokens under.
 pub const DEFAULT_KEY: &str = "default";
 

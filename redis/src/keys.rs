@@ -17,6 +17,8 @@ use std::sync::Arc;
 use latchkey::StoreError;
 use latchkey::oidc::MAX_AGE;
 
+use latchkey_io::store::KeySetCache;
+
 use crate::client::{Retry, Shared, millis};
 
 /// The seal kind of key-set documents.
@@ -93,5 +95,15 @@ impl RedisKeySets {
                 ))
             })?;
         Ok(Some(std::mem::take(&mut *document)))
+    }
+}
+
+impl KeySetCache for RedisKeySets {
+    fn save(&self, document: &[u8]) -> Result<(), StoreError> {
+        RedisKeySets::save(self, document)
+    }
+
+    fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        RedisKeySets::load(self)
     }
 }

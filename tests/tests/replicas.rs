@@ -25,7 +25,7 @@ use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::proxy::Proxy;
 use latchkey_io::runtime::Runtime;
 use latchkey_io::service::{Error, Login, LoginEvent, Service, ServiceOptions};
-use latchkey_io::store::{MemoryStore, TokenStore};
+use latchkey_io::store::{KeySetCache, MemoryStore, TokenStore};
 use latchkey_io::transport::Transport;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -40,7 +40,23 @@ on_both_drivers!(
     s54_one_callback_at_three_replicas_at_once_makes_one_token_request,
     a_login_that_fails_on_another_replica_fails_where_it_started,
     s58_a_directory_that_cannot_be_reached_fails_clearly_and_loses_nothing,
+    a_replica_started_later_verifies_with_the_keys_another_fetched,
 );
+
+/// Key sets shared in memory, as in Redis.
+#[derive(Default)]
+struct SharedKeySets(std::sync::Mutex<Option<Vec<u8>>>);
+
+impl KeySetCache for SharedKeySets {
+    fn save(&self, document: &[u8]) -> Result<(), StoreError> {
+        *self.0.lock().expect("not poisoned") = Some(document.to_vec());
+        Ok(())
+    }
+
+    fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.lock().expect("not poisoned").clone())
+    }
+}
 
 /// A flow directory that can be switched off, as Redis going away.
 #[derive(Clone, Default)]
@@ -95,6 +111,8 @@ struct Replicas<R: Runtime> {
     replicas: Vec<Service<R>>,
     store: Arc<MemoryStore>,
     directory: Switchable,
+    key_sets: Arc<SharedKeySets>,
+    config: Config,
 }
 
 impl<R: Runtime> Replicas<R> {
@@ -133,21 +151,39 @@ impl<R: Runtime> Replicas<R> {
             .web_redirect_uri(&redirect_uri)
             .build()
             .expect("config");
-        let store = Arc::new(MemoryStore::default());
-        let directory = Switchable::default();
-        let replicas = (0..3)
-            .map(|_| {
-                let options = ServiceOptions::new(store.clone(), transport())
-                    .with_directory(Arc::new(directory.clone()));
-                Service::unbound(rt.clone(), config.clone(), options).expect("a replica")
-            })
-            .collect();
-        Replicas {
+        let mut fx = Replicas {
             idp,
-            replicas,
-            store,
-            directory,
+            replicas: Vec::new(),
+            store: Arc::new(MemoryStore::default()),
+            directory: Switchable::default(),
+            key_sets: Arc::default(),
+            config,
+        };
+        for _ in 0..3 {
+            fx.add_replica(rt);
         }
+        fx
+    }
+
+    /// Starts one more replica sharing everything with the others.
+    fn add_replica(&mut self, rt: &R) {
+        let options = ServiceOptions::new(self.store.clone(), transport())
+            .with_directory(Arc::new(self.directory.clone()))
+            .with_key_sets(self.key_sets.clone());
+        let replica =
+            Service::unbound(rt.clone(), self.config.clone(), options).expect("a replica");
+        self.replicas.push(replica);
+    }
+
+    /// Requests for the provider's key set so far.
+    fn key_set_fetches(&self) -> usize {
+        let jwks = self.idp.jwks_uri();
+        let path = jwks.trim_start_matches(&self.idp.base_url());
+        self.idp
+            .requests()
+            .iter()
+            .filter(|request| request.target == path)
+            .count()
     }
 
     /// Starts a shared login for `user` on replica `on`; the provider's redirect (the
@@ -380,5 +416,43 @@ async fn s58_a_directory_that_cannot_be_reached_fails_clearly_and_loses_nothing<
         login.next_event().await,
         None | Some(LoginEvent::Finished(_))
     ));
+    fx.shutdown(&rt).await;
+}
+
+/// The key-set cache: replica 0 fetches the provider's keys to verify a login's ID token
+/// and shares them; a replica started afterwards takes them in at start, and verifies
+/// the next login's ID token without fetching them again.
+async fn a_replica_started_later_verifies_with_the_keys_another_fetched<R: Runtime>(rt: R) {
+    let mut fx = Replicas::start(&rt);
+    let (login, callback) = fx.login(&rt, 0, "erin").await;
+    within(
+        &rt,
+        STEP,
+        "replica 0 completes",
+        fx.replicas[0].complete(&callback),
+    )
+    .await
+    .expect("the login completes");
+    assert!(finished(&rt, &login).await.is_ok());
+    assert_eq!(fx.key_set_fetches(), 1);
+    assert!(fx.key_sets.load().expect("memory").is_some(), "shared");
+
+    // The new replica reads the shared keys as it starts.
+    fx.add_replica(&rt);
+    let (login, callback) = fx.login(&rt, 3, "frank").await;
+    let tokens = within(
+        &rt,
+        STEP,
+        "replica 3 completes",
+        fx.replicas[3].complete(&callback),
+    )
+    .await
+    .expect("the login completes");
+    assert_eq!(
+        tokens.identity().map(|identity| identity.sub()),
+        Some("frank")
+    );
+    assert!(finished(&rt, &login).await.is_ok());
+    assert_eq!(fx.key_set_fetches(), 1, "the shared keys served");
     fx.shutdown(&rt).await;
 }

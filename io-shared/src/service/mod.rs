@@ -34,7 +34,7 @@ pub use login::{Elapsed, Login, LoginEvent, login};
 
 use crate::directory::FlowDirectory;
 use crate::runtime::Runtime;
-use crate::store::TokenStore;
+use crate::store::{KeySetCache, TokenStore};
 use crate::tls::TlsError;
 use crate::transport::Transport;
 use connection::Listening;
@@ -56,6 +56,9 @@ pub struct ServiceOptions {
     /// anywhere: logins started with [`Service::start_shared`] go there, and callbacks for
     /// logins this service does not hold are looked up there.
     pub directory: Option<Arc<dyn FlowDirectory>>,
+    /// Where the provider's key sets are shared with other replicas, if anywhere: read
+    /// when the service starts (on the thread that starts it), written after every fetch.
+    pub key_sets: Option<Arc<dyn KeySetCache>>,
 }
 
 impl ServiceOptions {
@@ -66,7 +69,14 @@ impl ServiceOptions {
             store,
             transport,
             directory: None,
+            key_sets: None,
         }
+    }
+
+    /// The same options with the provider's key sets shared through `cache`.
+    pub fn with_key_sets(mut self, cache: Arc<dyn KeySetCache>) -> ServiceOptions {
+        self.key_sets = Some(cache);
+        self
     }
 
     /// The same options with pending logins shared through `directory`.
@@ -267,8 +277,11 @@ impl<R: Runtime> Service<R> {
             engine,
             options.store,
             options.directory.clone(),
+            options.key_sets.clone(),
             options.transport,
         ));
+        // Before the first login, so that it can use them.
+        shared.import_key_sets();
         if let Some(directory) = &options.directory {
             let heard = Arc::downgrade(&shared);
             directory
@@ -315,7 +328,9 @@ impl<R: Runtime> Service<R> {
     /// Starts a login: `options` name another provider or the user it is for, whose key
     /// its tokens are stored under ([`FlowOptions::owner`]; without one,
     /// [`DEFAULT_KEY`](crate::store::DEFAULT_KEY)). A second login for the same owner
-    /// ends the first (S20). The authorization URL is [`Login::url`].
+    /// ends the first (S20). The authorization URL is [`Login::url`]. The login stays in
+    /// this service: one whose callback may reach another replica starts with
+    /// [`start_shared`](Service::start_shared).
     ///
     /// # Errors
     ///

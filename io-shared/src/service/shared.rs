@@ -23,7 +23,7 @@ use super::login::{Canceller, LoginEvent};
 use crate::alarm::Alarm;
 use crate::directory::FlowDirectory;
 use crate::runtime::Runtime;
-use crate::store::{DEFAULT_KEY, TokenStore};
+use crate::store::{DEFAULT_KEY, KeySetCache, TokenStore};
 use crate::transport::Transport;
 
 /// What a connection task is told: the one answer its browser gets, or to close.
@@ -149,6 +149,7 @@ pub(super) struct Shared<R: Runtime> {
     pub runtime: R,
     pub store: Arc<dyn TokenStore>,
     pub directory: Option<Arc<dyn FlowDirectory>>,
+    pub key_sets: Option<Arc<dyn KeySetCache>>,
     pub transport: Transport,
     pub max_head: usize,
     state: Mutex<State<R>>,
@@ -160,6 +161,7 @@ impl<R: Runtime> Shared<R> {
         engine: Engine,
         store: Arc<dyn TokenStore>,
         directory: Option<Arc<dyn FlowDirectory>>,
+        key_sets: Option<Arc<dyn KeySetCache>>,
         transport: Transport,
     ) -> Shared<R> {
         let max_head = engine.config().limits().max_head_bytes;
@@ -167,6 +169,7 @@ impl<R: Runtime> Shared<R> {
             runtime,
             store,
             directory,
+            key_sets,
             transport,
             max_head,
             state: Mutex::new(State {
@@ -557,11 +560,15 @@ impl<R: Runtime> Shared<R> {
                     .send(request, "key set fetched", "key-set fetch failed")
                     .await;
                 let wall = self.runtime.wall();
+                let fetched = result.is_ok();
                 let next = self.input(me, |engine, now| match result {
                     Ok(response) => engine.handle_keys_response(now, wall, id, response),
                     Err(error) => engine.handle_keys_failure(now, id, error),
                 });
                 work = next.after(work);
+                if fetched {
+                    self.export_key_sets().await;
+                }
                 continue;
             }
             if let Some(Persist {
@@ -681,6 +688,40 @@ impl<R: Runtime> Shared<R> {
         opened
             .filter(|(opened, _)| *opened == flow)
             .map(|(_, url)| url)
+    }
+
+    /// Takes in the key sets another replica shared ([`KeySetCache`]), on this thread.
+    pub fn import_key_sets(&self) {
+        let Some(cache) = &self.key_sets else {
+            return;
+        };
+        match cache.load() {
+            Ok(Some(document)) => {
+                let wall = self.runtime.wall();
+                let mut imported = Ok(0);
+                let work = self.input(None, |engine, now| {
+                    imported = engine.import_key_sets(now, wall, &document);
+                });
+                debug_assert!(!work.has_io());
+                match imported {
+                    Ok(count) => debug!(count, "key sets shared by other replicas taken in"),
+                    Err(error) => warn!(%error, "the shared key sets are unusable"),
+                }
+            }
+            Ok(None) => {}
+            Err(error) => warn!(%error, "the shared key sets could not be read"),
+        }
+    }
+
+    /// Shares the engine's key sets with other replicas ([`KeySetCache`]).
+    async fn export_key_sets(&self) {
+        let Some(cache) = self.key_sets.clone() else {
+            return;
+        };
+        let document = self.lock().engine.export_key_sets();
+        if let Err(error) = self.runtime.unblock(move || cache.save(&document)).await {
+            warn!(%error, "the key sets could not be shared");
+        }
     }
 
     /// Hands a callback that reached the application to the engine; `waiter` hears how
