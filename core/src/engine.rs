@@ -412,7 +412,7 @@ enum Phase {
     Taking {
         take: TakeId,
         /// The callback's query, judged once the record is here.
-        query: Zeroizing<String>,
+        query: SecretString,
         conn: Option<ConnId>,
     },
     /// A device login's authorization request is on its way.
@@ -1223,7 +1223,7 @@ impl Engine {
                 None,
             ),
             (Phase::Taking { query, conn, .. }, Event::Taken { result, wall }) => {
-                self.taken(now, id, result, wall, &query, conn)
+                self.taken(now, id, result, wall, query.expose_secret(), conn)
             }
             (Phase::Waiting, Event::Elsewhere(result)) => {
                 if let Some(state) = state {
@@ -1478,7 +1478,7 @@ impl Engine {
                 deadline,
                 phase: Phase::Taking {
                     take,
-                    query: Zeroizing::new(query.to_owned()),
+                    query: SecretString::from(query),
                     conn,
                 },
             },

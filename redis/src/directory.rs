@@ -243,13 +243,14 @@ impl FlowDirectory for RedisDirectory {
             .map(drop)
     }
 
-    /// Subscribes before it returns, so every announcement published after it is heard
-    /// (while the connection holds).
+    /// Subscribes before it returns when Redis answers, so every announcement published
+    /// after it is heard (while the connection holds). When Redis cannot be reached, the
+    /// subscription is retried in the background, as after any later loss: a replica
+    /// starts while Redis is away.
     ///
     /// # Errors
     ///
-    /// A [`StoreError`] when Redis cannot be reached for the first subscription; later
-    /// losses are retried in the background.
+    /// A [`StoreError`] when the listener thread cannot be started.
     fn listen(&self, listener: Listener) -> Result<(), StoreError> {
         let (ready, subscribed) = sync_channel(1);
         let listening = Listening {
@@ -296,10 +297,12 @@ impl Listening {
                 .and_then(|mut connection| self.hear(&mut connection, &mut ready, &mut pause));
             match heard {
                 Ok(()) => return,
-                Err(error) => {
+                // Redis is away as the service starts: listening starts all the same and
+                // hears announcements once it answers. None can be missed that matters
+                // here: a shared login cannot start on this replica without Redis.
+                Err(_) => {
                     if let Some(ready) = ready.take() {
-                        let _ = ready.send(Err(error));
-                        return;
+                        let _ = ready.send(Ok(()));
                     }
                 }
             }

@@ -226,3 +226,20 @@ fn a_listener_that_panics_keeps_hearing() {
         assert_eq!(got.key, flow_key(expected));
     }
 }
+
+/// A replica may start while Redis is away: listening starts anyway, and announcements
+/// are heard once Redis is back (S58).
+#[test]
+fn s58_a_listener_started_while_redis_is_away_hears_once_it_is_back() {
+    let mut server = RedisServer::start();
+    let directory = common::redis(&server).directory();
+    server.stop();
+    let heard = listening(&directory);
+    server.restart();
+    let mut attempt = 20;
+    eventually("the listener subscribed once redis is back", || {
+        attempt += 1;
+        let _ = directory.announce(&announcement_failed(attempt));
+        heard.recv_timeout(Duration::from_millis(100)).is_ok()
+    });
+}

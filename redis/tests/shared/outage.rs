@@ -35,7 +35,6 @@ fn every_operation(redis: &Redis) -> Vec<(&'static str, Result<(), StoreError>)>
         ("take", directory.take(&flow_key(8)).map(drop)),
         ("spend", directory.spend(&flow_key(8))),
         ("announce", directory.announce(&announcement_failed(8))),
-        ("listen", directory.listen(std::sync::Arc::new(|_| {}))),
         ("save key sets", key_sets.save(b"{}")),
         ("load key sets", key_sets.load().map(drop)),
     ]
