@@ -56,7 +56,9 @@
 //!   fresh or the lock is free. The refreshed tokens are stored with the lock's fence
 //!   ([`SessionAction::SaveFenced`]): a holder whose lease ran out while its request was
 //!   slow, and was overtaken by a newer holder or a new login, writes nothing and reads
-//!   what they stored instead. The lock is released when the work ends
+//!   what they stored instead; a refresh token refused under the lock deletes the tokens
+//!   under the same fence ([`SessionAction::DeleteFenced`]), so a holder overtaken that way
+//!   deletes nothing and hands out the newer tokens. The lock is released when the work ends
 //!   ([`SessionAction::Unlock`]). A store that cannot be asked for the lock is an error
 //!   and no refresh is sent (S58). With rotation on, any number of replicas asking at once
 //!   cause one refresh request, and none of them sees "login required".
@@ -130,7 +132,9 @@ pub struct SessionOptions {
     /// Default `false`.
     pub shared_refresh: bool,
     /// How long a refresh lock is held at most, should its holder die: longer than a
-    /// refresh takes. Default 45 s.
+    /// refresh takes. The refresh request goes out only while the lease runs, counted from
+    /// when the lock was asked for; a lease that may have ended before is taken again.
+    /// Default 45 s.
     pub lock_lease: Duration,
     /// How long a session that found the lock held waits before it reads the store again.
     /// Default 100 ms.
@@ -238,6 +242,18 @@ pub enum SessionAction {
         /// The fence the lock was taken with.
         fence: u64,
     },
+    /// Delete the stored tokens the refresh lock taken with `fence` was for, as
+    /// [`SessionAction::Delete`] does, but only if `fence` is still the newest fence handed
+    /// out and nothing was stored or deleted since (S57); report with
+    /// [`Session::handle_deleted_fenced`].
+    DeleteFenced {
+        /// Names the answer.
+        op: StoreOpId,
+        /// Why.
+        reason: DeleteReason,
+        /// The fence the lock was taken with.
+        fence: u64,
+    },
     /// Delete the stored tokens and report with [`Session::handle_deleted`].
     Delete {
         /// Names the answer.
@@ -302,6 +318,12 @@ impl fmt::Debug for SessionAction {
             SessionAction::Unlock { fence } => {
                 f.debug_struct("Unlock").field("fence", fence).finish()
             }
+            SessionAction::DeleteFenced { op, reason, fence } => f
+                .debug_struct("DeleteFenced")
+                .field("op", op)
+                .field("reason", reason)
+                .field("fence", fence)
+                .finish(),
             SessionAction::Delete { op, reason } => f
                 .debug_struct("Delete")
                 .field("op", op)
@@ -511,6 +533,8 @@ enum Event {
     Saved(StoreOpId, Result<(), StoreError>, SystemTime),
     Deleted(StoreOpId, Result<(), StoreError>),
     Locked(StoreOpId, Result<Option<u64>, StoreError>),
+    /// The answer to a fenced delete: `Ok(false)` when a newer fence got there first.
+    DeletedFenced(StoreOpId, Result<bool, StoreError>),
     /// The answer to a fenced save: `Ok(false)` when a newer fence got there first.
     SavedFenced(StoreOpId, Result<bool, StoreError>),
     /// The back-off after a held lock is over.
@@ -559,6 +583,9 @@ pub struct Session {
     kept: Option<TokenSet>,
     /// The fence of the refresh lock this session holds, while it holds it.
     fence: Option<u64>,
+    /// The earliest the lease of the lock asked for last can end: when it was asked for,
+    /// plus the lease (the store starts the lease later than that, never earlier).
+    lease_end: Option<Instant>,
     /// The tokens a refresh was about to replace when the lock was found held: whatever
     /// the store holds instead afterwards was refreshed by another process.
     stale: Option<TokenSet>,
@@ -578,7 +605,8 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::InvalidLimit`] when a timeout is zero or longer than a day.
+    /// [`ConfigError::InvalidLimit`] when a timeout, the lock lease or the lock retry is
+    /// zero or longer than a day.
     pub fn with_options(
         provider: Provider,
         options: SessionOptions,
@@ -588,6 +616,10 @@ impl Session {
         for (name, timeout) in [
             ("request timeout", options.request_timeout),
             ("call timeout", options.call_timeout),
+            // Zero would make a refresh take the lock again and again (or poll the store
+            // without a pause), for good.
+            ("lock lease", options.lock_lease),
+            ("lock retry", options.lock_retry),
         ] {
             if timeout.is_zero() || timeout > LONGEST {
                 return Err(ConfigError::InvalidLimit(name));
@@ -604,6 +636,7 @@ impl Session {
             work: Work::Idle,
             kept: None,
             fence: None,
+            lease_end: None,
             stale: None,
             keys: KeyCache::default(),
             timers: BTreeSet::new(),
@@ -724,6 +757,18 @@ impl Session {
         result: Result<bool, StoreError>,
     ) {
         self.input(now, Event::SavedFenced(op, result));
+    }
+
+    /// The store finished [`SessionAction::DeleteFenced`] `op`: `Ok(true)` when deleted,
+    /// `Ok(false)` when a newer lock holder (or a login) stored or deleted tokens first and
+    /// nothing was deleted; those are read and handed out instead.
+    pub fn handle_deleted_fenced(
+        &mut self,
+        now: Instant,
+        op: StoreOpId,
+        result: Result<bool, StoreError>,
+    ) {
+        self.input(now, Event::DeletedFenced(op, result));
     }
 
     /// The store finished [`SessionAction::Delete`] `op`; deleting what was not there
@@ -876,6 +921,11 @@ impl Session {
             return;
         }
         self.stale = None;
+        self.unlock();
+    }
+
+    /// Releases the refresh lock this session holds, if it holds one.
+    fn unlock(&mut self) {
         if let Some(fence) = self.fence.take() {
             trace_event!(fence, "releasing the refresh lock");
             self.actions.push_back(SessionAction::Unlock { fence });
@@ -982,7 +1032,8 @@ impl Session {
                     // those are the live ones.
                     Ok(false) => {
                         trace_event!("refresh lock lost before the save; reading the store");
-                        self.fence = None;
+                        // Still held when a login, not a newer holder, got there first.
+                        self.unlock();
                         self.stale = None;
                         self.load(calls)
                     }
@@ -991,6 +1042,22 @@ impl Session {
                         self.kept = Some(fresh);
                         self.answer_all(calls, Err(SessionError::Store(error)))
                     }
+                }
+            }
+            (TokensStep::DeletingDead(op, refused), Event::DeletedFenced(answered, result))
+                if op == answered =>
+            {
+                match result {
+                    Ok(true) => self.answer_all(calls, Err(SessionError::Refresh(refused))),
+                    // The refresh token was refused because another replica had rotated
+                    // it after this one's lease ran out: its tokens are the live ones.
+                    Ok(false) => {
+                        trace_event!("newer tokens were stored; reading them");
+                        self.unlock();
+                        self.stale = None;
+                        self.load(calls)
+                    }
+                    Err(error) => self.answer_all(calls, Err(SessionError::Store(error))),
                 }
             }
             (TokensStep::DeletingDead(op, refused), Event::Deleted(answered, result))
@@ -1122,9 +1189,11 @@ impl Session {
     /// Deletes tokens that can no longer be refreshed; the calls then learn why.
     fn delete_dead(&mut self, calls: Vec<Call>, error: RefreshError) -> Work {
         let op = self.store_op();
-        self.actions.push_back(SessionAction::Delete {
-            op,
-            reason: DeleteReason::LoginRequired,
+        let reason = DeleteReason::LoginRequired;
+        // Under the lock, only if nobody stored newer tokens since it was taken (S57).
+        self.actions.push_back(match self.fence {
+            Some(fence) => SessionAction::DeleteFenced { op, reason, fence },
+            None => SessionAction::Delete { op, reason },
         });
         Work::Tokens {
             calls,
@@ -1182,8 +1251,15 @@ impl Session {
             trace_event!("tokens refreshed by another process");
             return self.answer_all(calls, Ok(tokens));
         }
+        // A lease that may have ended while the tokens were read under it keeps nobody
+        // away any more: no refresh under it, the lock is taken again (S57).
+        if self.fence.is_some() && self.lease_end.is_some_and(|end| now >= end) {
+            trace_event!("the refresh lock's lease may have ended; taking it again");
+            self.unlock();
+        }
         if self.options.shared_refresh && self.fence.is_none() && tokens.refresh_token().is_some() {
             self.stale = Some(tokens);
+            self.lease_end = Some(now + self.options.lock_lease);
             let op = self.store_op();
             self.actions.push_back(SessionAction::Lock {
                 op,
@@ -1472,7 +1548,8 @@ impl Session {
             | Event::Saved(op, ..)
             | Event::Deleted(op, _)
             | Event::Locked(op, _)
-            | Event::SavedFenced(op, _) => op.0,
+            | Event::SavedFenced(op, _)
+            | Event::DeletedFenced(op, _) => op.0,
             Event::Answered(id, _) => id.0,
             // A back-off's timer always finds its work.
             Event::RetryDue => return,

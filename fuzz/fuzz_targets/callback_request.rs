@@ -150,6 +150,12 @@ fuzz_target!(|data: &[u8]| {
             Action::RequestDeviceCode { .. } | Action::ShowUserCode { .. } => {
                 panic!("browser bytes started a device login")
             }
+            Action::ShareFlow { .. }
+            | Action::TakeFlow { .. }
+            | Action::SpendFlow { .. }
+            | Action::AnnounceOutcome { .. } => {
+                panic!("a flow-directory action from an engine without one")
+            }
             Action::Finished { .. } => {}
         }
     }

@@ -307,6 +307,7 @@ enum Stored {
     SavedFenced(StoreOpId, Result<bool, StoreError>),
     Locked(StoreOpId, Result<Option<u64>, StoreError>),
     Deleted(StoreOpId, Result<(), StoreError>),
+    DeletedFenced(StoreOpId, Result<bool, StoreError>),
     /// Nothing to report (a lock released).
     Nothing,
 }
@@ -410,6 +411,16 @@ impl<R: Runtime> Inner<R> {
                             warn!(%error, "the refresh lock could not be released; its lease ends it");
                         }
                         Stored::Nothing
+                    });
+                }
+                SessionAction::DeleteFenced { op, fence, .. } => {
+                    warn!(
+                        fence,
+                        "refresh refused; deleting the stored tokens under the lock"
+                    );
+                    let key = self.key.clone();
+                    self.run_store(state, &mut jobs, move |store| {
+                        Stored::DeletedFenced(op, store.delete_fenced(&key, fence))
                     });
                 }
                 SessionAction::Delete { op, reason } => {
@@ -525,6 +536,12 @@ impl<R: Runtime> Inner<R> {
                 state.session.handle_locked(now, op, result);
             }
             Stored::Deleted(op, result) => state.session.handle_deleted(now, op, result),
+            Stored::DeletedFenced(op, result) => {
+                if let Ok(false) = result {
+                    info!("another process stored newer tokens first; nothing deleted");
+                }
+                state.session.handle_deleted_fenced(now, op, result);
+            }
             Stored::Nothing => {}
         }
     }

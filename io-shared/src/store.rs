@@ -82,6 +82,18 @@ pub trait TokenStore: Send + Sync + 'static {
         self.save(key, tokens).map(|()| true)
     }
 
+    /// Deletes the tokens under `key` if `fence` is still the newest fence of `key` and
+    /// nothing was saved or deleted since it was handed out: `Ok(false)`, and nothing
+    /// deleted, when a newer lock holder or a login got there first (S57).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] if the store could not be updated.
+    fn delete_fenced(&self, key: &str, fence: u64) -> Result<bool, StoreError> {
+        let _ = fence;
+        self.delete(key).map(|()| true)
+    }
+
     /// Releases the refresh lock of `key` if `fence` still holds it.
     ///
     /// # Errors

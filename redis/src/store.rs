@@ -88,6 +88,16 @@ static SAVE_FENCED: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// KEYS: tokens, fence. ARGV: fence. 1 when deleted, 0 when not.
+static DELETE_FENCED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+         redis.call('DEL', KEYS[1])
+         redis.call('INCR', KEYS[2])
+         return 1",
+    )
+});
+
 /// KEYS: lock. ARGV: fence.
 static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -232,6 +242,22 @@ impl TokenStore for RedisTokenStore {
                         .invoke::<i64>(connection)
                 })?;
         Ok(written == 1)
+    }
+
+    fn delete_fenced(&self, key: &str, fence: u64) -> Result<bool, StoreError> {
+        let (tokens, fence_key) = self.keys(key);
+        // It moves the counter on: sent twice, the second would say "not deleted".
+        let deleted =
+            self.shared
+                .pool
+                .run("deleting refused tokens", Retry::Never, |connection| {
+                    DELETE_FENCED
+                        .key(&tokens)
+                        .key(&fence_key)
+                        .arg(fence)
+                        .invoke::<i64>(connection)
+                })?;
+        Ok(deleted == 1)
     }
 
     fn unlock_refresh(&self, key: &str, fence: u64) -> Result<(), StoreError> {

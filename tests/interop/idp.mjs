@@ -8,6 +8,9 @@
 //   es256-client, eddsa-client  public clients whose ID tokens are signed with ES256 and
 //                  EdDSA (Ed25519); everyone else's with RS256
 //   device-client  none, no redirect URI: the device authorization grant only (and refresh)
+//   web-backend    client_secret_basic, secret `web-backend-secret`, for the web backend
+//                  example (examples/web-backend): its access tokens live 5 seconds, so that
+//                  its tests see them expire; everyone else's live an hour
 // The development login and consent pages accept any user; the consent page's cancel
 // button yields `error=access_denied`. Refresh tokens are issued to every client that has
 // the grant and rotate on every refresh; the revocation endpoint (RFC 7009) is on; pages on
@@ -83,7 +86,18 @@ const configuration = (keys) => ({
     },
     { client_id: 'es256-client', token_endpoint_auth_method: 'none', id_token_signed_response_alg: 'ES256', ...native },
     { client_id: 'eddsa-client', token_endpoint_auth_method: 'none', id_token_signed_response_alg: 'EdDSA', ...native },
+    // A backend's confidential client. Registered as native only so that its loopback
+    // redirect URI matches any port (RFC 8252 §7.3): its tests pick the port of the
+    // backend's public URL at random. Its access tokens are short-lived (`ttl` below).
+    { client_id: 'web-backend', client_secret: 'web-backend-secret', token_endpoint_auth_method: 'client_secret_basic', ...native },
   ],
+  ttl: {
+    // oidc-provider's default (an hour) for everyone but the web backend's client.
+    AccessToken: function accessTokenTTL(ctx, token, client) {
+      if (client?.clientId === 'web-backend') return 5;
+      return token.resourceServer?.accessTokenTTL || 60 * 60;
+    },
+  },
   jwks: { keys },
   enabledJWA: { idTokenSigningAlgValues: ['RS256', 'ES256', 'EdDSA'] },
   cookies: { keys: ['latchkey-interop-tests-only'] },

@@ -8,6 +8,10 @@
 //! - [`session_model`]: the same for the token lifecycle machine ([`latchkey::Session`]):
 //!   callers, a provider, a store and two clocks ([`session_model::SessionOp`]), and the
 //!   rules of a token's life checked after every step ([`session_model::SessionSim`]).
+//! - [`shared_session_model`]: the same for replicas sharing one store (S57, S58): several
+//!   sessions with `shared_refresh` on, a store with a leased, fenced refresh lock, and a
+//!   provider that rotates refresh tokens ([`shared_session_model::SharedOp`]), with
+//!   single-flight and fencing checked after every step ([`shared_session_model::SharedSim`]).
 //! - [`keys_model`]: the same for logins whose ID tokens go through the engine's key-set
 //!   cache: logins signed by known and made-up keys, key-set answers, failures, timeouts and
 //!   time ([`keys_model::KeysOp`]), and the cache's rules checked after every step
@@ -17,6 +21,12 @@
 //!   unavailability with `Retry-After`, denials, expiry, tokens, garbage, and time
 //!   ([`device_model::DeviceOp`]), with the polling rules (S51) checked after every step
 //!   ([`device_model::DeviceSim`]).
+//! - [`directory_model`]: the same for replicas sharing pending logins through a flow
+//!   directory: shared logins started anywhere, callbacks landing on one replica or racing
+//!   on several, takes and shares answered in any order, late, stale, tampered or failing,
+//!   the directory down and back, announcements delivered or lost, and time
+//!   ([`directory_model::DirectoryOp`]), with S54–S58 checked after every step
+//!   ([`directory_model::DirectorySim`]).
 //! - [`id_token_vectors`]: signed ID tokens of every algorithm and every refusal, with the
 //!   provider and keys that judge them.
 //! - [`redis`]: a real `redis-server` of a test's own (append-only file on, restartable on
@@ -26,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod device_model;
+pub mod directory_model;
 pub mod harness;
 pub mod id_token_vectors;
 pub mod keys_model;
@@ -34,3 +45,4 @@ pub mod oidc;
 pub mod oidc_agent;
 pub mod redis;
 pub mod session_model;
+pub mod shared_session_model;

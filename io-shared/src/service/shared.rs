@@ -8,6 +8,8 @@
 //! lock is never held across an `await`.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -657,9 +659,11 @@ impl<R: Runtime> Shared<R> {
         let Some(directory) = self.directory.clone() else {
             return Err(StoreError::new("no flow directory is configured"));
         };
-        self.runtime
-            .unblock(move || operation(directory.as_ref()))
-            .await
+        // Boxed: the runtime's future, awaited through `&self`, would otherwise keep the
+        // callers' futures from being `Send` for every lifetime (an axum handler's, say).
+        let unblocked: Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + '_>> =
+            Box::pin(self.runtime.unblock(move || operation(directory.as_ref())));
+        unblocked.await
     }
 
     /// Stores the record of the shared flow `flow` that `work` (its start's) carries, and

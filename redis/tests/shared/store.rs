@@ -145,11 +145,13 @@ fn s57_a_holder_whose_lease_expired_cannot_overwrite_newer_tokens() {
         b.save_fenced("alice", &tokens("by-b", "r2"), fresh)
             .expect("written")
     );
-    // A wakes up: its write is refused, and its unlock leaves B's lock alone.
+    // A wakes up: its write is refused, so is a delete after its refresh token was
+    // refused (B had rotated it), and its unlock leaves B's lock alone.
     assert!(
         !a.save_fenced("alice", &tokens("by-a", "r1"), stale)
             .expect("asked")
     );
+    assert!(!a.delete_fenced("alice", stale).expect("asked"));
     a.unlock_refresh("alice", stale).expect("asked");
     assert_eq!(
         a.lock_refresh("alice", Duration::from_secs(30))
@@ -208,4 +210,24 @@ fn s57_a_holder_whose_lease_expired_cannot_overwrite_newer_tokens() {
         access(&b.load("alice").expect("load").expect("stored")),
         "again"
     );
+}
+
+/// The holder of the lock deletes tokens whose refresh token was refused, and only then.
+#[test]
+fn s57_the_holder_deletes_refused_tokens() {
+    let server = RedisServer::start();
+    let store = common::redis(&server).token_store();
+    store.save("carol", &tokens("old", "r0")).expect("save");
+    let fence = store
+        .lock_refresh("carol", Duration::from_secs(30))
+        .expect("asked")
+        .expect("free");
+    assert!(store.delete_fenced("carol", fence).expect("deleted"));
+    assert!(store.load("carol").expect("load").is_none());
+    // The delete moved the fence on: the same fence deletes nothing more.
+    store
+        .save("carol", &tokens("new login", "r1"))
+        .expect("save");
+    assert!(!store.delete_fenced("carol", fence).expect("asked"));
+    assert!(store.load("carol").expect("load").is_some());
 }
