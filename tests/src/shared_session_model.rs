@@ -26,7 +26,8 @@
 //! - **a dead login deletes only dead tokens:** a deletion for "login required" is fenced
 //!   ([`SessionAction::DeleteFenced`]) and removes the tokens whose refresh token the
 //!   provider refused that replica, or nothing: a holder whose lease lapsed deletes nothing
-//!   a newer holder stored;
+//!   a newer holder stored (checked in undisturbed runs: an answer a session gave up on may
+//!   have retired the stored refresh token, which is then rightly deleted);
 //! - **no "login required" without a cause:** unless a lease lapsed while its holder still
 //!   worked under it, a write failed in the store, or the provider rotated a refresh token
 //!   for a request whose session had stopped waiting (a *disturbed* run), no call is told to
@@ -778,7 +779,14 @@ impl SharedSim {
                 let stored = self.store.tokens.as_ref().and_then(refresh_of);
                 let result = self.store.delete_fenced(fence);
                 let deleted = matches!(result, Ok(true));
-                if deleted && stored.is_some() && stored != self.replicas[r].refused {
+                // A provider's answer the session gave up on may have retired the stored
+                // refresh token (a disturbed run): deleting it then is right, whatever this
+                // replica's own refusal was.
+                if deleted
+                    && stored.is_some()
+                    && stored != self.replicas[r].refused
+                    && !self.disturbed()
+                {
                     return Err(format!(
                         "replica {r} deletes the stored tokens (refresh token {stored:?}) \
                          under fence {fence}, but the provider refused {:?}",

@@ -20,12 +20,9 @@ use latchkey::{
 };
 use latchkey_devidp::agent;
 use latchkey_devidp::{Client, ClientAuth, DevIdp, Quirk};
-use latchkey_io::http::{HttpClient, HttpOptions};
-use latchkey_io::proxy::Proxy;
 use latchkey_io::runtime::Runtime;
 use latchkey_io::service::{Error, Login, LoginEvent, Service, ServiceOptions};
 use latchkey_io::store::{DEFAULT_KEY, MemoryStore, TokenStore};
-use latchkey_io::transport::Transport;
 
 const CLIENT_ID: &str = "latchkey-device";
 const CALLBACK_PATH: &str = "/callback";
@@ -79,20 +76,15 @@ fn provider(idp: &DevIdp, openid: bool, device: bool) -> Provider {
     builder.build().expect("provider")
 }
 
-fn transport() -> Transport {
-    let client = HttpClient::new(HttpOptions {
-        proxy: Proxy::none(),
-        ..HttpOptions::default()
-    })
-    .expect("HTTP client");
-    Transport::Builtin(client)
-}
-
 /// A service with no listener (device logins need none), storing into `store`.
 fn unbound<R: Runtime>(rt: &R, provider: Provider, store: Arc<MemoryStore>) -> Service<R> {
     let config = Config::builder(provider).build().expect("config");
-    Service::unbound(rt.clone(), config, ServiceOptions::new(store, transport()))
-        .expect("start the service")
+    Service::unbound(
+        rt.clone(),
+        config,
+        ServiceOptions::new(store, support::transport()),
+    )
+    .expect("start the service")
 }
 
 /// The login's first event, which must be its user code.
@@ -345,7 +337,7 @@ impl<R: Runtime> Pasting<R> {
             .redirect_uri("127.0.0.1", port, CALLBACK_PATH)
             .build()
             .expect("config");
-        let options = ServiceOptions::new(Arc::new(MemoryStore::default()), transport());
+        let options = ServiceOptions::new(Arc::new(MemoryStore::default()), support::transport());
         let service = Service::from_listeners(rt.clone(), config, vec![listener], options)
             .expect("start the service");
         let login = service.start(FlowOptions::new()).expect("a login");

@@ -27,9 +27,8 @@ use latchkey::{
 };
 use latchkey_devidp::agent::{self, Hop};
 use latchkey_devidp::{DevIdp, Quirk};
-use latchkey_io::http::{HttpClient, HttpOptions};
+use latchkey_io::http::HttpClient;
 use latchkey_io::opener::{self, Opener};
-use latchkey_io::proxy::Proxy;
 use latchkey_io::runtime::Runtime;
 use latchkey_io::service;
 use latchkey_io::service::{Error, Login, LoginEvent, Service, ServiceOptions};
@@ -258,7 +257,10 @@ impl Setup {
         let idp = self.idp(&redirect_uri);
         let config = self.config(&idp, port);
         let (store, store_path, dir) = self.store();
-        let options = ServiceOptions::new(store.clone(), self.transport.unwrap_or_else(transport));
+        let options = ServiceOptions::new(
+            store.clone(),
+            self.transport.unwrap_or_else(support::transport),
+        );
         let service = Service::from_listeners(rt.clone(), config, vec![listener], options)
             .expect("start the service");
         assert_eq!(service.redirect_uri(), redirect_uri);
@@ -294,18 +296,8 @@ impl<R: Runtime> Fixture<R> {
     }
 }
 
-/// latchkey's own HTTP client, without a proxy.
-fn transport() -> Transport {
-    let client = HttpClient::new(HttpOptions {
-        proxy: Proxy::none(),
-        ..HttpOptions::default()
-    })
-    .expect("HTTP client");
-    Transport::Builtin(client)
-}
-
 fn memory_options() -> ServiceOptions {
-    ServiceOptions::new(Arc::new(MemoryStore::default()), transport())
+    ServiceOptions::new(Arc::new(MemoryStore::default()), support::transport())
 }
 
 /// A configuration whose provider is never contacted, redirecting to 127.0.0.1:`port`.
@@ -968,7 +960,7 @@ async fn one_call_login<R: Runtime>(rt: R) {
     let idp = setup.idp(&format!("http://127.0.0.1{CALLBACK_PATH}"));
     let config = setup.config(&idp, 0);
     let store = Arc::new(MemoryStore::default());
-    let options = ServiceOptions::new(store.clone(), transport());
+    let options = ServiceOptions::new(store.clone(), support::transport());
     let browser = Arc::new(AgentOpener::default());
     let tokens = within(
         &rt,
@@ -1072,8 +1064,8 @@ impl TokenTransport for CountingTransport {
 
 async fn an_embedders_own_http_client_carries_the_token_request<R: Runtime>(rt: R) {
     let sent = Arc::new(AtomicUsize::new(0));
-    let Transport::Builtin(client) = transport() else {
-        unreachable!("transport() is latchkey's own client");
+    let Transport::Builtin(client) = support::transport() else {
+        unreachable!("support::transport() is latchkey's own client");
     };
     let custom = CountingTransport {
         client,

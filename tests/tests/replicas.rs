@@ -21,12 +21,9 @@ use latchkey::directory::{Announcement, DirectoryError, FlowKey, FlowRecord, Tak
 use latchkey::{Config, FlowError, FlowOptions, Provider, Rejection, StoreError, TokenSet};
 use latchkey_devidp::{DevIdp, agent};
 use latchkey_io::directory::{FlowDirectory, Listener, MemoryDirectory};
-use latchkey_io::http::{HttpClient, HttpOptions};
-use latchkey_io::proxy::Proxy;
 use latchkey_io::runtime::Runtime;
 use latchkey_io::service::{Error, Login, LoginEvent, Service, ServiceOptions};
 use latchkey_io::store::{KeySetCache, MemoryStore, TokenStore};
-use latchkey_io::transport::Transport;
 use secrecy::{ExposeSecret, SecretString};
 
 const CLIENT_ID: &str = "replicated-backend";
@@ -167,7 +164,7 @@ impl<R: Runtime> Replicas<R> {
 
     /// Starts one more replica sharing everything with the others.
     fn add_replica(&mut self, rt: &R) {
-        let options = ServiceOptions::new(self.store.clone(), transport())
+        let options = ServiceOptions::new(self.store.clone(), support::transport())
             .with_directory(Arc::new(self.directory.clone()))
             .with_key_sets(self.key_sets.clone());
         let replica =
@@ -223,15 +220,6 @@ impl<R: Runtime> Replicas<R> {
             within(rt, STEP, "a replica stops", replica.shutdown()).await;
         }
     }
-}
-
-fn transport() -> Transport {
-    let client = HttpClient::new(HttpOptions {
-        proxy: Proxy::none(),
-        ..HttpOptions::default()
-    })
-    .expect("HTTP client");
-    Transport::Builtin(client)
 }
 
 /// How `login` ends, within [`STEP`].

@@ -7,8 +7,11 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant, SystemTime};
 
 use latchkey::{FlowError, Session, SessionAction, TokenSet};
+use latchkey_io::http::{HttpClient, HttpOptions};
+use latchkey_io::proxy::Proxy;
 use latchkey_io::runtime::Runtime;
 use latchkey_io::service::{Elapsed, Login, LoginEvent};
+use latchkey_io::transport::Transport;
 use latchkey_smol::Smol;
 use latchkey_tokio::Tokio;
 use smol::future;
@@ -421,4 +424,15 @@ impl<R: Runtime> Runtime for Virtual<R> {
             connecting.await
         }
     }
+}
+
+/// latchkey's own HTTP client, without a proxy (the tests' servers are on loopback).
+#[allow(dead_code)] // not every including file sends through a service
+pub fn transport() -> Transport {
+    let client = HttpClient::new(HttpOptions {
+        proxy: Proxy::none(),
+        ..HttpOptions::default()
+    })
+    .expect("HTTP client");
+    Transport::Builtin(client)
 }
