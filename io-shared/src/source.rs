@@ -22,7 +22,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -39,7 +40,7 @@ use crate::alarm::{self, Alarm};
 use crate::jobs::{Carried, Job};
 use crate::log::ProviderName;
 use crate::runtime::Runtime;
-use crate::store::{DEFAULT_KEY, TokenStore};
+use crate::store::{DEFAULT_KEY, KeySetCache, TokenStore};
 use crate::transport::{TokenResult, Transport};
 
 /// Why [`TokenSource::userinfo`] gave no claims.
@@ -115,6 +116,8 @@ struct Inner<R: Runtime> {
     runtime: R,
     provider: Provider,
     store: Arc<dyn TokenStore>,
+    /// Where key sets are shared with other processes, once set.
+    key_sets: OnceLock<Arc<dyn KeySetCache>>,
     transport: Transport,
     key: String,
     state: Mutex<State>,
@@ -175,6 +178,7 @@ impl<R: Runtime> TokenSource<R> {
                 runtime,
                 provider: session.provider().clone(),
                 store,
+                key_sets: OnceLock::new(),
                 transport,
                 key,
                 state: Mutex::new(State {
@@ -184,6 +188,35 @@ impl<R: Runtime> TokenSource<R> {
                     alarm: Alarm::new(),
                 }),
             }),
+        }
+    }
+
+    /// Shares the provider's key sets with other processes through `cache` (the one a
+    /// login service of the same deployment uses, see
+    /// [`ServiceOptions::key_sets`](crate::service::ServiceOptions::key_sets)): the keys
+    /// stored there are taken in now, on this thread, and every fetch this source makes
+    /// (to verify a refreshed ID token) is stored there. Clones share the cache; the first
+    /// call sets it, and later calls change nothing.
+    pub fn share_key_sets(&self, cache: Arc<dyn KeySetCache>) {
+        if self.inner.key_sets.set(Arc::clone(&cache)).is_err() {
+            return;
+        }
+        match cache.load() {
+            Ok(Some(document)) => {
+                let wall = self.inner.runtime.wall();
+                let now = self.inner.runtime.now();
+                let imported = self
+                    .inner
+                    .lock()
+                    .session
+                    .import_key_sets(now, wall, &document);
+                match imported {
+                    Ok(count) => debug!(count, "key sets shared by other processes taken in"),
+                    Err(error) => warn!(%error, "the shared key sets are unusable"),
+                }
+            }
+            Ok(None) => {}
+            Err(error) => warn!(%error, "the shared key sets could not be read"),
         }
     }
 
@@ -456,10 +489,15 @@ impl<R: Runtime> Inner<R> {
                         let elapsed = inner.runtime.now().saturating_duration_since(sent);
                         log_answer(&result, purpose, elapsed);
                         let wall = inner.runtime.wall();
-                        inner.input(|state, now| match result {
+                        let fetched = purpose == Purpose::KeySet && result.is_ok();
+                        let next = inner.input(|state, now| match result {
                             Ok(response) => state.session.handle_response(now, wall, id, response),
                             Err(error) => state.session.handle_failure(now, id, error),
-                        })
+                        });
+                        if fetched {
+                            inner.export_key_sets().await;
+                        }
+                        next
                     };
                     jobs.push(Job::new(sending.instrument(span.clone())));
                 }
@@ -482,6 +520,19 @@ impl<R: Runtime> Inner<R> {
         }
         self.watch_deadline(state);
         jobs
+    }
+
+    /// Stores the session's key sets in the shared cache, if there is one.
+    async fn export_key_sets(&self) {
+        let Some(cache) = self.key_sets.get().cloned() else {
+            return;
+        };
+        let document = self.lock().session.export_key_sets();
+        let saving: Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> =
+            Box::pin(self.runtime.unblock(move || cache.save(&document)));
+        if let Err(error) = saving.await {
+            warn!(%error, "the key sets could not be shared");
+        }
     }
 
     /// Runs a store operation: in place for a store that never blocks, its outcome fed back

@@ -18,11 +18,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use latchkey::directory::{Announcement, DirectoryError, FlowKey, FlowRecord, Taken};
-use latchkey::{Config, FlowError, FlowOptions, Provider, Rejection, StoreError, TokenSet};
+use latchkey::{
+    Config, FlowError, FlowOptions, Provider, Rejection, SessionOptions, StoreError, TokenSet,
+};
 use latchkey_devidp::{DevIdp, agent};
 use latchkey_io::directory::{FlowDirectory, Listener, MemoryDirectory};
 use latchkey_io::runtime::Runtime;
 use latchkey_io::service::{Error, Login, LoginEvent, Service, ServiceOptions};
+use latchkey_io::source::TokenSource;
 use latchkey_io::store::{KeySetCache, MemoryStore, TokenStore};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -38,6 +41,7 @@ on_both_drivers!(
     a_login_that_fails_on_another_replica_fails_where_it_started,
     s58_a_directory_that_cannot_be_reached_fails_clearly_and_loses_nothing,
     a_replica_started_later_verifies_with_the_keys_another_fetched,
+    a_token_source_verifies_a_refreshed_id_token_with_the_shared_keys,
 );
 
 /// Key sets shared in memory, as in Redis.
@@ -442,5 +446,79 @@ async fn a_replica_started_later_verifies_with_the_keys_another_fetched<R: Runti
     );
     assert!(finished(&rt, &login).await.is_ok());
     assert_eq!(fx.key_set_fetches(), 1, "the shared keys served");
+    fx.shutdown(&rt).await;
+}
+
+/// The key-set cache serves token sources too: a login's keys, shared by the replica that
+/// fetched them, verify the ID token a refresh brings on any replica without a fetch; a
+/// fetch a source makes itself is shared in turn.
+async fn a_token_source_verifies_a_refreshed_id_token_with_the_shared_keys<R: Runtime>(rt: R) {
+    let fx = Replicas::start(&rt);
+    let (login, callback) = fx.login(&rt, 0, "grace").await;
+    within(
+        &rt,
+        STEP,
+        "replica 0 completes",
+        fx.replicas[0].complete(&callback),
+    )
+    .await
+    .expect("the login completes");
+    assert!(finished(&rt, &login).await.is_ok());
+    assert_eq!(fx.key_set_fetches(), 1);
+
+    let source = TokenSource::with(
+        rt.clone(),
+        fx.config.provider().clone(),
+        fx.store.clone(),
+        support::transport(),
+        "grace",
+        SessionOptions::default(),
+    )
+    .expect("a token source");
+    source.share_key_sets(fx.key_sets.clone());
+    let before = fx.stored("grace").expect("stored");
+    let fresh = within(&rt, STEP, "a refresh", source.refresh())
+        .await
+        .expect("refreshed");
+    assert_ne!(
+        fresh.access_token().expose_secret(),
+        before.access_token().expose_secret()
+    );
+    assert_ne!(
+        fresh.id_token().map(ExposeSecret::expose_secret),
+        before.id_token().map(ExposeSecret::expose_secret),
+        "the refresh brought a new ID token"
+    );
+    assert_eq!(
+        fresh.identity().map(|identity| identity.sub()),
+        Some("grace")
+    );
+    assert_eq!(fx.key_set_fetches(), 1, "verified with the shared keys");
+
+    // A source with an empty cache fetches, and shares what it fetched.
+    *fx.key_sets.0.lock().expect("not poisoned") = None;
+    let other = TokenSource::with(
+        rt.clone(),
+        fx.config.provider().clone(),
+        fx.store.clone(),
+        support::transport(),
+        "grace",
+        SessionOptions::default(),
+    )
+    .expect("a token source");
+    other.share_key_sets(fx.key_sets.clone());
+    within(&rt, STEP, "another refresh", other.refresh())
+        .await
+        .expect("refreshed");
+    assert_eq!(fx.key_set_fetches(), 2);
+    // Shared once the fetch's answer is in, by the job that carried it.
+    let deadline = rt.now() + STEP;
+    while fx.key_sets.load().expect("memory").is_none() {
+        assert!(
+            rt.now() < deadline,
+            "the fetched keys shared again within {STEP:?}"
+        );
+        rt.sleep_until(rt.now() + Duration::from_millis(10)).await;
+    }
     fx.shutdown(&rt).await;
 }

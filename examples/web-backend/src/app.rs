@@ -107,6 +107,10 @@ impl App {
         )
         .ok()?;
         sources.insert(user.to_owned(), source.clone());
+        drop(sources);
+        // A new source verifies refreshed ID tokens with the keys the replicas share, and
+        // shares what it fetches: a Redis read, off the runtime's own threads.
+        tokio::task::block_in_place(|| source.share_key_sets(Arc::new(self.redis.key_sets())));
         Some(source)
     }
 }
