@@ -23,6 +23,11 @@
 //! way), then is `Polling` until the tokens come, and from there goes through `Verifying`
 //! and `Persisting` like a browser login; its diagram and rules are in [`crate::device`].
 //!
+//! A login shared with other replicas ([`crate::directory`]) starts `Sharing` (its record
+//! on its way to the flow directory; the browser is sent to the provider afterwards), then
+//! waits for its callback; a callback for it, on any replica, starts a new flow `Taking`
+//! the record from the directory, which adopts the login and goes on to `Exchanging`.
+//!
 //! A browser connection is `Reading` its request head until it is answered at once (a
 //! refusal, or a callback that ends its flow) or `Held` by the flow its callback started,
 //! which answers it when the flow finishes.
