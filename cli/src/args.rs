@@ -1,37 +1,184 @@
-//! Command-line parsing. Secrets never come from the command line itself: only the name of
-//! an environment variable or a file that holds them.
+//! Command-line parsing, declared with clap: every option once, the help and the shell
+//! completions generated from the same declarations. Secrets never come from the command
+//! line itself: only the name of an environment variable or a file that holds them.
+//!
+//! A usage mistake is reported by [`usage_error`]: the reason and the usage on stderr,
+//! nothing on stdout (not even with `--json`), exit 2.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lexopt::prelude::*;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{ArgAction, ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+use latchkey_devidp::Forgery;
 
 /// The parsed command line: the command, and how much to log (`-v`, `-vv`).
-#[derive(Debug)]
+#[derive(Debug, Parser)]
+#[command(
+    name = "latchkey",
+    version,
+    about = "Log in with OAuth 2.0: authorization code + PKCE through a loopback redirect, \
+             or a code entered on another device (device grant) where no browser can be \
+             opened here",
+    after_help = EXIT_CODES,
+    // A repeated option takes its last value, as it always has.
+    args_override_self = true
+)]
 pub struct Invocation {
-    pub command: Command,
-    pub verbosity: u8,
+    #[command(flatten)]
+    verbosity: Verbosity,
+    /// Without one, the help.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
 
+impl Invocation {
+    /// How much to log: every `-v`, before the command's name and after it.
+    pub fn verbose(&self) -> u8 {
+        let command = match &self.command {
+            Some(Command::Login(args)) => args.common.verbosity.verbose,
+            Some(Command::Refresh(args) | Command::Logout(args)) => args.common.verbosity.verbose,
+            Some(Command::Token(args)) => args.common.verbosity.verbose,
+            Some(Command::DevIdp(args)) => args.verbosity.verbose,
+            Some(Command::Demo { verbosity, .. }) => verbosity.verbose,
+            Some(Command::Completions { .. }) | None => 0,
+        };
+        self.verbosity.verbose.saturating_add(command)
+    }
+}
+
+/// `-v`, `-vv`: declared once, taken before the command's name and after it. (Not a
+/// `global` option: clap would keep the count of one side only.)
+#[derive(Debug, Args)]
+pub struct Verbosity {
+    /// Log each step with its duration to stderr; -vv also the engine's own events
+    #[arg(short, long, action = ArgAction::Count)]
+    verbose: u8,
+}
+
+const EXIT_CODES: &str = "\
+EXIT CODES: 0 success, 1 the operation failed (login required, provider refused, network,
+  a revocation that failed although the tokens were deleted), 2 usage or configuration error";
+
 /// The parsed command.
-#[derive(Debug)]
+#[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Log in and store the tokens (and the provider's settings, never the secret)
+    #[command(after_help = EXIT_CODES)]
     Login(Box<LoginArgs>),
+    /// Refresh the stored tokens; the provider's settings come from the token file
+    #[command(after_help = EXIT_CODES)]
     Refresh(SessionArgs),
+    /// Revoke the stored tokens at the provider and delete them
+    #[command(after_help = EXIT_CODES)]
     Logout(SessionArgs),
+    /// Show the stored tokens (the access token itself only with --reveal)
+    #[command(after_help = EXIT_CODES)]
     Token(TokenArgs),
+    /// Print the shell completion script for SHELL to stdout
+    Completions {
+        /// The shell whose completion script to print
+        shell: Shell,
+    },
+    /// Serve a development identity provider on 127.0.0.1 until interrupted
     DevIdp(DevIdpArgs),
-    Demo { runtime: RuntimeChoice },
-    Help,
+    /// Watch a whole login against the development identity provider
+    Demo {
+        #[command(flatten)]
+        driver: Driver,
+        #[command(flatten)]
+        verbosity: Verbosity,
+    },
+}
+
+/// Which driver runs the command: `--runtime`, for the tests, hidden from the help.
+#[derive(Debug, Args)]
+pub struct Driver {
+    /// The async runtime that drives the command
+    #[arg(long, value_enum, default_value_t = RuntimeChoice::Smol, hide = true)]
+    pub runtime: RuntimeChoice,
 }
 
 /// Which driver runs the login.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RuntimeChoice {
     Smol,
     Tokio,
+}
+
+/// The options of every command that works on the token file.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Token file (default: tokens.json in the user's config directory for latchkey); it
+    /// also records the provider's settings, never the secret
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value_os_t = default_store(),
+        hide_default_value = true
+    )]
+    pub store: PathBuf,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// One JSON object per line on stdout
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub driver: Driver,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+/// The client secret, for a client that has one: by the name of what holds it.
+#[derive(Debug, Args)]
+pub struct SecretArgs {
+    /// Read the client secret from environment variable VAR
+    #[arg(long, value_name = "VAR", conflicts_with = "client_secret_file")]
+    client_secret_env: Option<String>,
+    /// Read the client secret from a file
+    #[arg(long, value_name = "PATH")]
+    client_secret_file: Option<PathBuf>,
+    /// Refused: a secret on the command line is visible to every local user.
+    #[arg(long, value_name = "SECRET", hide = true, value_parser = refuse_secret)]
+    client_secret: Option<Refused>,
+}
+
+impl SecretArgs {
+    /// Where the client secret comes from, if anywhere.
+    pub fn source(&self) -> Option<SecretSource> {
+        match (&self.client_secret_env, &self.client_secret_file) {
+            (Some(var), _) => Some(SecretSource::Env(var.clone())),
+            (None, Some(path)) => Some(SecretSource::File(path.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
+/// What `--client-secret` never yields.
+#[derive(Debug, Clone)]
+pub enum Refused {}
+
+/// Why `--client-secret` is refused; its message never holds the value.
+#[derive(Debug)]
+struct SecretOnCommandLine;
+
+impl std::fmt::Display for SecretOnCommandLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "a secret on the command line is visible to every local user: \
+             use --client-secret-env VAR or --client-secret-file PATH",
+        )
+    }
+}
+
+impl std::error::Error for SecretOnCommandLine {}
+
+fn refuse_secret(_: &str) -> Result<Refused, SecretOnCommandLine> {
+    Err(SecretOnCommandLine)
 }
 
 /// Where the client secret comes from.
@@ -70,30 +217,297 @@ pub enum Preset {
     GitLab { base_url: Option<String> },
 }
 
-#[derive(Debug)]
-pub struct LoginArgs {
-    pub provider: ProviderChoice,
+/// The names `--provider` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PresetName {
+    Google,
+    #[value(name = "github")]
+    GitHub,
+    Entra,
+    Okta,
+    Auth0,
+    Keycloak,
+    #[value(name = "gitlab")]
+    GitLab,
+}
+
+/// Where the provider is described: one of its endpoints, its issuer (discovery), or a
+/// well-known provider.
+#[derive(Debug, Args)]
+#[group(skip)]
+#[command(group(
+    ArgGroup::new("provider_named")
+        .args(["authorization_endpoint", "token_endpoint", "issuer", "provider"])
+        .required(true)
+        .multiple(true)
+))]
+pub struct ProviderArgs {
+    /// The provider's authorization endpoint (with --token-endpoint)
+    #[arg(long, value_name = "URL", requires = "token_endpoint")]
+    authorization_endpoint: Option<String>,
+    /// The provider's token endpoint (with --authorization-endpoint)
+    #[arg(long, value_name = "URL", requires = "authorization_endpoint")]
+    token_endpoint: Option<String>,
+    /// The provider's revocation endpoint (with the endpoints), used by logout
+    #[arg(long, value_name = "URL", requires = "authorization_endpoint")]
+    revocation_endpoint: Option<String>,
+    /// Where the provider's ID token signing keys are (with the endpoints)
+    #[arg(long, value_name = "URL", requires = "authorization_endpoint")]
+    jwks_uri: Option<String>,
+    /// Alone: discover the endpoints from the issuer's metadata; with the endpoints: the
+    /// provider's issuer, which the callback's `iss` must match
+    #[arg(long, value_name = "URL")]
     pub issuer: Option<String>,
-    pub client_id: String,
-    pub secret: Option<SecretSource>,
-    pub auth_method: Option<String>,
-    pub scopes: Vec<String>,
-    pub params: Vec<(String, String)>,
-    pub redirect_uri: String,
-    pub bind: Option<SocketAddr>,
-    pub then: Option<String>,
-    pub store: PathBuf,
-    pub no_browser: bool,
-    /// How the user signs in: `--device`, `--no-device`, or chosen by the command.
-    pub way: Way,
+    /// The provider's device authorization endpoint, with the endpoints (or with --issuer,
+    /// when its metadata lacks one)
+    #[arg(long, value_name = "URL")]
     pub device_authorization_endpoint: Option<String>,
-    /// `--no-verify-id-token` turns ID token verification off.
-    pub verify_id_token: bool,
-    /// `--timeout`; without it a browser login waits [`BROWSER_TIMEOUT`] and a device login
-    /// until its code expires.
+    /// A well-known provider, which sets the endpoints, the issuer and the key set itself
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_enum,
+        conflicts_with_all = [
+            "authorization_endpoint", "token_endpoint", "revocation_endpoint", "jwks_uri",
+            "issuer", "device_authorization_endpoint",
+        ]
+    )]
+    provider: Option<PresetName>,
+    /// The Entra tenant (--provider entra)
+    #[arg(
+        long,
+        value_name = "T",
+        requires = "provider",
+        conflicts_with_all = PROVIDER_OPTIONS,
+        required_if_eq("provider", "entra")
+    )]
+    tenant: Option<String>,
+    /// The Okta or Auth0 domain (--provider okta, auth0)
+    #[arg(
+        long,
+        value_name = "D",
+        requires = "provider",
+        conflicts_with_all = PROVIDER_OPTIONS,
+        required_if_eq_any([("provider", "okta"), ("provider", "auth0")]),
+    )]
+    domain: Option<String>,
+    /// The Keycloak base URL, or a self-managed GitLab's (--provider keycloak, gitlab)
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "provider",
+        conflicts_with_all = PROVIDER_OPTIONS,
+        required_if_eq("provider", "keycloak")
+    )]
+    base_url: Option<String>,
+    /// The Keycloak realm (--provider keycloak)
+    #[arg(
+        long,
+        value_name = "R",
+        requires = "provider",
+        conflicts_with_all = PROVIDER_OPTIONS,
+        required_if_eq("provider", "keycloak")
+    )]
+    realm: Option<String>,
+}
+
+/// What a preset's settings (`--tenant` and the like) contradict. Declared as conflicts
+/// rather than left to `requires = "provider"`: clap drops a requirement that conflicts
+/// with what is given, and `--provider` conflicts with all of these.
+const PROVIDER_OPTIONS: [&str; 3] = ["authorization_endpoint", "token_endpoint", "issuer"];
+
+impl ProviderArgs {
+    /// The provider the options describe. The declared requirements leave one way to read
+    /// them; what only the preset's name decides (`--tenant` for entra alone, say) is
+    /// checked here.
+    fn choice(&self) -> Result<ProviderChoice, String> {
+        if let Some(name) = self.provider {
+            return self.preset(name).map(ProviderChoice::Preset);
+        }
+        Ok(match (&self.authorization_endpoint, &self.token_endpoint) {
+            (Some(authorization_endpoint), Some(token_endpoint)) => ProviderChoice::Endpoints {
+                authorization_endpoint: authorization_endpoint.clone(),
+                token_endpoint: token_endpoint.clone(),
+                revocation_endpoint: self.revocation_endpoint.clone(),
+                jwks_uri: self.jwks_uri.clone(),
+            },
+            // `requires` pairs the endpoints, and the group asks for one of these.
+            _ => ProviderChoice::Discover,
+        })
+    }
+
+    /// The preset called `name`, with the settings it needs; any other setting is refused.
+    fn preset(&self, name: PresetName) -> Result<Preset, String> {
+        let required = |value: &Option<String>| value.clone().unwrap_or_default();
+        let (preset, takes): (Preset, &[&str]) = match name {
+            PresetName::Google => (Preset::Google, &[]),
+            PresetName::GitHub => (Preset::GitHub, &[]),
+            PresetName::Entra => (
+                Preset::Entra {
+                    tenant: required(&self.tenant),
+                },
+                &["--tenant"],
+            ),
+            PresetName::Okta => (
+                Preset::Okta {
+                    domain: required(&self.domain),
+                },
+                &["--domain"],
+            ),
+            PresetName::Auth0 => (
+                Preset::Auth0 {
+                    domain: required(&self.domain),
+                },
+                &["--domain"],
+            ),
+            PresetName::Keycloak => (
+                Preset::Keycloak {
+                    base_url: required(&self.base_url),
+                    realm: required(&self.realm),
+                },
+                &["--base-url", "--realm"],
+            ),
+            PresetName::GitLab => (
+                Preset::GitLab {
+                    base_url: self.base_url.clone(),
+                },
+                &["--base-url"],
+            ),
+        };
+        for (option, given) in [
+            ("--tenant", self.tenant.is_some()),
+            ("--domain", self.domain.is_some()),
+            ("--base-url", self.base_url.is_some()),
+            ("--realm", self.realm.is_some()),
+        ] {
+            if given && !takes.contains(&option) {
+                let name = name.to_possible_value().map(|v| v.get_name().to_owned());
+                return Err(format!(
+                    "--provider {} takes no {option}",
+                    name.unwrap_or_default()
+                ));
+            }
+        }
+        Ok(preset)
+    }
+}
+
+/// `latchkey login`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Provider")]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub provider_args: ProviderArgs,
+    /// The client's id at the provider
+    #[arg(long, value_name = "ID", help_heading = "Login options")]
+    pub client_id: String,
+    #[command(flatten, next_help_heading = "Login options")]
+    pub common: Common,
+    /// Client authentication (default: basic with a secret, else none)
+    #[arg(long, value_name = "METHOD", value_parser = AuthMethodParser)]
+    pub auth_method: Option<Result<AuthMethod, String>>,
+    /// Request scope S (repeatable)
+    #[arg(long = "scope", value_name = "S")]
+    pub scopes: Vec<String>,
+    /// Extra authorization parameter (repeatable)
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub params: Vec<(String, String)>,
+    /// Where the browser comes back (0: any free port)
+    #[arg(
+        long,
+        value_name = "URI",
+        default_value = "http://127.0.0.1:0/callback"
+    )]
+    pub redirect_uri: String,
+    /// Listen on ADDR instead of the redirect URI's host and port
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+    /// Send the browser here after success (e.g. docker-desktop://dashboard/open)
+    #[arg(long, value_name = "URL")]
+    pub then: Option<String>,
+    /// Open no browser here: a code (device grant) when the provider has one, else the URL
+    /// to open elsewhere
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Sign in on another device with a code (RFC 8628 device grant); chosen by itself on
+    /// SSH sessions and Linux without a display
+    #[arg(long, conflicts_with = "no_device")]
+    device: bool,
+    /// Never the device grant: the browser, or the URL printed and the address the browser
+    /// ended on pasted back
+    #[arg(long)]
+    no_device: bool,
+    /// Do NOT verify the ID token (only for a provider whose ID tokens cannot be verified);
+    /// nobody's identity is recorded
+    #[arg(long)]
+    no_verify_id_token: bool,
+    /// Upper bound on the whole login (default 300; a device login waits until its code
+    /// expires)
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
     pub timeout: Option<Duration>,
-    pub runtime: RuntimeChoice,
-    pub json: bool,
+}
+
+impl LoginArgs {
+    /// Where the provider's description comes from.
+    pub fn provider(&self) -> ProviderChoice {
+        // `parse` has checked that the options name one.
+        self.provider_args
+            .choice()
+            .unwrap_or(ProviderChoice::Discover)
+    }
+
+    /// How the user signs in: `--device`, `--no-device`, or chosen by the command.
+    pub fn way(&self) -> Way {
+        match (self.device, self.no_device) {
+            (true, _) => Way::Device,
+            (false, true) => Way::Browser,
+            (false, false) => Way::Choose,
+        }
+    }
+
+    /// Whether the ID token is verified (unless `--no-verify-id-token`).
+    pub fn verify_id_token(&self) -> bool {
+        !self.no_verify_id_token
+    }
+}
+
+/// How a client authenticates at the token endpoint (`--auth-method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMethod {
+    /// HTTP Basic (client_secret_basic)
+    Basic,
+    /// In the form (client_secret_post)
+    Post,
+    /// A public client (none)
+    None,
+}
+
+/// `--auth-method`: its values are listed in the help and the completions, yet one that is
+/// none of them is kept (`Err`) and refused when the login starts, as a configuration
+/// error (kind `config`, an event with `--json`), which is what it has always been.
+#[derive(Debug, Clone)]
+struct AuthMethodParser;
+
+impl TypedValueParser for AuthMethodParser {
+    type Value = Result<AuthMethod, String>;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let text = value.to_string_lossy();
+        Ok(AuthMethod::from_str(&text, false).map_err(|_| text.into_owned()))
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            AuthMethod::value_variants()
+                .iter()
+                .filter_map(ValueEnum::to_possible_value),
+        ))
+    }
 }
 
 /// How long a browser login waits without `--timeout`.
@@ -112,486 +526,292 @@ pub enum Way {
 }
 
 /// `latchkey refresh` and `latchkey logout`: the token file and, for a confidential
-/// client, its secret.
-#[derive(Debug)]
+/// client, its secret; everything else comes from the token file.
+#[derive(Debug, Args)]
 pub struct SessionArgs {
-    pub store: PathBuf,
-    pub secret: Option<SecretSource>,
-    pub runtime: RuntimeChoice,
-    pub json: bool,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 /// `latchkey token`.
-#[derive(Debug)]
+#[derive(Debug, Args)]
+#[command(
+    mut_arg("client_secret_env", |arg| arg.requires("fresh")),
+    mut_arg("client_secret_file", |arg| arg.requires("fresh"))
+)]
 pub struct TokenArgs {
-    pub store: PathBuf,
+    #[command(flatten)]
+    pub common: Common,
+    /// Print the access token itself (and only it, without --json)
+    #[arg(long)]
     pub reveal: bool,
-    pub json: bool,
-    /// Refresh first when the access token expires within this margin.
-    pub fresh: Option<Duration>,
-    pub secret: Option<SecretSource>,
-    pub runtime: RuntimeChoice,
+    /// Refresh first when the access token expires within --margin
+    #[arg(long)]
+    fresh: bool,
+    /// With --fresh: how close to its expiry a token is refreshed (default 60)
+    #[arg(long, value_name = "SECS", value_parser = seconds, requires = "fresh")]
+    margin: Option<Duration>,
 }
 
-#[derive(Debug)]
+impl TokenArgs {
+    /// With `--fresh`: refresh first when the access token expires within this margin.
+    pub fn fresh(&self) -> Option<Duration> {
+        self.fresh.then(|| {
+            self.margin
+                .unwrap_or(latchkey::SessionOptions::default().margin)
+        })
+    }
+}
+
+/// `latchkey dev-idp`.
+#[derive(Debug, Args)]
 pub struct DevIdpArgs {
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+    /// The port to serve on
+    #[arg(long, value_name = "P", default_value_t = 9000)]
     pub port: u16,
+    /// The one client's id
+    #[arg(long, value_name = "ID", default_value = "latchkey-dev")]
     pub client_id: String,
+    /// A development IdP's throwaway secret; real secrets never go on a command line
+    #[arg(long, value_name = "S")]
     pub secret: Option<String>,
-    pub auth_method: String,
+    /// How the client authenticates
+    #[arg(long, value_name = "METHOD", value_enum, default_value_t = AuthMethod::None)]
+    pub auth_method: AuthMethod,
+    /// A redirect URI the client may use (repeatable; default
+    /// http://127.0.0.1:8080/callback)
+    #[arg(long = "redirect-uri", value_name = "URI")]
     pub redirect_uris: Vec<String>,
-    pub quirk: Option<String>,
-    pub id_token_alg: Option<String>,
-    pub forge: Option<String>,
+    /// Behave like a provider that bends the standard
+    #[arg(long, value_enum)]
+    pub quirk: Option<QuirkName>,
+    /// How ID tokens are signed
+    #[arg(long, value_name = "ALG", value_enum, default_value_t = IdTokenAlgName::RS256)]
+    pub id_token_alg: IdTokenAlgName,
+    /// Forge this in every ID token (for testing clients)
+    #[arg(long, value_name = "WHAT", value_parser = forgery())]
+    pub forge: Option<Forgery>,
 }
 
-pub const USAGE: &str = "\
-latchkey: log in with OAuth 2.0: authorization code + PKCE through a loopback redirect, or
-a code entered on another device (device grant) where no browser can be opened here
+/// The quirks `latchkey dev-idp --quirk` imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QuirkName {
+    /// GitHub's OAuth apps: form-encoded token responses, errors with status 200
+    #[value(name = "github")]
+    GitHub,
+    /// GitHub apps: expiring tokens in form-encoded responses
+    #[value(name = "github-app")]
+    GitHubApp,
+    /// Microsoft Entra: expires_in as a string
+    Entra,
+    /// No token_type in the token response
+    NoTokenType,
+}
 
-USAGE:
-  latchkey login PROVIDER --client-id ID [OPTIONS]
-  latchkey refresh [--store PATH] [SECRET] [--runtime smol|tokio] [--json]
-  latchkey logout  [--store PATH] [SECRET] [--runtime smol|tokio] [--json]
-  latchkey token   [--store PATH] [--reveal] [--json] [--fresh [--margin SECS] [SECRET]]
-  latchkey dev-idp [--port P] [--client-id ID] [--client-secret S] [--auth-method M]
-                   [--redirect-uri URI]... [--quirk github|github-app|entra|no-token-type]
-                   [--id-token-alg RS256|ES256] [--forge signature|alg-none|unknown-key|
-                    issuer|audience|expired|not-yet-valid|nonce|at-hash|subject|userinfo-subject]
-  latchkey demo [--runtime smol|tokio]
-  Every command takes -v (steps, timings) or -vv (everything) to log to stderr.
+/// The algorithms `latchkey dev-idp --id-token-alg` signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IdTokenAlgName {
+    #[value(name = "RS256")]
+    RS256,
+    #[value(name = "ES256")]
+    ES256,
+}
 
-PROVIDER, one of:
-  --authorization-endpoint URL --token-endpoint URL [--revocation-endpoint URL]
-      [--jwks-uri URL]         where the provider's ID token signing keys are
-  --issuer URL                 alone: discover the endpoints from the issuer's metadata
-  --provider google|github|entra|okta|auth0|keycloak|gitlab
-      --tenant T (entra)  --domain D (okta, auth0)  --base-url URL (keycloak; gitlab
-      self-managed)  --realm R (keycloak)
+/// `--forge`: the names the development IdP knows.
+fn forgery() -> impl TypedValueParser<Value = Forgery> {
+    PossibleValuesParser::new(Forgery::ALL.map(Forgery::name))
+        .try_map(|name| Forgery::from_name(&name).ok_or("unknown forgery"))
+}
 
-LOGIN OPTIONS:
-  --issuer ISS                 with endpoints: the provider's issuer; the callback's `iss` must match it
-  --client-secret-env VAR      read the client secret from environment variable VAR
-  --client-secret-file PATH    read the client secret from a file
-  --auth-method basic|post|none  client authentication (default: basic with a secret, else none)
-  --scope S                    request scope S (repeatable)
-  --param KEY=VALUE            extra authorization parameter (repeatable)
-  --redirect-uri URI           default http://127.0.0.1:0/callback (0: any free port)
-  --bind ADDR                  listen on ADDR instead of the redirect URI's host and port
-  --then URL                   send the browser here after success (e.g. docker-desktop://dashboard/open)
-  --store PATH                 token file (default: the user's config directory); it also
-                               records the provider's settings, never the secret
-  --device                     sign in on another device with a code (RFC 8628 device grant);
-                               chosen by itself on SSH sessions and Linux without a display
-  --device-authorization-endpoint URL  the provider's device endpoint, with endpoints
-                               (or with --issuer, when its metadata lacks one)
-  --no-device                  never the device grant: the browser, or the URL printed and
-                               the address the browser ended on pasted back
-  --no-browser                 open no browser here: a code (device grant) when the provider
-                               has one, else the URL to open elsewhere
-  --no-verify-id-token         do NOT verify the ID token (only for a provider whose ID
-                               tokens cannot be verified); nobody's identity is recorded
-  --timeout SECS               upper bound on the whole login (default 300; a device login
-                               waits until its code expires)
-  --runtime smol|tokio         driver (default smol)
-  --json                       one JSON event per line on stdout
+fn seconds(text: &str) -> Result<Duration, String> {
+    text.parse()
+        .map(Duration::from_secs)
+        .map_err(|_| "takes a whole number of seconds".to_owned())
+}
 
-SECRET: --client-secret-env VAR or --client-secret-file PATH, for a client that has one.
-  refresh and logout read everything else from the token file.
-  token --fresh refreshes first when the access token expires within --margin (default 60).
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| "takes KEY=VALUE".to_owned())
+}
 
-EXIT CODES: 0 success, 1 the operation failed (login required, provider refused, network,
-  a revocation that failed although the tokens were deleted), 2 usage or configuration error
-";
-
-/// Parses the process arguments, program name first.
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, lexopt::Error> {
+/// What the command line asks for, or a usage error for [`usage_error`] (which `--help`
+/// and `--version` also are: [`clap::Error::print`] shows them on stdout, exit 0).
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, clap::Error> {
     let args: Vec<OsString> = args.into_iter().collect();
-    // `latchkey login --help` and the like: the usage, whatever else the line says.
-    if args
+    let invocation = Invocation::try_parse_from(&args).map_err(|error| with_usage(error, &args))?;
+    if let Some(Command::Login(login)) = &invocation.command {
+        login.provider_args.choice().map_err(|message| {
+            with_usage(
+                clap::Error::raw(ErrorKind::ArgumentConflict, message),
+                &args,
+            )
+        })?;
+    }
+    Ok(invocation)
+}
+
+/// `error` with the usage of the command the arguments name, where clap gave it none (a
+/// value refused by its parser, a check of ours).
+fn with_usage(mut error: clap::Error, args: &[OsString]) -> clap::Error {
+    if error.get(ContextKind::Usage).is_some() {
+        return error;
+    }
+    let mut command = Invocation::command();
+    command.build();
+    // Only `-v` comes before the command's name.
+    let name = args
         .iter()
         .skip(1)
-        .any(|arg| arg == "--help" || arg == "-h")
-    {
-        return Ok(Invocation {
-            command: Command::Help,
-            verbosity: 0,
-        });
-    }
-    let mut parser = lexopt::Parser::from_iter(args);
-    let mut verbosity: u8 = 0;
-    let name = loop {
-        match parser.next()? {
-            Some(Short('v') | Long("verbose")) => verbosity = verbosity.saturating_add(1),
-            Some(Value(name)) => break Some(name),
-            Some(Long("help") | Short('h')) | None => break None,
-            Some(other) => return Err(other.unexpected()),
-        }
+        .filter_map(|arg| arg.to_str())
+        .find(|arg| !arg.starts_with('-'));
+    let usage = match name.and_then(|name| command.find_subcommand_mut(name)) {
+        Some(sub) => sub.render_usage(),
+        None => command.render_usage(),
     };
-    let mut options = Options {
-        parser: &mut parser,
-        verbosity: &mut verbosity,
-    };
-    let command = match name.as_ref().map(|name| name.to_str()) {
-        None | Some(Some("help")) => Command::Help,
-        Some(Some("login")) => Command::Login(Box::new(parse_login(&mut options)?)),
-        Some(Some("refresh")) => parse_session(&mut options).map(Command::Refresh)?,
-        Some(Some("logout")) => parse_session(&mut options).map(Command::Logout)?,
-        Some(Some("token")) => parse_token(&mut options).map(Command::Token)?,
-        Some(Some("dev-idp")) => parse_dev_idp(&mut options).map(Command::DevIdp)?,
-        Some(Some("demo")) => parse_demo(&mut options)?,
-        Some(_) => {
-            return Err(lexopt::Error::from(format!(
-                "unknown command {:?}: expected login, refresh, logout, token, dev-idp or demo",
-                name.unwrap_or_default()
-            )));
-        }
-    };
-    Ok(Invocation { command, verbosity })
+    error.insert(ContextKind::Usage, ContextValue::StyledStr(usage));
+    error
 }
 
-/// The parser, and the verbosity every command's options may raise.
-struct Options<'a> {
-    parser: &'a mut lexopt::Parser,
-    verbosity: &'a mut u8,
+/// The shell completion script for `shell`.
+pub fn completions(shell: Shell) -> Vec<u8> {
+    let mut script = Vec::new();
+    let mut command = without_hidden(&Invocation::command());
+    clap_complete::generate(shell, &mut command, "latchkey", &mut script);
+    script
 }
 
-impl Options<'_> {
-    /// Counts one more `-v`.
-    fn verbose(&mut self) {
-        *self.verbosity = self.verbosity.saturating_add(1);
-    }
-
-    fn string(&mut self) -> Result<String, lexopt::Error> {
-        self.parser.value()?.string()
-    }
-
-    fn path(&mut self) -> Result<PathBuf, lexopt::Error> {
-        Ok(self.parser.value()?.into())
-    }
-
-    fn runtime(&mut self) -> Result<RuntimeChoice, lexopt::Error> {
-        match self.string()?.as_str() {
-            "smol" => Ok(RuntimeChoice::Smol),
-            "tokio" => Ok(RuntimeChoice::Tokio),
-            other => Err(lexopt::Error::from(format!(
-                "--runtime takes smol or tokio, not {other:?}"
-            ))),
-        }
-    }
-
-    fn seconds(&mut self) -> Result<Duration, lexopt::Error> {
-        Ok(Duration::from_secs(self.parser.value()?.parse()?))
-    }
-}
-
-/// `--client-secret`, refused with the alternatives (and without echoing the value).
-fn secret_on_command_line() -> lexopt::Error {
-    lexopt::Error::from(
-        "a secret on the command line is visible to every local user: \
-         use --client-secret-env VAR or --client-secret-file PATH",
-    )
-}
-
-fn parse_login(options: &mut Options) -> Result<LoginArgs, lexopt::Error> {
-    let mut authorization_endpoint = None;
-    let mut token_endpoint = None;
-    let mut revocation_endpoint = None;
-    let mut jwks_uri = None;
-    let mut preset = None;
-    let (mut tenant, mut domain, mut base_url, mut realm) = (None, None, None, None);
-    let mut client_id = None;
-    let mut way = None;
-    let mut args = LoginArgs {
-        provider: ProviderChoice::Discover,
-        issuer: None,
-        client_id: String::new(),
-        secret: None,
-        auth_method: None,
-        scopes: Vec::new(),
-        params: Vec::new(),
-        redirect_uri: "http://127.0.0.1:0/callback".into(),
-        bind: None,
-        then: None,
-        store: default_store(),
-        no_browser: false,
-        way: Way::Choose,
-        device_authorization_endpoint: None,
-        verify_id_token: true,
-        timeout: None,
-        runtime: RuntimeChoice::Smol,
-        json: false,
-    };
-    while let Some(arg) = options.parser.next()? {
-        match arg {
-            Short('v') | Long("verbose") => options.verbose(),
-            Long("authorization-endpoint") => authorization_endpoint = Some(options.string()?),
-            Long("token-endpoint") => token_endpoint = Some(options.string()?),
-            Long("revocation-endpoint") => revocation_endpoint = Some(options.string()?),
-            Long("jwks-uri") => jwks_uri = Some(options.string()?),
-            Long("provider") => preset = Some(options.string()?),
-            Long("tenant") => tenant = Some(options.string()?),
-            Long("domain") => domain = Some(options.string()?),
-            Long("base-url") => base_url = Some(options.string()?),
-            Long("realm") => realm = Some(options.string()?),
-            Long("issuer") => args.issuer = Some(options.string()?),
-            Long("client-id") => client_id = Some(options.string()?),
-            Long("client-secret-env") => args.secret = Some(SecretSource::Env(options.string()?)),
-            Long("client-secret-file") => args.secret = Some(SecretSource::File(options.path()?)),
-            Long("client-secret") => return Err(secret_on_command_line()),
-            Long("auth-method") => args.auth_method = Some(options.string()?),
-            Long("scope") => args.scopes.push(options.string()?),
-            Long("param") => {
-                let pair = options.string()?;
-                let (key, value) = pair
-                    .split_once('=')
-                    .ok_or_else(|| lexopt::Error::from("--param takes KEY=VALUE"))?;
-                args.params.push((key.to_owned(), value.to_owned()));
-            }
-            Long("redirect-uri") => args.redirect_uri = options.string()?,
-            Long("bind") => args.bind = Some(options.parser.value()?.parse()?),
-            Long("then") => args.then = Some(options.string()?),
-            Long("store") => args.store = options.path()?,
-            Long("no-browser") => args.no_browser = true,
-            Long("device") => way = Some(way_once(way, Way::Device)?),
-            Long("no-device") => way = Some(way_once(way, Way::Browser)?),
-            Long("device-authorization-endpoint") => {
-                args.device_authorization_endpoint = Some(options.string()?);
-            }
-            Long("no-verify-id-token") => args.verify_id_token = false,
-            Long("timeout") => args.timeout = Some(options.seconds()?),
-            Long("runtime") => args.runtime = options.runtime()?,
-            Long("json") => args.json = true,
-            other => return Err(other.unexpected()),
-        }
-    }
-    args.client_id = client_id.ok_or_else(|| missing("--client-id"))?;
-    args.way = way.unwrap_or(Way::Choose);
-    let preset_settings = [&tenant, &domain, &base_url, &realm];
-    if preset.is_none() && preset_settings.iter().any(|setting| setting.is_some()) {
-        return Err(lexopt::Error::from(
-            "--tenant, --domain, --base-url and --realm go with --provider",
-        ));
-    }
-    args.provider = match (preset, authorization_endpoint, token_endpoint) {
-        (Some(name), None, None) => {
-            if revocation_endpoint.is_some()
-                || args.issuer.is_some()
-                || jwks_uri.is_some()
-                || args.device_authorization_endpoint.is_some()
-            {
-                return Err(lexopt::Error::from(
-                    "--provider sets the endpoints, the issuer and the key set itself",
-                ));
-            }
-            ProviderChoice::Preset(preset_named(&name, tenant, domain, base_url, realm)?)
-        }
-        (Some(_), _, _) => {
-            return Err(lexopt::Error::from(
-                "--provider sets the endpoints itself: leave out --authorization-endpoint \
-                 and --token-endpoint",
-            ));
-        }
-        (None, Some(authorization_endpoint), Some(token_endpoint)) => ProviderChoice::Endpoints {
-            authorization_endpoint,
-            token_endpoint,
-            revocation_endpoint,
-            jwks_uri,
-        },
-        (None, None, None)
-            if args.issuer.is_some() && revocation_endpoint.is_none() && jwks_uri.is_none() =>
-        {
-            ProviderChoice::Discover
-        }
-        (None, Some(_), None) => return Err(missing("--token-endpoint")),
-        (None, None, Some(_)) => return Err(missing("--authorization-endpoint")),
-        (None, None, None) => {
-            return Err(lexopt::Error::from(
-                "name the provider: --authorization-endpoint and --token-endpoint, \
-                 --issuer URL (discovery), or --provider NAME",
-            ));
-        }
-    };
-    Ok(args)
-}
-
-/// `--device` or `--no-device`, given once.
-fn way_once(seen: Option<Way>, way: Way) -> Result<Way, lexopt::Error> {
-    match seen {
-        Some(seen) if seen != way => Err(lexopt::Error::from(
-            "--device and --no-device contradict each other",
-        )),
-        _ => Ok(way),
-    }
-}
-
-fn missing(option: &str) -> lexopt::Error {
-    lexopt::Error::MissingValue {
-        option: Some(option.to_owned()),
-    }
-}
-
-/// The preset called `name`, with the settings it needs; any other setting is refused.
-fn preset_named(
-    name: &str,
-    tenant: Option<String>,
-    domain: Option<String>,
-    base_url: Option<String>,
-    realm: Option<String>,
-) -> Result<Preset, lexopt::Error> {
-    let required = |value: Option<String>, option: &str| {
-        value.ok_or_else(|| lexopt::Error::from(format!("--provider {name} needs {option}")))
-    };
-    let preset = match name {
-        "google" => Preset::Google,
-        "github" => Preset::GitHub,
-        "entra" => Preset::Entra {
-            tenant: required(tenant.clone(), "--tenant")?,
-        },
-        "okta" => Preset::Okta {
-            domain: required(domain.clone(), "--domain")?,
-        },
-        "auth0" => Preset::Auth0 {
-            domain: required(domain.clone(), "--domain")?,
-        },
-        "keycloak" => Preset::Keycloak {
-            base_url: required(base_url.clone(), "--base-url")?,
-            realm: required(realm.clone(), "--realm")?,
-        },
-        "gitlab" => Preset::GitLab {
-            base_url: base_url.clone(),
-        },
-        other => {
-            return Err(lexopt::Error::from(format!(
-                "--provider takes google, github, entra, okta, auth0, keycloak or gitlab, \
-                 not {other:?}"
-            )));
-        }
-    };
-    let used = |option: &str| {
-        matches!(
-            (option, &preset),
-            ("--tenant", Preset::Entra { .. })
-                | ("--domain", Preset::Okta { .. } | Preset::Auth0 { .. })
-                | (
-                    "--base-url",
-                    Preset::Keycloak { .. } | Preset::GitLab { .. }
-                )
-                | ("--realm", Preset::Keycloak { .. })
+/// `command` without its hidden options: clap_complete would offer them too, and the
+/// completions must suggest neither `--runtime` nor the refused `--client-secret`.
+fn without_hidden(command: &clap::Command) -> clap::Command {
+    let visible = clap::Command::new(command.get_name().to_owned())
+        .args(
+            command
+                .get_arguments()
+                .filter(|arg| !arg.is_hide_set())
+                .cloned(),
         )
-    };
-    for (option, given) in [
-        ("--tenant", tenant.is_some()),
-        ("--domain", domain.is_some()),
-        ("--base-url", base_url.is_some()),
-        ("--realm", realm.is_some()),
-    ] {
-        if given && !used(option) {
-            return Err(lexopt::Error::from(format!(
-                "--provider {name} takes no {option}"
-            )));
-        }
+        .subcommands(command.get_subcommands().map(without_hidden));
+    match command.get_about() {
+        Some(about) => visible.about(about.clone()),
+        None => visible,
     }
-    Ok(preset)
 }
 
-fn parse_session(options: &mut Options) -> Result<SessionArgs, lexopt::Error> {
-    let mut args = SessionArgs {
-        store: default_store(),
-        secret: None,
-        runtime: RuntimeChoice::Smol,
-        json: false,
-    };
-    while let Some(arg) = options.parser.next()? {
-        match arg {
-            Short('v') | Long("verbose") => options.verbose(),
-            Long("store") => args.store = options.path()?,
-            Long("client-secret-env") => args.secret = Some(SecretSource::Env(options.string()?)),
-            Long("client-secret-file") => args.secret = Some(SecretSource::File(options.path()?)),
-            Long("client-secret") => return Err(secret_on_command_line()),
-            Long("runtime") => args.runtime = options.runtime()?,
-            Long("json") => args.json = true,
-            other => return Err(other.unexpected()),
-        }
+/// A usage mistake as the command reports it on stderr: `latchkey: ` and the reason, then
+/// the usage of the command it was made in and where to read more.
+pub fn usage_error(error: &clap::Error) -> String {
+    let mut text = format!("latchkey: {}\n", reason(error));
+    if let Some(ContextValue::StyledStr(usage)) = error.get(ContextKind::Usage) {
+        let usage = usage.to_string();
+        let usage = usage.trim_start_matches("Usage:").trim();
+        text.push_str(&format!("\nUSAGE: {usage}\n"));
+        // "latchkey token --fresh --margin <SECS>" → "token"
+        let words: Vec<&str> = usage
+            .split_whitespace()
+            .skip(1)
+            .take_while(|word| !word.starts_with(['-', '<', '[']))
+            .collect();
+        let help = match words.as_slice() {
+            [] => "latchkey --help".to_owned(),
+            sub => format!("latchkey help {}", sub.join(" ")),
+        };
+        text.push_str(&format!("\n'{help}' lists every option.\n"));
     }
-    Ok(args)
+    text
 }
 
-fn parse_token(options: &mut Options) -> Result<TokenArgs, lexopt::Error> {
-    let mut args = TokenArgs {
-        store: default_store(),
-        reveal: false,
-        json: false,
-        fresh: None,
-        secret: None,
-        runtime: RuntimeChoice::Smol,
+/// Why `error` is a usage mistake, in one sentence.
+fn reason(error: &clap::Error) -> String {
+    let string = |kind| match error.get(kind) {
+        Some(ContextValue::String(text)) => Some(text.as_str()),
+        _ => None,
     };
-    let (mut fresh, mut margin) = (false, None);
-    while let Some(arg) = options.parser.next()? {
-        match arg {
-            Short('v') | Long("verbose") => options.verbose(),
-            Long("store") => args.store = options.path()?,
-            Long("reveal") => args.reveal = true,
-            Long("json") => args.json = true,
-            Long("fresh") => fresh = true,
-            Long("margin") => margin = Some(options.seconds()?),
-            Long("client-secret-env") => args.secret = Some(SecretSource::Env(options.string()?)),
-            Long("client-secret-file") => args.secret = Some(SecretSource::File(options.path()?)),
-            Long("client-secret") => return Err(secret_on_command_line()),
-            Long("runtime") => args.runtime = options.runtime()?,
-            other => return Err(other.unexpected()),
+    // "--runtime <RUNTIME>" → "--runtime"
+    let option = |kind| string(kind).map(|arg| arg.split(' ').next().unwrap_or(arg));
+    match error.kind() {
+        ErrorKind::InvalidSubcommand => {
+            let mut text = format!(
+                "unknown command {:?}: expected {}",
+                string(ContextKind::InvalidSubcommand).unwrap_or_default(),
+                or_list(
+                    &Invocation::command()
+                        .get_subcommands()
+                        .map(|sub| sub.get_name().to_owned())
+                        .collect::<Vec<_>>()
+                )
+            );
+            if let Some(ContextValue::Strings(suggested)) =
+                error.get(ContextKind::SuggestedSubcommand)
+            {
+                text.push_str(&format!(" (did you mean {}?)", or_list(suggested)));
+            }
+            text
         }
+        ErrorKind::InvalidValue => match error.get(ContextKind::ValidValue) {
+            Some(ContextValue::Strings(valid)) => format!(
+                "{} takes {}, not {:?}",
+                option(ContextKind::InvalidArg).unwrap_or("the option"),
+                or_list(valid),
+                string(ContextKind::InvalidValue).unwrap_or_default()
+            ),
+            _ => first_paragraph(error),
+        },
+        ErrorKind::ArgumentConflict => match (
+            option(ContextKind::InvalidArg),
+            error.get(ContextKind::PriorArg),
+        ) {
+            (Some(arg), Some(ContextValue::String(prior))) => format!(
+                "{arg} and {} contradict each other: give one of them",
+                prior.split(' ').next().unwrap_or(prior)
+            ),
+            (Some(arg), Some(ContextValue::Strings(prior))) => format!(
+                "{arg} contradicts {}: give one of them",
+                or_list(
+                    &prior
+                        .iter()
+                        .map(|p| p.split(' ').next().unwrap_or(p).to_owned())
+                        .collect::<Vec<_>>()
+                )
+            ),
+            _ => first_paragraph(error),
+        },
+        ErrorKind::ValueValidation => {
+            let cause = std::error::Error::source(error).map(ToString::to_string);
+            let secret = std::error::Error::source(error)
+                .is_some_and(|cause| cause.is::<SecretOnCommandLine>());
+            match (secret, cause) {
+                // Never the value: it is the secret.
+                (true, Some(cause)) => cause,
+                (false, Some(cause)) => format!(
+                    "{}: {cause}, not {:?}",
+                    option(ContextKind::InvalidArg).unwrap_or("the option"),
+                    string(ContextKind::InvalidValue).unwrap_or_default()
+                ),
+                (_, None) => first_paragraph(error),
+            }
+        }
+        _ => first_paragraph(error),
     }
-    if !fresh && (margin.is_some() || args.secret.is_some()) {
-        return Err(lexopt::Error::from(
-            "--margin and the client secret only matter with --fresh",
-        ));
-    }
-    if fresh {
-        args.fresh = Some(margin.unwrap_or(latchkey::SessionOptions::default().margin));
-    }
-    Ok(args)
 }
 
-fn parse_dev_idp(options: &mut Options) -> Result<DevIdpArgs, lexopt::Error> {
-    let mut args = DevIdpArgs {
-        port: 9000,
-        client_id: "latchkey-dev".into(),
-        secret: None,
-        auth_method: "none".into(),
-        redirect_uris: Vec::new(),
-        quirk: None,
-        id_token_alg: None,
-        forge: None,
-    };
-    while let Some(arg) = options.parser.next()? {
-        match arg {
-            Short('v') | Long("verbose") => options.verbose(),
-            Long("port") => args.port = options.parser.value()?.parse()?,
-            Long("client-id") => args.client_id = options.string()?,
-            // A development IdP's throwaway secret; real secrets never go on a command line.
-            Long("client-secret") => args.secret = Some(options.string()?),
-            Long("auth-method") => args.auth_method = options.string()?,
-            Long("redirect-uri") => args.redirect_uris.push(options.string()?),
-            Long("quirk") => args.quirk = Some(options.string()?),
-            Long("id-token-alg") => args.id_token_alg = Some(options.string()?),
-            Long("forge") => args.forge = Some(options.string()?),
-            other => return Err(other.unexpected()),
-        }
-    }
-    Ok(args)
+/// clap's own wording of `error`, up to its first blank line, on one line.
+fn first_paragraph(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let paragraph = rendered.split("\n\n").next().unwrap_or_default();
+    let paragraph = paragraph.trim_start_matches("error:").trim();
+    paragraph.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn parse_demo(options: &mut Options) -> Result<Command, lexopt::Error> {
-    let mut runtime = RuntimeChoice::Smol;
-    while let Some(arg) = options.parser.next()? {
-        match arg {
-            Short('v') | Long("verbose") => options.verbose(),
-            Long("runtime") => runtime = options.runtime()?,
-            other => return Err(other.unexpected()),
-        }
+/// `a, b or c`.
+fn or_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
     }
-    Ok(Command::Demo { runtime })
 }
 
 /// `tokens.json` in the user's configuration directory for latchkey.
@@ -615,7 +835,7 @@ pub fn default_store() -> PathBuf {
 mod tests {
     use super::*;
 
-    fn parse_invocation(line: &str) -> Result<Invocation, lexopt::Error> {
+    fn parse_invocation(line: &str) -> Result<Invocation, clap::Error> {
         parse(
             std::iter::once("latchkey")
                 .chain(line.split_whitespace())
@@ -623,28 +843,46 @@ mod tests {
         )
     }
 
-    fn parse_line(line: &str) -> Result<Command, lexopt::Error> {
-        parse_invocation(line).map(|invocation| invocation.command)
+    /// The command, or what the user is told.
+    fn parse_line(line: &str) -> Result<Command, String> {
+        parse_invocation(line)
+            .map(|invocation| invocation.command.expect("a command"))
+            .map_err(|error| usage_error(&error))
     }
 
     #[test]
-    fn help_after_a_command_is_the_usage() {
+    fn the_declarations_are_consistent() {
+        Invocation::command().debug_assert();
+    }
+
+    #[test]
+    fn the_completions_offer_no_hidden_option() {
+        let script = String::from_utf8(completions(Shell::Bash)).expect("UTF-8");
+        assert!(script.contains("--client-secret-env"), "{script}");
+        assert!(!script.contains("--runtime"), "{script}");
+        assert!(!script.contains("--client-secret "), "{script}");
+    }
+
+    #[test]
+    fn help_after_a_command_is_that_commands_help_and_exits_0() {
         for line in [
             "--help",
             "login --help",
             "login --issuer https://idp.example -h",
             "dev-idp --help",
             "token --json --help",
+            "help login",
+            "--version",
         ] {
-            assert!(matches!(parse_line(line), Ok(Command::Help)), "{line}");
+            let error = parse_invocation(line).expect_err(line);
+            assert_eq!(error.exit_code(), 0, "{line}");
         }
     }
 
     fn provider_of(line: &str) -> Result<ProviderChoice, String> {
-        match parse_line(line) {
-            Ok(Command::Login(args)) => Ok(args.provider),
-            Ok(other) => panic!("not a login: {other:?}"),
-            Err(error) => Err(error.to_string()),
+        match parse_line(line)? {
+            Command::Login(args) => Ok(args.provider()),
+            other => panic!("not a login: {other:?}"),
         }
     }
 
@@ -688,7 +926,7 @@ mod tests {
     #[test]
     fn contradictory_or_incomplete_provider_options_are_refused() {
         for (line, says) in [
-            ("login --client-id c", "name the provider"),
+            ("login --client-id c", "--provider <NAME>"),
             ("login --client-id c --provider okta", "--domain"),
             (
                 "login --client-id c --provider keycloak --base-url B",
@@ -701,38 +939,41 @@ mod tests {
             ("login --client-id c --provider nowhere", "takes google"),
             (
                 "login --client-id c --provider google --token-endpoint T",
-                "sets the endpoints",
+                "--provider and --token-endpoint contradict",
             ),
-            ("login --client-id c --provider google --issuer I", "issuer"),
             (
-                "login --client-id c --issuer I --domain d",
-                "go with --provider",
+                "login --client-id c --provider google --issuer I",
+                "--issuer",
             ),
+            ("login --client-id c --issuer I --domain d", "--domain"),
             (
                 "login --client-id c --issuer I --revocation-endpoint R",
-                "name the provider",
+                "--authorization-endpoint",
             ),
             (
                 "login --client-id c --provider google --jwks-uri J",
-                "key set",
+                "--jwks-uri",
             ),
             (
                 "login --client-id c --issuer I --jwks-uri J",
-                "name the provider",
+                "--authorization-endpoint",
             ),
         ] {
             let error = provider_of(line).expect_err(line);
             assert!(error.contains(says), "{line}: {error}");
+            assert!(error.contains("USAGE: latchkey login"), "{line}: {error}");
         }
     }
 
     #[test]
     fn verbosity_counts_every_v_anywhere() {
         let invocation = parse_invocation("-v refresh --store s -v --json").expect("valid");
-        assert_eq!(invocation.verbosity, 2);
+        assert_eq!(invocation.verbose(), 2);
         let invocation = parse_invocation("demo -vv").expect("valid");
-        assert_eq!(invocation.verbosity, 2);
-        assert_eq!(parse_invocation("token").expect("valid").verbosity, 0);
+        assert_eq!(invocation.verbose(), 2);
+        let invocation = parse_invocation("-vv dev-idp -v --port 1").expect("valid");
+        assert_eq!(invocation.verbose(), 3);
+        assert_eq!(parse_invocation("token").expect("valid").verbose(), 0);
     }
 
     #[test]
@@ -742,44 +983,66 @@ mod tests {
         else {
             panic!("valid command line");
         };
-        assert_eq!(args.fresh, Some(Duration::from_secs(300)));
-        assert!(matches!(args.secret, Some(SecretSource::Env(ref var)) if var == "S"));
+        assert_eq!(args.fresh(), Some(Duration::from_secs(300)));
+        assert!(
+            matches!(args.common.secret.source(), Some(SecretSource::Env(ref var)) if var == "S")
+        );
+        assert_eq!(args.common.driver.runtime, RuntimeChoice::Tokio);
         let Ok(Command::Token(args)) = parse_line("token --fresh") else {
             panic!("valid command line");
         };
-        assert_eq!(args.fresh, Some(latchkey::SessionOptions::default().margin));
-        let error = parse_line("token --margin 5").unwrap_err().to_string();
-        assert!(error.contains("--fresh"), "{error}");
-    }
-
-    #[test]
-    fn refresh_and_logout_refuse_a_secret_on_the_command_line() {
-        for command in ["refresh", "logout", "token --fresh"] {
-            let error = parse_line(&format!("{command} --client-secret hunter2"))
-                .unwrap_err()
-                .to_string();
-            assert!(!error.contains("hunter2"), "{error}");
-            assert!(error.contains("--client-secret-file"), "{error}");
+        assert_eq!(
+            args.fresh(),
+            Some(latchkey::SessionOptions::default().margin)
+        );
+        for line in ["token --margin 5", "token --client-secret-file F"] {
+            let error = parse_line(line).unwrap_err();
+            assert!(error.contains("--fresh"), "{error}");
         }
     }
 
     #[test]
-    fn login_needs_its_endpoints_and_client_id() {
-        let error = parse_line("login --token-endpoint http://127.0.0.1:1/t --client-id c")
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("--authorization-endpoint"), "{error}");
+    fn every_command_refuses_a_secret_on_the_command_line_without_echoing_it() {
+        for command in ["login", "refresh", "logout", "token --fresh"] {
+            for secret in ["--client-secret hunter2", "--client-secret=hunter2"] {
+                let error = parse_line(&format!("{command} {secret}")).unwrap_err();
+                assert!(!error.contains("hunter2"), "{error}");
+                assert!(error.contains("--client-secret-file"), "{error}");
+            }
+        }
     }
 
     #[test]
-    fn a_secret_on_the_command_line_is_refused_with_the_alternatives() {
-        let error = parse_line("login --client-secret hunter2")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("--client-secret-env") && !error.contains("hunter2"),
-            "{error}"
-        );
+    fn login_needs_both_endpoints_and_a_client_id() {
+        let error =
+            parse_line("login --token-endpoint http://127.0.0.1:1/t --client-id c").unwrap_err();
+        assert!(error.contains("--authorization-endpoint"), "{error}");
+        let error = parse_line("login --issuer https://idp.example").unwrap_err();
+        assert!(error.contains("--client-id"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_auth_method_is_left_for_the_login_to_refuse() {
+        let Ok(Command::Login(args)) =
+            parse_line("login --issuer I --client-id c --auth-method bogus")
+        else {
+            panic!("valid command line");
+        };
+        assert_eq!(args.auth_method, Some(Err("bogus".to_owned())));
+        let Ok(Command::Login(args)) =
+            parse_line("login --issuer I --client-id c --auth-method post")
+        else {
+            panic!("valid command line");
+        };
+        assert_eq!(args.auth_method, Some(Ok(AuthMethod::Post)));
+    }
+
+    #[test]
+    fn a_repeated_option_takes_its_last_value() {
+        let Ok(Command::Token(args)) = parse_line("token --store a --store b --json --json") else {
+            panic!("valid command line");
+        };
+        assert_eq!(args.common.store, PathBuf::from("b"));
     }
 
     #[test]
@@ -793,8 +1056,8 @@ mod tests {
         };
         assert_eq!(args.scopes, ["openid", "email"]);
         assert_eq!(args.params[1], ("prompt".into(), "consent".into()));
-        assert_eq!(args.runtime, RuntimeChoice::Tokio);
+        assert_eq!(args.common.driver.runtime, RuntimeChoice::Tokio);
         assert_eq!(args.timeout, Some(Duration::from_secs(5)));
-        assert!(args.json);
+        assert!(args.common.json);
     }
 }

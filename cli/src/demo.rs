@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use latchkey::{Config, FlowOptions, Landing, Provider};
-use latchkey_devidp::{Client, ClientAuth, DevIdp, Forgery, IdTokenAlg, Quirk, agent};
+use latchkey_devidp::{Client, ClientAuth, DevIdp, IdTokenAlg, Quirk, agent};
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::proxy::Proxy;
 use latchkey_io::runtime::Runtime;
@@ -18,7 +18,7 @@ use latchkey_io::service::{Service, ServiceOptions};
 use latchkey_io::store::FileStore;
 use latchkey_io::transport::Transport;
 
-use crate::args::DevIdpArgs;
+use crate::args::{AuthMethod, DevIdpArgs, IdTokenAlgName, QuirkName};
 use crate::login::{Failure, follow};
 use crate::report::{Reporter, describe_tokens};
 
@@ -181,28 +181,17 @@ fn file_mode(_path: &Path) -> String {
 
 /// `latchkey dev-idp`: serves the development identity provider until interrupted.
 pub fn serve_dev_idp(args: DevIdpArgs) -> ExitCode {
-    let auth = match args.auth_method.as_str() {
-        "basic" => ClientAuth::Basic,
-        "post" => ClientAuth::Post,
-        "none" => ClientAuth::None,
-        other => {
-            eprintln!("latchkey: --auth-method takes basic, post or none, not {other:?}");
-            return ExitCode::from(2);
-        }
+    let auth = match args.auth_method {
+        AuthMethod::Basic => ClientAuth::Basic,
+        AuthMethod::Post => ClientAuth::Post,
+        AuthMethod::None => ClientAuth::None,
     };
-    let quirk = match args.quirk.as_deref() {
+    let quirk = match args.quirk {
         None => Quirk::None,
-        Some("github") => Quirk::GitHub,
-        Some("github-app") => Quirk::GitHubApp,
-        Some("entra") => Quirk::EntraStringExpiry,
-        Some("no-token-type") => Quirk::NoTokenType,
-        Some(other) => {
-            eprintln!(
-                "latchkey: --quirk takes github, github-app, entra or no-token-type, \
-                 not {other:?}"
-            );
-            return ExitCode::from(2);
-        }
+        Some(QuirkName::GitHub) => Quirk::GitHub,
+        Some(QuirkName::GitHubApp) => Quirk::GitHubApp,
+        Some(QuirkName::Entra) => Quirk::EntraStringExpiry,
+        Some(QuirkName::NoTokenType) => Quirk::NoTokenType,
     };
     let redirect_uris = if args.redirect_uris.is_empty() {
         vec!["http://127.0.0.1:8080/callback".to_owned()]
@@ -215,25 +204,11 @@ pub fn serve_dev_idp(args: DevIdpArgs) -> ExitCode {
         auth,
         redirect_uris: redirect_uris.clone(),
     };
-    let alg = match args.id_token_alg.as_deref() {
-        None | Some("RS256") => IdTokenAlg::RS256,
-        Some("ES256") => IdTokenAlg::ES256,
-        Some(other) => {
-            eprintln!("latchkey: --id-token-alg takes RS256 or ES256, not {other:?}");
-            return ExitCode::from(2);
-        }
+    let alg = match args.id_token_alg {
+        IdTokenAlgName::RS256 => IdTokenAlg::RS256,
+        IdTokenAlgName::ES256 => IdTokenAlg::ES256,
     };
-    let forgery = match args.forge.as_deref() {
-        None => None,
-        Some(name) => match Forgery::from_name(name) {
-            Some(forgery) => Some(forgery),
-            None => {
-                let names: Vec<&str> = Forgery::ALL.iter().map(|f| f.name()).collect();
-                eprintln!("latchkey: --forge takes {}, not {name:?}", names.join(", "));
-                return ExitCode::from(2);
-            }
-        },
-    };
+    let forgery = args.forge;
     let mut config = latchkey_devidp::Config::new(vec![client]);
     config.quirk = quirk;
     config.id_token_alg = alg;

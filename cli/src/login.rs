@@ -19,7 +19,9 @@ use latchkey_io::store::{DEFAULT_KEY, FileStore, ProviderRecord};
 use latchkey_io::transport::Transport;
 use secrecy::SecretString;
 
-use crate::args::{BROWSER_TIMEOUT, LoginArgs, Preset, ProviderChoice, SecretSource, Way};
+use crate::args::{
+    AuthMethod, BROWSER_TIMEOUT, LoginArgs, Preset, ProviderChoice, SecretSource, Way,
+};
 use crate::paste;
 use crate::report::{Reporter, describe_failure};
 
@@ -75,7 +77,7 @@ impl From<latchkey_io::service::Error> for Failure {
 
 /// Runs `latchkey login` on `runtime`.
 pub async fn run<R: Runtime>(runtime: R, args: LoginArgs) -> ExitCode {
-    let mut reporter = Reporter::new(args.json);
+    let mut reporter = Reporter::new(args.common.json);
     match login(&runtime, &args, &mut reporter).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(&mut reporter),
@@ -101,7 +103,7 @@ async fn login<R: Runtime>(
     let has_device = provider.device_authorization_endpoint().is_some();
     let way = choose_way(args, has_device, reporter)?;
     let config = config(provider, args)?;
-    let store = Arc::new(FileStore::new(&args.store));
+    let store = Arc::new(FileStore::new(&args.common.store));
     let mut options = ServiceOptions::new(Arc::clone(&store) as _, transport);
     options.bind.extend(args.bind);
     let (service, login, deadline, paste) = match way {
@@ -139,7 +141,7 @@ async fn login<R: Runtime>(
         deadline,
         reporter,
         &requested_scope,
-        &args.store,
+        &args.common.store,
     );
     let result = if paste {
         // The browser may be on another machine, where the redirect to this one's loopback
@@ -184,7 +186,7 @@ fn choose_way(
         true => Some("--no-browser"),
         false => paste::browser_unavailable(),
     };
-    match args.way {
+    match args.way() {
         Way::Device if has_device => Ok(Chosen::Device),
         Way::Device => Err(Failure::Unsupported(
             "the provider has no device authorization endpoint: give \
@@ -284,7 +286,7 @@ async fn provider<R: Runtime>(
     args: &LoginArgs,
 ) -> Result<Provider, Failure> {
     let client_id = args.client_id.as_str();
-    let mut provider = match &args.provider {
+    let mut provider = match &args.provider() {
         ProviderChoice::Endpoints {
             authorization_endpoint,
             token_endpoint,
@@ -292,7 +294,7 @@ async fn provider<R: Runtime>(
             jwks_uri,
         } => {
             let mut builder = Provider::builder(authorization_endpoint, token_endpoint, client_id);
-            if let Some(endpoint) = &args.device_authorization_endpoint {
+            if let Some(endpoint) = &args.provider_args.device_authorization_endpoint {
                 builder = builder.device_authorization_endpoint(endpoint);
             }
             if let Some(endpoint) = revocation_endpoint {
@@ -301,13 +303,13 @@ async fn provider<R: Runtime>(
             if let Some(uri) = jwks_uri {
                 builder = builder.jwks_uri(uri);
             }
-            if let Some(issuer) = &args.issuer {
+            if let Some(issuer) = &args.provider_args.issuer {
                 builder = builder.issuer(issuer);
             }
             builder
         }
         ProviderChoice::Discover => {
-            let issuer = args.issuer.as_deref().unwrap_or_default();
+            let issuer = args.provider_args.issuer.as_deref().unwrap_or_default();
             let discovered = discover(runtime, transport, issuer, client_id)
                 .await
                 .map_err(|error| Failure::Failed {
@@ -317,7 +319,7 @@ async fn provider<R: Runtime>(
                          --token-endpoint"
                     ),
                 })?;
-            match &args.device_authorization_endpoint {
+            match &args.provider_args.device_authorization_endpoint {
                 Some(endpoint) => discovered.device_authorization_endpoint(endpoint),
                 None => discovered,
             }
@@ -326,26 +328,26 @@ async fn provider<R: Runtime>(
     }
     .scopes(args.scopes.iter().cloned())
     .crypto(latchkey_io::crypto::ring())
-    .verify_id_token(args.verify_id_token);
+    .verify_id_token(args.verify_id_token());
     for (key, value) in &args.params {
         provider = provider.param(key, value);
     }
-    if let Some(source) = &args.secret {
+    if let Some(source) = &args.common.secret.source() {
         provider = provider.client_secret(read_secret(source)?);
     }
     if let Some(method) = &args.auth_method {
-        provider = provider.client_auth(match method.as_str() {
-            "basic" => ClientAuth::SecretBasic,
-            "post" => ClientAuth::SecretPost,
-            "none" => ClientAuth::None,
-            other => {
+        provider = provider.client_auth(match method {
+            Ok(AuthMethod::Basic) => ClientAuth::SecretBasic,
+            Ok(AuthMethod::Post) => ClientAuth::SecretPost,
+            Ok(AuthMethod::None) => ClientAuth::None,
+            Err(other) => {
                 return Err(Failure::Config(format!(
                     "--auth-method takes basic, post or none, not {other:?}"
                 )));
             }
         });
     }
-    let discovered = matches!(args.provider, ProviderChoice::Discover);
+    let discovered = matches!(args.provider(), ProviderChoice::Discover);
     provider.build().map_err(|error| match error {
         latchkey::ConfigError::IdTokenVerification(_) if discovered => Failure::Config(format!(
             "provider: {error}, and the provider's metadata names none; leave out the openid \

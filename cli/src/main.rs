@@ -14,10 +14,12 @@ mod session;
 mod show;
 
 use std::future::Future;
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use args::{Command, Invocation, RuntimeChoice};
+use clap::CommandFactory as _;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::Targets;
@@ -33,44 +35,59 @@ fn interrupted() -> bool {
 }
 
 fn main() -> ExitCode {
-    let Invocation { command, verbosity } = match args::parse(std::env::args_os()) {
+    let invocation = match args::parse(std::env::args_os()) {
         Ok(invocation) => invocation,
+        // `--help`, `help COMMAND` and `--version`: on stdout, exit 0.
+        Err(shown) if shown.exit_code() == 0 => {
+            let _ = shown.print();
+            return ExitCode::SUCCESS;
+        }
         Err(error) => {
-            eprintln!("latchkey: {error}\n\n{}", args::USAGE);
+            eprint!("{}", args::usage_error(&error));
             return ExitCode::from(2);
         }
     };
-    log_to_stderr(verbosity);
+    log_to_stderr(invocation.verbose());
+    let Some(command) = invocation.command else {
+        let _ = Invocation::command().print_help();
+        return ExitCode::SUCCESS;
+    };
     match command {
-        Command::Help => {
-            print!("{}", args::USAGE);
-            ExitCode::SUCCESS
-        }
         Command::Login(args) => {
             let args = *args;
             // Without the handler Ctrl-C still ends the process, just less gracefully.
             let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
-            match args.runtime {
+            match args.common.driver.runtime {
                 RuntimeChoice::Smol => smol::block_on(login::run(latchkey_smol::Smol, args)),
                 RuntimeChoice::Tokio => on_tokio(login::run(latchkey_tokio::Tokio, args)),
             }
         }
-        Command::Demo { runtime } => match runtime {
+        Command::Demo { driver, .. } => match driver.runtime {
             RuntimeChoice::Smol => smol::block_on(demo::run(latchkey_smol::Smol)),
             RuntimeChoice::Tokio => on_tokio(demo::run(latchkey_tokio::Tokio)),
         },
-        Command::Refresh(args) => match args.runtime {
+        Command::Refresh(args) => match args.common.driver.runtime {
             RuntimeChoice::Smol => smol::block_on(session::refresh(latchkey_smol::Smol, args)),
             RuntimeChoice::Tokio => on_tokio(session::refresh(latchkey_tokio::Tokio, args)),
         },
-        Command::Logout(args) => match args.runtime {
+        Command::Logout(args) => match args.common.driver.runtime {
             RuntimeChoice::Smol => smol::block_on(session::logout(latchkey_smol::Smol, args)),
             RuntimeChoice::Tokio => on_tokio(session::logout(latchkey_tokio::Tokio, args)),
         },
-        Command::Token(args) => match args.runtime {
+        Command::Token(args) => match args.common.driver.runtime {
             RuntimeChoice::Smol => smol::block_on(session::token(latchkey_smol::Smol, args)),
             RuntimeChoice::Tokio => on_tokio(session::token(latchkey_tokio::Tokio, args)),
         },
+        Command::Completions { shell } => {
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(&args::completions(shell))
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
         Command::DevIdp(args) => demo::serve_dev_idp(args),
     }
 }

@@ -23,15 +23,21 @@ use crate::show;
 
 /// Runs `latchkey refresh` on `runtime`.
 pub async fn refresh<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
-    let mut reporter = Reporter::new(args.json);
+    let mut reporter = Reporter::new(args.common.json);
     let refreshed = async {
-        let source = source(&runtime, &args.store, args.secret.as_ref(), None).await?;
+        let source = source(
+            &runtime,
+            &args.common.store,
+            args.common.secret.source().as_ref(),
+            None,
+        )
+        .await?;
         source.refresh().await.map_err(source_failure)
     };
     match refreshed.await {
         Ok(tokens) => {
             reporter.token(&tokens, "");
-            reporter.stored(&args.store);
+            reporter.stored(&args.common.store);
             ExitCode::SUCCESS
         }
         Err(failure) => failure.report(&mut reporter),
@@ -41,7 +47,7 @@ pub async fn refresh<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
 /// Runs `latchkey logout` on `runtime`: revokes what the provider lets us revoke, deletes
 /// the token file's entry in any case, and reports each outcome.
 pub async fn logout<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
-    let mut reporter = Reporter::new(args.json);
+    let mut reporter = Reporter::new(args.common.json);
     match log_out(&runtime, &args).await {
         Ok(report) => {
             for (kind, outcome) in &report.revocations {
@@ -53,7 +59,7 @@ pub async fn logout<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
             if let Some(reason) = &report.not_revoked {
                 reporter.not_revoked(&reason.to_string());
             }
-            reporter.logged_out(&args.store, report.had_tokens);
+            reporter.logged_out(&args.common.store, report.had_tokens);
             if report.fully_revoked() || report.not_revoked == Some(NotRevoked::NoEndpoint) {
                 ExitCode::SUCCESS
             } else {
@@ -66,11 +72,11 @@ pub async fn logout<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
 }
 
 async fn log_out<R: Runtime>(runtime: &R, args: &SessionArgs) -> Result<LogoutReport, Failure> {
-    let store = FileStore::new(&args.store);
-    if load_record(runtime, &args.store).await?.is_none() {
+    let store = FileStore::new(&args.common.store);
+    if load_record(runtime, &args.common.store).await?.is_none() {
         // Tokens without a record (written by something else): nobody to revoke them at,
         // but they still go.
-        let had_tokens = load_tokens(runtime, &args.store).await?.is_some();
+        let had_tokens = load_tokens(runtime, &args.common.store).await?.is_some();
         runtime
             .unblock(move || store.delete(DEFAULT_KEY))
             .await
@@ -81,19 +87,31 @@ async fn log_out<R: Runtime>(runtime: &R, args: &SessionArgs) -> Result<LogoutRe
             ..LogoutReport::default()
         });
     }
-    let source = source(runtime, &args.store, args.secret.as_ref(), None).await?;
+    let source = source(
+        runtime,
+        &args.common.store,
+        args.common.secret.source().as_ref(),
+        None,
+    )
+    .await?;
     source.logout().await.map_err(source_failure)
 }
 
 /// Runs `latchkey token`, refreshing first with `--fresh`.
 pub async fn token<R: Runtime>(runtime: R, args: TokenArgs) -> ExitCode {
-    let Some(margin) = args.fresh else {
-        return show::run(&args.store, args.reveal, args.json);
+    let Some(margin) = args.fresh() else {
+        return show::run(&args.common.store, args.reveal, args.common.json);
     };
-    let mut reporter = Reporter::new(args.json);
+    let mut reporter = Reporter::new(args.common.json);
     let fresh = async {
-        let before = load_tokens(&runtime, &args.store).await?;
-        let source = source(&runtime, &args.store, args.secret.as_ref(), Some(margin)).await?;
+        let before = load_tokens(&runtime, &args.common.store).await?;
+        let source = source(
+            &runtime,
+            &args.common.store,
+            args.common.secret.source().as_ref(),
+            Some(margin),
+        )
+        .await?;
         let tokens = source.tokens().await.map_err(source_failure)?;
         let refreshed = before.is_none_or(|before| {
             before.access_token().expose_secret() != tokens.access_token().expose_secret()
@@ -101,7 +119,9 @@ pub async fn token<R: Runtime>(runtime: R, args: TokenArgs) -> ExitCode {
         Ok::<_, Failure>((tokens, refreshed))
     };
     match fresh.await {
-        Ok((tokens, refreshed)) => show::print(&tokens, args.reveal, args.json, Some(refreshed)),
+        Ok((tokens, refreshed)) => {
+            show::print(&tokens, args.reveal, args.common.json, Some(refreshed))
+        }
         Err(failure) => failure.report(&mut reporter),
     }
 }
