@@ -40,9 +40,12 @@ impl Invocation {
     /// How much to log: every `-v`, before the command's name and after it.
     pub fn verbose(&self) -> u8 {
         let command = match &self.command {
-            Some(Command::Login(args)) => args.common.verbosity.verbose,
-            Some(Command::Refresh(args) | Command::Logout(args)) => args.common.verbosity.verbose,
-            Some(Command::Token(args)) => args.common.verbosity.verbose,
+            Some(Command::Login(args)) => args.common.file.verbosity.verbose,
+            Some(Command::Refresh(args) | Command::Logout(args)) => {
+                args.common.file.verbosity.verbose
+            }
+            Some(Command::Token(args)) => args.common.file.verbosity.verbose,
+            Some(Command::Profiles(args)) => args.file.verbosity.verbose,
             Some(Command::DevIdp(args)) => args.verbosity.verbose,
             Some(Command::Demo { verbosity, .. }) => verbosity.verbose,
             Some(Command::Completions { .. }) | None => 0,
@@ -79,6 +82,9 @@ pub enum Command {
     /// Show the stored tokens (the access token itself only with --reveal)
     #[command(after_help = EXIT_CODES)]
     Token(TokenArgs),
+    /// List the stored logins: provider, who signed in, expiry, and where the tokens are
+    #[command(after_help = EXIT_CODES)]
+    Profiles(ProfilesArgs),
     /// Print the shell completion script for SHELL to stdout
     Completions {
         /// The shell whose completion script to print
@@ -110,9 +116,9 @@ pub enum RuntimeChoice {
     Tokio,
 }
 
-/// The options of every command that works on the token file.
+/// The token file and how to report: every command that reads it.
 #[derive(Debug, Args)]
-pub struct Common {
+pub struct FileArgs {
     /// Token file (default: tokens.json in the user's config directory for latchkey); it
     /// also records the provider's settings, never the secret
     #[arg(
@@ -122,15 +128,49 @@ pub struct Common {
         hide_default_value = true
     )]
     pub store: PathBuf,
-    #[command(flatten)]
-    pub secret: SecretArgs,
     /// One JSON object per line on stdout
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub driver: Driver,
-    #[command(flatten)]
     pub verbosity: Verbosity,
+}
+
+/// The options of every command that works on one login.
+#[derive(Debug, Args)]
+pub struct Common {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// Which login: each profile keeps its own tokens in the token file
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = DEFAULT_PROFILE,
+        value_parser = profile_name
+    )]
+    pub profile: String,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    #[command(flatten)]
+    pub driver: Driver,
+}
+
+/// Where the browser comes back when no `--redirect-uri` says.
+pub const DEFAULT_REDIRECT_URI: &str = "http://127.0.0.1:0/callback";
+
+/// The profile of a command given no `--profile`.
+pub const DEFAULT_PROFILE: &str = latchkey_io::store::DEFAULT_KEY;
+
+/// A profile's name: 1 to 64 letters, digits, `-` and `_`, so that it names its lock files
+/// as it is.
+fn profile_name(text: &str) -> Result<String, String> {
+    let valid = (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+    match valid {
+        true => Ok(text.to_owned()),
+        false => Err("takes 1 to 64 letters, digits, '-' and '_'".to_owned()),
+    }
 }
 
 /// The client secret, for a client that has one: by the name of what holds it.
@@ -392,6 +432,13 @@ impl ProviderArgs {
     }
 }
 
+/// `latchkey profiles`.
+#[derive(Debug, Args)]
+pub struct ProfilesArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+}
+
 /// `latchkey login`.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Provider")]
@@ -412,16 +459,17 @@ pub struct LoginArgs {
     /// Extra authorization parameter (repeatable)
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = key_value)]
     pub params: Vec<(String, String)>,
-    /// Where the browser comes back (0: any free port)
-    #[arg(
-        long,
-        value_name = "URI",
-        default_value = "http://127.0.0.1:0/callback"
-    )]
-    pub redirect_uri: String,
-    /// Listen on ADDR instead of the redirect URI's host and port
+    /// Where the browser comes back (default: http://127.0.0.1:0/callback, 0 meaning any
+    /// free port); repeatable: the first whose port can be bound is used
+    #[arg(long = "redirect-uri", value_name = "URI", action = ArgAction::Append)]
+    redirect_uris: Vec<String>,
+    /// Listen on ADDR instead of the redirect URI's host and port (one --redirect-uri)
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
+    /// Keep the tokens in the OS keychain (Keychain, Credential Manager, Secret Service);
+    /// the token file keeps the provider's settings. Fails rather than write them elsewhere
+    #[arg(long)]
+    pub keyring: bool,
     /// Send the browser here after success (e.g. docker-desktop://dashboard/open)
     #[arg(long, value_name = "URL")]
     pub then: Option<String>,
@@ -466,6 +514,14 @@ impl LoginArgs {
     }
 
     /// Whether the ID token is verified (unless `--no-verify-id-token`).
+    /// The redirect URIs to try, in order.
+    pub fn redirect_uris(&self) -> Vec<&str> {
+        match self.redirect_uris.as_slice() {
+            [] => vec![DEFAULT_REDIRECT_URI],
+            given => given.iter().map(String::as_str).collect(),
+        }
+    }
+
     pub fn verify_id_token(&self) -> bool {
         !self.no_verify_id_token
     }
@@ -643,12 +699,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, cla
     let args: Vec<OsString> = args.into_iter().collect();
     let invocation = Invocation::try_parse_from(&args).map_err(|error| with_usage(error, &args))?;
     if let Some(Command::Login(login)) = &invocation.command {
-        login.provider_args.choice().map_err(|message| {
+        let conflict = |message| {
             with_usage(
                 clap::Error::raw(ErrorKind::ArgumentConflict, message),
                 &args,
             )
-        })?;
+        };
+        login.provider_args.choice().map_err(conflict)?;
+        if login.bind.is_some() && login.redirect_uris.len() > 1 {
+            return Err(conflict(
+                "--bind listens on one address: give one --redirect-uri with it".to_owned(),
+            ));
+        }
     }
     Ok(invocation)
 }
@@ -1042,7 +1104,7 @@ mod tests {
         let Ok(Command::Token(args)) = parse_line("token --store a --store b --json --json") else {
             panic!("valid command line");
         };
-        assert_eq!(args.common.store, PathBuf::from("b"));
+        assert_eq!(args.common.file.store, PathBuf::from("b"));
     }
 
     #[test]
@@ -1058,6 +1120,6 @@ mod tests {
         assert_eq!(args.params[1], ("prompt".into(), "consent".into()));
         assert_eq!(args.common.driver.runtime, RuntimeChoice::Tokio);
         assert_eq!(args.timeout, Some(Duration::from_secs(5)));
-        assert!(args.common.json);
+        assert!(args.common.file.json);
     }
 }

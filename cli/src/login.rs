@@ -15,12 +15,12 @@ use latchkey_io::opener::{Opener, SystemBrowser};
 use latchkey_io::proxy::Proxy;
 use latchkey_io::runtime::Runtime;
 use latchkey_io::service::{Elapsed, Login, LoginEvent, Service, ServiceOptions};
-use latchkey_io::store::{DEFAULT_KEY, FileStore, ProviderRecord};
+use latchkey_io::store::{FileStore, LoginGuard, LoginLockError, OsKeychain, ProviderRecord};
 use latchkey_io::transport::Transport;
 use secrecy::SecretString;
 
 use crate::args::{
-    AuthMethod, BROWSER_TIMEOUT, LoginArgs, Preset, ProviderChoice, SecretSource, Way,
+    AuthMethod, BROWSER_TIMEOUT, Common, LoginArgs, Preset, ProviderChoice, SecretSource, Way,
 };
 use crate::paste;
 use crate::report::{Reporter, describe_failure};
@@ -77,7 +77,7 @@ impl From<latchkey_io::service::Error> for Failure {
 
 /// Runs `latchkey login` on `runtime`.
 pub async fn run<R: Runtime>(runtime: R, args: LoginArgs) -> ExitCode {
-    let mut reporter = Reporter::new(args.common.json);
+    let mut reporter = Reporter::new(args.common.file.json);
     match login(&runtime, &args, &mut reporter).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(&mut reporter),
@@ -89,6 +89,18 @@ async fn login<R: Runtime>(
     args: &LoginArgs,
     reporter: &mut Reporter,
 ) -> Result<(), Failure> {
+    let profile = args.common.profile.as_str();
+    let store = Arc::new(file_store(&args.common, args.keyring));
+    // One login per profile at a time, across processes (S60): a second one would open
+    // another browser tab and race the first one's tokens.
+    let _login = begin_login(&store, args)?;
+    // A keychain or token file that cannot be used fails now, before the browser opens.
+    let probed = Arc::clone(&store);
+    let key = profile.to_owned();
+    runtime
+        .unblock(move || probed.probe(&key))
+        .await
+        .map_err(|error| store_failure(&error))?;
     let transport = Transport::Builtin(http_client()?);
     let provider = provider(runtime, &transport, args).await?;
     if provider.requests_openid() && provider.id_token_policy().is_none() {
@@ -102,22 +114,22 @@ async fn login<R: Runtime>(
     let requested_scope = args.scopes.join(" ");
     let has_device = provider.device_authorization_endpoint().is_some();
     let way = choose_way(args, has_device, reporter)?;
-    let config = config(provider, args)?;
-    let store = Arc::new(FileStore::new(&args.common.store));
     let mut options = ServiceOptions::new(Arc::clone(&store) as _, transport);
     options.bind.extend(args.bind);
+    let flow = || FlowOptions::new().owner(profile);
     let (service, login, deadline, paste) = match way {
         Chosen::Device => {
+            let config = config(provider, args, args.redirect_uris()[0])?;
             let service = Service::unbound(runtime.clone(), config, options)?;
-            let login = service.start_device(FlowOptions::new())?;
+            let login = service.start_device(flow())?;
             // Without --timeout, until the code expires.
             let deadline = args.timeout.map(|timeout| Instant::now() + timeout);
             (service, login, deadline, false)
         }
         Chosen::Browser { open } => {
-            let service = Service::bind(runtime.clone(), config, options)?;
+            let service = bind_first(runtime, &provider, args, &options)?;
             reporter.listening(service.redirect_uri());
-            let login = service.start(FlowOptions::new())?;
+            let login = service.start(flow())?;
             let url = login.url().unwrap_or_default().to_owned();
             let opened = open && {
                 let url = url.clone();
@@ -141,7 +153,7 @@ async fn login<R: Runtime>(
         deadline,
         reporter,
         &requested_scope,
-        &args.common.store,
+        store.path(),
     );
     let result = if paste {
         // The browser may be on another machine, where the redirect to this one's loopback
@@ -157,13 +169,82 @@ async fn login<R: Runtime>(
     service.shutdown().await;
     result.map_err(Failure::Flow)?;
     // What `refresh` and `logout` need later, next to the tokens.
+    let key = profile.to_owned();
     runtime
-        .unblock(move || store.save_provider(DEFAULT_KEY, &record))
+        .unblock(move || store.save_provider(&key, &record))
         .await
         .map_err(|error| Failure::Failed {
             kind: "store",
-            message: format!("recording the provider's settings: {error}"),
+            message: format!(
+                "recording the provider's settings: {error}; check the --store path, then log in \
+                 again"
+            ),
         })
+}
+
+/// Marks this login as under way for its profile, or says who is logging in already.
+fn begin_login(store: &FileStore, args: &LoginArgs) -> Result<LoginGuard, Failure> {
+    store
+        .try_begin_login(&args.common.profile)
+        .map_err(|error| match error {
+            LoginLockError::InProgress { pid } => Failure::Failed {
+                kind: "login_in_progress",
+                message: format!(
+                    "another `latchkey login` for profile {:?} is in progress{}; finish it in \
+                     its browser (or press Ctrl-C where it runs), then try again",
+                    args.common.profile,
+                    pid.map(|pid| format!(" (process {pid})"))
+                        .unwrap_or_default()
+                ),
+            },
+            LoginLockError::Store(error) => store_failure(&error),
+        })
+}
+
+/// A listening service on the first `--redirect-uri` whose port can be bound (providers
+/// that register fixed loopback ports); when none can, an error naming every port.
+fn bind_first<R: Runtime>(
+    runtime: &R,
+    provider: &Provider,
+    args: &LoginArgs,
+    options: &ServiceOptions,
+) -> Result<Service<R>, Failure> {
+    let mut refused = Vec::new();
+    for redirect_uri in args.redirect_uris() {
+        let config = config(provider.clone(), args, redirect_uri)?;
+        match Service::bind(runtime.clone(), config, options.clone()) {
+            Ok(service) => return Ok(service),
+            Err(latchkey_io::service::Error::Bind { addr, source }) => {
+                refused.push(format!("{addr} ({source})"));
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(Failure::Config(match refused.as_slice() {
+        [one] => format!(
+            "cannot listen on {one}: another program uses the port; stop it, or give \
+             another --redirect-uri (port 0 for any, where the provider allows it)"
+        ),
+        all => format!(
+            "cannot listen on any redirect URI's port: {}; stop what uses one of them, or give \
+             another --redirect-uri",
+            all.join(", ")
+        ),
+    }))
+}
+
+/// The token file of `common`, with the OS keychain for the profiles whose tokens are
+/// there (and for this login's, with `keyring`).
+pub fn file_store(common: &Common, keyring: bool) -> FileStore {
+    FileStore::new(&common.file.store).with_keychain(Arc::new(OsKeychain), keyring)
+}
+
+/// A store that could not be used, with what to do.
+pub fn store_failure(error: &latchkey::StoreError) -> Failure {
+    Failure::Failed {
+        kind: "store",
+        message: format!("{error}; check the --store path (or the keychain), then try again"),
+    }
 }
 
 /// How this login lets the user sign in.
@@ -377,11 +458,11 @@ fn preset_builder(preset: &Preset, client_id: &str) -> ProviderBuilder {
 }
 
 /// The engine's configuration from the command line.
-fn config(provider: Provider, args: &LoginArgs) -> Result<Config, Failure> {
+fn config(provider: Provider, args: &LoginArgs, redirect_uri: &str) -> Result<Config, Failure> {
     let invalid =
         |what: &str, error: &dyn std::fmt::Display| Failure::Config(format!("{what}: {error}"));
     let mut config = Config::builder(provider)
-        .loopback_redirect_uri(&args.redirect_uri)
+        .loopback_redirect_uri(redirect_uri)
         .flow_lifetime(args.timeout.unwrap_or(BROWSER_TIMEOUT));
     if let Some(then) = &args.then {
         config = config.on_success(Landing::Redirect(then.clone()));

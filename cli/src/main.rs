@@ -9,6 +9,7 @@ mod args;
 mod demo;
 mod login;
 mod paste;
+mod profiles;
 mod report;
 mod session;
 mod show;
@@ -78,6 +79,7 @@ fn main() -> ExitCode {
             RuntimeChoice::Smol => smol::block_on(session::token(latchkey_smol::Smol, args)),
             RuntimeChoice::Tokio => on_tokio(session::token(latchkey_tokio::Tokio, args)),
         },
+        Command::Profiles(args) => profiles::run(&args),
         Command::Completions { shell } => {
             let mut stdout = std::io::stdout().lock();
             match stdout

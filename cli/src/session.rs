@@ -2,7 +2,6 @@
 //! later life. The token file names the provider ([`ProviderRecord`]); the command line
 //! adds only the client secret, for a client that has one.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,32 +11,29 @@ use latchkey::{
 };
 use latchkey_io::runtime::Runtime;
 use latchkey_io::source::TokenSource;
-use latchkey_io::store::{DEFAULT_KEY, FileStore, ProviderRecord, TokenStore};
+use latchkey_io::store::{FileStore, ProviderRecord, TokenStore};
 use latchkey_io::transport::Transport;
 use secrecy::ExposeSecret;
 
-use crate::args::{SecretSource, SessionArgs, TokenArgs};
-use crate::login::{Failure, http_client, read_secret};
+use crate::args::{Common, DEFAULT_PROFILE, SessionArgs, TokenArgs};
+use crate::login::{Failure, file_store, http_client, read_secret, store_failure};
 use crate::report::Reporter;
 use crate::show;
 
 /// Runs `latchkey refresh` on `runtime`.
 pub async fn refresh<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
-    let mut reporter = Reporter::new(args.common.json);
+    let mut reporter = Reporter::new(args.common.file.json);
     let refreshed = async {
-        let source = source(
-            &runtime,
-            &args.common.store,
-            args.common.secret.source().as_ref(),
-            None,
-        )
-        .await?;
-        source.refresh().await.map_err(source_failure)
+        let source = source(&runtime, &args.common, None).await?;
+        source
+            .refresh()
+            .await
+            .map_err(|error| source_failure(error, &args.common))
     };
     match refreshed.await {
         Ok(tokens) => {
             reporter.token(&tokens, "");
-            reporter.stored(&args.common.store);
+            reporter.stored(&args.common.file.store);
             ExitCode::SUCCESS
         }
         Err(failure) => failure.report(&mut reporter),
@@ -47,7 +43,7 @@ pub async fn refresh<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
 /// Runs `latchkey logout` on `runtime`: revokes what the provider lets us revoke, deletes
 /// the token file's entry in any case, and reports each outcome.
 pub async fn logout<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
-    let mut reporter = Reporter::new(args.common.json);
+    let mut reporter = Reporter::new(args.common.file.json);
     match log_out(&runtime, &args).await {
         Ok(report) => {
             for (kind, outcome) in &report.revocations {
@@ -59,7 +55,7 @@ pub async fn logout<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
             if let Some(reason) = &report.not_revoked {
                 reporter.not_revoked(&reason.to_string());
             }
-            reporter.logged_out(&args.common.store, report.had_tokens);
+            reporter.logged_out(&args.common.file.store, report.had_tokens);
             if report.fully_revoked() || report.not_revoked == Some(NotRevoked::NoEndpoint) {
                 ExitCode::SUCCESS
             } else {
@@ -72,13 +68,19 @@ pub async fn logout<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
 }
 
 async fn log_out<R: Runtime>(runtime: &R, args: &SessionArgs) -> Result<LogoutReport, Failure> {
-    let store = FileStore::new(&args.common.store);
-    if load_record(runtime, &args.common.store).await?.is_none() {
+    let store = Arc::new(file_store(&args.common, false));
+    if load_record(runtime, &store, &args.common.profile)
+        .await?
+        .is_none()
+    {
         // Tokens without a record (written by something else): nobody to revoke them at,
         // but they still go.
-        let had_tokens = load_tokens(runtime, &args.common.store).await?.is_some();
+        let had_tokens = load_tokens(runtime, &store, &args.common.profile)
+            .await?
+            .is_some();
+        let profile = args.common.profile.clone();
         runtime
-            .unblock(move || store.delete(DEFAULT_KEY))
+            .unblock(move || store.delete(&profile))
             .await
             .map_err(|error| store_failure(&error))?;
         return Ok(LogoutReport {
@@ -87,32 +89,32 @@ async fn log_out<R: Runtime>(runtime: &R, args: &SessionArgs) -> Result<LogoutRe
             ..LogoutReport::default()
         });
     }
-    let source = source(
-        runtime,
-        &args.common.store,
-        args.common.secret.source().as_ref(),
-        None,
-    )
-    .await?;
-    source.logout().await.map_err(source_failure)
+    let source = source(runtime, &args.common, None).await?;
+    source
+        .logout()
+        .await
+        .map_err(|error| source_failure(error, &args.common))
 }
 
 /// Runs `latchkey token`, refreshing first with `--fresh`.
 pub async fn token<R: Runtime>(runtime: R, args: TokenArgs) -> ExitCode {
     let Some(margin) = args.fresh() else {
-        return show::run(&args.common.store, args.reveal, args.common.json);
+        return show::run(
+            &file_store(&args.common, false),
+            &args.common.profile,
+            args.reveal,
+            args.common.file.json,
+        );
     };
-    let mut reporter = Reporter::new(args.common.json);
+    let mut reporter = Reporter::new(args.common.file.json);
     let fresh = async {
-        let before = load_tokens(&runtime, &args.common.store).await?;
-        let source = source(
-            &runtime,
-            &args.common.store,
-            args.common.secret.source().as_ref(),
-            Some(margin),
-        )
-        .await?;
-        let tokens = source.tokens().await.map_err(source_failure)?;
+        let store = Arc::new(file_store(&args.common, false));
+        let before = load_tokens(&runtime, &store, &args.common.profile).await?;
+        let source = source(&runtime, &args.common, Some(margin)).await?;
+        let tokens = source
+            .tokens()
+            .await
+            .map_err(|error| source_failure(error, &args.common))?;
         let refreshed = before.is_none_or(|before| {
             before.access_token().expose_secret() != tokens.access_token().expose_secret()
         });
@@ -120,30 +122,35 @@ pub async fn token<R: Runtime>(runtime: R, args: TokenArgs) -> ExitCode {
     };
     match fresh.await {
         Ok((tokens, refreshed)) => {
-            show::print(&tokens, args.reveal, args.common.json, Some(refreshed))
+            show::print(&tokens, args.reveal, args.common.file.json, Some(refreshed))
         }
         Err(failure) => failure.report(&mut reporter),
     }
 }
 
-/// A token source for the tokens in `path`, for the provider recorded there.
+/// A token source for the tokens of `common`'s profile, for the provider recorded with
+/// them.
 async fn source<R: Runtime>(
     runtime: &R,
-    path: &Path,
-    secret: Option<&SecretSource>,
+    common: &Common,
     margin: Option<Duration>,
 ) -> Result<TokenSource<R>, Failure> {
-    let Some(record) = load_record(runtime, path).await? else {
-        return Err(match load_tokens(runtime, path).await? {
+    let store = Arc::new(file_store(common, false));
+    let profile = common.profile.as_str();
+    let path = common.file.store.as_path();
+    let Some(record) = load_record(runtime, &store, profile).await? else {
+        return Err(match load_tokens(runtime, &store, profile).await? {
             Some(_) => Failure::Config(format!(
-                "{} records no provider settings; run `latchkey login` again",
-                path.display()
+                "{} records no provider settings{}; run `{}` again",
+                path.display(),
+                for_profile(profile),
+                login_command(profile)
             )),
-            None => not_logged_in(path),
+            None => not_logged_in(common),
         });
     };
     let mut builder = record.builder();
-    if let Some(secret) = secret {
+    if let Some(secret) = &common.secret.source() {
         builder = builder.client_secret(read_secret(secret)?);
     }
     let provider = builder.build().map_err(|error| match error {
@@ -157,11 +164,12 @@ async fn source<R: Runtime>(
             record.client_id
         )),
         other => Failure::Config(format!(
-            "the provider recorded in {}: {other}",
-            path.display()
+            "the provider recorded in {}{}: {other}; run `{}` again",
+            path.display(),
+            for_profile(profile),
+            login_command(profile)
         )),
     })?;
-    let store = Arc::new(FileStore::new(path));
     let transport = Transport::Builtin(http_client()?);
     let mut options = SessionOptions::default();
     if let Some(margin) = margin {
@@ -172,7 +180,7 @@ async fn source<R: Runtime>(
         provider,
         store,
         transport,
-        DEFAULT_KEY,
+        profile,
         options,
     )
     .map_err(|error| Failure::Config(format!("the token source: {error}")))
@@ -180,72 +188,93 @@ async fn source<R: Runtime>(
 
 async fn load_record<R: Runtime>(
     runtime: &R,
-    path: &Path,
+    store: &Arc<FileStore>,
+    profile: &str,
 ) -> Result<Option<ProviderRecord>, Failure> {
-    let store = FileStore::new(path);
+    let (store, profile) = (Arc::clone(store), profile.to_owned());
     runtime
-        .unblock(move || store.load_provider(DEFAULT_KEY))
+        .unblock(move || store.load_provider(&profile))
         .await
         .map_err(|error| store_failure(&error))
 }
 
-async fn load_tokens<R: Runtime>(runtime: &R, path: &Path) -> Result<Option<TokenSet>, Failure> {
-    let store = FileStore::new(path);
+async fn load_tokens<R: Runtime>(
+    runtime: &R,
+    store: &Arc<FileStore>,
+    profile: &str,
+) -> Result<Option<TokenSet>, Failure> {
+    let (store, profile) = (Arc::clone(store), profile.to_owned());
     runtime
-        .unblock(move || store.load(DEFAULT_KEY))
+        .unblock(move || store.load(&profile))
         .await
         .map_err(|error| store_failure(&error))
 }
 
-fn not_logged_in(path: &Path) -> Failure {
-    Failure::Failed {
-        kind: "login_required",
-        message: format!(
-            "no tokens stored in {}; run `latchkey login` first",
-            path.display()
-        ),
+/// `latchkey login`, with `--profile` unless it is the default one.
+pub fn login_command(profile: &str) -> String {
+    match profile {
+        DEFAULT_PROFILE => "latchkey login".to_owned(),
+        other => format!("latchkey login --profile {other}"),
     }
 }
 
-fn store_failure(error: &latchkey::StoreError) -> Failure {
+/// " for profile NAME", unless it is the default one.
+pub fn for_profile(profile: &str) -> String {
+    match profile {
+        DEFAULT_PROFILE => String::new(),
+        other => format!(" for profile {other}"),
+    }
+}
+
+fn not_logged_in(common: &Common) -> Failure {
     Failure::Failed {
-        kind: "store",
-        message: format!("{error}; check the --store path"),
+        kind: "login_required",
+        message: format!(
+            "no tokens stored{} in {}; run `{}` first",
+            for_profile(&common.profile),
+            common.file.store.display(),
+            login_command(&common.profile)
+        ),
     }
 }
 
 /// A token source's failure as the JSON error event's kind and advice.
-fn source_failure(error: SessionError) -> Failure {
+fn source_failure(error: SessionError, common: &Common) -> Failure {
+    let login = login_command(&common.profile);
     let (kind, advice) = match &error {
-        SessionError::NotLoggedIn => ("login_required", "run `latchkey login` first"),
+        SessionError::NotLoggedIn => ("login_required", format!("run `{login}` first")),
         SessionError::Refresh(RefreshError::LoginRequired(_)) => (
             "login_required",
-            "the stored tokens were deleted; run `latchkey login` again",
+            format!("the stored tokens were deleted; run `{login}` again"),
         ),
         SessionError::Refresh(RefreshError::NoRefreshToken) => (
             "login_required",
-            "the provider issued no refresh token; run `latchkey login` again",
+            format!("the provider issued no refresh token; run `{login}` again"),
         ),
         SessionError::Refresh(RefreshError::Rejected { .. }) => (
             "token_rejected",
-            "check the client secret; the stored tokens were kept",
+            "check the client secret; the stored tokens were kept".to_owned(),
         ),
         SessionError::Transport(_) => (
             "transport",
-            "check your network or proxy (HTTPS_PROXY, NO_PROXY); the stored tokens were kept",
+            "check your network or proxy (HTTPS_PROXY, NO_PROXY); the stored tokens were kept"
+                .to_owned(),
         ),
         SessionError::Refresh(RefreshError::IdToken(_)) => (
             "id_token_invalid",
-            "the stored tokens were deleted; run `latchkey login` again",
+            format!("the stored tokens were deleted; run `{login}` again"),
         ),
-        SessionError::Store(_) => ("store", "check the --store path"),
+        SessionError::Store(_) => (
+            "store",
+            "check the --store path (or the keychain), then try again".to_owned(),
+        ),
         SessionError::TimedOut | SessionError::Cancelled => (
             "transport",
-            "no answer in time; the stored tokens were kept",
+            "no answer in time; the stored tokens were kept; try again".to_owned(),
         ),
         _ => (
             "invalid_response",
-            "the provider answered something unexpected; the stored tokens were kept",
+            "the provider answered something unexpected; the stored tokens were kept".to_owned(),
         ),
     };
     Failure::Failed {

@@ -1,28 +1,32 @@
 //! `latchkey token`: what is stored, without the secret unless asked.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use latchkey::TokenSet;
-use latchkey_io::store::{DEFAULT_KEY, FileStore, TokenStore};
+use latchkey_io::store::{FileStore, TokenStore};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::report::{describe_tokens, unix_seconds};
+use crate::session::{for_profile, login_command};
 
-/// Prints the stored token set.
-pub fn run(store: &Path, reveal: bool, json: bool) -> ExitCode {
-    match FileStore::new(store).load(DEFAULT_KEY) {
+/// Prints the token set stored for `profile`.
+pub fn run(store: &FileStore, profile: &str, reveal: bool, json: bool) -> ExitCode {
+    match store.load(profile) {
         Ok(Some(tokens)) => print(&tokens, reveal, json, None),
         Ok(None) => {
             eprintln!(
-                "latchkey: no tokens stored in {}; run `latchkey login` first",
-                store.display()
+                "latchkey: no tokens stored{} in {}; run `{}` first",
+                for_profile(profile),
+                store.path().display(),
+                login_command(profile)
             );
             ExitCode::from(1)
         }
         Err(error) => {
-            eprintln!("latchkey: {error}");
+            eprintln!(
+                "latchkey: {error}; check the --store path (or the keychain), then try again"
+            );
             ExitCode::from(1)
         }
     }

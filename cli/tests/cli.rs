@@ -146,9 +146,11 @@ fn login_scoped(idp: &DevIdp, store: &Path, scopes: &[&str], extra: &[&str]) -> 
         &idp.jwks_uri(),
         "--client-id",
         CLIENT_ID,
-        "--redirect-uri",
-        REDIRECT_URI,
     ]);
+    // A repeated --redirect-uri is a list to try in order: the test's own replaces this.
+    if !extra.contains(&"--redirect-uri") {
+        command.args(["--redirect-uri", REDIRECT_URI]);
+    }
     for scope in scopes {
         command.args(["--scope", scope]);
     }
@@ -822,9 +824,11 @@ fn unwritable_store_is_a_store_error_and_exits_1() {
     let blocker = dir.path().join("not-a-directory");
     std::fs::write(&blocker, "").expect("writing a file");
     let path = blocker.join("tokens.json");
-    let browsed = login_with_browser(login(&idp, &path, &[]));
-    let finished = &browsed.finished;
-    assert_failed_login(finished, &path, "store");
+    // Found before the browser is sent anywhere: the user signs in for nothing otherwise.
+    let finished = run(login(&idp, &path, &[]));
+    let message = assert_failed_login(&finished, &path, "store");
+    assert_eq!(finished.event_names(), ["error"]);
+    assert!(message.contains("not-a-directory"), "{message}");
 }
 
 #[test]
@@ -1022,6 +1026,81 @@ fn redirect_port_in_use_is_a_config_error() {
     let finished = run(login(&idp, &path, &["--redirect-uri", &redirect_uri]));
     let message = assert_config_error(&finished);
     assert!(message.contains(&port.to_string()), "{message}");
+    drop(taken);
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a port");
+    listener.local_addr().expect("local address").port()
+}
+
+#[test]
+fn repeated_redirect_uris_fall_back_to_the_first_port_that_can_be_bound() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let taken: Vec<TcpListener> = (0..2)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a port"))
+        .collect();
+    let mut uris: Vec<String> = taken
+        .iter()
+        .map(|listener| {
+            let port = listener.local_addr().expect("local address").port();
+            format!("http://127.0.0.1:{port}/callback")
+        })
+        .collect();
+    let free = free_port();
+    uris.push(format!("http://127.0.0.1:{free}/callback"));
+    uris.push(format!("http://127.0.0.1:{}/callback", free_port()));
+    let mut extra = Vec::new();
+    for uri in &uris {
+        extra.extend(["--redirect-uri", uri.as_str()]);
+    }
+    let browsed = login_with_browser(login(&idp, &path, &extra));
+    browsed.finished.assert_code(0);
+    assert_eq!(browsed.finished.event_names(), SUCCESS_EVENTS);
+    assert_eq!(
+        browsed.redirect_uri, uris[2],
+        "the first free one, in order"
+    );
+    assert!(
+        browsed.url.contains(&format!("127.0.0.1%3A{free}")),
+        "{}",
+        browsed.url
+    );
+    drop(taken);
+}
+
+#[test]
+fn no_bindable_redirect_uri_is_a_config_error_naming_every_port() {
+    let idp = start_idp(ClientAuth::None);
+    let (_dir, path) = store();
+    let taken: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a port"))
+        .collect();
+    let ports: Vec<u16> = taken
+        .iter()
+        .map(|listener| listener.local_addr().expect("local address").port())
+        .collect();
+    let uris: Vec<String> = ports
+        .iter()
+        .map(|port| format!("http://127.0.0.1:{port}/callback"))
+        .collect();
+    let mut extra = Vec::new();
+    for uri in &uris {
+        extra.extend(["--redirect-uri", uri.as_str()]);
+    }
+    let finished = run(login(&idp, &path, &extra));
+    let message = assert_config_error(&finished);
+    for port in ports {
+        assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    }
+    assert!(message.contains("--redirect-uri"), "{message}");
+    assert_eq!(
+        finished.event_names(),
+        ["error"],
+        "no browser was sent anywhere"
+    );
     drop(taken);
 }
 

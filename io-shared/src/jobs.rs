@@ -28,6 +28,11 @@ impl Job {
 pub(crate) struct Carried<R: Runtime> {
     runtime: R,
     jobs: Vec<Job>,
+    /// Whether dropping it with jobs left moves them to a task of their own. Not for the
+    /// jobs such a task carries: that task is only dropped unfinished when the runtime shuts
+    /// down, and a task spawned then would be dropped at once, spawning another, without
+    /// end.
+    hand_over: bool,
 }
 
 impl<R: Runtime> Carried<R> {
@@ -35,6 +40,7 @@ impl<R: Runtime> Carried<R> {
         Carried {
             runtime: runtime.clone(),
             jobs,
+            hand_over: true,
         }
     }
 
@@ -96,12 +102,13 @@ impl<R: Runtime> Carried<R> {
 
 impl<R: Runtime> Drop for Carried<R> {
     fn drop(&mut self) {
-        if self.jobs.is_empty() {
+        if self.jobs.is_empty() || !self.hand_over {
             return;
         }
         let mut orphans = Carried {
             runtime: self.runtime.clone(),
             jobs: std::mem::take(&mut self.jobs),
+            hand_over: false,
         };
         let task = self.runtime.spawn(async move { orphans.finish().await });
         self.runtime.detach(task);

@@ -84,7 +84,9 @@ fn file_store_writes_the_documented_format() {
     assert_eq!(file["version"], 1);
     assert_eq!(file["tokens"][DEFAULT_KEY]["access_token"], "at-1");
     assert_eq!(file["tokens"][DEFAULT_KEY]["refresh_token"], "rt-at-1");
-    assert_eq!(file.as_object().map(|file| file.len()), Some(2));
+    // The key's fence: moved by every change (see the refresh lock).
+    assert!(file["fences"][DEFAULT_KEY].as_u64().is_some(), "{file}");
+    assert_eq!(file.as_object().map(|file| file.len()), Some(3));
 }
 
 #[test]
@@ -537,7 +539,7 @@ fn s39_no_partial_file_after_a_crash() {
         fs::read_dir(dir.path())
             .expect("list")
             .map(|entry| entry.expect("entry").path())
-            .filter(|entry| entry != &path)
+            .filter(|entry| entry != &path && !entry.ends_with(".tokens.json.lock"))
             .collect::<Vec<_>>()
     };
     let planted = dir.path().join(".tokens.json.0123456789abcdef.tmp");
