@@ -24,7 +24,7 @@ if [ -n "$forbidden" ]; then
 fi
 echo "latchkey depends on $(cargo tree -p latchkey -e normal --prefix none --locked | sed "s/ (\*)//" | sort -u | wc -l) crates (itself included), none forbidden"
 
-step "interop tools: oidc-provider and playwright-core (npm), Chromium and redis-server (Debian)"
+step "interop tools: oidc-provider and playwright-core (npm), Chromium, redis-server and tmux (Debian)"
 if ! command -v node >/dev/null; then
     echo "Node.js 20 or later is required for the interop tests (Debian: apt-get install nodejs)" >&2
     exit 1
@@ -35,6 +35,7 @@ fi
 missing=""
 command -v chromium >/dev/null || missing="$missing chromium"
 command -v redis-server >/dev/null || missing="$missing redis-server"
+command -v tmux >/dev/null || missing="$missing tmux"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq

@@ -116,6 +116,7 @@ async fn demo<R: Runtime>(
             reporter,
             "openid profile",
             &store_path,
+            false,
         ),
     )
     .await;
@@ -215,7 +216,10 @@ pub fn serve_dev_idp(args: DevIdpArgs) -> ExitCode {
     let idp = match DevIdp::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, args.port))) {
         Ok(idp) => idp,
         Err(error) => {
-            eprintln!("latchkey: cannot serve on 127.0.0.1:{}: {error}", args.port);
+            eprintln!(
+                "latchkey: cannot serve on 127.0.0.1:{}: {error}; choose another --port",
+                args.port
+            );
             return ExitCode::from(2);
         }
     };

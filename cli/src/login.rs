@@ -15,7 +15,9 @@ use latchkey_io::opener::{Opener, SystemBrowser};
 use latchkey_io::proxy::Proxy;
 use latchkey_io::runtime::Runtime;
 use latchkey_io::service::{Elapsed, Login, LoginEvent, Service, ServiceOptions};
-use latchkey_io::store::{FileStore, LoginGuard, LoginLockError, OsKeychain, ProviderRecord};
+use latchkey_io::store::{
+    FileStore, LoginGuard, LoginLockError, OsKeychain, ProviderRecord, TokenLocation,
+};
 use latchkey_io::transport::Transport;
 use secrecy::SecretString;
 
@@ -70,7 +72,9 @@ impl From<latchkey_io::service::Error> for Failure {
     fn from(error: latchkey_io::service::Error) -> Failure {
         match error {
             latchkey_io::service::Error::Flow(error) => Failure::Flow(error),
-            other => Failure::Config(other.to_string()),
+            other => Failure::Config(format!(
+                "{other}; check the options (`latchkey help login`)"
+            )),
         }
     }
 }
@@ -97,10 +101,17 @@ async fn login<R: Runtime>(
     // A keychain or token file that cannot be used fails now, before the browser opens.
     let probed = Arc::clone(&store);
     let key = profile.to_owned();
-    runtime
-        .unblock(move || probed.probe(&key))
+    let keychain = runtime
+        .unblock(move || {
+            probed.probe(&key)?;
+            probed.location(&key)
+        })
         .await
         .map_err(|error| store_failure(&error))?;
+    let keychain = args.keyring || matches!(keychain, TokenLocation::Keychain { .. });
+    if keychain && !args.keyring {
+        reporter.note("This profile keeps its tokens in the OS keychain, as before.");
+    }
     let transport = Transport::Builtin(http_client()?);
     let provider = provider(runtime, &transport, args).await?;
     if provider.requests_openid() && provider.id_token_policy().is_none() {
@@ -154,6 +165,7 @@ async fn login<R: Runtime>(
         reporter,
         &requested_scope,
         store.path(),
+        keychain,
     );
     let result = if paste {
         // The browser may be on another machine, where the redirect to this one's loopback
@@ -294,10 +306,18 @@ fn choose_way(
 /// latchkey's HTTP client, through the proxy the environment names.
 pub fn http_client() -> Result<HttpClient, Failure> {
     HttpClient::new(HttpOptions {
-        proxy: Proxy::from_env().map_err(|e| Failure::Config(format!("proxy settings: {e}")))?,
+        proxy: Proxy::from_env().map_err(|e| {
+            Failure::Config(format!(
+                "proxy settings: {e}; fix or unset HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY"
+            ))
+        })?,
         ..HttpOptions::default()
     })
-    .map_err(|e| Failure::Config(e.to_string()))
+    .map_err(|e| {
+        Failure::Config(format!(
+            "TLS setup: {e}; check the system's root certificates"
+        ))
+    })
 }
 
 /// Reports the login's events until it ends or `deadline` passes (then it is cancelled).
@@ -309,6 +329,7 @@ pub async fn follow<R: Runtime>(
     reporter: &mut Reporter,
     requested_scope: &str,
     store: &Path,
+    keychain: bool,
 ) -> Result<(), FlowError> {
     let mut step = match login.url() {
         Some(_) => Step::Callback,
@@ -328,7 +349,7 @@ pub async fn follow<R: Runtime>(
                     }
                     LoginEvent::Callback => reporter.callback(),
                     LoginEvent::Tokens(tokens) => reporter.token(&tokens, requested_scope),
-                    LoginEvent::Stored => reporter.stored(store),
+                    LoginEvent::Stored => reporter.stored(store, keychain),
                     LoginEvent::Finished(result) => return result.map(drop),
                 }
             }
@@ -438,7 +459,9 @@ async fn provider<R: Runtime>(
             "provider: {error}; give --issuer and --jwks-uri (or discover the provider with \
              --issuer alone), leave out the openid scope, or pass --no-verify-id-token"
         )),
-        error => Failure::Config(format!("provider: {error}")),
+        error => Failure::Config(format!(
+            "provider: {error}; check the provider options (`latchkey help login`)"
+        )),
     })
 }
 
@@ -459,8 +482,11 @@ fn preset_builder(preset: &Preset, client_id: &str) -> ProviderBuilder {
 
 /// The engine's configuration from the command line.
 fn config(provider: Provider, args: &LoginArgs, redirect_uri: &str) -> Result<Config, Failure> {
-    let invalid =
-        |what: &str, error: &dyn std::fmt::Display| Failure::Config(format!("{what}: {error}"));
+    let invalid = |what: &str, error: &dyn std::fmt::Display| {
+        Failure::Config(format!(
+            "{what}: {error}; check --redirect-uri, --then and --timeout (`latchkey help login`)"
+        ))
+    };
     let mut config = Config::builder(provider)
         .loopback_redirect_uri(redirect_uri)
         .flow_lifetime(args.timeout.unwrap_or(BROWSER_TIMEOUT));
@@ -473,11 +499,15 @@ fn config(provider: Provider, args: &LoginArgs, redirect_uri: &str) -> Result<Co
 pub fn read_secret(source: &SecretSource) -> Result<SecretString, Failure> {
     let secret = match source {
         SecretSource::Env(var) => std::env::var(var).map_err(|_| {
-            Failure::Config(format!("environment variable {var} holds no client secret"))
+            Failure::Config(format!(
+                "environment variable {var} holds no client secret; export it, or pass \
+                 --client-secret-file PATH"
+            ))
         })?,
         SecretSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
             Failure::Config(format!(
-                "cannot read the client secret from {}: {e}",
+                "cannot read the client secret from {}: {e}; check the path and that the file \
+                 is readable",
                 path.display()
             ))
         })?,

@@ -119,7 +119,10 @@ fn on_tokio(future: impl Future<Output = ExitCode>) -> ExitCode {
     {
         Ok(runtime) => runtime.block_on(future),
         Err(error) => {
-            eprintln!("latchkey: cannot start the tokio runtime: {error}");
+            eprintln!(
+                "latchkey: cannot start the tokio runtime: {error}; run the command again with \
+                 --runtime smol"
+            );
             ExitCode::from(2)
         }
     }

@@ -1,19 +1,95 @@
 //! What the command tells its user: one JSON object per line with `--json`, short lines for
 //! a person otherwise. Never a secret either way.
+//!
+//! For people on a terminal: a spinner on stderr while the command waits, cleared before
+//! anything else is written and when the command ends; colour on a stream only when that
+//! stream is a terminal, `NO_COLOR` is unset or empty (<https://no-color.org>) and `TERM` is
+//! not `dumb`, and never with `--json` ([`colour`] decides it, [`Paint`] is the palette);
+//! every failure ends with what to do next.
 
+use std::ffi::OsStr;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use latchkey::{DeviceAuthorization, DeviceError, FlowError, TokenSet};
+use latchkey::{DeviceAuthorization, DeviceError, FlowError, Step, TokenSet};
 use serde_json::{Map, Value, json};
+
+/// The stream a line goes to; colour is decided for each on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn is_terminal(self) -> bool {
+        match self {
+            Stream::Stdout => std::io::stdout().is_terminal(),
+            Stream::Stderr => std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+/// The palette, small on purpose: the words that matter stand out, the rest stays plain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Paint {
+    /// What the user must copy: the device login's user code. Bold.
+    Code,
+    /// What the command achieved: signed in, stored, revoked, deleted. Green.
+    Success,
+    /// Read this, although the command goes on: `WARNING:`, a token that stays valid, a
+    /// pasted address not accepted. Yellow.
+    Warning,
+    /// The command stopped: `Error:`. Bold red.
+    Error,
+}
+
+impl Paint {
+    /// The SGR parameters that start it (`\x1b[0m` ends every one).
+    fn sgr(self) -> &'static str {
+        match self {
+            Paint::Code => "1",
+            Paint::Success => "32",
+            Paint::Warning => "33",
+            Paint::Error => "1;31",
+        }
+    }
+}
+
+/// Whether text written to `stream` may carry colour: only to a terminal, only when
+/// `NO_COLOR` is absent or empty, and not on a `dumb` terminal. (`--json` never asks.)
+pub fn colour(stream: Stream) -> bool {
+    wants_colour(
+        stream.is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::env::var_os("TERM").as_deref(),
+    )
+}
+
+/// [`colour`]'s rule, on what it found.
+fn wants_colour(terminal: bool, no_color: Option<&OsStr>, term: Option<&OsStr>) -> bool {
+    terminal && no_color.is_none_or(OsStr::is_empty) && term.is_none_or(|term| term != "dumb")
+}
+
+/// `text` in `paint` when `stream` takes colour ([`colour`]), as it is otherwise.
+pub fn painted(stream: Stream, paint: Paint, text: &str) -> String {
+    match colour(stream) {
+        true => format!("\x1b[{}m{text}\x1b[0m", paint.sgr()),
+        false => text.to_owned(),
+    }
+}
 
 /// Where events go.
 pub struct Reporter {
     json: bool,
     /// Prefix lines with the time since `started` (the demo).
     timed: Option<Instant>,
+    /// The spinner's frame while its line is on the screen.
     spinner: Option<usize>,
+    /// The user may be typing on the terminal (a pasted address): no spinner then, which
+    /// would write over what they type.
+    typing: bool,
 }
 
 impl Reporter {
@@ -22,6 +98,7 @@ impl Reporter {
             json,
             timed: None,
             spinner: None,
+            typing: false,
         }
     }
 
@@ -31,6 +108,7 @@ impl Reporter {
             json: false,
             timed: Some(started),
             spinner: None,
+            typing: false,
         }
     }
 
@@ -80,14 +158,10 @@ impl Reporter {
         }
         let code = authorization.user_code();
         let width = code.chars().count() + 4;
-        let bold = |text: &str| match std::io::stdout().is_terminal() {
-            true => format!("\x1b[1m{text}\x1b[0m"),
-            false => text.to_owned(),
-        };
         let mut text = format!(
             "To sign in, open {}\nand enter this code:\n\n    ┌{line}┐\n    │  {}  │\n    └{line}┘\n",
             authorization.verification_uri(),
-            bold(code),
+            self.paint(Stream::Stdout, Paint::Code, code),
             line = "─".repeat(width),
         );
         let complete = authorization.verification_uri_complete();
@@ -104,7 +178,9 @@ impl Reporter {
     }
 
     /// Where a browser on another machine ends, and that its address may be pasted here.
+    /// From now on the user may be typing on the terminal: the spinner keeps still.
     pub fn paste_prompt(&mut self, redirect_uri: &str) {
+        self.typing = std::io::stdin().is_terminal();
         self.note(&format!(
             "After you sign in, the browser goes to {redirect_uri}?…\n\
              If that page does not load (the browser is on another machine), copy its address \
@@ -158,7 +234,10 @@ impl Reporter {
         );
         self.emit(Value::Object(event), &line);
         if let Some(identity) = tokens.identity() {
-            self.note(&format!("Signed in as {}", identity.display_name()));
+            self.note_painted(
+                &format!("Signed in as {}", identity.display_name()),
+                Paint::Success,
+            );
         }
     }
 
@@ -171,39 +250,53 @@ impl Reporter {
             );
         } else {
             self.clear_spinner();
-            eprintln!("WARNING: {message}");
+            let label = self.paint(Stream::Stderr, Paint::Warning, "WARNING:");
+            eprintln!("{label} {message}");
         }
     }
 
-    pub fn stored(&mut self, path: &Path) {
+    /// The tokens were stored: in the token file at `path`, or (`keychain`) in the OS
+    /// keychain with the provider's settings in that file.
+    pub fn stored(&mut self, path: &Path, keychain: bool) {
         let path = path.display().to_string();
-        self.emit(
-            json!({"event": "stored", "path": path}),
-            &format!("Stored the tokens in {path}"),
-        );
+        let (event, line) = match keychain {
+            true => (
+                json!({"event": "stored", "path": path, "tokens": "keychain"}),
+                format!("Stored the tokens in the OS keychain (the provider's settings in {path})"),
+            ),
+            false => (
+                json!({"event": "stored", "path": path}),
+                format!("Stored the tokens in {path}"),
+            ),
+        };
+        self.emit_painted(event, &line, Some(Paint::Success));
     }
 
     pub fn revoked(&mut self, token: &str) {
-        self.emit(
+        self.emit_painted(
             json!({"event": "revoked", "token": token}),
             &format!("Revoked the {} at the provider", token.replace('_', " ")),
+            Some(Paint::Success),
         );
     }
 
     pub fn revocation_failed(&mut self, token: &str, message: &str) {
-        self.emit(
+        self.emit_painted(
             json!({"event": "revocation_failed", "token": token, "message": message}),
             &format!(
-                "Could not revoke the {}: {message}; it may stay valid until it expires",
+                "Could not revoke the {}: {message}; it may stay valid until it expires, \
+                 unless you remove this application's access in your account at the provider",
                 token.replace('_', " ")
             ),
+            Some(Paint::Warning),
         );
     }
 
     pub fn not_revoked(&mut self, message: &str) {
-        self.emit(
+        self.emit_painted(
             json!({"event": "not_revoked", "message": message}),
             &format!("Nothing revoked at the provider: {message}"),
+            Some(Paint::Warning),
         );
     }
 
@@ -214,12 +307,14 @@ impl Reporter {
         } else {
             format!("No tokens were stored in {path}")
         };
-        self.emit(
+        self.emit_painted(
             json!({"event": "logged_out", "path": path, "had_tokens": had_tokens}),
             &line,
+            had_tokens.then_some(Paint::Success),
         );
     }
 
+    /// The command stopped: `message` says why and what to do next.
     pub fn error(&mut self, kind: &str, message: &str) {
         if self.json {
             self.emit(
@@ -228,7 +323,8 @@ impl Reporter {
             );
         } else {
             self.clear_spinner();
-            eprintln!("Error: {message}");
+            let label = self.paint(Stream::Stderr, Paint::Error, "Error:");
+            eprintln!("{label} {message}");
         }
     }
 
@@ -239,43 +335,89 @@ impl Reporter {
         }
     }
 
-    /// Advances the waiting spinner (people on a terminal only).
+    /// Advances the waiting spinner: `\r`, the frame and `waiting_for`, and the rest of the
+    /// line erased (a shorter text leaves nothing of a longer one). On stderr, for people on
+    /// a terminal only; not while the user may be typing there ([`paste_prompt`]), nor with
+    /// `-v`, whose log lines go to stderr too and would land on the spinner's line.
+    ///
+    /// [`paste_prompt`]: Reporter::paste_prompt
     pub fn tick(&mut self, waiting_for: &str) {
         let stderr = std::io::stderr();
-        if self.json || !stderr.is_terminal() {
+        if self.json || self.typing || !stderr.is_terminal() || tracing::dispatcher::has_been_set()
+        {
             return;
         }
         const FRAMES: [&str; 4] = ["|", "/", "-", "\\"];
         let frame = self.spinner.map_or(0, |f| (f + 1) % FRAMES.len());
         self.spinner = Some(frame);
-        let _ = write!(stderr.lock(), "\r{} {waiting_for}", FRAMES[frame]);
+        let mut stderr = stderr.lock();
+        let _ = write!(stderr, "\r{} {waiting_for}\x1b[K", FRAMES[frame]);
+        let _ = stderr.flush();
+    }
+
+    /// `text` in `paint` for `stream`; plain with `--json` and wherever [`colour`] says no.
+    fn paint(&self, stream: Stream, paint: Paint, text: &str) -> String {
+        match self.json {
+            true => text.to_owned(),
+            false => painted(stream, paint, text),
+        }
     }
 
     fn emit(&mut self, event: Value, line: &str) {
+        self.emit_painted(event, line, None);
+    }
+
+    /// `event` with `--json`, otherwise `line` on stdout, in `paint` if any.
+    fn emit_painted(&mut self, event: Value, line: &str, paint: Option<Paint>) {
         if self.json {
             let mut stdout = std::io::stdout().lock();
             let _ = writeln!(stdout, "{event}");
             let _ = stdout.flush();
         } else {
-            self.line(line);
+            match paint {
+                Some(paint) => self.note_painted(line, paint),
+                None => self.line(line),
+            }
         }
     }
 
+    /// A [`note`](Reporter::note) in `paint`.
+    fn note_painted(&mut self, line: &str, paint: Paint) {
+        if !self.json {
+            let line = self.paint(Stream::Stdout, paint, line);
+            self.line(&line);
+        }
+    }
+
+    /// Takes the spinner's line off the screen, so that what comes next (on stdout or
+    /// stderr) starts on a clean line.
     fn clear_spinner(&mut self) {
         if self.spinner.take().is_some() {
-            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "\r\x1b[2K");
+            let _ = stderr.flush();
         }
     }
 
+    /// A line on stdout for people, after the spinner's line is cleared.
     fn line(&mut self, line: &str) {
         self.clear_spinner();
-        match self.timed {
+        let mut stdout = std::io::stdout().lock();
+        let _ = match self.timed {
             Some(started) => {
                 let millis = started.elapsed().as_secs_f64() * 1000.0;
-                println!("[{millis:8.1} ms] {line}");
+                writeln!(stdout, "[{millis:8.1} ms] {line}")
             }
-            None => println!("{line}"),
-        }
+            None => writeln!(stdout, "{line}"),
+        };
+        let _ = stdout.flush();
+    }
+}
+
+impl Drop for Reporter {
+    /// The command ends on a clean line: a spinner still turning is taken away.
+    fn drop(&mut self) {
+        self.clear_spinner();
     }
 }
 
@@ -287,7 +429,8 @@ pub fn paste_refused(json: bool, reason: &str) {
         let _ = writeln!(stdout, "{event}");
         let _ = stdout.flush();
     } else {
-        eprintln!("\r\x1b[2KNot accepted: {reason}. Paste the address again, or keep waiting.");
+        let label = painted(Stream::Stderr, Paint::Warning, "Not accepted:");
+        eprintln!("\r\x1b[2K{label} {reason}. Paste the address again, or keep waiting.");
     }
 }
 
@@ -339,14 +482,10 @@ pub fn unix_seconds(time: SystemTime) -> u64 {
 pub fn describe_failure(error: &FlowError) -> (String, String) {
     let (kind, advice) = match error {
         // Microsoft Entra's device-flow refusal says the same as `access_denied`.
-        FlowError::Denied(denial) if denial.code == "authorization_declined" => (
-            "access_denied".into(),
-            "sign in again and approve the request, or ask the provider's administrator",
-        ),
-        FlowError::Denied(denial) => (
-            denial.code.clone(),
-            "sign in again and approve the request, or ask the provider's administrator",
-        ),
+        FlowError::Denied(denial) if denial.code == "authorization_declined" => {
+            ("access_denied".into(), denial_advice("access_denied"))
+        }
+        FlowError::Denied(denial) => (denial.code.clone(), denial_advice(&denial.code)),
         FlowError::Device(DeviceError::Expired) => (
             "expired_token".into(),
             "run the command again and enter the new code before it expires",
@@ -363,7 +502,9 @@ pub fn describe_failure(error: &FlowError) -> (String, String) {
         ),
         FlowError::Device(_) => (
             "invalid_response".into(),
-            "the device authorization endpoint answered something unexpected; check it",
+            "the device authorization endpoint answered something unexpected; check \
+             --device-authorization-endpoint (or the provider's metadata at --issuer), or sign \
+             in with the browser (--no-device)",
         ),
         FlowError::IssuerMismatch { .. } => (
             "issuer_mismatch".into(),
@@ -371,7 +512,8 @@ pub fn describe_failure(error: &FlowError) -> (String, String) {
         ),
         FlowError::InvalidCallback(_) | FlowError::BadTokenResponse { .. } => (
             "invalid_response".into(),
-            "the provider answered something unexpected; check the endpoints",
+            "the provider answered something unexpected; check --authorization-endpoint and \
+             --token-endpoint (or --issuer), then run the command again",
         ),
         FlowError::TokenRejected { .. } => (
             "token_rejected".into(),
@@ -381,9 +523,18 @@ pub fn describe_failure(error: &FlowError) -> (String, String) {
             "transport".into(),
             "check --token-endpoint and your network or proxy (HTTPS_PROXY, NO_PROXY)",
         ),
-        FlowError::TimedOut(_) => (
+        FlowError::TimedOut(Step::Callback | Step::Approval) => (
             "timeout".into(),
             "run the command again and finish signing in within --timeout",
+        ),
+        FlowError::TimedOut(Step::Storage) => (
+            "timeout".into(),
+            "check that the --store path is writable, then run the command again",
+        ),
+        FlowError::TimedOut(_) => (
+            "timeout".into(),
+            "the provider did not answer in time; check your network or proxy (HTTPS_PROXY, \
+             NO_PROXY) and run the command again, with a longer --timeout if it is slow",
         ),
         FlowError::Storage(_) => ("store".into(), "check that the --store path is writable"),
         FlowError::IdToken(latchkey::IdTokenError::KeySet(_)) => (
@@ -402,6 +553,33 @@ pub fn describe_failure(error: &FlowError) -> (String, String) {
         _ => ("invalid_response".into(), "run the command again"),
     };
     (kind, format!("{error}; {advice}"))
+}
+
+/// What to do when the provider answered the login with the OAuth error `code`.
+fn denial_advice(code: &str) -> &'static str {
+    match code {
+        "invalid_scope" => {
+            "check the --scope values: the provider does not grant them to this client"
+        }
+        "unauthorized_client" | "unsupported_response_type" | "invalid_client" => {
+            "check --client-id, and that the provider allows this client to sign users in \
+             with a code (its application settings)"
+        }
+        "invalid_request" => {
+            "check --client-id, that the provider registered this client's redirect URI \
+             (--redirect-uri) and any --param"
+        }
+        "server_error" | "temporarily_unavailable" => {
+            "the provider could not handle the login just now; run the command again in a moment"
+        }
+        "login_required"
+        | "consent_required"
+        | "interaction_required"
+        | "account_selection_required" => {
+            "run the command again and sign in (and consent) in the browser"
+        }
+        _ => "sign in again and approve the request, or ask the provider's administrator",
+    }
 }
 
 #[cfg(test)]
@@ -441,5 +619,86 @@ mod tests {
             },
         };
         assert_eq!(kind(FlowError::Device(refused)), "device_rejected");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color_and_not_on_a_dumb_one() {
+        let os = |text: &'static str| Some(OsStr::new(text));
+        assert!(wants_colour(true, None, os("xterm-256color")));
+        assert!(wants_colour(true, None, None));
+        // no-color.org: "when present and not an empty string".
+        assert!(wants_colour(true, os(""), os("xterm")));
+        for no_color in ["1", "0", "false", "yes"] {
+            assert!(!wants_colour(true, os(no_color), os("xterm")), "{no_color}");
+        }
+        assert!(!wants_colour(true, None, os("dumb")));
+        assert!(!wants_colour(false, None, os("xterm")));
+    }
+
+    #[test]
+    fn no_colour_in_json_mode_whatever_the_streams_are() {
+        let reporter = Reporter::new(true);
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            assert_eq!(reporter.paint(stream, Paint::Error, "Error:"), "Error:");
+        }
+    }
+
+    #[test]
+    fn every_flow_failure_ends_with_what_to_do_next() {
+        let down = || TransportError::new(TransportErrorKind::Connect, "refused");
+        let failures = [
+            (denial("access_denied"), "approve the request"),
+            (denial("invalid_scope"), "--scope"),
+            (denial("unauthorized_client"), "--client-id"),
+            (denial("invalid_request"), "--redirect-uri"),
+            (denial("temporarily_unavailable"), "run the command again"),
+            (denial("something_new"), "sign in again"),
+            (
+                FlowError::Device(DeviceError::Expired),
+                "run the command again",
+            ),
+            (
+                FlowError::Device(DeviceError::Unreachable(down())),
+                "HTTPS_PROXY",
+            ),
+            (FlowError::Transport(down()), "--token-endpoint"),
+            (FlowError::TimedOut(Step::Callback), "within --timeout"),
+            (FlowError::TimedOut(Step::Approval), "within --timeout"),
+            (FlowError::TimedOut(Step::TokenExchange), "network or proxy"),
+            (FlowError::TimedOut(Step::KeySet), "network or proxy"),
+            (FlowError::TimedOut(Step::Storage), "--store"),
+            (
+                FlowError::Storage(latchkey::StoreError::new("read-only")),
+                "--store",
+            ),
+            (FlowError::Cancelled, "run the command again"),
+            (
+                FlowError::FailedElsewhere("gone".into()),
+                "run the command again",
+            ),
+        ];
+        for (error, next) in failures {
+            let (_, message) = describe_failure(&error);
+            let advice = message
+                .strip_prefix(&format!("{error}; "))
+                .unwrap_or_else(|| panic!("no advice after the error: {message}"));
+            assert!(advice.contains(next), "{error:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn timeouts_keep_their_kind_whatever_the_step() {
+        for step in [
+            Step::Callback,
+            Step::TokenExchange,
+            Step::Storage,
+            Step::KeySet,
+        ] {
+            assert_eq!(describe_failure(&FlowError::TimedOut(step)).0, "timeout");
+        }
+        assert_eq!(
+            describe_failure(&denial("invalid_scope")).0,
+            "invalid_scope"
+        );
     }
 }

@@ -11,7 +11,7 @@ use latchkey::{
 };
 use latchkey_io::runtime::Runtime;
 use latchkey_io::source::TokenSource;
-use latchkey_io::store::{FileStore, ProviderRecord, TokenStore};
+use latchkey_io::store::{FileStore, ProviderRecord, TokenLocation, TokenStore};
 use latchkey_io::transport::Transport;
 use secrecy::ExposeSecret;
 
@@ -33,7 +33,11 @@ pub async fn refresh<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
     match refreshed.await {
         Ok(tokens) => {
             reporter.token(&tokens, "");
-            reporter.stored(&args.common.file.store);
+            let keychain = matches!(
+                file_store(&args.common, false).location(&args.common.profile),
+                Ok(TokenLocation::Keychain { .. })
+            );
+            reporter.stored(&args.common.file.store, keychain);
             ExitCode::SUCCESS
         }
         Err(failure) => failure.report(&mut reporter),
@@ -183,7 +187,12 @@ async fn source<R: Runtime>(
         profile,
         options,
     )
-    .map_err(|error| Failure::Config(format!("the token source: {error}")))
+    .map_err(|error| {
+        Failure::Config(format!(
+            "the token source: {error}; run `{}` again",
+            login_command(profile)
+        ))
+    })
 }
 
 async fn load_record<R: Runtime>(
@@ -274,7 +283,9 @@ fn source_failure(error: SessionError, common: &Common) -> Failure {
         ),
         _ => (
             "invalid_response",
-            "the provider answered something unexpected; the stored tokens were kept".to_owned(),
+            "the provider answered something unexpected; the stored tokens were kept; try \
+             again later, or run `latchkey login` again"
+                .to_owned(),
         ),
     };
     Failure::Failed {

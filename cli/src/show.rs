@@ -7,29 +7,35 @@ use latchkey_io::store::{FileStore, TokenStore};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::report::{describe_tokens, unix_seconds};
+use crate::report::{Reporter, describe_tokens, unix_seconds};
 use crate::session::{for_profile, login_command};
 
 /// Prints the token set stored for `profile`.
 pub fn run(store: &FileStore, profile: &str, reveal: bool, json: bool) -> ExitCode {
-    match store.load(profile) {
-        Ok(Some(tokens)) => print(&tokens, reveal, json, None),
-        Ok(None) => {
-            eprintln!(
-                "latchkey: no tokens stored{} in {}; run `{}` first",
+    let (kind, message) = match store.load(profile) {
+        Ok(Some(tokens)) => return print(&tokens, reveal, json, None),
+        Ok(None) => (
+            "login_required",
+            format!(
+                "no tokens stored{} in {}; run `{}` first",
                 for_profile(profile),
                 store.path().display(),
                 login_command(profile)
-            );
-            ExitCode::from(1)
-        }
-        Err(error) => {
-            eprintln!(
-                "latchkey: {error}; check the --store path (or the keychain), then try again"
-            );
-            ExitCode::from(1)
-        }
+            ),
+        ),
+        Err(error) => (
+            "store",
+            format!("{error}; check the --store path (or the keychain), then try again"),
+        ),
+    };
+    if json {
+        // `latchkey token --json` prints one object, the tokens' summary; failures go to
+        // stderr, as they always have.
+        eprintln!("latchkey: {message}");
+    } else {
+        Reporter::new(false).error(kind, &message);
     }
+    ExitCode::from(1)
 }
 
 /// Prints `tokens`: a summary, the access token only when `reveal`; `refreshed` says

@@ -27,6 +27,9 @@
 //!   the directory down and back, announcements delivered or lost, and time
 //!   ([`directory_model::DirectoryOp`]), with S54–S58 checked after every step
 //!   ([`directory_model::DirectorySim`]).
+//! - [`file_store_model`]: the token file shared by processes (S60): stores opened on one
+//!   file saving, deleting, locking, writing fenced and dying ([`file_store_model::FileOp`]),
+//!   checked against a model of the refresh lock and its fences ([`file_store_model::FileSim`]).
 //! - [`id_token_vectors`]: signed ID tokens of every algorithm and every refusal, with the
 //!   provider and keys that judge them.
 //! - [`redis`]: a real `redis-server` of a test's own (append-only file on, restartable on
@@ -37,6 +40,7 @@
 
 pub mod device_model;
 pub mod directory_model;
+pub mod file_store_model;
 pub mod harness;
 pub mod id_token_vectors;
 pub mod keys_model;

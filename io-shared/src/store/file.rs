@@ -132,7 +132,9 @@ struct KeychainUse {
 /// killed, so a dead holder never blocks anyone (its lease is not needed: a live holder
 /// keeps the lock until it unlocks). A token source over this store refreshes a login once
 /// however many processes ask at once, and their fenced saves refuse to overwrite what a
-/// login stored in between. [`try_begin_login`](FileStore::try_begin_login) keeps a
+/// login stored in between; a file left with nothing stored is removed with its fences, so
+/// a refresh finishing after the last logout stores nothing (the logout stands).
+/// [`try_begin_login`](FileStore::try_begin_login) keeps a
 /// second login for the same key from starting while one is under way. The lock files are
 /// empty (a login's holds its process id) and stay in place: removing a lock file another
 /// process may be opening would break the exclusion.
