@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ fn latchkey(args: &[&str]) -> Finished {
 }
 
 /// Each command and options its help must list.
-const COMMANDS: [(&str, &[&str]); 7] = [
+const COMMANDS: [(&str, &[&str]); 8] = [
     (
         "login",
         &[
@@ -67,6 +68,7 @@ const COMMANDS: [(&str, &[&str]); 7] = [
         "token",
         &["--store", "--reveal", "--fresh", "--margin", "--json"],
     ),
+    ("profiles", &["--store", "--json"]),
     ("completions", &["bash", "zsh", "fish", "powershell"]),
     (
         "dev-idp",
@@ -191,5 +193,84 @@ fn a_wrong_argument_exits_2_with_the_reason_and_the_commands_usage() {
         );
         let help = format!("'latchkey help {}'", args[0]);
         assert!(finished.stderr.contains(&help), "{}", finished.describe());
+    }
+}
+
+/// The long options a command's `--help` lists (`--help` itself left out).
+fn options_in_help(help: &str) -> BTreeSet<String> {
+    help.lines()
+        .filter_map(|line| {
+            let line = line.trim_start();
+            let line = match line.strip_prefix('-') {
+                // "-v, --verbose..."
+                Some(rest) if !rest.starts_with('-') => rest.split_once(", ")?.1,
+                _ => line,
+            };
+            let option = line.strip_prefix("--")?;
+            let name: String = option
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            Some(format!("--{name}"))
+        })
+        .filter(|option| option != "--help")
+        .collect()
+}
+
+/// The long options a piece of the README names.
+fn options_in_text(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|word| word.starts_with("--") && word.len() > 2)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_readmes_command_reference_matches_each_commands_help() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("<!-- command reference")
+        .expect("the README's command reference");
+    let end = readme
+        .find("<!-- end of the command reference -->")
+        .expect("the end of the command reference");
+    let reference = &readme[start..end];
+    let top = latchkey(&["--help"]);
+    top.assert_code(0);
+    let commands: Vec<String> = top
+        .stdout_text()
+        .lines()
+        .skip_while(|line| !line.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .filter(|command| command != "help")
+        .collect();
+    assert!(commands.len() >= 8, "{}", top.describe());
+    let sections: Vec<&str> = reference.split("\n### `latchkey ").skip(1).collect();
+    let documented: Vec<&str> = sections
+        .iter()
+        .filter_map(|section| section.split('`').next())
+        .collect();
+    assert_eq!(
+        documented, commands,
+        "the README documents the commands of `latchkey --help`, in its order"
+    );
+    for section in sections {
+        let (command, body) = section.split_once("`\n").expect("a heading");
+        let help = latchkey(&[command, "--help"]);
+        help.assert_code(0);
+        let about = help.stdout_text().lines().next().unwrap_or_default().to_owned();
+        assert_eq!(
+            body.lines().next(),
+            Some(about.as_str()),
+            "the README's line under `latchkey {command}` is its help's first line"
+        );
+        assert_eq!(
+            options_in_text(body),
+            options_in_help(&help.stdout_text()),
+            "the README's options of `latchkey {command}` are its help's"
+        );
     }
 }
