@@ -24,7 +24,7 @@ if [ -n "$forbidden" ]; then
 fi
 echo "latchkey depends on $(cargo tree -p latchkey -e normal --prefix none --locked | sed "s/ (\*)//" | sort -u | wc -l) crates (itself included), none forbidden"
 
-step "interop tools: oidc-provider and playwright-core (npm), Chromium, redis-server and tmux (Debian)"
+step "interop tools: oidc-provider and playwright-core (npm), Chromium, redis-server, tmux and gnome-keyring (Debian)"
 if ! command -v node >/dev/null; then
     echo "Node.js 20 or later is required for the interop tests (Debian: apt-get install nodejs)" >&2
     exit 1
@@ -36,17 +36,22 @@ missing=""
 command -v chromium >/dev/null || missing="$missing chromium"
 command -v redis-server >/dev/null || missing="$missing redis-server"
 command -v tmux >/dev/null || missing="$missing tmux"
+# The OS-keyring tests: gnome-keyring on a private D-Bus session bus, read back with secret-tool and gdbus.
+command -v dbus-daemon >/dev/null || missing="$missing dbus"
+command -v gnome-keyring-daemon >/dev/null || missing="$missing gnome-keyring"
+command -v secret-tool >/dev/null || missing="$missing libsecret-tools"
+command -v gdbus >/dev/null || missing="$missing libglib2.0-bin"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
         # shellcheck disable=SC2086 # one package name per word
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     else
-        echo "The browser and shared-store tests need Debian's$missing: run apt-get install$missing as root" >&2
+        echo "The browser, shared-store, terminal and keyring tests need Debian's$missing: run apt-get install$missing as root" >&2
         exit 1
     fi
 fi
-echo "node $(node --version), oidc-provider $(node -p "require('./tests/interop/node_modules/oidc-provider/package.json').version"), $(chromium --version 2>/dev/null | grep -o 'Chromium [0-9.]*'), $(redis-server --version | grep -o 'v=[0-9.]*' | sed 's/v=/redis-server /')"
+echo "node $(node --version), oidc-provider $(node -p "require('./tests/interop/node_modules/oidc-provider/package.json').version"), $(chromium --version 2>/dev/null | grep -o 'Chromium [0-9.]*'), $(redis-server --version | grep -o 'v=[0-9.]*' | sed 's/v=/redis-server /'), $(gnome-keyring-daemon --version | sed -n 's/^gnome-keyring-daemon: /gnome-keyring /p')"
 
 step "tests"
 cargo test --workspace --locked

@@ -248,7 +248,7 @@ fn bind_first<R: Runtime>(
 /// The token file of `common`, with the OS keychain for the profiles whose tokens are
 /// there (and for this login's, with `keyring`).
 pub fn file_store(common: &Common, keyring: bool) -> FileStore {
-    FileStore::new(&common.file.store).with_keychain(Arc::new(OsKeychain), keyring)
+    FileStore::new(&common.file.store).with_keychain(Arc::new(OsKeychain::new()), keyring)
 }
 
 /// A store that could not be used, with what to do.

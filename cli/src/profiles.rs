@@ -14,7 +14,7 @@ use crate::report::unix_seconds;
 /// Runs `latchkey profiles`.
 pub fn run(args: &ProfilesArgs) -> ExitCode {
     let path = &args.file.store;
-    let store = FileStore::new(path).with_keychain(Arc::new(OsKeychain), false);
+    let store = FileStore::new(path).with_keychain(Arc::new(OsKeychain::new()), false);
     let entries = match store.entries() {
         Ok(entries) => entries,
         Err(error) => {
@@ -195,9 +195,14 @@ fn minutes(seconds: u64) -> String {
 fn place(entry: &StoredEntry, store: &FileStore) -> String {
     match (&entry.location, &entry.tokens) {
         (TokenLocation::Keychain { .. }, Err(error)) => {
-            format!("OS keychain ({}), unreadable: {error}", OsKeychain.name())
+            format!(
+                "OS keychain ({}), unreadable: {error}",
+                OsKeychain::new().name()
+            )
         }
-        (TokenLocation::Keychain { .. }, _) => format!("OS keychain ({})", OsKeychain.name()),
+        (TokenLocation::Keychain { .. }, _) => {
+            format!("OS keychain ({})", OsKeychain::new().name())
+        }
         (_, Err(error)) => format!("{}, unreadable: {error}", store.path().display()),
         (TokenLocation::File, _) => store.path().display().to_string(),
         (TokenLocation::Nowhere, _) => "nowhere (signed out)".to_owned(),

@@ -34,6 +34,9 @@
 //!   provider and keys that judge them.
 //! - [`redis`]: a real `redis-server` of a test's own (append-only file on, restartable on
 //!   its port) and a plain RESP connection to look at what a shared store wrote.
+//! - [`secret_service`]: a real Secret Service (gnome-keyring on a private D-Bus session bus
+//!   of a test's own, its default collection unlocked, lockable and unlockable), and a bus
+//!   with none, for the OS-keyring tests; what was stored is read back with `secret-tool`.
 //! - [`oidc`]: the reference identity provider, the OpenID-certified `oidc-provider` from
 //!   npm, started on loopback for the interop tests.
 #![forbid(unsafe_code)]
@@ -48,5 +51,6 @@ pub mod model;
 pub mod oidc;
 pub mod oidc_agent;
 pub mod redis;
+pub mod secret_service;
 pub mod session_model;
 pub mod shared_session_model;

@@ -228,7 +228,8 @@ impl FileStore {
     }
 
     /// Checks that the tokens of `key` can be kept where they would go: the file can be
-    /// read, and when they are (or would be) in the keychain, the keychain answers. A
+    /// read, and when they are (or would be) in the keychain, the keychain can be read and
+    /// written (a throwaway item is stored and removed when there is no token set yet). A
     /// program calls it before it asks the user to sign in, so that a locked or absent
     /// keychain is reported before the work it would lose.
     ///
@@ -242,7 +243,15 @@ impl FileStore {
             (None, Some(used)) if used.new_entries => self.account(key),
             (None, _) => return Ok(()),
         };
-        self.keychain(key)?.get(&account).map(drop)
+        let keychain = self.keychain(key)?;
+        if keychain.get(&account)?.is_some() {
+            return Ok(());
+        }
+        // Reading an absent item works on a locked keychain too: only a write tells. A
+        // throwaway item of its own, so that no token set is ever touched.
+        let probe = format!("{account} (probe)");
+        keychain.set(&probe, b"probe")?;
+        keychain.delete(&probe)
     }
 
     /// Every key of the file, in order, with its provider record, where its tokens are,

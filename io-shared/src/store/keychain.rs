@@ -41,14 +41,69 @@ pub trait Keychain: Send + Sync + 'static {
 /// Credential Manager on Windows, the Secret Service (GNOME Keyring, KWallet) over D-Bus
 /// elsewhere. Items are generic passwords of service [`KEYCHAIN_SERVICE`]. Nothing is
 /// opened until the first call.
+///
+/// Each call runs on a thread of its own and is given up after a time limit (a minute by
+/// default, [`OsKeychain::with_time_limit`]): a locked keychain may show an unlock dialog and
+/// wait for the user, and a Secret Service daemon that stopped answering would otherwise
+/// block for good. A call given up is an error; its thread ends when the store answers.
 #[cfg(feature = "keychain")]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct OsKeychain;
+#[derive(Debug, Clone, Copy)]
+pub struct OsKeychain {
+    time_limit: std::time::Duration,
+}
+
+#[cfg(feature = "keychain")]
+impl Default for OsKeychain {
+    fn default() -> OsKeychain {
+        OsKeychain::new()
+    }
+}
 
 #[cfg(feature = "keychain")]
 impl OsKeychain {
-    fn entry(&self, account: &str, doing: &str) -> Result<keyring::Entry, StoreError> {
-        keyring::Entry::new(KEYCHAIN_SERVICE, account).map_err(|error| self.error(doing, &error))
+    /// The platform's store, each call given a minute.
+    pub fn new() -> OsKeychain {
+        OsKeychain {
+            time_limit: std::time::Duration::from_secs(60),
+        }
+    }
+
+    /// The platform's store, each call given `time_limit`.
+    #[must_use]
+    pub fn with_time_limit(time_limit: std::time::Duration) -> OsKeychain {
+        OsKeychain { time_limit }
+    }
+
+    /// Runs `call` on the entry of `account` on a thread of its own, within the time limit.
+    fn call<T: Send + 'static>(
+        &self,
+        account: &str,
+        doing: &'static str,
+        call: impl FnOnce(&keyring::Entry) -> Result<T, keyring::Error> + Send + 'static,
+    ) -> Result<Result<T, keyring::Error>, StoreError> {
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let account = account.to_owned();
+        std::thread::Builder::new()
+            .name("latchkey-keychain".to_owned())
+            .spawn(move || {
+                let result =
+                    keyring::Entry::new(KEYCHAIN_SERVICE, &account).and_then(|entry| call(&entry));
+                // The caller may have given up; nobody is left to tell.
+                let _ = answer.send(result);
+            })
+            .map_err(|error| {
+                StoreError::new(format!(
+                    "{doing} the OS keychain: no thread for it: {error}"
+                ))
+            })?;
+        answered.recv_timeout(self.time_limit).map_err(|_| {
+            StoreError::new(format!(
+                "{doing} the OS keychain: {} did not answer within {} s (locked, and waiting \
+                 for you to unlock it?); the tokens were not written anywhere else",
+                self.name(),
+                self.time_limit.as_secs()
+            ))
+        })
     }
 
     /// `error` as a message that says what failed and what to do; never the secret (the
@@ -56,16 +111,20 @@ impl OsKeychain {
     fn error(&self, doing: &str, error: &keyring::Error) -> StoreError {
         let name = self.name();
         let advice = match error {
-            keyring::Error::NoDefaultStore => format!(
-                "{name} is not available here{}",
-                if cfg!(any(target_os = "macos", windows)) {
-                    String::new()
+            keyring::Error::NoDefaultStore => {
+                // Why the store could not be set up is only known there.
+                let cause = match keyring::Entry::store_status() {
+                    Err(cause) => format!(": {cause}"),
+                    Ok(()) => String::new(),
+                };
+                let hint = if cfg!(any(target_os = "macos", windows)) {
+                    ""
                 } else {
                     " (is a Secret Service such as gnome-keyring running on the D-Bus session \
                      bus?)"
-                        .to_owned()
-                }
-            ),
+                };
+                format!("{name} is not available here{hint}{cause}")
+            }
             keyring::Error::NoStorageAccess(cause) => {
                 format!("{name} cannot be used (is it locked?): {cause}")
             }
@@ -101,13 +160,15 @@ impl Keychain for OsKeychain {
     }
 
     fn set(&self, account: &str, secret: &[u8]) -> Result<(), StoreError> {
-        self.entry(account, "writing to")?
-            .set_secret(secret)
-            .map_err(|error| self.error("writing to", &error))
+        let secret = secret.to_vec();
+        self.call(account, "writing to", move |entry| {
+            entry.set_secret(&secret)
+        })?
+        .map_err(|error| self.error("writing to", &error))
     }
 
     fn get(&self, account: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.entry(account, "reading")?.get_secret() {
+        match self.call(account, "reading", keyring::Entry::get_secret)? {
             Ok(secret) => Ok(Some(secret)),
             Err(keyring::Error::NoEntry) => Ok(None),
             Err(error) => Err(self.error("reading", &error)),
@@ -115,7 +176,7 @@ impl Keychain for OsKeychain {
     }
 
     fn delete(&self, account: &str) -> Result<(), StoreError> {
-        match self.entry(account, "deleting from")?.delete_credential() {
+        match self.call(account, "deleting from", keyring::Entry::delete_credential)? {
             Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
             Err(error) => Err(self.error("deleting from", &error)),
         }
