@@ -431,3 +431,699 @@ fn chromium_cancelling_consent_gets_the_failure_page_and_latchkey_exits_1() {
     assert!(!store.exists(), "a denied login wrote {}", store.display());
     eprintln!("took {:?}", started.elapsed());
 }
+
+// ---- several processes and profiles -----------------------------------------------------
+//
+// S60: processes sharing one token file. A refresh is taken under a per-profile OS lock,
+// so concurrent `latchkey token --fresh` make one refresh request between them; a lock
+// holder that dies releases the lock with its death; a second login for a profile is
+// refused while one is under way. And profiles: several logins in one token file, listed,
+// shown and logged out one at a time. The provider's test hooks count its token requests
+// (`OidcProvider::grants`) and hold them back (`OidcProvider::delay_token`), so that the
+// processes really overlap and a killed refresher's request is never worked on.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::lock;
+use latchkey_tests::oidc::{GrantCounts, ROTATION, ROTATION_ACCESS_TOKEN_TTL};
+
+/// The profile of a command given no `--profile`.
+const DEFAULT_PROFILE: &str = "default";
+
+/// `latchkey ARGS --store STORE`, never near the user's own files.
+fn latchkey(store: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    command.args(args).arg("--store").arg(store);
+    let nowhere = std::env::temp_dir().join("latchkey-browser-test-no-home");
+    command
+        .env_remove(SECRET_VAR)
+        .env("HOME", &nowhere)
+        .env("XDG_CONFIG_HOME", &nowhere)
+        .env("APPDATA", &nowhere);
+    command
+}
+
+/// [`login`] without `--then`, for `profile` (`None`: no `--profile`, the default one), and
+/// with the provider's revocation endpoint, so that `latchkey logout` revokes.
+fn login_as(
+    idp: &OidcProvider,
+    client: RegisteredClient,
+    store: &Path,
+    profile: Option<&str>,
+) -> Command {
+    let mut command = login(idp, client, None, store);
+    let revocation_endpoint = format!("{}/token/revocation", idp.issuer());
+    command.args(["--revocation-endpoint", &revocation_endpoint]);
+    if let Some(profile) = profile {
+        command.args(["--profile", profile]);
+    }
+    command
+}
+
+/// `latchkey token --fresh --margin MARGIN --reveal --json` on the `runtime` driver.
+fn token_fresh(store: &Path, profile: Option<&str>, margin: Duration, runtime: &str) -> Command {
+    let margin = margin.as_secs().to_string();
+    let mut command = latchkey(
+        store,
+        &[
+            "token",
+            "--fresh",
+            "--margin",
+            &margin,
+            "--reveal",
+            "--json",
+            "--runtime",
+            runtime,
+        ],
+    );
+    if let Some(profile) = profile {
+        command.args(["--profile", profile]);
+    }
+    command
+}
+
+/// The entry of `profile` in the token file at `path`.
+fn stored_entry(path: &Path, profile: &str) -> Map<String, Value> {
+    let text = std::fs::read_to_string(path).expect("reading the token file");
+    let file: Value = serde_json::from_str(&text).expect("the token file is JSON");
+    match &file["tokens"][profile] {
+        Value::Object(entry) => entry.clone(),
+        _ => panic!("the token file has no {profile:?} entry: {text}"),
+    }
+}
+
+/// A string member of a token file entry or an event.
+fn text<'a>(object: &'a Map<String, Value>, key: &str) -> &'a str {
+    object
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string {key:?} in {object:?}"))
+}
+
+/// The status of the provider's user-info answer for `access_token` (200, or 401 for a
+/// token it does not honour).
+fn userinfo_status(idp: &OidcProvider, access_token: &str) -> String {
+    let authority = idp.issuer().trim_start_matches("http://");
+    let mut stream = TcpStream::connect(authority).expect("connecting to the provider");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "GET /me HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {access_token}\r\n\
+         Accept: application/json\r\nConnection: close\r\n\r\n"
+    )
+    .expect("sending the user-info request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("reading the user-info response");
+    response.split(' ').nth(1).unwrap_or_default().to_owned()
+}
+
+/// A completed login of `profile`: the success events, and a private token file whose
+/// entry for `profile` the provider honours. Gives that entry.
+fn assert_profile_signed_in(
+    login: Running,
+    idp: &OidcProvider,
+    store: &Path,
+    profile: &str,
+    secret: Option<&str>,
+) -> Map<String, Value> {
+    let ended = login.finish();
+    ended.assert_code(0);
+    assert_eq!(ended.event_names(), SUCCESS_EVENTS, "{}", ended.describe());
+    assert_eq!(
+        ended.events()[3]["refresh_token"],
+        true,
+        "{}",
+        ended.describe()
+    );
+    assert_private(store);
+    let entry = stored_entry(store, profile);
+    let access_token = text(&entry, "access_token");
+    let refresh_token = text(&entry, "refresh_token");
+    assert_eq!(
+        userinfo_subject(idp, access_token),
+        USER,
+        "the stored access token of {profile} is the provider's, for the user who signed in"
+    );
+    let mut secrets = vec![
+        ("access token", access_token),
+        ("refresh token", refresh_token),
+    ];
+    if let Some(secret) = secret {
+        secrets.push(("client secret", secret));
+    }
+    ended.assert_never_shows(&secrets);
+    entry
+}
+
+/// Signs `profile` in with `client` through Chromium; gives the stored entry.
+fn sign_in(
+    idp: &OidcProvider,
+    client: RegisteredClient,
+    store: &Path,
+    profile: Option<&str>,
+) -> Map<String, Value> {
+    let mut login = Running::spawn(
+        "latchkey login",
+        GUARD,
+        login_as(idp, client, store, profile),
+    );
+    let (redirect_uri, url) = read_start(&mut login, idp);
+    let browsed = browse(&url, &redirect_uri, false)
+        .unwrap_or_else(|why| login.fail(&with_provider_state(idp, &why)));
+    assert_eq!(browsed.status, 200, "{}", browsed.raw);
+    assert!(browsed.page_text.contains("Signed in"), "{}", browsed.raw);
+    let profile = profile.unwrap_or(DEFAULT_PROFILE);
+    assert_profile_signed_in(login, idp, store, profile, client.secret)
+}
+
+/// The provider's refresh counts once every refresh request it received has ended, one
+/// way or another (its bookkeeping of an answer or a disconnection may trail what the
+/// client saw by a moment); as they are after 5 s if some never end.
+fn settled_refresh_counts(idp: &OidcProvider) -> GrantCounts {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let counts = idp.refresh_counts();
+        if counts.ended() == counts.requests || Instant::now() > deadline {
+            return counts;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The JSON object `latchkey token --json` printed, which must have exited 0.
+fn token_output(ended: &common::Finished) -> Map<String, Value> {
+    ended.assert_code(0);
+    assert_eq!(ended.stdout.len(), 1, "{}", ended.describe());
+    match serde_json::from_str(&ended.stdout[0]) {
+        Ok(Value::Object(output)) => output,
+        _ => panic!("token --json printed no JSON object: {}", ended.describe()),
+    }
+}
+
+/// Whether `ended` says anywhere that a login is required.
+fn says_login_required(ended: &common::Finished) -> bool {
+    let all = format!("{}\n{}", ended.stdout_text(), ended.stderr).to_lowercase();
+    all.contains("login_required") || all.contains("login required")
+}
+
+/// The refresh lock file of `profile` next to the token file at `store`.
+fn refresh_lock_file(store: &Path, profile: &str) -> PathBuf {
+    let name = store.file_name().expect("a file name").to_string_lossy();
+    store.with_file_name(format!(".{name}.{profile}.refresh"))
+}
+
+#[test]
+fn s60_twenty_concurrent_token_fresh_make_one_refresh_request_and_print_one_token() {
+    /// How many `latchkey token --fresh` run at once: half on tokio, half on smol.
+    const PROCESSES: usize = 20;
+    /// Their margin: between the token's life left when they start (under 6 s) and its
+    /// full life (10 s), so that the old token is due and the refreshed one is not.
+    const MARGIN: Duration = Duration::from_secs(6);
+    /// How long the provider holds each token request back: all of them start meanwhile.
+    const DELAY: Duration = Duration::from_secs(1);
+    require_browser_tools();
+    assert!(MARGIN < ROTATION_ACCESS_TOKEN_TTL);
+    let started = Instant::now();
+    let idp = OidcProvider::start();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = dir.path().join("tokens.json");
+    let profile = "ci";
+    let before = sign_in(&idp, ROTATION, &store, Some(profile));
+    let old_access = text(&before, "access_token").to_owned();
+    let old_refresh = text(&before, "refresh_token").to_owned();
+    let expires_at = before["expires_at"].as_u64().expect("expires_at");
+    eprintln!("signed in after {:?}", started.elapsed());
+
+    // The token is due once its life left, as the file says it, is under the margin.
+    let due = UNIX_EPOCH + Duration::from_secs(expires_at) - MARGIN + Duration::from_millis(500);
+    if let Ok(wait) = due.duration_since(SystemTime::now()) {
+        assert!(
+            wait <= ROTATION_ACCESS_TOKEN_TTL,
+            "the token expires at {expires_at}, more than its life from now"
+        );
+        std::thread::sleep(wait);
+    }
+    assert_eq!(idp.refresh_counts(), GrantCounts::default());
+    idp.delay_token(DELAY);
+
+    let spawned = Instant::now();
+    let running: Vec<(&str, Running)> = (0..PROCESSES)
+        .map(|index| {
+            let runtime = if index % 2 == 0 { "tokio" } else { "smol" };
+            let command = token_fresh(&store, Some(profile), MARGIN, runtime);
+            (
+                runtime,
+                Running::spawn("latchkey token --fresh", GUARD, command),
+            )
+        })
+        .collect();
+    let spawning = spawned.elapsed();
+    let ended: Vec<(&str, common::Finished)> = running
+        .into_iter()
+        .map(|(runtime, running)| (runtime, running.finish()))
+        .collect();
+    let batch = spawned.elapsed();
+    let slowest = ended
+        .iter()
+        .map(|(_, e)| e.elapsed)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "{PROCESSES} processes spawned in {spawning:?}, all ended after {batch:?} (slowest \
+         {slowest:?})"
+    );
+
+    let mut new_access = None;
+    let mut refreshed = 0;
+    for (runtime, ended) in &ended {
+        assert!(
+            !says_login_required(ended),
+            "{runtime}: {}",
+            ended.describe()
+        );
+        let output = token_output(ended);
+        let access = text(&output, "access_token").to_owned();
+        let first = new_access.get_or_insert_with(|| access.clone());
+        assert_eq!(
+            &access,
+            first,
+            "{runtime}: every process prints the same token: {}",
+            ended.describe()
+        );
+        assert_ne!(access, old_access, "{runtime}: {}", ended.describe());
+        if output["refreshed"] == true {
+            refreshed += 1;
+        }
+        ended.assert_never_shows(&[("refresh token", &old_refresh)]);
+    }
+    let new_access = new_access.expect("the processes' token");
+    // Those that read the store before the refresh was stored say they refreshed; most of
+    // them must have, or the test did not make them overlap.
+    assert!(
+        refreshed >= PROCESSES / 2,
+        "only {refreshed} of {PROCESSES} started before the refresh ended: they did not overlap"
+    );
+    assert_eq!(
+        settled_refresh_counts(&idp),
+        GrantCounts {
+            requests: 1,
+            ok: 1,
+            ..GrantCounts::default()
+        },
+        "the provider saw one refresh request, and no refresh failed"
+    );
+    let after = stored_entry(&store, profile);
+    assert_eq!(text(&after, "access_token"), new_access);
+    assert_ne!(text(&after, "refresh_token"), old_refresh, "rotated");
+    assert!(after["expires_at"].as_u64().expect("expires_at") > expires_at);
+    assert_eq!(userinfo_subject(&idp, &new_access), USER);
+    eprintln!(
+        "{refreshed} of {PROCESSES} said they refreshed; took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn s60_a_refresh_lock_holder_killed_with_sigkill_does_not_block_the_next() {
+    /// How long the provider holds the killed holder's refresh request back: far longer
+    /// than anything after it may take.
+    const HELD: Duration = Duration::from_secs(20);
+    /// Longer than the token's whole life: every `token --fresh` here refreshes.
+    const MARGIN: Duration = Duration::from_secs(60);
+    /// How long the waiter, and the one started afterwards, may take once the holder is
+    /// dead: far under [`HELD`].
+    const PROMPTLY: Duration = Duration::from_secs(5);
+    require_browser_tools();
+    let started = Instant::now();
+    let idp = OidcProvider::start();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = dir.path().join("tokens.json");
+    let before = sign_in(&idp, ROTATION, &store, None);
+    let old_access = text(&before, "access_token").to_owned();
+    let old_refresh = text(&before, "refresh_token").to_owned();
+
+    // The holder takes the lock, then sends its refresh request, which the provider holds.
+    idp.delay_token(HELD);
+    let mut holder = Running::spawn(
+        "latchkey token --fresh (holder)",
+        GUARD,
+        token_fresh(&store, None, MARGIN, "smol"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while idp.refresh_counts().requests == 0 {
+        let exited = lock(&holder.child).try_wait().ok().flatten();
+        if exited.is_some() || Instant::now() > deadline {
+            holder.fail("the holder's refresh request never reached the provider");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lock_file = refresh_lock_file(&store, DEFAULT_PROFILE);
+    assert!(lock_file.is_file(), "no lock file {}", lock_file.display());
+
+    // A second one waits for the lock meanwhile (it polls every 100 ms).
+    let waiter = Running::spawn(
+        "latchkey token --fresh (waiter)",
+        GUARD,
+        token_fresh(&store, None, MARGIN, "tokio"),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    if let Ok(Some(status)) = lock(&waiter.child).try_wait() {
+        panic!("the waiter did not wait for the lock: it exited {status}");
+    }
+    assert_eq!(
+        idp.refresh_counts(),
+        GrantCounts {
+            requests: 1,
+            ..GrantCounts::default()
+        },
+        "the waiter sent no refresh while the holder held the lock"
+    );
+
+    // From now on requests are answered at once; the holder's stays held until it dies.
+    idp.delay_token(Duration::ZERO);
+    let killed_at = Instant::now();
+    let _ = lock(&holder.child).kill();
+    let killed = holder.finish();
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(killed.status.signal(), Some(9), "{}", killed.describe());
+    }
+    assert!(!killed.status.success(), "{}", killed.describe());
+
+    // The waiter takes the lock the dead holder left, and refreshes.
+    let waited = waiter.finish();
+    let after_kill = killed_at.elapsed();
+    let output = token_output(&waited);
+    eprintln!("the waiter ended {after_kill:?} after the kill");
+    assert!(
+        after_kill < PROMPTLY,
+        "the waiter ended {after_kill:?} after the holder was killed: {}",
+        waited.describe()
+    );
+    let fresh = text(&output, "access_token").to_owned();
+    assert_ne!(fresh, old_access, "{}", waited.describe());
+    assert_eq!(output["refreshed"], true, "{}", waited.describe());
+    assert_eq!(
+        settled_refresh_counts(&idp),
+        GrantCounts {
+            requests: 2,
+            ok: 1,
+            dropped: 1,
+            ..GrantCounts::default()
+        },
+        "the dead holder's request was dropped unanswered (its refresh token never rotated); \
+         the waiter's succeeded"
+    );
+    let stored = stored_entry(&store, DEFAULT_PROFILE);
+    assert_eq!(text(&stored, "access_token"), fresh);
+    assert_ne!(text(&stored, "refresh_token"), old_refresh);
+
+    // The dead holder's lock file is still there, and blocks nobody either.
+    assert!(lock_file.is_file(), "no lock file {}", lock_file.display());
+    let next = Running::spawn(
+        "latchkey token --fresh (next)",
+        GUARD,
+        token_fresh(&store, None, MARGIN, "smol"),
+    )
+    .finish();
+    let output = token_output(&next);
+    assert!(next.elapsed < PROMPTLY, "{}", next.describe());
+    let newest = text(&output, "access_token").to_owned();
+    assert_ne!(
+        newest, fresh,
+        "a margin over the token's life refreshes again"
+    );
+    assert!(!says_login_required(&next), "{}", next.describe());
+    assert_eq!(
+        settled_refresh_counts(&idp),
+        GrantCounts {
+            requests: 3,
+            ok: 2,
+            dropped: 1,
+            ..GrantCounts::default()
+        }
+    );
+    assert_eq!(userinfo_subject(&idp, &newest), USER);
+    eprintln!(
+        "the next one took {:?}; the test {:?}",
+        next.elapsed,
+        started.elapsed()
+    );
+}
+
+#[test]
+fn s60_a_second_login_for_the_same_profile_is_refused_while_the_first_waits() {
+    require_browser_tools();
+    let started = Instant::now();
+    let idp = OidcProvider::start();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = dir.path().join("tokens.json");
+    let mut first = Running::spawn(
+        "latchkey login (first)",
+        GUARD,
+        login_as(&idp, PUBLIC, &store, Some("work")),
+    );
+    let (redirect_uri, url) = read_start(&mut first, &idp);
+    let pid = lock(&first.child).id();
+
+    // The same profile and token file: refused at once, naming the first.
+    let second = Running::spawn(
+        "latchkey login (second)",
+        GUARD,
+        login_as(&idp, PUBLIC, &store, Some("work")),
+    )
+    .finish();
+    second.assert_code(1);
+    assert_eq!(second.event_names(), ["error"], "{}", second.describe());
+    let error = &second.events()[0];
+    assert_eq!(error["kind"], "login_in_progress", "{}", second.describe());
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("process {pid}")) && message.contains("work"),
+        "the message names the first login's process {pid} and the profile: {}",
+        second.describe()
+    );
+    assert!(
+        second.elapsed < Duration::from_secs(10),
+        "{}",
+        second.describe()
+    );
+    let first_ended = lock(&first.child).try_wait();
+    if let Ok(Some(status)) = first_ended {
+        first.fail(&format!(
+            "the first login ended ({status}) when the second was refused"
+        ));
+    }
+
+    // Another profile of the same file meanwhile: not refused.
+    let mut other = Running::spawn(
+        "latchkey login (home)",
+        GUARD,
+        login_as(&idp, PUBLIC, &store, Some("home")),
+    );
+    let (other_redirect_uri, other_url) = read_start(&mut other, &idp);
+    assert_ne!(other_redirect_uri, redirect_uri);
+
+    // The first completes as if nothing had happened, then the other.
+    let browsed = browse(&url, &redirect_uri, false)
+        .unwrap_or_else(|why| first.fail(&with_provider_state(&idp, &why)));
+    assert_eq!(browsed.status, 200, "{}", browsed.raw);
+    assert!(browsed.page_text.contains("Signed in"), "{}", browsed.raw);
+    let work = assert_profile_signed_in(first, &idp, &store, "work", None);
+    let browsed = browse(&other_url, &other_redirect_uri, false)
+        .unwrap_or_else(|why| other.fail(&with_provider_state(&idp, &why)));
+    assert_eq!(browsed.status, 200, "{}", browsed.raw);
+    let home = assert_profile_signed_in(other, &idp, &store, "home", None);
+    assert_ne!(work["access_token"], home["access_token"]);
+    assert_eq!(
+        stored_entry(&store, "work"),
+        work,
+        "the home login left work alone"
+    );
+
+    // Once the first has ended, a login for its profile starts again.
+    let mut again = Running::spawn(
+        "latchkey login (again)",
+        GUARD,
+        login_as(&idp, PUBLIC, &store, Some("work")),
+    );
+    read_start(&mut again, &idp);
+    drop(again);
+    eprintln!("took {:?}", started.elapsed());
+}
+
+#[test]
+fn profiles_two_logins_in_one_store_are_listed_shown_and_logged_out_one_at_a_time() {
+    require_browser_tools();
+    let started = Instant::now();
+    let idp = OidcProvider::start();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = dir.path().join("tokens.json");
+    let store_text = store.display().to_string();
+    let work = sign_in(&idp, BASIC, &store, Some("work"));
+    let home = sign_in(&idp, PUBLIC, &store, Some("home"));
+    let work_access = text(&work, "access_token").to_owned();
+    let home_access = text(&home, "access_token").to_owned();
+    assert_ne!(work_access, home_access);
+
+    // `profiles --json`: one line per profile, in order, never a secret.
+    let listed = Running::spawn(
+        "latchkey profiles --json",
+        GUARD,
+        latchkey(&store, &["profiles", "--json"]),
+    )
+    .finish();
+    listed.assert_code(0);
+    let profiles = listed.events();
+    let names: Vec<&str> = profiles.iter().map(|p| text(p, "name")).collect();
+    assert_eq!(names, ["home", "work"], "{}", listed.describe());
+    for (profile, client, entry) in [(&profiles[0], PUBLIC, &home), (&profiles[1], BASIC, &work)] {
+        let shown = listed.describe();
+        assert_eq!(profile["event"], "profile", "{shown}");
+        assert_eq!(profile["provider"]["issuer"], idp.issuer(), "{shown}");
+        assert_eq!(
+            profile["provider"]["token_endpoint"],
+            idp.token_endpoint(),
+            "{shown}"
+        );
+        assert_eq!(profile["provider"]["client_id"], client.id, "{shown}");
+        assert_eq!(profile["tokens"], "file", "{shown}");
+        assert_eq!(profile["store"], store_text.as_str(), "{shown}");
+        assert_eq!(profile["signed_in"], true, "{shown}");
+        assert_eq!(profile["refresh_token"], true, "{shown}");
+        assert_eq!(profile["expires_at"], entry["expires_at"], "{shown}");
+        assert!(profile["expires_at"].is_u64(), "{shown}");
+        assert_eq!(profile["identity"]["sub"], USER, "{shown}");
+        assert_eq!(profile["identity"]["iss"], idp.issuer(), "{shown}");
+        assert!(profile.get("error").is_none(), "{shown}");
+    }
+    let secrets = [
+        ("work's access token", work_access.as_str()),
+        ("home's access token", home_access.as_str()),
+        ("work's refresh token", text(&work, "refresh_token")),
+        ("home's refresh token", text(&home, "refresh_token")),
+        ("client secret", BASIC.secret.expect("a secret")),
+    ];
+    listed.assert_never_shows(&secrets);
+
+    // The table for people: a header and a row per profile.
+    let table =
+        Running::spawn("latchkey profiles", GUARD, latchkey(&store, &["profiles"])).finish();
+    table.assert_code(0);
+    eprintln!("latchkey profiles:\n{}", table.stdout_text());
+    let shown = table.describe();
+    assert_eq!(table.stdout.len(), 3, "{shown}");
+    assert!(table.stdout[0].starts_with("PROFILE "), "{shown}");
+    for (row, name) in table.stdout[1..].iter().zip(["home", "work"]) {
+        assert!(row.starts_with(&format!("{name} ")), "{shown}");
+        assert!(row.contains(idp.issuer()), "{shown}");
+        assert!(row.contains(USER), "{shown}");
+        assert!(row.contains("expires in"), "{shown}");
+        assert!(row.contains(&store_text), "{shown}");
+    }
+    table.assert_never_shows(&secrets);
+
+    // Each profile's own token.
+    for (profile, access) in [("work", &work_access), ("home", &home_access)] {
+        let shown = Running::spawn(
+            "latchkey token --reveal",
+            GUARD,
+            latchkey(&store, &["token", "--profile", profile, "--reveal"]),
+        )
+        .finish();
+        shown.assert_code(0);
+        assert_eq!(
+            shown.stdout.last(),
+            Some(access),
+            "{profile}: {}",
+            shown.describe()
+        );
+    }
+
+    // Logging out of work leaves home alone.
+    let mut logout = latchkey(
+        &store,
+        &[
+            "logout",
+            "--profile",
+            "work",
+            "--json",
+            "--client-secret-env",
+            SECRET_VAR,
+        ],
+    );
+    logout.env(SECRET_VAR, BASIC.secret.expect("a secret"));
+    let logged_out = Running::spawn("latchkey logout", GUARD, logout).finish();
+    logged_out.assert_code(0);
+    assert_eq!(
+        logged_out.event_names(),
+        ["revoked", "revoked", "logged_out"],
+        "{}",
+        logged_out.describe()
+    );
+    logged_out.assert_never_shows(&secrets);
+    assert_eq!(
+        userinfo_status(&idp, &work_access),
+        "401",
+        "work's access token was revoked"
+    );
+    assert_eq!(
+        userinfo_subject(&idp, &home_access),
+        USER,
+        "home's still holds"
+    );
+    assert_eq!(
+        stored_entry(&store, "home"),
+        home,
+        "home's entry is untouched"
+    );
+
+    let listed = Running::spawn(
+        "latchkey profiles --json",
+        GUARD,
+        latchkey(&store, &["profiles", "--json"]),
+    )
+    .finish();
+    listed.assert_code(0);
+    let names: Vec<String> = listed
+        .events()
+        .iter()
+        .map(|p| text(p, "name").to_owned())
+        .collect();
+    assert_eq!(names, ["home"], "{}", listed.describe());
+
+    // work: no tokens, and the advice names its login.
+    let advice = "latchkey login --profile work";
+    let shown = Running::spawn(
+        "latchkey token --profile work",
+        GUARD,
+        latchkey(&store, &["token", "--profile", "work"]),
+    )
+    .finish();
+    shown.assert_code(1);
+    assert!(shown.stderr.contains(advice), "{}", shown.describe());
+    let fresh = Running::spawn(
+        "latchkey token --fresh --profile work",
+        GUARD,
+        latchkey(&store, &["token", "--profile", "work", "--fresh", "--json"]),
+    )
+    .finish();
+    fresh.assert_code(1);
+    assert_eq!(fresh.event_names(), ["error"], "{}", fresh.describe());
+    let error = &fresh.events()[0];
+    assert_eq!(error["kind"], "login_required", "{}", fresh.describe());
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(advice),
+        "{}",
+        fresh.describe()
+    );
+    eprintln!("took {:?}", started.elapsed());
+}

@@ -261,7 +261,12 @@ fn the_readmes_command_reference_matches_each_commands_help() {
         let (command, body) = section.split_once("`\n").expect("a heading");
         let help = latchkey(&[command, "--help"]);
         help.assert_code(0);
-        let about = help.stdout_text().lines().next().unwrap_or_default().to_owned();
+        let about = help
+            .stdout_text()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         assert_eq!(
             body.lines().next(),
             Some(about.as_str()),

@@ -22,7 +22,10 @@
 //! - [`tls`]: the rustls client configuration, always verifying certificates, against
 //!   Mozilla's roots or CA certificates you supply (S34).
 //! - [`store`]: where tokens are kept, [`store::TokenStore`], with an in-memory store and a
-//!   file store that writes atomically with private permissions (S38, S39).
+//!   file store that writes atomically with private permissions (S38, S39), is shared
+//!   safely by several processes with a refresh lock that dies with its holder (S60), and
+//!   can keep the secrets in the OS keychain (S59; `store::OsKeychain` with the feature
+//!   `keychain`).
 //! - [`opener`]: handing the authorization URL to the system browser as one process
 //!   argument, never through a shell (S6).
 //! - [`entropy`]: the 64 random bytes each flow starts from, from the operating system.

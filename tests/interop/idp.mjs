@@ -10,7 +10,11 @@
 //   device-client  none, no redirect URI: the device authorization grant only (and refresh)
 //   web-backend    client_secret_basic, secret `web-backend-secret`, for the web backend
 //                  example (examples/web-backend): its access tokens live 5 seconds, so that
-//                  its tests see them expire; everyone else's live an hour
+//                  its tests see them expire
+//   cli-rotation   none (PKCE required), authorization code and refresh grants: its access
+//                  tokens live 10 seconds, so that the command's tests (`latchkey token
+//                  --fresh`) see them come within a refresh margin soon after a login
+// Everyone else's access tokens live an hour.
 // The development login and consent pages accept any user; the consent page's cancel
 // button yields `error=access_denied`. Refresh tokens are issued to every client that has
 // the grant and rotate on every refresh; the revocation endpoint (RFC 7009) is on; pages on
@@ -40,6 +44,22 @@
 // after the switch runs entirely on the new keys. (Both instances keep their state in
 // oidc-provider's in-memory adapter, which is one per process: sessions, grants and
 // device codes outlive the switch.)
+//
+// Token endpoint hooks, for tests of several processes sharing one login:
+//   `GET /__test/grants` answers what the token endpoint (`POST /token`, both instances) was
+//   asked, by grant type: {"refresh_token": {"requests": n, "ok": n, "error": n,
+//   "dropped": n, "abandoned": n}, "authorization_code": {...}, ...}, with only the grant
+//   types seen. Each request is counted once in `requests` when its body has arrived, and
+//   once more, when it ends, in exactly one of `ok` (answered 2xx), `error` (answered
+//   otherwise: `invalid_grant` for a rotated-out refresh token, say), `dropped` (its client
+//   went away while it was held back, see below: oidc-provider never saw it) or `abandoned`
+//   (its client went away while oidc-provider worked on it). A request without a
+//   `grant_type` counts under "none".
+//   `POST /__test/delay-token?ms=N` answers 204; from then on every token request is held
+//   back N milliseconds (0: no longer) before oidc-provider sees it, so that concurrent
+//   clients overlap. The delay in force when a request arrives is the one it gets. A client
+//   that disconnects (or dies) while its request is held back has it dropped at once,
+//   unprocessed: no refresh token rotates for a dead client.
 import http from 'node:http';
 import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
@@ -90,11 +110,14 @@ const configuration = (keys) => ({
     // redirect URI matches any port (RFC 8252 §7.3): its tests pick the port of the
     // backend's public URL at random. Its access tokens are short-lived (`ttl` below).
     { client_id: 'web-backend', client_secret: 'web-backend-secret', token_endpoint_auth_method: 'client_secret_basic', ...native },
+    // The command's refresh tests: a public client whose access tokens are short-lived.
+    { client_id: 'cli-rotation', token_endpoint_auth_method: 'none', ...native },
   ],
   ttl: {
-    // oidc-provider's default (an hour) for everyone but the web backend's client.
+    // oidc-provider's default (an hour) for everyone but the short-lived clients.
     AccessToken: function accessTokenTTL(ctx, token, client) {
       if (client?.clientId === 'web-backend') return 5;
+      if (client?.clientId === 'cli-rotation') return 10;
       return token.resourceServer?.accessTokenTTL || 60 * 60;
     },
   },
@@ -123,10 +146,89 @@ const instances = ['a', 'b'].map((prefix) => {
   return provider.callback();
 });
 let current = 0;
+
+/** What the token endpoint was asked, by grant type (`GET /__test/grants`). */
+const grants = {};
+/** How long each token request is held back, in milliseconds (`POST /__test/delay-token`). */
+let tokenDelay = 0;
+
+/** The counters of `grantType`, created at zero. */
+function grantCounts(grantType) {
+  grants[grantType] ??= { requests: 0, ok: 0, error: 0, dropped: 0, abandoned: 0 };
+  return grants[grantType];
+}
+
+/**
+ * A token request: its body is read here (to learn its grant type) and handed to
+ * oidc-provider as `req.body`, which its body parser takes when the stream is consumed.
+ * Each request ends in exactly one of the counters (see the header).
+ */
+async function tokenRequest(req, res) {
+  let gone = false;
+  let wake = () => {};
+  res.on('close', () => {
+    gone = !res.writableFinished;
+    wake();
+  });
+  const chunks = [];
+  try {
+    for await (const chunk of req) chunks.push(chunk);
+  } catch {
+    return; // The client went away before its request had arrived: not a request.
+  }
+  const body = Buffer.concat(chunks);
+  const grantType = new URLSearchParams(body.toString('latin1')).get('grant_type') ?? 'none';
+  const counts = grantCounts(grantType);
+  counts.requests += 1;
+  const delay = tokenDelay;
+  if (delay > 0 && !gone) {
+    await new Promise((resolve) => {
+      const timer = setTimeout(resolve, delay);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+  if (gone) {
+    counts.dropped += 1;
+    res.destroy();
+    return;
+  }
+  res.on('close', () => {
+    if (!res.writableFinished) counts.abandoned += 1;
+    else if (res.statusCode >= 200 && res.statusCode < 300) counts.ok += 1;
+    else counts.error += 1;
+  });
+  req.body = body;
+  instances[current](req, res);
+}
+
 server.on('request', (req, res) => {
-  if (req.method === 'POST' && req.url === '/__test/rotate') {
+  const url = new URL(req.url, issuer);
+  if (req.method === 'POST' && url.pathname === '/__test/rotate') {
     current = 1;
     res.writeHead(204).end();
+    return;
+  }
+  if (req.method === 'GET' && url.pathname === '/__test/grants') {
+    const body = JSON.stringify(grants);
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+    return;
+  }
+  if (req.method === 'POST' && url.pathname === '/__test/delay-token') {
+    const ms = Number(url.searchParams.get('ms'));
+    if (!Number.isSafeInteger(ms) || ms < 0) {
+      res.writeHead(400).end('ms takes a whole number of milliseconds');
+      return;
+    }
+    tokenDelay = ms;
+    res.writeHead(204).end();
+    return;
+  }
+  if (req.method === 'POST' && url.pathname === '/token') {
+    tokenRequest(req, res);
     return;
   }
   instances[current](req, res);

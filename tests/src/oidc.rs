@@ -8,7 +8,13 @@
 //! for the clients in [`DEVICE_GRANT_CLIENTS`]; the user's part is played by
 //! [`crate::oidc_agent::device`] over raw HTTP, or by headless Chromium with
 //! [`device_in_chromium`].
+//!
+//! Test hooks of `idp.mjs`, for tests of several processes sharing one login:
+//! [`OidcProvider::grants`] counts the token endpoint's requests by grant type, and
+//! [`OidcProvider::delay_token`] holds its requests back so that concurrent clients
+//! overlap; [`ROTATION`] is a client whose access tokens live 10 seconds.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -86,12 +92,54 @@ pub const DEVICE: RegisteredClient = RegisteredClient {
     secret: None,
     method: "none",
 };
+/// A public client (`none`, PKCE required) whose access tokens live 10 seconds
+/// ([`ROTATION_ACCESS_TOKEN_TTL`]): tests of `latchkey token --fresh` see them come within a
+/// refresh margin soon after a login. Its refresh tokens rotate on every refresh, as
+/// everyone's do, and reusing a rotated-out one revokes the grant: a login refreshed twice
+/// from the same refresh token ends in "login required".
+pub const ROTATION: RegisteredClient = RegisteredClient {
+    id: "cli-rotation",
+    secret: None,
+    method: "none",
+};
+/// How long the access tokens of [`ROTATION`] live.
+pub const ROTATION_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(10);
 /// The clients allowed the device authorization grant (RFC 8628), one per client
 /// authentication method, and the device-only client. [`ES256`] and [`EDDSA`] are not:
 /// the provider answers their device authorization requests with 400 `invalid_request`.
 pub const DEVICE_GRANT_CLIENTS: [RegisteredClient; 4] = [BASIC, POST, PUBLIC, DEVICE];
 /// The grant type of the device access token request (RFC 8628 §3.4).
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// The grant type of a refresh request (RFC 6749 §6).
+pub const REFRESH_TOKEN_GRANT: &str = "refresh_token";
+
+/// What the provider's token endpoint was asked with one grant type, as
+/// [`OidcProvider::grants`] reports it. Every request counts once in `requests` when its
+/// body has arrived, and once more when it ends, in exactly one of the other counters;
+/// one still being held back or worked on is in none of them yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GrantCounts {
+    /// Requests received.
+    pub requests: u64,
+    /// Answered with a 2xx status: tokens issued.
+    pub ok: u64,
+    /// Answered with another status (`invalid_grant` for a rotated-out refresh token, say).
+    pub error: u64,
+    /// Held back by [`OidcProvider::delay_token`] when their client went away: dropped
+    /// unprocessed (oidc-provider never saw them, so no refresh token rotated).
+    pub dropped: u64,
+    /// Their client went away while oidc-provider was working on them: they may have taken
+    /// effect, and nobody got the answer.
+    pub abandoned: u64,
+}
+
+impl GrantCounts {
+    /// Requests that have ended, whichever way.
+    pub fn ended(&self) -> u64 {
+        self.ok + self.error + self.dropped + self.abandoned
+    }
+}
 
 /// How long a starting provider may take to say where it listens.
 const PROVIDER_START: Duration = Duration::from_secs(20);
@@ -190,22 +238,92 @@ impl OidcProvider {
     pub fn rotate_keys(&self) {
         rotate_keys_at(&self.issuer);
     }
+
+    /// What the token endpoint has been asked so far, by grant type (`refresh_token`,
+    /// `authorization_code`, …; `none` for requests without one): only the grant types it
+    /// has seen. Counted by `idp.mjs` for every request, failed ones included, whichever
+    /// client sent it.
+    pub fn grants(&self) -> BTreeMap<String, GrantCounts> {
+        let body = test_hook(&self.issuer, "GET", "/__test/grants", 200);
+        let all: BTreeMap<String, BTreeMap<String, u64>> =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("grant counts {body:?}: {e}"));
+        all.into_iter()
+            .map(|(grant_type, counts)| {
+                let count = |name: &str| counts.get(name).copied().unwrap_or_default();
+                let counts = GrantCounts {
+                    requests: count("requests"),
+                    ok: count("ok"),
+                    error: count("error"),
+                    dropped: count("dropped"),
+                    abandoned: count("abandoned"),
+                };
+                (grant_type, counts)
+            })
+            .collect()
+    }
+
+    /// [`grants`](OidcProvider::grants) of one grant type, all zero if it was never asked.
+    pub fn grant_counts(&self, grant_type: &str) -> GrantCounts {
+        self.grants().remove(grant_type).unwrap_or_default()
+    }
+
+    /// The refresh requests so far: [`grant_counts`](OidcProvider::grant_counts) of
+    /// [`REFRESH_TOKEN_GRANT`].
+    pub fn refresh_counts(&self) -> GrantCounts {
+        self.grant_counts(REFRESH_TOKEN_GRANT)
+    }
+
+    /// Holds back every token request that arrives from now on by `delay` before the
+    /// provider works on it (zero: no longer), so that concurrent clients really overlap.
+    /// A request whose client disconnects (or dies) while held back is dropped unprocessed
+    /// and counted as [`GrantCounts::dropped`]: a killed refresher rotates nothing.
+    /// Millisecond precision.
+    pub fn delay_token(&self, delay: Duration) {
+        test_hook(
+            &self.issuer,
+            "POST",
+            &format!("/__test/delay-token?ms={}", delay.as_millis()),
+            204,
+        );
+    }
 }
 
 /// [`OidcProvider::rotate_keys`] for the provider at `issuer`, from any thread.
 pub fn rotate_keys_at(issuer: &str) {
+    test_hook(issuer, "POST", "/__test/rotate", 204);
+}
+
+/// How long a test hook may take to answer.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Calls one of `idp.mjs`'s test hooks (`/__test/…`) on the provider at `issuer` with an
+/// empty body over plain HTTP/1.1, and gives the answer's body; panics unless it answers
+/// with `status` within [`HOOK_TIMEOUT`].
+fn test_hook(issuer: &str, method: &str, path: &str, status: u16) -> String {
     let address = issuer.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address).expect("connect to the provider");
+    let mut stream = std::net::TcpStream::connect(address)
+        .unwrap_or_else(|e| panic!("connect to the provider for {method} {path}: {e}"));
+    stream
+        .set_read_timeout(Some(HOOK_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(HOOK_TIMEOUT)))
+        .expect("socket timeouts");
     let request = format!(
-        "POST /__test/rotate HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
-    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("ask for a rotation");
-    let mut answer = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut answer).expect("the answer");
+    std::io::Write::write_all(&mut stream, request.as_bytes())
+        .unwrap_or_else(|e| panic!("send {method} {path}: {e}"));
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .unwrap_or_else(|e| panic!("the answer to {method} {path}: {e}"));
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
     assert!(
-        answer.starts_with("HTTP/1.1 204"),
-        "rotation refused: {answer}"
+        head.starts_with(&format!("HTTP/1.1 {status} ")),
+        "{method} {path} refused: {answer}"
     );
+    // `idp.mjs` answers its hooks with a Content-Length, never chunked.
+    body.to_owned()
 }
 
 impl Drop for OidcProvider {
