@@ -598,7 +598,8 @@ pub struct SessionArgs {
 pub struct TokenArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Print the access token itself (and only it, without --json)
+    /// Print the access token itself: alone on stdout (the summary goes to stderr), or in
+    /// the --json object
     #[arg(long)]
     pub reveal: bool,
     /// Refresh first when the access token expires within --margin

@@ -38,8 +38,10 @@ pub fn run(store: &FileStore, profile: &str, reveal: bool, json: bool) -> ExitCo
     ExitCode::from(1)
 }
 
-/// Prints `tokens`: a summary, the access token only when `reveal`; `refreshed` says
-/// whether `--fresh` had to refresh them.
+/// Prints `tokens`: a summary, and with `reveal` the access token alone on stdout (the
+/// summary then on stderr). `refreshed` (with `--fresh`) says whether they are newer than
+/// the tokens stored when the command started: refreshed by this command, or by another
+/// one at the same moment whose refresh it waited for.
 pub fn print(tokens: &TokenSet, reveal: bool, json: bool, refreshed: Option<bool>) -> ExitCode {
     if json {
         let mut summary = json!({
@@ -63,19 +65,29 @@ pub fn print(tokens: &TokenSet, reveal: bool, json: bool, refreshed: Option<bool
             Some(true) => " (just refreshed)",
             _ => "",
         };
+        let mut summary = Vec::new();
         if let Some(identity) = tokens.identity() {
-            println!("Signed in as {}", identity.display_name());
+            summary.push(format!("Signed in as {}", identity.display_name()));
         }
-        println!(
+        summary.push(format!(
             "{} token, {}{refreshed}",
             tokens.token_type().as_str(),
             describe_tokens(tokens)
-        );
+        ));
         if let Some(scope) = tokens.scope() {
-            println!("scope: {scope}");
+            summary.push(format!("scope: {scope}"));
         }
         if reveal {
+            // `TOKEN=$(latchkey token --reveal)`: the token alone on stdout, what it is on
+            // stderr for the person watching.
+            for line in summary {
+                eprintln!("{line}");
+            }
             println!("{}", tokens.access_token().expose_secret());
+        } else {
+            for line in summary {
+                println!("{line}");
+            }
         }
     }
     ExitCode::SUCCESS

@@ -629,9 +629,16 @@ fn token_reveal_prints_the_access_token_and_only_it() {
     let (_dir, path, access, refresh) = logged_in();
     let shown = token_command(&path, &["--reveal"]);
     shown.assert_code(0);
+    // `TOKEN=$(latchkey token --reveal)` gets the token and nothing else.
+    assert_eq!(
+        shown.stdout,
+        std::slice::from_ref(&access),
+        "the access token alone on stdout: {}",
+        shown.describe()
+    );
     assert!(
-        shown.stdout.iter().any(|line| line == &access),
-        "the access token on a line of its own: {}",
+        shown.stderr.contains("Bearer token"),
+        "{}",
         shown.describe()
     );
     shown.assert_never_shows(&[("refresh token", &refresh)]);
