@@ -20,7 +20,7 @@ use latchkey_io::transport::Transport;
 
 use crate::args::{AuthMethod, DevIdpArgs, IdTokenAlgName, QuirkName};
 use crate::login::{Failure, follow};
-use crate::report::{Reporter, describe_tokens};
+use crate::report::{Place, Reporter, describe_tokens};
 
 const CLIENT_ID: &str = "latchkey-demo";
 const LANDING: &str = "docker-desktop://dashboard/open";
@@ -115,8 +115,11 @@ async fn demo<R: Runtime>(
             Some(deadline),
             reporter,
             "openid profile",
-            &store_path,
-            false,
+            &Place {
+                path: &store_path,
+                keychain: false,
+                profile: latchkey_io::store::DEFAULT_KEY,
+            },
         ),
     )
     .await;

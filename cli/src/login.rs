@@ -1,6 +1,5 @@
 //! `latchkey login`: one login through either driver, reported as it goes.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,7 +24,7 @@ use crate::args::{
     AuthMethod, BROWSER_TIMEOUT, Common, LoginArgs, Preset, ProviderChoice, SecretSource, Way,
 };
 use crate::paste;
-use crate::report::{Reporter, describe_failure};
+use crate::report::{Place, Reporter, describe_failure};
 
 /// How often the spinner turns while the browser is away.
 const TICK: Duration = Duration::from_millis(120);
@@ -158,14 +157,18 @@ async fn login<R: Runtime>(
         }
     };
     let json = reporter.json_mode();
+    let place = Place {
+        path: store.path(),
+        keychain,
+        profile,
+    };
     let following = follow(
         runtime,
         &login,
         deadline,
         reporter,
         &requested_scope,
-        store.path(),
-        keychain,
+        &place,
     );
     let result = if paste {
         // The browser may be on another machine, where the redirect to this one's loopback
@@ -253,9 +256,16 @@ pub fn file_store(common: &Common, keyring: bool) -> FileStore {
 
 /// A store that could not be used, with what to do.
 pub fn store_failure(error: &latchkey::StoreError) -> Failure {
+    let advice = match error.to_string().contains("OS keychain") {
+        true => {
+            "unlock the keychain (or start one), or log in without --keyring to keep the \
+             tokens in the token file"
+        }
+        false => "check the --store path, then try again",
+    };
     Failure::Failed {
         kind: "store",
-        message: format!("{error}; check the --store path (or the keychain), then try again"),
+        message: format!("{error}; {advice}"),
     }
 }
 
@@ -328,8 +338,7 @@ pub async fn follow<R: Runtime>(
     deadline: Option<Instant>,
     reporter: &mut Reporter,
     requested_scope: &str,
-    store: &Path,
-    keychain: bool,
+    place: &Place<'_>,
 ) -> Result<(), FlowError> {
     let mut step = match login.url() {
         Some(_) => Step::Callback,
@@ -349,7 +358,7 @@ pub async fn follow<R: Runtime>(
                     }
                     LoginEvent::Callback => reporter.callback(),
                     LoginEvent::Tokens(tokens) => reporter.token(&tokens, requested_scope),
-                    LoginEvent::Stored => reporter.stored(store, keychain),
+                    LoginEvent::Stored => reporter.stored(place),
                     LoginEvent::Finished(result) => return result.map(drop),
                 }
             }

@@ -80,6 +80,26 @@ pub fn painted(stream: Stream, paint: Paint, text: &str) -> String {
     }
 }
 
+/// Where a login's tokens are kept, as the `stored` and `logged_out` lines say it.
+pub struct Place<'a> {
+    /// The token file.
+    pub path: &'a Path,
+    /// Whether the tokens themselves are in the OS keychain.
+    pub keychain: bool,
+    /// The profile.
+    pub profile: &'a str,
+}
+
+impl Place<'_> {
+    /// " of profile NAME", or nothing for the default profile.
+    fn of_profile(&self) -> String {
+        match self.profile {
+            latchkey_io::store::DEFAULT_KEY => String::new(),
+            other => format!(" of profile {other}"),
+        }
+    }
+}
+
 /// Where events go.
 pub struct Reporter {
     json: bool,
@@ -255,18 +275,20 @@ impl Reporter {
         }
     }
 
-    /// The tokens were stored: in the token file at `path`, or (`keychain`) in the OS
-    /// keychain with the provider's settings in that file.
-    pub fn stored(&mut self, path: &Path, keychain: bool) {
-        let path = path.display().to_string();
-        let (event, line) = match keychain {
+    /// The tokens were stored, where `place` says.
+    pub fn stored(&mut self, place: &Place<'_>) {
+        let path = place.path.display().to_string();
+        let of = place.of_profile();
+        let (event, line) = match place.keychain {
             true => (
                 json!({"event": "stored", "path": path, "tokens": "keychain"}),
-                format!("Stored the tokens in the OS keychain (the provider's settings in {path})"),
+                format!(
+                    "Stored the tokens{of} in the OS keychain (the provider's settings in {path})"
+                ),
             ),
             false => (
                 json!({"event": "stored", "path": path}),
-                format!("Stored the tokens in {path}"),
+                format!("Stored the tokens{of} in {path}"),
             ),
         };
         self.emit_painted(event, &line, Some(Paint::Success));
@@ -300,12 +322,13 @@ impl Reporter {
         );
     }
 
-    pub fn logged_out(&mut self, path: &Path, had_tokens: bool) {
-        let path = path.display().to_string();
+    pub fn logged_out(&mut self, place: &Place<'_>, had_tokens: bool) {
+        let path = place.path.display().to_string();
+        let of = place.of_profile();
         let line = if had_tokens {
-            format!("Deleted the stored tokens from {path}")
+            format!("Deleted the stored tokens{of} from {path}")
         } else {
-            format!("No tokens were stored in {path}")
+            format!("No tokens{of} were stored in {path}")
         };
         self.emit_painted(
             json!({"event": "logged_out", "path": path, "had_tokens": had_tokens}),

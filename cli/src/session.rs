@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 
 use crate::args::{Common, DEFAULT_PROFILE, SessionArgs, TokenArgs};
 use crate::login::{Failure, file_store, http_client, read_secret, store_failure};
-use crate::report::Reporter;
+use crate::report::{Place, Reporter};
 use crate::show;
 
 /// Runs `latchkey refresh` on `runtime`.
@@ -37,7 +37,11 @@ pub async fn refresh<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
                 file_store(&args.common, false).location(&args.common.profile),
                 Ok(TokenLocation::Keychain { .. })
             );
-            reporter.stored(&args.common.file.store, keychain);
+            reporter.stored(&Place {
+                path: &args.common.file.store,
+                keychain,
+                profile: &args.common.profile,
+            });
             ExitCode::SUCCESS
         }
         Err(failure) => failure.report(&mut reporter),
@@ -59,7 +63,14 @@ pub async fn logout<R: Runtime>(runtime: R, args: SessionArgs) -> ExitCode {
             if let Some(reason) = &report.not_revoked {
                 reporter.not_revoked(&reason.to_string());
             }
-            reporter.logged_out(&args.common.file.store, report.had_tokens);
+            reporter.logged_out(
+                &Place {
+                    path: &args.common.file.store,
+                    keychain: false,
+                    profile: &args.common.profile,
+                },
+                report.had_tokens,
+            );
             if report.fully_revoked() || report.not_revoked == Some(NotRevoked::NoEndpoint) {
                 ExitCode::SUCCESS
             } else {
