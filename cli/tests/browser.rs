@@ -197,8 +197,8 @@ fn with_provider_state(idp: &OidcProvider, why: &str) -> String {
     }
 }
 
-/// The provider's user-info answer for `access_token`: the token's subject.
-fn userinfo_subject(idp: &OidcProvider, access_token: &str) -> String {
+/// The provider's user-info answer for `access_token`, whole (head and body).
+fn userinfo(idp: &OidcProvider, access_token: &str) -> String {
     let authority = idp
         .issuer()
         .strip_prefix("http://")
@@ -217,6 +217,12 @@ fn userinfo_subject(idp: &OidcProvider, access_token: &str) -> String {
     stream
         .read_to_string(&mut response)
         .expect("reading the user-info response");
+    response
+}
+
+/// The provider's user-info answer for `access_token`: the token's subject.
+fn userinfo_subject(idp: &OidcProvider, access_token: &str) -> String {
+    let response = userinfo(idp, access_token);
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     assert!(
         head.starts_with("HTTP/1.1 200"),
@@ -523,21 +529,7 @@ fn text<'a>(object: &'a Map<String, Value>, key: &str) -> &'a str {
 /// The status of the provider's user-info answer for `access_token` (200, or 401 for a
 /// token it does not honour).
 fn userinfo_status(idp: &OidcProvider, access_token: &str) -> String {
-    let authority = idp.issuer().trim_start_matches("http://");
-    let mut stream = TcpStream::connect(authority).expect("connecting to the provider");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("read timeout");
-    write!(
-        stream,
-        "GET /me HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {access_token}\r\n\
-         Accept: application/json\r\nConnection: close\r\n\r\n"
-    )
-    .expect("sending the user-info request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("reading the user-info response");
+    let response = userinfo(idp, access_token);
     response.split(' ').nth(1).unwrap_or_default().to_owned()
 }
 

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Finished, Guard, PROXY_VARS, Running, lock};
+use common::{Finished, Guard, Running, latchkey_command, lock};
 use latchkey_devidp::agent::{self, Hop};
 use latchkey_devidp::{Client, ClientAuth, Config, DevIdp, Forgery, IdTokenAlg, Quirk};
 use serde_json::{Map, Value};
@@ -49,17 +49,8 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
-    command.args(args);
-    for var in PROXY_VARS.into_iter().chain([SECRET_VAR]) {
-        command.env_remove(var);
-    }
-    // Should a test forget `--store`, the default path must not be the user's real file.
-    let nowhere = std::env::temp_dir().join("latchkey-cli-test-no-home");
-    command
-        .env("HOME", &nowhere)
-        .env("XDG_CONFIG_HOME", &nowhere)
-        .env("APPDATA", &nowhere);
+    let mut command = latchkey_command();
+    command.args(args).env_remove(SECRET_VAR);
     command
 }
 

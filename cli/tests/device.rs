@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Finished, Guard, PROXY_VARS, Running};
+use common::{Finished, Guard, Running, latchkey_command};
 use latchkey_devidp::agent;
 use latchkey_devidp::{Client, ClientAuth, Config, DevIdp, Quirk};
 use serde_json::{Map, Value};
@@ -46,24 +46,17 @@ fn start_idp(quirk: Quirk, expires_in: Duration) -> DevIdp {
 /// `latchkey login ARGS --client-id … --store …` with an environment that reaches no proxy
 /// and no user file, on a machine that can open a browser unless the test says otherwise.
 fn login(store: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    let mut command = latchkey_command();
     command
         .arg("login")
         .args(args)
         .args(["--client-id", CLIENT_ID])
         .arg("--store")
         .arg(store);
-    for var in PROXY_VARS
-        .into_iter()
-        .chain(["SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY"])
-    {
+    for var in ["SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY"] {
         command.env_remove(var);
     }
-    let nowhere = std::env::temp_dir().join("latchkey-cli-test-no-home");
-    command
-        .env("HOME", &nowhere)
-        .env("XDG_CONFIG_HOME", &nowhere)
-        .env("DISPLAY", ":99");
+    command.env("DISPLAY", ":99");
     command
 }
 

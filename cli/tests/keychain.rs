@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Finished, Guard, PROXY_VARS, Running};
+use common::{Finished, Guard, Running, latchkey_command};
 use latchkey_devidp::{Client, ClientAuth, Config, DevIdp};
 use latchkey_tests::secret_service::SecretService;
 use serde_json::Value;
@@ -41,11 +41,8 @@ fn start_idp() -> DevIdp {
 /// `latchkey ARGS` on the Secret Service's bus (none when `bus` is `None`: no address and
 /// no runtime directory, so that not even the user's own bus is found).
 fn latchkey(bus: Option<&SecretService>, args: &[&str], store: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    let mut command = latchkey_command();
     command.args(args).arg("--store").arg(store);
-    for var in PROXY_VARS {
-        command.env_remove(var);
-    }
     command
         .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .env_remove("XDG_RUNTIME_DIR")
@@ -54,10 +51,6 @@ fn latchkey(bus: Option<&SecretService>, args: &[&str], store: &Path) -> Command
     if let Some(bus) = bus {
         command.envs(bus.env());
     }
-    let nowhere = std::env::temp_dir().join("latchkey-keychain-test-no-home");
-    command
-        .env("HOME", &nowhere)
-        .env("XDG_CONFIG_HOME", &nowhere);
     command
 }
 

@@ -27,6 +27,21 @@ pub const PROXY_VARS: [&str; 8] = [
     "NO_PROXY",
 ];
 
+/// The `latchkey` binary with an environment that cannot reach a proxy or the user's own
+/// token file (should a test forget `--store`, the default path is a scratch one).
+pub fn latchkey_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    for var in PROXY_VARS {
+        command.env_remove(var);
+    }
+    let nowhere = std::env::temp_dir().join("latchkey-cli-test-no-home");
+    command
+        .env("HOME", &nowhere)
+        .env("XDG_CONFIG_HOME", &nowhere)
+        .env("APPDATA", &nowhere);
+    command
+}
+
 /// How a child is guarded: its time limit and how long reading its output may wait.
 #[derive(Clone, Copy)]
 pub struct Guard {
