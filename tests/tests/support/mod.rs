@@ -19,6 +19,7 @@ use smol::future;
 /// Instantiates each `async fn scenario<R: Runtime>(rt: R)` as a `smol` and a `tokio` test in
 /// a module of the scenario's name, each bounded by the constant `$limit` of the including
 /// file. Attributes (`#[ignore = "…"]`) go on both tests.
+#[allow(unused_macros)] // not every including file runs scenarios this way
 macro_rules! on_both_drivers {
     ($limit:ident; $($(#[$attr:meta])* $scenario:ident),* $(,)?) => {
         $(
