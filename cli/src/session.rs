@@ -294,9 +294,10 @@ fn source_failure(error: SessionError, common: &Common) -> Failure {
         ),
         _ => (
             "invalid_response",
-            "the provider answered something unexpected; the stored tokens were kept; try \
-             again later, or run `latchkey login` again"
-                .to_owned(),
+            format!(
+                "the provider answered something unexpected; the stored tokens were kept; try \
+                 again later, or run `{login}` again"
+            ),
         ),
     };
     Failure::Failed {

@@ -17,10 +17,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Guard, Running};
-use latchkey_tests::oidc::{self, BASIC, OidcProvider, PUBLIC, RegisteredClient};
+use common::{Finished, Guard, Running, lock};
+use latchkey_tests::oidc::{
+    self, BASIC, GrantCounts, OidcProvider, PUBLIC, ROTATION, ROTATION_ACCESS_TOKEN_TTL,
+    RegisteredClient,
+};
 use serde_json::{Map, Value};
 
 /// Longest any child process may run before it is killed and its test fails.
@@ -235,16 +238,6 @@ fn userinfo_subject(idp: &OidcProvider, access_token: &str) -> String {
         .to_owned()
 }
 
-/// The default entry of the token file at `path`.
-fn stored_tokens(path: &Path) -> Map<String, Value> {
-    let text = std::fs::read_to_string(path).expect("reading the token file");
-    let file: Value = serde_json::from_str(&text).expect("the token file is JSON");
-    match &file["tokens"]["default"] {
-        Value::Object(entry) => entry.clone(),
-        _ => panic!("the token file has no default entry"),
-    }
-}
-
 #[cfg(unix)]
 fn assert_private(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -315,23 +308,7 @@ fn assert_signed_in(login: Running, idp: &OidcProvider, store: &Path, secret: Op
     assert_eq!(events[4]["path"], store.display().to_string());
 
     assert!(store.is_file(), "no token file at {}", store.display());
-    assert_private(store);
-    let entry = stored_tokens(store);
-    let access_token = entry["access_token"].as_str().expect("an access token");
-    let refresh_token = entry["refresh_token"].as_str().expect("a refresh token");
-    assert_eq!(
-        userinfo_subject(idp, access_token),
-        USER,
-        "the stored access token is the provider's, for the user who signed in"
-    );
-    let mut secrets = vec![
-        ("access token", access_token),
-        ("refresh token", refresh_token),
-    ];
-    if let Some(secret) = secret {
-        secrets.push(("client secret", secret));
-    }
-    ended.assert_never_shows(&secrets);
+    assert_entry_honoured(&ended, idp, store, "default", secret);
 }
 
 // ---- the tests ------------------------------------------------------------------------
@@ -448,11 +425,6 @@ fn chromium_cancelling_consent_gets_the_failure_page_and_latchkey_exits_1() {
 // (`OidcProvider::grants`) and hold them back (`OidcProvider::delay_token`), so that the
 // processes really overlap and a killed refresher's request is never worked on.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use common::lock;
-use latchkey_tests::oidc::{GrantCounts, ROTATION, ROTATION_ACCESS_TOKEN_TTL};
-
 /// The profile of a command given no `--profile`.
 const DEFAULT_PROFILE: &str = "default";
 
@@ -551,6 +523,19 @@ fn assert_profile_signed_in(
         "{}",
         ended.describe()
     );
+    assert_entry_honoured(&ended, idp, store, profile, secret)
+}
+
+/// The token file is private and its entry for `profile` holds tokens the provider honours
+/// for the user who signed in; the command's output shows none of them (nor `secret`).
+/// Gives that entry.
+fn assert_entry_honoured(
+    ended: &Finished,
+    idp: &OidcProvider,
+    store: &Path,
+    profile: &str,
+    secret: Option<&str>,
+) -> Map<String, Value> {
     assert_private(store);
     let entry = stored_entry(store, profile);
     let access_token = text(&entry, "access_token");

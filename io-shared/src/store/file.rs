@@ -238,10 +238,8 @@ impl FileStore {
     /// A [`StoreError`] saying what cannot be used.
     pub fn probe(&self, key: &str) -> Result<(), StoreError> {
         let contents = self.read()?.unwrap_or_default();
-        let account = match (contents.keychain.get(key), &self.keychain) {
-            (Some(account), _) => account.clone(),
-            (None, Some(used)) if used.new_entries => self.account(key),
-            (None, _) => return Ok(()),
+        let Some(account) = self.keychain_account(&contents, key) else {
+            return Ok(());
         };
         let keychain = self.keychain(key)?;
         if keychain.get(&account)?.is_some() {
@@ -396,12 +394,7 @@ impl FileStore {
         key: &str,
         tokens: &TokenSet,
     ) -> Result<(), StoreError> {
-        let account = match (contents.keychain.get(key), &self.keychain) {
-            (Some(account), _) => Some(account.clone()),
-            (None, Some(used)) if used.new_entries => Some(self.account(key)),
-            (None, _) => None,
-        };
-        let Some(account) = account else {
+        let Some(account) = self.keychain_account(contents, key) else {
             contents.tokens.insert(key.to_owned(), tokens.clone());
             return Ok(());
         };
@@ -413,6 +406,16 @@ impl FileStore {
         contents.tokens.remove(key);
         contents.keychain.insert(key.to_owned(), account);
         Ok(())
+    }
+
+    /// The keychain account `key`'s tokens are kept under, or would be on the next save;
+    /// `None` when they belong in the file.
+    fn keychain_account(&self, contents: &Contents, key: &str) -> Option<String> {
+        match (contents.keychain.get(key), &self.keychain) {
+            (Some(account), _) => Some(account.clone()),
+            (None, Some(used)) if used.new_entries => Some(self.account(key)),
+            (None, _) => None,
+        }
     }
 
     /// The tokens under `key`, from wherever they are.
