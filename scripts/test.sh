@@ -14,6 +14,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
+step "the Docker extension example, a workspace of its own: formatting, lints, its own tests"
+(
+    cd examples/docker-extension
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+    cargo test --workspace --locked
+)
+
 step "the core stays free of runtimes, sockets and OS randomness"
 forbidden=$(cargo tree -p latchkey -e normal --prefix none --locked \
     | grep -E '^(tokio|smol|async-[a-z-]+|mio|getrandom|rand|rand_[a-z]+) v' || true)
@@ -24,7 +33,7 @@ if [ -n "$forbidden" ]; then
 fi
 echo "latchkey depends on $(cargo tree -p latchkey -e normal --prefix none --locked | sed "s/ (\*)//" | sort -u | wc -l) crates (itself included), none forbidden"
 
-step "interop tools: oidc-provider and playwright-core (npm), Chromium, redis-server, tmux and gnome-keyring (Debian)"
+step "interop tools: oidc-provider and playwright-core (npm), Chromium, redis-server, tmux, gnome-keyring and podman (Debian)"
 if ! command -v node >/dev/null; then
     echo "Node.js 20 or later is required for the interop tests (Debian: apt-get install nodejs)" >&2
     exit 1
@@ -41,17 +50,19 @@ command -v dbus-daemon >/dev/null || missing="$missing dbus"
 command -v gnome-keyring-daemon >/dev/null || missing="$missing gnome-keyring"
 command -v secret-tool >/dev/null || missing="$missing libsecret-tools"
 command -v gdbus >/dev/null || missing="$missing libglib2.0-bin"
+# The Docker extension's image test: podman builds the extension's Dockerfile (no daemon).
+command -v podman >/dev/null || missing="$missing podman"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
         # shellcheck disable=SC2086 # one package name per word
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     else
-        echo "The browser, shared-store, terminal and keyring tests need Debian's$missing: run apt-get install$missing as root" >&2
+        echo "The browser, shared-store, terminal, keyring and container-image tests need Debian's$missing: run apt-get install$missing as root" >&2
         exit 1
     fi
 fi
-echo "node $(node --version), oidc-provider $(node -p "require('./tests/interop/node_modules/oidc-provider/package.json').version"), $(chromium --version 2>/dev/null | grep -o 'Chromium [0-9.]*'), $(redis-server --version | grep -o 'v=[0-9.]*' | sed 's/v=/redis-server /'), $(gnome-keyring-daemon --version | sed -n 's/^gnome-keyring-daemon: /gnome-keyring /p')"
+echo "node $(node --version), oidc-provider $(node -p "require('./tests/interop/node_modules/oidc-provider/package.json').version"), $(chromium --version 2>/dev/null | grep -o 'Chromium [0-9.]*'), $(redis-server --version | grep -o 'v=[0-9.]*' | sed 's/v=/redis-server /'), $(gnome-keyring-daemon --version | sed -n 's/^gnome-keyring-daemon: /gnome-keyring /p'), $(podman --version)"
 
 step "tests"
 cargo test --workspace --locked

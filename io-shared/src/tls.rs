@@ -20,6 +20,10 @@ pub enum Roots {
     /// These CA certificates (PEM, one or more `CERTIFICATE` sections) instead: a company
     /// CA, or a test CA.
     Pem(Vec<u8>),
+    /// Mozilla's root certificates and these (PEM) as well: a company CA that signs some
+    /// hosts (an internal identity provider, or a TLS-inspecting proxy) while the rest of
+    /// the web keeps its public roots.
+    WebPkiAnd(Vec<u8>),
 }
 
 impl fmt::Debug for Roots {
@@ -28,6 +32,7 @@ impl fmt::Debug for Roots {
             Roots::WebPki => f.write_str("WebPki"),
             // The certificates are public, but pages of base64 help nobody reading a log.
             Roots::Pem(pem) => write!(f, "Pem({} bytes)", pem.len()),
+            Roots::WebPkiAnd(pem) => write!(f, "WebPkiAnd({} bytes)", pem.len()),
         }
     }
 }
@@ -75,18 +80,11 @@ impl std::error::Error for TlsError {
 pub fn client_config(roots: &Roots) -> Result<Arc<ClientConfig>, TlsError> {
     let store = match roots {
         Roots::WebPki => RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        Roots::Pem(pem) => {
-            let mut store = RootCertStore::empty();
-            for certificate in CertificateDer::pem_slice_iter(pem) {
-                store
-                    .add(certificate.map_err(TlsError::BadPem)?)
-                    .map_err(TlsError::Rustls)?;
-            }
-            if store.is_empty() {
-                return Err(TlsError::NoCertificates);
-            }
-            store
-        }
+        Roots::Pem(pem) => with_pem(RootCertStore::empty(), pem)?,
+        Roots::WebPkiAnd(pem) => with_pem(
+            RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            pem,
+        )?,
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
@@ -96,6 +94,20 @@ pub fn client_config(roots: &Roots) -> Result<Arc<ClientConfig>, TlsError> {
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// `store` with the certificates of `pem` added; at least one is required.
+fn with_pem(mut store: RootCertStore, pem: &[u8]) -> Result<RootCertStore, TlsError> {
+    let before = store.len();
+    for certificate in CertificateDer::pem_slice_iter(pem) {
+        store
+            .add(certificate.map_err(TlsError::BadPem)?)
+            .map_err(TlsError::Rustls)?;
+    }
+    if store.len() == before {
+        return Err(TlsError::NoCertificates);
+    }
+    Ok(store)
 }
 
 #[cfg(test)]
@@ -117,6 +129,10 @@ mod tests {
         ] {
             assert!(matches!(
                 client_config(&Roots::Pem(pem.to_vec())),
+                Err(TlsError::NoCertificates)
+            ));
+            assert!(matches!(
+                client_config(&Roots::WebPkiAnd(pem.to_vec())),
                 Err(TlsError::NoCertificates)
             ));
         }

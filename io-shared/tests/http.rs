@@ -388,6 +388,21 @@ fn s34_tls_with_the_given_ca_succeeds() {
 }
 
 #[test]
+fn s34_a_company_ca_added_to_the_public_roots_is_trusted() {
+    every_mode(|| {
+        let (ca, config) = tls_server(&["localhost"]);
+        let (port, server) = serve_tls_once(config, TOKEN_RESPONSE);
+        let client = client(HttpOptions {
+            roots: Roots::WebPkiAnd(ca),
+            ..HttpOptions::default()
+        });
+        let response = send(&client, &format!("https://localhost:{port}/token")).expect("response");
+        assert_eq!(response.body(), b"{\"access_token\":\"at\"}\n");
+        server.join().expect("server").expect("handshake");
+    });
+}
+
+#[test]
 fn a_server_hanging_up_during_the_tls_handshake_is_a_tls_error() {
     every_mode(|| {
         let (listener, port) = listener();

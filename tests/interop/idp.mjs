@@ -1,5 +1,7 @@
 // Starts the OpenID-certified `oidc-provider` on an ephemeral loopback port for latchkey's
-// interop tests, and prints one JSON line: {"issuer": "...", "port": N}.
+// interop tests, and prints one JSON line: {"issuer": "...", "port": N}. With
+// `LATCHKEY_IDP_PORT=N` in the environment it listens on port N instead (a test that starts
+// its client first, offline, and the provider later on the port the client was given).
 //
 // Three native clients share the loopback redirect URIs (any port, RFC 8252 §7.3):
 //   basic-client   client_secret_basic, secret `s3cr3t+/:%&= ~!` (must be form-encoded)
@@ -65,7 +67,14 @@ import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
 
 const server = http.createServer();
-await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+const wantedPort = Number(process.env.LATCHKEY_IDP_PORT ?? 0);
+if (!Number.isSafeInteger(wantedPort) || wantedPort < 0 || wantedPort > 65535) {
+  throw new Error(`LATCHKEY_IDP_PORT is not a port: ${process.env.LATCHKEY_IDP_PORT}`);
+}
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(wantedPort, '127.0.0.1', resolve);
+});
 const { port } = server.address();
 const issuer = `http://127.0.0.1:${port}`;
 

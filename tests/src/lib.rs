@@ -37,12 +37,16 @@
 //! - [`secret_service`]: a real Secret Service (gnome-keyring on a private D-Bus session bus
 //!   of a test's own, its default collection unlocked, lockable and unlockable), and a bus
 //!   with none, for the OS-keyring tests; what was stored is read back with `secret-tool`.
+//! - [`extension`]: the Docker Desktop extension example, built from its own workspace, and
+//!   its backend and host binary run as processes: the backend's settings, socket calls and
+//!   log, the host binary's output lines.
 //! - [`oidc`]: the reference identity provider, the OpenID-certified `oidc-provider` from
 //!   npm, started on loopback for the interop tests.
 #![forbid(unsafe_code)]
 
 pub mod device_model;
 pub mod directory_model;
+pub mod extension;
 pub mod file_store_model;
 pub mod harness;
 pub mod id_token_vectors;

@@ -13,6 +13,9 @@
 //! [`OidcProvider::grants`] counts the token endpoint's requests by grant type, and
 //! [`OidcProvider::delay_token`] holds its requests back so that concurrent clients
 //! overlap; [`ROTATION`] is a client whose access tokens live 10 seconds.
+//!
+//! [`OidcProvider::start_on`] starts a provider on a port chosen beforehand, for a client
+//! that was started offline with that issuer.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -159,9 +162,21 @@ impl OidcProvider {
     /// seen to hang at startup on a loaded machine, once in many hundred starts); three
     /// failed starts are a failure.
     pub fn start() -> OidcProvider {
+        OidcProvider::start_with(None)
+    }
+
+    /// [`start`](OidcProvider::start) on loopback port `port` rather than an ephemeral one:
+    /// for a test whose client was given the issuer `http://127.0.0.1:PORT` before any
+    /// provider listened there (an offline start). A port that is taken makes every try
+    /// fail, and so this panics.
+    pub fn start_on(port: u16) -> OidcProvider {
+        OidcProvider::start_with(Some(port))
+    }
+
+    fn start_with(port: Option<u16>) -> OidcProvider {
         require_node_packages();
         for _ in 0..3 {
-            if let Some(provider) = OidcProvider::try_start() {
+            if let Some(provider) = OidcProvider::try_start(port) {
                 return provider;
             }
         }
@@ -170,8 +185,13 @@ impl OidcProvider {
         );
     }
 
-    fn try_start() -> Option<OidcProvider> {
-        let mut child = Command::new("node")
+    fn try_start(port: Option<u16>) -> Option<OidcProvider> {
+        let mut command = Command::new("node");
+        match port {
+            Some(port) => command.env("LATCHKEY_IDP_PORT", port.to_string()),
+            None => command.env_remove("LATCHKEY_IDP_PORT"),
+        };
+        let mut child = command
             .arg(interop_dir().join("idp.mjs"))
             .current_dir(interop_dir())
             .stdin(Stdio::piped())

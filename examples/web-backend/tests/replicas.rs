@@ -363,6 +363,86 @@ fn s55_redis_holds_no_token_code_verifier_nonce_or_state_in_any_encoding() {
 }
 
 #[test]
+fn s64_no_answer_to_the_browser_carries_a_token_in_any_encoding() {
+    let world = World::start();
+    let user = "pia";
+    let url = world.start_login(0, user);
+    let callback = world.sign_in_held(&url, Choice::Approve);
+    let finished = raw_exchange(world.replicas[1].address, "GET", &callback);
+    assert_eq!(status_of(&finished), 303, "{}", lossy(&finished));
+    let mut answers = vec![(format!("replica 1: GET {callback}"), finished)];
+    // The sweep's first `/api` call refreshes, so that refreshed tokens are looked for too.
+    world.wait_until_expired(user);
+    answers.extend(world.browser_sweep(user, &callback, true));
+    assert!(world.recorder.count(&["grant_type=refresh_token"]) >= 1);
+    let logout = raw_exchange(
+        world.replicas[2].address,
+        "POST",
+        &format!("/logout?user={user}"),
+    );
+    assert_eq!(status_of(&logout), 200, "{}", lossy(&logout));
+    assert_eq!(json_of(&logout)["had_tokens"], true);
+    answers.push((format!("replica 2: POST /logout?user={user}"), logout));
+    answers.extend(world.browser_sweep(user, &callback, false));
+
+    // Every token the provider issued: the first ones and the refreshed ones.
+    let tokens: Vec<(String, String)> = world
+        .recorder
+        .secrets()
+        .into_iter()
+        .filter(|(kind, _)| ["access_token", "refresh_token", "id_token"].contains(&kind.as_str()))
+        .collect();
+    for (kind, least) in [("access_token", 2), ("refresh_token", 2), ("id_token", 1)] {
+        let count = tokens
+            .iter()
+            .filter(|(found, token)| found == kind && token.len() >= 16)
+            .count();
+        assert!(count >= least, "only {count} {kind} recorded");
+    }
+    // The scan finds a token planted in an answer, raw or encoded, in its head or its body.
+    for (kind, token) in &tokens {
+        let token = token.as_bytes();
+        for form in [
+            token.to_vec(),
+            STANDARD.encode(token).into_bytes(),
+            URL_SAFE_NO_PAD.encode(token).into_bytes(),
+            percent_encode(token).into_bytes(),
+        ] {
+            for planted in [
+                [
+                    b"HTTP/1.1 303 See Other\r\nlocation: /#t=",
+                    &form[..],
+                    b"\r\n\r\n",
+                ]
+                .concat(),
+                [b"HTTP/1.1 200 OK\r\n\r\n{\"t\":\"", &form[..], b"\"}"].concat(),
+            ] {
+                let sample = [(b"planted".to_vec(), planted)];
+                let secret = [(kind.clone(), lossy(token))];
+                assert_eq!(scan(&sample, &secret).len(), 1, "{kind}: {sample:?}");
+            }
+        }
+    }
+
+    // Each answer as it came (head and body), and its body with any chunked coding removed.
+    let dump: Vec<(Vec<u8>, Vec<u8>)> = answers
+        .iter()
+        .flat_map(|(label, answer)| {
+            let body = body_of(answer).unwrap_or_default();
+            [
+                (label.clone().into_bytes(), answer.clone()),
+                (label.clone().into_bytes(), body),
+            ]
+        })
+        .collect();
+    let leaks = scan(&dump, &tokens);
+    assert!(
+        leaks.is_empty(),
+        "tokens in answers to the browser: {leaks:#?}"
+    );
+}
+
+#[test]
 fn startup_errors_are_one_line_with_exit_code_2_for_configuration_and_1_for_discovery() {
     let dir = tempfile::tempdir().expect("a directory");
     let keys = write_keys(dir.path());
@@ -644,6 +724,83 @@ impl World {
     fn wait_for(&self, replica: usize, target: &str, status: u16) {
         poll_status(self.replicas[replica].address, target, status);
     }
+
+    /// Every method at every route the browser can reach, and at paths and methods that
+    /// are no route, on every replica: `(what was asked, the answer as it came)`. The
+    /// routes are asked for `user`, whose login `callback` already finished (it is
+    /// replayed), with and without `user` signed in (`POST /logout` only once signed out,
+    /// so that the sweep does not sign them out).
+    fn browser_sweep(&self, user: &str, callback: &str, signed_in: bool) -> Vec<(String, Vec<u8>)> {
+        const METHODS: [&str; 8] = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
+        ];
+        let mut answers = Vec::new();
+        for (replica, address) in self
+            .replicas
+            .iter()
+            .map(|replica| replica.address)
+            .enumerate()
+        {
+            // A callback with the state of a real pending login and a made-up code.
+            let pending = self.start_login(replica, "forger");
+            let state = query_param(&pending, "state").expect("a state");
+            let mut targets: Vec<String> = [
+                "/",
+                "/me?user={user}",
+                "/api?user={user}",
+                "/healthz",
+                "/login?user={user}",
+                "/logout?user={user}",
+                "/callback",
+                "/callback?code=forged&state=forged",
+                "/token?user={user}",
+                "/tokens/{user}",
+                "/me/token?user={user}",
+                "/api/token?user={user}",
+                "/.well-known/openid-configuration",
+                "/%2e%2e/me?user={user}",
+            ]
+            .iter()
+            .map(|target| target.replace("{user}", user))
+            .collect();
+            targets.push(callback.to_owned());
+            targets.push(format!("/callback?code=forged&state={state}"));
+            for target in &targets {
+                let path = target.split('?').next().unwrap_or_default();
+                let route = match path {
+                    "/" | "/me" | "/api" | "/healthz" | "/callback" => Some("GET"),
+                    "/login" | "/logout" => Some("POST"),
+                    _ => None,
+                };
+                for method in METHODS {
+                    if signed_in && method == "POST" && path == "/logout" {
+                        continue;
+                    }
+                    let answer = raw_exchange(address, method, target);
+                    let status = status_of(&answer);
+                    let asked = format!("replica {replica}: {method} {target}");
+                    match route {
+                        None => assert_eq!(status, 404, "{asked}: {}", lossy(&answer)),
+                        Some(allowed)
+                            if method != allowed && !(method == "HEAD" && allowed == "GET") =>
+                        {
+                            assert_eq!(status, 405, "{asked}: {}", lossy(&answer));
+                        }
+                        Some(_) if method == "GET" && path == "/api" => {
+                            let expected = if signed_in { 200 } else { 401 };
+                            assert_eq!(status, expected, "{asked}: {}", lossy(&answer));
+                        }
+                        Some(_) if method == "GET" && path == "/me" => {
+                            assert_eq!(json_of(&answer)["signed_in"], signed_in, "{asked}");
+                        }
+                        Some(_) => assert!(status >= 200, "{asked}: {}", lossy(&answer)),
+                    }
+                    answers.push((asked, answer));
+                }
+            }
+        }
+        answers
+    }
 }
 
 impl Drop for World {
@@ -861,6 +1018,50 @@ impl Answer {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.text()))
     }
+}
+
+/// `method target` as a browser sends it (no body), and the answer as it came: head and
+/// body, bytes for bytes.
+fn raw_exchange(address: SocketAddr, method: &str, target: &str) -> Vec<u8> {
+    let asked = format!("{method} {target}");
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))
+        .unwrap_or_else(|error| panic!("{asked}: cannot connect: {error}"));
+    let _ = stream.set_read_timeout(Some(PATIENCE));
+    let _ = stream.set_write_timeout(Some(PATIENCE));
+    let length = match method {
+        "POST" | "PUT" | "PATCH" | "DELETE" => "Content-Length: 0\r\n",
+        _ => "",
+    };
+    let request =
+        format!("{asked} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{length}\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .unwrap_or_else(|error| panic!("{asked}: cannot send: {error}"));
+    let mut answer = Vec::new();
+    if let Err(error) = stream.read_to_end(&mut answer) {
+        panic!("{asked}: no whole answer ({error}): {}", lossy(&answer));
+    }
+    answer
+}
+
+/// The status of a raw answer; 0 when it is not an HTTP/1.1 answer.
+fn status_of(answer: &[u8]) -> u16 {
+    answer
+        .strip_prefix(b"HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|digits| std::str::from_utf8(digits).ok())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The JSON body of a raw answer.
+fn json_of(answer: &[u8]) -> Value {
+    let body = body_of(answer).unwrap_or_default();
+    serde_json::from_slice(&body).unwrap_or_else(|_| panic!("not JSON: {}", lossy(answer)))
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Polls `target` at `address` until it answers `status`.

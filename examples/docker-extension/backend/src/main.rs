@@ -1,11 +1,12 @@
 //! The backend of latchkey's Docker Desktop extension example.
 //!
 //! It runs in the extension's container. Docker Desktop forwards the UI's
-//! `ddClient.extension.vm.service` calls to its Unix socket ([`api`]); the provider sends the
-//! user's browser back to its loopback listener on port 8080 (published on the host as
-//! `127.0.0.1:8080`), or, with an application redirect URI, the UI forwards the deep link it
-//! was opened with. It exchanges the code, keeps the tokens in a file on a volume, refreshes
-//! and revokes them, and hands the UI an access token when asked.
+//! `ddClient.extension.vm.service` calls to its Unix socket ([`api`]). It listens on no TCP
+//! port: the browser's redirect reaches the extension's host binary on the user's machine
+//! (any free loopback port), or opens the extension's tab through Docker Desktop's deep
+//! link, and the UI forwards the callback here. It exchanges the code, keeps the tokens in
+//! a file on a volume, refreshes and revokes them, and calls APIs for the UI with them
+//! ([`proxy`]): no token ever leaves it.
 //!
 //! ```text
 //! latchkey-extension [--config PATH] [--check]
@@ -13,6 +14,9 @@
 //!
 //! The settings come from `--config`, else `$LATCHKEY_CONFIG`, else
 //! `/etc/latchkey/config.json`; `--check` only reads and checks them (no network) and exits.
+//! The socket is bound before anything else: the provider is reached in the background, with
+//! back-off, and settings that cannot work are reported in the status rather than by exiting
+//! (a container that exits is restarted in a loop, and its UI could only say "no backend").
 //!
 //! Logs are JSON lines on stderr (`LATCHKEY_LOG=debug` for more), never with a secret (S41).
 //! SIGTERM (`docker stop`) and Ctrl-C stop it cleanly: a login in progress is cancelled, the
@@ -24,6 +28,7 @@
 mod api;
 mod config;
 mod http;
+mod proxy;
 
 use std::io;
 use std::os::unix::fs::FileTypeExt;
@@ -36,10 +41,8 @@ use async_net::unix::{UnixListener, UnixStream};
 use futures_lite::future;
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::proxy::Proxy;
-use latchkey_io::service::ServiceOptions;
 use latchkey_io::store::FileStore;
 use latchkey_io::transport::Transport;
-use latchkey_smol::{Smol, TokenSource};
 use tracing::level_filters::LevelFilter;
 use tracing::{error, info, warn};
 use tracing_subscriber::Layer as _;
@@ -51,20 +54,52 @@ use api::Backend;
 use config::{Settings, SetupError};
 use http::{Connection, Next, Response};
 
+/// What `--help` prints.
+const HELP: &str = "\
+The backend of a Docker Desktop extension that signs its user in with OAuth 2.0.
+
+Usage: latchkey-extension [--config PATH] [--check]
+
+Options:
+  --config PATH  the settings (default: $LATCHKEY_CONFIG, else /etc/latchkey/config.json)
+  --check        only read and check the settings (no network), then exit
+  --help         print this and exit
+  --version      print the version and exit
+
+It serves the extension's API on the settings' socket; logs are JSON lines on stderr
+(LATCHKEY_LOG=debug for more).";
+
 fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1).peekable();
+    match args.peek().map(String::as_str) {
+        Some("--help" | "-h") => {
+            println!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Some("--version" | "-V") => {
+            println!("latchkey-extension {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     log_json();
-    let (path, check) = match arguments(std::env::args().skip(1)) {
+    let (path, check) = match arguments(args) {
         Ok(arguments) => arguments,
         Err(SetupError(message)) => {
             eprintln!(
-                "latchkey-extension: {message}\nusage: latchkey-extension [--config PATH] [--check]"
+                "latchkey-extension: {message}\nusage: latchkey-extension [--config PATH] [--check] (--help for more)"
             );
             return ExitCode::from(2);
         }
     };
     if check {
-        return match Settings::read(&path) {
-            Ok(_) => {
+        // The files the settings name are read too: what passes here starts.
+        let checked = Settings::read(&path).and_then(|settings| {
+            settings.read_files()?;
+            transport(&settings).map(drop)
+        });
+        return match checked {
+            Ok(()) => {
                 println!("{}: the settings are valid", path.display());
                 ExitCode::SUCCESS
             }
@@ -77,7 +112,7 @@ fn main() -> ExitCode {
     match smol::block_on(run(&path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(SetupError(message)) => {
-            error!(%message, "cannot start");
+            error!(reason = %message, "cannot start");
             ExitCode::from(1)
         }
     }
@@ -120,30 +155,44 @@ fn arguments(mut args: impl Iterator<Item = String>) -> Result<(PathBuf, bool), 
 }
 
 async fn run(path: &Path) -> Result<(), SetupError> {
-    let settings = Settings::read(path)?;
-    let proxy = Proxy::from_env().map_err(|e| SetupError(format!("proxy settings: {e}")))?;
-    let client = HttpClient::new(HttpOptions {
-        proxy,
-        ..HttpOptions::default()
-    })
-    .map_err(|e| SetupError(format!("TLS: {e}")))?;
-    let transport = Transport::Builtin(client);
-    let provider = settings.provider(&transport).await?;
-    let config = settings.config(provider.clone())?;
-    let store = Arc::new(FileStore::new(&settings.token_file));
-    let mut options = ServiceOptions::new(Arc::clone(&store) as _, transport.clone());
-    options.bind.clone_from(&settings.listen);
-    let service = latchkey_smol::serve(config, options).map_err(|e| SetupError(e.to_string()))?;
-    let source = TokenSource::new(Smol, provider, Arc::clone(&store) as _, transport);
-    let listener = bind_socket(&settings.socket)?;
+    // Bad settings do not stop the backend: a container that exits is restarted in a loop
+    // while the UI could only show a transport error. It serves its socket and says what is
+    // wrong in the status instead.
+    let settings = Settings::read(path);
+    let socket = match &settings {
+        Ok(settings) => settings.socket.clone(),
+        Err(_) => Settings::socket_hint(path),
+    };
+    let token_file = match &settings {
+        Ok(settings) => settings.token_file.clone(),
+        Err(_) => PathBuf::from(config::DEFAULT_TOKEN_FILE),
+    };
+    let transport = match &settings {
+        Ok(settings) => settings
+            .read_files()
+            .and_then(|()| transport(settings))
+            .map_err(|SetupError(message)| message),
+        Err(SetupError(message)) => Err(message.clone()),
+    };
+    if let Err(message) = &transport {
+        error!(reason = %message, "the settings cannot work; serving the status only");
+    }
+    let listener = bind_socket(&socket)?;
+    let store = Arc::new(FileStore::new(&token_file));
+    let backend = Backend::new(
+        settings
+            .map(Arc::new)
+            .map_err(|SetupError(message)| message),
+        transport,
+        store,
+    );
     info!(
-        socket = %settings.socket.display(),
-        redirect_uri = service.redirect_uri(),
-        listening = ?service.local_addrs(),
-        token_file = %settings.token_file.display(),
+        socket = %socket.display(),
+        token_file = %token_file.display(),
         "extension backend ready"
     );
-    let backend = Backend::new(service, source, store, settings.sample_api.clone());
+    // Offline at start is normal: the provider is reached in the background, with back-off.
+    let connecting = smol::spawn(Arc::clone(&backend).connect());
 
     let (stop, stopping) = async_channel::bounded(1);
     ctrlc::set_handler(move || {
@@ -170,15 +219,28 @@ async fn run(path: &Path) -> Result<(), SetupError> {
 
     info!("stopping");
     drop(listener);
-    let _ = std::fs::remove_file(&settings.socket);
-    // Requests in flight end here; a login in progress is cancelled by the shutdown, and
-    // a browser waiting on its callback gets the failure page.
+    let _ = std::fs::remove_file(&socket);
+    connecting.cancel().await;
     for connection in connections {
         connection.cancel().await;
     }
+    // A login in progress is cancelled.
     backend.shutdown().await;
     info!("stopped");
     Ok(())
+}
+
+/// How the backend reaches the provider and the APIs: latchkey's HTTP client, through
+/// `HTTPS_PROXY` if set, trusting the public roots and the settings' `ca_file`.
+fn transport(settings: &Settings) -> Result<Transport, SetupError> {
+    let proxy = Proxy::from_env().map_err(|e| SetupError(format!("proxy settings: {e}")))?;
+    let client = HttpClient::new(HttpOptions {
+        proxy,
+        roots: settings.roots()?,
+        ..HttpOptions::default()
+    })
+    .map_err(|e| SetupError(format!("ca_file: {e}")))?;
+    Ok(Transport::Builtin(client))
 }
 
 /// Binds the API socket, replacing a stale socket file a previous run left behind (but
