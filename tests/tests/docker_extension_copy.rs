@@ -75,6 +75,9 @@ fn folder_files(folder: &Path) -> Vec<PathBuf> {
 #[test]
 fn the_extension_builds_outside_the_repository_against_the_crates_as_packaged() {
     let started = Instant::now();
+    // The folder builds in the repository first; that also brings every crate its lock file
+    // names into cargo's cache, so that the builds below can be `--offline`.
+    extension::binaries();
     let folder = extension::folder()
         .canonicalize()
         .expect("the extension's folder");

@@ -70,20 +70,18 @@ It serves the extension's API on the settings' socket; logs are JSON lines on st
 (LATCHKEY_LOG=debug for more).";
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1).peekable();
-    match args.peek().map(String::as_str) {
-        Some("--help" | "-h") => {
-            println!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Some("--version" | "-V") => {
-            println!("latchkey-extension {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        _ => {}
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Wherever they are: `docker run IMAGE --help` comes after the entry point's `--config`.
+    if args.iter().any(|arg| arg == "--help" || arg == "-h") {
+        println!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|arg| arg == "--version" || arg == "-V") {
+        println!("latchkey-extension {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
     }
     log_json();
-    let (path, check) = match arguments(args) {
+    let (path, check) = match arguments(args.into_iter()) {
         Ok(arguments) => arguments,
         Err(SetupError(message)) => {
             eprintln!(
