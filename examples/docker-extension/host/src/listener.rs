@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use crate::redirect::{LoopbackHost, RedirectUri};
 
 /// How many port pairs are tried for `localhost` before giving up.
-const PAIR_ATTEMPTS: usize = 8;
+pub const PAIR_ATTEMPTS: usize = 8;
 
 /// The open sockets.
 #[derive(Debug)]

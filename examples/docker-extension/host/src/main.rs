@@ -29,19 +29,11 @@
 //! go to standard error with exit status 2. Standard error also carries notes for people,
 //! never a query.
 //!
-//! The parts: [`cli`] reads the command line, [`redirect`] checks the two addresses,
-//! [`listener`] opens the port, [`http`] reads requests and writes answers without touching
-//! a socket, [`server`] moves the bytes, and [`json`] writes the lines.
+//! The parts are in the crate's library ([`latchkey_callback`]), where the fuzzer reaches
+//! them too.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-
-mod cli;
-mod http;
-mod json;
-mod listener;
-mod redirect;
-mod server;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -50,9 +42,10 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::cli::{Command, Options};
-use crate::json::Line;
-use crate::server::{Reporter, Server, Stop};
+use latchkey_callback::cli::{self, Command, Options};
+use latchkey_callback::json::Line;
+use latchkey_callback::server::{Reporter, Server, Stop};
+use latchkey_callback::{listener, note};
 
 /// Exit status for an error reported on standard output.
 const EXIT_FAILURE: u8 = 1;
@@ -80,12 +73,6 @@ fn print_text(text: &str) -> ExitCode {
     // A closed output is not worth a failure here either.
     let _ = writeln!(io::stdout(), "{text}");
     ExitCode::SUCCESS
-}
-
-/// Writes a note for people on standard error. Failures are ignored: there is nowhere else
-/// to say anything.
-pub(crate) fn note(text: &str) {
-    let _ = writeln!(io::stderr(), "latchkey-callback: {text}");
 }
 
 /// Listens, prints and waits; the exit status follows the module docs.
