@@ -103,14 +103,27 @@ pub struct TargetResult {
 struct Server {
     target: Target,
     child: Child,
-    stdin: ChildStdin,
+    /// `None` once closed, which stops the server.
+    stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     port: u16,
 }
 
 impl Server {
     fn spawn(program: &Path, target: Target, token_url: &str) -> std::io::Result<Server> {
-        let mut child = Command::new(program)
+        // `LATCHKEY_BENCH_WRAP="valgrind --tool=callgrind"` runs each server under a
+        // profiler: the words of the variable come first, the server's command after.
+        let wrap = std::env::var("LATCHKEY_BENCH_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut command = match words.next() {
+            Some(first) => {
+                let mut command = Command::new(first);
+                command.args(words).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        let mut child = command
             .args(["serve", target.arg(), token_url])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -120,7 +133,7 @@ impl Server {
         let mut server = Server {
             target,
             child,
-            stdin,
+            stdin: Some(stdin),
             stdout,
             port: 0,
         };
@@ -141,15 +154,17 @@ impl Server {
     }
 
     fn ask(&mut self, command: &str) -> std::io::Result<String> {
-        writeln!(self.stdin, "{command}")?;
-        self.stdin.flush()?;
+        let stdin = self.stdin.as_mut().ok_or_else(|| broken("stdin closed"))?;
+        writeln!(stdin, "{command}")?;
+        stdin.flush()?;
         self.line()
     }
 
     /// Starts `count` logins; their states.
     fn start(&mut self, count: usize) -> std::io::Result<Vec<String>> {
-        writeln!(self.stdin, "start {count}")?;
-        self.stdin.flush()?;
+        let stdin = self.stdin.as_mut().ok_or_else(|| broken("stdin closed"))?;
+        writeln!(stdin, "start {count}")?;
+        stdin.flush()?;
         let mut states = Vec::with_capacity(count);
         loop {
             let line = self.line()?;
@@ -203,7 +218,16 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // Closing stdin stops the server; kill it if it lingers.
+        // Closing stdin stops the server (and lets a profiler wrapping it write its
+        // profile); kill it if it lingers.
+        self.stdin = None;
+        let until = Instant::now() + std::time::Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -332,7 +356,8 @@ pub struct Run {
 
 /// Runs `plan` against every target, each served by `program serve TARGET TOKEN_URL` (the
 /// `latchkey-bench` binary); `progress` hears what is going on. `LATCHKEY_BENCH_ONLY=tokio,floor`
-/// (any of `smol`, `tokio`, `oauth2`, `floor`) runs only those targets, for profiling.
+/// (any of `smol`, `tokio`, `oauth2`, `floor`) runs only those targets, for profiling;
+/// `LATCHKEY_BENCH_WRAP` names a command each server runs under (a profiler).
 pub fn run(plan: Plan, program: &Path, progress: &mut dyn FnMut(&str)) -> std::io::Result<Run> {
     let endpoint = TokenEndpoint::start()?;
     let only = std::env::var("LATCHKEY_BENCH_ONLY").ok();

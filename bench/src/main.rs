@@ -8,10 +8,13 @@
 //! `--quick` shortens every measurement (a smoke run, not for publishing); `--no-builds`
 //! skips the clean release builds, which take minutes. `e2e [--quick]` runs the end-to-end
 //! measurement alone, `refresh [--quick]` the one after the login, `id-token [--quick]`
-//! the ID token verification against `jsonwebtoken`, `redis [--quick]` logins shared by
-//! replicas through Redis against in memory. `serve TARGET TOKEN_URL`
-//! is the callback server the end-to-end measurement runs in child processes,
-//! `refresh-client CLIENT TOKEN_URL COUNT` the client the refresh measurement runs.
+//! the ID token verification against `jsonwebtoken`, `redis [--quick]` logins and
+//! refreshes shared by replicas through Redis against in memory, `device [--quick]` the
+//! polls of a device login (RFC 8628) against oauth2-rs's device flow, `waiters [--quick]`
+//! 1,000 callers waiting on one refresh against oauth2-rs behind a `tokio::sync::Mutex`.
+//! `serve TARGET TOKEN_URL` is the callback server the end-to-end measurement runs in child
+//! processes, `refresh-client CLIENT TOKEN_URL COUNT` the client the refresh measurement
+//! runs.
 #![forbid(unsafe_code)]
 #![allow(clippy::disallowed_methods)]
 
@@ -22,7 +25,7 @@ use latchkey_bench::e2e::{self, Plan};
 use latchkey_bench::fixtures::Operation;
 use latchkey_bench::footprint::{self, workspace_root};
 use latchkey_bench::refresh::{self, Client};
-use latchkey_bench::report::{Allocs, Report};
+use latchkey_bench::report::{Allocs, Report, WaitersHeap};
 use latchkey_bench::servers::{self, Target};
 
 fn main() -> ExitCode {
@@ -67,6 +70,12 @@ fn main() -> ExitCode {
         ["redis", ref rest @ ..] if rest.iter().all(|arg| *arg == "--quick") => {
             report_failure(shared_only(!rest.is_empty()))
         }
+        ["device", ref rest @ ..] if rest.iter().all(|arg| *arg == "--quick") => {
+            report_failure(device_only(!rest.is_empty()))
+        }
+        ["waiters", ref rest @ ..] if rest.iter().all(|arg| *arg == "--quick") => {
+            report_failure(waiters_only(!rest.is_empty()))
+        }
         _ if args
             .iter()
             .all(|arg| matches!(*arg, "--quick" | "--no-builds")) =>
@@ -78,7 +87,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: latchkey-bench [--quick] [--no-builds] | e2e [--quick] | refresh [--quick] \
-                 | id-token [--quick] | redis [--quick]"
+                 | id-token [--quick] | redis [--quick] | device [--quick] | waiters [--quick]"
             );
             ExitCode::from(2)
         }
@@ -132,30 +141,15 @@ fn run(quick: bool, builds: bool) -> Result<(), Error> {
         report.medians.insert(operation.name().to_owned(), median);
     }
 
-    progress("allocations and memory: the probe");
-    check(
-        cargo()
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "latchkey-bench",
-                "--bin",
-                "probe",
-            ])
-            .current_dir(&root)
-            .status()?,
-        "cargo build --bin probe",
-    )?;
-    let probe = program.with_file_name("probe");
-    let output = Command::new(&probe).output()?;
-    check(output.status, "probe")?;
-    read_probe(&String::from_utf8_lossy(&output.stdout), &mut report)?;
+    progress("allocations, memory and the waiters' heap: the probe");
+    read_probe(&probe(&program, &[])?, &mut report)?;
 
     report.e2e = end_to_end(quick, &program)?;
     report.refresh = after_the_login(quick, &program)?;
     report.id_tokens = id_tokens(quick)?;
     report.shared = Some(shared(quick)?);
+    report.device = Some(device(quick)?);
+    report.waiters = Some(waiters(quick)?);
 
     report.footprint = footprint::measure(builds, &mut |line| progress(line))?;
 
@@ -200,8 +194,86 @@ fn shared_only(quick: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// The device login's polls alone.
+fn device_only(quick: bool) -> Result<(), Error> {
+    let report = Report {
+        machine: machine(),
+        device: Some(device(quick)?),
+        ..Report::default()
+    };
+    println!("{}", report.markdown());
+    Ok(())
+}
+
+/// Device logins: in process 10 rounds of 2,000 logins of 10 polls per side, over loopback
+/// 5 rounds of 50 logins side by side of 3 polls (3 of 200, 2 of 20 when quick).
+fn device(quick: bool) -> Result<latchkey_bench::device::DeviceResult, Error> {
+    use latchkey_bench::device::DevicePlan;
+    progress("device logins: polls of the token endpoint, latchkey against oauth2-rs");
+    let plan = if quick {
+        DevicePlan {
+            rounds: 3,
+            logins: 200,
+            rounds_end_to_end: 2,
+            logins_end_to_end: 20,
+        }
+    } else {
+        DevicePlan {
+            rounds: 10,
+            logins: 2_000,
+            rounds_end_to_end: 5,
+            logins_end_to_end: 50,
+        }
+    };
+    latchkey_bench::device::measure(plan, &mut |line| progress(line))
+}
+
+/// 1,000 callers waiting on one refresh, alone, with the probe's heap figures.
+fn waiters_only(quick: bool) -> Result<(), Error> {
+    let mut report = Report {
+        machine: machine(),
+        waiters: Some(waiters(quick)?),
+        ..Report::default()
+    };
+    progress("1,000 callers waiting on one refresh: heap, in the probe");
+    let program = std::env::current_exe()?;
+    read_probe(&probe(&program, &["waiters"])?, &mut report)?;
+    println!("{}", report.markdown());
+    Ok(())
+}
+
+/// Builds the probe (it sits beside `program`) and runs it with `args`; its output.
+fn probe(program: &Path, args: &[&str]) -> Result<String, Error> {
+    check(
+        cargo()
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "latchkey-bench",
+                "--bin",
+                "probe",
+            ])
+            .current_dir(workspace_root())
+            .status()?,
+        "cargo build --bin probe",
+    )?;
+    let output = Command::new(program.with_file_name("probe"))
+        .args(args)
+        .output()?;
+    check(output.status, "probe")?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// 1,000 callers waiting on one refresh: 15 rounds per side (3 when quick).
+fn waiters(quick: bool) -> Result<latchkey_bench::waiters::WaitersResult, Error> {
+    progress("1,000 callers waiting on one refresh: latchkey against oauth2-rs + a mutex");
+    let rounds = if quick { 3 } else { 15 };
+    latchkey_bench::waiters::measure(rounds, &mut |line| progress(line))
+}
+
 fn shared(quick: bool) -> Result<latchkey_bench::shared::SharedResult, Error> {
-    progress("logins shared by replicas: Redis against in memory");
+    progress("logins and refreshes shared by replicas: Redis against in memory");
     let (rounds, count, pending) = if quick {
         (3, 100, 500)
     } else {
@@ -297,6 +369,16 @@ fn read_probe(output: &str, report: &mut Report) -> Result<(), Error> {
                     reallocations: value["reallocations"].as_f64().unwrap_or_default(),
                 };
                 report.allocs.insert(name, allocs);
+            }
+            Some("waiters") => {
+                let number = |field: &str| value[field].as_f64().unwrap_or_default();
+                report.waiters_heap.push(WaitersHeap {
+                    name,
+                    callers: number("callers"),
+                    waiting_bytes: number("waiting_bytes"),
+                    allocations: number("allocations"),
+                    bytes: number("bytes"),
+                });
             }
             Some("memory") => {
                 let bytes = value["bytes_per_flow"].as_f64().unwrap_or_default();

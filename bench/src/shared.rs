@@ -1,17 +1,28 @@
-//! Logins shared by replicas: what the flow directory and the token store cost when they
-//! live in Redis (`latchkey-redis`, a real `redis-server` on loopback) against in memory
-//! (`MemoryDirectory`, `MemoryStore`), through the same tokio service in one process.
+//! Logins and refreshes shared by replicas: what the flow directory and the token store
+//! cost when they live in Redis (`latchkey-redis`, a real `redis-server` on loopback)
+//! against in memory (`MemoryDirectory`, `MemoryStore`), in one process.
 //!
-//! A login here is the backend's whole part of it: [`Service::start_shared`] (the record
-//! sealed and stored before the URL exists), then the callback handed to
-//! [`Service::complete`] (the record taken and opened, the code exchanged at the
-//! end-to-end measurement's token endpoint, the tokens sealed and stored, the outcome
-//! announced). The two arms alternate round by round; each round runs `count` logins one
-//! after another and reads around them the process's CPU time (every thread, the token
-//! endpoint's included, the same in both arms), the wall time per login, and for the
-//! Redis arm the server's own CPU time (`/proc/PID/stat`). Redis's memory per pending
-//! flow is `used_memory` (`INFO memory`) after `pending` shared logins that nobody
-//! completes, less before, divided by `pending`.
+//! A login here is the backend's whole part of it, through the same tokio service:
+//! [`Service::start_shared`] (the record sealed and stored before the URL exists), then the
+//! callback handed to [`Service::complete`] (the record taken and opened, the code
+//! exchanged at the local token endpoint, the tokens sealed and stored, the outcome
+//! announced).
+//!
+//! A refresh is [`TokenSource::refresh`] on tokio, whatever the expiry, one after another.
+//! Over [`MemoryStore`]: the request, then the fresh tokens stored. Over
+//! [`RedisTokenStore`](latchkey_redis::RedisTokenStore), which replicas share, so one of
+//! them refreshes at a time (S57): the refresh lock taken (a Lua script: counter
+//! incremented, lock set with its lease), the stored tokens read again under it (sealed:
+//! opened), the request, the fresh tokens sealed and saved only if the fence still holds
+//! (a Lua script), the lock released (a Lua script); a store that may block runs on the
+//! runtime's blocking pool.
+//!
+//! The two arms alternate round by round; each round runs `count` logins (or refreshes)
+//! one after another and reads around them the CPU time of this process less the token
+//! endpoint's ([`LocalEndpoint`] runs on a thread of its own), the median wall time of
+//! one, and for the Redis arm the server's own CPU time (`/proc/PID/stat`). Redis's memory
+//! per pending flow is `used_memory` (`INFO memory`) after `pending` shared logins that
+//! nobody completes, less before, divided by `pending`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,19 +32,23 @@ use latchkey_io::directory::{FlowDirectory, MemoryDirectory};
 use latchkey_io::http::{HttpClient, HttpOptions};
 use latchkey_io::proxy::Proxy;
 use latchkey_io::service::{Service, ServiceOptions};
-use latchkey_io::store::{MemoryStore, TokenStore};
+use latchkey_io::source::TokenSource;
+use latchkey_io::store::{DEFAULT_KEY, MemoryStore, TokenStore};
 use latchkey_io::transport::Transport;
 use latchkey_redis::{Redis, RedisConfig, SealKeys};
 use latchkey_tests::redis::{RedisServer, Reply};
 use latchkey_tokio::Tokio;
 
-use crate::e2e::TokenEndpoint;
+use crate::endpoint::{EndpointOptions, LocalEndpoint};
+use crate::fixtures;
 use crate::servers::process_cpu_nanos;
+use crate::waiters::expired_tokens;
 
 /// What was measured, per arm.
 #[derive(Debug, Clone, Default)]
 pub struct SharedResult {
-    /// CPU nanoseconds of this process per login, one figure per round: in memory.
+    /// CPU nanoseconds of this process (less the token endpoint) per login, one figure per
+    /// round: in memory.
     pub memory_cpu: Vec<f64>,
     /// The same through Redis.
     pub redis_cpu: Vec<f64>,
@@ -45,6 +60,24 @@ pub struct SharedResult {
     pub redis_latency: Vec<f64>,
     /// Bytes of Redis memory per pending flow.
     pub redis_bytes_per_pending: f64,
+    /// Refreshes through the token source, per arm.
+    pub refresh: RefreshResult,
+}
+
+/// Refreshes through [`TokenSource`]: in memory against through Redis.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshResult {
+    /// CPU nanoseconds of this process (less the token endpoint) per refresh, one figure
+    /// per round: in memory.
+    pub memory_cpu: Vec<f64>,
+    /// The same through Redis.
+    pub redis_cpu: Vec<f64>,
+    /// redis-server's CPU nanoseconds per refresh, per round.
+    pub server_cpu: Vec<f64>,
+    /// Median wall time per refresh, per round: in memory.
+    pub memory_latency: Vec<f64>,
+    /// The same through Redis.
+    pub redis_latency: Vec<f64>,
 }
 
 type Error = Box<dyn std::error::Error>;
@@ -53,14 +86,14 @@ type Error = Box<dyn std::error::Error>;
 /// flows for the memory figure.
 pub fn measure(rounds: usize, count: usize, pending: usize) -> Result<SharedResult, Error> {
     let server = RedisServer::start();
-    let endpoint = TokenEndpoint::start()?;
+    let endpoint = LocalEndpoint::start(EndpointOptions::default())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let keys = SealKeys::parse(&format!("bench {}\n", "A".repeat(43) + "="))?;
     let redis = Redis::new(RedisConfig::new(&server.url(), keys))?;
-    let config = config(&endpoint.url)?;
+    let config = config(&endpoint.token_url)?;
     let mut result = SharedResult::default();
     let memory: (Arc<dyn FlowDirectory>, Arc<dyn TokenStore>) = (
         Arc::new(MemoryDirectory::new()),
@@ -75,24 +108,25 @@ pub fn measure(rounds: usize, count: usize, pending: usize) -> Result<SharedResu
     runtime.block_on(logins(&memory, count.min(50)))?;
     runtime.block_on(logins(&through_redis, count.min(50)))?;
     for _ in 0..rounds {
-        let cpu = process_cpu_nanos();
+        let cpu = client_cpu(&endpoint)?;
         let latency = runtime.block_on(logins(&memory, count))?;
         result
             .memory_cpu
-            .push((process_cpu_nanos() - cpu) as f64 / count as f64);
+            .push(spent_since(&endpoint, cpu)? / count as f64);
         result.memory_latency.push(latency);
 
         let server_before = server_cpu_nanos(server_pid)?;
-        let cpu = process_cpu_nanos();
+        let cpu = client_cpu(&endpoint)?;
         let latency = runtime.block_on(logins(&through_redis, count))?;
         result
             .redis_cpu
-            .push((process_cpu_nanos() - cpu) as f64 / count as f64);
+            .push(spent_since(&endpoint, cpu)? / count as f64);
         result
             .server_cpu
             .push((server_cpu_nanos(server_pid)? - server_before) as f64 / count as f64);
         result.redis_latency.push(latency);
     }
+    result.refresh = refreshes(&runtime, &endpoint, &redis, server_pid, rounds, count)?;
     let before = used_memory(&server)?;
     let mut held = Vec::with_capacity(pending);
     for i in 0..pending {
@@ -109,6 +143,81 @@ pub fn measure(rounds: usize, count: usize, pending: usize) -> Result<SharedResu
         through_redis.shutdown().await;
     });
     Ok(result)
+}
+
+/// CPU time of this process and of the token endpoint's thread, read together.
+fn client_cpu(endpoint: &LocalEndpoint) -> Result<(u128, u128), Error> {
+    Ok((process_cpu_nanos(), endpoint.cpu_nanos()?))
+}
+
+/// CPU nanoseconds this process spent since `before`, less the token endpoint's.
+fn spent_since(endpoint: &LocalEndpoint, before: (u128, u128)) -> Result<f64, Error> {
+    let (process, idp) = client_cpu(endpoint)?;
+    Ok((process - before.0).saturating_sub(idp - before.1) as f64)
+}
+
+/// The refresh measurement: `rounds` rounds of `count` forced refreshes per arm.
+fn refreshes(
+    runtime: &tokio::runtime::Runtime,
+    endpoint: &LocalEndpoint,
+    redis: &Redis,
+    server_pid: u32,
+    rounds: usize,
+    count: usize,
+) -> Result<RefreshResult, Error> {
+    let memory: Arc<dyn TokenStore> = Arc::new(MemoryStore::default());
+    let shared: Arc<dyn TokenStore> = Arc::new(redis.token_store());
+    let transport = Transport::Builtin(HttpClient::new(HttpOptions {
+        proxy: Proxy::none(),
+        ..HttpOptions::default()
+    })?);
+    let source = |store: Arc<dyn TokenStore>| -> Result<TokenSource<Tokio>, Error> {
+        store.save(DEFAULT_KEY, &expired_tokens())?;
+        Ok(TokenSource::new(
+            Tokio,
+            fixtures::provider(&endpoint.token_url),
+            store,
+            transport.clone(),
+        ))
+    };
+    let memory = source(memory)?;
+    let through_redis = source(shared)?;
+    runtime.block_on(refresh_times(&memory, count.min(50)))?;
+    runtime.block_on(refresh_times(&through_redis, count.min(50)))?;
+    let mut result = RefreshResult::default();
+    for _ in 0..rounds {
+        let cpu = client_cpu(endpoint)?;
+        let latency = runtime.block_on(refresh_times(&memory, count))?;
+        result
+            .memory_cpu
+            .push(spent_since(endpoint, cpu)? / count as f64);
+        result.memory_latency.push(latency);
+
+        let server_before = server_cpu_nanos(server_pid)?;
+        let cpu = client_cpu(endpoint)?;
+        let latency = runtime.block_on(refresh_times(&through_redis, count))?;
+        result
+            .redis_cpu
+            .push(spent_since(endpoint, cpu)? / count as f64);
+        result
+            .server_cpu
+            .push((server_cpu_nanos(server_pid)? - server_before) as f64 / count as f64);
+        result.redis_latency.push(latency);
+    }
+    Ok(result)
+}
+
+/// `count` forced refreshes one after another; the median wall time of one, in
+/// nanoseconds.
+async fn refresh_times(source: &TokenSource<Tokio>, count: usize) -> Result<f64, Error> {
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        std::hint::black_box(source.refresh().await?);
+        times.push(started.elapsed().as_nanos() as f64);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 /// A provider whose token endpoint is `token_url`, for a backend at a web redirect URI.

@@ -3,9 +3,11 @@
 
 use std::path::Path;
 
+use latchkey_bench::device::{self, DevicePlan};
 use latchkey_bench::e2e::{self, Plan};
 use latchkey_bench::fixtures::{Bench, CALLBACK_REQUEST, Operation, TOKEN_RESPONSE, Timer};
 use latchkey_bench::servers::Target;
+use latchkey_bench::{shared, waiters};
 
 #[test]
 fn the_inputs_are_the_published_bytes() {
@@ -73,4 +75,59 @@ fn a_browser_request_carries_the_state_and_port() {
     ));
     assert!(text.contains("\r\nHost: 127.0.0.1:4242\r\n"));
     assert!(text.ends_with("\r\n\r\n"));
+}
+
+/// Both sides of the device measurement complete every login with exactly the planned
+/// polls (the measurement fails otherwise), in process and over loopback.
+#[test]
+fn the_device_measurement_polls_as_planned_on_both_sides() {
+    let plan = DevicePlan {
+        rounds: 2,
+        logins: 5,
+        rounds_end_to_end: 1,
+        logins_end_to_end: 2,
+    };
+    let result = device::measure(plan, &mut |_| {}).expect("every device login completes");
+    for (name, figures, rounds) in [
+        ("engine", &result.engine, 2),
+        ("oauth2-rs", &result.oauth2, 2),
+        ("service", &result.service, 1),
+        ("oauth2-rs + reqwest", &result.oauth2_reqwest, 1),
+        ("oauth2-rs + reqwest, sleeping", &result.oauth2_sleeping, 1),
+    ] {
+        assert_eq!(figures.len(), rounds, "{name}");
+        assert!(
+            figures.iter().all(|&nanos| nanos > 0.0),
+            "{name}: no CPU time measured"
+        );
+    }
+}
+
+/// A thousand callers of an expired token set cause one refresh request, through latchkey
+/// and through the mutex it is compared with.
+#[test]
+fn a_thousand_waiters_cause_one_refresh_on_both_sides() {
+    let result = waiters::measure(1, &mut |_| {}).expect("every caller gets tokens");
+    assert_eq!(result.callers, 1_000);
+    for side in [&result.latchkey, &result.oauth2] {
+        assert_eq!(side.refreshes, [1]);
+        assert_eq!(side.cpu.len(), 1);
+    }
+}
+
+/// The refreshes through Redis and in memory are measured beside the logins.
+#[test]
+fn refreshes_through_redis_are_measured_beside_the_logins() {
+    let result = shared::measure(1, 3, 10).expect("the shared measurement completes");
+    let refresh = &result.refresh;
+    for (name, figures) in [
+        ("memory CPU", &refresh.memory_cpu),
+        ("Redis CPU", &refresh.redis_cpu),
+        ("memory latency", &refresh.memory_latency),
+        ("Redis latency", &refresh.redis_latency),
+    ] {
+        assert_eq!(figures.len(), 1, "{name}");
+        assert!(figures[0] > 0.0, "{name}: nothing measured");
+    }
+    assert!(result.redis_bytes_per_pending > 0.0);
 }

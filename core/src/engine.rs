@@ -387,8 +387,8 @@ struct Flow {
     browser: Option<(StateKey, Verifier)>,
     /// The nonce the authorization request carried, when the ID token is verified.
     nonce: Option<Nonce>,
-    /// A flow whose record is in the flow directory.
-    share: Option<Share>,
+    /// A flow whose record is in the flow directory (boxed: few flows are shared).
+    share: Option<Box<Share>>,
     owner: Option<String>,
     /// When the current phase times out.
     deadline: Instant,
@@ -405,11 +405,28 @@ struct Share {
     settled: bool,
 }
 
+/// A shared flow's authorization URL, held until its record is in the directory.
+#[derive(Debug, Clone)]
+struct Sharing {
+    url: String,
+    /// When the browser must have been sent (the flow's lifetime from its start).
+    until: Instant,
+}
+
+/// Tokens whose ID token waits for the provider's key set (the cache entry `key_set`).
+#[derive(Debug, Clone)]
+struct Verifying {
+    tokens: TokenSet,
+    received: SystemTime,
+    key_set: String,
+    conn: Option<ConnId>,
+}
+
 #[derive(Debug, Clone)]
 enum Phase {
     /// A shared flow's record is on its way to the directory; the browser is sent to the
     /// provider once it is there, by this instant at the latest.
-    Sharing { url: String, until: Instant },
+    Sharing(Box<Sharing>),
     /// Waiting for the browser's callback.
     Waiting,
     /// A callback for a shared flow (started here or elsewhere) waits for the flow's
@@ -429,13 +446,8 @@ enum Phase {
         exchange: ExchangeId,
         conn: Option<ConnId>,
     },
-    /// The ID token waits for the provider's key set (the cache entry `key_set`).
-    Verifying {
-        tokens: TokenSet,
-        received: SystemTime,
-        key_set: String,
-        conn: Option<ConnId>,
-    },
+    /// The ID token waits for the provider's key set.
+    Verifying(Box<Verifying>),
     /// The tokens are being stored.
     Persisting {
         tokens: TokenSet,
@@ -707,7 +719,7 @@ impl Engine {
         let provider = options
             .provider
             .unwrap_or_else(|| self.config.provider.clone());
-        let id = FlowId(self.fresh_id());
+        let id = FlowId::issued(self.fresh_id());
         // Room for the three parameters, so that the URL is allocated once.
         let room = 160 + self.encoded_redirect_uri.len();
         let mut url =
@@ -754,7 +766,11 @@ impl Engine {
                     settled: false,
                 };
                 let deadline = (now + self.config.exchange_timeout).min(until);
-                (Phase::Sharing { url, until }, deadline, Some(share))
+                (
+                    Phase::Sharing(Box::new(Sharing { url, until })),
+                    deadline,
+                    Some(Box::new(share)),
+                )
             }
             None => {
                 self.actions
@@ -776,7 +792,11 @@ impl Engine {
                 phase,
             },
         );
-        trace_event!(flow = id.get(), shared = share.is_some(), "flow started");
+        trace_event!(
+            flow = id.get(),
+            shared = self.flows.get(&id).is_some_and(|flow| flow.share.is_some()),
+            "flow started"
+        );
         Ok(id)
     }
 
@@ -806,8 +826,8 @@ impl Engine {
         };
         let request = device::authorization_request(provider.inner(), endpoint);
         self.supersede(now, &options);
-        let id = FlowId(self.fresh_id());
-        let exchange = ExchangeId(self.fresh_id());
+        let id = FlowId::issued(self.fresh_id());
+        let exchange = ExchangeId::issued(self.fresh_id());
         if let Some(owner) = &options.owner {
             self.owners.insert(owner.clone(), id);
         }
@@ -891,7 +911,7 @@ impl Engine {
             );
             self.close(oldest);
         }
-        let id = ConnId(self.fresh_id());
+        let id = ConnId::issued(self.fresh_id());
         let deadline = now + self.config.limits.header_timeout;
         self.conns.insert(
             id,
@@ -911,7 +931,7 @@ impl Engine {
         self.handle_timeout(now);
         let max_head = self.config.limits.max_head_bytes;
         let Some(state) = self.conns.get_mut(&conn) else {
-            self.debug_assert_issued(conn.0);
+            self.debug_assert_issued(conn.get());
             return;
         };
         if state.deadline.is_none() {
@@ -955,7 +975,7 @@ impl Engine {
         match self.conns.get(&conn) {
             Some(state) if state.deadline.is_some() => self.close(conn),
             Some(_) => {}
-            None => self.debug_assert_issued(conn.0),
+            None => self.debug_assert_issued(conn.get()),
         }
     }
 
@@ -994,7 +1014,7 @@ impl Engine {
     ) {
         self.handle_timeout(now);
         let Some(flow_id) = self.exchanges.remove(&exchange) else {
-            self.debug_assert_issued(exchange.0);
+            self.debug_assert_issued(exchange.get());
             return;
         };
         let Some(flow) = self.flows.get(&flow_id) else {
@@ -1030,7 +1050,7 @@ impl Engine {
     ) {
         self.handle_timeout(now);
         let Some(flow) = self.exchanges.remove(&exchange) else {
-            self.debug_assert_issued(exchange.0);
+            self.debug_assert_issued(exchange.get());
             return;
         };
         let event = match self.flows.get(&flow).map(|flow| &flow.phase) {
@@ -1120,7 +1140,7 @@ impl Engine {
     ) {
         self.handle_timeout(now);
         let Some(flow) = self.takes.remove(&take) else {
-            self.debug_assert_issued(take.0);
+            self.debug_assert_issued(take.get());
             return;
         };
         self.advance(now, flow, Event::Taken { result, wall });
@@ -1218,12 +1238,13 @@ impl Engine {
                 }
                 self.exchange_code(now, id, verdict, conn)
             }
-            (Phase::Sharing { url, until }, Event::Shared(Ok(()))) => {
+            (Phase::Sharing(sharing), Event::Shared(Ok(()))) => {
+                let Sharing { url, until } = *sharing;
                 self.actions
                     .push_back(Action::OpenBrowser { flow: id, url });
                 Next::Stay(Phase::Waiting, until)
             }
-            (Phase::Sharing { .. }, Event::Shared(Err(error))) => Next::Finish(
+            (Phase::Sharing(_), Event::Shared(Err(error))) => Next::Finish(
                 Err(FlowError::Directory(DirectoryError::Unavailable(error))),
                 None,
             ),
@@ -1304,7 +1325,7 @@ impl Engine {
                 Next::Finish(Err(FlowError::Device(DeviceError::Expired)), None)
             }
             (
-                phase @ (Phase::Exchanging { .. } | Phase::Verifying { .. } | Phase::Polling(_)),
+                phase @ (Phase::Exchanging { .. } | Phase::Verifying(_) | Phase::Polling(_)),
                 Event::TokenResponse(Ok(tokens)),
             ) => {
                 self.actions.push_back(Action::Persist {
@@ -1316,7 +1337,7 @@ impl Engine {
                 Next::Stay(Phase::Persisting { tokens, conn }, deadline)
             }
             (
-                phase @ (Phase::Exchanging { .. } | Phase::Verifying { .. } | Phase::Polling(_)),
+                phase @ (Phase::Exchanging { .. } | Phase::Verifying(_) | Phase::Polling(_)),
                 Event::TokenResponse(Err(error)),
             ) => Next::Finish(Err(error), phase.conn()),
             (
@@ -1328,12 +1349,12 @@ impl Engine {
                 },
             ) => {
                 let deadline = now + self.config.exchange_timeout;
-                let phase = Phase::Verifying {
+                let phase = Phase::Verifying(Box::new(Verifying {
                     tokens,
                     received,
                     key_set,
                     conn: phase.conn(),
-                };
+                }));
                 Next::Stay(phase, deadline)
             }
             (Phase::Persisting { tokens, conn }, Event::Persisted(Ok(()))) => {
@@ -1431,7 +1452,7 @@ impl Engine {
 
     /// Asks the directory for the record under `key`, for flow `id`.
     fn take(&mut self, id: FlowId, key: FlowKey) -> TakeId {
-        let take = TakeId(self.fresh_id());
+        let take = TakeId::issued(self.fresh_id());
         self.takes.insert(take, id);
         self.actions.push_back(Action::TakeFlow {
             flow: id,
@@ -1443,7 +1464,11 @@ impl Engine {
 
     /// Notes that flow `id`'s record was taken or is gone: nothing to mark when it ends.
     fn settle(&mut self, id: FlowId) {
-        if let Some(share) = self.flows.get_mut(&id).and_then(|flow| flow.share.as_mut()) {
+        if let Some(share) = self
+            .flows
+            .get_mut(&id)
+            .and_then(|flow| flow.share.as_deref_mut())
+        {
             share.settled = true;
         }
     }
@@ -1462,7 +1487,7 @@ impl Engine {
         if self.takes.len() >= MAX_TAKES {
             return Err(Rejection::Unavailable);
         }
-        let id = FlowId(self.fresh_id());
+        let id = FlowId::issued(self.fresh_id());
         let key = FlowKey::of(state);
         let take = self.take(id, key);
         let deadline = now + self.config.exchange_timeout;
@@ -1474,11 +1499,11 @@ impl Engine {
                 provider: self.config.provider.clone(),
                 browser: None,
                 nonce: None,
-                share: Some(Share {
+                share: Some(Box::new(Share {
                     key,
                     adopted: true,
                     settled: true,
-                }),
+                })),
                 owner: None,
                 deadline,
                 phase: Phase::Taking {
@@ -1506,7 +1531,7 @@ impl Engine {
         let Some(key) = self
             .flows
             .get(&id)
-            .and_then(|flow| flow.share)
+            .and_then(|flow| flow.share.as_deref().copied())
             .map(|s| s.key)
         else {
             return Next::Finish(Err(FlowError::Cancelled), conn);
@@ -1594,7 +1619,7 @@ impl Engine {
         let Some(flow) = self.flows.get_mut(&id) else {
             return Err(DirectoryError::Unreadable);
         };
-        let state = flow.share.map(|share| share.key.state_key());
+        let state = flow.share.as_ref().map(|share| share.key.state_key());
         let Some(state) = state else {
             return Err(DirectoryError::Unreadable);
         };
@@ -1623,7 +1648,7 @@ impl Engine {
                 self.owners.remove(owner);
             }
         }
-        if let Some(share) = flow.share {
+        if let Some(share) = flow.share.as_deref().copied() {
             if share.adopted {
                 // Only a flow that was adopted (its record read) is announced.
                 if flow.browser.is_some() {
@@ -1729,7 +1754,7 @@ impl Engine {
     /// Asks the driver to send `request`, a token request of flow `id`, under a fresh
     /// exchange id its answer will name.
     fn send_token_request(&mut self, id: FlowId, request: http::Request<Vec<u8>>) -> ExchangeId {
-        let exchange = ExchangeId(self.fresh_id());
+        let exchange = ExchangeId::issued(self.fresh_id());
         self.exchanges.insert(exchange, id);
         self.actions.push_back(Action::SendTokenRequest {
             flow: id,
@@ -1745,12 +1770,9 @@ impl Engine {
             .flows
             .iter()
             .filter_map(|(id, flow)| match &flow.phase {
-                Phase::Verifying {
-                    tokens,
-                    received,
-                    key_set: waits_for,
-                    ..
-                } if waits_for == key_set => Some((*id, tokens.clone(), *received)),
+                Phase::Verifying(verifying) if verifying.key_set == key_set => {
+                    Some((*id, verifying.tokens.clone(), verifying.received))
+                }
                 _ => None,
             })
             .collect();
@@ -1990,12 +2012,12 @@ impl Phase {
     /// What the flow waits for in this phase.
     fn step(&self) -> Step {
         match self {
-            Phase::Sharing { .. } | Phase::Taking { .. } => Step::Directory,
+            Phase::Sharing(_) | Phase::Taking { .. } => Step::Directory,
             Phase::Waiting => Step::Callback,
             Phase::Authorizing { .. } => Step::DeviceAuthorization,
             Phase::Polling(_) => Step::Approval,
             Phase::Exchanging { .. } => Step::TokenExchange,
-            Phase::Verifying { .. } => Step::KeySet,
+            Phase::Verifying(_) => Step::KeySet,
             Phase::Persisting { .. } => Step::Storage,
         }
     }
@@ -2010,15 +2032,14 @@ impl Phase {
 
     /// The browser connection waiting for this flow's outcome.
     fn conn(&self) -> Option<ConnId> {
-        match *self {
-            Phase::Sharing { .. }
-            | Phase::Waiting
-            | Phase::Authorizing { .. }
-            | Phase::Polling(_) => None,
+        match self {
+            Phase::Sharing(_) | Phase::Waiting | Phase::Authorizing { .. } | Phase::Polling(_) => {
+                None
+            }
+            Phase::Verifying(verifying) => verifying.conn,
             Phase::Taking { conn, .. }
             | Phase::Exchanging { conn, .. }
-            | Phase::Verifying { conn, .. }
-            | Phase::Persisting { conn, .. } => conn,
+            | Phase::Persisting { conn, .. } => *conn,
         }
     }
 }

@@ -366,12 +366,20 @@ macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(u64);
+        pub struct $name(std::num::NonZeroU64);
 
         impl $name {
-            /// The raw number, unique within the machine that issued it (for logs and maps).
+            /// The raw number, unique within the machine that issued it (for logs and maps);
+            /// never 0, so that an `Option` of an id is no larger than the id.
             pub fn get(self) -> u64 {
-                self.0
+                self.0.get()
+            }
+
+            /// The id numbered `count` by a machine's counter, which starts at 1 (0 is
+            /// taken as 1, never issued by a counter).
+            #[allow(dead_code)]
+            pub(crate) fn issued(count: u64) -> $name {
+                $name(std::num::NonZeroU64::new(count).unwrap_or(std::num::NonZeroU64::MIN))
             }
         }
 

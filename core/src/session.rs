@@ -104,7 +104,7 @@ id_type!(
 impl RequestId {
     /// The id numbered `raw`, for the other machines that send requests.
     pub(crate) fn from_raw(raw: u64) -> RequestId {
-        RequestId(raw)
+        RequestId::issued(raw)
     }
 }
 
@@ -786,9 +786,9 @@ impl Session {
         id: RequestId,
         response: http::Response<Vec<u8>>,
     ) {
-        if self.keys.owns(id.0) {
+        if self.keys.owns(id.get()) {
             self.handle_timeout(now);
-            if let Some(key_set) = self.keys.handle_response(now, wall, id.0, &response) {
+            if let Some(key_set) = self.keys.handle_response(now, wall, id.get(), &response) {
                 self.keys_arrived(now, &key_set);
             }
             return;
@@ -798,9 +798,9 @@ impl Session {
 
     /// [`SessionAction::Send`] `id` could not be completed.
     pub fn handle_failure(&mut self, now: Instant, id: RequestId, error: TransportError) {
-        if self.keys.owns(id.0) {
+        if self.keys.owns(id.get()) {
             self.handle_timeout(now);
-            if let Some(key_set) = self.keys.handle_failure(now, id.0, error) {
+            if let Some(key_set) = self.keys.handle_failure(now, id.get(), error) {
                 self.keys_arrived(now, &key_set);
             }
             return;
@@ -872,7 +872,7 @@ impl Session {
 
     fn call(&mut self, now: Instant, kind: CallKind) -> CallId {
         self.handle_timeout(now);
-        let id = CallId(self.fresh_id());
+        let id = CallId::issued(self.fresh_id());
         let deadline = now + self.options.call_timeout;
         self.timers.insert((deadline, Timer::Call(id)));
         let call = Call {
@@ -1123,7 +1123,7 @@ impl Session {
         if let Some((id, request)) = fetch {
             trace_event!(request = id, "fetching the key set");
             self.actions.push_back(SessionAction::Send {
-                id: RequestId(id),
+                id: RequestId::issued(id),
                 purpose: Purpose::KeySet,
                 request,
             });
@@ -1272,7 +1272,7 @@ impl Session {
         }
         match Refresh::new(&self.provider, &tokens) {
             Ok(refresh) => {
-                let id = RequestId(self.fresh_id());
+                let id = RequestId::issued(self.fresh_id());
                 let deadline = now + self.options.request_timeout;
                 self.timers.insert((deadline, Timer::Request(id)));
                 trace_event!(request = id.get(), forced, "refreshing the tokens");
@@ -1396,7 +1396,7 @@ impl Session {
         revocation: Revocation,
         next: VecDeque<Revocation>,
     ) -> LogoutStep {
-        let id = RequestId(self.fresh_id());
+        let id = RequestId::issued(self.fresh_id());
         let deadline = now + self.options.request_timeout;
         self.timers.insert((deadline, Timer::Request(id)));
         self.actions.push_back(SessionAction::Send {
@@ -1524,7 +1524,7 @@ impl Session {
             }
         };
         let Some(call) = taken else {
-            self.debug_assert_issued(id.0);
+            self.debug_assert_issued(id.get());
             return;
         };
         trace_event!(call = id.get(), %error, "session call ended unanswered");
@@ -1549,8 +1549,8 @@ impl Session {
             | Event::Deleted(op, _)
             | Event::Locked(op, _)
             | Event::SavedFenced(op, _)
-            | Event::DeletedFenced(op, _) => op.0,
-            Event::Answered(id, _) => id.0,
+            | Event::DeletedFenced(op, _) => op.get(),
+            Event::Answered(id, _) => id.get(),
             // A back-off's timer always finds its work.
             Event::RetryDue => return,
         };
@@ -1558,7 +1558,7 @@ impl Session {
     }
 
     fn store_op(&mut self) -> StoreOpId {
-        StoreOpId(self.fresh_id())
+        StoreOpId::issued(self.fresh_id())
     }
 
     fn fresh_id(&mut self) -> u64 {

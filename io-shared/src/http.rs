@@ -1,5 +1,5 @@
-//! The HTTP client for the machines' requests: one request per connection, on an async
-//! runtime's own sockets.
+//! The HTTP client for the machines' requests, on an async runtime's own sockets, its
+//! connections kept open for the next request to the same place.
 //!
 //! What it guarantees (S6, S34): `https` with certificate verification, plain `http` only to
 //! loopback hosts (and only to loopback addresses), no redirects followed, a connect timeout
@@ -16,23 +16,37 @@
 //! The request is written with [`latchkey::http1::write_request`] and the response read with
 //! [`ResponseReader`] (length-delimited, chunked or close-delimited).
 //!
+//!
+//! Connections persist (RFC 9112 §9.3): after a response the server kept open (framed,
+//! HTTP/1.1, no `connection: close`, nothing sent beyond it), the connection waits for the
+//! next request to the same scheme, host and port, at most
+//! [`idle_timeout`](HttpOptions::idle_timeout) or what the server's `keep-alive: timeout=N`
+//! allows, whichever is shorter, and at most [`max_idle`](HttpOptions::max_idle) of them.
+//! A connection is checked before it is used (a peer that closed it, or sent anything
+//! unasked, gets it dropped); a request on a kept connection that fails before a byte of
+//! answer arrives (the server closed it at that very moment) is sent once more on a new
+//! one. Only connections that answered whole are kept, so no response can be read by the
+//! wrong request, and a connection is only ever reused for the host it was verified for.
+//!
 //! A program without an async runtime sends a request with, for example,
 //! `smol::block_on(client.send_on(&latchkey_smol::Smol, &request))`.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use ::http::{Request, Response};
 use futures_lite::future;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_rustls::TlsConnector;
-use latchkey::http1::{ReadError, ResponseReader, write_request};
+use futures_rustls::client::TlsStream;
+use latchkey::http1::{ReadError, ResponseReader, write_persistent_request};
 use latchkey::{TransportError, TransportErrorKind, is_loopback_host};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
@@ -60,6 +74,12 @@ pub struct HttpOptions {
     /// pass [`Proxy::from_env()`], so that a library never reads the environment behind its
     /// caller's back.
     pub proxy: Proxy,
+    /// The longest a connection is kept open, unused, for the next request to the same
+    /// place; a server's shorter `keep-alive: timeout` wins. Zero: a new connection for
+    /// every request. Default: 30 s.
+    pub idle_timeout: Duration,
+    /// The most connections kept open, unused, at once (all hosts together). Default: 32.
+    pub max_idle: usize,
 }
 
 impl Default for HttpOptions {
@@ -70,6 +90,8 @@ impl Default for HttpOptions {
             max_response_bytes: 1 << 20,
             roots: Roots::WebPki,
             proxy: Proxy::none(),
+            idle_timeout: Duration::from_secs(30),
+            max_idle: 32,
         }
     }
 }
@@ -80,6 +102,8 @@ impl Default for HttpOptions {
 pub struct HttpClient {
     tls: TlsConnector,
     options: Arc<HttpOptions>,
+    /// Shared by the clones.
+    idle: Arc<Mutex<Vec<Idle>>>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -102,6 +126,7 @@ impl HttpClient {
         Ok(HttpClient {
             tls: TlsConnector::from(config),
             options: Arc::new(options),
+            idle: Arc::default(),
         })
     }
 
@@ -110,8 +135,8 @@ impl HttpClient {
         &self.options
     }
 
-    /// Sends `request` on a new connection made with `runtime`'s sockets and reads the
-    /// response.
+    /// Sends `request` on a kept connection to the same place, or a new one made with
+    /// `runtime`'s sockets, and reads the response.
     ///
     /// # Errors
     ///
@@ -132,7 +157,7 @@ impl HttpClient {
     ) -> Result<Response<Vec<u8>>, TransportError> {
         let target = Target::of(request)?;
         let mut bytes = Vec::new();
-        write_request(request, &mut bytes).map_err(|error| {
+        write_persistent_request(request, &mut bytes).map_err(|error| {
             TransportError::new(
                 TransportErrorKind::Other,
                 format!("cannot write the request: {error}"),
@@ -166,13 +191,40 @@ impl HttpClient {
         Ok(response)
     }
 
-    /// Connects (through the proxy, if any), secures, sends and reads.
+    /// Sends on a kept connection if there is one that is still open (and once more on a
+    /// new one if it turns out closed before answering), else on a new one; keeps the
+    /// connection afterwards if the server did.
     async fn exchange<R: Runtime>(
         &self,
         runtime: &R,
         target: &Target<'_>,
         request: &[u8],
     ) -> Result<Response<Vec<u8>>, TransportError> {
+        let max = self.options.max_response_bytes;
+        if let Some(mut wire) = self.kept::<R>(runtime, target) {
+            match round_trip(&mut wire, request, max).await {
+                Ok((response, reusable)) => {
+                    self.keep(runtime, target, wire, &response, reusable);
+                    return Ok(response);
+                }
+                Err(Failed { error, answered }) if answered => return Err(error),
+                Err(_) => {} // closed by the server meanwhile: nothing was done
+            }
+        }
+        let mut wire = self.open(runtime, target).await?;
+        let (response, reusable) = round_trip(&mut wire, request, max)
+            .await
+            .map_err(|failed| failed.error)?;
+        self.keep(runtime, target, wire, &response, reusable);
+        Ok(response)
+    }
+
+    /// Connects (through the proxy, if any) and secures.
+    async fn open<R: Runtime>(
+        &self,
+        runtime: &R,
+        target: &Target<'_>,
+    ) -> Result<Wire<R>, TransportError> {
         let connect_timeout = self.options.connect_timeout;
         let wire = match self.options.proxy.for_host(target.host) {
             Some(proxy) => {
@@ -192,9 +244,8 @@ impl HttpClient {
                 Prefixed::new(Vec::new(), stream)
             }
         };
-        let max = self.options.max_response_bytes;
         if !target.tls {
-            return round_trip(wire, request, max).await;
+            return Ok(Wire::Plain(wire));
         }
         let name = ServerName::try_from(target.host.to_owned()).map_err(|_| {
             TransportError::new(
@@ -209,7 +260,168 @@ impl HttpClient {
                 TransportErrorKind::Tls,
             )
         })?;
-        round_trip(tls, request, max).await
+        Ok(Wire::Tls(Box::new(tls)))
+    }
+
+    /// A kept connection to `target` that is still open. Expired ones are dropped on the way.
+    fn kept<R: Runtime>(&self, runtime: &R, target: &Target<'_>) -> Option<Wire<R>> {
+        let now = runtime.now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|kept| kept.until > now);
+        let runtime_id = TypeId::of::<R>();
+        while let Some(index) = idle
+            .iter()
+            .rposition(|kept| kept.runtime == runtime_id && kept.target.is(target))
+        {
+            let kept = idle.swap_remove(index);
+            let Ok(mut wire) = kept.wire.downcast::<Wire<R>>() else {
+                continue;
+            };
+            if still_open(&mut wire) {
+                return Some(*wire);
+            }
+        }
+        None
+    }
+
+    /// Keeps `wire` for the next request to `target` if the server kept it open, for as
+    /// long as both sides allow.
+    fn keep<R: Runtime>(
+        &self,
+        runtime: &R,
+        target: &Target<'_>,
+        wire: Wire<R>,
+        response: &Response<Vec<u8>>,
+        reusable: bool,
+    ) {
+        let lifetime = keep_alive_timeout(response).map_or(self.options.idle_timeout, |server| {
+            // A second short of the server's limit, so that it is not closing as we send.
+            server
+                .saturating_sub(Duration::from_secs(1))
+                .min(self.options.idle_timeout)
+        });
+        if !reusable || lifetime.is_zero() || self.options.max_idle == 0 {
+            return;
+        }
+        let Some(until) = runtime.now().checked_add(lifetime) else {
+            return;
+        };
+        // Expired ones are dropped here and when a request looks for one: a client left
+        // unused keeps at most `max_idle` sockets until it is used again or dropped.
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = runtime.now();
+        idle.retain(|kept| kept.until > now);
+        if idle.len() >= self.options.max_idle {
+            // The one kept longest goes: the newest is the likeliest to be open still.
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            target: Place::of(target),
+            runtime: TypeId::of::<R>(),
+            until,
+            wire: Box::new(wire),
+        });
+    }
+}
+
+/// A connection kept open for the next request.
+struct Idle {
+    target: Place,
+    /// The runtime whose sockets it is made of.
+    runtime: TypeId,
+    until: Instant,
+    /// A `Wire<R>` of that runtime.
+    wire: Box<dyn Any + Send>,
+}
+
+/// Where a kept connection goes: a request to the same scheme, host and port may use it.
+struct Place {
+    host: String,
+    port: u16,
+    tls: bool,
+}
+
+impl Place {
+    fn of(target: &Target<'_>) -> Place {
+        Place {
+            host: target.host.to_owned(),
+            port: target.port,
+            tls: target.tls,
+        }
+    }
+
+    fn is(&self, target: &Target<'_>) -> bool {
+        self.port == target.port
+            && self.tls == target.tls
+            && self.host.eq_ignore_ascii_case(target.host)
+    }
+}
+
+/// The server's `keep-alive: timeout=N`, if it sent one.
+fn keep_alive_timeout(response: &Response<Vec<u8>>) -> Option<Duration> {
+    let value = response.headers().get("keep-alive")?.to_str().ok()?;
+    value.split(',').find_map(|parameter| {
+        let (name, seconds) = parameter.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("timeout")
+            .then(|| seconds.trim().parse().ok().map(Duration::from_secs))?
+    })
+}
+
+/// Whether a kept connection is still open: the server has neither closed it nor sent
+/// anything since (a read now would have to wait).
+fn still_open<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
+    let mut context = Context::from_waker(Waker::noop());
+    let mut byte = [0];
+    matches!(
+        Pin::new(stream).poll_read(&mut context, &mut byte),
+        Poll::Pending
+    )
+}
+
+/// A connection, plain or secured.
+enum Wire<R: Runtime> {
+    Plain(Prefixed<R::Stream>),
+    Tls(Box<TlsStream<Prefixed<R::Stream>>>),
+}
+
+impl<R: Runtime> AsyncRead for Wire<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Wire::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Wire::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<R: Runtime> AsyncWrite for Wire<R> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Wire::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Wire::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Wire::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Wire::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Wire::Plain(stream) => Pin::new(stream).poll_close(cx),
+            Wire::Tls(stream) => Pin::new(stream.as_mut()).poll_close(cx),
+        }
     }
 }
 
@@ -525,39 +737,70 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-/// Writes the request, reads the response.
+/// A round trip that failed, and whether any of the answer had arrived.
+struct Failed {
+    error: TransportError,
+    answered: bool,
+}
+
+/// Writes the request, reads the response; and whether the connection may carry the next.
 async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
+    stream: &mut S,
     request: &[u8],
     max_response_bytes: usize,
-) -> Result<Response<Vec<u8>>, TransportError> {
+) -> Result<(Response<Vec<u8>>, bool), Failed> {
+    let unanswered = |error| Failed {
+        error,
+        answered: false,
+    };
     let sent = async {
         stream.write_all(request).await?;
         stream.flush().await
     };
-    sent.await
-        .map_err(|error| failure("sending the request", &error, TransportErrorKind::Io))?;
+    sent.await.map_err(|error| {
+        unanswered(failure(
+            "sending the request",
+            &error,
+            TransportErrorKind::Io,
+        ))
+    })?;
     let mut reader = ResponseReader::new(max_response_bytes);
     let mut buffer = vec![0; 16 * 1024];
+    let mut answered = false;
     loop {
         let read = match stream.read(&mut buffer).await {
-            Ok(0) => return reader.read_eof().map_err(read_failure),
+            Ok(0) => {
+                let response = reader.read_eof().map_err(|error| Failed {
+                    error: read_failure(error),
+                    answered,
+                })?;
+                return Ok((response, false));
+            }
             Ok(read) => read,
             // rustls reports a TLS peer that closes without close_notify this way, and many
             // servers do. A framed body cut short is still an error of the reader's.
             Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
-                return reader.read_eof().map_err(read_failure);
+                let response = reader.read_eof().map_err(|error| Failed {
+                    error: read_failure(error),
+                    answered,
+                })?;
+                return Ok((response, false));
             }
             Err(error) => {
-                return Err(failure(
-                    "reading the response",
-                    &error,
-                    TransportErrorKind::Io,
-                ));
+                return Err(Failed {
+                    error: failure("reading the response", &error, TransportErrorKind::Io),
+                    answered,
+                });
             }
         };
-        if let Some(response) = reader.read(&buffer[..read]).map_err(read_failure)? {
-            return Ok(response);
+        answered = true;
+        let chunk = buffer.get(..read).unwrap_or_default();
+        let read = reader.read(chunk).map_err(|error| Failed {
+            error: read_failure(error),
+            answered,
+        })?;
+        if let Some(response) = read {
+            return Ok((response, reader.reusable()));
         }
     }
 }

@@ -505,6 +505,8 @@ fn https_through_a_connect_proxy_with_credentials() {
         let response =
             send(&client, &format!("https://idp.test:{server_port}/token")).expect("response");
         assert_eq!(response.body(), b"{\"access_token\":\"at\"}\n");
+        // The client keeps the tunnel for its next request; the proxy ends when it closes.
+        drop(client);
         let head = proxy.join().expect("proxy");
         assert!(
             head.starts_with(&format!("CONNECT idp.test:{server_port} HTTP/1.1\r\n")),
@@ -561,5 +563,202 @@ fn s41_client_debug_shows_no_proxy_credentials() {
             "{debug}"
         );
         assert!(debug.contains("proxy.corp"), "{debug}");
+    });
+}
+
+/// What a scripted server does with one request on a connection.
+#[derive(Debug, Clone, Copy)]
+enum Turn {
+    /// Answers with these bytes and waits for the next request.
+    Answer(&'static [u8]),
+    /// Reads the request and closes without a byte of answer, as a server closing an idle
+    /// connection at that very moment does.
+    Drop,
+    /// Answers part of a response, then closes.
+    Cut(&'static [u8]),
+}
+
+/// A plain server taking one connection per script, each request on it handled by the
+/// script's next turn; the connection is closed after the last. Returns the requests each
+/// connection carried.
+fn serve_scripts(scripts: Vec<Vec<Turn>>) -> (u16, JoinHandle<Vec<Vec<String>>>) {
+    let (listener, port) = listener();
+    let server = thread::spawn(move || {
+        let mut seen = Vec::new();
+        for script in scripts {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut requests = Vec::new();
+            for turn in script {
+                let request = read_request(&mut stream).expect("request");
+                if request.is_empty() {
+                    break;
+                }
+                requests.push(String::from_utf8(request).expect("ascii"));
+                match turn {
+                    Turn::Answer(bytes) => stream.write_all(bytes).expect("answer"),
+                    Turn::Drop => break,
+                    Turn::Cut(bytes) => {
+                        stream.write_all(bytes).expect("part of an answer");
+                        break;
+                    }
+                }
+            }
+            seen.push(requests);
+        }
+        seen
+    });
+    (port, server)
+}
+
+/// Sends the token request to `uri` `times` times in a row on one runtime (kept connections
+/// belong to the runtime whose sockets they are).
+fn send_in_a_row(
+    client: &HttpClient,
+    uri: &str,
+    times: usize,
+) -> Vec<Result<Response<Vec<u8>>, TransportError>> {
+    async fn sends<R: latchkey_io::runtime::Runtime>(
+        client: &HttpClient,
+        runtime: R,
+        request: &Request<Vec<u8>>,
+        times: usize,
+    ) -> Vec<Result<Response<Vec<u8>>, TransportError>> {
+        let mut results = Vec::new();
+        for _ in 0..times {
+            results.push(client.send_on(&runtime, request).await);
+        }
+        results
+    }
+    let request = token_request(uri);
+    match MODE.get() {
+        Mode::Smol => smol::block_on(sends(client, latchkey_smol::Smol, &request, times)),
+        Mode::Tokio => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(sends(client, latchkey_tokio::Tokio, &request, times)),
+    }
+}
+
+const KEPT: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 22\r\n\r\n{\"access_token\":\"at\"}\n";
+
+#[test]
+fn a_connection_the_server_keeps_open_carries_the_next_request() {
+    every_mode(|| {
+        let (port, server) = serve_scripts(vec![vec![Turn::Answer(KEPT); 3]]);
+        let client = client(HttpOptions::default());
+        let results = send_in_a_row(&client, &format!("http://127.0.0.1:{port}/token"), 3);
+        for result in results {
+            assert_eq!(
+                result.expect("answered").body(),
+                b"{\"access_token\":\"at\"}\n"
+            );
+        }
+        drop(client);
+        let seen = server.join().expect("server");
+        assert_eq!(seen.len(), 1, "one connection: {seen:?}");
+        assert_eq!(seen[0].len(), 3);
+        for request in &seen[0] {
+            assert!(!request.contains("connection: close"), "{request}");
+        }
+    });
+}
+
+#[test]
+fn a_connection_is_not_kept_when_the_server_closes_or_the_options_say_no() {
+    let close: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}";
+    let short: &[u8] = b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\nContent-Length: 2\r\n\r\n{}";
+    let old: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+    for (answer, options) in [
+        (close, HttpOptions::default()),
+        (short, HttpOptions::default()),
+        (old, HttpOptions::default()),
+        (
+            KEPT,
+            HttpOptions {
+                idle_timeout: Duration::ZERO,
+                ..HttpOptions::default()
+            },
+        ),
+        (
+            KEPT,
+            HttpOptions {
+                max_idle: 0,
+                ..HttpOptions::default()
+            },
+        ),
+    ] {
+        every_mode(|| {
+            // The server would take a second request on the first connection: the client
+            // must not send one there.
+            let (port, server) = serve_scripts(vec![
+                vec![Turn::Answer(answer), Turn::Answer(answer)],
+                vec![Turn::Answer(answer), Turn::Answer(answer)],
+            ]);
+            let client = client(options.clone());
+            let results = send_in_a_row(&client, &format!("http://127.0.0.1:{port}/token"), 2);
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+            drop(client);
+            let seen = server.join().expect("server");
+            assert_eq!(
+                seen.iter().map(Vec::len).collect::<Vec<_>>(),
+                [1, 1],
+                "{}",
+                String::from_utf8_lossy(answer)
+            );
+        });
+    }
+}
+
+#[test]
+fn a_kept_connection_the_server_closed_is_replaced_before_or_after_sending() {
+    every_mode(|| {
+        // Closed right after its answer: noticed before the next request is written (or,
+        // should the close come late, when it fails unanswered).
+        let (port, server) =
+            serve_scripts(vec![vec![Turn::Answer(KEPT)], vec![Turn::Answer(KEPT)]]);
+        let kept = client(HttpOptions::default());
+        let results = send_in_a_row(&kept, &format!("http://127.0.0.1:{port}/token"), 2);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        drop(kept);
+        let seen = server.join().expect("server");
+        assert_eq!(seen.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1]);
+
+        // Closed as the request arrives: sent once more on a new connection.
+        let (port, server) = serve_scripts(vec![
+            vec![Turn::Answer(KEPT), Turn::Drop],
+            vec![Turn::Answer(KEPT)],
+        ]);
+        let kept = client(HttpOptions::default());
+        let results = send_in_a_row(&kept, &format!("http://127.0.0.1:{port}/token"), 2);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        drop(kept);
+        let seen = server.join().expect("server");
+        assert_eq!(seen.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
+    });
+}
+
+#[test]
+fn a_kept_connection_that_fails_mid_answer_is_an_error_and_not_sent_again() {
+    every_mode(|| {
+        let (port, server) = serve_scripts(vec![
+            vec![
+                Turn::Answer(KEPT),
+                Turn::Cut(b"HTTP/1.1 200 OK\r\nContent-Length: 22\r\n\r\n{\"acc"),
+            ],
+            vec![Turn::Answer(KEPT)],
+        ]);
+        let client = client(HttpOptions::default());
+        let mut results = send_in_a_row(&client, &format!("http://127.0.0.1:{port}/token"), 2);
+        let error = results.pop().expect("two").expect_err("cut short");
+        assert_eq!(error.kind(), TransportErrorKind::Protocol, "{error}");
+        assert!(results[0].is_ok());
+        drop(client);
+        // The server's second script never sees a connection: unblock it.
+        let _ = TcpStream::connect(("127.0.0.1", port));
+        let seen = server.join().expect("server");
+        assert_eq!(seen[0].len(), 2, "{seen:?}");
+        assert!(seen[1].is_empty(), "not sent again: {seen:?}");
     });
 }

@@ -39,6 +39,7 @@ on_both_drivers!(
     a_provider_without_a_device_endpoint_cannot_start_a_device_login,
     s53_a_pasted_callback_and_the_browsers_share_one_token_request,
     s53_a_forged_or_malformed_paste_changes_nothing,
+    device_logins_whose_polls_fall_due_together_all_poll_at_once,
 );
 
 /// The development identity provider with one public client, redirecting to `redirect_uri`.
@@ -289,6 +290,52 @@ async fn s51_a_device_login_nobody_approves_expires_without_polling_on_in_virtua
         "{result:?}"
     );
     assert!(idp.stats().device_polls <= 1, "{:?}", idp.stats());
+    service.shutdown().await;
+}
+
+/// Ten device logins on one service, their polls due at the same instant (virtual time):
+/// one timer fires for all, and every one of them polls then, each on its own task, not
+/// one now and the others after a back-off.
+async fn device_logins_whose_polls_fall_due_together_all_poll_at_once<R: Runtime>(rt: R) {
+    const LOGINS: usize = 10;
+    let rt = Virtual::new(rt);
+    let idp = idp(
+        Quirk::None,
+        "http://127.0.0.1:1/callback",
+        Duration::from_secs(600),
+    );
+    let store = Arc::new(MemoryStore::default());
+    let service = unbound(&rt, provider(&idp, true, true), store);
+    let mut logins = Vec::new();
+    for _ in 0..LOGINS {
+        let login = service
+            .start_device(FlowOptions::new())
+            .expect("a device login");
+        within(rt.real(), STEP, "the user code", user_code(&rt, &login)).await;
+        logins.push(login);
+    }
+    assert_eq!(idp.stats().device_polls, 0);
+    // Every first poll is due one interval (a second) after its code arrived.
+    rt.clock().advance(Duration::from_secs(1));
+    let polled = within(rt.real(), STEP, "ten polls", async {
+        loop {
+            let polls = idp.stats().device_polls;
+            if polls >= LOGINS {
+                return polls;
+            }
+            rt.real()
+                .sleep_until(rt.real().now() + Duration::from_millis(5))
+                .await;
+        }
+    })
+    .await;
+    assert_eq!(
+        polled, LOGINS,
+        "one poll each, and no more before the next interval"
+    );
+    for login in &logins {
+        login.cancel();
+    }
     service.shutdown().await;
 }
 

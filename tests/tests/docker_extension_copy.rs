@@ -162,8 +162,10 @@ fn the_extension_builds_outside_the_repository_against_the_crates_as_packaged() 
             .join(format!("{name}-{version}.crate"));
         succeeded(
             "tar",
+            // `-m`: the files are dated now, not as packaged (one fixed date), so that cargo
+            // sees a changed crate as changed at the same unpacked path.
             Command::new("tar")
-                .arg("-xzf")
+                .arg("-xmzf")
                 .arg(&archive)
                 .arg("-C")
                 .arg(&crates)

@@ -5,7 +5,12 @@
 //! `{"kind":"allocs","name":…,"allocations":…,"reallocations":…,"bytes":…}` per operation,
 //! and `{"kind":"memory","name":…,"flows":…,"bytes_per_flow":…,"peak_rss_kib":…}` per
 //! pending-flow scenario, each run in a child process (`probe memory SCENARIO`) so that
-//! the peak RSS is that scenario's. `probe repeat OPERATION N` runs one operation N
+//! the peak RSS is that scenario's, and
+//! `{"kind":"waiters","name":…,"callers":…,"waiting_bytes":…,"allocations":…,"bytes":…}`
+//! per side of the 1,000-waiters measurement ([`latchkey_bench::waiters`]), each in a child
+//! process too (`probe waiters SIDE`): the heap held while every caller waits for the
+//! refresh (more than before the callers were spawned), and the allocations and bytes
+//! allocated over the whole batch, spawning the tasks included. `probe waiters` runs both. `probe repeat OPERATION N` runs one operation N
 //! times (after one warm-up batch) and nothing else, for `valgrind --tool=callgrind` or
 //! `perf record`.
 #![forbid(unsafe_code)]
@@ -17,6 +22,7 @@ use std::sync::Arc;
 
 use latchkey::ENTROPY_LEN;
 use latchkey_bench::fixtures::{self, BATCH, Bench, Meter, Operation, Timer};
+use latchkey_bench::waiters::{self, CALLERS, Moment, Side};
 use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -35,8 +41,20 @@ fn main() -> ExitCode {
         [] => {
             allocations();
             memory();
+            waiters();
             ExitCode::SUCCESS
         }
+        ["waiters"] => {
+            waiters();
+            ExitCode::SUCCESS
+        }
+        ["waiters", side] => match Side::ALL.into_iter().find(|s| s.name() == side) {
+            Some(side) => {
+                waiters_side(side);
+                ExitCode::SUCCESS
+            }
+            None => usage(),
+        },
         ["memory", scenario] => match memory_scenario(scenario) {
             Some(()) => ExitCode::SUCCESS,
             None => usage(),
@@ -54,7 +72,7 @@ fn main() -> ExitCode {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: probe [repeat OPERATION N | memory {}]\noperations: {}",
+        "usage: probe [repeat OPERATION N | memory {} | waiters [latchkey|oauth2-rs]]\noperations: {}",
         SCENARIOS.join("|"),
         Operation::ALL.map(Operation::name).join(", ")
     );
@@ -194,6 +212,55 @@ fn memory_scenario(scenario: &str) -> Option<()> {
         _ => return None,
     }
     Some(())
+}
+
+/// Runs each side of the waiters' heap measurement in a child process and passes its
+/// line on.
+fn waiters() {
+    let program = std::env::current_exe().expect("this program's path");
+    for side in Side::ALL {
+        let output = std::process::Command::new(&program)
+            .args(["waiters", side.name()])
+            .output()
+            .expect("the probe runs");
+        assert!(output.status.success(), "waiters {} failed", side.name());
+        print!("{}", String::from_utf8_lossy(&output.stdout));
+    }
+}
+
+/// One side of the waiters' heap measurement: the endpoint answers the refresh after
+/// 300 ms; 150 ms after the callers were spawned, every one of them is waiting.
+fn waiters_side(side: Side) {
+    let mut region = None;
+    let mut waiting = 0;
+    let mut total = None;
+    waiters::probe_batch(
+        side,
+        std::time::Duration::from_millis(300),
+        std::time::Duration::from_millis(150),
+        &mut |moment| match moment {
+            Moment::Start => region = Some(Region::new(GLOBAL)),
+            Moment::Waiting => {
+                waiting = region
+                    .as_ref()
+                    .map_or(0, |region| net_bytes(&region.change()));
+            }
+            Moment::Done => total = region.as_ref().map(Region::change),
+        },
+    )
+    .expect("the batch completes with one refresh");
+    let total = total.expect("the batch ended");
+    println!(
+        "{}",
+        json!({
+            "kind": "waiters",
+            "name": side.name(),
+            "callers": CALLERS,
+            "waiting_bytes": waiting,
+            "allocations": total.allocations + total.reallocations,
+            "bytes": total.bytes_allocated,
+        })
+    );
 }
 
 /// Entropy that differs in both halves for every `index`.

@@ -8,13 +8,16 @@
 //! Nothing here opens sockets, reads clocks or blocks: the driver only moves
 //! bytes.
 //!
-//! The scope is deliberately narrow: one request per connection
-//! (`connection: close` is sent), `content-length` framing for requests, and
-//! `content-length`, chunked or close-delimited bodies for responses, with a
-//! hard cap on the size of the response.
+//! The scope is deliberately narrow: one request at a time on a connection
+//! (`connection: close` is sent, or with [`write_persistent_request`] the
+//! connection may carry the next request once
+//! [`ResponseReader::reusable`] says the server kept it open; nothing is
+//! pipelined), `content-length` framing for requests, and `content-length`,
+//! chunked or close-delimited bodies for responses, with a hard cap on the
+//! size of the response.
 
 mod read;
 mod write;
 
 pub use read::{ReadError, ResponseReader};
-pub use write::{WriteError, write_request};
+pub use write::{WriteError, write_persistent_request, write_request};

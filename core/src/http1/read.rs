@@ -92,6 +92,9 @@ impl std::error::Error for ReadError {}
 pub struct ResponseReader {
     meter: Meter,
     state: State,
+    /// Set when [`read`](Self::read) returned the response and the connection may carry
+    /// another request ([`reusable`](Self::reusable)).
+    reusable: bool,
 }
 
 /// Counts consumed bytes against the cap.
@@ -254,7 +257,18 @@ impl ResponseReader {
                 limit: max_size,
             },
             state: State::Head(HeadBuf::default()),
+            reusable: false,
         }
+    }
+
+    /// Whether the connection the response came on may carry another request (RFC 9112
+    /// §9.3): the response was returned by [`read`](Self::read), so its body was framed
+    /// (`content-length` or chunked, never ended by the close), it is HTTP/1.1, its
+    /// `connection` field has no `close` option, and no byte after its end was offered (a
+    /// server sending more than it was asked for is not trusted with the next request).
+    /// `false` before the response is complete and after an error.
+    pub fn reusable(&self) -> bool {
+        self.reusable
     }
 
     /// Feeds bytes as they arrive (any split, including 1 byte at a time).
@@ -329,8 +343,12 @@ impl ResponseReader {
                         }
                     }
                 }
-                State::Body { body, framing, .. } => {
-                    feed_body(framing, body, input, &mut self.meter)?;
+                State::Body {
+                    body,
+                    framing,
+                    head,
+                } => {
+                    let surplus = feed_body(framing, body, input, &mut self.meter)?;
                     let complete = match framing {
                         Framing::Length { remaining } => *remaining == 0,
                         Framing::Chunked(chunk) => *chunk == Chunk::Done,
@@ -339,6 +357,7 @@ impl ResponseReader {
                     if !complete {
                         return Ok(None);
                     }
+                    self.reusable = surplus == 0 && persists(head);
                     return match std::mem::replace(&mut self.state, State::Done) {
                         State::Body { head, body, .. } => Ok(Some(build(head, body))),
                         _ => Err(ReadError::Finished),
@@ -347,6 +366,22 @@ impl ResponseReader {
             }
         }
     }
+}
+
+/// Whether a complete, framed response leaves its connection open: HTTP/1.1 without a
+/// `close` connection option.
+fn persists(head: &Head) -> bool {
+    head.version == Version::HTTP_11
+        && !head
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|value| {
+                value
+                    .as_bytes()
+                    .split(|&b| b == b',')
+                    .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"))
+            })
 }
 
 /// Builds the returned response.
@@ -510,19 +545,19 @@ fn feed_body(
     body: &mut Vec<u8>,
     input: &[u8],
     meter: &mut Meter,
-) -> Result<(), ReadError> {
+) -> Result<usize, ReadError> {
     match framing {
         Framing::Length { remaining } => {
-            let (data, _) = input.split_at((*remaining).min(input.len()));
+            let (data, rest) = input.split_at((*remaining).min(input.len()));
             meter.charge(data.len())?;
             body.extend_from_slice(data);
             *remaining = remaining.saturating_sub(data.len());
-            Ok(())
+            Ok(rest.len())
         }
         Framing::Close => {
             meter.charge(input.len())?;
             body.extend_from_slice(input);
-            Ok(())
+            Ok(0)
         }
         Framing::Chunked(chunk) => feed_chunked(chunk, body, input, meter),
     }
@@ -539,14 +574,14 @@ fn feed_chunked(
     body: &mut Vec<u8>,
     mut input: &[u8],
     meter: &mut Meter,
-) -> Result<(), ReadError> {
+) -> Result<usize, ReadError> {
     loop {
         if *chunk == Chunk::Done {
-            return Ok(());
+            return Ok(input.len());
         }
         if let Chunk::Data { remaining } = *chunk {
             if input.is_empty() {
-                return Ok(());
+                return Ok(0);
             }
             let (data, rest) = input.split_at(remaining.min(input.len()));
             meter.charge(data.len())?;
@@ -561,7 +596,7 @@ fn feed_chunked(
             continue;
         }
         let Some((&b, rest)) = input.split_first() else {
-            return Ok(());
+            return Ok(0);
         };
         input = rest;
         meter.charge(1)?;
@@ -1308,5 +1343,92 @@ HTTP/1.1 404 Not Found\r\ncontent-length: 1\r\n\r\n!",
             ],
             "{seen:?}"
         );
+    }
+
+    /// Whether the connection may carry another request after `input` was read in one go.
+    fn reusable_after(input: &[u8]) -> bool {
+        let mut reader = ResponseReader::new(1 << 16);
+        assert!(!reader.reusable(), "nothing read yet");
+        match reader.read(input) {
+            Ok(Some(_)) => reader.reusable(),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn a_framed_http_1_1_answer_leaves_the_connection_reusable() {
+        assert!(reusable_after(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+        ));
+        assert!(reusable_after(
+            b"HTTP/1.1 400 Bad Request\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+        ));
+        assert!(reusable_after(
+            b"HTTP/1.1 204 No Content\r\nconnection: keep-alive\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn a_connection_is_not_reused_after_close_http_1_0_surplus_or_eof() {
+        // Asked to close, in any case and among other options.
+        assert!(!reusable_after(
+            b"HTTP/1.1 200 OK\r\nconnection: keep-alive, Close\r\ncontent-length: 0\r\n\r\n"
+        ));
+        assert!(!reusable_after(
+            b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n"
+        ));
+        // A byte beyond the answer: the server is not trusted with the next request.
+        assert!(!reusable_after(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}X"
+        ));
+        assert!(!reusable_after(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nHTTP/1.1"
+        ));
+        // Ended by the close.
+        let mut reader = ResponseReader::new(1 << 16);
+        assert!(matches!(
+            reader.read(b"HTTP/1.1 200 OK\r\n\r\n{}"),
+            Ok(None)
+        ));
+        assert!(reader.read_eof().is_ok());
+        assert!(!reader.reusable());
+        // Incomplete, or failed.
+        let mut reader = ResponseReader::new(1 << 16);
+        assert!(matches!(
+            reader.read(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n{}"),
+            Ok(None)
+        ));
+        assert!(!reader.reusable());
+        let mut reader = ResponseReader::new(8);
+        assert!(
+            reader
+                .read(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .is_err()
+        );
+        assert!(!reader.reusable());
+    }
+
+    #[test]
+    fn reusability_does_not_depend_on_how_the_input_is_split() {
+        let inputs: [&[u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}X",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\nX",
+        ];
+        for input in inputs {
+            let whole = reusable_after(input);
+            for split in 1..input.len() {
+                let mut reader = ResponseReader::new(1 << 16);
+                let (first, second) = input.split_at(split);
+                match reader.read(first) {
+                    // The end came in the first part: what follows is the next read's,
+                    // which the client's check before reuse sees.
+                    Ok(Some(_)) => continue,
+                    Ok(None) => assert!(matches!(reader.read(second), Ok(Some(_)))),
+                    Err(error) => panic!("split at {split}: {error}"),
+                }
+                assert_eq!(reader.reusable(), whole, "split at {split}");
+            }
+        }
     }
 }

@@ -57,6 +57,25 @@ impl std::error::Error for WriteError {}
 /// `transfer-encoding` or a `content-length` other than the body length.
 /// On error `out` is left unchanged.
 pub fn write_request(request: &Request<Vec<u8>>, out: &mut Vec<u8>) -> Result<(), WriteError> {
+    write(request, true, out)
+}
+
+/// Serializes `request` as [`write_request`] does, but for a connection that stays open
+/// for the next request: no `connection: close` is added (HTTP/1.1 connections persist
+/// unless told otherwise, RFC 9112 §9.3). Whether the server kept it open is the
+/// response's to say ([`ResponseReader::reusable`](super::ResponseReader::reusable)).
+///
+/// # Errors
+///
+/// As [`write_request`].
+pub fn write_persistent_request(
+    request: &Request<Vec<u8>>,
+    out: &mut Vec<u8>,
+) -> Result<(), WriteError> {
+    write(request, false, out)
+}
+
+fn write(request: &Request<Vec<u8>>, close: bool, out: &mut Vec<u8>) -> Result<(), WriteError> {
     let uri = request.uri();
     let authority = uri.authority().ok_or(WriteError::NoAuthority)?;
     if authority.as_str().contains('@') {
@@ -94,7 +113,7 @@ pub fn write_request(request: &Request<Vec<u8>>, out: &mut Vec<u8>) -> Result<()
     if add_length {
         write_field(out, b"content-length", body.len().to_string().as_bytes());
     }
-    if !headers.contains_key(CONNECTION) {
+    if close && !headers.contains_key(CONNECTION) {
         write_field(out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
@@ -217,6 +236,19 @@ grant_type=authorization_code&code=abc123\
             written(&request).unwrap(),
             "GET / HTTP/1.1\r\nhost: example.com\r\nconnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_persistent_request_is_the_same_bytes_without_connection_close() {
+        for (method, body) in [(Method::GET, &b""[..]), (Method::POST, &b"a=b"[..])] {
+            let request = request(method, "https://example.com/token", body);
+            let closing = written(&request).unwrap();
+            let mut out = Vec::new();
+            write_persistent_request(&request, &mut out).unwrap();
+            let persistent = String::from_utf8(out).unwrap();
+            assert_eq!(persistent, closing.replace("connection: close\r\n", ""));
+            assert!(!persistent.contains("connection"), "{persistent}");
+        }
     }
 
     #[test]

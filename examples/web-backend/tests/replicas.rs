@@ -1174,7 +1174,8 @@ struct Exchange {
 }
 
 /// A proxy in front of the provider's back channel that keeps a copy of every request and
-/// response (one per connection: latchkey's HTTP client sends one request per connection).
+/// response, one of each per connection: it adds `connection: close` to every request, and
+/// latchkey's HTTP client keeps no connection the server closes.
 struct Recorder {
     relay: Relay,
     exchanges: Arc<Mutex<Vec<Arc<Mutex<Exchange>>>>>,
@@ -1187,11 +1188,14 @@ impl Recorder {
         let exchanges: Arc<Mutex<Vec<Arc<Mutex<Exchange>>>>> = Arc::default();
         let refresh_delay: Arc<Mutex<Duration>> = Arc::default();
         let (recording, delaying) = (Arc::clone(&exchanges), Arc::clone(&refresh_delay));
-        let relay = Relay::start(move |client| {
+        let relay = Relay::start(move |mut client| {
+            // The provider is asked to close after its answer, so that the client opens a
+            // connection per request and each recorded exchange is one of them.
+            let head = close_after_answer(&read_head(&mut client));
             let exchange = Arc::new(Mutex::new(Exchange::default()));
             lock(&recording).push(Arc::clone(&exchange));
             let delay = *lock(&delaying);
-            forward(client, upstream, &[], Some(exchange), delay);
+            forward(client, upstream, &head, Some(exchange), delay);
         });
         Recorder {
             relay,
@@ -1261,6 +1265,15 @@ impl Recorder {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `head` with `connection: close` after its request line.
+fn close_after_answer(head: &[u8]) -> Vec<u8> {
+    let Some(line_end) = head.windows(2).position(|pair| pair == b"\r\n") else {
+        return head.to_vec();
+    };
+    let (line, rest) = head.split_at(line_end + 2);
+    [line, b"connection: close\r\n", rest].concat()
 }
 
 /// Reads a request's head (through the blank line), or what came before the connection

@@ -5,10 +5,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_channel::Receiver;
 use futures_lite::future;
 use latchkey::{Config, DeviceAuthorization, FlowError, FlowId, FlowOptions, Step, TokenSet};
 
+use super::mailbox::Mailbox;
 use super::{Error, Service, ServiceOptions};
 use crate::opener::Opener;
 use crate::runtime::Runtime;
@@ -54,7 +54,7 @@ pub(super) trait Canceller: Send + Sync {
 pub struct Login {
     pub(super) flow: FlowId,
     pub(super) url: Option<String>,
-    pub(super) events: Receiver<LoginEvent>,
+    pub(super) events: Mailbox,
     pub(super) service: Arc<dyn Canceller>,
 }
 
@@ -82,7 +82,7 @@ impl Login {
     /// The next thing that happens to the login; `None` after [`LoginEvent::Finished`], or
     /// when the service stopped first.
     pub async fn next_event(&self) -> Option<LoginEvent> {
-        self.events.recv().await.ok()
+        self.events.recv().await
     }
 
     /// Cancels the login; it finishes with [`FlowError::Cancelled`].

@@ -16,6 +16,7 @@
 mod bind;
 mod connection;
 mod login;
+mod mailbox;
 mod shared;
 mod timer;
 
@@ -360,7 +361,7 @@ impl<R: Runtime> Service<R> {
         entropy: Option<[u8; latchkey::ENTROPY_LEN]>,
         options: FlowOptions,
     ) -> Result<Login, Error> {
-        let (events, receiver) = async_channel::unbounded();
+        let (events, receiver) = mailbox::mailbox();
         let (flow, url, work) = self.shared.start(entropy, options, events)?;
         self.spawn_work(work);
         Ok(Login {
@@ -426,7 +427,7 @@ impl<R: Runtime> Service<R> {
     /// otherwise.
     pub async fn start_shared(&self, options: FlowOptions) -> Result<Login, Error> {
         let entropy = self.shared.runtime.entropy().map_err(Error::Io)?;
-        let (events, receiver) = async_channel::unbounded();
+        let (events, receiver) = mailbox::mailbox();
         let options = options.shared(self.shared.runtime.wall());
         let (flow, _, work) = self.shared.start(Some(entropy), options, events)?;
         // The record goes first; the URL comes out of the answer's drain.
@@ -440,9 +441,9 @@ impl<R: Runtime> Service<R> {
             }),
             None => loop {
                 match receiver.recv().await {
-                    Ok(LoginEvent::Finished(Err(error))) => break Err(Error::Flow(error)),
-                    Ok(_) => {}
-                    Err(_) => break Err(Error::Stopped),
+                    Some(LoginEvent::Finished(Err(error))) => break Err(Error::Flow(error)),
+                    Some(_) => {}
+                    None => break Err(Error::Stopped),
                 }
             },
         }

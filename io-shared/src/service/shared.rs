@@ -22,6 +22,7 @@ use latchkey::{FlowOptions, Rejection, StartError, StoreError, TakeId};
 use tracing::{Instrument, Span, debug, info, warn};
 
 use super::login::{Canceller, LoginEvent};
+use super::mailbox::Postman;
 use crate::alarm::Alarm;
 use crate::directory::FlowDirectory;
 use crate::runtime::Runtime;
@@ -46,7 +47,7 @@ struct FlowHandle {
     span: Span,
     started: Instant,
     /// Its starter's events; none for a login adopted from the flow directory.
-    events: Option<Sender<LoginEvent>>,
+    events: Option<Postman>,
     /// Callers of [`Service::complete`](super::Service::complete) waiting for its outcome.
     waiters: Vec<Sender<Result<TokenSet, FlowError>>>,
     /// A device login: its token requests are polls, not the answer to a callback.
@@ -103,8 +104,13 @@ pub(super) struct Persist {
 /// What a drain left for the task that drained it.
 #[derive(Default)]
 pub(super) struct Work {
+    /// The token request of the draining task's own login, if any: sent by that task.
     pub exchange: Option<Exchange>,
-    pub fetch: Option<Fetch>,
+    /// Token requests of other logins that fell due in the same input (device logins'
+    /// polls at one timer): each sent by a task of its own, at once.
+    pub others: Vec<Exchange>,
+    /// Several when key sets of several providers are due at once.
+    pub fetch: VecDeque<Fetch>,
     /// Several when a key set arrived for several logins at once.
     pub persist: VecDeque<Persist>,
     /// Records to take from the flow directory, for waiting callbacks.
@@ -119,10 +125,19 @@ pub(super) struct Work {
 }
 
 impl Work {
+    /// Adds a token request: the first is the draining task's, the others each get a task.
+    fn send(&mut self, exchange: Exchange) {
+        match self.exchange {
+            None => self.exchange = Some(exchange),
+            Some(_) => self.others.push(exchange),
+        }
+    }
+
     /// Whether something is left to send or store.
     pub fn has_io(&self) -> bool {
         self.exchange.is_some()
-            || self.fetch.is_some()
+            || !self.others.is_empty()
+            || !self.fetch.is_empty()
             || !self.persist.is_empty()
             || !self.takes.is_empty()
             || !self.shares.is_empty()
@@ -130,11 +145,13 @@ impl Work {
     }
 
     /// This work, following what is left of `earlier` (whose request has been taken).
-    fn after(mut self, earlier: Work) -> Work {
+    fn after(mut self, mut earlier: Work) -> Work {
         fn join<T>(mut earlier: VecDeque<T>, later: VecDeque<T>) -> VecDeque<T> {
             earlier.extend(later);
             earlier
         }
+        self.others.append(&mut earlier.others);
+        self.fetch = join(earlier.fetch, self.fetch);
         self.persist = join(earlier.persist, self.persist);
         self.takes = join(earlier.takes, self.takes);
         self.shares = join(earlier.shares, self.shares);
@@ -238,8 +255,7 @@ impl<R: Runtime> Shared<R> {
                             span
                         }
                     };
-                    debug_assert!(work.exchange.is_none(), "one exchange per input");
-                    work.exchange = Some(Exchange {
+                    work.send(Exchange {
                         exchange,
                         request,
                         span,
@@ -276,8 +292,7 @@ impl<R: Runtime> Shared<R> {
                         .get(&flow)
                         .map_or_else(Span::none, |handle| handle.span.clone());
                     span.in_scope(|| info!(endpoint = %request.uri(), "requesting a user code"));
-                    debug_assert!(work.exchange.is_none(), "one exchange per input");
-                    work.exchange = Some(Exchange {
+                    work.send(Exchange {
                         exchange,
                         request,
                         span,
@@ -299,8 +314,7 @@ impl<R: Runtime> Shared<R> {
                 }
                 Action::FetchKeys { id, request } => {
                     debug!(fetch = id.get(), uri = %request.uri(), "fetching the provider's key set");
-                    debug_assert!(work.fetch.is_none(), "one key-set fetch per input");
-                    work.fetch = Some(Fetch { id, request });
+                    work.fetch.push_back(Fetch { id, request });
                 }
                 Action::ShareFlow {
                     flow,
@@ -393,7 +407,7 @@ impl<R: Runtime> Shared<R> {
         &self,
         entropy: Option<[u8; latchkey::ENTROPY_LEN]>,
         options: FlowOptions,
-        events: Sender<LoginEvent>,
+        events: Postman,
     ) -> Result<(FlowId, Option<String>, Work), super::Error> {
         let now = self.runtime.now();
         let mut state = self.lock();
@@ -516,12 +530,21 @@ impl<R: Runtime> Shared<R> {
     /// answer (if any) is left. While a token request is in flight, an answer arriving in
     /// `me`'s mailbox (the login was cancelled) ends the wait.
     pub async fn carry_out(
-        &self,
+        self: &Arc<Self>,
         me: Option<ConnId>,
         mut work: Work,
         mailbox: Option<&Receiver<ConnCommand>>,
     ) -> Option<ConnCommand> {
         loop {
+            for other in std::mem::take(&mut work.others) {
+                spawn_work(
+                    self,
+                    Work {
+                        exchange: Some(other),
+                        ..Work::default()
+                    },
+                );
+            }
             if let Some(Exchange {
                 exchange,
                 request,
@@ -555,7 +578,7 @@ impl<R: Runtime> Shared<R> {
                 work = next.after(work);
                 continue;
             }
-            if let Some(Fetch { id, request }) = work.fetch.take() {
+            if let Some(Fetch { id, request }) = work.fetch.pop_front() {
                 // Not abandoned when this login ends meanwhile: other logins may wait for
                 // the same keys, and the answer fills the engine's cache.
                 let result = self
@@ -810,7 +833,7 @@ fn notify<R: Runtime>(state: &State<R>, flow: FlowId, event: LoginEvent) -> Span
     match state.flows.get(&flow) {
         Some(handle) => {
             if let Some(events) = &handle.events {
-                let _ = events.try_send(event);
+                events.post(event);
             }
             handle.span.clone()
         }
@@ -841,8 +864,8 @@ fn finish<R: Runtime>(
     }
     if let Some(events) = handle.events {
         if result.is_ok() {
-            let _ = events.try_send(LoginEvent::Stored);
+            events.post(LoginEvent::Stored);
         }
-        let _ = events.try_send(LoginEvent::Finished(result));
+        events.post(LoginEvent::Finished(result));
     }
 }
