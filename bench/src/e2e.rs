@@ -125,6 +125,7 @@ impl Server {
         };
         let mut child = command
             .args(["serve", target.arg(), token_url])
+            .envs(target.environment().iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -356,7 +357,7 @@ pub struct Run {
 
 /// Runs `plan` against every target, each served by `program serve TARGET TOKEN_URL` (the
 /// `latchkey-bench` binary); `progress` hears what is going on. `LATCHKEY_BENCH_ONLY=tokio,floor`
-/// (any of `smol`, `tokio`, `oauth2`, `floor`) runs only those targets, for profiling;
+/// (any of `smol`, `smol2`, `tokio`, `oauth2`, `floor`) runs only those targets, for profiling;
 /// `LATCHKEY_BENCH_WRAP` names a command each server runs under (a profiler).
 pub fn run(plan: Plan, program: &Path, progress: &mut dyn FnMut(&str)) -> std::io::Result<Run> {
     let endpoint = TokenEndpoint::start()?;

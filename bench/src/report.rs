@@ -611,7 +611,7 @@ impl Report {
         }
         let floor = self.e2e(Target::Floor);
         let baseline = self.e2e(Target::Oauth2);
-        for target in [Target::Smol, Target::Tokio] {
+        for target in [Target::Smol, Target::SmolThreads, Target::Tokio] {
             let Some(ours) = self.e2e(target) else {
                 continue;
             };

@@ -32,8 +32,11 @@ use crate::fixtures::{self, LANDING, SCOPES};
 /// A contender in the end-to-end measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
-    /// latchkey on smol.
+    /// latchkey on smol, on smol's one executor thread (its default).
     Smol,
+    /// latchkey on smol with the global executor on two threads (`SMOL_THREADS=2`), as a
+    /// smol program serving many users at once runs it.
+    SmolThreads,
     /// latchkey on tokio.
     Tokio,
     /// oauth2-rs 5 with reqwest, behind a small axum callback server.
@@ -43,13 +46,29 @@ pub enum Target {
 }
 
 impl Target {
+    /// The environment its server process runs with.
+    pub fn environment(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            // Read by smol when its global executor starts.
+            Target::SmolThreads => &[("SMOL_THREADS", "2")],
+            _ => &[],
+        }
+    }
+
     /// Every target, in the order a round runs them.
-    pub const ALL: [Target; 4] = [Target::Smol, Target::Tokio, Target::Oauth2, Target::Floor];
+    pub const ALL: [Target; 5] = [
+        Target::Smol,
+        Target::SmolThreads,
+        Target::Tokio,
+        Target::Oauth2,
+        Target::Floor,
+    ];
 
     /// The name on the command line and in the report.
     pub fn name(self) -> &'static str {
         match self {
             Target::Smol => "latchkey-smol",
+            Target::SmolThreads => "latchkey-smol, 2 threads",
             Target::Tokio => "latchkey-tokio",
             Target::Oauth2 => "oauth2-rs + axum",
             Target::Floor => "floor (axum + reqwest)",
@@ -60,6 +79,7 @@ impl Target {
     pub fn arg(self) -> &'static str {
         match self {
             Target::Smol => "smol",
+            Target::SmolThreads => "smol2",
             Target::Tokio => "tokio",
             Target::Oauth2 => "oauth2",
             Target::Floor => "floor",
@@ -182,7 +202,7 @@ pub fn serve(target: Target, token_url: &str) -> std::io::Result<()> {
     let listener = listener()?;
     let port = listener.local_addr()?.port();
     match target {
-        Target::Smol => serve_smol(listener, port, token_url),
+        Target::Smol | Target::SmolThreads => serve_smol(listener, port, token_url),
         Target::Tokio => serve_tokio(listener, port, token_url),
         Target::Oauth2 => serve_oauth2(listener, port, token_url),
         Target::Floor => serve_floor(listener, port, token_url),
