@@ -9,6 +9,9 @@
 //!   bytes come whole, one byte at a time, or cut at a point derived from the input;
 //! - nothing larger than the cap (64 KiB) is accepted, and a reader with a small cap either
 //!   refuses or returns the same response;
+//! - a response that leaves the connection reusable (HTTP/1.1 keep-alive) is HTTP/1.1, ends
+//!   exactly at the last byte, and is reusable read byte by byte too; one ended by the close
+//!   never is;
 //! - given the response, the flow either persists tokens (and, once stored, finishes `Ok`
 //!   and answers the browser) or finishes with an error and answers the browser; every page
 //!   carries the S28 headers.
@@ -80,6 +83,24 @@ fn read<'a>(cap: usize, pieces: impl IntoIterator<Item = &'a [u8]>) -> Outcome {
     outcome(reader.read_eof())
 }
 
+/// A response that leaves its connection reusable is HTTP/1.1, ends exactly at the last
+/// byte (nothing after it), and is found reusable however the bytes arrive.
+fn reusable_however_split(data: &[u8], response: &http::Response<Vec<u8>>) {
+    assert_eq!(response.version(), http::Version::HTTP_11);
+    let mut reader = ResponseReader::new(CAP);
+    let last = data.len().saturating_sub(1);
+    for (index, byte) in data.chunks(1).enumerate() {
+        match reader.read(byte) {
+            Ok(None) => assert!(index < last, "complete only after the last byte"),
+            Ok(Some(_)) => {
+                assert_eq!(index, last, "a reusable answer ends at the last byte");
+                assert!(reader.reusable(), "reusable whole, not byte by byte");
+            }
+            Err(error) => panic!("whole it read, byte by byte it failed: {error}"),
+        }
+    }
+}
+
 fn consumed_at_least((_, _, headers, body): &Summary) -> usize {
     body.len()
         + headers
@@ -117,9 +138,17 @@ fuzz_target!(|data: &[u8]| {
     // The engine's side: read once more, since the outcome above is only a summary.
     let mut reader = ResponseReader::new(CAP);
     let response = match reader.read(data) {
-        Ok(Some(response)) => response,
+        Ok(Some(response)) => {
+            if reader.reusable() {
+                reusable_however_split(data, &response);
+            }
+            response
+        }
         Ok(None) => match reader.read_eof() {
-            Ok(response) => response,
+            Ok(response) => {
+                assert!(!reader.reusable(), "a body ended by the close ends its connection");
+                response
+            }
             Err(_) => return,
         },
         Err(_) => return,
