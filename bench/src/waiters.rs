@@ -89,33 +89,7 @@ pub struct WaitersResult {
 
 /// Runs `rounds` batches of [`CALLERS`] callers per side.
 pub fn measure(rounds: usize, progress: &mut dyn FnMut(&str)) -> Result<WaitersResult, Error> {
-    let endpoint = LocalEndpoint::start(EndpointOptions {
-        pending: 0,
-        refresh_delay: REFRESH_DELAY,
-    })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let transport = Transport::Builtin(HttpClient::new(HttpOptions {
-        proxy: Proxy::none(),
-        ..HttpOptions::default()
-    })?);
-    let client = Arc::new(fixtures::oauth2_client(
-        &endpoint.token_url,
-        fixtures::REDIRECT.1,
-    ));
-    let http = oauth2::reqwest::Client::builder()
-        .redirect(oauth2::reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()?;
-    let sides = Sides {
-        runtime: &runtime,
-        endpoint: &endpoint,
-        transport: &transport,
-        client: &client,
-        http: &http,
-    };
+    let sides = Sides::start(REFRESH_DELAY)?;
     let mut result = WaitersResult {
         callers: CALLERS,
         ..WaitersResult::default()
@@ -178,33 +152,14 @@ pub fn probe_batch(
     settle: Duration,
     at: &mut dyn FnMut(Moment),
 ) -> Result<(), Error> {
-    let endpoint = LocalEndpoint::start(EndpointOptions {
-        pending: 0,
-        refresh_delay: delay,
-    })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let transport = Transport::Builtin(HttpClient::new(HttpOptions {
-        proxy: Proxy::none(),
-        ..HttpOptions::default()
-    })?);
-    let client = Arc::new(fixtures::oauth2_client(
-        &endpoint.token_url,
-        fixtures::REDIRECT.1,
-    ));
-    let http = oauth2::reqwest::Client::builder()
-        .redirect(oauth2::reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()?;
-    let sides = Sides {
-        runtime: &runtime,
-        endpoint: &endpoint,
-        transport: &transport,
-        client: &client,
-        http: &http,
-    };
+    let sides = Sides::start(delay)?;
+    let Sides {
+        runtime,
+        endpoint,
+        transport,
+        client,
+        http,
+    } = &sides;
     match side {
         Side::Latchkey => sides.latchkey(10)?,
         Side::Oauth2 => sides.oauth2(10)?,
@@ -235,7 +190,7 @@ pub fn probe_batch(
                 }
                 Side::Oauth2 => {
                     let (cache, client, http) =
-                        (Arc::clone(&cache), Arc::clone(&client), http.clone());
+                        (Arc::clone(&cache), Arc::clone(client), http.clone());
                     tokio::spawn(
                         async move { oauth2_tokens(&cache, &client, &http).await.map(drop) },
                     )
@@ -264,12 +219,46 @@ pub fn expired_tokens() -> TokenSet {
         .with_expires_at(SystemTime::now() - Duration::from_secs(3600))
 }
 
-struct Sides<'a> {
-    runtime: &'a tokio::runtime::Runtime,
-    endpoint: &'a LocalEndpoint,
-    transport: &'a Transport,
-    client: &'a Arc<Oauth2Client>,
-    http: &'a oauth2::reqwest::Client,
+/// Both contenders' clients, the runtime they run on and the token endpoint they ask.
+struct Sides {
+    runtime: tokio::runtime::Runtime,
+    endpoint: LocalEndpoint,
+    transport: Transport,
+    client: Arc<Oauth2Client>,
+    http: oauth2::reqwest::Client,
+}
+
+impl Sides {
+    /// With a token endpoint that answers refreshes after `delay`.
+    fn start(delay: Duration) -> Result<Sides, Error> {
+        let endpoint = LocalEndpoint::start(EndpointOptions {
+            pending: 0,
+            refresh_delay: delay,
+        })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let transport = Transport::Builtin(HttpClient::new(HttpOptions {
+            proxy: Proxy::none(),
+            ..HttpOptions::default()
+        })?);
+        let client = Arc::new(fixtures::oauth2_client(
+            &endpoint.token_url,
+            fixtures::REDIRECT.1,
+        ));
+        let http = oauth2::reqwest::Client::builder()
+            .redirect(oauth2::reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()?;
+        Ok(Sides {
+            runtime,
+            endpoint,
+            transport,
+            client,
+            http,
+        })
+    }
 }
 
 /// What oauth2-rs's caller keeps: the tokens, the refresh token, and until when the
@@ -291,7 +280,7 @@ impl Cached {
     }
 }
 
-impl Sides<'_> {
+impl Sides {
     /// One batch through latchkey.
     fn latchkey(&self, callers: usize) -> Result<Batch, Error> {
         let store = Arc::new(MemoryStore::default());
@@ -324,7 +313,7 @@ impl Sides<'_> {
             || {
                 let (cache, client, http) = (
                     Arc::clone(&cache),
-                    Arc::clone(self.client),
+                    Arc::clone(&self.client),
                     self.http.clone(),
                 );
                 async move {
