@@ -13,9 +13,8 @@
 //! started 250 ms after the previous one or at once when it fails, the first connection
 //! made winning. Through an HTTPS proxy, the `CONNECT` reply is read in chunks and any bytes
 //! after its head are handed on to the tunnel. TLS is `futures-rustls` over the connection.
-//! The request is written with [`latchkey::http1::write_request`] and the response read with
-//! [`ResponseReader`] (length-delimited, chunked or close-delimited).
-//!
+//! The request is written with [`latchkey::http1::write_persistent_request`] and the
+//! response read with [`ResponseReader`] (length-delimited, chunked or close-delimited).
 //!
 //! Connections persist (RFC 9112 §9.3): after a response the server kept open (framed,
 //! HTTP/1.1, no `connection: close`, nothing sent beyond it), the connection waits for the
@@ -27,6 +26,8 @@
 //! answer arrives (the server closed it at that very moment) is sent once more on a new
 //! one. Only connections that answered whole are kept, so no response can be read by the
 //! wrong request, and a connection is only ever reused for the host it was verified for.
+//! Expired connections are closed when the client next sends or keeps one, or when it is
+//! dropped: a client left unused holds at most `max_idle` sockets meanwhile.
 //!
 //! A program without an async runtime sends a request with, for example,
 //! `smol::block_on(client.send_on(&latchkey_smol::Smol, &request))`.
