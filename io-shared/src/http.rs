@@ -304,13 +304,13 @@ impl HttpClient {
         if !reusable || lifetime.is_zero() || self.options.max_idle == 0 {
             return;
         }
-        let Some(until) = runtime.now().checked_add(lifetime) else {
+        let now = runtime.now();
+        let Some(until) = now.checked_add(lifetime) else {
             return;
         };
         // Expired ones are dropped here and when a request looks for one: a client left
         // unused keeps at most `max_idle` sockets until it is used again or dropped.
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = runtime.now();
         idle.retain(|kept| kept.until > now);
         if idle.len() >= self.options.max_idle {
             // The one kept longest goes: the newest is the likeliest to be open still.

@@ -11,14 +11,14 @@ use super::login::LoginEvent;
 
 /// The events of one login, with their two ends.
 pub(super) fn mailbox() -> (Postman, Mailbox) {
-    let shared = Arc::new(Shared {
+    let slot = Arc::new(Slot {
         inbox: Mutex::new(Inbox::default()),
         posted: Event::new(),
     });
-    (Postman(Arc::clone(&shared)), Mailbox(shared))
+    (Postman(Arc::clone(&slot)), Mailbox(slot))
 }
 
-struct Shared {
+struct Slot {
     inbox: Mutex<Inbox>,
     posted: Event,
 }
@@ -30,14 +30,14 @@ struct Inbox {
     closed: bool,
 }
 
-impl Shared {
+impl Slot {
     fn inbox(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// The service's end: posts events; dropping it tells the starter that no more come.
-pub(super) struct Postman(Arc<Shared>);
+pub(super) struct Postman(Arc<Slot>);
 
 impl Postman {
     /// Queues `event` (never waits) and wakes whoever awaits the login.
@@ -55,7 +55,7 @@ impl Drop for Postman {
 }
 
 /// The starter's end.
-pub(super) struct Mailbox(Arc<Shared>);
+pub(super) struct Mailbox(Arc<Slot>);
 
 impl Mailbox {
     /// The next event in order; `None` once they are all taken and the postman is gone.
@@ -129,9 +129,9 @@ mod tests {
     fn a_mailbox_is_small() {
         // The point of it: a pending login's events cost about a hundred bytes.
         assert!(
-            std::mem::size_of::<Shared>() <= 96,
+            std::mem::size_of::<Slot>() <= 96,
             "{}",
-            std::mem::size_of::<Shared>()
+            std::mem::size_of::<Slot>()
         );
     }
 }
