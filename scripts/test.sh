@@ -2,6 +2,8 @@
 # Runs every check and test of the workspace. The README's test command; CI runs it too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One full run builds every crate once: incremental caches would only take disk space.
+export CARGO_INCREMENTAL=0
 
 step() { printf '\n== %s\n' "$*"; }
 
