@@ -310,6 +310,16 @@
 //! ([`ProviderBuilder::crypto`]); the [`oidc`] module has the rules and an example with
 //! literal bytes.
 //!
+//! ## Keys that sign for the client: [`keys`] and [`dpop`]
+//!
+//! [`keys::PrivateKey`] reads a key file (PEM, a private JWK or DER) and refuses weak or
+//! mismatched keys at configuration time (S63); a [`keys::Signer`] is the key loaded by the
+//! [`CryptoProvider`](crypto::CryptoProvider), which signs and supplies randomness as
+//! well as verifying. A signer makes `private_key_jwt` client assertions (RFC 7523) and,
+//! through [`dpop::Proof`], DPoP proofs (RFC 9449) for any request: method, URI without
+//! query or fragment, time, a fresh `jti`, the provider's nonce and the hash of the token
+//! presented (S61). Both modules have examples with literal bytes.
+//!
 //! ## Well-known providers
 //!
 //! [`presets`] describes Google, GitHub, Microsoft Entra, Okta, Auth0, Keycloak and GitLab:
@@ -393,15 +403,19 @@ macro_rules! id_type {
 
 mod callback;
 mod config;
+pub mod crypto;
+mod der;
 pub mod device;
 pub mod directory;
 pub mod discovery;
+pub mod dpop;
 mod engine;
 mod error;
 mod exchange;
 mod form;
 mod grammar;
 pub mod http1;
+pub mod keys;
 mod machine;
 pub mod oidc;
 mod pages;

@@ -10,11 +10,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
-use super::crypto::{Algorithm, CryptoProvider, PublicKey, SignatureError};
 use super::error::IdTokenError;
 use super::json::numeric_date;
 use super::jwk::KeySet;
 use super::jws::Jws;
+use crate::crypto::{Algorithm, CryptoProvider, PublicKey, SignatureError};
 
 /// Who signed in: the claims of an ID token that passed every check.
 ///

@@ -5,9 +5,9 @@ use serde_json::{Map, Value, json};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::crypto::{Algorithm, Curve, PublicKey};
 use super::error::{IdTokenError, KeySetError};
 use super::jws::decode;
+use crate::crypto::{Algorithm, Curve, PublicKey};
 
 /// The largest key-set body read.
 pub const MAX_KEY_SET_BYTES: usize = 256 * 1024;

@@ -7,9 +7,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
-use super::crypto::Algorithm;
 use super::error::IdTokenError;
 use super::json;
+use crate::crypto::Algorithm;
 
 /// The longest ID token read: generous for tokens full of group claims, small enough that
 /// a hostile token costs little.

@@ -104,19 +104,19 @@
 
 mod cache;
 mod claims;
-mod crypto;
 mod error;
 mod json;
 mod jwk;
 mod jws;
 mod userinfo;
 
+pub use crate::crypto::{Algorithm, CryptoProvider, Curve, PublicKey, SignatureError};
 pub(crate) use cache::{KeyCache, Lookup};
 pub use cache::{MAX_AGE, REFETCH_INTERVAL};
 pub(crate) use claims::issuer_matches;
 pub use claims::{Expected, IdTokenPolicy, Identity};
-pub use crypto::{Algorithm, CryptoProvider, Curve, PublicKey, SignatureError};
 pub use error::{IdTokenError, KeySetError};
+pub(crate) use json::unique_object;
 pub use jwk::{Jwk, KeySet, MAX_KEY_SET_BYTES, MAX_KEYS};
 pub use userinfo::{UserInfoError, read_userinfo, userinfo_request};
 

@@ -1,7 +1,13 @@
-//! The signature-verification interface: latchkey decides *which* key and algorithm may
-//! check a token; a [`CryptoProvider`] does the arithmetic.
+//! The crypto interface, as rustls takes a `CryptoProvider`: latchkey decides *which* key
+//! and algorithm may check a token, what a client assertion or DPoP proof says and when one
+//! is made; a [`CryptoProvider`] does the arithmetic and supplies the randomness.
+//!
+//! `latchkey-io` ships one on `ring` (`latchkey_io::crypto::ring()`).
 
 use std::fmt;
+use std::sync::Arc;
+
+use crate::keys::PrivateKey;
 
 /// A JWS signature algorithm latchkey accepts for ID tokens (RFC 7518 §3, RFC 8037 §3.1).
 ///
@@ -216,13 +222,18 @@ impl fmt::Display for SignatureError {
 
 impl std::error::Error for SignatureError {}
 
-/// Signature verification for ID tokens, supplied by the application, as rustls takes a
+/// Signatures and randomness, supplied by the application, as rustls takes a
 /// `CryptoProvider`. The core chooses the algorithm and key and checks everything else;
-/// an implementation only answers whether `signature` over `message` verifies.
+/// an implementation answers whether a signature verifies, makes signatures with keys it
+/// loaded, makes new key pairs and fills buffers from a secure random source.
 ///
 /// `latchkey-io` ships one on `ring` (`latchkey_io::crypto::ring()`), which the drivers use.
 /// An implementation must be a real verification with the exact algorithm named: no
 /// fallback to another algorithm, no acceptance of an empty signature.
+///
+/// Only [`verify`](CryptoProvider::verify) is required: a provider without the signing
+/// methods verifies ID tokens and answers [`SignatureError::Unsupported`] when asked for
+/// client assertions or DPoP proofs, which configuration then refuses.
 pub trait CryptoProvider: fmt::Debug + Send + Sync {
     /// Checks `signature` over `message` (the JWS signing input) with `key` under
     /// `algorithm`. The key's type always fits the algorithm (RSA for `RS*`/`PS*`, the
@@ -235,4 +246,39 @@ pub trait CryptoProvider: fmt::Debug + Send + Sync {
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), SignatureError>;
+
+    /// Loads `key` to sign with [`PrivateKey::algorithm`]. The key's type fits the
+    /// algorithm (latchkey checked its PKCS#8 structure); the provider checks the key
+    /// itself and refuses one it cannot use.
+    fn signing_key(&self, key: &PrivateKey) -> Result<Arc<dyn SigningKey>, SignatureError> {
+        let _ = key;
+        Err(SignatureError::Unsupported)
+    }
+
+    /// A new key pair for `algorithm` (latchkey asks for `ES256` or `EdDSA`), from the
+    /// provider's secure random source, as PKCS#8 for [`PrivateKey::from_pkcs8_der`].
+    fn generate_key(&self, algorithm: Algorithm) -> Result<Vec<u8>, SignatureError> {
+        let _ = algorithm;
+        Err(SignatureError::Unsupported)
+    }
+
+    /// Fills `bytes` from a cryptographically secure random source (the unique `jti` of
+    /// every assertion and proof).
+    fn fill_random(&self, bytes: &mut [u8]) -> Result<(), SignatureError> {
+        let _ = bytes;
+        Err(SignatureError::Unsupported)
+    }
+}
+
+/// A private key a [`CryptoProvider`] loaded: it signs, and tells its public half.
+pub trait SigningKey: fmt::Debug + Send + Sync {
+    /// The algorithm every signature is made with.
+    fn algorithm(&self) -> Algorithm;
+
+    /// The public key, for the `jwk` header of DPoP proofs and its thumbprint.
+    fn public_key(&self) -> &PublicKey;
+
+    /// Signs `message` (a JWS signing input) with the key's algorithm: for ECDSA the
+    /// fixed-length `r || s` form of RFC 7518 §3.4.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignatureError>;
 }

@@ -1,0 +1,453 @@
+//! Keys that sign for the client, client assertions (RFC 7523) and DPoP proofs (RFC 9449),
+//! checked by an independent verifier: `ring` through its verification interface, on key
+//! files OpenSSL made (`tests/vectors/keys/make.sh`).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use latchkey::crypto::{Algorithm, CryptoProvider, Curve, PublicKey, SignatureError, SigningKey};
+use latchkey::dpop::{Proof, ProofError};
+use latchkey::keys::{self, KeyError, KeyType, PrivateKey, Signer};
+use serde_json::{Map, Value};
+
+fn key_file(name: &str) -> Vec<u8> {
+    let path = format!("{}/vectors/keys/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
+}
+
+fn ring() -> Arc<dyn CryptoProvider> {
+    latchkey_io::crypto::ring()
+}
+
+fn signer(name: &str) -> Signer {
+    let key = PrivateKey::parse(&key_file(name)).unwrap_or_else(|error| panic!("{name}: {error}"));
+    Signer::new(key, ring()).unwrap_or_else(|error| panic!("{name}: {error}"))
+}
+
+/// A compact JWS taken apart and its signature checked with `key` by ring.
+struct Checked {
+    header: Map<String, Value>,
+    claims: Map<String, Value>,
+}
+
+fn check(token: &str, key: &PublicKey) -> Checked {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "{token}");
+    let json = |part: &str| -> Map<String, Value> {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("JSON")
+    };
+    let header = json(parts[0]);
+    let algorithm = Algorithm::from_name(header["alg"].as_str().expect("alg")).expect("known alg");
+    let signature = URL_SAFE_NO_PAD.decode(parts[2]).expect("signature");
+    let input = &token[..parts[0].len() + 1 + parts[1].len()];
+    ring()
+        .verify(algorithm, key, input.as_bytes(), &signature)
+        .unwrap_or_else(|error| panic!("{algorithm}: {error}"));
+    Checked {
+        header,
+        claims: json(parts[1]),
+    }
+}
+
+/// The public key in a DPoP proof's `jwk` header, read back.
+fn header_key(jwk: &Value) -> PublicKey {
+    let bytes = |name: &str| URL_SAFE_NO_PAD.decode(jwk[name].as_str().unwrap()).unwrap();
+    match jwk["kty"].as_str().unwrap() {
+        "EC" => PublicKey::Ec {
+            curve: match jwk["crv"].as_str().unwrap() {
+                "P-256" => Curve::P256,
+                _ => Curve::P384,
+            },
+            x: bytes("x"),
+            y: bytes("y"),
+        },
+        "OKP" => PublicKey::Ed25519(bytes("x").try_into().unwrap()),
+        _ => PublicKey::Rsa {
+            n: bytes("n"),
+            e: bytes("e"),
+        },
+    }
+}
+
+const AT: u64 = 1_767_225_600;
+
+fn at() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(AT)
+}
+
+#[test]
+fn every_key_file_form_loads_and_signs_what_an_independent_verifier_accepts() {
+    for (file, key_type, algorithm) in [
+        (
+            "rsa2048.pkcs8.pem",
+            KeyType::Rsa { bits: 2048 },
+            Algorithm::RS256,
+        ),
+        (
+            "rsa2048.pkcs1.pem",
+            KeyType::Rsa { bits: 2048 },
+            Algorithm::RS256,
+        ),
+        (
+            "rsa2048.pkcs8.der",
+            KeyType::Rsa { bits: 2048 },
+            Algorithm::RS256,
+        ),
+        (
+            "rsa2048.pkcs1.der",
+            KeyType::Rsa { bits: 2048 },
+            Algorithm::RS256,
+        ),
+        (
+            "rsa2048.jwk.json",
+            KeyType::Rsa { bits: 2048 },
+            Algorithm::RS256,
+        ),
+        ("p256.sec1.pem", KeyType::Ec(Curve::P256), Algorithm::ES256),
+        ("p256.sec1.der", KeyType::Ec(Curve::P256), Algorithm::ES256),
+        ("p256.pkcs8.pem", KeyType::Ec(Curve::P256), Algorithm::ES256),
+        ("p256.jwk.json", KeyType::Ec(Curve::P256), Algorithm::ES256),
+        ("p384.pkcs8.pem", KeyType::Ec(Curve::P384), Algorithm::ES384),
+        ("ed25519.pkcs8.pem", KeyType::Ed25519, Algorithm::EdDSA),
+    ] {
+        let key = PrivateKey::parse(&key_file(file)).unwrap();
+        assert_eq!(
+            (key.key_type(), key.algorithm()),
+            (key_type, algorithm),
+            "{file}"
+        );
+        let signer = Signer::new(key, ring()).unwrap_or_else(|error| panic!("{file}: {error}"));
+        let assertion = signer
+            .client_assertion("cli", "https://idp.example", at())
+            .unwrap();
+        let checked = check(&assertion, signer.public_key());
+        assert_eq!(checked.header["alg"], algorithm.name(), "{file}");
+    }
+}
+
+#[test]
+fn an_rsa_key_signs_pss_when_asked() {
+    let key = PrivateKey::parse(&key_file("rsa2048.pkcs8.pem"))
+        .unwrap()
+        .with_algorithm(Algorithm::PS256)
+        .unwrap();
+    let signer = Signer::new(key, ring()).unwrap();
+    let assertion = signer
+        .client_assertion("cli", "https://idp.example", at())
+        .unwrap();
+    assert_eq!(
+        check(&assertion, signer.public_key()).header["alg"],
+        "PS256"
+    );
+}
+
+#[test]
+fn the_forms_of_one_key_are_one_key() {
+    let thumbprints = |files: &[&str]| -> Vec<String> {
+        files
+            .iter()
+            .map(|file| signer(file).thumbprint().to_owned())
+            .collect()
+    };
+    let rsa = thumbprints(&[
+        "rsa2048.pkcs8.pem",
+        "rsa2048.pkcs1.pem",
+        "rsa2048.pkcs8.der",
+        "rsa2048.pkcs1.der",
+        "rsa2048.jwk.json",
+    ]);
+    assert!(rsa.windows(2).all(|pair| pair[0] == pair[1]), "{rsa:?}");
+    let ec = thumbprints(&[
+        "p256.sec1.pem",
+        "p256.sec1.der",
+        "p256.pkcs8.pem",
+        "p256.jwk.json",
+    ]);
+    assert!(ec.windows(2).all(|pair| pair[0] == pair[1]), "{ec:?}");
+    assert_ne!(rsa[0], ec[0]);
+    // The JWK's kid names the key in assertions.
+    let assertion = signer("p256.jwk.json")
+        .client_assertion("cli", "https://idp.example", at())
+        .unwrap();
+    let checked = check(&assertion, signer("p256.pkcs8.pem").public_key());
+    assert_eq!(checked.header.get("kid"), Some(&Value::from("ec-1")));
+}
+
+#[test]
+fn s63_weak_or_mismatched_keys_are_configuration_errors() {
+    let parse = |file: &str| PrivateKey::parse(&key_file(file)).map(|_| ()).unwrap_err();
+    assert_eq!(parse("rsa1024.pkcs8.pem"), KeyError::WeakKey { bits: 1024 });
+    assert!(matches!(
+        parse("p521.pkcs8.pem"),
+        KeyError::UnsupportedType(_)
+    ));
+    assert!(matches!(
+        parse("x25519.pkcs8.pem"),
+        KeyError::UnsupportedType(_)
+    ));
+    assert!(matches!(
+        parse("rsapss.pkcs8.pem"),
+        KeyError::UnsupportedType(_)
+    ));
+    assert_eq!(parse("p256.encrypted.pem"), KeyError::Encrypted);
+    assert_eq!(parse("p256.public.pem"), KeyError::PublicOnly);
+
+    let jwk = |edit: &dyn Fn(&mut Map<String, Value>)| {
+        let mut object: Map<String, Value> =
+            serde_json::from_slice(&key_file("p256.jwk.json")).unwrap();
+        edit(&mut object);
+        PrivateKey::parse(&serde_json::to_vec(&object).unwrap())
+            .and_then(|key| Signer::new(key, ring()))
+            .map(|_| ())
+            .unwrap_err()
+    };
+    assert_eq!(
+        jwk(&|o| {
+            o.insert("alg".into(), "HS256".into());
+        }),
+        KeyError::WeakAlgorithm("HS256".into())
+    );
+    assert_eq!(
+        jwk(&|o| {
+            o.insert("alg".into(), "none".into());
+        }),
+        KeyError::WeakAlgorithm("none".into())
+    );
+    assert_eq!(
+        jwk(&|o| {
+            o.insert("alg".into(), "RS256".into());
+        }),
+        KeyError::AlgorithmMismatch {
+            key: KeyType::Ec(Curve::P256),
+            algorithm: Algorithm::RS256
+        }
+    );
+    assert_eq!(
+        jwk(&|o| {
+            o.remove("d");
+        }),
+        KeyError::PublicOnly
+    );
+    assert_eq!(
+        jwk(&|o| {
+            o.insert("use".into(), "enc".into());
+        }),
+        KeyError::NotForSigning
+    );
+    assert!(matches!(
+        jwk(&|o| {
+            o.insert("crv".into(), "P-521".into());
+        }),
+        KeyError::UnsupportedType(_)
+    ));
+    // A public point that is not the private key's: ring refuses the pair.
+    assert!(matches!(
+        jwk(&|o| {
+            let y = o["y"].as_str().unwrap().replace('r', "s");
+            o.insert("y".into(), y.into());
+        }),
+        KeyError::Provider(_) | KeyError::Malformed(_)
+    ));
+    assert_eq!(
+        PrivateKey::parse(br#"{"kty":"oct","k":"c2VjcmV0"}"#).unwrap_err(),
+        KeyError::SharedSecret
+    );
+    // An Ed25519 JWK whose x is not its d's: refused before anything is signed.
+    let ed25519 = br#"{"kty":"OKP","crv":"Ed25519",
+        "d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A",
+        "x":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#;
+    let key = PrivateKey::parse(ed25519).unwrap();
+    assert_eq!(
+        Signer::new(key, ring()).unwrap_err(),
+        KeyError::PublicKeyMismatch
+    );
+    for garbage in [
+        &b""[..],
+        b"hello",
+        b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        b"[1]",
+    ] {
+        let error = PrivateKey::parse(garbage).unwrap_err();
+        assert!(!error.to_string().is_empty());
+    }
+}
+
+#[test]
+fn s63_client_assertions_name_the_client_and_issuer_live_a_minute_and_never_repeat() {
+    let signer = signer("ed25519.pkcs8.pem");
+    let mut jtis = std::collections::HashSet::new();
+    for _ in 0..100 {
+        let assertion = signer
+            .client_assertion("my-cli", "https://idp.example", at())
+            .unwrap();
+        let Checked { header, claims } = check(&assertion, signer.public_key());
+        assert_eq!(header.len(), 1, "only alg: {header:?}");
+        assert_eq!(claims["iss"], "my-cli");
+        assert_eq!(claims["sub"], "my-cli");
+        assert_eq!(claims["aud"], "https://idp.example");
+        assert_eq!(claims["iat"], AT);
+        assert_eq!(claims["exp"], AT + keys::ASSERTION_LIFETIME.as_secs());
+        assert!(keys::ASSERTION_LIFETIME <= Duration::from_secs(300));
+        let jti = claims["jti"].as_str().unwrap().to_owned();
+        assert_eq!(
+            URL_SAFE_NO_PAD.decode(&jti).unwrap().len(),
+            16,
+            "128 random bits"
+        );
+        assert!(jtis.insert(jti), "a jti repeated");
+        assert_eq!(claims.len(), 6, "{claims:?}");
+    }
+}
+
+/// ring's signatures with a random source of zeros: Ed25519 signatures are deterministic,
+/// so a whole proof can be golden.
+#[derive(Debug)]
+struct ZeroRandom;
+
+impl CryptoProvider for ZeroRandom {
+    fn verify(
+        &self,
+        algorithm: Algorithm,
+        key: &PublicKey,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), SignatureError> {
+        ring().verify(algorithm, key, message, signature)
+    }
+
+    fn signing_key(&self, key: &PrivateKey) -> Result<Arc<dyn SigningKey>, SignatureError> {
+        ring().signing_key(key)
+    }
+
+    fn fill_random(&self, bytes: &mut [u8]) -> Result<(), SignatureError> {
+        bytes.fill(0);
+        Ok(())
+    }
+}
+
+/// RFC 8037 §A.1's Ed25519 key.
+const RFC8037_KEY: &[u8] = br#"{"kty":"OKP","crv":"Ed25519",
+    "d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A",
+    "x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+
+#[test]
+fn s61_a_golden_dpop_proof() {
+    let signer = Signer::new(
+        PrivateKey::parse(RFC8037_KEY).unwrap(),
+        Arc::new(ZeroRandom),
+    )
+    .unwrap();
+    // RFC 8037 §A.3.
+    assert_eq!(
+        signer.thumbprint(),
+        "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+    );
+    let proof = Proof::new("POST", "https://idp.example/token?x=1#y")
+        .unwrap()
+        .nonce("eyJ7S_zG.eyJH0-Z.HX4w-7v")
+        .sign(&signer, at())
+        .unwrap();
+    assert_eq!(
+        proof,
+        "eyJhbGciOiJFZERTQSIsImp3ayI6eyJjcnYiOiJFZDI1NTE5Iiwia3R5IjoiT0tQIiwieCI6IjExcVlBWUt4Q3JmVlNfN1R5V1FIT2c3aGN2UGFwaU1scndJYWFQY0hVUm8ifSwidHlwIjoiZHBvcCtqd3QifQ.\
+         eyJodG0iOiJQT1NUIiwiaHR1IjoiaHR0cHM6Ly9pZHAuZXhhbXBsZS90b2tlbiIsImlhdCI6MTc2NzIyNTYwMCwianRpIjoiQUFBQUFBQUFBQUFBQUFBQUFBQUFBQSIsIm5vbmNlIjoiZXlKN1NfekcuZXlKSDAtWi5IWDR3LTd2In0.\
+         cBvdIVJ1c0AQTHY6KcJUctGf4FeJ5jinMo0qEocJjvqa5FHQI_ea7ExP95cJJLOXjoee6wPCUhxsIfVII1BTBg"
+    );
+    // The signature is the key's own: an independent verifier accepts it.
+    let checked = check(&proof, signer.public_key());
+    assert_eq!(checked.claims["nonce"], "eyJ7S_zG.eyJH0-Z.HX4w-7v");
+}
+
+#[test]
+fn s61_dpop_proofs_carry_the_request_a_fresh_jti_and_the_public_key_only() {
+    let signer = Signer::generate(Algorithm::ES256, ring()).unwrap();
+    let token = "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU";
+    let mut jtis = std::collections::HashSet::new();
+    for _ in 0..50 {
+        let proof = Proof::new("GET", "https://api.example/me?page=2")
+            .unwrap()
+            .access_token(token)
+            .sign(&signer, at())
+            .unwrap();
+        let Checked { header, claims } = check(&proof, signer.public_key());
+        assert_eq!(header["typ"], "dpop+jwt");
+        assert_eq!(header["alg"], "ES256");
+        let jwk = header["jwk"].as_object().unwrap();
+        let mut members: Vec<&str> = jwk.keys().map(String::as_str).collect();
+        members.sort_unstable();
+        assert_eq!(members, ["crv", "kty", "x", "y"], "no private member");
+        assert_eq!(&header_key(&header["jwk"]), signer.public_key());
+        assert_eq!(
+            keys::thumbprint(&header_key(&header["jwk"])),
+            signer.thumbprint()
+        );
+        assert_eq!(claims["htm"], "GET");
+        assert_eq!(claims["htu"], "https://api.example/me");
+        assert_eq!(claims["iat"], AT);
+        assert_eq!(claims["ath"], "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo");
+        assert!(claims.get("nonce").is_none());
+        assert!(jtis.insert(claims["jti"].as_str().unwrap().to_owned()));
+    }
+    let bad_nonce = Proof::new("POST", "https://idp.example/token")
+        .unwrap()
+        .nonce("a b")
+        .sign(&signer, at());
+    assert_eq!(bad_nonce, Err(ProofError::Nonce));
+}
+
+#[test]
+fn s61_a_generated_key_survives_its_pkcs8_and_never_shows_in_debug() {
+    for algorithm in [Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA] {
+        let signer = Signer::generate(algorithm, ring()).unwrap();
+        let der = signer.private_key().pkcs8_der().to_vec();
+        let again = Signer::new(PrivateKey::from_pkcs8_der(der.clone()).unwrap(), ring()).unwrap();
+        assert_eq!(again.thumbprint(), signer.thumbprint());
+        assert_eq!(again.algorithm(), algorithm);
+        let shown = format!("{signer:?} {:?} {again:?}", signer.private_key());
+        let hex: String = der.iter().map(|byte| format!("{byte:02x}")).collect();
+        for window in der.windows(8).step_by(4) {
+            let b64 = URL_SAFE_NO_PAD.encode(&window[..6]);
+            assert!(!shown.contains(&b64), "{shown}");
+        }
+        assert!(!shown.contains(&hex[hex.len() - 16..]), "{shown}");
+        assert!(
+            !shown.contains(&format!("{:?}", &der[der.len() - 8..])),
+            "{shown}"
+        );
+    }
+    assert!(matches!(
+        Signer::generate(Algorithm::RS256, ring()),
+        Err(KeyError::WeakAlgorithm(_))
+    ));
+}
+
+/// A provider that only verifies: signing is a configuration error, not a panic.
+#[derive(Debug)]
+struct VerifyOnly;
+
+impl CryptoProvider for VerifyOnly {
+    fn verify(
+        &self,
+        _: Algorithm,
+        _: &PublicKey,
+        _: &[u8],
+        _: &[u8],
+    ) -> Result<(), SignatureError> {
+        Err(SignatureError::Invalid)
+    }
+}
+
+#[test]
+fn a_provider_that_cannot_sign_is_a_configuration_error() {
+    let key = PrivateKey::parse(&key_file("p256.pkcs8.pem")).unwrap();
+    assert_eq!(
+        Signer::new(key, Arc::new(VerifyOnly)).unwrap_err(),
+        KeyError::Provider(SignatureError::Unsupported)
+    );
+    assert_eq!(
+        Signer::generate(Algorithm::ES256, Arc::new(VerifyOnly)).unwrap_err(),
+        KeyError::Provider(SignatureError::Unsupported)
+    );
+}
