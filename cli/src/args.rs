@@ -456,6 +456,10 @@ pub struct LoginArgs {
     /// Request scope S (repeatable)
     #[arg(long = "scope", value_name = "S")]
     pub scopes: Vec<String>,
+    /// Ask for tokens for the API at URI (RFC 8707 resource indicator; repeatable); kept
+    /// with the profile, so that refreshes ask for the same
+    #[arg(long = "resource", value_name = "URI")]
+    pub resources: Vec<String>,
     /// Extra authorization parameter (repeatable)
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = key_value)]
     pub params: Vec<(String, String)>,
@@ -1113,11 +1117,16 @@ mod tests {
         let Ok(Command::Login(args)) = parse_line(
             "login --authorization-endpoint A --token-endpoint T --client-id C \
              --scope openid --scope email --param access_type=offline --param prompt=consent \
+             --resource https://api.example/ --resource urn:example:billing \
              --runtime tokio --json --timeout 5",
         ) else {
             panic!("valid command line");
         };
         assert_eq!(args.scopes, ["openid", "email"]);
+        assert_eq!(
+            args.resources,
+            ["https://api.example/", "urn:example:billing"]
+        );
         assert_eq!(args.params[1], ("prompt".into(), "consent".into()));
         assert_eq!(args.common.driver.runtime, RuntimeChoice::Tokio);
         assert_eq!(args.timeout, Some(Duration::from_secs(5)));

@@ -440,6 +440,9 @@ async fn provider<R: Runtime>(
     .scopes(args.scopes.iter().cloned())
     .crypto(latchkey_io::crypto::ring())
     .verify_id_token(args.verify_id_token());
+    for resource in &args.resources {
+        provider = provider.resource(resource);
+    }
     for (key, value) in &args.params {
         provider = provider.param(key, value);
     }

@@ -53,6 +53,8 @@ pub(crate) struct ProviderInner {
     pub client_secret: Option<SecretString>,
     pub auth: ClientAuth,
     pub scopes: Vec<String>,
+    /// The APIs tokens are asked for (RFC 8707), each sent as a `resource` parameter.
+    pub resources: Vec<String>,
     pub issuer: Option<String>,
     pub require_iss: bool,
     /// How ID tokens are verified; `None` when they are not (no `openid` scope, or turned
@@ -81,6 +83,7 @@ impl Provider {
             client_secret: None,
             auth: None,
             scopes: Vec::new(),
+            resources: Vec::new(),
             params: Vec::new(),
             issuer: None,
             require_iss: false,
@@ -138,6 +141,11 @@ impl Provider {
     /// The requested scopes.
     pub fn scopes(&self) -> &[String] {
         &self.0.scopes
+    }
+
+    /// The APIs tokens are asked for (RFC 8707).
+    pub fn resources(&self) -> &[String] {
+        &self.0.resources
     }
 
     /// The issuer identifier, if configured.
@@ -202,6 +210,7 @@ pub struct ProviderBuilder {
     client_secret: Option<SecretString>,
     auth: Option<ClientAuth>,
     scopes: Vec<String>,
+    resources: Vec<String>,
     params: Vec<(String, String)>,
     issuer: Option<String>,
     require_iss: bool,
@@ -217,7 +226,8 @@ pub struct ProviderBuilder {
 }
 
 /// Parameter names latchkey sets itself; the configuration may not set them (S4).
-const RESERVED_PARAMETERS: [&str; 8] = [
+const RESERVED_PARAMETERS: [&str; 9] = [
+    "resource",
     "response_type",
     "client_id",
     "redirect_uri",
@@ -255,6 +265,14 @@ impl ProviderBuilder {
         scopes: impl IntoIterator<Item = S>,
     ) -> ProviderBuilder {
         self.scopes.extend(scopes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Asks for tokens for the API at `uri` (RFC 8707; repeatable): a `resource` parameter
+    /// in the authorization request, the device authorization request and every token
+    /// request (code, refresh and device grants). An absolute URI without fragment.
+    pub fn resource(mut self, uri: impl Into<String>) -> ProviderBuilder {
+        self.resources.push(uri.into());
         self
     }
 
@@ -397,6 +415,9 @@ impl ProviderBuilder {
         if let Some(scope) = self.scopes.iter().find(|scope| !is_scope_token(scope)) {
             return Err(ConfigError::InvalidScope(scope.clone()));
         }
+        if let Some(resource) = self.resources.iter().find(|uri| !is_resource(uri)) {
+            return Err(ConfigError::InvalidResource(resource.clone()));
+        }
         if let Some(issuer) = &self.issuer {
             // A tenant template is checked as the issuer it becomes.
             let issuer = match self.tenant_issuer {
@@ -492,6 +513,9 @@ impl ProviderBuilder {
         if !self.scopes.is_empty() {
             query.append("scope", &self.scopes.join(" "));
         }
+        for resource in &self.resources {
+            query.append("resource", resource);
+        }
         for (name, value) in &self.params {
             query.append(name, value);
         }
@@ -519,6 +543,7 @@ impl ProviderBuilder {
             client_secret: self.client_secret,
             auth,
             scopes: self.scopes,
+            resources: self.resources,
             issuer: self.issuer,
             require_iss: self.require_iss,
             id_token,
@@ -527,6 +552,19 @@ impl ProviderBuilder {
             tenant_issuer: self.tenant_issuer,
         })))
     }
+}
+
+/// A resource indicator (RFC 8707 §2): an absolute URI (a scheme, then `:`) of visible
+/// ASCII, without fragment.
+fn is_resource(uri: &str) -> bool {
+    let scheme = uri.split(':').next().unwrap_or_default();
+    is_vschar_text(uri)
+        && !uri.contains([' ', '#'])
+        && scheme.len() < uri.len()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// An endpoint the client POSTs to (token, revocation), validated like every endpoint.
@@ -935,6 +973,8 @@ pub enum ConfigError {
     UnusedClientSecret,
     /// A scope is empty or contains spaces, quotes, backslashes or controls.
     InvalidScope(String),
+    /// A resource indicator is not an absolute URI without fragment (RFC 8707 §2).
+    InvalidResource(String),
     /// An extra authorization parameter has an empty name or control characters.
     InvalidParameter(String),
     /// A parameter would appear twice in the authorization URL, or an extra parameter uses a
@@ -979,6 +1019,10 @@ impl fmt::Display for ConfigError {
                 f.write_str("a client secret is set but client authentication is `none`")
             }
             ConfigError::InvalidScope(scope) => write!(f, "invalid scope {scope:?}"),
+            ConfigError::InvalidResource(uri) => write!(
+                f,
+                "resource {uri:?} is not an absolute URI without fragment (RFC 8707)"
+            ),
             ConfigError::InvalidParameter(name) => {
                 write!(f, "invalid authorization parameter {name:?}")
             }

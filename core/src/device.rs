@@ -221,8 +221,8 @@ impl fmt::Debug for DeviceGrant {
     }
 }
 
-/// The device authorization request (RFC 8628 §3.1): the scope, authenticated like the
-/// token requests (S33).
+/// The device authorization request (RFC 8628 §3.1): the scope and the resources (RFC
+/// 8707), authenticated like the token requests (S33).
 pub(crate) fn authorization_request(
     provider: &ProviderInner,
     endpoint: &http::Uri,
@@ -231,6 +231,9 @@ pub(crate) fn authorization_request(
     let mut body = exchange::form_body(provider, scope.len());
     if !scope.is_empty() {
         body.append("scope", &scope);
+    }
+    for resource in &provider.resources {
+        body.append("resource", resource);
     }
     exchange::client_request(provider, endpoint, body)
 }

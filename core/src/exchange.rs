@@ -60,7 +60,8 @@ pub(crate) fn token_request(provider: &ProviderInner, grant: Grant<'_>) -> Reque
         Grant::Refresh { refresh_token } => refresh_token.len(),
         Grant::Device { device_code } => device_code.len() + 48,
     };
-    let mut body = form_body(provider, values);
+    let resources: usize = provider.resources.iter().map(|uri| uri.len() + 10).sum();
+    let mut body = form_body(provider, values + resources);
     match grant {
         Grant::Code {
             code,
@@ -80,6 +81,11 @@ pub(crate) fn token_request(provider: &ProviderInner, grant: Grant<'_>) -> Reque
             body.append("grant_type", DEVICE_CODE_GRANT)
                 .append("device_code", device_code);
         }
+    }
+    // RFC 8707 §2.2: the same resources at every grant, so that a refreshed token is for
+    // the same APIs.
+    for resource in &provider.resources {
+        body.append("resource", resource);
     }
     client_request(provider, &provider.token_endpoint, body)
 }

@@ -267,6 +267,21 @@ mod tests {
     }
 
     #[test]
+    fn rfc8707_a_refresh_asks_for_the_same_resources() {
+        let provider = Provider::builder("https://idp.example/authorize", TOKEN_ENDPOINT, "cli")
+            .resource("https://api.example/")
+            .build()
+            .expect("a valid provider");
+        let request = Refresh::new(&provider, &stored())
+            .expect("refreshable")
+            .request();
+        assert_eq!(
+            request.body(),
+            b"grant_type=refresh_token&refresh_token=refresh-1&resource=https%3A%2F%2Fapi.example%2F&client_id=cli"
+        );
+    }
+
+    #[test]
     fn s33_s43_the_request_is_a_refresh_grant_authenticated_like_the_code_exchange() {
         let request = Refresh::new(&provider(ClientAuth::SecretBasic), &stored())
             .expect("refreshable")

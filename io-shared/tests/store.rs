@@ -111,6 +111,7 @@ fn provider() -> Provider {
     .client_secret(SecretString::from("record-SECRET"))
     .client_auth(ClientAuth::SecretPost)
     .scopes(["openid", "offline_access"])
+    .resource("https://api.example/")
     .param("prompt", "consent")
     .issuer("https://idp.example")
     .revocation_endpoint("https://idp.example/revoke")
@@ -142,6 +143,10 @@ fn a_provider_record_round_trips_without_its_secret_and_rebuilds_the_provider() 
     assert_eq!(
         saved["scopes"],
         serde_json::json!(["openid", "offline_access"])
+    );
+    assert_eq!(
+        saved["resources"],
+        serde_json::json!(["https://api.example/"])
     );
     assert!(!String::from_utf8_lossy(&bytes).contains("record-SECRET"));
 

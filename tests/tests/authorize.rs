@@ -536,3 +536,80 @@ fn the_provider_gives_back_its_authorization_endpoint_as_configured() {
         .expect("a valid provider");
     assert_eq!(trailing.authorization_endpoint(), "https://idp.example/a");
 }
+
+#[test]
+fn rfc8707_resources_go_to_the_authorization_code_refresh_and_device_requests() {
+    let provider = harness::provider()
+        .resource("https://api.example/")
+        .resource("urn:example:billing")
+        .revocation_endpoint("https://idp.example/revoke")
+        .device_authorization_endpoint("https://idp.example/device")
+        .build()
+        .unwrap();
+    assert_eq!(
+        provider.resources(),
+        ["https://api.example/", "urn:example:billing"]
+    );
+    let mut h = Harness::with(harness::config_with(provider.clone()).build().unwrap());
+    let started = h.start();
+    let resources: Vec<String> = query_pairs(&started.url)
+        .into_iter()
+        .filter(|(name, _)| name == "resource")
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(resources, ["https://api.example/", "urn:example:billing"]);
+
+    let body =
+        |request: &http::Request<Vec<u8>>| String::from_utf8(request.body().clone()).unwrap();
+    let (_, _, exchange) = h.to_exchange(&started);
+    assert!(
+        body(&exchange).ends_with(
+            "&resource=https%3A%2F%2Fapi.example%2F&resource=urn%3Aexample%3Abilling&client_id=latchkey-test"
+        ),
+        "{}",
+        body(&exchange)
+    );
+
+    let device = h
+        .engine
+        .start_device(h.now, FlowOptions::new())
+        .expect("a device endpoint");
+    let request = h
+        .drain()
+        .into_iter()
+        .find_map(|action| match action {
+            Action::RequestDeviceCode { flow, request, .. } if flow == device => Some(request),
+            _ => None,
+        })
+        .expect("a device authorization request");
+    assert_eq!(
+        body(&request),
+        "scope=openid+email&resource=https%3A%2F%2Fapi.example%2F&resource=urn%3Aexample%3Abilling&client_id=latchkey-test"
+    );
+}
+
+#[test]
+fn rfc8707_a_resource_is_an_absolute_uri_without_fragment() {
+    for bad in [
+        "api.example",
+        "/relative",
+        "https://api.example/#frag",
+        "https://api example/",
+        "1http://x/",
+        "",
+    ] {
+        assert_eq!(
+            harness::provider().resource(bad).build().err(),
+            Some(ConfigError::InvalidResource(bad.to_owned())),
+            "{bad:?}"
+        );
+    }
+    // Resources are set with `resource`, never as a free parameter.
+    assert_eq!(
+        harness::provider()
+            .param("resource", "https://api.example/")
+            .build()
+            .err(),
+        Some(ConfigError::DuplicateParameter("resource".into()))
+    );
+}

@@ -23,6 +23,8 @@ pub struct ProviderRecord {
     pub client_auth: ClientAuth,
     /// The scopes requested at login.
     pub scopes: Vec<String>,
+    /// The APIs tokens were asked for (RFC 8707); refreshes ask for the same.
+    pub resources: Vec<String>,
     /// Whether ID tokens were verified at login; refreshed ones are then verified too.
     /// Records written before verification existed say `false`.
     pub verify_id_token: bool,
@@ -47,6 +49,7 @@ impl ProviderRecord {
             client_id: provider.client_id().to_owned(),
             client_auth: provider.client_auth(),
             scopes: provider.scopes().to_vec(),
+            resources: provider.resources().to_vec(),
             verify_id_token: provider.id_token_policy().is_some(),
             jwks_uri: provider.jwks_uri().map(ToString::to_string),
             userinfo_endpoint: provider.userinfo_endpoint().map(ToString::to_string),
@@ -73,6 +76,9 @@ impl ProviderRecord {
         )
         .client_auth(self.client_auth)
         .scopes(self.scopes.iter().cloned());
+        for resource in &self.resources {
+            builder = builder.resource(resource);
+        }
         if let Some(issuer) = &self.issuer {
             builder = builder.issuer(issuer);
         }
@@ -107,6 +113,7 @@ impl ProviderRecord {
             "client_id": self.client_id,
             "token_endpoint_auth_method": auth_method_name(self.client_auth),
             "scopes": self.scopes,
+            "resources": self.resources,
             "verify_id_token": self.verify_id_token,
             "jwks_uri": self.jwks_uri,
             "userinfo_endpoint": self.userinfo_endpoint,
@@ -151,6 +158,7 @@ impl ProviderRecord {
             client_id: required("client_id")?,
             client_auth,
             scopes: list("scopes")?,
+            resources: list("resources")?,
             verify_id_token: flag("verify_id_token")?,
             jwks_uri: text("jwks_uri")?,
             userinfo_endpoint: text("userinfo_endpoint")?,
