@@ -127,7 +127,6 @@ pub fn measure(rounds: usize, count: usize, pending: usize) -> Result<SharedResu
         result.redis_latency.push(latency);
     }
     result.refresh = refreshes(&runtime, &endpoint, &redis, server_pid, rounds, count)?;
-    let before = used_memory(&server)?;
     let mut held = Vec::with_capacity(pending);
     for i in 0..pending {
         let login = runtime.block_on(
@@ -135,8 +134,7 @@ pub fn measure(rounds: usize, count: usize, pending: usize) -> Result<SharedResu
         )?;
         held.push(login);
     }
-    let after = used_memory(&server)?;
-    result.redis_bytes_per_pending = after.saturating_sub(before) as f64 / pending as f64;
+    result.redis_bytes_per_pending = bytes_per_flow_record(&server, pending)?;
     drop(held);
     runtime.block_on(async {
         memory.shutdown().await;
@@ -274,12 +272,29 @@ fn server_pid(server: &RedisServer) -> Result<u32, Error> {
 }
 
 /// Bytes in use, from `INFO memory`.
-fn used_memory(server: &RedisServer) -> Result<u64, Error> {
-    let info = info(server, b"memory")?;
-    info.lines()
-        .find_map(|line| line.strip_prefix("used_memory:"))
-        .and_then(|bytes| bytes.trim().parse().ok())
-        .ok_or_else(|| "INFO memory names no used_memory".into())
+/// What Redis holds per pending flow: `MEMORY USAGE` (key, value and expiry) of every flow
+/// record, averaged. Exact, unlike a difference of `used_memory`, which client buffers and
+/// expiring keys move in either direction meanwhile.
+fn bytes_per_flow_record(server: &RedisServer, pending: usize) -> Result<f64, Error> {
+    let mut connection = server.connect()?;
+    let keys = match connection.command(&[b"KEYS", b"latchkey:flow:*"])? {
+        Reply::Array(keys) => keys,
+        other => return Err(format!("KEYS answered {other:?}").into()),
+    };
+    if keys.len() < pending {
+        return Err(format!("{} flow records for {pending} pending logins", keys.len()).into());
+    }
+    let mut total = 0;
+    for key in &keys {
+        let Reply::Bulk(Some(key)) = key else {
+            return Err(format!("KEYS listed {key:?}").into());
+        };
+        match connection.command(&[b"MEMORY", b"USAGE", key, b"SAMPLES", b"0"])? {
+            Reply::Integer(bytes) => total += bytes,
+            other => return Err(format!("MEMORY USAGE answered {other:?}").into()),
+        }
+    }
+    Ok(total as f64 / keys.len() as f64)
 }
 
 fn info(server: &RedisServer, section: &[u8]) -> Result<String, Error> {

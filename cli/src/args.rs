@@ -185,6 +185,14 @@ pub struct SecretArgs {
     /// Refused: a secret on the command line is visible to every local user.
     #[arg(long, value_name = "SECRET", hide = true, value_parser = refuse_secret)]
     client_secret: Option<Refused>,
+    /// The client's private key for private_key_jwt (PEM, JWK or DER; RSA 2048+, P-256,
+    /// P-384 or Ed25519): no shared secret
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with_all = ["client_secret_env", "client_secret_file"]
+    )]
+    pub client_key: Option<PathBuf>,
 }
 
 impl SecretArgs {
@@ -538,6 +546,9 @@ pub enum AuthMethod {
     Basic,
     /// In the form (client_secret_post)
     Post,
+    /// A client assertion signed with --client-key (private_key_jwt)
+    #[value(name = "private_key_jwt", alias = "private-key-jwt")]
+    PrivateKeyJwt,
     /// A public client (none)
     None,
 }
@@ -624,6 +635,17 @@ impl TokenArgs {
     }
 }
 
+/// How the development IdP's client authenticates (`dev-idp --auth-method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DevIdpAuth {
+    /// HTTP Basic (client_secret_basic)
+    Basic,
+    /// In the form (client_secret_post)
+    Post,
+    /// A public client (none)
+    None,
+}
+
 /// `latchkey dev-idp`.
 #[derive(Debug, Args)]
 pub struct DevIdpArgs {
@@ -639,8 +661,8 @@ pub struct DevIdpArgs {
     #[arg(long, value_name = "S")]
     pub secret: Option<String>,
     /// How the client authenticates
-    #[arg(long, value_name = "METHOD", value_enum, default_value_t = AuthMethod::None)]
-    pub auth_method: AuthMethod,
+    #[arg(long, value_name = "METHOD", value_enum, default_value_t = DevIdpAuth::None)]
+    pub auth_method: DevIdpAuth,
     /// A redirect URI the client may use (repeatable; default
     /// http://127.0.0.1:8080/callback)
     #[arg(long = "redirect-uri", value_name = "URI")]

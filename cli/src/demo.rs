@@ -18,7 +18,7 @@ use latchkey_io::service::{Service, ServiceOptions};
 use latchkey_io::store::FileStore;
 use latchkey_io::transport::Transport;
 
-use crate::args::{AuthMethod, DevIdpArgs, IdTokenAlgName, QuirkName};
+use crate::args::{DevIdpArgs, DevIdpAuth, IdTokenAlgName, QuirkName};
 use crate::login::{Failure, follow};
 use crate::report::{Place, Reporter, describe_tokens};
 
@@ -186,9 +186,9 @@ fn file_mode(_path: &Path) -> String {
 /// `latchkey dev-idp`: serves the development identity provider until interrupted.
 pub fn serve_dev_idp(args: DevIdpArgs) -> ExitCode {
     let auth = match args.auth_method {
-        AuthMethod::Basic => ClientAuth::Basic,
-        AuthMethod::Post => ClientAuth::Post,
-        AuthMethod::None => ClientAuth::None,
+        DevIdpAuth::Basic => ClientAuth::Basic,
+        DevIdpAuth::Post => ClientAuth::Post,
+        DevIdpAuth::None => ClientAuth::None,
     };
     let quirk = match args.quirk {
         None => Quirk::None,

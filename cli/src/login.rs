@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_lite::future;
+use latchkey::keys::PrivateKey;
 use latchkey::{
     ClientAuth, Config, FlowError, FlowOptions, Landing, Provider, ProviderBuilder, Step, presets,
 };
@@ -449,10 +450,14 @@ async fn provider<R: Runtime>(
     if let Some(source) = &args.common.secret.source() {
         provider = provider.client_secret(read_secret(source)?);
     }
+    if let Some(path) = &args.common.secret.client_key {
+        provider = provider.client_key(read_client_key(path)?);
+    }
     if let Some(method) = &args.auth_method {
         provider = provider.client_auth(match method {
             Ok(AuthMethod::Basic) => ClientAuth::SecretBasic,
             Ok(AuthMethod::Post) => ClientAuth::SecretPost,
+            Ok(AuthMethod::PrivateKeyJwt) => ClientAuth::PrivateKeyJwt,
             Ok(AuthMethod::None) => ClientAuth::None,
             Err(other) => {
                 return Err(Failure::Config(format!(
@@ -471,6 +476,13 @@ async fn provider<R: Runtime>(
             "provider: {error}; give --issuer and --jwks-uri (or discover the provider with \
              --issuer alone), leave out the openid scope, or pass --no-verify-id-token"
         )),
+        latchkey::ConfigError::MissingClientKey => Failure::Config(
+            "--auth-method private_key_jwt needs --client-key PATH, the client's private key"
+                .to_owned(),
+        ),
+        latchkey::ConfigError::AssertionNeedsIssuer => Failure::Config(
+            "private_key_jwt signs its assertions for the issuer: give --issuer".to_owned(),
+        ),
         error => Failure::Config(format!(
             "provider: {error}; check the provider options (`latchkey help login`)"
         )),
@@ -506,6 +518,20 @@ fn config(provider: Provider, args: &LoginArgs, redirect_uri: &str) -> Result<Co
         config = config.on_success(Landing::Redirect(then.clone()));
     }
     config.build().map_err(|e| invalid("configuration", &e))
+}
+
+/// The private key of `private_key_jwt`, read from `path` (PEM, JWK or DER) and checked
+/// (S63): a weak, encrypted or public key is a configuration error naming the file.
+pub fn read_client_key(path: &std::path::Path) -> Result<PrivateKey, Failure> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Failure::Config(format!(
+            "cannot read the client key from {}: {e}; check the path and that the file is \
+             readable",
+            path.display()
+        ))
+    })?;
+    PrivateKey::parse(&bytes)
+        .map_err(|e| Failure::Config(format!("client key {}: {e}", path.display())))
 }
 
 pub fn read_secret(source: &SecretSource) -> Result<SecretString, Failure> {

@@ -16,7 +16,7 @@ use latchkey_io::transport::Transport;
 use secrecy::ExposeSecret;
 
 use crate::args::{Common, DEFAULT_PROFILE, SessionArgs, TokenArgs};
-use crate::login::{Failure, file_store, http_client, read_secret, store_failure};
+use crate::login::{Failure, file_store, http_client, read_client_key, read_secret, store_failure};
 use crate::report::{Place, Reporter};
 use crate::show;
 
@@ -168,7 +168,19 @@ async fn source<R: Runtime>(
     if let Some(secret) = &common.secret.source() {
         builder = builder.client_secret(read_secret(secret)?);
     }
+    if let Some(path) = &common.secret.client_key {
+        builder = builder.client_key(read_client_key(path)?);
+    }
     let provider = builder.build().map_err(|error| match error {
+        ConfigError::MissingClientKey => Failure::Config(format!(
+            "client {} authenticates with private_key_jwt: pass --client-key PATH",
+            record.client_id
+        )),
+        ConfigError::UnusedClientKey => Failure::Config(format!(
+            "client {} does not authenticate with private_key_jwt: leave out --client-key",
+            record.client_id
+        )),
+        ConfigError::ClientKey(error) => Failure::Config(format!("client key: {error}")),
         ConfigError::MissingClientSecret => Failure::Config(format!(
             "client {} authenticates with its secret: pass --client-secret-env VAR or \
              --client-secret-file PATH",

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Finished, Guard, Running, lock};
 use latchkey_tests::oidc::{
-    self, BASIC, GrantCounts, OidcProvider, PUBLIC, ROTATION, ROTATION_ACCESS_TOKEN_TTL,
+    self, BASIC, GrantCounts, JWT, OidcProvider, PUBLIC, ROTATION, ROTATION_ACCESS_TOKEN_TTL,
     RegisteredClient,
 };
 use serde_json::{Map, Value};
@@ -1103,4 +1103,133 @@ fn profiles_two_logins_in_one_store_are_listed_shown_and_logged_out_one_at_a_tim
         fresh.describe()
     );
     eprintln!("took {:?}", started.elapsed());
+}
+
+/// `private_key_jwt` through the command: the login, a forced refresh and the logout each
+/// authenticate with an assertion signed by `--client-key`, and nothing else (S63).
+#[test]
+fn s63_a_private_key_jwt_client_logs_in_refreshes_and_logs_out_with_its_key() {
+    require_browser_tools();
+    let idp = OidcProvider::start();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = dir.path().join("tokens.json");
+    let key = format!(
+        "{}/../tests/vectors/keys/p256.sec1.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut command = login_as(&idp, JWT, &store, None);
+    command.args(["--auth-method", "private_key_jwt", "--client-key", &key]);
+    let mut login = Running::spawn("latchkey login --client-key", GUARD, command);
+    let (redirect_uri, url) = read_start(&mut login, &idp);
+    let browsed = browse(&url, &redirect_uri, false)
+        .unwrap_or_else(|why| login.fail(&with_provider_state(&idp, &why)));
+    assert_eq!(browsed.status, 200, "{}", browsed.raw);
+    let entry = assert_profile_signed_in(login, &idp, &store, DEFAULT_PROFILE, None);
+    let first_access = text(&entry, "access_token").to_owned();
+
+    // A refresh needs the key: without it, the advice names the option.
+    let margin = Duration::from_secs(2 * 3600);
+    let without = Running::spawn(
+        "latchkey token --fresh without the key",
+        GUARD,
+        token_fresh(&store, None, margin, "smol"),
+    )
+    .finish();
+    without.assert_code(2);
+    assert!(
+        without.describe().contains("pass --client-key PATH"),
+        "{}",
+        without.describe()
+    );
+    for runtime in ["smol", "tokio"] {
+        let mut fresh = token_fresh(&store, None, margin, runtime);
+        fresh.args(["--client-key", &key]);
+        let ended = Running::spawn("latchkey token --fresh --client-key", GUARD, fresh).finish();
+        let output = token_output(&ended);
+        assert_ne!(
+            text(&output, "access_token"),
+            first_access,
+            "{runtime}: refreshed"
+        );
+    }
+    let refreshes = settled_refresh_counts(&idp);
+    assert_eq!((refreshes.requests, refreshes.ok), (2, 2), "{refreshes:?}");
+
+    let mut logout = latchkey(&store, &["logout", "--json", "--client-key", &key]);
+    logout.env_remove(SECRET_VAR);
+    let logged_out = Running::spawn("latchkey logout --client-key", GUARD, logout).finish();
+    logged_out.assert_code(0);
+    assert_eq!(
+        logged_out.event_names(),
+        ["revoked", "revoked", "logged_out"],
+        "{}",
+        logged_out.describe()
+    );
+}
+
+/// A key the command cannot sign with is refused before any browser opens.
+#[test]
+fn s63_a_weak_or_missing_client_key_is_a_configuration_error() {
+    let idp_free = |args: &[&str]| {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = dir.path().join("tokens.json");
+        let mut command = latchkey(&store, &["login", "--json", "--no-browser"]);
+        command.args([
+            "--authorization-endpoint",
+            "https://idp.example/authorize",
+            "--token-endpoint",
+            "https://idp.example/token",
+            "--issuer",
+            "https://idp.example",
+            "--client-id",
+            "cli",
+            "--auth-method",
+            "private_key_jwt",
+        ]);
+        command.args(args);
+        Running::spawn("latchkey login", GUARD, command).finish()
+    };
+    let keys = format!("{}/../tests/vectors/keys", env!("CARGO_MANIFEST_DIR"));
+    for (args, says) in [
+        (vec![], "--client-key"),
+        (
+            vec![
+                "--client-key".to_owned(),
+                format!("{keys}/rsa1024.pkcs8.pem"),
+            ],
+            "1024-bit",
+        ),
+        (
+            vec![
+                "--client-key".to_owned(),
+                format!("{keys}/p256.encrypted.pem"),
+            ],
+            "encrypted",
+        ),
+        (
+            vec!["--client-key".to_owned(), format!("{keys}/p256.public.pem")],
+            "public key",
+        ),
+        (
+            vec!["--client-key".to_owned(), format!("{keys}/missing.pem")],
+            "cannot read",
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ended = idp_free(&args);
+        assert_eq!(
+            ended.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            ended.describe()
+        );
+        let error = ended
+            .events()
+            .into_iter()
+            .find(|event| event["event"] == "error")
+            .unwrap_or_else(|| panic!("{args:?}: no error event: {}", ended.describe()));
+        assert_eq!(error["kind"], "config", "{}", ended.describe());
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{args:?}: {message}");
+    }
 }

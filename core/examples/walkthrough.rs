@@ -83,6 +83,8 @@ fn react(action: Action, inputs: &mut VecDeque<Input>) -> Result<(), Box<dyn std
         Action::SendTokenRequest {
             exchange, request, ..
         } => {
+            // Finished as it leaves: a private_key_jwt client's assertion is signed now.
+            let request = request.finish(SystemTime::now())?;
             let mut bytes = Vec::new();
             write_request(&request, &mut bytes)?;
             println!("  token request: {} bytes on the wire", bytes.len());

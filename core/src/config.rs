@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::crypto::SignatureError;
 use crate::exchange;
 use crate::form;
 use crate::grammar::{is_scope_token, is_vschar_text};
+use crate::keys::{KeyError, PrivateKey, Signer};
 use crate::oidc::{Algorithm, CryptoProvider, IdTokenPolicy};
 use crate::url::{self, UrlError};
 
@@ -29,8 +31,37 @@ pub enum ClientAuth {
     SecretBasic,
     /// `client_id` and `client_secret` in the request body (`client_secret_post`).
     SecretPost,
+    /// A client assertion signed with the client's private key (`private_key_jwt`,
+    /// RFC 7523 §2.2; S63): no shared secret. Needs
+    /// [`ProviderBuilder::client_key`], a [`ProviderBuilder::crypto`] provider that signs and
+    /// an issuer (the assertion's audience).
+    PrivateKeyJwt,
     /// A public client: `client_id` in the body, no secret (`none`).
     None,
+}
+
+impl ClientAuth {
+    /// The method's name in RFC 8414 metadata (`token_endpoint_auth_method`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientAuth::SecretBasic => "client_secret_basic",
+            ClientAuth::SecretPost => "client_secret_post",
+            ClientAuth::PrivateKeyJwt => "private_key_jwt",
+            ClientAuth::None => "none",
+        }
+    }
+
+    /// The method named `name` in RFC 8414 metadata.
+    pub fn from_name(name: &str) -> Option<ClientAuth> {
+        [
+            ClientAuth::SecretBasic,
+            ClientAuth::SecretPost,
+            ClientAuth::PrivateKeyJwt,
+            ClientAuth::None,
+        ]
+        .into_iter()
+        .find(|auth| auth.name() == name)
+    }
 }
 
 /// An identity provider and this application's registration with it.
@@ -51,6 +82,8 @@ pub(crate) struct ProviderInner {
     pub device_authorization_endpoint: Option<http::Uri>,
     pub client_id: String,
     pub client_secret: Option<SecretString>,
+    /// The key of `private_key_jwt`, loaded by the crypto provider.
+    pub client_key: Option<Signer>,
     pub auth: ClientAuth,
     pub scopes: Vec<String>,
     /// The APIs tokens are asked for (RFC 8707), each sent as a `resource` parameter.
@@ -81,6 +114,7 @@ impl Provider {
             token_endpoint: token_endpoint.into(),
             client_id: client_id.into(),
             client_secret: None,
+            client_key: None,
             auth: None,
             scopes: Vec::new(),
             resources: Vec::new(),
@@ -208,6 +242,7 @@ pub struct ProviderBuilder {
     token_endpoint: String,
     client_id: String,
     client_secret: Option<SecretString>,
+    client_key: Option<PrivateKey>,
     auth: Option<ClientAuth>,
     scopes: Vec<String>,
     resources: Vec<String>,
@@ -250,6 +285,15 @@ impl ProviderBuilder {
     /// is set, [`ClientAuth::None`] otherwise.
     pub fn client_auth(mut self, auth: ClientAuth) -> ProviderBuilder {
         self.auth = Some(auth);
+        self
+    }
+
+    /// The private key of `private_key_jwt` (S63). With a key and no secret, the client
+    /// authenticates with [`ClientAuth::PrivateKeyJwt`] unless told otherwise. The key is
+    /// loaded by the [`crypto`](ProviderBuilder::crypto) provider when the provider is
+    /// built.
+    pub fn client_key(mut self, key: PrivateKey) -> ProviderBuilder {
+        self.client_key = Some(key);
         self
     }
 
@@ -401,17 +445,39 @@ impl ProviderBuilder {
         if !is_vschar_text(&self.client_id) {
             return Err(ConfigError::InvalidClientId);
         }
-        let auth = self.auth.unwrap_or(match self.client_secret {
-            Some(_) => ClientAuth::SecretBasic,
-            None => ClientAuth::None,
-        });
+        let auth = self
+            .auth
+            .unwrap_or(match (&self.client_secret, &self.client_key) {
+                (Some(_), _) => ClientAuth::SecretBasic,
+                (None, Some(_)) => ClientAuth::PrivateKeyJwt,
+                (None, None) => ClientAuth::None,
+            });
         match (auth, &self.client_secret) {
             (ClientAuth::SecretBasic | ClientAuth::SecretPost, None) => {
                 return Err(ConfigError::MissingClientSecret);
             }
-            (ClientAuth::None, Some(_)) => return Err(ConfigError::UnusedClientSecret),
+            (ClientAuth::None | ClientAuth::PrivateKeyJwt, Some(_)) => {
+                return Err(ConfigError::UnusedClientSecret);
+            }
             _ => {}
         }
+        let client_key = match (auth, self.client_key) {
+            (ClientAuth::PrivateKeyJwt, None) => return Err(ConfigError::MissingClientKey),
+            (ClientAuth::PrivateKeyJwt, Some(key)) => {
+                if self.issuer.is_none() {
+                    return Err(ConfigError::AssertionNeedsIssuer);
+                }
+                let crypto =
+                    self.crypto
+                        .clone()
+                        .ok_or(ConfigError::ClientKey(KeyError::Provider(
+                            SignatureError::Unsupported,
+                        )))?;
+                Some(Signer::new(key, crypto).map_err(ConfigError::ClientKey)?)
+            }
+            (_, Some(_)) => return Err(ConfigError::UnusedClientKey),
+            (_, None) => None,
+        };
         if let Some(scope) = self.scopes.iter().find(|scope| !is_scope_token(scope)) {
             return Err(ConfigError::InvalidScope(scope.clone()));
         }
@@ -541,6 +607,7 @@ impl ProviderBuilder {
             basic_authorization,
             client_id: self.client_id,
             client_secret: self.client_secret,
+            client_key,
             auth,
             scopes: self.scopes,
             resources: self.resources,
@@ -969,8 +1036,18 @@ pub enum ConfigError {
     InvalidClientId,
     /// `client_secret_basic` or `client_secret_post` without a secret.
     MissingClientSecret,
-    /// A secret with client authentication `none`: it would never be sent.
+    /// A secret with client authentication `none` or `private_key_jwt`: it would never be
+    /// sent.
     UnusedClientSecret,
+    /// `private_key_jwt` without [`ProviderBuilder::client_key`].
+    MissingClientKey,
+    /// A client key with another client authentication method: it would never be used.
+    UnusedClientKey,
+    /// The client key cannot sign (weak, mismatched, or refused by the crypto provider, or
+    /// no crypto provider was given; S63).
+    ClientKey(KeyError),
+    /// `private_key_jwt` without an issuer: the assertion's audience (S63).
+    AssertionNeedsIssuer,
     /// A scope is empty or contains spaces, quotes, backslashes or controls.
     InvalidScope(String),
     /// A resource indicator is not an absolute URI without fragment (RFC 8707 §2).
@@ -1015,8 +1092,17 @@ impl fmt::Display for ConfigError {
             ConfigError::MissingClientSecret => {
                 f.write_str("client_secret_basic/client_secret_post need a client secret")
             }
-            ConfigError::UnusedClientSecret => {
-                f.write_str("a client secret is set but client authentication is `none`")
+            ConfigError::UnusedClientSecret => f.write_str(
+                "a client secret is set but client authentication is `none` or \
+                 `private_key_jwt`",
+            ),
+            ConfigError::MissingClientKey => f.write_str("private_key_jwt needs a client key"),
+            ConfigError::UnusedClientKey => {
+                f.write_str("a client key is set but client authentication is not private_key_jwt")
+            }
+            ConfigError::ClientKey(error) => write!(f, "client key: {error}"),
+            ConfigError::AssertionNeedsIssuer => {
+                f.write_str("private_key_jwt needs the issuer, the audience of its assertions")
             }
             ConfigError::InvalidScope(scope) => write!(f, "invalid scope {scope:?}"),
             ConfigError::InvalidResource(uri) => write!(

@@ -74,6 +74,7 @@
 //! let Some(Action::RequestDeviceCode { exchange, request, .. }) = engine.poll_action() else {
 //!     unreachable!()
 //! };
+//! let request = request.finish(wall)?; // a client assertion, if any, is signed now
 //! assert_eq!(request.uri(), "https://idp.example/device_authorization");
 //! assert_eq!(request.body(), b"scope=profile&client_id=tv");
 //! let code = r#"{"device_code":"GmRhmhcxhwAzkoEqiMEg_DnyEysNkuNhszIySk9eS",
@@ -98,6 +99,7 @@
 //! let Some(Action::SendTokenRequest { exchange, request, .. }) = engine.poll_action() else {
 //!     unreachable!()
 //! };
+//! let request = request.finish(wall)?; // a client assertion, if any, is signed now
 //! assert_eq!(
 //!     request.body(),
 //!     b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code\
@@ -137,10 +139,11 @@ use http::header::RETRY_AFTER;
 use secrecy::SecretString;
 use serde_json::Value;
 
-use crate::config::ProviderInner;
+use crate::config::Provider;
 use crate::error::{BadTokenResponse, DeviceError, FlowError};
 use crate::exchange;
 use crate::grammar::is_vschar_text;
+use crate::outgoing::ProviderRequest;
 use crate::token::{self, Members, TokenSet};
 use crate::url;
 
@@ -223,16 +226,14 @@ impl fmt::Debug for DeviceGrant {
 
 /// The device authorization request (RFC 8628 §3.1): the scope and the resources (RFC
 /// 8707), authenticated like the token requests (S33).
-pub(crate) fn authorization_request(
-    provider: &ProviderInner,
-    endpoint: &http::Uri,
-) -> http::Request<Vec<u8>> {
-    let scope = provider.scopes.join(" ");
-    let mut body = exchange::form_body(provider, scope.len());
+pub(crate) fn authorization_request(provider: &Provider, endpoint: &http::Uri) -> ProviderRequest {
+    let inner = provider.inner();
+    let scope = inner.scopes.join(" ");
+    let mut body = exchange::form_body(inner, scope.len());
     if !scope.is_empty() {
         body.append("scope", &scope);
     }
-    for resource in &provider.resources {
+    for resource in &inner.resources {
         body.append("resource", resource);
     }
     exchange::client_request(provider, endpoint, body)

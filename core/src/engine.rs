@@ -51,6 +51,7 @@ use crate::error::{DeviceError, FlowError, Step, StoreError, TransportError};
 use crate::exchange;
 use crate::form;
 use crate::oidc::{Expected, IdTokenError, KeyCache, KeySetError, Lookup};
+use crate::outgoing::ProviderRequest;
 use crate::pages::{Page, Pages, Refusal};
 use crate::pkce::{ENTROPY_LEN, FlowSecrets, Nonce, StateKey, Verifier};
 use crate::session::RequestId;
@@ -120,8 +121,9 @@ pub enum Action {
         flow: FlowId,
         /// Names this exchange in the answer.
         exchange: ExchangeId,
-        /// The request, complete with headers and body (see [`crate::http1`] to send it).
-        request: http::Request<Vec<u8>>,
+        /// The request: [`finish`](ProviderRequest::finish) it as it is sent (see
+        /// [`crate::http1`] to send it).
+        request: ProviderRequest,
     },
     /// Send this device authorization request (RFC 8628 §3.1) of a flow started with
     /// [`Engine::start_device`], and report the outcome with
@@ -132,8 +134,8 @@ pub enum Action {
         flow: FlowId,
         /// Names this request in the answer.
         exchange: ExchangeId,
-        /// The request, complete with headers and body.
-        request: http::Request<Vec<u8>>,
+        /// The request: [`finish`](ProviderRequest::finish) it as it is sent.
+        request: ProviderRequest,
     },
     /// Show the user where to approve the device flow `flow` and the code to enter there
     /// (print it, draw the complete URI as a QR code, open it on a device that has a
@@ -237,7 +239,7 @@ impl fmt::Debug for Action {
                 .debug_struct("SendTokenRequest")
                 .field("flow", flow)
                 .field("exchange", exchange)
-                .field("request", &exchange::Redacted(request))
+                .field("request", request)
                 .finish(),
             Action::RequestDeviceCode {
                 flow,
@@ -247,7 +249,7 @@ impl fmt::Debug for Action {
                 .debug_struct("RequestDeviceCode")
                 .field("flow", flow)
                 .field("exchange", exchange)
-                .field("request", &exchange::Redacted(request))
+                .field("request", request)
                 .finish(),
             Action::ShowUserCode {
                 flow,
@@ -824,7 +826,7 @@ impl Engine {
         let Some(endpoint) = provider.device_authorization_endpoint() else {
             return Err(StartError::NoDeviceEndpoint);
         };
-        let request = device::authorization_request(provider.inner(), endpoint);
+        let request = device::authorization_request(&provider, endpoint);
         self.supersede(now, &options);
         let id = FlowId::issued(self.fresh_id());
         let exchange = ExchangeId::issued(self.fresh_id());
@@ -1301,7 +1303,7 @@ impl Engine {
                     let grant = exchange::Grant::Device {
                         device_code: polling.device_code.expose_secret(),
                     };
-                    let request = exchange::token_request(flow.provider.inner(), grant);
+                    let request = exchange::token_request(&flow.provider, grant);
                     polling.in_flight = Some(self.send_token_request(id, request));
                     polling.timer = now + self.config.exchange_timeout;
                     Next::Stay(Phase::Polling(polling), deadline)
@@ -1444,7 +1446,7 @@ impl Engine {
             encoded_redirect_uri: &self.encoded_redirect_uri,
             verifier: verifier.as_str(),
         };
-        let request = exchange::token_request(flow.provider.inner(), grant);
+        let request = exchange::token_request(&flow.provider, grant);
         let exchange = self.send_token_request(id, request);
         let deadline = now + self.config.exchange_timeout;
         Next::Stay(Phase::Exchanging { exchange, conn }, deadline)
@@ -1753,7 +1755,7 @@ impl Engine {
 
     /// Asks the driver to send `request`, a token request of flow `id`, under a fresh
     /// exchange id its answer will name.
-    fn send_token_request(&mut self, id: FlowId, request: http::Request<Vec<u8>>) -> ExchangeId {
+    fn send_token_request(&mut self, id: FlowId, request: ProviderRequest) -> ExchangeId {
         let exchange = ExchangeId::issued(self.fresh_id());
         self.exchanges.insert(exchange, id);
         self.actions.push_back(Action::SendTokenRequest {

@@ -7,8 +7,9 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::{ClientAuth, ProviderInner};
+use crate::config::{ClientAuth, Provider, ProviderInner};
 use crate::form;
+use crate::outgoing::ProviderRequest;
 
 /// A request as actions show it in `Debug`: method, URI and headers (`http` prints
 /// sensitive header values, Basic credentials, as "Sensitive"), the body by its length only,
@@ -50,7 +51,7 @@ pub(crate) enum Grant<'a> {
 
 /// Builds a token request, authenticated as [`client_request`] says. Secrets travel only in
 /// the body or the `Authorization` header, never in the URL (S43).
-pub(crate) fn token_request(provider: &ProviderInner, grant: Grant<'_>) -> Request<Vec<u8>> {
+pub(crate) fn token_request(provider: &Provider, grant: Grant<'_>) -> ProviderRequest {
     let values = match &grant {
         Grant::Code {
             code,
@@ -60,8 +61,9 @@ pub(crate) fn token_request(provider: &ProviderInner, grant: Grant<'_>) -> Reque
         Grant::Refresh { refresh_token } => refresh_token.len(),
         Grant::Device { device_code } => device_code.len() + 48,
     };
-    let resources: usize = provider.resources.iter().map(|uri| uri.len() + 10).sum();
-    let mut body = form_body(provider, values + resources);
+    let inner = provider.inner();
+    let resources: usize = inner.resources.iter().map(|uri| uri.len() + 10).sum();
+    let mut body = form_body(inner, values + resources);
     match grant {
         Grant::Code {
             code,
@@ -84,10 +86,10 @@ pub(crate) fn token_request(provider: &ProviderInner, grant: Grant<'_>) -> Reque
     }
     // RFC 8707 §2.2: the same resources at every grant, so that a refreshed token is for
     // the same APIs.
-    for resource in &provider.resources {
+    for resource in &inner.resources {
         body.append("resource", resource);
     }
-    client_request(provider, &provider.token_endpoint, body)
+    client_request(provider, &inner.token_endpoint, body)
 }
 
 /// An empty form body with room for `values` bytes of values and the client's credentials,
@@ -102,25 +104,29 @@ pub(crate) fn form_body(provider: &ProviderInner, values: usize) -> form::Serial
 
 /// A POST of the form `body` to `endpoint` (the token or revocation endpoint), the client
 /// authenticated by exactly the provider's one method (S33): HTTP Basic, or `client_id` and
-/// `client_secret` in the body, or `client_id` alone for a public client.
+/// `client_secret` in the body, or a client assertion added when the request is finished
+/// (`private_key_jwt`), or `client_id` alone for a public client.
 pub(crate) fn client_request(
-    provider: &ProviderInner,
+    provider: &Provider,
     endpoint: &http::Uri,
     mut body: form::Serializer,
-) -> Request<Vec<u8>> {
-    let secret = provider
+) -> ProviderRequest {
+    let inner = provider.inner();
+    let secret = inner
         .client_secret
         .as_ref()
         .map(ExposeSecret::expose_secret);
     // Validation guarantees a secret exactly when the method needs one.
-    match (provider.auth, secret) {
+    match (inner.auth, secret) {
         (ClientAuth::SecretBasic, Some(_)) => {}
         (ClientAuth::SecretPost, Some(secret)) => {
-            body.append("client_id", &provider.client_id)
+            body.append("client_id", &inner.client_id)
                 .append("client_secret", secret);
         }
+        // The assertion names the client (RFC 7521 §4.2).
+        (ClientAuth::PrivateKeyJwt, _) => {}
         _ => {
-            body.append("client_id", &provider.client_id);
+            body.append("client_id", &inner.client_id);
         }
     }
 
@@ -133,10 +139,13 @@ pub(crate) fn client_request(
         HeaderValue::from_static("application/x-www-form-urlencoded"),
     );
     headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-    if let Some(value) = &provider.basic_authorization {
+    if let Some(value) = &inner.basic_authorization {
         headers.insert(AUTHORIZATION, value.clone());
     }
-    request
+    match inner.auth {
+        ClientAuth::PrivateKeyJwt => ProviderRequest::with_assertion(request, provider.clone()),
+        _ => ProviderRequest::complete(request),
+    }
 }
 
 /// `Basic base64(urlencode(id) ":" urlencode(secret))` (RFC 6749 §2.3.1), computed once per

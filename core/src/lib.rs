@@ -123,6 +123,7 @@
 //! let Some(Action::SendTokenRequest { exchange, request, .. }) = engine.poll_action() else {
 //!     unreachable!()
 //! };
+//! let request = request.finish(SystemTime::now())?; // a client assertion, if any, is signed now
 //! assert_eq!(request.uri(), "https://idp.example/token");
 //! let body = String::from_utf8(request.into_body())?;
 //! assert!(body.starts_with("grant_type=authorization_code&code=SplxlOBeZQQYbYS6WxSbIA"));
@@ -244,6 +245,7 @@
 //! // So it refreshes, with exactly these bytes.
 //! let Some(SessionAction::Send { id, purpose: Purpose::Refresh, request }) = session.poll_action()
 //! else { unreachable!() };
+//! let request = request.finish(wall)?; // a client assertion, if any, is signed now
 //! assert_eq!(request.uri(), "https://idp.example/token");
 //! assert_eq!(request.body(), b"grant_type=refresh_token&refresh_token=tGzv3JOkF0XG5Qx2TlKWIA&client_id=cli");
 //! // Anyone asking meanwhile joins this refresh: no second request.
@@ -279,11 +281,13 @@
 //! let Some(SessionAction::Load { op }) = session.poll_action() else { unreachable!() };
 //! session.handle_loaded(now, wall, op, Ok(Some(tokens)));
 //! let Some(SessionAction::Send { id, request, .. }) = session.poll_action() else { unreachable!() };
+//! let request = request.finish(wall)?; // a client assertion, if any, is signed now
 //! assert_eq!(request.uri(), "https://idp.example/revoke");
 //! assert_eq!(request.body(), b"token=8xLOxBtZp8&token_type_hint=refresh_token&client_id=cli");
 //! let ok = ResponseReader::new(1024).read(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")?.expect("complete");
 //! session.handle_response(now, wall, id, ok.clone());
 //! let Some(SessionAction::Send { id, request, .. }) = session.poll_action() else { unreachable!() };
+//! let request = request.finish(wall)?; // a client assertion, if any, is signed now
 //! assert_eq!(request.body(), b"token=new-access&token_type_hint=access_token&client_id=cli");
 //! session.handle_response(now, wall, id, ok);
 //! let Some(SessionAction::Delete { op, .. }) = session.poll_action() else { unreachable!() };
@@ -319,6 +323,14 @@
 //! through [`dpop::Proof`], DPoP proofs (RFC 9449) for any request: method, URI without
 //! query or fragment, time, a fresh `jti`, the provider's nonce and the hash of the token
 //! presented (S61). Both modules have examples with literal bytes.
+//!
+//! A client without a shared secret sets [`ProviderBuilder::client_key`]
+//! ([`ClientAuth::PrivateKeyJwt`]): every token, refresh, revocation and device
+//! authorization request then carries an assertion (`iss` = `sub` = the client id, `aud` the
+//! issuer, a minute of life, a fresh `jti`; S63). An assertion says when it was made, so the
+//! machines emit their requests as [`ProviderRequest`]s and the driver signs them as they
+//! leave, with its wall-clock time: [`ProviderRequest::finish`]. For other clients `finish`
+//! only unwraps the request.
 //!
 //! ## Well-known providers
 //!
@@ -418,6 +430,7 @@ pub mod http1;
 pub mod keys;
 mod machine;
 pub mod oidc;
+mod outgoing;
 mod pages;
 mod pkce;
 pub mod presets;
@@ -440,6 +453,7 @@ pub use error::{
 };
 pub use machine::Machine;
 pub use oidc::{IdTokenError, Identity, KeySetError};
+pub use outgoing::ProviderRequest;
 pub use pkce::ENTROPY_LEN;
 pub use refresh::RefreshError;
 pub use revoke::{RevocationError, TokenKind};

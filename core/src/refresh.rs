@@ -11,6 +11,7 @@ use crate::config::Provider;
 use crate::error::{BadTokenResponse, FlowError, ProviderError};
 use crate::exchange::{self, Grant};
 use crate::oidc::IdTokenError;
+use crate::outgoing::ProviderRequest;
 use crate::token::{self, TokenSet};
 
 /// Error codes that say the refresh token itself is dead (expired, revoked, already used):
@@ -52,13 +53,13 @@ impl Refresh {
     /// The token request: `grant_type=refresh_token` with the refresh token, authenticated
     /// exactly as the provider's code exchange is (S33). No `scope`: the refreshed tokens
     /// keep the scope originally granted. Send it without following redirects (S34).
-    pub(crate) fn request(&self) -> http::Request<Vec<u8>> {
+    pub(crate) fn request(&self) -> ProviderRequest {
         let refresh_token = self
             .previous
             .refresh_token()
             .map(ExposeSecret::expose_secret)
             .unwrap_or_default(); // `new` made sure there is one
-        exchange::token_request(self.provider.inner(), Grant::Refresh { refresh_token })
+        exchange::token_request(&self.provider, Grant::Refresh { refresh_token })
     }
 
     /// Reads the token endpoint's answer, received at `received_at` (the base of
@@ -274,7 +275,9 @@ mod tests {
             .expect("a valid provider");
         let request = Refresh::new(&provider, &stored())
             .expect("refreshable")
-            .request();
+            .request()
+            .finish(received_at())
+            .expect("nothing to sign");
         assert_eq!(
             request.body(),
             b"grant_type=refresh_token&refresh_token=refresh-1&resource=https%3A%2F%2Fapi.example%2F&client_id=cli"
@@ -285,7 +288,9 @@ mod tests {
     fn s33_s43_the_request_is_a_refresh_grant_authenticated_like_the_code_exchange() {
         let request = Refresh::new(&provider(ClientAuth::SecretBasic), &stored())
             .expect("refreshable")
-            .request();
+            .request()
+            .finish(received_at())
+            .expect("nothing to sign");
         assert_eq!(request.method(), http::Method::POST);
         assert_eq!(request.uri(), TOKEN_ENDPOINT);
         assert_eq!(
@@ -301,7 +306,9 @@ mod tests {
 
         let post = Refresh::new(&provider(ClientAuth::SecretPost), &stored())
             .expect("refreshable")
-            .request();
+            .request()
+            .finish(received_at())
+            .expect("nothing to sign");
         assert_eq!(
             post.body(),
             b"grant_type=refresh_token&refresh_token=refresh-1&client_id=cli&client_secret=s3cr3t"
@@ -310,7 +317,9 @@ mod tests {
 
         let public = Refresh::new(&provider(ClientAuth::None), &stored())
             .expect("refreshable")
-            .request();
+            .request()
+            .finish(received_at())
+            .expect("nothing to sign");
         assert_eq!(
             public.body(),
             b"grant_type=refresh_token&refresh_token=refresh-1&client_id=cli"

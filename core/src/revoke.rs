@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::config::Provider;
 use crate::error::{ProviderError, TransportError};
 use crate::exchange;
+use crate::outgoing::ProviderRequest;
 use crate::token::TokenSet;
 
 /// Which token a revocation names (`token_type_hint`, RFC 7009 §2.1).
@@ -85,7 +86,7 @@ impl Revocation {
     /// The request: `token` and `token_type_hint`, POSTed to the revocation endpoint with
     /// the client authenticated as at the token endpoint (RFC 7009 §2.1, S33). The token
     /// travels only in the body (S43).
-    pub(crate) fn request(&self) -> http::Request<Vec<u8>> {
+    pub(crate) fn request(&self) -> ProviderRequest {
         let provider = self.provider.inner();
         let token = self.token.expose_secret();
         let mut body = exchange::form_body(provider, token.len());
@@ -95,7 +96,7 @@ impl Revocation {
             .revocation_endpoint
             .as_ref()
             .unwrap_or(&provider.token_endpoint); // `new` made sure there is one
-        exchange::client_request(provider, endpoint, body)
+        exchange::client_request(&self.provider, endpoint, body)
     }
 
     /// Reads the answer. 200 means the token is no longer valid, including when it already
@@ -233,7 +234,7 @@ pub(crate) mod tests {
         let revocations = Revocation::for_tokens(&provider(true), &tokens()).expect("supported");
         let bodies: Vec<Vec<u8>> = revocations
             .iter()
-            .map(|revocation| revocation.request().into_body())
+            .map(|revocation| revocation.request().request().body().clone())
             .collect();
         assert_eq!(
             bodies,
@@ -246,6 +247,7 @@ pub(crate) mod tests {
         );
         for revocation in &revocations {
             let request = revocation.request();
+            let request = request.request();
             assert_eq!(request.method(), http::Method::POST);
             assert_eq!(request.uri(), "https://idp.example/revoke");
             assert!(!request.uri().to_string().contains("-1"));

@@ -82,6 +82,7 @@ use secrecy::ExposeSecret;
 use crate::config::{ConfigError, Provider};
 use crate::error::{StoreError, TransportError, TransportErrorKind};
 use crate::oidc::{Expected, IdTokenError, KeyCache, KeySetError, Lookup};
+use crate::outgoing::ProviderRequest;
 use crate::refresh::{Refresh, RefreshError};
 use crate::revoke::{Revocation, RevocationError, TokenKind};
 use crate::token::TokenSet;
@@ -268,8 +269,9 @@ pub enum SessionAction {
         id: RequestId,
         /// What it is for.
         purpose: Purpose,
-        /// The request, complete with headers and body (see [`crate::http1`] to send it).
-        request: http::Request<Vec<u8>>,
+        /// The request: [`finish`](ProviderRequest::finish) it as it is sent (see
+        /// [`crate::http1`] to send it).
+        request: ProviderRequest,
     },
     /// The answer to a [`Session::tokens`] or [`Session::refresh`] call; the last action
     /// that names `call`.
@@ -337,7 +339,7 @@ impl fmt::Debug for SessionAction {
                 .debug_struct("Send")
                 .field("id", id)
                 .field("purpose", purpose)
-                .field("request", &crate::exchange::Redacted(request))
+                .field("request", request)
                 .finish(),
             SessionAction::Tokens { call, result } => f
                 .debug_struct("Tokens")
@@ -1125,7 +1127,7 @@ impl Session {
             self.actions.push_back(SessionAction::Send {
                 id: RequestId::issued(id),
                 purpose: Purpose::KeySet,
-                request,
+                request: ProviderRequest::complete(request),
             });
         }
         match lookup {
@@ -1668,7 +1670,7 @@ mod tests {
             ] => (
                 *id,
                 *purpose,
-                String::from_utf8(request.body().clone()).expect("a form body"),
+                String::from_utf8(request.request().body().clone()).expect("a form body"),
             ),
             other => panic!("expected one Send, got {other:?}"),
         }

@@ -478,14 +478,15 @@ impl<R: Runtime> Inner<R> {
                         Purpose::Refresh => info!("refreshing the tokens"),
                         Purpose::Revoke(kind) => debug!(token = kind.hint(), "revoking a token"),
                         Purpose::KeySet => {
-                            debug!(uri = %request.uri(), "fetching the provider's key set");
+                            let uri = request.request().uri();
+                            debug!(%uri, "fetching the provider's key set");
                         }
                         _ => {}
                     }
                     let inner = Arc::clone(self);
                     let sending = async move {
                         let sent = inner.runtime.now();
-                        let result = inner.transport.send(&inner.runtime, request).await;
+                        let result = inner.transport.send_finished(&inner.runtime, request).await;
                         let elapsed = inner.runtime.now().saturating_duration_since(sent);
                         log_answer(&result, purpose, elapsed);
                         let wall = inner.runtime.wall();

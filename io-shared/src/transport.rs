@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use latchkey::TransportError;
+use latchkey::{ProviderRequest, TransportError, TransportErrorKind};
 
 use crate::http::HttpClient;
 use crate::runtime::Runtime;
@@ -44,6 +44,24 @@ impl Transport {
             Transport::Builtin(client) => client.send_on(runtime, &request).await,
             Transport::Custom(custom) => custom.send(request).await,
         }
+    }
+}
+
+impl Transport {
+    /// Finishes `request` at the runtime's wall-clock time (a client assertion is signed
+    /// as it leaves) and sends it.
+    pub async fn send_finished<R: Runtime>(
+        &self,
+        runtime: &R,
+        request: ProviderRequest,
+    ) -> TokenResult {
+        let request = request.finish(runtime.wall()).map_err(|error| {
+            TransportError::new(
+                TransportErrorKind::Other,
+                format!("the request could not be signed: {error}"),
+            )
+        })?;
+        self.send(runtime, request).await
     }
 }
 

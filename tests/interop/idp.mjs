@@ -3,10 +3,11 @@
 // `LATCHKEY_IDP_PORT=N` in the environment it listens on port N instead (a test that starts
 // its client first, offline, and the provider later on the port the client was given).
 //
-// Three native clients share the loopback redirect URIs (any port, RFC 8252 §7.3):
+// Native clients share the loopback redirect URIs (any port, RFC 8252 §7.3):
 //   basic-client   client_secret_basic, secret `s3cr3t+/:%&= ~!` (must be form-encoded)
 //   post-client    client_secret_post,  secret `post-secret`
 //   public-client  none (PKCE required)
+//   jwt-client     private_key_jwt (RFC 7523) with the keys of tests/vectors/keys
 //   es256-client, eddsa-client  public clients whose ID tokens are signed with ES256 and
 //                  EdDSA (Ed25519); everyone else's with RS256
 //   device-client  none, no redirect URI: the device authorization grant only (and refresh)
@@ -23,7 +24,7 @@
 // loopback origins may call the userinfo endpoint (CORS). The process ends when its
 // standard input closes, so a test that dies takes it along.
 //
-// Device authorization grant (RFC 8628): basic-client, post-client, public-client and
+// Device authorization grant (RFC 8628): basic-client, post-client, public-client, jwt-client and
 // device-client have `urn:ietf:params:oauth:grant-type:device_code` (es256-client and
 // eddsa-client do not: their requests get 400 `invalid_request`). `POST /device/auth`
 // (authenticated as at the token endpoint) answers `device_code`, `user_code` (`XXXX-XXXX`,
@@ -63,7 +64,8 @@
 //   that disconnects (or dies) while its request is held back has it dropped at once,
 //   unprocessed: no refresh token rotates for a dead client.
 import http from 'node:http';
-import { generateKeyPairSync } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import Provider from 'oidc-provider';
 
 const server = http.createServer();
@@ -89,6 +91,20 @@ const native = {
 /** `native`, also allowed the device authorization grant (RFC 8628). */
 const nativeWithDevice = { ...native, grant_types: [...native.grant_types, DEVICE_CODE] };
 
+/**
+ * The public halves of the test keys in `tests/vectors/keys` (RSA, P-256, Ed25519): the
+ * key set of `jwt-client`, whose client assertions any of them may sign. The `kid`s are
+ * those of the JWK files, which name them in their assertions.
+ */
+const clientKeys = [
+  ['rsa2048.pkcs8.pem', 'rsa-1'],
+  ['p256.pkcs8.pem', 'ec-1'],
+  ['ed25519.pkcs8.pem', 'ed-1'],
+].map(([file, kid]) => {
+  const pem = readFileSync(new URL(`../vectors/keys/${file}`, import.meta.url));
+  return { ...createPublicKey(pem).export({ format: 'jwk' }), kid, use: 'sig' };
+});
+
 /** Private signing keys as JWKs: RSA (RS256), P-256 (ES256), Ed25519 (EdDSA). */
 function signingKeys(prefix) {
   const jwk = (type, options) => generateKeyPairSync(type, options).privateKey.export({ format: 'jwk' });
@@ -104,6 +120,8 @@ const configuration = (keys) => ({
     { client_id: 'basic-client', client_secret: 's3cr3t+/:%&= ~!', token_endpoint_auth_method: 'client_secret_basic', ...nativeWithDevice },
     { client_id: 'post-client', client_secret: 'post-secret', token_endpoint_auth_method: 'client_secret_post', ...nativeWithDevice },
     { client_id: 'public-client', token_endpoint_auth_method: 'none', ...nativeWithDevice },
+    // No shared secret: client assertions signed with a key of `clientKeys` (RFC 7523).
+    { client_id: 'jwt-client', token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: clientKeys }, ...nativeWithDevice },
     // An input-constrained device's client: the device grant only, no redirect URI.
     {
       client_id: 'device-client',

@@ -1184,16 +1184,18 @@ impl DeviceSim {
                 if self.starting.take() != Some(*flow) {
                     return Err(format!("RequestDeviceCode for {flow}, not a new login"));
                 }
-                if request.uri() != DEVICE_ENDPOINT || request.method() != http::Method::POST {
+                if request.request().uri() != DEVICE_ENDPOINT
+                    || request.request().method() != http::Method::POST
+                {
                     return Err(format!(
                         "a device authorization request to {}",
-                        request.uri()
+                        request.request().uri()
                     ));
                 }
-                if request.body() != b"scope=openid+email&client_id=latchkey-test" {
+                if request.request().body() != b"scope=openid+email&client_id=latchkey-test" {
                     return Err(format!(
                         "a device authorization request with {:?}",
-                        String::from_utf8_lossy(request.body())
+                        String::from_utf8_lossy(request.request().body())
                     ));
                 }
                 if let Some(Login {
@@ -1263,13 +1265,13 @@ impl DeviceSim {
                 if now >= poller.expiry {
                     return Err(format!("a poll for {flow} after its code expired"));
                 }
-                if request.uri() != harness::TOKEN
-                    || request.body() != poll_body(&poller.device_code).as_bytes()
+                if request.request().uri() != harness::TOKEN
+                    || request.request().body() != poll_body(&poller.device_code).as_bytes()
                 {
                     return Err(format!(
                         "a poll for {flow} to {} with {:?}",
-                        request.uri(),
-                        String::from_utf8_lossy(request.body())
+                        request.request().uri(),
+                        String::from_utf8_lossy(request.request().body())
                     ));
                 }
                 poller.in_flight = Some((*exchange, now));

@@ -1649,8 +1649,9 @@ impl DirectorySim {
                 if !std::mem::take(&mut state.expect_token) {
                     return Err(format!("a token request for {flow} nobody expected"));
                 }
-                let body = std::str::from_utf8(request.body()).map_err(|_| "body not UTF-8")?;
-                if request.uri() != harness::TOKEN
+                let body =
+                    std::str::from_utf8(request.request().body()).map_err(|_| "body not UTF-8")?;
+                if request.request().uri() != harness::TOKEN
                     || query_value(body, "code").as_deref() != Some(CODE)
                     || query_value(body, "redirect_uri").as_deref() != Some(uri)
                 {

@@ -266,7 +266,7 @@ pub fn token_request(actions: &[Action]) -> Option<(ExchangeId, http::Request<Ve
     actions.iter().find_map(|action| match action {
         Action::SendTokenRequest {
             exchange, request, ..
-        } => Some((*exchange, request.clone())),
+        } => Some((*exchange, request.request().clone())),
         _ => None,
     })
 }

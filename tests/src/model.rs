@@ -433,7 +433,8 @@ impl Sim {
                         "flow {flow} exchanged a code without its state being delivered"
                     ));
                 }
-                let body = std::str::from_utf8(request.body()).map_err(|_| "body not UTF-8")?;
+                let body =
+                    std::str::from_utf8(request.request().body()).map_err(|_| "body not UTF-8")?;
                 if query_value(body, "redirect_uri").as_deref()
                     != Some(record.redirect_uri.as_str())
                 {
@@ -493,9 +494,9 @@ pub fn fingerprint(action: &Action) -> String {
             request,
         } => format!(
             "token {flow} {exchange} {} {:?} {}",
-            request.uri(),
-            request.headers(),
-            String::from_utf8_lossy(request.body())
+            request.request().uri(),
+            request.request().headers(),
+            String::from_utf8_lossy(request.request().body())
         ),
         Action::FetchKeys { id, request } => format!("fetch {id} {}", request.uri()),
         Action::RequestDeviceCode {
@@ -504,8 +505,8 @@ pub fn fingerprint(action: &Action) -> String {
             request,
         } => format!(
             "device {flow} {exchange} {} {}",
-            request.uri(),
-            String::from_utf8_lossy(request.body())
+            request.request().uri(),
+            String::from_utf8_lossy(request.request().body())
         ),
         Action::ShowUserCode {
             flow,

@@ -74,6 +74,13 @@ pub const PUBLIC: RegisteredClient = RegisteredClient {
     secret: None,
     method: "none",
 };
+/// `private_key_jwt` (RFC 7523): assertions signed with `tests/vectors/keys`' RSA, P-256
+/// or Ed25519 key, whose public halves are its key set.
+pub const JWT: RegisteredClient = RegisteredClient {
+    id: "jwt-client",
+    secret: None,
+    method: "private_key_jwt",
+};
 /// All three client authentication methods.
 pub const CLIENTS: [RegisteredClient; 3] = [BASIC, POST, PUBLIC];
 /// A public client whose ID tokens are signed with ES256 (P-256).

@@ -504,7 +504,7 @@ impl SessionSim {
                     if live > 0 {
                         return Err("a second refresh request while one is in flight".into());
                     }
-                    let body = String::from_utf8_lossy(request.body());
+                    let body = String::from_utf8_lossy(request.request().body());
                     let sent = crate::harness::query_value(&body, "refresh_token");
                     if sent != self.newest && !self.retired {
                         return Err(format!(
@@ -514,7 +514,7 @@ impl SessionSim {
                     }
                 }
                 if *purpose == Purpose::Revoke(latchkey::TokenKind::RefreshToken) {
-                    let body = String::from_utf8_lossy(request.body());
+                    let body = String::from_utf8_lossy(request.request().body());
                     if crate::harness::query_value(&body, "token") == self.newest {
                         // Logging out ends the live grant on purpose.
                         self.newest = None;

@@ -981,7 +981,7 @@ impl SharedSim {
                          live lock {holder:?} (S57, S58)"
                     ));
                 }
-                let body = String::from_utf8_lossy(request.body());
+                let body = String::from_utf8_lossy(request.request().body());
                 let refresh = query_value(&body, "refresh_token");
                 let twin = self
                     .requests

@@ -583,7 +583,7 @@ fn rfc8707_resources_go_to_the_authorization_code_refresh_and_device_requests() 
         })
         .expect("a device authorization request");
     assert_eq!(
-        body(&request),
+        body(request.request()),
         "scope=openid+email&resource=https%3A%2F%2Fapi.example%2F&resource=urn%3Aexample%3Abilling&client_id=latchkey-test"
     );
 }

@@ -83,7 +83,7 @@ fn start_with(
                 exchange,
                 request,
             },
-        ] if *f == flow => (flow, *exchange, request.clone()),
+        ] if *f == flow => (flow, *exchange, request.request().clone()),
         other => panic!("start_device emits RequestDeviceCode alone: {other:?}"),
     }
 }
@@ -138,7 +138,7 @@ fn poll_after(h: &mut Harness, wait: Duration) -> (ExchangeId, http::Request<Vec
             Action::SendTokenRequest {
                 exchange, request, ..
             },
-        ] => (*exchange, request.clone()),
+        ] => (*exchange, request.request().clone()),
         other => panic!("one poll after {wait:?}, got {other:?}"),
     }
 }
@@ -1197,7 +1197,7 @@ fn s41_debug_of_device_actions_and_of_the_engine_never_shows_the_device_code() {
         Action::RequestDeviceCode {
             flow,
             exchange,
-            request
+            request: latchkey::ProviderRequest::complete(request),
         }
     ));
     let actions = h.token_response(exchange, &code());

@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
+use latchkey::keys::{PrivateKey, Signer};
+use latchkey::oidc::Algorithm;
 use latchkey::{
     ClientAuth, Config, FlowError, FlowOptions, Landing, LogoutReport, Provider, RefreshError,
     TokenKind, TokenSet, TokenType, TransportError, TransportErrorKind,
@@ -32,7 +34,7 @@ use latchkey_io::service::{Login, LoginEvent, Service, ServiceOptions};
 use latchkey_io::store::{DEFAULT_KEY, MemoryStore, TokenStore};
 use latchkey_io::transport::{TokenResult, TokenTransport, Transport};
 use latchkey_tests::oidc::{
-    self, BASIC, EDDSA, ES256, OidcProvider, POST, PUBLIC, RegisteredClient,
+    self, BASIC, EDDSA, ES256, JWT, OidcProvider, POST, PUBLIC, RegisteredClient,
 };
 use latchkey_tests::oidc_agent::{self, Choice, Hop};
 use secrecy::{ExposeSecret, SecretString};
@@ -71,6 +73,8 @@ on_both_drivers!(
     s9_s42_s44_discovery_refresh_rotation_reuse_and_revocation,
     s46_s47_es256_and_eddsa_id_tokens_verify,
     s47_a_key_rotation_between_two_logins_is_followed,
+    s63_a_private_key_jwt_client_signs_in_refreshes_and_logs_out,
+    s63_an_assertion_signed_with_an_unregistered_key_is_refused,
 );
 
 on_both_drivers!(
@@ -900,6 +904,80 @@ async fn s9_s42_s44_discovery_refresh_rotation_reuse_and_revocation<R: Runtime>(
         .await
         .expect_err("the refresh token is revoked");
     assert!(after.login_required(), "{after:?}");
+}
+
+// ----- private_key_jwt (RFC 7523) -----
+
+/// [`JWT`] found from the issuer, authenticating with `key`.
+async fn discovered_with_key<R: Runtime>(rt: &R, idp: &OidcProvider, key: PrivateKey) -> Provider {
+    let transport = Transport::Builtin(http_client());
+    discover(rt, &transport, idp.issuer(), JWT.id)
+        .await
+        .expect("trusted metadata")
+        .scopes(SCOPES)
+        .param("prompt", "consent")
+        .client_key(key)
+        .build()
+        .expect("a valid provider")
+}
+
+fn test_key(file: &str) -> PrivateKey {
+    let path = format!("{}/vectors/keys/{file}", env!("CARGO_MANIFEST_DIR"));
+    PrivateKey::parse(&std::fs::read(&path).expect("a test key")).expect("a usable key")
+}
+
+async fn s63_a_private_key_jwt_client_signs_in_refreshes_and_logs_out<R: Runtime>(rt: R) {
+    let idp = provider(&rt).await;
+    // Every key type: the code exchange is authenticated by its assertion alone.
+    for file in ["rsa2048.jwk.json", "ed25519.pkcs8.pem"] {
+        let provider = discovered_with_key(&rt, &idp, test_key(file)).await;
+        let tokens = logged_in(&rt, &idp, &provider).await;
+        assert!(tokens.refresh_token().is_some(), "{file}");
+    }
+    // The refresh and both revocations too.
+    let provider = discovered_with_key(&rt, &idp, test_key("p256.sec1.pem")).await;
+    assert_eq!(provider.client_auth(), ClientAuth::PrivateKeyJwt);
+    let tokens = logged_in(&rt, &idp, &provider).await;
+    let fresh = refreshed(&rt, &provider, &tokens)
+        .await
+        .expect("a refresh authenticated by an assertion");
+    let (report, _) = logged_out(&rt, &provider, &fresh).await;
+    assert_eq!(report.not_revoked, None, "revocable: {report:?}");
+    for (kind, outcome) in &report.revocations {
+        assert_eq!(outcome, &Ok(()), "{kind:?}");
+    }
+    let after = refreshed(&rt, &provider, &fresh)
+        .await
+        .expect_err("the refresh token is revoked");
+    assert!(after.login_required(), "{after:?}");
+}
+
+async fn s63_an_assertion_signed_with_an_unregistered_key_is_refused<R: Runtime>(rt: R) {
+    let idp = provider(&rt).await;
+    let stranger = Signer::generate(Algorithm::ES256, latchkey_io::crypto::ring())
+        .expect("a fresh key")
+        .private_key()
+        .clone();
+    let provider = discovered_with_key(&rt, &idp, stranger).await;
+    let config = Config::builder(provider)
+        .redirect_uri("127.0.0.1", 0, CALLBACK_PATH)
+        .build()
+        .expect("config");
+    let fx = Fixture::with(&rt, config, Transport::Builtin(http_client()));
+    let login = fx.start_login().await;
+    sign_in(
+        &rt,
+        &idp,
+        login.url().expect("a browser login"),
+        Choice::Approve,
+    )
+    .await;
+    match outcome(&events(&rt, &login).await) {
+        Err(FlowError::TokenRejected { error, .. }) => assert_eq!(error.code, "invalid_client"),
+        other => panic!("expected invalid_client, got {other:?}"),
+    }
+    assert!(fx.stored().is_none());
+    fx.shutdown(&rt).await;
 }
 
 // ----- 7. ID tokens of every algorithm, and a key rotation -----

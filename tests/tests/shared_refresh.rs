@@ -192,8 +192,8 @@ fn sent(actions: &[SessionAction]) -> (RequestId, String) {
                 request,
             },
         ] => {
-            assert_eq!(request.uri(), "https://idp.example/token");
-            let body = String::from_utf8(request.body().clone()).expect("a form body");
+            assert_eq!(request.request().uri(), "https://idp.example/token");
+            let body = String::from_utf8(request.request().body().clone()).expect("a form body");
             (*id, body)
         }
         other => panic!("expected one refresh request, got {other:?}"),
@@ -287,7 +287,7 @@ fn s57_thirty_calls_on_three_replicas_make_one_refresh_request() {
                 Vec::new()
             }
             SessionAction::Send { id, request, .. } => {
-                requests.push(String::from_utf8(request.body().clone()).expect("a form"));
+                requests.push(String::from_utf8(request.request().body().clone()).expect("a form"));
                 b.answer(r, id, ROTATED_1)
             }
             SessionAction::Tokens { call, result } => {

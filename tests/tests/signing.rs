@@ -1,5 +1,5 @@
-//! Keys that sign for the client, client assertions (RFC 7523) and DPoP proofs (RFC 9449),
-//! checked by an independent verifier: `ring` through its verification interface, on key
+//! Keys that sign for the client, client assertions (RFC 7523) in every request of a
+//! `private_key_jwt` client, and DPoP proofs (RFC 9449), checked by an independent verifier: `ring` through its verification interface, on key
 //! files OpenSSL made (`tests/vectors/keys/make.sh`).
 
 use std::sync::Arc;
@@ -10,6 +10,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey::crypto::{Algorithm, CryptoProvider, Curve, PublicKey, SignatureError, SigningKey};
 use latchkey::dpop::{Proof, ProofError};
 use latchkey::keys::{self, KeyError, KeyType, PrivateKey, Signer};
+use latchkey::{Action, ClientAuth, ConfigError, FlowOptions, TokenSet};
+use latchkey_tests::harness::{self, Harness};
+use secrecy::SecretString;
 use serde_json::{Map, Value};
 
 fn key_file(name: &str) -> Vec<u8> {
@@ -450,4 +453,216 @@ fn a_provider_that_cannot_sign_is_a_configuration_error() {
         Signer::generate(Algorithm::ES256, Arc::new(VerifyOnly)).unwrap_err(),
         KeyError::Provider(SignatureError::Unsupported)
     );
+}
+
+// ----- private_key_jwt in the machines' requests -----
+
+fn jwt_provider() -> latchkey::ProviderBuilder {
+    harness::provider()
+        .client_key(PrivateKey::parse(&key_file("p256.pkcs8.pem")).unwrap())
+        .crypto(ring())
+        .revocation_endpoint("https://idp.example/revoke")
+        .device_authorization_endpoint("https://idp.example/device")
+}
+
+/// The form body's `(name, value)` pairs, decoded.
+fn form(request: &http::Request<Vec<u8>>) -> Vec<(String, String)> {
+    std::str::from_utf8(request.body())
+        .unwrap()
+        .split('&')
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap();
+            (
+                harness::percent_decode(name),
+                harness::percent_decode(value),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn s63_private_key_jwt_requests_carry_an_assertion_made_when_they_are_sent() {
+    let provider = jwt_provider().build().unwrap();
+    assert_eq!(provider.client_auth(), ClientAuth::PrivateKeyJwt);
+    let public = signer("p256.pkcs8.pem").public_key().clone();
+    let mut h = Harness::with(harness::config_with(provider).build().unwrap());
+    let started = h.start();
+    let query = format!(
+        "code=auth-code-1&state={}&iss=https%3A%2F%2Fidp.example",
+        started.state
+    );
+    let (_, actions) = h.callback(&query);
+    let request = actions
+        .into_iter()
+        .find_map(|action| match action {
+            Action::SendTokenRequest { request, .. } => Some(request),
+            _ => None,
+        })
+        .expect("a token request");
+    assert!(request.is_signed());
+    // As built: no client_id, no secret, no assertion yet.
+    let built = form(request.request());
+    assert!(
+        built.iter().all(|(name, _)| !name.starts_with("client_")),
+        "{built:?}"
+    );
+    assert!(request.request().headers().get("authorization").is_none());
+
+    let sent = request.finish(at()).unwrap();
+    let pairs = form(&sent);
+    let names: Vec<&str> = pairs.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "grant_type",
+            "code",
+            "redirect_uri",
+            "code_verifier",
+            "client_assertion_type",
+            "client_assertion"
+        ]
+    );
+    assert_eq!(pairs[4].1, keys::ASSERTION_TYPE);
+    let Checked { claims, .. } = check(&pairs[5].1, &public);
+    assert_eq!(claims["iss"], "latchkey-test");
+    assert_eq!(claims["sub"], "latchkey-test");
+    assert_eq!(claims["aud"], harness::ISSUER);
+    assert_eq!(claims["iat"], AT);
+}
+
+#[test]
+fn s63_refresh_revocation_and_device_requests_are_signed_too() {
+    let provider = jwt_provider().build().unwrap();
+    let mut h = Harness::with(harness::config_with(provider.clone()).build().unwrap());
+    h.engine
+        .start_device(h.now, FlowOptions::new())
+        .expect("a device endpoint");
+    let device = h
+        .drain()
+        .into_iter()
+        .find_map(|action| match action {
+            Action::RequestDeviceCode { request, .. } => Some(request),
+            _ => None,
+        })
+        .unwrap();
+    let tokens = TokenSet::new(SecretString::from("access-1"))
+        .with_refresh_token(SecretString::from("refresh-1"));
+    let requests = support_requests(&provider, &tokens);
+    for request in std::iter::once(device).chain(requests) {
+        assert!(request.is_signed(), "{request:?}");
+        let sent = request.finish(at()).unwrap();
+        let pairs = form(&sent);
+        assert!(
+            pairs.iter().any(|(name, _)| name == "client_assertion"),
+            "{pairs:?}"
+        );
+        assert!(
+            pairs
+                .iter()
+                .all(|(name, _)| name != "client_id" && name != "client_secret")
+        );
+    }
+}
+
+/// A refresh and a logout's two revocations of `tokens`, as a session emits them.
+fn support_requests(
+    provider: &latchkey::Provider,
+    tokens: &TokenSet,
+) -> Vec<latchkey::ProviderRequest> {
+    use latchkey::session::{Session, SessionAction};
+    let (now, wall) = (std::time::Instant::now(), at());
+    let mut session = Session::new(provider.clone());
+    let mut requests = Vec::new();
+    session.refresh(now);
+    let Some(SessionAction::Load { op }) = session.poll_action() else {
+        panic!("a load")
+    };
+    session.handle_loaded(now, wall, op, Ok(Some(tokens.clone())));
+    let Some(SessionAction::Send { request, .. }) = session.poll_action() else {
+        panic!("a refresh")
+    };
+    requests.push(request);
+    let mut session = Session::new(provider.clone());
+    session.logout(now);
+    let Some(SessionAction::Load { op }) = session.poll_action() else {
+        panic!("a load")
+    };
+    session.handle_loaded(now, wall, op, Ok(Some(tokens.clone())));
+    let Some(SessionAction::Send { id, request, .. }) = session.poll_action() else {
+        panic!("a revocation")
+    };
+    requests.push(request);
+    let ok = http::Response::builder()
+        .status(200)
+        .body(Vec::new())
+        .unwrap();
+    session.handle_response(now, wall, id, ok);
+    let Some(SessionAction::Send { request, .. }) = session.poll_action() else {
+        panic!("a second revocation")
+    };
+    requests.push(request);
+    requests
+}
+
+#[test]
+fn s63_private_key_jwt_is_configured_completely_or_not_at_all() {
+    let key = || PrivateKey::parse(&key_file("p256.pkcs8.pem")).unwrap();
+    let base = || {
+        latchkey::Provider::builder(
+            "https://idp.example/authorize",
+            "https://idp.example/token",
+            "cli",
+        )
+    };
+    assert_eq!(
+        base().client_auth(ClientAuth::PrivateKeyJwt).build().err(),
+        Some(ConfigError::MissingClientKey)
+    );
+    assert_eq!(
+        base().client_key(key()).crypto(ring()).build().err(),
+        Some(ConfigError::AssertionNeedsIssuer)
+    );
+    assert_eq!(
+        base()
+            .client_key(key())
+            .issuer("https://idp.example")
+            .build()
+            .err(),
+        Some(ConfigError::ClientKey(KeyError::Provider(
+            SignatureError::Unsupported
+        ))),
+        "no crypto provider to sign with"
+    );
+    assert_eq!(
+        base()
+            .client_key(key())
+            .client_auth(ClientAuth::None)
+            .build()
+            .err(),
+        Some(ConfigError::UnusedClientKey)
+    );
+    assert_eq!(
+        base()
+            .client_key(key())
+            .client_secret(SecretString::from("s"))
+            .client_auth(ClientAuth::PrivateKeyJwt)
+            .issuer("https://idp.example")
+            .crypto(ring())
+            .build()
+            .err(),
+        Some(ConfigError::UnusedClientSecret)
+    );
+    assert_eq!(
+        base()
+            .client_key(key())
+            .issuer("https://idp.example")
+            .crypto(Arc::new(VerifyOnly))
+            .build()
+            .err(),
+        Some(ConfigError::ClientKey(KeyError::Provider(
+            SignatureError::Unsupported
+        )))
+    );
+    let message = ConfigError::ClientKey(KeyError::WeakKey { bits: 1024 }).to_string();
+    assert!(message.contains("1024"), "{message}");
 }

@@ -1024,7 +1024,7 @@ fn key_fetch(actions: &[SessionAction]) -> (RequestId, http::Request<Vec<u8>>) {
                 purpose: Purpose::KeySet,
                 request,
             },
-        ] => (*id, request.clone()),
+        ] => (*id, request.request().clone()),
         other => panic!("expected one key-set Send, got {other:?}"),
     }
 }

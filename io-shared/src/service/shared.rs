@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_lite::future;
 use latchkey::directory::{Announcement, FlowKey, FlowRecord, Outcome};
 use latchkey::{Action, ConnId, Engine, ExchangeId, FlowError, FlowId, RequestId, TokenSet};
-use latchkey::{FlowOptions, Rejection, StartError, StoreError, TakeId};
+use latchkey::{FlowOptions, ProviderRequest, Rejection, StartError, StoreError, TakeId};
 use tracing::{Instrument, Span, debug, info, warn};
 
 use super::login::{Canceller, LoginEvent};
@@ -68,7 +68,7 @@ struct State<R: Runtime> {
 /// A token request the draining task must send.
 pub(super) struct Exchange {
     pub exchange: ExchangeId,
-    pub request: http::Request<Vec<u8>>,
+    pub request: ProviderRequest,
     pub span: Span,
 }
 
@@ -76,7 +76,7 @@ pub(super) struct Exchange {
 /// are verified when it ends.
 pub(super) struct Fetch {
     pub id: RequestId,
-    pub request: http::Request<Vec<u8>>,
+    pub request: ProviderRequest,
 }
 
 /// A record the draining task must store in the flow directory.
@@ -291,7 +291,8 @@ impl<R: Runtime> Shared<R> {
                         .flows
                         .get(&flow)
                         .map_or_else(Span::none, |handle| handle.span.clone());
-                    span.in_scope(|| info!(endpoint = %request.uri(), "requesting a user code"));
+                    let endpoint = request.request().uri();
+                    span.in_scope(|| info!(%endpoint, "requesting a user code"));
                     work.send(Exchange {
                         exchange,
                         request,
@@ -314,7 +315,10 @@ impl<R: Runtime> Shared<R> {
                 }
                 Action::FetchKeys { id, request } => {
                     debug!(fetch = id.get(), uri = %request.uri(), "fetching the provider's key set");
-                    work.fetch.push_back(Fetch { id, request });
+                    work.fetch.push_back(Fetch {
+                        id,
+                        request: ProviderRequest::complete(request),
+                    });
                 }
                 Action::ShareFlow {
                     flow,
@@ -509,14 +513,14 @@ impl<R: Runtime> Shared<R> {
     /// with the time it took.
     async fn send(
         &self,
-        request: http::Request<Vec<u8>>,
+        request: ProviderRequest,
         answered: &'static str,
         failed: &'static str,
     ) -> crate::transport::TokenResult {
         let sent = self.runtime.now();
         // Boxed: the client's state (TLS included) is large, and a connection task should
         // not carry it from the start for a request it may never send.
-        let result = Box::pin(self.transport.send(&self.runtime, request)).await;
+        let result = Box::pin(self.transport.send_finished(&self.runtime, request)).await;
         let elapsed = self.runtime.now().saturating_duration_since(sent);
         match &result {
             Ok(response) => info!(status = response.status().as_u16(), ?elapsed, "{answered}"),

@@ -111,7 +111,7 @@ impl ProviderRecord {
             "token_endpoint": self.token_endpoint,
             "revocation_endpoint": self.revocation_endpoint,
             "client_id": self.client_id,
-            "token_endpoint_auth_method": auth_method_name(self.client_auth),
+            "token_endpoint_auth_method": self.client_auth.name(),
             "scopes": self.scopes,
             "resources": self.resources,
             "verify_id_token": self.verify_id_token,
@@ -130,12 +130,8 @@ impl ProviderRecord {
         };
         let required = |name: &str| text(name)?.ok_or_else(|| format!("{name} is missing"));
         let method = required("token_endpoint_auth_method")?;
-        let client_auth = match method.as_str() {
-            "client_secret_basic" => ClientAuth::SecretBasic,
-            "client_secret_post" => ClientAuth::SecretPost,
-            "none" => ClientAuth::None,
-            _ => return Err("token_endpoint_auth_method is not one latchkey knows".to_owned()),
-        };
+        let client_auth = ClientAuth::from_name(&method)
+            .ok_or("token_endpoint_auth_method is not one latchkey knows")?;
         let list = |name: &str| match value.get(name) {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(items)) => items
@@ -165,14 +161,5 @@ impl ProviderRecord {
             id_token_algorithms: list("id_token_algorithms")?,
             tenant_issuer: flag("tenant_issuer")?,
         })
-    }
-}
-
-/// RFC 8414's name for a client authentication method.
-fn auth_method_name(auth: ClientAuth) -> &'static str {
-    match auth {
-        ClientAuth::SecretBasic => "client_secret_basic",
-        ClientAuth::SecretPost => "client_secret_post",
-        ClientAuth::None => "none",
     }
 }

@@ -145,12 +145,14 @@ pub fn settle(
             SessionAction::Delete { op, .. } => {
                 session.handle_deleted(now, op, store.delete(DEFAULT_KEY))
             }
-            SessionAction::Send { id, request, .. } => match send(request) {
-                Ok(response) => {
-                    session.handle_response(Instant::now(), SystemTime::now(), id, response)
+            SessionAction::Send { id, request, .. } => {
+                match send(request.finish(SystemTime::now()).expect("signed")) {
+                    Ok(response) => {
+                        session.handle_response(Instant::now(), SystemTime::now(), id, response)
+                    }
+                    Err(error) => session.handle_failure(Instant::now(), id, error),
                 }
-                Err(error) => session.handle_failure(Instant::now(), id, error),
-            },
+            }
             answer => return answer,
         }
     }
