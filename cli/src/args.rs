@@ -46,6 +46,7 @@ impl Invocation {
             }
             Some(Command::Token(args)) => args.common.file.verbosity.verbose,
             Some(Command::Profiles(args)) => args.file.verbosity.verbose,
+            Some(Command::Proof(args)) => args.file.verbosity.verbose,
             Some(Command::DevIdp(args)) => args.verbosity.verbose,
             Some(Command::Demo { verbosity, .. }) => verbosity.verbose,
             Some(Command::Completions { .. }) | None => 0,
@@ -85,6 +86,9 @@ pub enum Command {
     /// List the stored logins: provider, who signed in, expiry, and where the tokens are
     #[command(after_help = EXIT_CODES)]
     Profiles(ProfilesArgs),
+    /// Print a DPoP proof for a request presenting the stored (DPoP-bound) access token
+    #[command(after_help = EXIT_CODES)]
+    Proof(ProofArgs),
     /// Print the shell completion script for SHELL to stdout
     Completions {
         /// The shell whose completion script to print
@@ -497,6 +501,10 @@ pub struct LoginArgs {
     /// ended on pasted back
     #[arg(long)]
     no_device: bool,
+    /// Bind the tokens to a key pair made for this login (DPoP, RFC 9449): a copied token
+    /// is of no use without the key, which is stored with the tokens
+    #[arg(long)]
+    pub dpop: bool,
     /// Do NOT verify the ID token (only for a provider whose ID tokens cannot be verified);
     /// nobody's identity is recorded
     #[arg(long)]
@@ -604,11 +612,36 @@ pub struct SessionArgs {
     pub common: Common,
 }
 
+/// `latchkey proof`.
+#[derive(Debug, Args)]
+pub struct ProofArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// Which login's key and access token
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = DEFAULT_PROFILE,
+        value_parser = profile_name
+    )]
+    pub profile: String,
+    /// The request's method (GET, POST, …)
+    #[arg(long, value_name = "M")]
+    pub method: String,
+    /// The request's URL (its query and fragment are left out of the proof)
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// The nonce the server asked for in its DPoP-Nonce header
+    #[arg(long, value_name = "NONCE")]
+    pub nonce: Option<String>,
+}
+
 /// `latchkey token`.
 #[derive(Debug, Args)]
 #[command(
     mut_arg("client_secret_env", |arg| arg.requires("fresh")),
-    mut_arg("client_secret_file", |arg| arg.requires("fresh"))
+    mut_arg("client_secret_file", |arg| arg.requires("fresh")),
+    mut_arg("client_key", |arg| arg.requires("fresh"))
 )]
 pub struct TokenArgs {
     #[command(flatten)]

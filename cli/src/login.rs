@@ -444,6 +444,9 @@ async fn provider<R: Runtime>(
     for resource in &args.resources {
         provider = provider.resource(resource);
     }
+    if args.dpop {
+        provider = provider.dpop(latchkey::oidc::Algorithm::ES256);
+    }
     for (key, value) in &args.params {
         provider = provider.param(key, value);
     }

@@ -10,6 +10,7 @@ mod demo;
 mod login;
 mod paste;
 mod profiles;
+mod proof;
 mod report;
 mod session;
 mod show;
@@ -80,6 +81,7 @@ fn main() -> ExitCode {
             RuntimeChoice::Tokio => on_tokio(session::token(latchkey_tokio::Tokio, args)),
         },
         Command::Profiles(args) => profiles::run(&args),
+        Command::Proof(args) => proof::run(&args),
         Command::Completions { shell } => {
             let mut stdout = std::io::stdout().lock();
             match stdout

@@ -1233,3 +1233,159 @@ fn s63_a_weak_or_missing_client_key_is_a_configuration_error() {
         assert!(message.contains(says), "{args:?}: {message}");
     }
 }
+
+/// The provider's user-info answer (head and body) for `access_token` presented as a
+/// DPoP-bound token with `proof`.
+fn userinfo_with_proof(idp: &OidcProvider, access_token: &str, proof: &str) -> String {
+    let authority = idp
+        .issuer()
+        .strip_prefix("http://")
+        .expect("an http:// issuer");
+    let mut stream = TcpStream::connect(authority).expect("connecting to the provider");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "GET /me HTTP/1.1\r\nHost: {authority}\r\nAuthorization: DPoP {access_token}\r\n\
+         DPoP: {proof}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )
+    .expect("sending the user-info request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("reading the user-info response");
+    response
+}
+
+/// `latchkey proof --json` for `GET /me`, with `nonce`: the proof.
+fn proof_for_me(idp: &OidcProvider, store: &Path, nonce: Option<&str>) -> String {
+    let me = format!("{}/me?page=1", idp.issuer());
+    let mut command = latchkey(store, &["proof", "--json", "--method", "GET", "--url", &me]);
+    if let Some(nonce) = nonce {
+        command.args(["--nonce", nonce]);
+    }
+    let ended = Running::spawn("latchkey proof", GUARD, command).finish();
+    // One object, as `token --json` prints.
+    let output = &token_output(&ended);
+    assert_eq!(
+        output["htu"],
+        format!("{}/me", idp.issuer()),
+        "{}",
+        ended.describe()
+    );
+    text(output, "proof").to_owned()
+}
+
+/// DPoP through the command: `login --dpop` stores tokens bound to a key of its own, which
+/// `latchkey proof` proves possession of for the script's own request, and which a refresh
+/// keeps (S61, S62).
+#[test]
+fn s61_a_dpop_login_through_the_command_and_its_proofs_for_a_script() {
+    require_browser_tools();
+    let idp = OidcProvider::start();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = dir.path().join("tokens.json");
+    let mut command = login_as(&idp, PUBLIC, &store, None);
+    command.arg("--dpop");
+    let mut login = Running::spawn("latchkey login --dpop", GUARD, command);
+    let (redirect_uri, url) = read_start(&mut login, &idp);
+    assert!(url.contains("dpop_jkt="), "{url}");
+    let browsed = browse(&url, &redirect_uri, false)
+        .unwrap_or_else(|why| login.fail(&with_provider_state(&idp, &why)));
+    assert_eq!(browsed.status, 200, "{}", browsed.raw);
+    let ended = login.finish();
+    ended.assert_code(0);
+    assert_eq!(ended.event_names(), SUCCESS_EVENTS, "{}", ended.describe());
+    assert_eq!(
+        ended.events()[3]["token_type"],
+        "DPoP",
+        "{}",
+        ended.describe()
+    );
+    let entry = stored_entry(&store, DEFAULT_PROFILE);
+    let access_token = text(&entry, "access_token").to_owned();
+    let stored_key = entry["dpop_key"]["pkcs8"]
+        .as_str()
+        .expect("the key is stored")
+        .to_owned();
+    ended.assert_never_shows(&[("access token", &access_token), ("DPoP key", &stored_key)]);
+
+    // A bearer presentation of the token is refused; with a proof it is honoured, once
+    // the provider's nonce is in it.
+    assert!(userinfo(&idp, &access_token).starts_with("HTTP/1.1 401"));
+    let first = userinfo_with_proof(&idp, &access_token, &proof_for_me(&idp, &store, None));
+    assert!(first.starts_with("HTTP/1.1 401"), "{first}");
+    let nonce = first
+        .lines()
+        .find_map(|line| line.strip_prefix("dpop-nonce: "))
+        .unwrap_or_else(|| panic!("the provider names its nonce: {first}"))
+        .trim()
+        .to_owned();
+    let second = userinfo_with_proof(
+        &idp,
+        &access_token,
+        &proof_for_me(&idp, &store, Some(&nonce)),
+    );
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert!(second.contains(USER), "{second}");
+
+    // `token --json` says what the tokens are; a forced refresh keeps them bound.
+    let shown = Running::spawn(
+        "latchkey token --json",
+        GUARD,
+        latchkey(&store, &["token", "--json"]),
+    )
+    .finish();
+    assert_eq!(token_output(&shown)["token_type"], "DPoP");
+    let fresh = Running::spawn(
+        "latchkey token --fresh",
+        GUARD,
+        token_fresh(&store, None, Duration::from_secs(2 * 3600), "tokio"),
+    )
+    .finish();
+    let output = token_output(&fresh);
+    assert_eq!(output["token_type"], "DPoP", "{}", fresh.describe());
+    assert_ne!(text(&output, "access_token"), access_token);
+    let entry = stored_entry(&store, DEFAULT_PROFILE);
+    assert_eq!(
+        entry["dpop_key"]["pkcs8"],
+        stored_key.as_str(),
+        "the same key"
+    );
+}
+
+#[test]
+fn latchkey_proof_refuses_bearer_tokens_and_bad_requests() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = dir.path().join("tokens.json");
+    let proof = |args: &[&str]| {
+        let mut all = vec!["proof", "--json"];
+        all.extend_from_slice(args);
+        Running::spawn("latchkey proof", GUARD, latchkey(&store, &all)).finish()
+    };
+    let ended = proof(&["--method", "GET", "--url", "https://api.example/me"]);
+    ended.assert_code(1);
+    assert_eq!(
+        ended.events()[0]["kind"],
+        "login_required",
+        "{}",
+        ended.describe()
+    );
+    let ended = proof(&["--method", "GET", "--url", "/relative"]);
+    ended.assert_code(2);
+    assert_eq!(ended.events()[0]["kind"], "config", "{}", ended.describe());
+    std::fs::write(
+        &store,
+        r#"{"version":1,"tokens":{"default":{"access_token":"bearer-1","token_type":"Bearer"}}}"#,
+    )
+    .expect("a token file");
+    let ended = proof(&["--method", "GET", "--url", "https://api.example/me"]);
+    ended.assert_code(1);
+    assert_eq!(
+        ended.events()[0]["kind"],
+        "not_dpop_bound",
+        "{}",
+        ended.describe()
+    );
+}

@@ -84,6 +84,10 @@ pub(crate) struct ProviderInner {
     pub client_secret: Option<SecretString>,
     /// The key of `private_key_jwt`, loaded by the crypto provider.
     pub client_key: Option<Signer>,
+    /// DPoP (RFC 9449): each login's key pair is of this algorithm.
+    pub dpop: Option<Algorithm>,
+    /// The crypto provider that makes DPoP keys and proofs (and verifies ID tokens).
+    pub crypto: Option<Arc<dyn CryptoProvider>>,
     pub auth: ClientAuth,
     pub scopes: Vec<String>,
     /// The APIs tokens are asked for (RFC 8707), each sent as a `resource` parameter.
@@ -115,6 +119,7 @@ impl Provider {
             client_id: client_id.into(),
             client_secret: None,
             client_key: None,
+            dpop: None,
             auth: None,
             scopes: Vec::new(),
             resources: Vec::new(),
@@ -175,6 +180,11 @@ impl Provider {
     /// The requested scopes.
     pub fn scopes(&self) -> &[String] {
         &self.0.scopes
+    }
+
+    /// The algorithm of each login's DPoP key, when its tokens are DPoP-bound.
+    pub fn dpop(&self) -> Option<Algorithm> {
+        self.0.dpop
     }
 
     /// The APIs tokens are asked for (RFC 8707).
@@ -243,6 +253,7 @@ pub struct ProviderBuilder {
     client_id: String,
     client_secret: Option<SecretString>,
     client_key: Option<PrivateKey>,
+    dpop: Option<Algorithm>,
     auth: Option<ClientAuth>,
     scopes: Vec<String>,
     resources: Vec<String>,
@@ -261,7 +272,8 @@ pub struct ProviderBuilder {
 }
 
 /// Parameter names latchkey sets itself; the configuration may not set them (S4).
-const RESERVED_PARAMETERS: [&str; 9] = [
+const RESERVED_PARAMETERS: [&str; 10] = [
+    "dpop_jkt",
     "resource",
     "response_type",
     "client_id",
@@ -294,6 +306,14 @@ impl ProviderBuilder {
     /// built.
     pub fn client_key(mut self, key: PrivateKey) -> ProviderBuilder {
         self.client_key = Some(key);
+        self
+    }
+
+    /// Binds every login's tokens to a key pair of its own (DPoP, RFC 9449; S61–S62):
+    /// `ES256` (P-256) is the usual choice, `ES384` and `EdDSA` (Ed25519) the others. The
+    /// [`crypto`](ProviderBuilder::crypto) provider makes the keys and signs the proofs.
+    pub fn dpop(mut self, algorithm: Algorithm) -> ProviderBuilder {
+        self.dpop = Some(algorithm);
         self
     }
 
@@ -514,12 +534,27 @@ impl ProviderBuilder {
             ),
             None => None,
         };
+        if let Some(algorithm) = self.dpop {
+            if !matches!(
+                algorithm,
+                Algorithm::ES256 | Algorithm::ES384 | Algorithm::EdDSA
+            ) {
+                return Err(ConfigError::Dpop(KeyError::WeakAlgorithm(format!(
+                    "{algorithm} (DPoP keys are ES256, ES384 or EdDSA)"
+                ))));
+            }
+            if self.crypto.is_none() {
+                return Err(ConfigError::Dpop(KeyError::Provider(
+                    SignatureError::Unsupported,
+                )));
+            }
+        }
         let openid = self.scopes.iter().any(|scope| scope == "openid");
         let id_token = match (
             openid && self.verify_id_token,
             &self.issuer,
             jwks_uri.clone(),
-            self.crypto,
+            &self.crypto,
         ) {
             (false, ..) => None,
             (true, None, ..) => return Err(ConfigError::IdTokenVerification("an issuer")),
@@ -528,6 +563,7 @@ impl ProviderBuilder {
                 return Err(ConfigError::IdTokenVerification("a crypto provider"));
             }
             (true, Some(issuer), Some(jwks_uri), Some(crypto)) => {
+                let crypto = crypto.clone();
                 let algorithms = self.algorithms.unwrap_or_else(|| vec![Algorithm::RS256]);
                 if algorithms.is_empty() {
                     return Err(ConfigError::IdTokenVerification(
@@ -608,6 +644,8 @@ impl ProviderBuilder {
             client_id: self.client_id,
             client_secret: self.client_secret,
             client_key,
+            dpop: self.dpop,
+            crypto: self.crypto,
             auth,
             scopes: self.scopes,
             resources: self.resources,
@@ -1048,6 +1086,8 @@ pub enum ConfigError {
     ClientKey(KeyError),
     /// `private_key_jwt` without an issuer: the assertion's audience (S63).
     AssertionNeedsIssuer,
+    /// DPoP with an algorithm its keys are not made for, or without a crypto provider.
+    Dpop(KeyError),
     /// A scope is empty or contains spaces, quotes, backslashes or controls.
     InvalidScope(String),
     /// A resource indicator is not an absolute URI without fragment (RFC 8707 §2).
@@ -1101,6 +1141,7 @@ impl fmt::Display for ConfigError {
                 f.write_str("a client key is set but client authentication is not private_key_jwt")
             }
             ConfigError::ClientKey(error) => write!(f, "client key: {error}"),
+            ConfigError::Dpop(error) => write!(f, "DPoP: {error}"),
             ConfigError::AssertionNeedsIssuer => {
                 f.write_str("private_key_jwt needs the issuer, the audience of its assertions")
             }

@@ -7,7 +7,22 @@
 //! fragment), when it was made (`iat`), a unique `jti`, the provider's latest nonce when
 //! it asked for one, and, where a token is presented, `ath`, the token's SHA-256 (S61).
 //!
-//! [`Proof`] makes one for any request: what the machines send to the token endpoint, and
+//! With [`ProviderBuilder::dpop`](crate::ProviderBuilder::dpop) the machines do this for
+//! every login:
+//!
+//! - the login gets a key pair of its own, made by the crypto provider; its thumbprint is
+//!   the authorization request's `dpop_jkt`, which binds the code to it (RFC 9449 §10);
+//! - every token request (code exchange, device poll, refresh) and revocation carries a
+//!   proof, made when the driver [`finish`](crate::ProviderRequest::finish)es the request;
+//! - a `use_dpop_nonce` answer is answered by sending the request once more, with the nonce
+//!   of its `DPoP-Nonce` header; a second refusal ends the request (S62); the latest nonce
+//!   goes into the next proof;
+//! - tokens must come back with `token_type` `DPoP`: bearer tokens are refused
+//!   ([`BadTokenResponse::NotDpopBound`](crate::BadTokenResponse::NotDpopBound)), and the
+//!   key is kept with the tokens ([`TokenSet::dpop_key`](crate::TokenSet::dpop_key)),
+//!   stored, and used for their refreshes and revocations.
+//!
+//! [`Proof`] makes a proof for any request: what the machines send to the provider, and
 //! what an application sends to its own API with a bound access token.
 //!
 //! ```
@@ -171,6 +186,33 @@ impl<'a> Proof<'a> {
         }
         Ok(signer.jws(header, &claims, false)?)
     }
+}
+
+/// The provider's nonce in `response`'s `DPoP-Nonce` header, if it sent a usable one.
+pub(crate) fn nonce_of(response: &http::Response<Vec<u8>>) -> Option<String> {
+    let nonce = response.headers().get(NONCE_HEADER)?.to_str().ok()?;
+    is_nonce(nonce).then(|| nonce.to_owned())
+}
+
+/// Whether `response` refuses a proof for lacking the provider's nonce (RFC 9449 §8): the
+/// error `use_dpop_nonce`, with a nonce to use.
+pub(crate) fn asks_for_nonce(response: &http::Response<Vec<u8>>) -> Option<String> {
+    if !matches!(response.status().as_u16(), 400 | 401) {
+        return None;
+    }
+    let nonce = nonce_of(response)?;
+    let in_body = serde_json::from_slice::<Value>(response.body())
+        .ok()
+        .is_some_and(|body| body["error"] == "use_dpop_nonce");
+    let in_header = response
+        .headers()
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .any(|value| {
+            const ERROR: &[u8] = b"error=\"use_dpop_nonce\"";
+            value.as_bytes().windows(ERROR.len()).any(|w| w == ERROR)
+        });
+    (in_body || in_header).then_some(nonce)
 }
 
 /// `ath`: the base64url SHA-256 of the access token's ASCII bytes (RFC 9449 §4.2).

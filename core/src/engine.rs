@@ -47,15 +47,17 @@ use crate::device::{self, DeviceAuthorization, DeviceGrant, Poll};
 use crate::directory::{
     self, Announcement, Contents, DirectoryError, FlowKey, FlowRecord, Outcome, Taken,
 };
-use crate::error::{DeviceError, FlowError, Step, StoreError, TransportError};
+use crate::dpop;
+use crate::error::{BadTokenResponse, DeviceError, FlowError, Step, StoreError, TransportError};
 use crate::exchange;
 use crate::form;
+use crate::keys::{KeyError, Signer};
 use crate::oidc::{Expected, IdTokenError, KeyCache, KeySetError, Lookup};
 use crate::outgoing::ProviderRequest;
 use crate::pages::{Page, Pages, Refusal};
 use crate::pkce::{ENTROPY_LEN, FlowSecrets, Nonce, StateKey, Verifier};
 use crate::session::RequestId;
-use crate::token::{self, TokenSet};
+use crate::token::{self, TokenSet, TokenType};
 
 /// Most headers a browser request may carry (S26).
 const MAX_HEADERS: usize = 64;
@@ -352,7 +354,7 @@ impl FlowOptions {
 }
 
 /// Why [`Engine::start`] refused to start a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StartError {
     /// The entropy produced a `state` the engine has already seen: the driver's random
@@ -363,6 +365,11 @@ pub enum StartError {
     UnresolvedRedirectPort,
     /// [`Engine::start_device`]: the provider has no device authorization endpoint.
     NoDeviceEndpoint,
+    /// The crypto provider could not make the login's DPoP key.
+    DpopKey(KeyError),
+    /// A shared flow (one the flow directory hands to other replicas) cannot be DPoP-bound:
+    /// its key would have to travel with the record.
+    SharedDpop,
 }
 
 impl fmt::Display for StartError {
@@ -374,6 +381,10 @@ impl fmt::Display for StartError {
             }
             StartError::NoDeviceEndpoint => {
                 f.write_str("the provider has no device authorization endpoint")
+            }
+            StartError::DpopKey(error) => write!(f, "no DPoP key for the login: {error}"),
+            StartError::SharedDpop => {
+                f.write_str("a shared flow cannot be DPoP-bound: start it unshared")
             }
         }
     }
@@ -391,6 +402,8 @@ struct Flow {
     nonce: Option<Nonce>,
     /// A flow whose record is in the flow directory (boxed: few flows are shared).
     share: Option<Box<Share>>,
+    /// The login's DPoP key, when its tokens are bound to one (RFC 9449).
+    dpop: Option<Signer>,
     owner: Option<String>,
     /// When the current phase times out.
     deadline: Instant,
@@ -602,6 +615,11 @@ pub struct Engine {
     owners: BTreeMap<String, FlowId>,
     conns: BTreeMap<ConnId, Conn>,
     exchanges: BTreeMap<ExchangeId, FlowId>,
+    /// DPoP token requests not yet answered, to be sent once more with the provider's
+    /// nonce should it ask for one (S62).
+    dpop_retries: BTreeMap<ExchangeId, ProviderRequest>,
+    /// The latest DPoP nonce of each token endpoint, for the next proof.
+    dpop_nonces: BTreeMap<String, String>,
     takes: BTreeMap<TakeId, FlowId>,
     /// This engine's shared flows by their state, for outcomes announced by other replicas.
     shared: BTreeMap<StateKey, FlowId>,
@@ -638,6 +656,8 @@ impl Engine {
             owners: BTreeMap::new(),
             conns: BTreeMap::new(),
             exchanges: BTreeMap::new(),
+            dpop_retries: BTreeMap::new(),
+            dpop_nonces: BTreeMap::new(),
             takes: BTreeMap::new(),
             shared: BTreeMap::new(),
             keys: KeyCache::default(),
@@ -717,13 +737,18 @@ impl Engine {
         if self.states.contains_key(&state) {
             return Err(StartError::ReusedEntropy);
         }
-        self.supersede(now, &options);
         let provider = options
             .provider
+            .clone()
             .unwrap_or_else(|| self.config.provider.clone());
+        if provider.dpop().is_some() && options.shared.is_some() {
+            return Err(StartError::SharedDpop);
+        }
+        let dpop = dpop_key(&provider)?;
+        self.supersede(now, &options);
         let id = FlowId::issued(self.fresh_id());
-        // Room for the three parameters, so that the URL is allocated once.
-        let room = 160 + self.encoded_redirect_uri.len();
+        // Room for the parameters, so that the URL is allocated once.
+        let room = 208 + self.encoded_redirect_uri.len();
         let mut url =
             form::Serializer::continuing_with_room(&provider.inner().authorize_prefix, room);
         url.append_encoded("redirect_uri", &self.encoded_redirect_uri)
@@ -731,6 +756,10 @@ impl Engine {
             .append("code_challenge", secrets.challenge());
         if provider.requests_openid() {
             url.append("nonce", secrets.nonce.as_str());
+        }
+        // RFC 9449 §10: the authorization code is bound to the login's key.
+        if let Some(signer) = &dpop {
+            url.append("dpop_jkt", signer.thumbprint());
         }
         let url = url.finish();
         if let Some(owner) = &options.owner {
@@ -789,6 +818,7 @@ impl Engine {
                 browser: Some((state, secrets.verifier)),
                 nonce,
                 share,
+                dpop,
                 owner: options.owner,
                 deadline,
                 phase,
@@ -827,6 +857,7 @@ impl Engine {
             return Err(StartError::NoDeviceEndpoint);
         };
         let request = device::authorization_request(&provider, endpoint);
+        let dpop = dpop_key(&provider)?;
         self.supersede(now, &options);
         let id = FlowId::issued(self.fresh_id());
         let exchange = ExchangeId::issued(self.fresh_id());
@@ -843,6 +874,7 @@ impl Engine {
                 browser: None,
                 nonce: None,
                 share: None,
+                dpop,
                 owner: options.owner,
                 deadline,
                 phase: Phase::Authorizing { exchange },
@@ -1015,6 +1047,7 @@ impl Engine {
         response: http::Response<Vec<u8>>,
     ) {
         self.handle_timeout(now);
+        let retry = self.dpop_retries.remove(&exchange);
         let Some(flow_id) = self.exchanges.remove(&exchange) else {
             self.debug_assert_issued(exchange.get());
             return;
@@ -1022,6 +1055,24 @@ impl Engine {
         let Some(flow) = self.flows.get(&flow_id) else {
             return;
         };
+        if flow.dpop.is_some() {
+            if let Some(nonce) = dpop::nonce_of(&response) {
+                let endpoint = flow.provider.token_endpoint().to_string();
+                self.dpop_nonces.insert(endpoint, nonce);
+            }
+            // S62: once per request, with the nonce the provider asked for.
+            let again = retry.and_then(|retry| retry.with_nonce(&dpop::asks_for_nonce(&response)?));
+            if let Some(request) = again {
+                trace_event!(flow = flow_id.get(), "the provider asked for a DPoP nonce");
+                self.exchanges.insert(exchange, flow_id);
+                self.actions.push_back(Action::SendTokenRequest {
+                    flow: flow_id,
+                    exchange,
+                    request,
+                });
+                return;
+            }
+        }
         let scopes = flow.provider.scopes();
         let event = match &flow.phase {
             Phase::Authorizing { .. } => Event::DeviceAuthorized(device::read_authorization(
@@ -1030,11 +1081,16 @@ impl Engine {
                 self.config.flow_lifetime,
             )),
             Phase::Polling(_) => match device::read_poll(&response, scopes, wall) {
-                Poll::Tokens(tokens) => self.verify(now, flow_id, tokens, wall, true),
+                Poll::Tokens(tokens) => match bound(flow, tokens, &response) {
+                    Ok(tokens) => self.verify(now, flow_id, tokens, wall, true),
+                    Err(error) => Event::TokenResponse(Err(error)),
+                },
                 Poll::Fail(error) => Event::TokenResponse(Err(error)),
                 answer => Event::Polled(answer),
             },
-            _ => match token::parse_token_response(&response, scopes, wall) {
+            _ => match token::parse_token_response(&response, scopes, wall)
+                .and_then(|tokens| bound(flow, tokens, &response))
+            {
                 Ok(tokens) => self.verify(now, flow_id, tokens, wall, true),
                 Err(error) => Event::TokenResponse(Err(error)),
             },
@@ -1051,6 +1107,7 @@ impl Engine {
         error: TransportError,
     ) {
         self.handle_timeout(now);
+        self.dpop_retries.remove(&exchange);
         let Some(flow) = self.exchanges.remove(&exchange) else {
             self.debug_assert_issued(exchange.get());
             return;
@@ -1310,7 +1367,7 @@ impl Engine {
                 }
                 // The poll took longer than an exchange may: forget it, back off.
                 Some(late) => {
-                    self.exchanges.remove(&late);
+                    self.forget(late);
                     polling.schedule(now, &Poll::Unavailable(None));
                     Next::Stay(Phase::Polling(polling), deadline)
                 }
@@ -1322,7 +1379,7 @@ impl Engine {
             }
             (Phase::Polling(polling), Event::Deadline) => {
                 if let Some(exchange) = polling.in_flight {
-                    self.exchanges.remove(&exchange);
+                    self.forget(exchange);
                 }
                 Next::Finish(Err(FlowError::Device(DeviceError::Expired)), None)
             }
@@ -1506,6 +1563,8 @@ impl Engine {
                     adopted: true,
                     settled: true,
                 })),
+                // Shared flows are never DPoP-bound (`StartError::SharedDpop`).
+                dpop: None,
                 owner: None,
                 deadline,
                 phase: Phase::Taking {
@@ -1753,11 +1812,31 @@ impl Engine {
         }
     }
 
+    /// Forgets an exchange whose answer no longer matters.
+    fn forget(&mut self, exchange: ExchangeId) {
+        self.exchanges.remove(&exchange);
+        self.dpop_retries.remove(&exchange);
+    }
+
     /// Asks the driver to send `request`, a token request of flow `id`, under a fresh
-    /// exchange id its answer will name.
+    /// exchange id its answer will name. A DPoP login's request gets its proof.
     fn send_token_request(&mut self, id: FlowId, request: ProviderRequest) -> ExchangeId {
         let exchange = ExchangeId::issued(self.fresh_id());
         self.exchanges.insert(exchange, id);
+        let dpop = self.flows.get(&id).and_then(|flow| {
+            let nonce = self
+                .dpop_nonces
+                .get(&flow.provider.token_endpoint().to_string());
+            Some((flow.dpop.clone()?, nonce.cloned()))
+        });
+        let request = match dpop {
+            Some((signer, nonce)) => {
+                let request = request.with_dpop(signer, nonce);
+                self.dpop_retries.insert(exchange, request.clone());
+                request
+            }
+            None => request,
+        };
         self.actions.push_back(Action::SendTokenRequest {
             flow: id,
             exchange,
@@ -1799,8 +1878,8 @@ impl Engine {
             Phase::Polling(polling) => polling.in_flight.as_ref(),
             _ => None,
         };
-        if let Some(exchange) = exchange {
-            self.exchanges.remove(exchange);
+        if let Some(&exchange) = exchange {
+            self.forget(exchange);
         }
     }
 
@@ -2043,5 +2122,34 @@ impl Phase {
             | Phase::Exchanging { conn, .. }
             | Phase::Persisting { conn, .. } => *conn,
         }
+    }
+}
+
+/// A new DPoP key for a login of `provider`, when its tokens are DPoP-bound.
+fn dpop_key(provider: &Provider) -> Result<Option<Signer>, StartError> {
+    let (Some(algorithm), Some(crypto)) = (provider.dpop(), provider.inner().crypto.clone()) else {
+        return Ok(None);
+    };
+    Signer::generate(algorithm, crypto)
+        .map(Some)
+        .map_err(StartError::DpopKey)
+}
+
+/// `tokens` of a DPoP login, checked to be bound (`token_type` `DPoP`, S61) and given the
+/// login's key; other logins' tokens as they are.
+fn bound(
+    flow: &Flow,
+    tokens: TokenSet,
+    response: &http::Response<Vec<u8>>,
+) -> Result<TokenSet, FlowError> {
+    match &flow.dpop {
+        None => Ok(tokens),
+        Some(signer) if *tokens.token_type() == TokenType::DPoP => {
+            Ok(tokens.with_dpop_key(signer.private_key().clone()))
+        }
+        Some(_) => Err(FlowError::BadTokenResponse {
+            status: response.status().as_u16(),
+            reason: BadTokenResponse::NotDpopBound,
+        }),
     }
 }

@@ -248,6 +248,10 @@ pub enum BadTokenResponse {
     /// A member the answer must have is missing (named): a device authorization response's
     /// `device_code`, `user_code` or `verification_uri`.
     MissingMember(&'static str),
+    /// A DPoP login's tokens came back with a `token_type` other than `DPoP`: the provider
+    /// did not bind them to the login's key, and a bearer token is not what was asked for
+    /// (S61).
+    NotDpopBound,
 }
 
 impl fmt::Display for BadTokenResponse {
@@ -261,6 +265,9 @@ impl fmt::Display for BadTokenResponse {
             BadTokenResponse::InvalidMember(name) => write!(f, "`{name}` is invalid"),
             BadTokenResponse::RepeatedMember(name) => write!(f, "`{name}` appears more than once"),
             BadTokenResponse::MissingMember(name) => write!(f, "no `{name}`"),
+            BadTokenResponse::NotDpopBound => {
+                f.write_str("`token_type` is not DPoP: the tokens are not bound to the key")
+            }
         }
     }
 }

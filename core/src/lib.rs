@@ -332,6 +332,13 @@
 //! leave, with its wall-clock time: [`ProviderRequest::finish`]. For other clients `finish`
 //! only unwraps the request.
 //!
+//! With [`ProviderBuilder::dpop`], every login's tokens are bound to a key pair of its own
+//! (RFC 9449): its thumbprint goes into the authorization request, each token, refresh and
+//! revocation request gets a proof as it is finished, a provider asking for a nonce gets
+//! one retry with it (S62), bearer tokens are refused, and the key is kept with the tokens
+//! ([`TokenSet::dpop_key`]) for their refreshes and the application's own requests. The
+//! [`dpop`] module has the rules.
+//!
 //! ## Well-known providers
 //!
 //! [`presets`] describes Google, GitHub, Microsoft Entra, Okta, Auth0, Keycloak and GitLab:

@@ -8,11 +8,13 @@ use std::time::SystemTime;
 use secrecy::ExposeSecret;
 
 use crate::config::Provider;
+use crate::crypto::SignatureError;
 use crate::error::{BadTokenResponse, FlowError, ProviderError};
 use crate::exchange::{self, Grant};
+use crate::keys::{KeyError, Signer};
 use crate::oidc::IdTokenError;
 use crate::outgoing::ProviderRequest;
-use crate::token::{self, TokenSet};
+use crate::token::{self, TokenSet, TokenType};
 
 /// Error codes that say the refresh token itself is dead (expired, revoked, already used):
 /// RFC 6749's `invalid_grant`, and GitHub's `bad_refresh_token` (sent with HTTP 200, S36).
@@ -26,6 +28,8 @@ const DEAD_REFRESH_TOKEN: [&str; 2] = ["invalid_grant", "bad_refresh_token"];
 pub(crate) struct Refresh {
     provider: Provider,
     previous: TokenSet,
+    /// The key DPoP-bound tokens are refreshed with (RFC 9449 §5).
+    dpop: Option<Signer>,
 }
 
 impl Refresh {
@@ -42,6 +46,9 @@ impl Refresh {
         Ok(Refresh {
             provider: provider.clone(),
             previous: tokens.clone(),
+            dpop: dpop_signer(provider, tokens)
+                .transpose()
+                .map_err(RefreshError::DpopKey)?,
         })
     }
 
@@ -59,7 +66,11 @@ impl Refresh {
             .refresh_token()
             .map(ExposeSecret::expose_secret)
             .unwrap_or_default(); // `new` made sure there is one
-        exchange::token_request(&self.provider, Grant::Refresh { refresh_token })
+        let request = exchange::token_request(&self.provider, Grant::Refresh { refresh_token });
+        match &self.dpop {
+            Some(signer) => request.with_dpop(signer.clone(), None),
+            None => request,
+        }
     }
 
     /// Reads the token endpoint's answer, received at `received_at` (the base of
@@ -83,6 +94,13 @@ impl Refresh {
         response: &http::Response<Vec<u8>>,
     ) -> Result<TokenSet, RefreshError> {
         match token::parse_token_response(response, self.provider.scopes(), received_at) {
+            // S61: DPoP-bound tokens must come back bound, not as bearer tokens.
+            Ok(fresh) if self.dpop.is_some() && *fresh.token_type() != TokenType::DPoP => {
+                Err(RefreshError::BadResponse {
+                    status: response.status().as_u16(),
+                    reason: BadTokenResponse::NotDpopBound,
+                })
+            }
             Ok(fresh) => Ok(fresh.carry_over(&self.previous)),
             Err(FlowError::TokenRejected { error, .. })
                 if DEAD_REFRESH_TOKEN.contains(&error.code.as_str()) =>
@@ -104,6 +122,19 @@ impl Refresh {
             }
         }
     }
+}
+
+/// The key `tokens` are bound to, loaded by `provider`'s crypto provider; `None` for bearer
+/// tokens.
+pub(crate) fn dpop_signer(
+    provider: &Provider,
+    tokens: &TokenSet,
+) -> Option<Result<Signer, KeyError>> {
+    let key = tokens.dpop_key()?.clone();
+    Some(match provider.inner().crypto.clone() {
+        Some(crypto) => Signer::new(key, crypto),
+        None => Err(KeyError::Provider(SignatureError::Unsupported)),
+    })
 }
 
 /// Names the provider and whether a refresh token is held; never a token (S41).
@@ -144,21 +175,26 @@ pub enum RefreshError {
     /// The refreshed ID token failed verification (S49): a different user, issuer or
     /// audience, or a token the provider did not sign. The stored tokens were deleted.
     IdToken(IdTokenError),
+    /// The DPoP key the tokens are bound to cannot be loaded (by this crypto provider):
+    /// no proof, so no refresh; only a new login helps.
+    DpopKey(KeyError),
 }
 
 impl RefreshError {
-    /// Whether only a new login can get tokens now ([`NoRefreshToken`], [`LoginRequired`]
-    /// and [`IdToken`]).
+    /// Whether only a new login can get tokens now ([`NoRefreshToken`], [`LoginRequired`],
+    /// [`IdToken`] and [`DpopKey`]).
     ///
     /// [`NoRefreshToken`]: RefreshError::NoRefreshToken
     /// [`LoginRequired`]: RefreshError::LoginRequired
     /// [`IdToken`]: RefreshError::IdToken
+    /// [`DpopKey`]: RefreshError::DpopKey
     pub fn login_required(&self) -> bool {
         matches!(
             self,
             RefreshError::NoRefreshToken
                 | RefreshError::LoginRequired(_)
                 | RefreshError::IdToken(_)
+                | RefreshError::DpopKey(_)
         )
     }
 }
@@ -181,6 +217,12 @@ impl fmt::Display for RefreshError {
                 "token endpoint gave no usable answer to the refresh (HTTP {status}): {reason}"
             ),
             RefreshError::IdToken(error) => write!(f, "login required: refreshed {error}"),
+            RefreshError::DpopKey(error) => {
+                write!(
+                    f,
+                    "login required: the tokens' DPoP key cannot be used ({error})"
+                )
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::config::Provider;
 use crate::error::{ProviderError, TransportError};
 use crate::exchange;
+use crate::keys::Signer;
 use crate::outgoing::ProviderRequest;
 use crate::token::TokenSet;
 
@@ -38,6 +39,8 @@ pub(crate) struct Revocation {
     provider: Provider,
     token: SecretString,
     kind: TokenKind,
+    /// The key DPoP-bound tokens are revoked with a proof of.
+    dpop: Option<Signer>,
 }
 
 impl Revocation {
@@ -59,6 +62,7 @@ impl Revocation {
             provider: provider.clone(),
             token: token.clone(),
             kind,
+            dpop: None,
         })
     }
 
@@ -75,7 +79,18 @@ impl Revocation {
             .refresh_token()
             .map(|token| Revocation::new(provider, token, TokenKind::RefreshToken));
         let access = Revocation::new(provider, tokens.access_token(), TokenKind::AccessToken);
-        refresh.into_iter().chain([access]).collect()
+        let mut revocations: Vec<Revocation> = refresh
+            .into_iter()
+            .chain([access])
+            .collect::<Result<_, _>>()?;
+        // DPoP-bound tokens are revoked with a proof; a key that cannot be loaded does not
+        // stop the logout, which revokes without one.
+        if let Some(Ok(signer)) = crate::refresh::dpop_signer(provider, tokens) {
+            for revocation in &mut revocations {
+                revocation.dpop = Some(signer.clone());
+            }
+        }
+        Ok(revocations)
     }
 
     /// What is revoked.
@@ -96,7 +111,11 @@ impl Revocation {
             .revocation_endpoint
             .as_ref()
             .unwrap_or(&provider.token_endpoint); // `new` made sure there is one
-        exchange::client_request(&self.provider, endpoint, body)
+        let request = exchange::client_request(&self.provider, endpoint, body);
+        match &self.dpop {
+            Some(signer) => request.with_dpop(signer.clone(), None),
+            None => request,
+        }
     }
 
     /// Reads the answer. 200 means the token is no longer valid, including when it already

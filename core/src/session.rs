@@ -73,13 +73,14 @@
 //!   could land after a newer one), so the session waits for the store's answer before it
 //!   touches the store again.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::ExposeSecret;
 
 use crate::config::{ConfigError, Provider};
+use crate::dpop;
 use crate::error::{StoreError, TransportError, TransportErrorKind};
 use crate::oidc::{Expected, IdTokenError, KeyCache, KeySetError, Lookup};
 use crate::outgoing::ProviderRequest;
@@ -592,6 +593,11 @@ pub struct Session {
     /// the store holds instead afterwards was refreshed by another process.
     stale: Option<TokenSet>,
     keys: KeyCache,
+    /// DPoP requests not yet answered, to be sent once more with the provider's nonce
+    /// should it ask for one (S62).
+    dpop_retries: BTreeMap<RequestId, (Purpose, ProviderRequest)>,
+    /// The provider's latest DPoP nonce, for the next proof.
+    dpop_nonce: Option<String>,
     timers: BTreeSet<(Instant, Timer)>,
     actions: VecDeque<SessionAction>,
     next_id: u64,
@@ -641,6 +647,8 @@ impl Session {
             lease_end: None,
             stale: None,
             keys: KeyCache::default(),
+            dpop_retries: BTreeMap::new(),
+            dpop_nonce: None,
             timers: BTreeSet::new(),
             actions: VecDeque::new(),
             next_id: 1,
@@ -795,6 +803,23 @@ impl Session {
             }
             return;
         }
+        self.handle_timeout(now);
+        if let Some(nonce) = dpop::nonce_of(&response) {
+            self.dpop_nonce = Some(nonce);
+        }
+        // S62: once per request, with the nonce the provider asked for.
+        if let Some((purpose, retry)) = self.dpop_retries.remove(&id)
+            && let Some(request) =
+                dpop::asks_for_nonce(&response).and_then(|nonce| retry.with_nonce(&nonce))
+        {
+            trace_event!(request = id.get(), "the provider asked for a DPoP nonce");
+            self.actions.push_back(SessionAction::Send {
+                id,
+                purpose,
+                request,
+            });
+            return;
+        }
         self.input(now, Event::Answered(id, Ok((response, wall))));
     }
 
@@ -807,6 +832,7 @@ impl Session {
             }
             return;
         }
+        self.dpop_retries.remove(&id);
         self.input(now, Event::Answered(id, Err(error)));
     }
 
@@ -844,6 +870,7 @@ impl Session {
             match timer {
                 Timer::Call(call) => self.drop_call(call, SessionError::TimedOut),
                 Timer::Request(id) => {
+                    self.dpop_retries.remove(&id);
                     let timed_out = TransportError::new(
                         TransportErrorKind::TimedOut,
                         format!("no answer within {:?}", self.options.request_timeout),
@@ -1278,11 +1305,7 @@ impl Session {
                 let deadline = now + self.options.request_timeout;
                 self.timers.insert((deadline, Timer::Request(id)));
                 trace_event!(request = id.get(), forced, "refreshing the tokens");
-                self.actions.push_back(SessionAction::Send {
-                    id,
-                    purpose: Purpose::Refresh,
-                    request: refresh.request(),
-                });
+                self.send(id, Purpose::Refresh, refresh.request());
                 Work::Tokens {
                     calls,
                     step: TokensStep::Refreshing {
@@ -1401,17 +1424,30 @@ impl Session {
         let id = RequestId::issued(self.fresh_id());
         let deadline = now + self.options.request_timeout;
         self.timers.insert((deadline, Timer::Request(id)));
-        self.actions.push_back(SessionAction::Send {
-            id,
-            purpose: Purpose::Revoke(revocation.kind()),
-            request: revocation.request(),
-        });
+        self.send(id, Purpose::Revoke(revocation.kind()), revocation.request());
         LogoutStep::Revoking {
             id,
             deadline,
             current: Box::new(revocation),
             next,
         }
+    }
+
+    /// Asks the driver to send `request`; a DPoP request gets the provider's latest nonce
+    /// and is kept for one retry with a new one (S62).
+    fn send(&mut self, id: RequestId, purpose: Purpose, request: ProviderRequest) {
+        let request = match &self.dpop_nonce {
+            Some(nonce) => request.with_nonce(nonce).unwrap_or(request),
+            None => request,
+        };
+        if request.has_dpop() {
+            self.dpop_retries.insert(id, (purpose, request.clone()));
+        }
+        self.actions.push_back(SessionAction::Send {
+            id,
+            purpose,
+            request,
+        });
     }
 
     fn delete_for_logout(&mut self) -> LogoutStep {

@@ -26,8 +26,13 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde_json::{Map, Value};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::crypto::Algorithm;
 use crate::error::{BadTokenResponse, FlowError, ProviderError};
 use crate::grammar::{is_error_code, is_vschar_text};
+use crate::keys::PrivateKey;
 use crate::oidc::Identity;
 
 /// The longest token lifetime believed: `expires_in` beyond a year is clamped to a year.
@@ -120,6 +125,8 @@ struct TokenData {
     id_token: Option<SecretString>,
     identity: Option<Identity>,
     extra: Map<String, Value>,
+    /// The DPoP key the tokens are bound to (RFC 9449): their proofs are made with it.
+    dpop_key: Option<PrivateKey>,
 }
 
 impl TokenSet {
@@ -140,6 +147,7 @@ impl TokenSet {
             id_token: None,
             identity: None,
             extra: Map::new(),
+            dpop_key: None,
         })
     }
 
@@ -163,7 +171,24 @@ impl TokenSet {
             data.id_token.clone_from(&previous.0.id_token);
             data.identity.clone_from(&previous.0.identity);
         }
+        // Refreshed DPoP-bound tokens are bound to the same key (RFC 9449 §5).
+        data.dpop_key.clone_from(&previous.0.dpop_key);
         self
+    }
+
+    /// The same tokens, bound to `key` (DPoP): the key every proof for them is made with.
+    #[must_use]
+    pub fn with_dpop_key(mut self, key: PrivateKey) -> TokenSet {
+        Arc::make_mut(&mut self.0).dpop_key = Some(key);
+        self
+    }
+
+    /// The DPoP key the tokens are bound to, if they are (`token_type` `DPoP`): load it
+    /// with [`Signer::new`](crate::keys::Signer::new) and make each request's proof with
+    /// [`dpop::Proof`](crate::dpop::Proof), with the access token's `ath`. Stored with the
+    /// tokens, sealed where the store seals (S61).
+    pub fn dpop_key(&self) -> Option<&PrivateKey> {
+        self.0.dpop_key.as_ref()
     }
 
     /// The same tokens with the identity their ID token was verified to carry (`None`:
@@ -298,6 +323,7 @@ impl fmt::Debug for TokenSet {
             .field("has_id_token", &self.0.id_token.is_some())
             .field("identity", &self.0.identity)
             .field("extra", &extra_names)
+            .field("dpop_key", &self.0.dpop_key)
             .finish()
     }
 }
@@ -406,6 +432,7 @@ fn token_set(
         id_token,
         identity: None,
         extra,
+        dpop_key: None,
     }))
 }
 
@@ -765,6 +792,7 @@ impl serde::Serialize for TokenSet {
             self.0.scope_change.is_some(),
             self.0.id_token.is_some(),
             self.0.identity.is_some(),
+            self.0.dpop_key.is_some(),
         ];
         let len = 4 + optional.iter().filter(|present| **present).count();
         let mut map = serializer.serialize_map(Some(len))?;
@@ -789,6 +817,11 @@ impl serde::Serialize for TokenSet {
         }
         if let Some(identity) = &self.0.identity {
             map.serialize_entry("identity", identity.claims())?;
+        }
+        if let Some(key) = &self.0.dpop_key {
+            let der = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.encode(key.pkcs8_der()));
+            let stored = serde_json::json!({ "alg": key.algorithm().name(), "pkcs8": *der });
+            map.serialize_entry("dpop_key", &stored)?;
         }
         map.serialize_entry("extra", &self.0.extra)?;
         map.end()
@@ -867,6 +900,32 @@ fn from_storage(value: Value) -> Result<TokenSet, &'static str> {
         }),
         Some(_) => return Err("stored `scope_change` is not an object"),
     };
+    let dpop_key = match map.remove("dpop_key") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(mut stored)) => {
+            let der = match stored.remove("pkcs8") {
+                Some(Value::String(mut text)) => {
+                    let der = URL_SAFE_NO_PAD.decode(&text);
+                    zeroize::Zeroize::zeroize(&mut text);
+                    der.map_err(|_| "stored `dpop_key` is not base64url")?
+                }
+                _ => return Err("stored `dpop_key` lacks `pkcs8`"),
+            };
+            let key =
+                PrivateKey::from_pkcs8_der(der).map_err(|_| "stored `dpop_key` is unusable")?;
+            let algorithm = match stored.get("alg").and_then(Value::as_str) {
+                Some(name) => {
+                    Algorithm::from_name(name).ok_or("stored `dpop_key` has an unknown `alg`")?
+                }
+                None => key.algorithm(),
+            };
+            Some(
+                key.with_algorithm(algorithm)
+                    .map_err(|_| "stored `dpop_key`'s `alg` does not fit the key")?,
+            )
+        }
+        Some(_) => return Err("stored `dpop_key` is not an object"),
+    };
     let extra = match map.remove("extra") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(extra)) => extra,
@@ -883,6 +942,7 @@ fn from_storage(value: Value) -> Result<TokenSet, &'static str> {
         id_token,
         identity,
         extra,
+        dpop_key,
     }))
 }
 

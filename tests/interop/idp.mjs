@@ -160,6 +160,15 @@ const configuration = (keys) => ({
     revocation: { enabled: true },
     // RFC 8628 with oidc-provider's default pages and codes (`base-20`, `****-****`).
     deviceFlow: { enabled: true },
+    // RFC 9449, with a nonce required in every proof: each client's first proof is
+    // answered `use_dpop_nonce`, which latchkey must answer once with the nonce.
+    dPoP: {
+      enabled: true,
+      nonceSecret: Buffer.alloc(32, 'latchkey-interop-tests-only'),
+      requireNonce: () => true,
+    },
+    // RFC 7662: what a token is bound to (`cnf.jkt`), for the DPoP tests.
+    introspection: { enabled: true },
   },
   // The Docker Desktop extension example's UI (served on a loopback port in its test) calls
   // the userinfo endpoint from the page, as a UI calls an API with CORS.

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
+use latchkey::dpop::Proof;
 use latchkey::keys::{PrivateKey, Signer};
 use latchkey::oidc::Algorithm;
 use latchkey::{
@@ -75,6 +76,7 @@ on_both_drivers!(
     s47_a_key_rotation_between_two_logins_is_followed,
     s63_a_private_key_jwt_client_signs_in_refreshes_and_logs_out,
     s63_an_assertion_signed_with_an_unregistered_key_is_refused,
+    s61_s62_a_dpop_bound_login_refresh_and_logout,
 );
 
 on_both_drivers!(
@@ -978,6 +980,130 @@ async fn s63_an_assertion_signed_with_an_unregistered_key_is_refused<R: Runtime>
     }
     assert!(fx.stored().is_none());
     fx.shutdown(&rt).await;
+}
+
+// ----- DPoP (RFC 9449) -----
+
+/// `POST /token/introspection` of `token` by [`PUBLIC`], which it was issued to.
+async fn introspected<R: Runtime>(rt: &R, idp: &OidcProvider, token: &str) -> serde_json::Value {
+    let body = format!("token={}&client_id={}", form_encode(token), PUBLIC.id);
+    let request = http::Request::post(format!("{}/token/introspection", idp.issuer()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.into_bytes())
+        .expect("an introspection request");
+    let response = within(
+        rt,
+        OUTCOME,
+        "introspection",
+        http_client().send_on(rt, &request),
+    )
+    .await
+    .expect("the introspection response");
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        String::from_utf8_lossy(response.body())
+    );
+    serde_json::from_slice(response.body()).expect("introspection JSON")
+}
+
+/// `GET /me` presenting `tokens` as `scheme` (`DPoP` with a proof made with `signer`, the
+/// provider's nonce asked for once; or `Bearer`): the status.
+async fn userinfo_as<R: Runtime>(
+    rt: &R,
+    idp: &OidcProvider,
+    tokens: &TokenSet,
+    signer: Option<&Signer>,
+) -> u16 {
+    let uri = format!("{}/me", idp.issuer());
+    let token = tokens.access_token().expose_secret();
+    let mut nonce: Option<String> = None;
+    for _ in 0..2 {
+        let mut request = http::Request::get(&uri);
+        request = match signer {
+            Some(signer) => {
+                let mut proof = Proof::new("GET", &uri).expect("a URI").access_token(token);
+                if let Some(nonce) = &nonce {
+                    proof = proof.nonce(nonce);
+                }
+                let proof = proof.sign(signer, SystemTime::now()).expect("a proof");
+                request
+                    .header("authorization", format!("DPoP {token}"))
+                    .header("dpop", proof)
+            }
+            None => request.header("authorization", format!("Bearer {token}")),
+        };
+        let request = request.body(Vec::new()).expect("a userinfo request");
+        let response = within(rt, OUTCOME, "userinfo", http_client().send_on(rt, &request))
+            .await
+            .expect("the userinfo response");
+        match response.headers().get("dpop-nonce") {
+            Some(next) if response.status() == 401 && nonce.is_none() && signer.is_some() => {
+                nonce = Some(next.to_str().expect("a nonce").to_owned());
+            }
+            _ => return response.status().as_u16(),
+        }
+    }
+    401
+}
+
+async fn s61_s62_a_dpop_bound_login_refresh_and_logout<R: Runtime>(rt: R) {
+    let idp = provider(&rt).await;
+    let transport = Transport::Builtin(http_client());
+    let provider = discover(&rt, &transport, idp.issuer(), PUBLIC.id)
+        .await
+        .expect("trusted metadata")
+        .scopes(SCOPES)
+        .param("prompt", "consent")
+        .dpop(Algorithm::ES256)
+        .build()
+        .expect("a DPoP provider");
+    // The code exchange's first proof has no nonce: oidc-provider asks for one (S62).
+    let tokens = logged_in(&rt, &idp, &provider).await;
+    assert_eq!(*tokens.token_type(), TokenType::DPoP);
+    let exchanges = idp.grant_counts("authorization_code");
+    assert_eq!(
+        (exchanges.requests, exchanges.ok, exchanges.error),
+        (2, 1, 1),
+        "use_dpop_nonce, then the retry with the nonce"
+    );
+    let key = tokens.dpop_key().expect("the login's key").clone();
+    let signer = Signer::new(key, latchkey_io::crypto::ring()).expect("the key loads");
+    let token = tokens.access_token().expose_secret().to_owned();
+    let introspection = introspected(&rt, &idp, &token).await;
+    assert_eq!(introspection["active"], true, "{introspection}");
+    assert_eq!(introspection["token_type"], "DPoP", "{introspection}");
+    assert_eq!(
+        introspection["cnf"]["jkt"],
+        signer.thumbprint(),
+        "bound to the login's key: {introspection}"
+    );
+    // The application's own request with a proof from the token source's key; a thief
+    // presenting it as a bearer token is refused.
+    assert_eq!(userinfo_as(&rt, &idp, &tokens, Some(&signer)).await, 200);
+    assert_eq!(userinfo_as(&rt, &idp, &tokens, None).await, 401);
+
+    let fresh = refreshed(&rt, &provider, &tokens)
+        .await
+        .expect("a refresh with a proof");
+    assert_eq!(*fresh.token_type(), TokenType::DPoP);
+    let refreshes = idp.refresh_counts();
+    assert_eq!(refreshes.ok, 1, "{refreshes:?}");
+    let introspection = introspected(&rt, &idp, fresh.access_token().expose_secret()).await;
+    assert_eq!(
+        introspection["cnf"]["jkt"],
+        signer.thumbprint(),
+        "the same key"
+    );
+
+    let (report, _) = logged_out(&rt, &provider, &fresh).await;
+    assert_eq!(report.not_revoked, None, "revocable: {report:?}");
+    for (kind, outcome) in &report.revocations {
+        assert_eq!(outcome, &Ok(()), "{kind:?}");
+    }
+    let introspection = introspected(&rt, &idp, fresh.access_token().expose_secret()).await;
+    assert_eq!(introspection["active"], false, "revoked: {introspection}");
 }
 
 // ----- 7. ID tokens of every algorithm, and a key rotation -----

@@ -52,6 +52,9 @@ struct FlowHandle {
     waiters: Vec<Sender<Result<TokenSet, FlowError>>>,
     /// A device login: its token requests are polls, not the answer to a callback.
     device: bool,
+    /// Its callback was reported: a token request sent again (with the provider's DPoP
+    /// nonce) is not a second callback.
+    called_back: bool,
 }
 
 struct State<R: Runtime> {
@@ -243,13 +246,21 @@ impl<R: Runtime> Shared<R> {
                     exchange,
                     request,
                 } => {
-                    let span = match state.flows.get(&flow) {
+                    let span = match state.flows.get_mut(&flow) {
                         Some(handle) if handle.device => {
                             let span = handle.span.clone();
                             span.in_scope(|| debug!("polling the token endpoint"));
                             span
                         }
-                        _ => {
+                        Some(handle) if handle.called_back => {
+                            let span = handle.span.clone();
+                            span.in_scope(|| debug!("requesting tokens again, with a DPoP nonce"));
+                            span
+                        }
+                        handle => {
+                            if let Some(handle) = handle {
+                                handle.called_back = true;
+                            }
                             let span = notify(state, flow, LoginEvent::Callback);
                             span.in_scope(|| info!("callback accepted; requesting tokens"));
                             span
@@ -339,6 +350,7 @@ impl<R: Runtime> Shared<R> {
                         events: None,
                         waiters: Vec::new(),
                         device: false,
+                        called_back: false,
                     });
                     debug!(
                         take = take.get(),
@@ -444,6 +456,7 @@ impl<R: Runtime> Shared<R> {
                 events: Some(events),
                 waiters: Vec::new(),
                 device,
+                called_back: false,
             },
         );
         let mut work = self.drain(&mut state, None, now);
@@ -772,6 +785,7 @@ impl<R: Runtime> Shared<R> {
                 events: None,
                 waiters: Vec::new(),
                 device: false,
+                called_back: false,
             });
             handle.waiters.push(waiter);
         }
