@@ -187,6 +187,11 @@ impl Provider {
         self.0.dpop
     }
 
+    /// The crypto provider given with [`ProviderBuilder::crypto`].
+    pub fn crypto(&self) -> Option<&Arc<dyn CryptoProvider>> {
+        self.0.crypto.as_ref()
+    }
+
     /// The APIs tokens are asked for (RFC 8707).
     pub fn resources(&self) -> &[String] {
         &self.0.resources

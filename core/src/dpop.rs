@@ -77,7 +77,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::crypto::SignatureError;
-use crate::keys::{Signer, unix_seconds};
+use crate::keys::{KeyError, Signer, unix_seconds};
 
 /// The request header that carries a proof.
 pub const HEADER: &str = "DPoP";
@@ -100,6 +100,8 @@ pub enum ProofError {
     Nonce,
     /// The crypto provider could not sign or supply randomness.
     Signature(SignatureError),
+    /// The key the tokens are bound to cannot be loaded by the crypto provider.
+    Key(KeyError),
 }
 
 impl fmt::Display for ProofError {
@@ -109,6 +111,7 @@ impl fmt::Display for ProofError {
             ProofError::Method => f.write_str("the method is not an HTTP method"),
             ProofError::Nonce => f.write_str("the DPoP nonce has characters a nonce cannot have"),
             ProofError::Signature(error) => write!(f, "the proof could not be signed: {error}"),
+            ProofError::Key(error) => write!(f, "the DPoP key cannot be used: {error}"),
         }
     }
 }

@@ -191,6 +191,32 @@ impl TokenSet {
         self.0.dpop_key.as_ref()
     }
 
+    /// A DPoP proof for the application's own `method` request to `uri` presenting the
+    /// access token (its hash, `ath`, is in the proof), made at `wall` with the key the
+    /// tokens are bound to, loaded by `crypto`; with the server's `nonce` when it asked for
+    /// one. `None` for bearer tokens. Send it as the `DPoP` header, with
+    /// `Authorization: DPoP <access token>`.
+    pub fn dpop_proof(
+        &self,
+        crypto: Arc<dyn crate::crypto::CryptoProvider>,
+        method: &str,
+        uri: &str,
+        nonce: Option<&str>,
+        wall: SystemTime,
+    ) -> Option<Result<String, crate::dpop::ProofError>> {
+        use crate::dpop::{Proof, ProofError};
+        let key = self.dpop_key()?.clone();
+        Some((|| {
+            let signer = crate::keys::Signer::new(key, crypto).map_err(ProofError::Key)?;
+            let mut proof =
+                Proof::new(method, uri)?.access_token(self.0.access_token.expose_secret());
+            if let Some(nonce) = nonce {
+                proof = proof.nonce(nonce);
+            }
+            proof.sign(&signer, wall)
+        })())
+    }
+
     /// The same tokens with the identity their ID token was verified to carry (`None`:
     /// unverified).
     pub(crate) fn with_identity(mut self, identity: Option<Identity>) -> TokenSet {

@@ -220,6 +220,32 @@ impl<R: Runtime> TokenSource<R> {
         }
     }
 
+    /// A DPoP proof for the application's own `method` request to `uri` with `tokens`
+    /// (from [`tokens`](TokenSource::tokens)): made now, with the key they are bound to and
+    /// the hash of their access token; `nonce` when the server answered `401` with a
+    /// `DPoP-Nonce` header. Send it as the `DPoP` header with
+    /// `Authorization: DPoP <access token>`. `None` for bearer tokens.
+    ///
+    /// # Errors
+    ///
+    /// The URI, method or nonce cannot be in a proof, or the provider's crypto provider
+    /// cannot load the key or sign.
+    pub fn dpop_proof(
+        &self,
+        tokens: &TokenSet,
+        method: &str,
+        uri: &str,
+        nonce: Option<&str>,
+    ) -> Option<Result<String, latchkey::dpop::ProofError>> {
+        let crypto = self
+            .inner
+            .provider
+            .crypto()
+            .cloned()
+            .unwrap_or_else(crate::crypto::ring);
+        tokens.dpop_proof(crypto, method, uri, nonce, self.inner.runtime.wall())
+    }
+
     /// Tokens whose access token is valid for longer than the margin: the stored ones, or
     /// fresh ones (stored before they are returned).
     ///

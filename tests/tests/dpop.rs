@@ -419,3 +419,39 @@ fn s61_the_key_is_stored_with_the_tokens_and_never_shown() {
         );
     }
 }
+
+#[test]
+fn s61_bound_tokens_make_proofs_for_the_applications_own_requests() {
+    let tokens = bound_tokens();
+    let proof = tokens
+        .dpop_proof(
+            ring(),
+            "GET",
+            "https://api.example/me?x=1",
+            Some("n-9"),
+            at(),
+        )
+        .expect("bound tokens")
+        .expect("a proof");
+    let request = http::Request::get("https://api.example/me")
+        .header("dpop", &proof)
+        .body(Vec::new())
+        .unwrap();
+    let (_, claims, key) = proof_of(&request);
+    let signer = keys::Signer::new(tokens.dpop_key().unwrap().clone(), ring()).unwrap();
+    assert_eq!(&key, signer.public_key());
+    assert_eq!(claims["htm"], "GET");
+    assert_eq!(claims["htu"], "https://api.example/me");
+    assert_eq!(claims["nonce"], "n-9");
+    assert_eq!(claims["ath"], latchkey::dpop::ath("access-1"));
+    let bearer = TokenSet::new(SecretString::from("access-1"));
+    assert!(
+        bearer
+            .dpop_proof(ring(), "GET", "https://api.example/me", None, at())
+            .is_none()
+    );
+    assert!(matches!(
+        tokens.dpop_proof(ring(), "GET", "/me", None, at()),
+        Some(Err(latchkey::dpop::ProofError::Uri))
+    ));
+}
