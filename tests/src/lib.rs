@@ -27,6 +27,10 @@
 //!   the directory down and back, announcements delivered or lost, and time
 //!   ([`directory_model::DirectoryOp`]), with S54–S58 checked after every step
 //!   ([`directory_model::DirectorySim`]).
+//! - [`dpop_model`]: the same for DPoP logins (RFC 9449): logins, token endpoint answers
+//!   demanding nonces (usable or not), bound and bearer tokens, refusals, garbage,
+//!   transport failures and time ([`dpop_model::DpopOp`]), with S61 and S62 checked after
+//!   every step ([`dpop_model::DpopSim`]).
 //! - [`file_store_model`]: the token file shared by processes (S60): stores opened on one
 //!   file saving, deleting, locking, writing fenced and dying ([`file_store_model::FileOp`]),
 //!   checked against a model of the refresh lock and its fences ([`file_store_model::FileSim`]).
@@ -46,6 +50,7 @@
 
 pub mod device_model;
 pub mod directory_model;
+pub mod dpop_model;
 pub mod extension;
 pub mod file_store_model;
 pub mod harness;

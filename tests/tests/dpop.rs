@@ -455,3 +455,14 @@ fn s61_bound_tokens_make_proofs_for_the_applications_own_requests() {
         Some(Err(latchkey::dpop::ProofError::Uri))
     ));
 }
+
+// ----- the rules as a property (the fuzz target `dpop_ops` runs the same model) -----
+
+#[test]
+fn s61_s62_any_answers_keep_the_dpop_rules() {
+    use latchkey_tests::dpop_model::{DpopOp, DpopSim};
+    fn holds(ops: Vec<DpopOp>) -> quickcheck::TestResult {
+        harness::ops_hold::<DpopSim>(&ops)
+    }
+    harness::check_2000(holds as fn(Vec<DpopOp>) -> quickcheck::TestResult);
+}

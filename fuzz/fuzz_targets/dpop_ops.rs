@@ -1,0 +1,23 @@
+//! Any sequence of DPoP logins, token endpoint answers (nonce demands with usable,
+//! unusable or no nonces, bound and bearer tokens, refusals, garbage), transport failures
+//! and time keeps the rules of S61 and S62: every request proves possession of its login's
+//! key, one retry with the nonce asked for and never a third, the newest nonce used, only
+//! bound tokens stored.
+//!
+//! The model (`latchkey_tests::dpop_model`) is the one the quickcheck property uses.
+#![no_main]
+#![forbid(unsafe_code)]
+
+use latchkey_tests::dpop_model::{DpopOp, DpopSim};
+use latchkey_tests::harness::{decode_ops, run_ops};
+use libfuzzer_sys::fuzz_target;
+
+/// Longest operation sequence decoded from one input.
+const MAX_OPS: usize = 64;
+
+fuzz_target!(|data: &[u8]| {
+    let ops: Vec<DpopOp> = decode_ops(data, MAX_OPS);
+    if let Err(violation) = run_ops::<DpopSim>(&ops) {
+        panic!("rule broken: {violation}\nops: {ops:#?}");
+    }
+});
