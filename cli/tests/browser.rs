@@ -202,6 +202,12 @@ fn with_provider_state(idp: &OidcProvider, why: &str) -> String {
 
 /// The provider's user-info answer for `access_token`, whole (head and body).
 fn userinfo(idp: &OidcProvider, access_token: &str) -> String {
+    userinfo_with(idp, &format!("Authorization: Bearer {access_token}\r\n"))
+}
+
+/// The provider's user-info answer to a request with `headers` (each ending in CRLF),
+/// whole.
+fn userinfo_with(idp: &OidcProvider, headers: &str) -> String {
     let authority = idp
         .issuer()
         .strip_prefix("http://")
@@ -212,8 +218,8 @@ fn userinfo(idp: &OidcProvider, access_token: &str) -> String {
         .expect("read timeout");
     write!(
         stream,
-        "GET /me HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {access_token}\r\n\
-         Accept: application/json\r\nConnection: close\r\n\r\n"
+        "GET /me HTTP/1.1\r\nHost: {authority}\r\n{headers}Accept: application/json\r\n\
+         Connection: close\r\n\r\n"
     )
     .expect("sending the user-info request");
     let mut response = String::new();
@@ -1237,25 +1243,10 @@ fn s63_a_weak_or_missing_client_key_is_a_configuration_error() {
 /// The provider's user-info answer (head and body) for `access_token` presented as a
 /// DPoP-bound token with `proof`.
 fn userinfo_with_proof(idp: &OidcProvider, access_token: &str, proof: &str) -> String {
-    let authority = idp
-        .issuer()
-        .strip_prefix("http://")
-        .expect("an http:// issuer");
-    let mut stream = TcpStream::connect(authority).expect("connecting to the provider");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("read timeout");
-    write!(
-        stream,
-        "GET /me HTTP/1.1\r\nHost: {authority}\r\nAuthorization: DPoP {access_token}\r\n\
-         DPoP: {proof}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    userinfo_with(
+        idp,
+        &format!("Authorization: DPoP {access_token}\r\nDPoP: {proof}\r\n"),
     )
-    .expect("sending the user-info request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("reading the user-info response");
-    response
 }
 
 /// `latchkey proof --json` for `GET /me`, with `nonce`: the proof.
