@@ -22,6 +22,11 @@
 //!   [`BadTokenResponse::NotDpopBound`];
 //! - every login ends exactly once, and nothing names it afterwards; late answers change
 //!   nothing; nothing panics.
+//!
+//! [`DpopSessionSim`] holds the same rules for the refreshes of stored bound tokens
+//! ([`DpopSessionOp`]): every refresh request proves possession of the tokens' key, one
+//! retry with the nonce asked for, the newest nonce used, only bound tokens stored, and
+//! with the same key; every call is answered once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -433,6 +438,254 @@ fn verified_proof(
         .verify(Algorithm::ES256, &key, input, &signature)
         .map_err(|error| format!("a proof that does not verify: {error}"))?;
     Ok((claims, key))
+}
+
+/// One thing that happens to a session holding DPoP-bound tokens.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum DpopSessionOp {
+    /// A caller asks for freshly refreshed tokens.
+    Refresh,
+    /// The refresh request in flight, if any, is answered.
+    Answer(DpopReply),
+    /// The refresh request in flight, if any, fails in transport.
+    Fail,
+    /// Time passes, in seconds.
+    Advance(u8),
+}
+
+/// A session over a store of DPoP-bound tokens, and the model beside it.
+pub struct DpopSessionSim {
+    session: latchkey::session::Session,
+    now: std::time::Instant,
+    wall: std::time::SystemTime,
+    /// What the store holds.
+    stored: Option<latchkey::TokenSet>,
+    /// The key the stored tokens were bound to.
+    key_der: Vec<u8>,
+    /// The thumbprint of the key the tokens are bound to.
+    jkt: String,
+    /// The refresh request in flight: its id, how many times it was sent, and when it
+    /// times out.
+    in_flight: Option<(latchkey::RequestId, u32, std::time::Instant)>,
+    /// The usable nonce the last answer demanded.
+    asked: Option<String>,
+    latest_nonce: Option<String>,
+    /// The last answer gave bound tokens.
+    bound_answer: bool,
+    calls: BTreeSet<latchkey::session::CallId>,
+    jtis: BTreeSet<String>,
+}
+
+impl Default for DpopSessionSim {
+    fn default() -> DpopSessionSim {
+        let provider = harness::provider()
+            .dpop(Algorithm::ES256)
+            .crypto(latchkey_io::crypto::ring())
+            .build()
+            .expect("a DPoP provider");
+        let signer =
+            keys::Signer::generate(Algorithm::ES256, latchkey_io::crypto::ring()).expect("a key");
+        let wall = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let stored = latchkey::TokenSet::new(secrecy::SecretString::from("at-0"))
+            .with_refresh_token(secrecy::SecretString::from("rt-0"))
+            .with_expires_at(wall + Duration::from_secs(3600))
+            .with_dpop_key(signer.private_key().clone());
+        DpopSessionSim {
+            session: latchkey::session::Session::new(provider),
+            now: std::time::Instant::now(),
+            wall,
+            key_der: signer.private_key().pkcs8_der().to_vec(),
+            stored: Some(stored),
+            jkt: signer.thumbprint().to_owned(),
+            in_flight: None,
+            asked: None,
+            latest_nonce: None,
+            bound_answer: false,
+            calls: BTreeSet::new(),
+            jtis: BTreeSet::new(),
+        }
+    }
+}
+
+impl OpModel for DpopSessionSim {
+    type Op = DpopSessionOp;
+
+    fn step(&mut self, op: &DpopSessionOp) -> Result<(), String> {
+        match *op {
+            DpopSessionOp::Refresh => {
+                let call = self.session.refresh(self.now);
+                self.calls.insert(call);
+            }
+            DpopSessionOp::Answer(reply) => {
+                let Some((id, ..)) = self.in_flight else {
+                    return Ok(());
+                };
+                self.asked = None;
+                self.bound_answer = matches!(reply, DpopReply::Bound(_));
+                let nonce = match reply {
+                    DpopReply::AskNonce(header) => header_nonce(header),
+                    DpopReply::Bound(Some(n)) => Some(format!("n-{n}")),
+                    _ => None,
+                };
+                if let DpopReply::AskNonce(NonceHeader::Usable(n)) = reply {
+                    self.asked = Some(format!("n-{n}"));
+                }
+                if let Some(nonce) = nonce.as_ref().filter(|nonce| !nonce.contains(' ')) {
+                    self.latest_nonce = Some(nonce.clone());
+                }
+                let response = crate::harness::parse_response(&answer(reply, nonce.as_deref()));
+                let before = self.in_flight;
+                self.session
+                    .handle_response(self.now, self.wall, id, response);
+                self.drain()?;
+                // Not sent again (with a nonce): that request is over.
+                if self.in_flight == before {
+                    self.in_flight = None;
+                }
+                return Ok(());
+            }
+            DpopSessionOp::Fail => {
+                let Some((id, ..)) = self.in_flight.take() else {
+                    return Ok(());
+                };
+                self.asked = None;
+                let failure = TransportError::new(TransportErrorKind::Io, "reset");
+                self.session.handle_failure(self.now, id, failure);
+            }
+            DpopSessionOp::Advance(seconds) => {
+                let by = Duration::from_secs(seconds.into());
+                self.now += by;
+                self.wall += by;
+                if self
+                    .in_flight
+                    .is_some_and(|(.., deadline)| deadline <= self.now)
+                {
+                    self.in_flight = None;
+                    self.asked = None;
+                }
+                self.session.handle_timeout(self.now);
+            }
+        }
+        self.drain()
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        self.now += Duration::from_secs(3600);
+        self.wall += Duration::from_secs(3600);
+        self.session.handle_timeout(self.now);
+        self.drain()?;
+        match self.calls.first() {
+            Some(call) => Err(format!("call {call:?} never answered")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl DpopSessionSim {
+    fn drain(&mut self) -> Result<(), String> {
+        use latchkey::session::SessionAction;
+        while let Some(action) = self.session.poll_action() {
+            match action {
+                SessionAction::Load { op } => {
+                    let stored = self.stored.clone();
+                    self.session
+                        .handle_loaded(self.now, self.wall, op, Ok(stored));
+                }
+                // The refresh token was refused: the tokens are dead (S42).
+                SessionAction::Delete { op, .. } => {
+                    self.stored = None;
+                    self.session.handle_deleted(self.now, op, Ok(()));
+                }
+                SessionAction::Save { op, tokens, .. } => {
+                    if !self.bound_answer || *tokens.token_type() != TokenType::DPoP {
+                        return Err("unbound tokens stored".into());
+                    }
+                    let key = tokens.dpop_key().ok_or("stored tokens without their key")?;
+                    if key.pkcs8_der() != self.key_der {
+                        return Err("refreshed tokens bound to another key".into());
+                    }
+                    self.stored = Some(tokens);
+                    self.session.handle_saved(self.now, self.wall, op, Ok(()));
+                }
+                SessionAction::Send { id, request, .. } => self.check_send(id, request)?,
+                SessionAction::Tokens { call, result } => {
+                    if !self.calls.remove(&call) {
+                        return Err(format!("call {call:?} answered twice"));
+                    }
+                    if let Ok(tokens) = &result
+                        && tokens.dpop_key().is_none()
+                    {
+                        return Err("tokens handed out without their key".into());
+                    }
+                }
+                other => return Err(format!("unexpected {other:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn check_send(
+        &mut self,
+        id: latchkey::RequestId,
+        request: ProviderRequest,
+    ) -> Result<(), String> {
+        let (sent, deadline) = match self.in_flight {
+            None => {
+                let timeout = latchkey::SessionOptions::default().request_timeout;
+                (1, self.now + timeout)
+            }
+            Some((current, ..)) if current != id => {
+                return Err("two refresh requests in flight".into());
+            }
+            Some((_, sent, deadline)) => (sent + 1, deadline),
+        };
+        let expected_nonce = match sent {
+            1 => self.latest_nonce.clone(),
+            2 => Some(
+                self.asked
+                    .take()
+                    .ok_or("a second request without a nonce demand")?,
+            ),
+            n => return Err(format!("request {n} for one refresh")),
+        };
+        self.in_flight = Some((id, sent, deadline));
+        let request = request
+            .finish(self.wall)
+            .map_err(|error| error.to_string())?;
+        let (claims, key) = verified_proof(&request)?;
+        if keys::thumbprint(&key) != self.jkt {
+            return Err("a refresh proof with another key than the tokens'".into());
+        }
+        if claims.get("htu") != Some(&Value::from(harness::TOKEN)) {
+            return Err(format!("refresh proof htu {:?}", claims.get("htu")));
+        }
+        let nonce = claims
+            .get("nonce")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if nonce != expected_nonce {
+            return Err(format!(
+                "proof nonce {nonce:?}, expected {expected_nonce:?}"
+            ));
+        }
+        let jti = claims.get("jti").and_then(Value::as_str).ok_or("no jti")?;
+        if !self.jtis.insert(jti.to_owned()) {
+            return Err("a jti repeated".into());
+        }
+        Ok(())
+    }
+}
+
+impl Arbitrary for DpopSessionOp {
+    fn arbitrary(g: &mut Gen) -> DpopSessionOp {
+        match u8::arbitrary(g) % 8 {
+            0..=1 => DpopSessionOp::Refresh,
+            2..=5 => DpopSessionOp::Answer(DpopReply::arbitrary(g)),
+            6 => DpopSessionOp::Fail,
+            _ => DpopSessionOp::Advance(*g.choose(&[1, 10, 29, 30, 31, 120]).unwrap_or(&1)),
+        }
+    }
 }
 
 impl Arbitrary for DpopOp {

@@ -30,7 +30,8 @@
 //! - [`dpop_model`]: the same for DPoP logins (RFC 9449): logins, token endpoint answers
 //!   demanding nonces (usable or not), bound and bearer tokens, refusals, garbage,
 //!   transport failures and time ([`dpop_model::DpopOp`]), with S61 and S62 checked after
-//!   every step ([`dpop_model::DpopSim`]).
+//!   every step ([`dpop_model::DpopSim`]); and for a session refreshing stored bound tokens
+//!   ([`dpop_model::DpopSessionSim`]).
 //! - [`file_store_model`]: the token file shared by processes (S60): stores opened on one
 //!   file saving, deleting, locking, writing fenced and dying ([`file_store_model::FileOp`]),
 //!   checked against a model of the refresh lock and its fences ([`file_store_model::FileSim`]).

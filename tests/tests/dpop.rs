@@ -466,3 +466,12 @@ fn s61_s62_any_answers_keep_the_dpop_rules() {
     }
     harness::check_2000(holds as fn(Vec<DpopOp>) -> quickcheck::TestResult);
 }
+
+#[test]
+fn s61_s62_any_refresh_answers_keep_the_dpop_rules() {
+    use latchkey_tests::dpop_model::{DpopSessionOp, DpopSessionSim};
+    fn holds(ops: Vec<DpopSessionOp>) -> quickcheck::TestResult {
+        harness::ops_hold::<DpopSessionSim>(&ops)
+    }
+    harness::check_2000(holds as fn(Vec<DpopSessionOp>) -> quickcheck::TestResult);
+}
