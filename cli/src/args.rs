@@ -462,7 +462,8 @@ pub struct LoginArgs {
     pub client_id: String,
     #[command(flatten, next_help_heading = "Login options")]
     pub common: Common,
-    /// Client authentication (default: basic with a secret, else none)
+    /// Client authentication (default: basic with a secret, private_key_jwt with
+    /// --client-key, else none)
     #[arg(long, value_name = "METHOD", value_parser = AuthMethodParser)]
     pub auth_method: Option<Result<AuthMethod, String>>,
     /// Request scope S (repeatable)

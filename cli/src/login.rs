@@ -398,6 +398,20 @@ async fn provider<R: Runtime>(
     args: &LoginArgs,
 ) -> Result<Provider, Failure> {
     let client_id = args.client_id.as_str();
+    // The secret and the key first: a missing file is said before any request is made.
+    let secret = args
+        .common
+        .secret
+        .source()
+        .map(|source| read_secret(&source))
+        .transpose()?;
+    let client_key = args
+        .common
+        .secret
+        .client_key
+        .as_deref()
+        .map(read_client_key)
+        .transpose()?;
     let mut provider = match &args.provider() {
         ProviderChoice::Endpoints {
             authorization_endpoint,
@@ -450,11 +464,11 @@ async fn provider<R: Runtime>(
     for (key, value) in &args.params {
         provider = provider.param(key, value);
     }
-    if let Some(source) = &args.common.secret.source() {
-        provider = provider.client_secret(read_secret(source)?);
+    if let Some(secret) = secret {
+        provider = provider.client_secret(secret);
     }
-    if let Some(path) = &args.common.secret.client_key {
-        provider = provider.client_key(read_client_key(path)?);
+    if let Some(key) = client_key {
+        provider = provider.client_key(key);
     }
     if let Some(method) = &args.auth_method {
         provider = provider.client_auth(match method {
