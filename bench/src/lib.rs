@@ -37,4 +37,5 @@ pub mod refresh;
 pub mod report;
 pub mod servers;
 pub mod shared;
+pub mod signing;
 pub mod waiters;

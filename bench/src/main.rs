@@ -67,6 +67,9 @@ fn main() -> ExitCode {
         ["id-token", ref rest @ ..] if rest.iter().all(|arg| *arg == "--quick") => {
             report_failure(id_token_only(!rest.is_empty()))
         }
+        ["signing", ref rest @ ..] if rest.iter().all(|arg| *arg == "--quick") => {
+            report_failure(signing_only(!rest.is_empty()))
+        }
         ["redis", ref rest @ ..] if rest.iter().all(|arg| *arg == "--quick") => {
             report_failure(shared_only(!rest.is_empty()))
         }
@@ -87,7 +90,8 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: latchkey-bench [--quick] [--no-builds] | e2e [--quick] | refresh [--quick] \
-                 | id-token [--quick] | redis [--quick] | device [--quick] | waiters [--quick]"
+                 | id-token [--quick] | signing [--quick] | redis [--quick] | device [--quick] \
+                 | waiters [--quick]"
             );
             ExitCode::from(2)
         }
@@ -147,6 +151,7 @@ fn run(quick: bool, builds: bool) -> Result<(), Error> {
     report.e2e = end_to_end(quick, &program)?;
     report.refresh = after_the_login(quick, &program)?;
     report.id_tokens = id_tokens(quick)?;
+    report.signing = signing(quick)?;
     report.shared = Some(shared(quick)?);
     report.device = Some(device(quick)?);
     report.waiters = Some(waiters(quick)?);
@@ -291,6 +296,27 @@ fn id_token_only(quick: bool) -> Result<(), Error> {
     };
     println!("{}", report.markdown());
     Ok(())
+}
+
+/// The DPoP proofs and client assertions alone.
+fn signing_only(quick: bool) -> Result<(), Error> {
+    let report = Report {
+        machine: machine(),
+        signing: signing(quick)?,
+        ..Report::default()
+    };
+    println!("{}", report.markdown());
+    Ok(())
+}
+
+/// Proofs and assertions: 10 rounds of 2,000 per contender and job (3 of 200 when quick).
+fn signing(quick: bool) -> Result<Vec<latchkey_bench::signing::SigningResult>, Error> {
+    let (rounds, iterations) = if quick { (3, 200) } else { (10, 2_000) };
+    Ok(latchkey_bench::signing::run(
+        rounds,
+        iterations,
+        &mut |line| progress(line),
+    )?)
 }
 
 /// ID token verifications: 10 rounds of 2,000 per contender and algorithm (3 of 200 when

@@ -57,6 +57,8 @@ pub struct Report {
     pub refresh: Vec<ClientResult>,
     /// CPU per ID token verification, per algorithm and contender.
     pub id_tokens: Vec<AlgorithmResult>,
+    /// CPU per DPoP proof and client assertion, per job and contender.
+    pub signing: Vec<crate::signing::SigningResult>,
     /// Logins and refreshes through Redis against in memory.
     pub shared: Option<crate::shared::SharedResult>,
     /// CPU per poll of a device login, latchkey against oauth2-rs.
@@ -94,6 +96,7 @@ impl Report {
         self.waiters_section(&mut out);
         self.device_section(&mut out);
         self.id_token_section(&mut out);
+        self.signing_section(&mut out);
         self.shared_section(&mut out);
         self.footprint_section(&mut out);
         self.targets(&mut out);
@@ -506,23 +509,30 @@ impl Report {
         }
         let _ = writeln!(out, "{header}\n{rule}");
         for result in &self.id_tokens {
-            let mut row = format!("| {} |", result.algorithm);
-            let ours = result.nanos.first().map(Vec::as_slice).unwrap_or_default();
-            for (index, nanos) in result.nanos.iter().enumerate() {
-                let _ = write!(row, " {}", time(Some(refresh::median(nanos))));
-                if index > 0 {
-                    let ratios: Vec<f64> = nanos
-                        .iter()
-                        .zip(ours)
-                        .map(|(theirs, ours)| theirs / ours)
-                        .collect();
-                    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-                    let high = ratios.iter().copied().fold(0.0, f64::max);
-                    let _ = write!(row, " ({low:.2}–{high:.2}×)");
-                }
-                row.push_str(" |");
-            }
-            let _ = writeln!(out, "{row}");
+            let _ = writeln!(out, "{}", ratio_row(result.algorithm, &result.nanos));
+        }
+        out.push('\n');
+    }
+
+    fn signing_section(&self, out: &mut String) {
+        let Some(first) = self.signing.first() else {
+            return;
+        };
+        let rounds = first.nanos.first().map_or(0, Vec::len);
+        let _ = writeln!(
+            out,
+            "### Signing for the client ({rounds} rounds; CPU per JWS, median over rounds; in \
+             brackets the contender's time over latchkey's, range over rounds)\n"
+        );
+        let mut header = String::from("| what |");
+        let mut rule = String::from("|---|");
+        for contender in crate::signing::CONTENDERS {
+            let _ = write!(header, " {contender} |");
+            rule.push_str("---|");
+        }
+        let _ = writeln!(out, "{header}\n{rule}");
+        for result in &self.signing {
+            let _ = writeln!(out, "{}", ratio_row(result.what, &result.nanos));
         }
         out.push('\n');
     }
@@ -865,6 +875,28 @@ fn count(value: f64) -> String {
     } else {
         format!("{value:.1}")
     }
+}
+
+/// A table row: `name`, then each contender's median over rounds, and for all but the first
+/// (latchkey) the range over rounds of its time over latchkey's.
+fn ratio_row(name: &str, nanos: &[Vec<f64>]) -> String {
+    let mut row = format!("| {name} |");
+    let ours = nanos.first().map(Vec::as_slice).unwrap_or_default();
+    for (index, theirs) in nanos.iter().enumerate() {
+        let _ = write!(row, " {}", time(Some(refresh::median(theirs))));
+        if index > 0 {
+            let ratios: Vec<f64> = theirs
+                .iter()
+                .zip(ours)
+                .map(|(theirs, ours)| theirs / ours)
+                .collect();
+            let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = ratios.iter().copied().fold(0.0, f64::max);
+            let _ = write!(row, " ({low:.2}–{high:.2}×)");
+        }
+        row.push_str(" |");
+    }
+    row
 }
 
 #[cfg(test)]

@@ -131,3 +131,20 @@ fn refreshes_through_redis_are_measured_beside_the_logins() {
     }
     assert!(result.redis_bytes_per_pending > 0.0);
 }
+
+/// Every signing job is measured for every contender, each JWS checked first.
+#[test]
+fn proofs_and_assertions_are_measured_for_every_contender() {
+    let results = latchkey_bench::signing::run(1, 5, &mut |_| {}).expect("every JWS verifies");
+    assert_eq!(results.len(), 4);
+    for result in &results {
+        assert_eq!(
+            result.nanos.len(),
+            latchkey_bench::signing::CONTENDERS.len()
+        );
+        for figures in &result.nanos {
+            assert_eq!(figures.len(), 1, "{}", result.what);
+            assert!(figures[0] > 0.0, "{}: nothing measured", result.what);
+        }
+    }
+}
