@@ -314,6 +314,10 @@ pub struct ProviderArgs {
     /// when its metadata lacks one)
     #[arg(long, value_name = "URL")]
     pub device_authorization_endpoint: Option<String>,
+    /// The provider's pushed authorization request endpoint (RFC 9126), with the endpoints
+    /// (or with --issuer, when its metadata lacks one)
+    #[arg(long, value_name = "URL")]
+    pub par_endpoint: Option<String>,
     /// A well-known provider, which sets the endpoints, the issuer and the key set itself
     #[arg(
         long,
@@ -321,7 +325,7 @@ pub struct ProviderArgs {
         value_enum,
         conflicts_with_all = [
             "authorization_endpoint", "token_endpoint", "revocation_endpoint", "jwks_uri",
-            "issuer", "device_authorization_endpoint",
+            "issuer", "device_authorization_endpoint", "par_endpoint",
         ]
     )]
     provider: Option<PresetName>,
@@ -502,6 +506,11 @@ pub struct LoginArgs {
     /// ended on pasted back
     #[arg(long)]
     no_device: bool,
+    /// Push the authorization request to the provider first (PAR, RFC 9126): the browser's
+    /// URL carries only a reference to it. Chosen by itself when the provider's metadata
+    /// requires it
+    #[arg(long)]
+    pub par: bool,
     /// Bind the tokens to a key pair made for this login (DPoP, RFC 9449): a copied token
     /// is of no use without the key, which is stored with the tokens
     #[arg(long)]

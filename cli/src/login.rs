@@ -140,7 +140,8 @@ async fn login<R: Runtime>(
         Chosen::Browser { open } => {
             let service = bind_first(runtime, &provider, args, &options)?;
             reporter.listening(service.redirect_uri());
-            let login = service.start(flow())?;
+            // With PAR the parameters are pushed first; the URL comes with the answer.
+            let login = service.start_async(flow()).await?;
             let url = login.url().unwrap_or_default().to_owned();
             let opened = open && {
                 let url = url.clone();
@@ -423,6 +424,9 @@ async fn provider<R: Runtime>(
             if let Some(endpoint) = &args.provider_args.device_authorization_endpoint {
                 builder = builder.device_authorization_endpoint(endpoint);
             }
+            if let Some(endpoint) = &args.provider_args.par_endpoint {
+                builder = builder.pushed_authorization_request_endpoint(endpoint);
+            }
             if let Some(endpoint) = revocation_endpoint {
                 builder = builder.revocation_endpoint(endpoint);
             }
@@ -445,8 +449,12 @@ async fn provider<R: Runtime>(
                          --token-endpoint"
                     ),
                 })?;
-            match &args.provider_args.device_authorization_endpoint {
+            let discovered = match &args.provider_args.device_authorization_endpoint {
                 Some(endpoint) => discovered.device_authorization_endpoint(endpoint),
+                None => discovered,
+            };
+            match &args.provider_args.par_endpoint {
+                Some(endpoint) => discovered.pushed_authorization_request_endpoint(endpoint),
                 None => discovered,
             }
         }
@@ -460,6 +468,9 @@ async fn provider<R: Runtime>(
     }
     if args.dpop {
         provider = provider.dpop(latchkey::oidc::Algorithm::ES256);
+    }
+    if args.par {
+        provider = provider.push_authorization_requests(true);
     }
     for (key, value) in &args.params {
         provider = provider.param(key, value);
@@ -495,6 +506,11 @@ async fn provider<R: Runtime>(
         )),
         latchkey::ConfigError::MissingClientKey => Failure::Config(
             "--auth-method private_key_jwt needs --client-key PATH, the client's private key"
+                .to_owned(),
+        ),
+        latchkey::ConfigError::MissingParEndpoint => Failure::Config(
+            "--par needs the provider's pushed authorization request endpoint: discover it \
+             with --issuer, or give --par-endpoint URL"
                 .to_owned(),
         ),
         latchkey::ConfigError::AssertionNeedsIssuer => Failure::Config(

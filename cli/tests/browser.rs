@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Finished, Guard, Running, lock};
 use latchkey_tests::oidc::{
-    self, BASIC, GrantCounts, JWT, OidcProvider, PUBLIC, ROTATION, ROTATION_ACCESS_TOKEN_TTL,
+    self, BASIC, GrantCounts, JWT, OidcProvider, PAR, PUBLIC, ROTATION, ROTATION_ACCESS_TOKEN_TTL,
     RegisteredClient,
 };
 use serde_json::{Map, Value};
@@ -1379,4 +1379,36 @@ fn latchkey_proof_refuses_bearer_tokens_and_bad_requests() {
         "{}",
         ended.describe()
     );
+}
+
+/// `login --par`: the authorization request is pushed first (RFC 9126); the URL the
+/// command prints carries only the client id and the provider's request URI, and the
+/// login completes for a client whose provider requires the push.
+#[test]
+fn a_pushed_authorization_request_through_the_command() {
+    require_browser_tools();
+    let idp = OidcProvider::start();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = dir.path().join("tokens.json");
+    let mut command = login_as(&idp, PAR, &store, None);
+    command.args([
+        "--par",
+        "--par-endpoint",
+        &format!("{}/request", idp.issuer()),
+    ]);
+    let mut login = Running::spawn("latchkey login --par", GUARD, command);
+    let (redirect_uri, url) = read_start(&mut login, &idp);
+    let query = url
+        .split_once('?')
+        .map(|(_, query)| query)
+        .unwrap_or_default();
+    assert!(
+        query.starts_with("client_id=par-client&request_uri="),
+        "{url}"
+    );
+    assert!(!query.contains("state="), "{url}");
+    let browsed = browse(&url, &redirect_uri, false)
+        .unwrap_or_else(|why| login.fail(&with_provider_state(&idp, &why)));
+    assert_eq!(browsed.status, 200, "{}", browsed.raw);
+    assert_profile_signed_in(login, &idp, &store, DEFAULT_PROFILE, None);
 }

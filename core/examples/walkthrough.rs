@@ -132,6 +132,9 @@ fn react(action: Action, inputs: &mut VecDeque<Input>) -> Result<(), Box<dyn std
         Action::RequestDeviceCode { .. } | Action::ShowUserCode { .. } => {
             return Err("a browser login does not use the device grant".into());
         }
+        Action::PushAuthorization { .. } => {
+            return Err("this provider does not push its authorization requests".into());
+        }
         Action::ShareFlow { .. }
         | Action::TakeFlow { .. }
         | Action::SpendFlow { .. }

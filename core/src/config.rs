@@ -80,6 +80,9 @@ pub(crate) struct ProviderInner {
     pub revocation_endpoint: Option<http::Uri>,
     /// Where device logins start (RFC 8628 §3.1).
     pub device_authorization_endpoint: Option<http::Uri>,
+    /// Where authorization requests are pushed (RFC 9126), and whether they are.
+    pub par_endpoint: Option<http::Uri>,
+    pub push: bool,
     pub client_id: String,
     pub client_secret: Option<SecretString>,
     /// The key of `private_key_jwt`, loaded by the crypto provider.
@@ -128,6 +131,8 @@ impl Provider {
             require_iss: false,
             revocation_endpoint: None,
             device_authorization_endpoint: None,
+            par_endpoint: None,
+            push: false,
             jwks_uri: None,
             userinfo_endpoint: None,
             algorithms: None,
@@ -185,6 +190,17 @@ impl Provider {
     /// The algorithm of each login's DPoP key, when its tokens are DPoP-bound.
     pub fn dpop(&self) -> Option<Algorithm> {
         self.0.dpop
+    }
+
+    /// Where authorization requests are pushed (RFC 9126), when the provider has the
+    /// endpoint.
+    pub fn pushed_authorization_request_endpoint(&self) -> Option<&http::Uri> {
+        self.0.par_endpoint.as_ref()
+    }
+
+    /// Whether every login's authorization request is pushed first (RFC 9126).
+    pub fn pushes_authorization_requests(&self) -> bool {
+        self.0.push
     }
 
     /// The crypto provider given with [`ProviderBuilder::crypto`].
@@ -267,6 +283,8 @@ pub struct ProviderBuilder {
     require_iss: bool,
     revocation_endpoint: Option<String>,
     device_authorization_endpoint: Option<String>,
+    par_endpoint: Option<String>,
+    push: bool,
     jwks_uri: Option<String>,
     userinfo_endpoint: Option<String>,
     algorithms: Option<Vec<Algorithm>>,
@@ -378,6 +396,25 @@ impl ProviderBuilder {
         self
     }
 
+    /// The pushed authorization request endpoint (RFC 9126,
+    /// `pushed_authorization_request_endpoint` in the provider's metadata).
+    pub fn pushed_authorization_request_endpoint(
+        mut self,
+        endpoint: impl Into<String>,
+    ) -> ProviderBuilder {
+        self.par_endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Pushes every login's authorization parameters to the provider first (PAR, RFC
+    /// 9126): the browser's URL then carries only `client_id` and a `request_uri`. Needs
+    /// the endpoint; [`Discovery`](crate::Discovery) turns it on by itself when the
+    /// provider's metadata says `require_pushed_authorization_requests`.
+    pub fn push_authorization_requests(mut self, push: bool) -> ProviderBuilder {
+        self.push = push;
+        self
+    }
+
     /// Where the provider publishes the keys that sign its ID tokens (`jwks_uri`). Needed
     /// when `openid` is requested, unless verification is turned off.
     pub fn jwks_uri(mut self, uri: impl Into<String>) -> ProviderBuilder {
@@ -457,6 +494,14 @@ impl ProviderBuilder {
             .as_deref()
             .map(|endpoint| endpoint_uri(endpoint, "device authorization endpoint"))
             .transpose()?;
+        let par_endpoint = self
+            .par_endpoint
+            .as_deref()
+            .map(|endpoint| endpoint_uri(endpoint, "pushed authorization request endpoint"))
+            .transpose()?;
+        if self.push && par_endpoint.is_none() {
+            return Err(ConfigError::MissingParEndpoint);
+        }
         let jwks_uri = self
             .jwks_uri
             .as_deref()
@@ -645,6 +690,8 @@ impl ProviderBuilder {
             token_endpoint,
             revocation_endpoint,
             device_authorization_endpoint,
+            par_endpoint,
+            push: self.push,
             basic_authorization,
             client_id: self.client_id,
             client_secret: self.client_secret,
@@ -1093,6 +1140,8 @@ pub enum ConfigError {
     AssertionNeedsIssuer,
     /// DPoP with an algorithm its keys are not made for, or without a crypto provider.
     Dpop(KeyError),
+    /// Pushed authorization requests without the endpoint to push them to.
+    MissingParEndpoint,
     /// A scope is empty or contains spaces, quotes, backslashes or controls.
     InvalidScope(String),
     /// A resource indicator is not an absolute URI without fragment (RFC 8707 §2).
@@ -1147,6 +1196,9 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::ClientKey(error) => write!(f, "client key: {error}"),
             ConfigError::Dpop(error) => write!(f, "DPoP: {error}"),
+            ConfigError::MissingParEndpoint => f.write_str(
+                "pushed authorization requests need the pushed authorization request endpoint",
+            ),
             ConfigError::AssertionNeedsIssuer => {
                 f.write_str("private_key_jwt needs the issuer, the audience of its assertions")
             }

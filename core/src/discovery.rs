@@ -195,6 +195,14 @@ impl Metadata {
         if let Some(revocation) = self.string("revocation_endpoint") {
             builder = builder.revocation_endpoint(revocation);
         }
+        if let Some(par) = self.string("pushed_authorization_request_endpoint") {
+            // RFC 9126 §5: a provider that requires pushed requests says so.
+            let required = self.get("require_pushed_authorization_requests")
+                == Some(&serde_json::Value::Bool(true));
+            builder = builder
+                .pushed_authorization_request_endpoint(par)
+                .push_authorization_requests(required);
+        }
         if let Some(device) = self.string("device_authorization_endpoint") {
             builder = builder.device_authorization_endpoint(device);
         }

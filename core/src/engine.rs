@@ -139,6 +139,19 @@ pub enum Action {
         /// The request: [`finish`](ProviderRequest::finish) it as it is sent.
         request: ProviderRequest,
     },
+    /// Send this pushed authorization request (RFC 9126) of a flow whose provider pushes
+    /// them, and report the outcome with [`Engine::handle_token_response`] or
+    /// [`Engine::handle_token_failure`], as for a token request. The browser is sent to the
+    /// provider ([`Action::OpenBrowser`]) once the provider has answered with its
+    /// `request_uri`. Follow no redirects.
+    PushAuthorization {
+        /// The flow.
+        flow: FlowId,
+        /// Names this request in the answer.
+        exchange: ExchangeId,
+        /// The request: [`finish`](ProviderRequest::finish) it as it is sent.
+        request: ProviderRequest,
+    },
     /// Show the user where to approve the device flow `flow` and the code to enter there
     /// (print it, draw the complete URI as a QR code, open it on a device that has a
     /// browser). The engine polls the token endpoint meanwhile with
@@ -249,6 +262,16 @@ impl fmt::Debug for Action {
                 request,
             } => f
                 .debug_struct("RequestDeviceCode")
+                .field("flow", flow)
+                .field("exchange", exchange)
+                .field("request", request)
+                .finish(),
+            Action::PushAuthorization {
+                flow,
+                exchange,
+                request,
+            } => f
+                .debug_struct("PushAuthorization")
                 .field("flow", flow)
                 .field("exchange", exchange)
                 .field("request", request)
@@ -370,6 +393,8 @@ pub enum StartError {
     /// A shared flow (one the flow directory hands to other replicas) cannot be DPoP-bound:
     /// its key would have to travel with the record.
     SharedDpop,
+    /// A shared flow cannot push its authorization request (RFC 9126) yet.
+    SharedPush,
 }
 
 impl fmt::Display for StartError {
@@ -386,6 +411,9 @@ impl fmt::Display for StartError {
             StartError::SharedDpop => {
                 f.write_str("a shared flow cannot be DPoP-bound: start it unshared")
             }
+            StartError::SharedPush => f.write_str(
+                "a shared flow cannot push its authorization request: start it unshared",
+            ),
         }
     }
 }
@@ -442,6 +470,12 @@ enum Phase {
     /// A shared flow's record is on its way to the directory; the browser is sent to the
     /// provider once it is there, by this instant at the latest.
     Sharing(Box<Sharing>),
+    /// The authorization request is being pushed (RFC 9126); the browser is sent once the
+    /// provider answers, and must have come back by `until`.
+    Pushing {
+        exchange: ExchangeId,
+        until: Instant,
+    },
     /// Waiting for the browser's callback.
     Waiting,
     /// A callback for a shared flow (started here or elsewhere) waits for the flow's
@@ -528,6 +562,8 @@ enum Event<'q> {
         key_set: String,
     },
     Persisted(Result<(), StoreError>),
+    /// The answer to a pushed authorization request, read.
+    PushAnswered(Result<crate::par::Pushed, FlowError>),
     /// A device login's authorization answer, read.
     DeviceAuthorized(Result<DeviceGrant, FlowError>),
     /// A device login's poll timer fired.
@@ -744,6 +780,9 @@ impl Engine {
         if provider.dpop().is_some() && options.shared.is_some() {
             return Err(StartError::SharedDpop);
         }
+        if provider.pushes_authorization_requests() && options.shared.is_some() {
+            return Err(StartError::SharedPush);
+        }
         let dpop = dpop_key(&provider)?;
         self.supersede(now, &options);
         let id = FlowId::issued(self.fresh_id());
@@ -770,8 +809,25 @@ impl Engine {
             .id_token_policy()
             .is_some()
             .then_some(secrets.nonce);
-        let (phase, deadline, share) = match options.shared {
-            Some(wall) => {
+        let pushed = match provider.pushed_authorization_request_endpoint() {
+            Some(endpoint) if provider.pushes_authorization_requests() => {
+                Some(crate::par::push_request(&provider, endpoint, &url))
+            }
+            _ => None,
+        };
+        let (phase, deadline, share) = match (options.shared, pushed) {
+            (_, Some(request)) => {
+                let exchange = ExchangeId::issued(self.fresh_id());
+                self.exchanges.insert(exchange, id);
+                self.actions.push_back(Action::PushAuthorization {
+                    flow: id,
+                    exchange,
+                    request,
+                });
+                let deadline = (now + self.config.exchange_timeout).min(until);
+                (Phase::Pushing { exchange, until }, deadline, None)
+            }
+            (Some(wall), None) => {
                 let key = FlowKey::of(state);
                 let contents = Contents {
                     client_id: provider.client_id().to_owned(),
@@ -803,7 +859,7 @@ impl Engine {
                     Some(Box::new(share)),
                 )
             }
-            None => {
+            (None, None) => {
                 self.actions
                     .push_back(Action::OpenBrowser { flow: id, url });
                 (Phase::Waiting, until, None)
@@ -1075,6 +1131,7 @@ impl Engine {
         }
         let scopes = flow.provider.scopes();
         let event = match &flow.phase {
+            Phase::Pushing { .. } => Event::PushAnswered(crate::par::read_push(&response)),
             Phase::Authorizing { .. } => Event::DeviceAuthorized(device::read_authorization(
                 &response,
                 wall,
@@ -1117,6 +1174,7 @@ impl Engine {
             Some(Phase::Authorizing { .. }) => {
                 Event::TokenResponse(Err(FlowError::Device(DeviceError::Unreachable(error))))
             }
+            Some(Phase::Pushing { .. }) => Event::PushAnswered(Err(FlowError::Transport(error))),
             _ => Event::TokenResponse(Err(FlowError::Transport(error))),
         };
         self.advance(now, flow, event);
@@ -1307,6 +1365,19 @@ impl Engine {
                 Err(FlowError::Directory(DirectoryError::Unavailable(error))),
                 None,
             ),
+            (Phase::Pushing { until, .. }, Event::PushAnswered(Ok(pushed))) => {
+                let Some(flow) = self.flows.get(&id) else {
+                    return;
+                };
+                let url = crate::par::browser_url(&flow.provider, &pushed.request_uri);
+                trace_event!(flow = id.get(), "authorization request pushed");
+                self.actions
+                    .push_back(Action::OpenBrowser { flow: id, url });
+                Next::Stay(Phase::Waiting, until)
+            }
+            (Phase::Pushing { .. }, Event::PushAnswered(Err(error))) => {
+                Next::Finish(Err(error), None)
+            }
             (Phase::Taking { query, conn, .. }, Event::Taken { result, wall }) => {
                 self.taken(now, id, result, wall, query.expose_secret(), conn)
             }
@@ -1874,7 +1945,9 @@ impl Engine {
             self.takes.remove(take);
         }
         let exchange = match phase {
-            Phase::Exchanging { exchange, .. } | Phase::Authorizing { exchange } => Some(exchange),
+            Phase::Exchanging { exchange, .. }
+            | Phase::Authorizing { exchange }
+            | Phase::Pushing { exchange, .. } => Some(exchange),
             Phase::Polling(polling) => polling.in_flight.as_ref(),
             _ => None,
         };
@@ -2095,6 +2168,7 @@ impl Phase {
         match self {
             Phase::Sharing(_) | Phase::Taking { .. } => Step::Directory,
             Phase::Waiting => Step::Callback,
+            Phase::Pushing { .. } => Step::AuthorizationPush,
             Phase::Authorizing { .. } => Step::DeviceAuthorization,
             Phase::Polling(_) => Step::Approval,
             Phase::Exchanging { .. } => Step::TokenExchange,
@@ -2114,9 +2188,11 @@ impl Phase {
     /// The browser connection waiting for this flow's outcome.
     fn conn(&self) -> Option<ConnId> {
         match self {
-            Phase::Sharing(_) | Phase::Waiting | Phase::Authorizing { .. } | Phase::Polling(_) => {
-                None
-            }
+            Phase::Sharing(_)
+            | Phase::Pushing { .. }
+            | Phase::Waiting
+            | Phase::Authorizing { .. }
+            | Phase::Polling(_) => None,
             Phase::Verifying(verifying) => verifying.conn,
             Phase::Taking { conn, .. }
             | Phase::Exchanging { conn, .. }

@@ -23,14 +23,17 @@ pub enum FlowError {
     },
     /// The callback carried the flow's `state` but was otherwise unusable.
     InvalidCallback(CallbackDefect),
-    /// The token endpoint refused the code (RFC 6749 §5.2). A code exchange is never retried.
+    /// The token endpoint refused the code (RFC 6749 §5.2), or the pushed authorization
+    /// request endpoint the request (RFC 9126 §2.3). A code exchange is never retried.
     TokenRejected {
         /// HTTP status of the token response (providers such as GitHub use 200).
         status: u16,
         /// The provider's error.
         error: ProviderError,
     },
-    /// The token endpoint answered something that is not a token response.
+    /// The token endpoint answered something that is not a token response (or the pushed
+    /// authorization request endpoint something without a usable `request_uri` and
+    /// `expires_in`).
     BadTokenResponse {
         /// HTTP status of the token response.
         status: u16,
@@ -290,6 +293,8 @@ pub enum Step {
     Approval,
     /// Waiting for the flow directory to store or hand over a shared flow's record.
     Directory,
+    /// Waiting for the provider to take the pushed authorization request (RFC 9126).
+    AuthorizationPush,
 }
 
 impl fmt::Display for Step {
@@ -297,6 +302,7 @@ impl fmt::Display for Step {
         f.write_str(match self {
             Step::Callback => "waiting for the browser's callback",
             Step::TokenExchange => "waiting for the token endpoint",
+            Step::AuthorizationPush => "waiting for the pushed authorization request endpoint",
             Step::Storage => "waiting for token storage",
             Step::KeySet => "waiting for the provider's key set",
             Step::DeviceAuthorization => "waiting for the device authorization endpoint",

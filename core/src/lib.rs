@@ -339,6 +339,12 @@
 //! ([`TokenSet::dpop_key`]) for their refreshes and the application's own requests. The
 //! [`dpop`] module has the rules.
 //!
+//! With [`ProviderBuilder::push_authorization_requests`] (PAR, RFC 9126; discovery turns it
+//! on when the provider's metadata requires it), a login's authorization parameters go to
+//! the provider first ([`Action::PushAuthorization`], authenticated as token requests are)
+//! and [`Action::OpenBrowser`] follows the provider's answer with a URL that carries only
+//! `client_id` and the `request_uri`.
+//!
 //! ## Well-known providers
 //!
 //! [`presets`] describes Google, GitHub, Microsoft Entra, Okta, Auth0, Keycloak and GitLab:
@@ -439,6 +445,7 @@ mod machine;
 pub mod oidc;
 mod outgoing;
 mod pages;
+mod par;
 mod pkce;
 pub mod presets;
 mod refresh;

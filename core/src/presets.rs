@@ -15,18 +15,19 @@
 //! things from its issuer alone.
 //!
 //! What each provider's own documentation says it offers of `private_key_jwt`
-//! ([`ProviderBuilder::client_key`]) and DPoP ([`ProviderBuilder::dpop`]) for the clients
-//! these presets are for; latchkey's tests exercise both against oidc-provider only:
+//! ([`ProviderBuilder::client_key`]), DPoP ([`ProviderBuilder::dpop`]) and PAR
+//! ([`ProviderBuilder::push_authorization_requests`]) for the clients these presets are
+//! for; latchkey's tests exercise all three against oidc-provider only:
 //!
-//! | preset | `private_key_jwt` | DPoP |
-//! |---|---|---|
-//! | Google | no (desktop clients have a secret) | no |
-//! | GitHub | no | no |
-//! | Microsoft Entra | certificate credentials only, whose assertions name the certificate (`x5t`), which latchkey does not send | no |
-//! | Okta | yes | yes |
-//! | Auth0 | yes | yes (on plans that include it) |
-//! | Keycloak | yes ("signed JWT" client authenticator) | yes (recent versions) |
-//! | GitLab | no | no |
+//! | preset | `private_key_jwt` | DPoP | PAR |
+//! |---|---|---|---|
+//! | Google | no (desktop clients have a secret) | no | no |
+//! | GitHub | no | no | no |
+//! | Microsoft Entra | certificate credentials only, whose assertions name the certificate (`x5t`), which latchkey does not send | no | no |
+//! | Okta | yes | yes | yes |
+//! | Auth0 | yes | yes (on plans that include it) | yes (on plans that include it) |
+//! | Keycloak | yes ("signed JWT" client authenticator) | yes (recent versions) | yes |
+//! | GitLab | no | no | no |
 //!
 //! ```
 //! # use latchkey::oidc::{Algorithm, CryptoProvider, PublicKey, SignatureError};

@@ -150,6 +150,7 @@ fuzz_target!(|data: &[u8]| {
             Action::RequestDeviceCode { .. } | Action::ShowUserCode { .. } => {
                 panic!("browser bytes started a device login")
             }
+            Action::PushAuthorization { .. } => panic!("browser bytes pushed a login"),
             Action::ShareFlow { .. }
             | Action::TakeFlow { .. }
             | Action::SpendFlow { .. }

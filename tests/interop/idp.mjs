@@ -8,6 +8,7 @@
 //   post-client    client_secret_post,  secret `post-secret`
 //   public-client  none (PKCE required)
 //   jwt-client     private_key_jwt (RFC 7523) with the keys of tests/vectors/keys
+//   par-client     none, its authorization requests pushed first (RFC 9126) or refused
 //   es256-client, eddsa-client  public clients whose ID tokens are signed with ES256 and
 //                  EdDSA (Ed25519); everyone else's with RS256
 //   device-client  none, no redirect URI: the device authorization grant only (and refresh)
@@ -120,6 +121,8 @@ const configuration = (keys) => ({
     { client_id: 'basic-client', client_secret: 's3cr3t+/:%&= ~!', token_endpoint_auth_method: 'client_secret_basic', ...nativeWithDevice },
     { client_id: 'post-client', client_secret: 'post-secret', token_endpoint_auth_method: 'client_secret_post', ...nativeWithDevice },
     { client_id: 'public-client', token_endpoint_auth_method: 'none', ...nativeWithDevice },
+    // A public client whose authorization requests must be pushed first (RFC 9126).
+    { client_id: 'par-client', token_endpoint_auth_method: 'none', require_pushed_authorization_requests: true, ...native },
     // No shared secret: client assertions signed with a key of `clientKeys` (RFC 7523).
     { client_id: 'jwt-client', token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: clientKeys }, ...nativeWithDevice },
     // An input-constrained device's client: the device grant only, no redirect URI.

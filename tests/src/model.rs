@@ -450,6 +450,11 @@ impl Sim {
             Action::RequestDeviceCode { .. } | Action::ShowUserCode { .. } => {
                 return Err("a device-grant action in a model of browser logins".into());
             }
+            Action::PushAuthorization { .. } => {
+                return Err(
+                    "a pushed authorization request for a provider that pushes none".into(),
+                );
+            }
             Action::ShareFlow { .. }
             | Action::TakeFlow { .. }
             | Action::SpendFlow { .. }
@@ -499,6 +504,15 @@ pub fn fingerprint(action: &Action) -> String {
             String::from_utf8_lossy(request.request().body())
         ),
         Action::FetchKeys { id, request } => format!("fetch {id} {}", request.uri()),
+        Action::PushAuthorization {
+            flow,
+            exchange,
+            request,
+        } => format!(
+            "push {flow} {exchange} {} {}",
+            request.request().uri(),
+            String::from_utf8_lossy(request.request().body())
+        ),
         Action::RequestDeviceCode {
             flow,
             exchange,

@@ -81,6 +81,13 @@ pub const JWT: RegisteredClient = RegisteredClient {
     secret: None,
     method: "private_key_jwt",
 };
+/// A public client whose authorization requests must be pushed (RFC 9126): a plain
+/// authorization request is refused.
+pub const PAR: RegisteredClient = RegisteredClient {
+    id: "par-client",
+    secret: None,
+    method: "none",
+};
 /// All three client authentication methods.
 pub const CLIENTS: [RegisteredClient; 3] = [BASIC, POST, PUBLIC];
 /// A public client whose ID tokens are signed with ES256 (P-256).

@@ -35,7 +35,7 @@ use latchkey_io::service::{Login, LoginEvent, Service, ServiceOptions};
 use latchkey_io::store::{DEFAULT_KEY, MemoryStore, TokenStore};
 use latchkey_io::transport::{TokenResult, TokenTransport, Transport};
 use latchkey_tests::oidc::{
-    self, BASIC, EDDSA, ES256, JWT, OidcProvider, POST, PUBLIC, RegisteredClient,
+    self, BASIC, EDDSA, ES256, JWT, OidcProvider, PAR, POST, PUBLIC, RegisteredClient,
 };
 use latchkey_tests::oidc_agent::{self, Choice, Hop};
 use secrecy::{ExposeSecret, SecretString};
@@ -77,6 +77,7 @@ on_both_drivers!(
     s63_a_private_key_jwt_client_signs_in_refreshes_and_logs_out,
     s63_an_assertion_signed_with_an_unregistered_key_is_refused,
     s61_s62_a_dpop_bound_login_refresh_and_logout,
+    a_par_client_signs_in_with_its_request_pushed_first,
 );
 
 on_both_drivers!(
@@ -185,7 +186,8 @@ impl<R: Runtime> Fixture<R> {
 
     async fn start_login(&self) -> Login {
         self.service
-            .start(FlowOptions::new())
+            .start_async(FlowOptions::new())
+            .await
             .expect("start a login")
     }
 
@@ -977,6 +979,70 @@ async fn s63_an_assertion_signed_with_an_unregistered_key_is_refused<R: Runtime>
     match outcome(&events(&rt, &login).await) {
         Err(FlowError::TokenRejected { error, .. }) => assert_eq!(error.code, "invalid_client"),
         other => panic!("expected invalid_client, got {other:?}"),
+    }
+    assert!(fx.stored().is_none());
+    fx.shutdown(&rt).await;
+}
+
+// ----- pushed authorization requests (RFC 9126) -----
+
+async fn a_par_client_signs_in_with_its_request_pushed_first<R: Runtime>(rt: R) {
+    let idp = provider(&rt).await;
+    let transport = Transport::Builtin(http_client());
+    let discovered = discover(&rt, &transport, idp.issuer(), PAR.id)
+        .await
+        .expect("trusted metadata")
+        .scopes(SCOPES)
+        .param("prompt", "consent");
+    // The provider offers PAR without requiring it of everyone: discovery finds the
+    // endpoint and leaves pushing off.
+    let plain = discovered.build().expect("a provider");
+    assert!(plain.pushed_authorization_request_endpoint().is_some());
+    assert!(!plain.pushes_authorization_requests());
+    let provider = discover(&rt, &transport, idp.issuer(), PAR.id)
+        .await
+        .expect("trusted metadata")
+        .scopes(SCOPES)
+        .param("prompt", "consent")
+        .push_authorization_requests(true)
+        .build()
+        .expect("a pushing provider");
+
+    let config = Config::builder(provider)
+        .redirect_uri("127.0.0.1", 0, CALLBACK_PATH)
+        .build()
+        .expect("config");
+    let fx = Fixture::with(&rt, config, Transport::Builtin(http_client()));
+    let login = fx.start_login().await;
+    let url = login
+        .url()
+        .expect("the URL, once the request is pushed")
+        .to_owned();
+    let query = url
+        .split_once('?')
+        .map(|(_, query)| query)
+        .unwrap_or_default();
+    let names: Vec<&str> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').map(|(name, _)| name))
+        .collect();
+    assert_eq!(names, ["client_id", "request_uri"], "{url}");
+    sign_in(&rt, &idp, &url, Choice::Approve).await;
+    let tokens = outcome(&events(&rt, &login).await).expect("tokens");
+    assert!(tokens.refresh_token().is_some());
+    fx.shutdown(&rt).await;
+
+    // Without the push, the provider refuses this client.
+    let config = Config::builder(plain)
+        .redirect_uri("127.0.0.1", 0, CALLBACK_PATH)
+        .build()
+        .expect("config");
+    let fx = Fixture::with(&rt, config, Transport::Builtin(http_client()));
+    let login = fx.start_login().await;
+    sign_in(&rt, &idp, login.url().expect("a URL"), Choice::Approve).await;
+    match outcome(&events(&rt, &login).await) {
+        Err(FlowError::Denied(error)) => assert_eq!(error.code, "invalid_request"),
+        other => panic!("expected the provider's refusal, got {other:?}"),
     }
     assert!(fx.stored().is_none());
     fx.shutdown(&rt).await;

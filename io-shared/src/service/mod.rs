@@ -112,6 +112,9 @@ pub enum Error {
     Callback(Rejection),
     /// The service has stopped (shut down or dropped) before the login finished.
     Stopped,
+    /// The provider pushes its authorization requests (RFC 9126): start the login with
+    /// [`Service::start_async`], which waits for the provider's answer.
+    Pushed,
 }
 
 impl fmt::Display for Error {
@@ -133,6 +136,9 @@ impl fmt::Display for Error {
             Error::Io(error) => write!(f, "I/O error: {error}"),
             Error::Callback(rejection) => write!(f, "callback refused: {rejection}"),
             Error::Stopped => f.write_str("the login service has stopped"),
+            Error::Pushed => f.write_str(
+                "the provider pushes its authorization requests: start the login with start_async",
+            ),
         }
     }
 }
@@ -146,7 +152,7 @@ impl std::error::Error for Error {
             Error::Start(error) => Some(error),
             Error::Tls(error) => Some(error),
             Error::Callback(rejection) => Some(rejection),
-            Error::Stopped => None,
+            Error::Stopped | Error::Pushed => None,
         }
     }
 }
@@ -339,7 +345,50 @@ impl<R: Runtime> Service<R> {
     /// runtime has no randomness, [`Error::Start`] when the engine refuses.
     pub fn start(&self, options: FlowOptions) -> Result<Login, Error> {
         let entropy = self.shared.runtime.entropy().map_err(Error::Io)?;
-        self.begin(Some(entropy), options)
+        let login = self.begin(Some(entropy), options)?;
+        if login.url.is_none() && self.shared.pushes(login.flow) {
+            // Its authorization request is pushed first (RFC 9126): the URL comes with the
+            // provider's answer, which only `start_async` waits for.
+            login.cancel();
+            return Err(Error::Pushed);
+        }
+        Ok(login)
+    }
+
+    /// Starts a login as [`start`](Service::start) does; when its provider pushes
+    /// authorization requests (RFC 9126), the parameters go to the provider first and the
+    /// [`Login`] comes with the URL the provider's answer makes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Flow`] when the push was refused or failed; as [`start`](Service::start)
+    /// otherwise.
+    pub async fn start_async(&self, options: FlowOptions) -> Result<Login, Error> {
+        let entropy = self.shared.runtime.entropy().map_err(Error::Io)?;
+        let (events, receiver) = mailbox::mailbox();
+        let (flow, url, work) = self.shared.start(Some(entropy), options, events)?;
+        let url = match url {
+            Some(url) => {
+                self.spawn_work(work);
+                Some(url)
+            }
+            None => self.shared.push(flow, work).await,
+        };
+        match url {
+            Some(url) => Ok(Login {
+                flow,
+                url: Some(url),
+                events: receiver,
+                service: Arc::clone(&self.shared) as _,
+            }),
+            None => loop {
+                match receiver.recv().await {
+                    Some(LoginEvent::Finished(Err(error))) => break Err(Error::Flow(error)),
+                    Some(_) => {}
+                    None => break Err(Error::Stopped),
+                }
+            },
+        }
     }
 
     /// Starts a device login (RFC 8628) for a user who approves on another device: the

@@ -293,6 +293,23 @@ impl<R: Runtime> Shared<R> {
                         span,
                     });
                 }
+                // Work in progress (RFC 9126): sent as a token request is; the URL comes out
+                // of the answer's drain, which `start` does not wait for yet.
+                Action::PushAuthorization {
+                    flow,
+                    exchange,
+                    request,
+                } => {
+                    let span = state
+                        .flows
+                        .get(&flow)
+                        .map_or_else(Span::none, |handle| handle.span.clone());
+                    work.send(Exchange {
+                        exchange,
+                        request,
+                        span,
+                    });
+                }
                 Action::RequestDeviceCode {
                     flow,
                     exchange,
@@ -462,8 +479,12 @@ impl<R: Runtime> Shared<R> {
         let mut work = self.drain(&mut state, None, now);
         match work.opened.take() {
             Some((opened, url)) if opened == flow => Ok((flow, Some(url), work)),
-            // A device login, or a shared one: its URL comes once the directory has it.
-            None if device || !work.shares.is_empty() => Ok((flow, None, work)),
+            // A device login; a shared one, whose URL comes once the directory has it; or
+            // one whose authorization request is pushed first (RFC 9126), whose URL comes
+            // with the provider's answer.
+            None if device || !work.shares.is_empty() || work.exchange.is_some() => {
+                Ok((flow, None, work))
+            }
             // The engine opens the browser in the same call that starts a flow.
             _ => {
                 debug_assert!(false, "flow {flow} started without its authorization URL");
@@ -726,6 +747,45 @@ impl<R: Runtime> Shared<R> {
         }
         let mut work = self.input(None, |engine, now| {
             engine.handle_flow_shared(now, flow, result);
+        });
+        let opened = work.opened.take();
+        spawn_work(self, work);
+        opened
+            .filter(|(opened, _)| *opened == flow)
+            .map(|(_, url)| url)
+    }
+
+    /// Whether `flow`'s provider pushes its authorization requests (RFC 9126).
+    pub fn pushes(&self, flow: FlowId) -> bool {
+        self.lock()
+            .engine
+            .flow_provider(flow)
+            .is_some_and(latchkey::Provider::pushes_authorization_requests)
+    }
+
+    /// Pushes `flow`'s authorization request (RFC 9126, the exchange `work` carries) and
+    /// gives the browser's URL once the provider answered; `None` when the push failed, and
+    /// the login then ends with why.
+    pub async fn push(self: &Arc<Self>, flow: FlowId, mut work: Work) -> Option<String> {
+        let push = work.exchange.take();
+        spawn_work(self, work);
+        let Exchange {
+            exchange,
+            request,
+            span,
+        } = push?;
+        let result = self
+            .send(
+                request,
+                "pushed authorization request answered",
+                "pushed authorization request failed",
+            )
+            .instrument(span)
+            .await;
+        let wall = self.runtime.wall();
+        let mut work = self.input(None, |engine, now| match result {
+            Ok(response) => engine.handle_token_response(now, wall, exchange, response),
+            Err(error) => engine.handle_token_failure(now, exchange, error),
         });
         let opened = work.opened.take();
         spawn_work(self, work);
