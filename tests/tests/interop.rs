@@ -4,7 +4,9 @@
 //!
 //! Each test starts a provider of its own and a latchkey service with its real loopback
 //! listener, on both drivers (`smol` and `tokio`), and signs in through the provider's
-//! pages. The provider's three clients cover the three client authentication methods.
+//! pages. Its clients cover the four client authentication methods (`private_key_jwt`
+//! with RSA, P-256 and Ed25519 keys), DPoP with nonces required, and a client that must
+//! push its authorization requests (PAR).
 //!
 //! Every wait has a deadline, so a failing test fails instead of hanging.
 

@@ -374,21 +374,7 @@ impl<R: Runtime> Service<R> {
             }
             None => self.shared.push(flow, work).await,
         };
-        match url {
-            Some(url) => Ok(Login {
-                flow,
-                url: Some(url),
-                events: receiver,
-                service: Arc::clone(&self.shared) as _,
-            }),
-            None => loop {
-                match receiver.recv().await {
-                    Some(LoginEvent::Finished(Err(error))) => break Err(Error::Flow(error)),
-                    Some(_) => {}
-                    None => break Err(Error::Stopped),
-                }
-            },
-        }
+        self.login_at(flow, url, receiver).await
     }
 
     /// Starts a device login (RFC 8628) for a user who approves on another device: the
@@ -481,6 +467,29 @@ impl<R: Runtime> Service<R> {
         let (flow, _, work) = self.shared.start(Some(entropy), options, events)?;
         // The record goes first; the URL comes out of the answer's drain.
         let url = self.shared.share(flow, work).await;
+        self.login_at(flow, url, receiver).await
+    }
+
+    /// Stops gracefully: every login in progress ends (its starter hears
+    /// [`Error::Stopped`], a browser waiting on it gets the failure landing), the listener
+    /// is closed, and answers still being written are given a moment to reach their
+    /// browsers.
+    pub async fn shutdown(mut self) {
+        let work = self.shared.stop();
+        self.spawn_work(work);
+        self.accepting.clear();
+        self.timer.take();
+        let _ = self.stopped.recv().await;
+    }
+
+    /// The login `flow` once its URL is known; without one (the directory did not take its
+    /// record, the push failed), the error it ended with.
+    async fn login_at(
+        &self,
+        flow: FlowId,
+        url: Option<String>,
+        receiver: mailbox::Mailbox,
+    ) -> Result<Login, Error> {
         match url {
             Some(url) => Ok(Login {
                 flow,
@@ -496,18 +505,6 @@ impl<R: Runtime> Service<R> {
                 }
             },
         }
-    }
-
-    /// Stops gracefully: every login in progress ends (its starter hears
-    /// [`Error::Stopped`], a browser waiting on it gets the failure landing), the listener
-    /// is closed, and answers still being written are given a moment to reach their
-    /// browsers.
-    pub async fn shutdown(mut self) {
-        let work = self.shared.stop();
-        self.spawn_work(work);
-        self.accepting.clear();
-        self.timer.take();
-        let _ = self.stopped.recv().await;
     }
 
     /// Runs what a drain outside any connection left (a token request a forwarded callback
