@@ -293,8 +293,8 @@ impl<R: Runtime> Shared<R> {
                         span,
                     });
                 }
-                // Work in progress (RFC 9126): sent as a token request is; the URL comes out
-                // of the answer's drain, which `start` does not wait for yet.
+                // RFC 9126: sent as a token request is; the URL comes out of the answer's
+                // drain (`Shared::push`, which `Service::start_async` waits for).
                 Action::PushAuthorization {
                     flow,
                     exchange,
