@@ -512,9 +512,17 @@ pub struct LoginArgs {
     #[arg(long)]
     pub par: bool,
     /// Bind the tokens to a key pair made for this login (DPoP, RFC 9449): a copied token
-    /// is of no use without the key, which is stored with the tokens
-    #[arg(long)]
-    pub dpop: bool,
+    /// is of no use without the key, which is stored with the tokens. A P-256 key (ES256)
+    /// unless --dpop=EdDSA asks for Ed25519
+    #[arg(
+        long,
+        value_name = "ALG",
+        value_enum,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "ES256"
+    )]
+    pub dpop: Option<DpopAlg>,
     /// Do NOT verify the ID token (only for a provider whose ID tokens cannot be verified);
     /// nobody's identity is recorded
     #[arg(long)]
@@ -554,6 +562,27 @@ impl LoginArgs {
 
     pub fn verify_id_token(&self) -> bool {
         !self.no_verify_id_token
+    }
+}
+
+/// The key pair `login --dpop` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DpopAlg {
+    /// ECDSA on P-256 (the one every DPoP provider accepts)
+    #[value(name = "ES256")]
+    ES256,
+    /// Ed25519
+    #[value(name = "EdDSA")]
+    EdDSA,
+}
+
+impl DpopAlg {
+    /// The algorithm the proofs are signed with.
+    pub fn algorithm(self) -> latchkey::oidc::Algorithm {
+        match self {
+            DpopAlg::ES256 => latchkey::oidc::Algorithm::ES256,
+            DpopAlg::EdDSA => latchkey::oidc::Algorithm::EdDSA,
+        }
     }
 }
 
@@ -685,6 +714,9 @@ pub enum DevIdpAuth {
     Basic,
     /// In the form (client_secret_post)
     Post,
+    /// A client assertion signed with the key of --client-key (private_key_jwt)
+    #[value(name = "private_key_jwt", alias = "private-key-jwt")]
+    PrivateKeyJwt,
     /// A public client (none)
     None,
 }
@@ -706,6 +738,16 @@ pub struct DevIdpArgs {
     /// How the client authenticates
     #[arg(long, value_name = "METHOD", value_enum, default_value_t = DevIdpAuth::None)]
     pub auth_method: DevIdpAuth,
+    /// The client's key for private_key_jwt: the same file the client signs with (PEM,
+    /// JWK or DER); only its public half is registered
+    #[arg(long, value_name = "PATH")]
+    pub client_key: Option<PathBuf>,
+    /// Make DPoP proofs carry the server's nonce (answering use_dpop_nonce without it)
+    #[arg(long)]
+    pub dpop_nonce: bool,
+    /// Take pushed authorization requests only (RFC 9126)
+    #[arg(long)]
+    pub require_par: bool,
     /// A redirect URI the client may use (repeatable; default
     /// http://127.0.0.1:8080/callback)
     #[arg(long = "redirect-uri", value_name = "URI")]
@@ -1167,6 +1209,37 @@ mod tests {
             panic!("valid command line");
         };
         assert_eq!(args.auth_method, Some(Ok(AuthMethod::Post)));
+    }
+
+    #[test]
+    fn dpop_is_es256_unless_eddsa_is_asked_for_with_an_equals_sign() {
+        let dpop = |line: &str| match parse_line(line) {
+            Ok(Command::Login(args)) => Ok(args.dpop),
+            Ok(_) => Err("another command".to_owned()),
+            Err(error) => Err(error),
+        };
+        let base = "login --issuer I --client-id c";
+        assert_eq!(dpop(base), Ok(None));
+        assert_eq!(dpop(&format!("{base} --dpop")), Ok(Some(DpopAlg::ES256)));
+        assert_eq!(
+            dpop(&format!("{base} --dpop --par")),
+            Ok(Some(DpopAlg::ES256))
+        );
+        assert_eq!(
+            dpop(&format!("{base} --dpop=EdDSA")),
+            Ok(Some(DpopAlg::EdDSA))
+        );
+        assert_eq!(
+            dpop(&format!("{base} --dpop=ES256")),
+            Ok(Some(DpopAlg::ES256))
+        );
+        // The value needs its `=`: a bare word after `--dpop` is not taken for one.
+        assert!(dpop(&format!("{base} --dpop EdDSA")).is_err());
+        let refused = dpop(&format!("{base} --dpop=RS256")).unwrap_err();
+        assert!(
+            refused.contains("ES256") && refused.contains("EdDSA"),
+            "{refused}"
+        );
     }
 
     #[test]

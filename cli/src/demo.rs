@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
+use latchkey::keys::Signer;
 use latchkey::{Config, FlowOptions, Landing, Provider};
 use latchkey_devidp::{Client, ClientAuth, DevIdp, IdTokenAlg, Quirk, agent};
 use latchkey_io::http::{HttpClient, HttpOptions};
@@ -19,7 +20,7 @@ use latchkey_io::store::FileStore;
 use latchkey_io::transport::Transport;
 
 use crate::args::{DevIdpArgs, DevIdpAuth, IdTokenAlgName, QuirkName};
-use crate::login::{Failure, follow};
+use crate::login::{Failure, follow, read_client_key};
 use crate::report::{Place, Reporter, describe_tokens};
 
 const CLIENT_ID: &str = "latchkey-demo";
@@ -183,12 +184,45 @@ fn file_mode(_path: &Path) -> String {
     "(not applicable)".into()
 }
 
-/// `latchkey dev-idp`: serves the development identity provider until interrupted.
-pub fn serve_dev_idp(args: DevIdpArgs) -> ExitCode {
+/// The dev IdP client's authentication: for `private_key_jwt`, the public half of the key
+/// in `--client-key`, checked as a client's would be.
+fn dev_idp_auth(args: &DevIdpArgs) -> Result<ClientAuth, String> {
     let auth = match args.auth_method {
         DevIdpAuth::Basic => ClientAuth::Basic,
         DevIdpAuth::Post => ClientAuth::Post,
         DevIdpAuth::None => ClientAuth::None,
+        DevIdpAuth::PrivateKeyJwt => {
+            let Some(path) = &args.client_key else {
+                return Err(
+                    "--auth-method private_key_jwt needs --client-key PATH, the \
+                            client's key (only its public half is registered)"
+                        .into(),
+                );
+            };
+            let key = read_client_key(path).map_err(|failure| match failure {
+                Failure::Config(message) => message,
+                _ => format!("cannot read the client key from {}", path.display()),
+            })?;
+            let signer = Signer::new(key, latchkey_io::crypto::ring())
+                .map_err(|e| format!("client key {}: {e}", path.display()))?;
+            let jwk = serde_json::Value::Object(signer.public_jwk().clone()).to_string();
+            return Ok(ClientAuth::PrivateKeyJwt { jwk });
+        }
+    };
+    if args.client_key.is_some() {
+        return Err("--client-key goes with --auth-method private_key_jwt".into());
+    }
+    Ok(auth)
+}
+
+/// `latchkey dev-idp`: serves the development identity provider until interrupted.
+pub fn serve_dev_idp(args: DevIdpArgs) -> ExitCode {
+    let auth = match dev_idp_auth(&args) {
+        Ok(auth) => auth,
+        Err(message) => {
+            eprintln!("latchkey: {message}");
+            return ExitCode::from(2);
+        }
     };
     let quirk = match args.quirk {
         None => Quirk::None,
@@ -202,6 +236,7 @@ pub fn serve_dev_idp(args: DevIdpArgs) -> ExitCode {
     } else {
         args.redirect_uris
     };
+    let auth_name = auth.name();
     let client = Client {
         id: args.client_id.clone(),
         secret: args.secret,
@@ -216,6 +251,8 @@ pub fn serve_dev_idp(args: DevIdpArgs) -> ExitCode {
     let mut config = latchkey_devidp::Config::new(vec![client]);
     config.quirk = quirk;
     config.id_token_alg = alg;
+    config.dpop_nonce = args.dpop_nonce;
+    config.require_pushed_authorization_requests = args.require_par;
     let idp = match DevIdp::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, args.port))) {
         Ok(idp) => idp,
         Err(error) => {
@@ -237,13 +274,27 @@ pub fn serve_dev_idp(args: DevIdpArgs) -> ExitCode {
         idp.device_authorization_endpoint(),
         idp.device_verification_uri()
     );
+    if quirk != Quirk::GitHub && quirk != Quirk::GitHubApp {
+        let required = if args.require_par { " (required)" } else { "" };
+        println!(
+            "  pushed requests (PAR):  {}{required}",
+            idp.pushed_authorization_request_endpoint()
+        );
+        println!("  introspection:          {}", idp.introspection_endpoint());
+        if args.dpop_nonce {
+            println!("  DPoP:                   proofs must carry the server's nonce");
+        }
+    }
     if let Some(forgery) = forgery {
         println!(
             "  ID tokens forged:       {} (for testing clients)",
             forgery.name()
         );
     }
-    println!("  client id:              {}", args.client_id);
+    println!(
+        "  client id:              {} ({})",
+        args.client_id, auth_name
+    );
     println!("  redirect URIs:          {}", redirect_uris.join(", "));
     loop {
         std::thread::park();

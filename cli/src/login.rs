@@ -466,8 +466,8 @@ async fn provider<R: Runtime>(
     for resource in &args.resources {
         provider = provider.resource(resource);
     }
-    if args.dpop {
-        provider = provider.dpop(latchkey::oidc::Algorithm::ES256);
+    if let Some(alg) = args.dpop {
+        provider = provider.dpop(alg.algorithm());
     }
     if args.par {
         provider = provider.push_authorization_requests(true);

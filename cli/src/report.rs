@@ -244,6 +244,9 @@ impl Reporter {
             "refresh_token".into(),
             tokens.refresh_token().is_some().into(),
         );
+        if !tokens.audience().is_empty() {
+            event.insert("audience".into(), tokens.audience().into());
+        }
         if let Some(identity) = tokens.identity() {
             event.insert("identity".into(), Value::Object(identity.summary()));
         }
@@ -253,6 +256,9 @@ impl Reporter {
             describe_tokens(tokens)
         );
         self.emit(Value::Object(event), &line);
+        if let Some(audience) = describe_audience(tokens) {
+            self.note(&audience);
+        }
         if let Some(identity) = tokens.identity() {
             self.note_painted(
                 &format!("Signed in as {}", identity.display_name()),
@@ -496,6 +502,13 @@ pub fn describe_tokens(tokens: &TokenSet) -> String {
     format!("{expiry}, {refresh}")
 }
 
+/// `for: https://api.example.com, urn:example:billing`: the APIs the access token is for
+/// (RFC 8707), when they are known.
+pub fn describe_audience(tokens: &TokenSet) -> Option<String> {
+    let audience = tokens.audience();
+    (!audience.is_empty()).then(|| format!("for: {}", audience.join(", ")))
+}
+
 /// Unix seconds, for the JSON events.
 pub fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -533,7 +546,9 @@ pub fn describe_failure(error: &FlowError) -> (String, String) {
             "issuer_mismatch".into(),
             "check that --issuer is exactly the provider's issuer",
         ),
-        FlowError::InvalidCallback(_) | FlowError::BadTokenResponse { .. } => (
+        FlowError::InvalidCallback(_)
+        | FlowError::BadTokenResponse { .. }
+        | FlowError::BadPushResponse { .. } => (
             "invalid_response".into(),
             "the provider answered something unexpected; check --authorization-endpoint and \
              --token-endpoint (or --issuer), then run the command again",
@@ -541,6 +556,11 @@ pub fn describe_failure(error: &FlowError) -> (String, String) {
         FlowError::TokenRejected { .. } => (
             "token_rejected".into(),
             "check --client-id, the client secret and --auth-method",
+        ),
+        FlowError::PushRejected { .. } => (
+            "push_rejected".into(),
+            "check --client-id, --auth-method and the client's secret or --client-key, and \
+             the request's --scope, --resource and --param values",
         ),
         FlowError::Transport(_) => (
             "transport".into(),
@@ -616,6 +636,20 @@ mod tests {
             description: None,
             uri: None,
         })
+    }
+
+    #[test]
+    fn the_audience_is_described_only_when_known() {
+        let tokens = TokenSet::new(secrecy::SecretString::from("at"));
+        assert_eq!(describe_audience(&tokens), None);
+        let tokens = tokens.with_audience(vec![
+            "https://api.example.com".into(),
+            "urn:example:billing".into(),
+        ]);
+        assert_eq!(
+            describe_audience(&tokens).as_deref(),
+            Some("for: https://api.example.com, urn:example:billing")
+        );
     }
 
     #[test]

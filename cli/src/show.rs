@@ -7,7 +7,7 @@ use latchkey_io::store::{FileStore, TokenStore};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::report::{Reporter, describe_tokens, unix_seconds};
+use crate::report::{Reporter, describe_audience, describe_tokens, unix_seconds};
 use crate::session::{for_profile, login_command};
 
 /// Prints the token set stored for `profile`.
@@ -50,6 +50,9 @@ pub fn print(tokens: &TokenSet, reveal: bool, json: bool, refreshed: Option<bool
             "scope": tokens.scope(),
             "refresh_token": tokens.refresh_token().is_some(),
         });
+        if !tokens.audience().is_empty() {
+            summary["audience"] = tokens.audience().into();
+        }
         if let Some(refreshed) = refreshed {
             summary["refreshed"] = refreshed.into();
         }
@@ -77,6 +80,7 @@ pub fn print(tokens: &TokenSet, reveal: bool, json: bool, refreshed: Option<bool
         if let Some(scope) = tokens.scope() {
             summary.push(format!("scope: {scope}"));
         }
+        summary.extend(describe_audience(tokens));
         if reveal {
             // `TOKEN=$(latchkey token --reveal)`: the token alone on stdout, what it is on
             // stderr for the person watching.

@@ -612,6 +612,7 @@ fn token_shows_type_expiry_and_refresh_without_the_access_token() {
     assert!(stdout.contains("expires in 59 min"), "{stdout}");
     assert!(stdout.contains("refresh token"), "{stdout}");
     assert!(stdout.contains("scope: openid profile"), "{stdout}");
+    assert!(!stdout.contains("for: "), "{stdout}");
     shown.assert_never_shows(&[("access token", &access), ("refresh token", &refresh)]);
 }
 
@@ -649,6 +650,8 @@ fn token_json_is_one_json_object_with_the_token_only_when_revealed() {
     assert_eq!(summary["scope"], "openid profile");
     assert_eq!(summary["refresh_token"], true);
     assert!(!summary.contains_key("access_token"), "{summary:?}");
+    // No resource was asked for, and the provider named none.
+    assert!(!summary.contains_key("audience"), "{summary:?}");
     hidden.assert_never_shows(&[("access token", &access), ("refresh token", &refresh)]);
 
     let revealed = token_command(&path, &["--json", "--reveal"]);
@@ -658,6 +661,41 @@ fn token_json_is_one_json_object_with_the_token_only_when_revealed() {
         serde_json::from_str(&revealed.stdout[0]).expect("token --json prints a JSON object");
     assert_eq!(summary["access_token"], access.as_str());
     revealed.assert_never_shows(&[("refresh token", &refresh)]);
+}
+
+#[test]
+fn token_shows_the_apis_the_access_token_is_for() {
+    let (_dir, path) = store();
+    let access = "at-audience-5e1f0c";
+    let file = serde_json::json!({
+        "version": 1,
+        "tokens": { "default": {
+            "access_token": access,
+            "token_type": "Bearer",
+            "audience": ["https://api.example.com", "urn:example:billing"],
+        } },
+    });
+    std::fs::write(&path, file.to_string()).expect("writing the token file");
+
+    let shown = token_command(&path, &[]);
+    shown.assert_code(0);
+    let stdout = shown.stdout_text();
+    assert!(
+        stdout.contains("\nfor: https://api.example.com, urn:example:billing"),
+        "{stdout}"
+    );
+    shown.assert_never_shows(&[("access token", access)]);
+
+    let json = token_command(&path, &["--json"]);
+    json.assert_code(0);
+    assert_eq!(json.stdout.len(), 1, "{}", json.describe());
+    let summary: Map<String, Value> =
+        serde_json::from_str(&json.stdout[0]).expect("token --json prints a JSON object");
+    assert_eq!(
+        summary["audience"],
+        serde_json::json!(["https://api.example.com", "urn:example:billing"])
+    );
+    json.assert_never_shows(&[("access token", access)]);
 }
 
 #[test]
@@ -2010,4 +2048,696 @@ fn s49_a_refresh_whose_id_token_names_another_user_deletes_the_tokens_and_says_s
     assert!(message.contains("subject"), "{message}");
     assert!(message.contains("deleted"), "{message}");
     assert_no_tokens(&path);
+}
+
+// ---- 13. private_key_jwt, DPoP and pushed requests against the dev IdP -----------------
+
+/// The key fixture `name` of the workspace's test vectors.
+fn key_fixture(name: &str) -> String {
+    format!(
+        "{}/../tests/vectors/keys/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// The public half of the P-256 fixture, as a JWK (the private one without `d`).
+fn p256_public_jwk() -> String {
+    let text = std::fs::read_to_string(key_fixture("p256.jwk.json")).expect("reading the JWK");
+    let mut jwk: Map<String, Value> = serde_json::from_str(&text).expect("the fixture is a JWK");
+    assert!(jwk.remove("d").is_some(), "the fixture is a private JWK");
+    Value::Object(jwk).to_string()
+}
+
+/// The second client of the sender-constrained identity provider: a resource server that
+/// introspects tokens, authenticating with `client_secret_post`.
+const INTROSPECTOR: &str = "introspector";
+const INTROSPECTOR_SECRET: &str = "introspector-secret-61d0e8";
+
+/// A development identity provider whose client ([`CLIENT_ID`]) authenticates with
+/// `private_key_jwt` and the public key `jwk`, that requires DPoP nonces and pushed
+/// authorization requests, and that has [`INTROSPECTOR`] as a second client.
+fn start_sender_constrained_idp(jwk: String) -> DevIdp {
+    let client = Client {
+        id: CLIENT_ID.into(),
+        secret: None,
+        auth: ClientAuth::PrivateKeyJwt { jwk },
+        redirect_uris: vec![REGISTERED_REDIRECT_URI.into()],
+    };
+    let introspector = Client {
+        id: INTROSPECTOR.into(),
+        secret: Some(INTROSPECTOR_SECRET.into()),
+        auth: ClientAuth::Post,
+        redirect_uris: Vec::new(),
+    };
+    let mut config = Config::new(vec![client, introspector]);
+    config.dpop_nonce = true;
+    config.require_pushed_authorization_requests = true;
+    DevIdp::start(config, (Ipv4Addr::LOCALHOST, 0).into()).expect("starting the DevIdp")
+}
+
+/// `text` encoded for an `application/x-www-form-urlencoded` body: every byte but the
+/// unreserved ones as `%XX`.
+fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(byte).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// The decoded value of `name` in a form body or query (`%XX` and `+` decoded).
+fn form_param(form: &str, name: &str) -> Option<String> {
+    form.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| {
+            let bytes = value.as_bytes();
+            let mut decoded = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'%' if i + 2 < bytes.len() => {
+                        let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("ASCII");
+                        decoded.push(u8::from_str_radix(hex, 16).expect("a %XX escape"));
+                        i += 3;
+                    }
+                    b'+' => {
+                        decoded.push(b' ');
+                        i += 1;
+                    }
+                    byte => {
+                        decoded.push(byte);
+                        i += 1;
+                    }
+                }
+            }
+            String::from_utf8(decoded).expect("UTF-8")
+        })
+}
+
+/// The names of `url`'s query parameters, sorted.
+fn query_names(url: &str) -> Vec<String> {
+    let (_, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut names: Vec<String> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map_or(pair, |(name, _)| name)
+                .to_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Asserts that the authorization URL `url` (of `authorization_endpoint`) only refers to
+/// a pushed request: `client_id` and `request_uri`, nothing else (RFC 9126 §4).
+fn assert_pushed_authorization_url(authorization_endpoint: &str, url: &str, client_id: &str) {
+    let query = url
+        .strip_prefix(&format!("{authorization_endpoint}?"))
+        .unwrap_or_else(|| panic!("not at {authorization_endpoint}: {url}"));
+    assert_eq!(query_names(url), ["client_id", "request_uri"], "{url}");
+    assert_eq!(form_param(query, "client_id").as_deref(), Some(client_id));
+    let request_uri = form_param(query, "request_uri").expect("request_uri");
+    assert!(
+        request_uri.starts_with("urn:ietf:params:oauth:request_uri:"),
+        "{url}"
+    );
+}
+
+/// What the introspection endpoint of `idp` says of `token`, asked by [`INTROSPECTOR`].
+fn introspect(idp: &DevIdp, token: &str) -> Map<String, Value> {
+    let body = format!(
+        "token={}&client_id={INTROSPECTOR}&client_secret={}",
+        form_encode(token),
+        form_encode(INTROSPECTOR_SECRET)
+    );
+    let (status, _, answer) = agent::post(
+        &idp.introspection_endpoint(),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        body.as_bytes(),
+    )
+    .expect("introspecting");
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(status, 200, "introspection answered {status}: {text}");
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(answer)) => answer,
+        _ => panic!("introspection answered no JSON object: {text}"),
+    }
+}
+
+/// The value of the response header `name` (case-insensitive).
+fn response_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(field, _)| field.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_str())
+}
+
+/// The one JSON object `latchkey proof --json` printed: the proof, its `htu` and `jkt`.
+fn dpop_proof(path: &Path, method: &str, url: &str, nonce: Option<&str>) -> Map<String, Value> {
+    let mut command = latchkey(["proof", "--json", "--method", method, "--url", url]);
+    if let Some(nonce) = nonce {
+        command.args(["--nonce", nonce]);
+    }
+    command.arg("--store").arg(path);
+    let finished = run(command);
+    finished.assert_code(0);
+    assert_eq!(finished.stdout.len(), 1, "{}", finished.describe());
+    match serde_json::from_str(&finished.stdout[0]) {
+        Ok(Value::Object(proof)) => proof,
+        _ => panic!("proof --json prints a JSON object: {}", finished.describe()),
+    }
+}
+
+fn json_string<'a>(object: &'a Map<String, Value>, key: &str) -> &'a str {
+    object[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} is not a string in {object:?}"))
+}
+
+#[test]
+fn a_dpop_login_with_private_key_jwt_and_pushed_requests_against_the_dev_idp() {
+    let idp = start_sender_constrained_idp(p256_public_jwk());
+    let key = key_fixture("p256.pkcs8.pem");
+    let (_dir, path) = store();
+    // No --par: the provider's metadata requires pushed requests, which turns them on.
+    let command = login_discovering(
+        &idp,
+        &path,
+        &[
+            "--auth-method",
+            "private_key_jwt",
+            "--client-key",
+            &key,
+            "--dpop",
+        ],
+    );
+    let browsed = login_with_browser(command);
+    let finished = &browsed.finished;
+    finished.assert_code(0);
+    assert_eq!(
+        finished.event_names(),
+        SUCCESS_EVENTS,
+        "{}",
+        finished.describe()
+    );
+    assert_eq!(
+        token_event(finished)["token_type"],
+        "DPoP",
+        "{}",
+        finished.describe()
+    );
+    assert_pushed_authorization_url(&idp.authorization_endpoint(), &browsed.url, CLIENT_ID);
+
+    let stats = idp.stats();
+    assert_eq!(stats.pushed_authorizations, 1, "{stats:?}");
+    assert!(
+        stats.client_assertions >= 2,
+        "at /par and /token: {stats:?}"
+    );
+    assert!(stats.dpop_nonce_challenges >= 1, "{stats:?}");
+    assert!(stats.dpop_proofs >= 1, "{stats:?}");
+    assert_eq!(stats.tokens_issued, 1, "{stats:?}");
+
+    // The code exchange: a proof and an assertion, no secret.
+    let exchange = idp.last_token_request().expect("a token request");
+    let body = String::from_utf8(exchange.body.clone()).expect("a UTF-8 form");
+    assert!(exchange.header("DPoP").is_some(), "{exchange:?}");
+    assert!(exchange.header("Authorization").is_none(), "{exchange:?}");
+    assert_eq!(
+        form_param(&body, "grant_type").as_deref(),
+        Some("authorization_code")
+    );
+    assert!(form_param(&body, "client_assertion").is_some(), "{body}");
+    assert_eq!(
+        form_param(&body, "client_assertion_type").as_deref(),
+        Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+        "{body}"
+    );
+    assert!(form_param(&body, "client_secret").is_none(), "{body}");
+
+    let shown = token_command(&path, &["--json"]);
+    shown.assert_code(0);
+    assert_eq!(
+        shown_tokens(&shown)["token_type"],
+        "DPoP",
+        "{}",
+        shown.describe()
+    );
+    let revealed = token_command(&path, &["--reveal"]);
+    revealed.assert_code(0);
+    let [access] = revealed.stdout.as_slice() else {
+        panic!("the access token alone on stdout: {}", revealed.describe());
+    };
+    assert_eq!(*access, entry_string(&stored_tokens(&path), "access_token"));
+
+    // The provider bound the token to the login's key.
+    let introspected = introspect(&idp, access);
+    assert_eq!(introspected["active"], true, "{introspected:?}");
+    assert_eq!(introspected["token_type"], "DPoP", "{introspected:?}");
+    assert_eq!(introspected["client_id"], CLIENT_ID, "{introspected:?}");
+    let jkt = introspected["cnf"]["jkt"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no cnf.jkt: {introspected:?}"))
+        .to_owned();
+    assert!(!jkt.is_empty());
+
+    // The token works at UserInfo with a proof of that key, and only with one.
+    let userinfo = idp.userinfo_endpoint();
+    let proof = dpop_proof(&path, "GET", &userinfo, Some(&idp.dpop_nonce()));
+    assert_eq!(json_string(&proof, "jkt"), jkt, "{proof:?}");
+    assert_eq!(json_string(&proof, "htu"), userinfo, "{proof:?}");
+    let dpop_authorization = format!("DPoP {access}");
+    let (status, _, answer) = agent::get(
+        &userinfo,
+        &[
+            ("Authorization", &dpop_authorization),
+            ("DPoP", json_string(&proof, "proof")),
+        ],
+    )
+    .expect("calling UserInfo");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert_eq!(status, 200, "{answer}");
+    let claims: Value = serde_json::from_str(&answer).expect("UserInfo answers JSON");
+    assert_eq!(claims["sub"], "dev-user", "{answer}");
+
+    let bearer = format!("Bearer {access}");
+    let (status, _, answer) =
+        agent::get(&userinfo, &[("Authorization", &bearer)]).expect("calling UserInfo");
+    assert_eq!(
+        status, 401,
+        "a DPoP-bound token as a bearer token: {answer:?}"
+    );
+
+    // Without the server's nonce, the proof is answered with a challenge that names it.
+    let stale = dpop_proof(&path, "GET", &userinfo, None);
+    let (status, headers, _) = agent::get(
+        &userinfo,
+        &[
+            ("Authorization", &dpop_authorization),
+            ("DPoP", json_string(&stale, "proof")),
+        ],
+    )
+    .expect("calling UserInfo");
+    assert_eq!(status, 401);
+    assert_eq!(
+        response_header(&headers, "DPoP-Nonce"),
+        Some(idp.dpop_nonce().as_str())
+    );
+
+    // The provider moves to a new nonce. The refresh (a new process, which knows no nonce)
+    // is challenged, and retries with the new one: the provider accepts no other.
+    let before = idp.stats();
+    let old_nonce = idp.dpop_nonce();
+    let new_nonce = idp.rotate_dpop_nonce().expect("rotating the nonce");
+    assert_ne!(old_nonce, new_nonce);
+    let refreshed = session(
+        "refresh",
+        &path,
+        SecretVia::Nothing,
+        &["--client-key", &key],
+    );
+    refreshed.assert_code(0);
+    assert_eq!(
+        refreshed.event_names(),
+        ["token", "stored"],
+        "{}",
+        refreshed.describe()
+    );
+    assert_eq!(
+        refreshed.events()[0]["token_type"],
+        "DPoP",
+        "{}",
+        refreshed.describe()
+    );
+    let after = idp.stats();
+    assert!(
+        after.dpop_nonce_challenges > before.dpop_nonce_challenges,
+        "the old nonce was challenged: {before:?} -> {after:?}"
+    );
+    assert!(
+        after.client_assertions > before.client_assertions,
+        "{after:?}"
+    );
+    assert_eq!(after.tokens_issued, before.tokens_issued + 1, "{after:?}");
+    let refresh_request = idp.last_token_request().expect("a token request");
+    let body = String::from_utf8(refresh_request.body.clone()).expect("a UTF-8 form");
+    assert_eq!(
+        form_param(&body, "grant_type").as_deref(),
+        Some("refresh_token")
+    );
+    assert!(
+        refresh_request.header("DPoP").is_some(),
+        "{refresh_request:?}"
+    );
+    assert!(form_param(&body, "client_secret").is_none(), "{body}");
+
+    let entry = stored_tokens(&path);
+    let fresh_access = entry_string(&entry, "access_token");
+    let fresh_refresh = entry_string(&entry, "refresh_token");
+    assert_ne!(fresh_access, *access);
+    let introspected = introspect(&idp, &fresh_access);
+    assert_eq!(introspected["active"], true, "{introspected:?}");
+    assert_eq!(introspected["token_type"], "DPoP", "{introspected:?}");
+    assert_eq!(
+        introspected["cnf"]["jkt"],
+        jkt.as_str(),
+        "the same key: {introspected:?}"
+    );
+
+    // Logging out revokes at the provider.
+    let logged_out = session("logout", &path, SecretVia::Nothing, &["--client-key", &key]);
+    logged_out.assert_code(0);
+    assert_eq!(
+        logged_out.event_names(),
+        ["revoked", "revoked", "logged_out"],
+        "{}",
+        logged_out.describe()
+    );
+    assert!(!path.exists());
+    for (what, token) in [("access", &fresh_access), ("refresh", &fresh_refresh)] {
+        let introspected = introspect(&idp, token);
+        assert_eq!(
+            introspected["active"], false,
+            "the {what} token after logout: {introspected:?}"
+        );
+    }
+    for finished in [&refreshed, &logged_out] {
+        finished.assert_never_shows(&[
+            ("access token", &fresh_access),
+            ("refresh token", &fresh_refresh),
+        ]);
+    }
+}
+
+/// `latchkey dev-idp` serving in the background, killed when dropped (a test that panics
+/// half-way included).
+struct ServedDevIdp {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::mpsc::Receiver<String>,
+    /// What it printed so far.
+    stdout: Vec<String>,
+}
+
+/// How long `latchkey dev-idp` may take to print its banner.
+const BANNER_DEADLINE: Duration = Duration::from_secs(15);
+
+impl ServedDevIdp {
+    fn spawn(args: &[&str]) -> ServedDevIdp {
+        use std::io::BufRead as _;
+        use std::process::Stdio;
+        let mut command = latchkey(["dev-idp"]);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawning latchkey dev-idp");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+        let (line_tx, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if line_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let (stderr_tx, stderr) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr_pipe.read_to_string(&mut text);
+            let _ = stderr_tx.send(text);
+        });
+        ServedDevIdp {
+            child,
+            lines,
+            stderr,
+            stdout: Vec::new(),
+        }
+    }
+
+    /// Reads stdout up to the banner's last line (`redirect URIs:`): `Ok` with the banner,
+    /// or `Err` with stderr if the command exited first. Fails the test after
+    /// [`BANNER_DEADLINE`].
+    fn banner(&mut self) -> Result<Vec<String>, String> {
+        use std::sync::mpsc::RecvTimeoutError;
+        let deadline = std::time::Instant::now() + BANNER_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let last = line.trim_start().starts_with("redirect URIs:");
+                    self.stdout.push(line);
+                    if last {
+                        return Ok(self.stdout.clone());
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.child.wait();
+                    let stderr = self
+                        .stderr
+                        .recv_timeout(BANNER_DEADLINE)
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "stdout:\n{}\nstderr:\n{stderr}",
+                        self.stdout.join("\n")
+                    ));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "latchkey dev-idp printed no banner within {BANNER_DEADLINE:?}; stdout:\n{}",
+                        self.stdout.join("\n")
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ServedDevIdp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The banner's line that starts with `label`, its whitespace runs made single spaces.
+fn banner_line(banner: &[String], label: &str) -> String {
+    banner
+        .iter()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .find(|line| line.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} line in the banner:\n{}", banner.join("\n")))
+}
+
+/// `latchkey login --json` at the `latchkey dev-idp` of `issuer` with the private key
+/// `key` and DPoP, storing in `store`.
+fn dev_idp_key_login(issuer: &str, key: &str, store: &Path, extra: &[&str]) -> Command {
+    let mut command = latchkey([
+        "login",
+        "--no-browser",
+        "--no-device",
+        "--issuer",
+        issuer,
+        "--client-id",
+        "latchkey-dev",
+        "--auth-method",
+        "private_key_jwt",
+        "--client-key",
+        key,
+        "--dpop",
+        "--scope",
+        "openid",
+        "--redirect-uri",
+        REDIRECT_URI,
+    ]);
+    command.arg("--store").arg(store).args(extra);
+    command
+}
+
+#[test]
+fn latchkey_dev_idp_serves_a_private_key_jwt_client_with_required_pushed_requests() {
+    let key = key_fixture("ed25519.pkcs8.pem");
+    let (served, banner, port) = (0..3)
+        .find_map(|_| {
+            // Free a moment ago; should another program take it first, try another.
+            let port = free_port();
+            let mut served = ServedDevIdp::spawn(&[
+                "--port",
+                &port.to_string(),
+                "--auth-method",
+                "private_key_jwt",
+                "--client-key",
+                &key,
+                "--require-par",
+                "--dpop-nonce",
+                "--redirect-uri",
+                REGISTERED_REDIRECT_URI,
+            ]);
+            match served.banner() {
+                Ok(banner) => Some((served, banner, port)),
+                Err(output) if output.contains("cannot serve") => None,
+                Err(output) => panic!("latchkey dev-idp exited:\n{output}"),
+            }
+        })
+        .expect("latchkey dev-idp could start on one of three ports");
+    let shown = banner.join("\n");
+    let issuer = format!("http://127.0.0.1:{port}");
+    assert!(
+        banner[0].contains("Development identity provider"),
+        "{shown}"
+    );
+    assert_eq!(banner_line(&banner, "issuer:"), format!("issuer: {issuer}"));
+    assert_eq!(
+        banner_line(&banner, "pushed requests (PAR):"),
+        format!("pushed requests (PAR): {issuer}/par (required)")
+    );
+    assert_eq!(
+        banner_line(&banner, "introspection:"),
+        format!("introspection: {issuer}/introspect")
+    );
+    assert_eq!(
+        banner_line(&banner, "client id:"),
+        "client id: latchkey-dev (private_key_jwt)"
+    );
+    assert!(banner_line(&banner, "DPoP:").contains("nonce"), "{shown}");
+    assert_eq!(
+        banner_line(&banner, "redirect URIs:"),
+        format!("redirect URIs: {REGISTERED_REDIRECT_URI}")
+    );
+
+    // The client with its registered key.
+    let (_dir, path) = store();
+    let browsed = login_with_browser(dev_idp_key_login(&issuer, &key, &path, &["--json"]));
+    let finished = &browsed.finished;
+    finished.assert_code(0);
+    assert_eq!(
+        finished.event_names(),
+        SUCCESS_EVENTS,
+        "{}",
+        finished.describe()
+    );
+    assert_pushed_authorization_url(&format!("{issuer}/authorize"), &browsed.url, "latchkey-dev");
+    let summary = token_command(&path, &["--json"]);
+    summary.assert_code(0);
+    assert_eq!(
+        shown_tokens(&summary)["token_type"],
+        "DPoP",
+        "{}",
+        summary.describe()
+    );
+
+    // Another key: the provider refuses the client, before any browser is involved.
+    let other_key = key_fixture("p256.pkcs8.pem");
+    let (_other_dir, other_path) = store();
+    let refused = run(dev_idp_key_login(
+        &issuer,
+        &other_key,
+        &other_path,
+        &["--json", "--timeout", "10"],
+    ));
+    refused.assert_code(1);
+    let events = refused.events();
+    let last = events
+        .last()
+        .unwrap_or_else(|| panic!("no events: {}", refused.describe()));
+    assert_eq!(last["event"], "error", "{}", refused.describe());
+    // The push was refused, not a code: no code exists yet.
+    assert_eq!(last["kind"], "push_rejected", "{}", refused.describe());
+    let message = last["message"].as_str().unwrap_or_default();
+    assert!(message.contains("invalid_client"), "{}", refused.describe());
+    assert!(
+        message.starts_with("pushed authorization request endpoint refused the request"),
+        "{}",
+        refused.describe()
+    );
+    assert!(
+        !refused.event_names().iter().any(|name| name == "authorize"),
+        "no browser for a refused push: {}",
+        refused.describe()
+    );
+    assert_no_tokens(&other_path);
+
+    let refused = run(dev_idp_key_login(
+        &issuer,
+        &other_key,
+        &other_path,
+        &["--timeout", "10"],
+    ));
+    refused.assert_code(1);
+    assert!(
+        refused.stderr.contains("invalid_client"),
+        "{}",
+        refused.describe()
+    );
+    assert_no_tokens(&other_path);
+    drop(served);
+}
+
+#[test]
+fn latchkey_dev_idp_refuses_a_client_key_it_cannot_use_with_exit_2() {
+    // Should the command serve after all, it would never exit: the guard kills it and the
+    // test fails.
+    let quick = Guard {
+        limit: Duration::from_secs(10),
+        stdout_grace: None,
+        stderr_wait: None,
+    };
+    let p256 = key_fixture("p256.pkcs8.pem");
+    let rsa1024 = key_fixture("rsa1024.pkcs8.pem");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let missing = dir.path().join("no-such-key.pem");
+    let missing = missing.to_str().expect("UTF-8 temporary path");
+    for (args, mentions) in [
+        (
+            &["--auth-method", "private_key_jwt"][..],
+            &["--client-key"][..],
+        ),
+        (&["--client-key", &p256], &["private_key_jwt"]),
+        (
+            &[
+                "--auth-method",
+                "post",
+                "--secret",
+                "s3",
+                "--client-key",
+                &p256,
+            ],
+            &["private_key_jwt"],
+        ),
+        (
+            &["--auth-method", "private_key_jwt", "--client-key", &rsa1024],
+            &[rsa1024.as_str(), "too short"],
+        ),
+        (
+            &["--auth-method", "private_key_jwt", "--client-key", missing],
+            &[missing],
+        ),
+    ] {
+        let mut command = latchkey(["dev-idp", "--port", "0"]);
+        command.args(args);
+        let finished = Running::spawn("latchkey dev-idp", quick, command).finish();
+        finished.assert_code(2);
+        assert!(
+            finished.stdout.is_empty(),
+            "no banner: {}",
+            finished.describe()
+        );
+        for mention in mentions {
+            assert!(
+                finished.stderr.contains(mention),
+                "{args:?}: stderr does not name {mention:?}: {}",
+                finished.describe()
+            );
+        }
+    }
 }

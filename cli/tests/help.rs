@@ -75,6 +75,10 @@ const COMMANDS: [(&str, &[&str]); 8] = [
         &[
             "--port",
             "--client-id",
+            "--auth-method",
+            "--client-key",
+            "--dpop-nonce",
+            "--require-par",
             "--quirk",
             "--forge",
             "--id-token-alg",

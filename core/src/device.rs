@@ -329,13 +329,16 @@ pub(crate) enum Poll {
     Fail(FlowError),
 }
 
-/// Reads the answer to a device code poll (RFC 8628 §3.5), received at `wall`.
+/// Reads the answer to a device code poll (RFC 8628 §3.5), received at `wall`, to a
+/// grant that asked for `requested_scopes` and `requested_resources`.
 pub(crate) fn read_poll(
     response: &http::Response<Vec<u8>>,
     requested_scopes: &[String],
+    requested_resources: &[String],
     wall: SystemTime,
 ) -> Poll {
-    let error = match token::parse_token_response(response, requested_scopes, wall) {
+    let answer = token::parse_token_response(response, requested_scopes, requested_resources, wall);
+    let error = match answer {
         Ok(tokens) => return Poll::Tokens(tokens),
         Err(error) => error,
     };

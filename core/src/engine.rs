@@ -1129,7 +1129,7 @@ impl Engine {
                 return;
             }
         }
-        let scopes = flow.provider.scopes();
+        let (scopes, resources) = (flow.provider.scopes(), flow.provider.resources());
         let event = match &flow.phase {
             Phase::Pushing { .. } => Event::PushAnswered(crate::par::read_push(&response)),
             Phase::Authorizing { .. } => Event::DeviceAuthorized(device::read_authorization(
@@ -1137,7 +1137,7 @@ impl Engine {
                 wall,
                 self.config.flow_lifetime,
             )),
-            Phase::Polling(_) => match device::read_poll(&response, scopes, wall) {
+            Phase::Polling(_) => match device::read_poll(&response, scopes, resources, wall) {
                 Poll::Tokens(tokens) => match bound(flow, tokens, &response) {
                     Ok(tokens) => self.verify(now, flow_id, tokens, wall, true),
                     Err(error) => Event::TokenResponse(Err(error)),
@@ -1145,7 +1145,7 @@ impl Engine {
                 Poll::Fail(error) => Event::TokenResponse(Err(error)),
                 answer => Event::Polled(answer),
             },
-            _ => match token::parse_token_response(&response, scopes, wall)
+            _ => match token::parse_token_response(&response, scopes, resources, wall)
                 .and_then(|tokens| bound(flow, tokens, &response))
             {
                 Ok(tokens) => self.verify(now, flow_id, tokens, wall, true),

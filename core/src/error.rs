@@ -23,19 +23,34 @@ pub enum FlowError {
     },
     /// The callback carried the flow's `state` but was otherwise unusable.
     InvalidCallback(CallbackDefect),
-    /// The token endpoint refused the code (RFC 6749 §5.2), or the pushed authorization
-    /// request endpoint the request (RFC 9126 §2.3). A code exchange is never retried.
+    /// The token endpoint refused the code (RFC 6749 §5.2). A code exchange is never
+    /// retried.
     TokenRejected {
         /// HTTP status of the token response (providers such as GitHub use 200).
         status: u16,
         /// The provider's error.
         error: ProviderError,
     },
-    /// The token endpoint answered something that is not a token response (or the pushed
-    /// authorization request endpoint something without a usable `request_uri` and
-    /// `expires_in`).
+    /// The token endpoint answered something that is not a token response.
     BadTokenResponse {
         /// HTTP status of the token response.
+        status: u16,
+        /// What was wrong with it.
+        reason: BadTokenResponse,
+    },
+    /// The pushed authorization request endpoint refused the request (RFC 9126 §2.3):
+    /// the client's authentication or the authorization parameters. No browser was sent
+    /// anywhere.
+    PushRejected {
+        /// HTTP status of the answer.
+        status: u16,
+        /// The provider's error.
+        error: ProviderError,
+    },
+    /// The pushed authorization request endpoint answered without a usable `request_uri`
+    /// and `expires_in` (RFC 9126 §2.2).
+    BadPushResponse {
+        /// HTTP status of the answer.
         status: u16,
         /// What was wrong with it.
         reason: BadTokenResponse,
@@ -89,6 +104,16 @@ impl fmt::Display for FlowError {
             FlowError::BadTokenResponse { status, reason } => {
                 write!(f, "unusable token response (HTTP {status}): {reason}")
             }
+            FlowError::PushRejected { status, error } => write!(
+                f,
+                "pushed authorization request endpoint refused the request (HTTP {status}): \
+                 {error}"
+            ),
+            FlowError::BadPushResponse { status, reason } => write!(
+                f,
+                "unusable answer of the pushed authorization request endpoint (HTTP \
+                 {status}): {reason}"
+            ),
             FlowError::Transport(error) => write!(f, "token request failed: {error}"),
             FlowError::TimedOut(step) => write!(f, "timed out {step}"),
             FlowError::Cancelled => f.write_str("cancelled"),

@@ -67,8 +67,14 @@ pub(crate) fn browser_url(provider: &Provider, request_uri: &str) -> String {
 /// `request_uri` and `expires_in`, or an OAuth error.
 pub(crate) fn read_push(response: &http::Response<Vec<u8>>) -> Result<Pushed, FlowError> {
     let status = response.status().as_u16();
-    let bad = |reason| FlowError::BadTokenResponse { status, reason };
-    let mut members = token::read_answer(response)?;
+    let bad = |reason| FlowError::BadPushResponse { status, reason };
+    let mut members = token::read_answer(response).map_err(|error| match error {
+        FlowError::TokenRejected { status, error } => FlowError::PushRejected { status, error },
+        FlowError::BadTokenResponse { status, reason } => {
+            FlowError::BadPushResponse { status, reason }
+        }
+        other => other,
+    })?;
     let request_uri = match members.take_extra("request_uri") {
         Some(Value::String(uri)) if is_vschar_text(&uri) && !uri.contains(' ') => uri,
         None | Some(Value::Null) => {

@@ -76,7 +76,8 @@ impl Refresh {
     /// Reads the token endpoint's answer, received at `received_at` (the base of
     /// `expires_in`). The new token set keeps what the answer left out: the refresh token
     /// when it was not rotated, the scope, the ID token. A rotated refresh token replaces
-    /// the old one.
+    /// the old one. Its audience is the answer's `resource`, else the resources the refresh
+    /// asked for (the provider's).
     ///
     /// Store the result before using it (S42): with rotation, the old refresh token is
     /// dead once this answer has been given.
@@ -93,7 +94,13 @@ impl Refresh {
         received_at: SystemTime,
         response: &http::Response<Vec<u8>>,
     ) -> Result<TokenSet, RefreshError> {
-        match token::parse_token_response(response, self.provider.scopes(), received_at) {
+        let provider = &self.provider;
+        match token::parse_token_response(
+            response,
+            provider.scopes(),
+            provider.resources(),
+            received_at,
+        ) {
             // S61: DPoP-bound tokens must come back bound, not as bearer tokens.
             Ok(fresh) if self.dpop.is_some() && *fresh.token_type() != TokenType::DPoP => {
                 Err(RefreshError::BadResponse {
@@ -257,7 +264,7 @@ mod tests {
 
     fn stored() -> TokenSet {
         let body = br#"{"access_token":"old-access","token_type":"Bearer","expires_in":60,"refresh_token":"refresh-1","scope":"openid email","id_token":"id-1"}"#;
-        token::parse_token_response(&answer(200, body), &[], received_at())
+        token::parse_token_response(&answer(200, body), &[], &[], received_at())
             .expect("a valid token response")
     }
 
@@ -324,6 +331,35 @@ mod tests {
             request.body(),
             b"grant_type=refresh_token&refresh_token=refresh-1&resource=https%3A%2F%2Fapi.example%2F&client_id=cli"
         );
+    }
+
+    #[test]
+    fn rfc8707_refreshed_tokens_are_for_the_answers_resource_else_the_requested_ones() {
+        let provider = Provider::builder("https://idp.example/authorize", TOKEN_ENDPOINT, "cli")
+            .resource("https://api.example/")
+            .build()
+            .expect("a valid provider");
+        let refresh = Refresh::new(&provider, &stored()).expect("refreshable");
+        let fresh = |body: &[u8]| {
+            refresh
+                .handle_response(received_at(), &answer(200, body))
+                .expect("fresh tokens")
+        };
+        let asked = fresh(br#"{"access_token":"new-access"}"#);
+        assert_eq!(asked.audience(), ["https://api.example/"]);
+        let named =
+            fresh(br#"{"access_token":"new-access","resource":"https://graph.microsoft.com"}"#);
+        assert_eq!(named.audience(), ["https://graph.microsoft.com"]);
+        let junk = fresh(br#"{"access_token":"new-access","resource":{"a":1}}"#);
+        assert_eq!(junk.audience(), ["https://api.example/"]);
+        // No resource configured, none named: nothing known.
+        let none = refreshed(
+            ClientAuth::SecretBasic,
+            200,
+            br#"{"access_token":"new-access"}"#,
+        )
+        .expect("fresh tokens");
+        assert!(none.audience().is_empty());
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! - JSON and form-encoded bodies are both understood, whatever the `Content-Type` says;
 //!   `token_type` is case-insensitive and defaults to bearer; `expires_in` may be a number
 //!   or a numeric string (or `expires`, historic Facebook) and is clamped; unknown members
-//!   are kept.
+//!   are kept;
+//! - the APIs the access token is for (its audience, RFC 8707) are the response's
+//!   `resource` member when it names them (Entra ID v1 does), else the resources asked for.
 //!
 //! Secrets are [`SecretString`]s: `Debug` never shows them (S41). They are exposed in one
 //! place only, the [`serde::Serialize`] impl used to store a [`TokenSet`].
@@ -125,6 +127,8 @@ struct TokenData {
     id_token: Option<SecretString>,
     identity: Option<Identity>,
     extra: Map<String, Value>,
+    /// The resource indicators the access token is for (RFC 8707).
+    audience: Vec<String>,
     /// The DPoP key the tokens are bound to (RFC 9449): their proofs are made with it.
     dpop_key: Option<PrivateKey>,
 }
@@ -147,6 +151,7 @@ impl TokenSet {
             id_token: None,
             identity: None,
             extra: Map::new(),
+            audience: Vec::new(),
             dpop_key: None,
         })
     }
@@ -157,7 +162,8 @@ impl TokenSet {
 
     /// These tokens, refreshed from `previous`, with what the refresh response left out
     /// taken from it: the refresh token (not rotated), the scope (RFC 6749 §6: unchanged)
-    /// and the ID token (OpenID Connect §12.2: a refresh may not repeat it).
+    /// and the ID token (OpenID Connect §12.2: a refresh may not repeat it). Not the
+    /// audience: the refresh asked for the resources again, and the answer says its own.
     pub(crate) fn carry_over(mut self, previous: &TokenSet) -> TokenSet {
         let data = Arc::make_mut(&mut self.0);
         if data.refresh_token.is_none() {
@@ -259,6 +265,15 @@ impl TokenSet {
         self
     }
 
+    /// The same tokens, for the APIs `audience` names (RFC 8707 resource indicators, see
+    /// [`audience`](TokenSet::audience)), taken as given: for token sets an application
+    /// builds itself. Empty says nothing is known.
+    #[must_use]
+    pub fn with_audience(mut self, audience: Vec<String>) -> TokenSet {
+        Arc::make_mut(&mut self.0).audience = audience;
+        self
+    }
+
     /// The access token.
     pub fn access_token(&self) -> &SecretString {
         &self.0.access_token
@@ -332,6 +347,19 @@ impl TokenSet {
     pub fn extra(&self) -> &Map<String, Value> {
         &self.0.extra
     }
+
+    /// The APIs the access token was issued for: resource indicators (RFC 8707), such as
+    /// `https://graph.microsoft.com`.
+    ///
+    /// The response's `resource` member when it names them (Entra ID v1 sends a string;
+    /// an array of strings is read too), otherwise the resources the grant asked for
+    /// ([`ProviderBuilder::resource`](crate::ProviderBuilder::resource)); empty when neither
+    /// says. A `resource` member of another shape, or with a value that is not printable
+    /// ASCII, is not used (it stays in [`extra`](TokenSet::extra) either way). A refresh
+    /// applies the same rule to its own answer.
+    pub fn audience(&self) -> &[String] {
+        &self.0.audience
+    }
 }
 
 impl fmt::Debug for TokenSet {
@@ -349,6 +377,7 @@ impl fmt::Debug for TokenSet {
             .field("has_id_token", &self.0.id_token.is_some())
             .field("identity", &self.0.identity)
             .field("extra", &extra_names)
+            .field("audience", &self.0.audience)
             .field("dpop_key", &self.0.dpop_key)
             .finish()
     }
@@ -356,16 +385,18 @@ impl fmt::Debug for TokenSet {
 
 /// Parses a token endpoint response (RFC 6749 §5.1/§5.2, tolerant as PROVIDERS.md describes).
 ///
-/// `requested_scopes` is what the authorization request asked for; `received_at` is when the
-/// response arrived, the base of `expires_in`. Only [`FlowError::TokenRejected`] and
-/// [`FlowError::BadTokenResponse`] come out of it.
+/// `requested_scopes` and `requested_resources` are what the grant asked for (the audience
+/// when the response names none); `received_at` is when the response arrived, the base of
+/// `expires_in`. Only [`FlowError::TokenRejected`] and [`FlowError::BadTokenResponse`] come
+/// out of it.
 pub(crate) fn parse_token_response(
     response: &http::Response<Vec<u8>>,
     requested_scopes: &[String],
+    requested_resources: &[String],
     received_at: SystemTime,
 ) -> Result<TokenSet, FlowError> {
     let members = read_answer(response)?;
-    token_set(members, requested_scopes, received_at).map_err(|reason| {
+    token_set(members, requested_scopes, requested_resources, received_at).map_err(|reason| {
         FlowError::BadTokenResponse {
             status: response.status().as_u16(),
             reason,
@@ -425,6 +456,7 @@ pub(crate) fn read_answer(response: &http::Response<Vec<u8>>) -> Result<Members,
 fn token_set(
     mut members: Members,
     requested_scopes: &[String],
+    requested_resources: &[String],
     received_at: SystemTime,
 ) -> Result<TokenSet, BadTokenResponse> {
     let access_token = match members.take("access_token") {
@@ -446,6 +478,8 @@ fn token_set(
     let expires_at = take_lifetime(&mut members)
         .and_then(|seconds| received_at.checked_add(Duration::from_secs(seconds)));
     let scope_change = scope_change(scope.as_deref(), requested_scopes);
+    let audience = named_resources(members.extra.get("resource"))
+        .unwrap_or_else(|| requested_resources.to_vec());
     let extra = members.into_extra();
     Ok(TokenSet::from_data(TokenData {
         access_token,
@@ -458,8 +492,23 @@ fn token_set(
         id_token,
         identity: None,
         extra,
+        audience,
         dpop_key: None,
     }))
+}
+
+/// The resource indicators a response's `resource` member names: a string (Entra ID v1)
+/// or a non-empty array of strings, each printable ASCII. `None` for anything else, which
+/// is not worth failing a login over: the resources asked for are used instead.
+fn named_resources(resource: Option<&Value>) -> Option<Vec<String>> {
+    let uri = |value: &Value| match value {
+        Value::String(uri) if is_vschar_text(uri) => Some(uri.clone()),
+        _ => None,
+    };
+    match resource? {
+        Value::Array(items) if !items.is_empty() => items.iter().map(uri).collect(),
+        value => uri(value).map(|uri| vec![uri]),
+    }
 }
 
 /// Removes and checks the optional secret member `name`; JSON `null` counts as absent.
@@ -807,8 +856,9 @@ pub(crate) fn from_unix_seconds(seconds: i64) -> Option<SystemTime> {
 
 /// Writes the token set for storage, secrets in clear: `access_token`, `token_type`,
 /// `token_type_defaulted`, `expires_at` (whole Unix seconds), `refresh_token`, `scope`,
-/// `scope_change` (`{"added": [..], "removed": [..]}`), `id_token`, `identity` (the
-/// verified claims), `extra`; absent optional members are left out.
+/// `scope_change` (`{"added": [..], "removed": [..]}`), `audience` (`[..]`), `id_token`,
+/// `identity` (the verified claims), `dpop_key`, `extra`; absent optional members (and an
+/// empty audience) are left out.
 impl serde::Serialize for TokenSet {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let optional = [
@@ -816,6 +866,7 @@ impl serde::Serialize for TokenSet {
             self.0.refresh_token.is_some(),
             self.0.scope.is_some(),
             self.0.scope_change.is_some(),
+            !self.0.audience.is_empty(),
             self.0.id_token.is_some(),
             self.0.identity.is_some(),
             self.0.dpop_key.is_some(),
@@ -838,6 +889,9 @@ impl serde::Serialize for TokenSet {
             let change = serde_json::json!({ "added": change.added, "removed": change.removed });
             map.serialize_entry("scope_change", &change)?;
         }
+        if !self.0.audience.is_empty() {
+            map.serialize_entry("audience", &self.0.audience)?;
+        }
         if let Some(id_token) = &self.0.id_token {
             map.serialize_entry("id_token", id_token.expose_secret())?;
         }
@@ -856,7 +910,8 @@ impl serde::Serialize for TokenSet {
 
 /// Reads what [`Serialize`](serde::Serialize) wrote. Token values are checked as in a
 /// provider's response; error messages name the member, never its value. Unknown members
-/// are ignored; everything but `access_token` is optional (a missing `token_type` is bearer).
+/// are ignored; everything but `access_token` is optional (a missing `token_type` is bearer,
+/// a missing `audience` empty).
 impl<'de> serde::Deserialize<'de> for TokenSet {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<TokenSet, D::Error> {
         let value = <Value as serde::Deserialize>::deserialize(deserializer)?;
@@ -926,6 +981,17 @@ fn from_storage(value: Value) -> Result<TokenSet, &'static str> {
         }),
         Some(_) => return Err("stored `scope_change` is not an object"),
     };
+    let audience = match map.remove("audience") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(uri) => Ok(uri),
+                _ => Err("stored `audience` holds a non-string"),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("stored `audience` is not an array"),
+    };
     let dpop_key = match map.remove("dpop_key") {
         None | Some(Value::Null) => None,
         Some(Value::Object(mut stored)) => {
@@ -968,6 +1034,7 @@ fn from_storage(value: Value) -> Result<TokenSet, &'static str> {
         id_token,
         identity,
         extra,
+        audience,
         dpop_key,
     }))
 }
@@ -1016,8 +1083,21 @@ mod tests {
         parse_token_response(
             &response(status, body.as_bytes()),
             &requested,
+            &[],
             received_at(),
         )
+    }
+
+    /// `body`, the answer to a grant that asked for `resources`.
+    fn for_resources(body: &str, resources: &[&str]) -> TokenSet {
+        let resources: Vec<String> = resources.iter().map(|s| (*s).to_owned()).collect();
+        parse_token_response(
+            &response(200, body.as_bytes()),
+            &[],
+            &resources,
+            received_at(),
+        )
+        .expect("a valid token response")
     }
 
     fn parse(status: u16, body: &str) -> Result<TokenSet, FlowError> {
@@ -1283,7 +1363,7 @@ mod tests {
             return; // a platform whose SystemTime cannot get that late
         };
         let response = response(200, br#"{"access_token":"a","expires_in":3600}"#);
-        let tokens = parse_token_response(&response, &[], late).expect("ok");
+        let tokens = parse_token_response(&response, &[], &[], late).expect("ok");
         assert_eq!(tokens.expires_at(), None);
     }
 
@@ -1332,6 +1412,110 @@ mod tests {
         }
     }
 
+    const API: &str = "https://api.example.com";
+
+    #[test]
+    fn rfc8707_entra_v1_resource_string_is_the_audience_over_the_requested_one() {
+        let tokens = for_resources(AZURE_V1, &[API]);
+        assert_eq!(tokens.audience(), ["https://graph.microsoft.com"]);
+        // The member stays among the extra ones, as sent.
+        assert_eq!(
+            tokens.extra().get("resource"),
+            Some(&Value::from("https://graph.microsoft.com"))
+        );
+        assert_eq!(ok(AZURE_V1).audience(), ["https://graph.microsoft.com"]);
+        // A form body's `resource` is a string too.
+        let form = for_resources("access_token=a&resource=urn%3Aexample%3Abilling", &[API]);
+        assert_eq!(form.audience(), ["urn:example:billing"]);
+    }
+
+    #[test]
+    fn rfc8707_a_resource_array_is_the_audience() {
+        let tokens = for_resources(
+            r#"{"access_token":"a","resource":["https://a.example/","urn:example:b"]}"#,
+            &[API],
+        );
+        assert_eq!(tokens.audience(), ["https://a.example/", "urn:example:b"]);
+        assert!(tokens.extra()["resource"].is_array());
+    }
+
+    #[test]
+    fn rfc8707_without_a_resource_member_the_audience_is_what_was_requested() {
+        let body = r#"{"access_token":"a","token_type":"Bearer"}"#;
+        assert_eq!(
+            for_resources(body, &[API, "urn:example:b"]).audience(),
+            [API, "urn:example:b"]
+        );
+        let null = r#"{"access_token":"a","resource":null}"#;
+        assert_eq!(for_resources(null, &[API]).audience(), [API]);
+        // Neither says: nothing is known.
+        assert!(ok(body).audience().is_empty());
+        assert!(TokenSet::new(SecretString::from("x")).audience().is_empty());
+    }
+
+    #[test]
+    fn rfc8707_a_resource_member_of_another_shape_is_not_the_audience() {
+        for resource in [
+            "42",
+            "true",
+            "{}",
+            r#"{"uri":"https://a.example/"}"#,
+            "[]",
+            r#"["https://a.example/",7]"#,
+            r#"[["https://a.example/"]]"#,
+            r#""""#,
+            r#""https://a.example/\u001b[2J""#,
+            r#""https://\u00e9.example/""#,
+            r#"["https://a.example/",""]"#,
+        ] {
+            let body = format!(r#"{{"access_token":"a","resource":{resource}}}"#);
+            let tokens = for_resources(&body, &[API]);
+            assert_eq!(tokens.audience(), [API], "{resource}");
+            assert!(tokens.extra().contains_key("resource"), "{resource}");
+            assert!(ok(&body).audience().is_empty(), "{resource}");
+        }
+    }
+
+    #[test]
+    fn rfc8707_refreshed_tokens_follow_the_rule_on_their_own_answer() {
+        let previous = for_resources(
+            r#"{"access_token":"old","refresh_token":"rt","resource":"https://graph.microsoft.com"}"#,
+            &[API],
+        );
+        // No `resource` in the refresh answer: the resources asked for again.
+        let fresh = for_resources(r#"{"access_token":"new"}"#, &[API]).carry_over(&previous);
+        assert_eq!(fresh.audience(), [API]);
+        assert_eq!(exposed(fresh.refresh_token()), Some("rt"));
+        // The answer names one: it wins.
+        let named = r#"{"access_token":"new","resource":["urn:example:b"]}"#;
+        let fresh = for_resources(named, &[API]).carry_over(&previous);
+        assert_eq!(fresh.audience(), ["urn:example:b"]);
+        // Nothing asked for, nothing named: empty, whatever the previous tokens were for.
+        let fresh = ok(r#"{"access_token":"new"}"#).carry_over(&previous);
+        assert!(fresh.audience().is_empty());
+    }
+
+    #[test]
+    fn rfc8707_the_audience_is_stored_and_old_records_load_without_one() {
+        let tokens = for_resources(r#"{"access_token":"a"}"#, &[API, "urn:example:b"]);
+        let stored = serde_json::to_value(&tokens).expect("serializes");
+        assert_eq!(
+            stored["audience"],
+            serde_json::json!([API, "urn:example:b"])
+        );
+        assert_eq!(round_trip(&tokens).audience(), [API, "urn:example:b"]);
+        let built = TokenSet::new(SecretString::from("x")).with_audience(vec![API.to_owned()]);
+        assert_eq!(round_trip(&built).audience(), [API]);
+        // Empty is left out, and a record without it loads with none.
+        let stored = serde_json::to_value(ok(r#"{"access_token":"a"}"#)).expect("serializes");
+        assert!(stored.get("audience").is_none(), "{stored}");
+        let old: TokenSet = serde_json::from_str(r#"{"access_token":"a","token_type":"Bearer"}"#)
+            .expect("an old record");
+        assert!(old.audience().is_empty());
+        // The audience is no secret: `Debug` shows it.
+        assert!(format!("{built:?}").contains(API));
+    }
+
     #[test]
     fn s35_form_encoded_body_github() {
         let tokens = parse_with(200, GITHUB_FORM, &["repo", "gist"]).expect("GitHub form body");
@@ -1362,7 +1546,7 @@ mod tests {
     fn s35_no_content_type_stackexchange_is_sniffed() {
         let form = response(200, b"access_token=Tq8rPzDOYo4uxzSXS2v0Sw))&expires=86400");
         assert!(form.headers().get(http::header::CONTENT_TYPE).is_none());
-        let tokens = parse_token_response(&form, &[], received_at()).expect("form sniffed");
+        let tokens = parse_token_response(&form, &[], &[], received_at()).expect("form sniffed");
         assert_eq!(
             tokens.access_token().expose_secret(),
             "Tq8rPzDOYo4uxzSXS2v0Sw))"
@@ -1377,14 +1561,14 @@ mod tests {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/x-www-form-urlencoded"),
         );
-        let tokens = parse_token_response(&json, &[], received_at()).expect("JSON sniffed");
+        let tokens = parse_token_response(&json, &[], &[], received_at()).expect("JSON sniffed");
         assert_eq!(tokens.expires_at(), after(86400));
         let mut form = response(200, GITHUB_FORM.as_bytes());
         form.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
         );
-        assert!(parse_token_response(&form, &[], received_at()).is_ok());
+        assert!(parse_token_response(&form, &[], &[], received_at()).is_ok());
     }
 
     #[test]
@@ -1563,7 +1747,7 @@ mod tests {
         }
         let not_utf8 = response(200, b"access_token=\xff\xfe");
         assert!(matches!(
-            parse_token_response(&not_utf8, &[], received_at()),
+            parse_token_response(&not_utf8, &[], &[], received_at()),
             Err(FlowError::BadTokenResponse {
                 reason: BadTokenResponse::Unparseable,
                 ..
@@ -1662,6 +1846,7 @@ mod tests {
         assert_eq!(a.scope_change(), b.scope_change());
         assert_eq!(exposed(a.id_token()), exposed(b.id_token()));
         assert_eq!(a.extra(), b.extra());
+        assert_eq!(a.audience(), b.audience());
     }
 
     fn round_trip(tokens: &TokenSet) -> TokenSet {
@@ -1741,6 +1926,8 @@ mod tests {
             r#"{"access_token":"LEAKED-at","token_type":"LEAKED\n"}"#,
             r#"{"access_token":"LEAKED-at","scope_change":{"added":["LEAKED",1]}}"#,
             r#"{"access_token":"LEAKED-at","extra":"LEAKED"}"#,
+            r#"{"access_token":"LEAKED-at","audience":"LEAKED"}"#,
+            r#"{"access_token":"LEAKED-at","audience":["https://a.example/",{"LEAKED":1}]}"#,
             r#"{"refresh_token":"LEAKED-rt"}"#,
             r#"["LEAKED"]"#,
         ] {
@@ -1803,7 +1990,7 @@ mod tests {
 
     #[test]
     fn no_panic_on_10000_pseudo_random_bodies() {
-        let seeds: [&[u8]; 9] = [
+        let seeds: [&[u8]; 10] = [
             GOOGLE.as_bytes(),
             OIDC_PROVIDER.as_bytes(),
             GITHUB_FORM.as_bytes(),
@@ -1813,6 +2000,7 @@ mod tests {
             b"error=bad_verification_code&error_description=The+code",
             br#"{"access_token":"a","expires_in":"1e30","scope":"a,b c","x":[[{}]]}"#,
             br#"{"access_token":"a","token_type":"DPoP","expires_in":-1.5}"#,
+            br#"{"access_token":"a","resource":["https://a.example/","urn:b"]}"#,
         ];
         let statuses = [200, 200, 201, 204, 302, 400, 401, 500];
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
@@ -1833,14 +2021,16 @@ mod tests {
                 .checked_add(Duration::from_secs(rng.next() >> rng.below(64)))
                 .unwrap_or(UNIX_EPOCH);
             let requested = ["openid".to_owned(), "repo,gist".to_owned()];
+            let resources = ["https://api.example/".to_owned()];
             let response = response(status, &body);
-            match parse_token_response(&response, &requested, received_at) {
+            match parse_token_response(&response, &requested, &resources, received_at) {
                 Ok(tokens) => {
                     successes += 1;
                     assert!((200..300).contains(&status));
                     assert!(is_vschar_text(tokens.access_token().expose_secret()));
                     let _ = format!("{tokens:?}");
                     let _ = tokens.scopes().count();
+                    assert!(!tokens.audience().is_empty(), "at least the requested one");
                     let _ = tokens.expires_within(received_at, Duration::from_secs(60));
                     assert_same(&tokens, &round_trip(&tokens));
                 }

@@ -1,14 +1,15 @@
 //! Strict `application/x-www-form-urlencoded` decoding and the WHATWG serializer.
 //!
 //! Strict means: every pair has a `=`, no empty pairs (`a=1&&b=2`, a trailing `&`), no
-//! repeated names (RFC 6749 §3.1, §3.2), no unencoded `=` inside a value, no unencoded
+//! repeated names (RFC 6749 §3.1, §3.2) but `resource` (RFC 8707 §2), no unencoded `=`
+//! inside a value, no unencoded
 //! space, control or non-ASCII byte, every `%` followed by two hex digits, and the result
 //! must be UTF-8. A sloppy client encoder is caught here instead of in the field.
 
 use std::fmt::Write as _;
 
-/// Decoded parameters in their original order; names are unique.
-#[derive(Debug)]
+/// Decoded parameters in their original order; names are unique, but for `resource`.
+#[derive(Clone, Debug)]
 pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
@@ -27,7 +28,7 @@ impl Params {
             if name.is_empty() {
                 return Err("a parameter with an empty name");
             }
-            if pairs.iter().any(|(n, _)| *n == name) {
+            if name != "resource" && pairs.iter().any(|(n, _)| *n == name) {
                 return Err("a repeated parameter");
             }
             pairs.push((name, decode(value)?));
@@ -42,6 +43,14 @@ impl Params {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.is_empty())
+    }
+
+    /// Every value of `name`, in order (empty ones too).
+    pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 

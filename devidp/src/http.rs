@@ -42,6 +42,13 @@ impl Response {
         self
     }
 
+    /// Whether a header field `name` is set (case-insensitive).
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+
     /// A small HTML page; `message` is static text, so nothing needs escaping.
     pub(crate) fn page(status: u16, message: &'static str) -> Response {
         let reason = reason(status);
@@ -70,6 +77,7 @@ impl Response {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
         303 => "See Other",
         400 => "Bad Request",
         401 => "Unauthorized",

@@ -4,9 +4,11 @@
 //! The server implements the authorization code grant with PKCE (RFC 6749 §4.1,
 //! RFC 7636, S256 only), the device authorization grant (RFC 8628) with an approval
 //! page, refresh token rotation with reuse detection, client authentication by exactly
-//! the registered method (RFC 6749 §2.3.1), the `iss` authorization response parameter
-//! (RFC 9207), authorization server metadata (RFC 8414) and OpenID Connect ID tokens and
-//! UserInfo. [`Quirk`] imitates the deviations of real providers.
+//! the registered method (RFC 6749 §2.3.1), `private_key_jwt` included (RFC 7523), the
+//! `iss` authorization response parameter (RFC 9207), authorization server metadata
+//! (RFC 8414), OpenID Connect ID tokens and UserInfo, DPoP-bound tokens (RFC 9449), pushed
+//! authorization requests (RFC 9126), resource indicators (RFC 8707) and token
+//! introspection (RFC 7662). [`Quirk`] imitates the deviations of real providers.
 //!
 //! It is plain `std`: a thread per connection, HTTP/1.1, `Connection: close`, loopback.
 //! It is independent of the `latchkey` crate on purpose, so it can catch its mistakes.
@@ -22,12 +24,31 @@
 //!   **Denial:** a valid request with `login_hint=deny`, or any valid request while
 //!   [`DevIdp::set_deny`] is on, is redirected with `error=access_denied` (plus
 //!   `error_description`, `state`, `iss`) instead, as if the user had pressed "deny".
+//!
+//!   With `request_uri` (and `client_id`), the parameters are those the client pushed to
+//!   `/par`, and only those; a `request_uri` works once, for its client, within
+//!   [`Config::request_uri_lifetime`]. Without one, a request is refused (`400` page)
+//!   when [`Config::require_pushed_authorization_requests`] is set. `resource` may be
+//!   repeated (RFC 8707; an absolute URI without fragment, else `invalid_target`);
+//!   `dpop_jkt` (RFC 9449 §10) binds the code to that DPoP key.
 //! - `POST /token`: `authorization_code`, `refresh_token` and
 //!   `urn:ietf:params:oauth:grant-type:device_code` grants. The form body is decoded
 //!   strictly (no repeated or empty parameters, no unencoded `=`, space or non-ASCII,
 //!   valid `%XX`, UTF-8); codes are single use, bound to client, redirect URI, PKCE
 //!   challenge and scope; refresh tokens rotate, and replaying a rotated one (or a used
 //!   code) revokes every token of that grant.
+//!
+//!   **DPoP:** with a valid `DPoP` proof (RFC 9449 §4.3: `typ` `dpop+jwt`, an asymmetric
+//!   `alg` and public `jwk`, `htm`, `htu` without query or fragment, `iat` within a
+//!   minute, a `jti` never seen, and the server's nonce when [`Config::dpop_nonce`] is
+//!   set) the access token is bound to the proof's key and answered with `token_type`
+//!   `DPoP`; a public client's refresh token is bound too, so refreshing needs the same
+//!   key. A bad proof is `invalid_dpop_proof`; a missing or old nonce `use_dpop_nonce`
+//!   with the nonce in a `DPoP-Nonce` header. A code asked for with `dpop_jkt` needs that
+//!   key's proof (`invalid_grant` otherwise).
+//!
+//!   **Resources:** `resource` parameters may narrow the grant's resources (one not in it
+//!   is `invalid_target`); the token is for them, or for all of the grant's.
 //! - `POST /device_authorization` (RFC 8628 §3.1; in the GitHub quirk modes also
 //!   `POST /login/device/code`): with the client authenticated as at `/token` and an
 //!   optional `scope`, answers `device_code`, `user_code` (`WDJB-MJHT`: eight letters of
@@ -54,8 +75,17 @@
 //!   a `400` page and changes nothing. User codes match ignoring case, dashes and spaces;
 //!   everything echoed is HTML-escaped. [`DevIdp::approve_device`] and
 //!   [`DevIdp::deny_device`] do the same without the page.
-//! - `POST /revoke` (RFC 7009): with the client authenticated as at `/token`, a refresh
-//!   token revokes its whole grant, an access token itself; unknown tokens get 200 too.
+//! - `POST /revoke` (RFC 7009): with the client authenticated as at `/token` (and a DPoP
+//!   proof, if sent, checked as there), a refresh token revokes its whole grant, an access
+//!   token itself; unknown tokens get 200 too.
+//! - `POST /par` (RFC 9126): the authorization request's parameters, with the client
+//!   authenticated as at `/token`, checked as `/authorize` would, answered `201` with a
+//!   `request_uri` and its `expires_in`. A DPoP proof sent here binds the code as
+//!   `dpop_jkt` does. Not served in the GitHub quirk modes.
+//! - `POST /introspect` (RFC 7662): for any authenticated client, `{"active":false}` or,
+//!   for an active token, `client_id`, `scope`, `sub`, `iat`, `exp`, `token_type`
+//!   (`Bearer`, `DPoP` or `refresh_token`), `aud` (its resources) and `cnf.jkt` (the DPoP
+//!   key it is bound to).
 //! - `GET /.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`
 //!   (also the RFC 8414 §3.1 / OIDC Discovery variants when the issuer has a path); the
 //!   second without the revocation endpoint when
@@ -63,7 +93,15 @@
 //!   `device_authorization_endpoint` and the device code grant in
 //!   `grant_types_supported`, except in the GitHub quirk modes.
 //! - `GET /jwks` and `GET /userinfo`: the keys that check ID tokens, and the claims of
-//!   the user an access token was issued to.
+//!   the user an access token was issued to: a bearer token as `Bearer`, a bound one as
+//!   `DPoP` with a proof of its key (with `ath`); refusals are `401` with a
+//!   `WWW-Authenticate` challenge of the token's scheme.
+//!
+//! Clients registered with [`ClientAuth::PrivateKeyJwt`] authenticate at every endpoint
+//! above that authenticates clients with a `client_assertion` signed by their key.
+//! Metadata lists the PAR, introspection and DPoP members, and `private_key_jwt` among the
+//! authentication methods. [`Stats`] counts pushed requests, accepted proofs, nonce
+//! challenges and accepted assertions, so tests can see the server's side.
 //!
 //! ```
 //! use latchkey_devidp::{Client, ClientAuth, Config, DevIdp, agent};
@@ -135,6 +173,7 @@ pub mod agent;
 mod form;
 mod http;
 mod idtoken;
+mod jws;
 mod keys;
 mod oauth;
 
@@ -168,9 +207,11 @@ pub struct Client {
     pub redirect_uris: Vec<String>,
 }
 
-/// How a client authenticates at the token endpoint (RFC 6749 §2.3.1). Using another
-/// method than the registered one, or two at once, is `invalid_client`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a client authenticates at the token endpoint (RFC 6749 §2.3.1), and at every
+/// endpoint that authenticates clients as it does (revocation, device authorization,
+/// pushed authorization requests, introspection). Using another method than the
+/// registered one, or two at once, is `invalid_client`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientAuth {
     /// `client_secret_basic`: `Authorization: Basic base64(form(id) ":" form(secret))`.
     Basic,
@@ -178,6 +219,30 @@ pub enum ClientAuth {
     Post,
     /// `none`: a public client sends only `client_id` in the body.
     None,
+    /// `private_key_jwt` (RFC 7523 §2.2, OpenID Connect Core §9): a
+    /// `client_assertion` JWT signed with the private half of `jwk`, checked for its
+    /// signature (RS256/384/512, PS256/384/512, ES256, ES384, EdDSA; never `none` or a
+    /// MAC), `iss` = `sub` = the client id, an `aud` naming the issuer, the token
+    /// endpoint or the endpoint called, an `exp` in the future and at most five minutes
+    /// away, and a `jti` not seen before.
+    PrivateKeyJwt {
+        /// The client's public key: a JWK or a JWK Set (RFC 7517), as JSON text. With
+        /// several keys, the assertion's `kid` picks one, or each is tried.
+        jwk: String,
+    },
+}
+
+impl ClientAuth {
+    /// The method's name in metadata (`client_secret_basic`, `client_secret_post`,
+    /// `none`, `private_key_jwt`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientAuth::Basic => "client_secret_basic",
+            ClientAuth::Post => "client_secret_post",
+            ClientAuth::None => "none",
+            ClientAuth::PrivateKeyJwt { .. } => "private_key_jwt",
+        }
+    }
 }
 
 /// A deviation of a real provider to imitate at the token endpoint, in the answers to
@@ -265,12 +330,25 @@ pub struct Config {
     /// default 600 s); sent as whole seconds, rounded up. After that, polls get
     /// `expired_token` and the page refuses the user code.
     pub device_expires_in: Duration,
+    /// Whether DPoP proofs must carry the server's nonce (RFC 9449 §8, §9; default
+    /// `false`): a proof without it, or with an old one, is answered `use_dpop_nonce`
+    /// with the current nonce in a `DPoP-Nonce` header, which every token response also
+    /// carries. [`DevIdp::rotate_dpop_nonce`] changes it.
+    pub dpop_nonce: bool,
+    /// Whether authorization requests must be pushed first (RFC 9126 §5;
+    /// `require_pushed_authorization_requests` in metadata; default `false`): `/authorize`
+    /// without a `request_uri` is refused.
+    pub require_pushed_authorization_requests: bool,
+    /// How long a pushed request's `request_uri` can be used (RFC 9126 §2.2
+    /// `expires_in`; default 60 s); sent as whole seconds, rounded up.
+    pub request_uri_lifetime: Duration,
 }
 
 impl Config {
     /// The defaults for `clients`: own base URL as issuer, 60 s codes, 3600 s tokens, no
     /// quirk, `iss` sent, no added scopes, RS256 ID tokens, device codes valid for 600 s
-    /// and polled every 5 s.
+    /// and polled every 5 s, DPoP without nonces, pushed authorization requests allowed
+    /// (not required) with request URIs valid for 60 s.
     pub fn new(clients: Vec<Client>) -> Config {
         Config {
             clients,
@@ -284,6 +362,9 @@ impl Config {
             id_token_alg: IdTokenAlg::RS256,
             device_interval: Duration::from_secs(5),
             device_expires_in: Duration::from_secs(600),
+            dpop_nonce: false,
+            require_pushed_authorization_requests: false,
+            request_uri_lifetime: Duration::from_secs(60),
         }
     }
 
@@ -294,10 +375,16 @@ impl Config {
             if id.is_empty() || self.clients[..i].iter().any(|c| c.id == *id) {
                 return invalid(format!("client id {id:?} is empty or repeated"));
             }
-            if (client.auth == ClientAuth::None) != client.secret.is_none() {
+            let secret = matches!(client.auth, ClientAuth::Basic | ClientAuth::Post);
+            if secret != client.secret.is_some() {
                 return invalid(format!(
                     "client {id:?}: a secret goes with Basic or Post only"
                 ));
+            }
+            if let ClientAuth::PrivateKeyJwt { jwk } = &client.auth {
+                if let Err(why) = jws::key_set(jwk) {
+                    return invalid(format!("client {id:?}: its public key: {why}"));
+                }
             }
             for uri in &client.redirect_uris {
                 if uri.is_empty() || uri.contains('#') || !uri.bytes().all(|b| b.is_ascii_graphic())
@@ -357,6 +444,14 @@ pub struct Stats {
     /// Token requests with the device code grant, whatever the answer (pending,
     /// `slow_down`, tokens, errors).
     pub device_polls: usize,
+    /// Authorization requests pushed (RFC 9126) and given a `request_uri`.
+    pub pushed_authorizations: usize,
+    /// DPoP proofs accepted (RFC 9449), at every endpoint.
+    pub dpop_proofs: usize,
+    /// Proofs answered `use_dpop_nonce` for lacking the current nonce.
+    pub dpop_nonce_challenges: usize,
+    /// `private_key_jwt` client assertions accepted (RFC 7523).
+    pub client_assertions: usize,
 }
 
 /// A running server. Dropping it (or [`DevIdp::shutdown`]) stops accepting and releases
@@ -419,6 +514,27 @@ impl DevIdp {
     /// `{base}/revoke`.
     pub fn revocation_endpoint(&self) -> String {
         format!("{}/revoke", self.server.base_url)
+    }
+
+    /// `{base}/par`: the pushed authorization request endpoint (RFC 9126).
+    pub fn pushed_authorization_request_endpoint(&self) -> String {
+        format!("{}/par", self.server.base_url)
+    }
+
+    /// `{base}/introspect`: the introspection endpoint (RFC 7662).
+    pub fn introspection_endpoint(&self) -> String {
+        format!("{}/introspect", self.server.base_url)
+    }
+
+    /// The DPoP nonce proofs must carry when [`Config::dpop_nonce`] is set.
+    pub fn dpop_nonce(&self) -> String {
+        self.server.lock().dpop_nonce.clone()
+    }
+
+    /// Replaces the DPoP nonce (as providers do every few minutes) and returns the new
+    /// one: the next proof with the old nonce is answered `use_dpop_nonce`.
+    pub fn rotate_dpop_nonce(&self) -> io::Result<String> {
+        self.server.rotate_dpop_nonce()
     }
 
     /// `{base}/jwks`: the key set that checks its ID tokens.

@@ -1,8 +1,14 @@
 //! The endpoints: authorization (RFC 6749 §4.1.1–4.1.2, RFC 7636, RFC 9207), token
-//! (RFC 6749 §4.1.3–4.1.4, §5, §6, §2.3.1) and metadata (RFC 8414); the device
-//! authorization grant (RFC 8628) lives in [`device`].
+//! (RFC 6749 §4.1.3–4.1.4, §5, §6, §2.3.1), revocation (RFC 7009), introspection
+//! (RFC 7662) and metadata (RFC 8414), with resource indicators (RFC 8707). The device
+//! authorization grant (RFC 8628) lives in [`device`], pushed authorization requests
+//! (RFC 9126) in [`par`], DPoP (RFC 9449) in [`dpop`] and `private_key_jwt` client
+//! authentication (RFC 7523) in [`assertion`].
 
+mod assertion;
 mod device;
+mod dpop;
+mod par;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 use crate::form::{self, Params};
 use crate::http::Response;
 use crate::idtoken::{self, Forgery, Grant, Keys, Subject};
+use crate::jws;
 use crate::{Client, ClientAuth, Config, Quirk, RecordedRequest, Stats};
 
 /// How many recent requests [`crate::DevIdp::requests`] keeps.
@@ -45,6 +52,14 @@ pub(crate) struct State {
     subjects: HashMap<u64, Subject>,
     /// Device codes and their user codes (RFC 8628).
     devices: device::Devices,
+    /// The nonce DPoP proofs carry when [`Config::dpop_nonce`] is set.
+    pub(crate) dpop_nonce: String,
+    /// The `jti`s of recent DPoP proofs (RFC 9449 §11.1).
+    proof_jtis: jws::Seen,
+    /// The `client id` + `jti` of unexpired client assertions (RFC 7523 §3).
+    assertion_jtis: jws::Seen,
+    /// Pushed authorization requests by `request_uri` (RFC 9126).
+    pushed: par::PushedRequests,
     next_grant: u64,
     pub(crate) log: VecDeque<RecordedRequest>,
     pub(crate) last_token_request: Option<RecordedRequest>,
@@ -62,17 +77,38 @@ struct Code {
     /// The authorization request's `nonce`, for the ID token.
     nonce: Option<String>,
     subject: Subject,
+    /// The DPoP key the code's tokens must be bound to (RFC 9449 §10).
+    dpop_jkt: Option<String>,
+    /// The resources the request named (RFC 8707).
+    resources: Vec<String>,
 }
 
+/// An access token.
 struct Issued {
     grant: u64,
     issued: Instant,
+    client_id: String,
+    scope: Vec<String>,
+    binding: Binding,
+}
+
+/// What an access token is bound to (RFC 9449) and for (RFC 8707).
+#[derive(Clone, Debug, Default)]
+struct Binding {
+    /// The thumbprint of the DPoP key it is bound to; `None` for a bearer token.
+    jkt: Option<String>,
+    /// The resources it is for: its audience.
+    resources: Vec<String>,
 }
 
 struct Refresh {
     grant: u64,
     client_id: String,
     scope: Vec<String>,
+    /// Every resource of the grant; a refresh may ask for fewer.
+    resources: Vec<String>,
+    /// The DPoP key a public client's refresh token is bound to (RFC 9449 §5).
+    jkt: Option<String>,
 }
 
 /// A token endpoint error (RFC 6749 §5.2).
@@ -82,16 +118,19 @@ struct Failure {
     description: &'static str,
     /// The polling interval in seconds, which GitHub sends with `slow_down`.
     interval: Option<u64>,
+    /// The DPoP nonce to use, sent with `use_dpop_nonce` (RFC 9449 §8).
+    nonce: Option<String>,
 }
 
 impl Failure {
-    /// An error without an `interval`.
+    /// An error without an `interval` or a nonce.
     fn new(status: u16, error: &'static str, description: &'static str) -> Failure {
         Failure {
             status,
             error,
             description,
             interval: None,
+            nonce: None,
         }
     }
 }
@@ -131,6 +170,8 @@ struct Tokens {
     scope: Vec<String>,
     /// With `openid` in the scope.
     id_token: Option<String>,
+    /// Whether the access token is DPoP-bound (`token_type` `DPoP`).
+    dpop: bool,
 }
 
 impl Server {
@@ -152,13 +193,17 @@ impl Server {
             ));
             metadata_paths.push(format!("{issuer_path}/.well-known/openid-configuration"));
         }
+        let state = State {
+            dpop_nonce: random_token().ok_or_else(|| std::io::Error::other("no randomness"))?,
+            ..State::default()
+        };
         Ok(Server {
             config,
             base_url,
             issuer,
             deny_all: AtomicBool::new(false),
             metadata_paths,
-            state: Mutex::default(),
+            state: Mutex::new(state),
             keys: Mutex::new(Keys::new()?),
             forgery: Mutex::new(None),
         })
@@ -181,7 +226,8 @@ impl Server {
         let github = self.config.quirk.is_github();
         let allowed: &[&str] = match path {
             "/authorize" | "/jwks" | "/userinfo" => &["GET"],
-            "/token" | "/revoke" | device::AUTHORIZATION_PATH => &["POST"],
+            "/token" | "/revoke" | "/introspect" | device::AUTHORIZATION_PATH => &["POST"],
+            par::PATH if !github => &["POST"],
             device::GITHUB_AUTHORIZATION_PATH if github => &["POST"],
             device::VERIFICATION_PATH => &["GET", "POST"],
             device::GITHUB_VERIFICATION_PATH if github => &["GET", "POST"],
@@ -198,6 +244,8 @@ impl Server {
             "/userinfo" => self.userinfo(&request),
             "/token" => self.token(&request),
             "/revoke" => self.revoke(&request),
+            "/introspect" => self.introspect(&request),
+            par::PATH => self.push_authorization(&request),
             device::AUTHORIZATION_PATH | device::GITHUB_AUTHORIZATION_PATH => {
                 self.device_authorization(&request)
             }
@@ -241,12 +289,20 @@ impl Server {
             "authorization_endpoint": format!("{}/authorize", self.base_url),
             "token_endpoint": format!("{}/token", self.base_url),
             "revocation_endpoint": format!("{}/revoke", self.base_url),
-            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+            "revocation_endpoint_auth_signing_alg_values_supported": jws::ALGS,
+            "introspection_endpoint": format!("{}/introspect", self.base_url),
+            "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
+            "introspection_endpoint_auth_signing_alg_values_supported": jws::ALGS,
+            "pushed_authorization_request_endpoint": format!("{}{}", self.base_url, par::PATH),
+            "require_pushed_authorization_requests": self.config.require_pushed_authorization_requests,
+            "dpop_signing_alg_values_supported": jws::ALGS,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
             "grant_types_supported": ["authorization_code", "refresh_token"],
             "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "token_endpoint_auth_methods_supported": AUTH_METHODS,
+            "token_endpoint_auth_signing_alg_values_supported": jws::ALGS,
             "authorization_response_iss_parameter_supported": self.config.send_iss,
             "jwks_uri": format!("{}/jwks", self.base_url),
             "userinfo_endpoint": format!("{}/userinfo", self.base_url),
@@ -272,10 +328,17 @@ impl Server {
                 );
             }
         }
-        // GitHub has no OpenID Connect: no key set, no ID tokens, no UserInfo.
+        // GitHub has no OpenID Connect (no key set, no ID tokens, no UserInfo), nor any of
+        // the newer RFCs.
         if self.config.quirk.is_github() {
             if let Some(members) = doc.as_object_mut() {
                 for member in [
+                    "introspection_endpoint",
+                    "introspection_endpoint_auth_methods_supported",
+                    "introspection_endpoint_auth_signing_alg_values_supported",
+                    "pushed_authorization_request_endpoint",
+                    "require_pushed_authorization_requests",
+                    "dpop_signing_alg_values_supported",
                     "jwks_uri",
                     "userinfo_endpoint",
                     "id_token_signing_alg_values_supported",
@@ -306,33 +369,54 @@ impl Server {
     }
 
     /// UserInfo (OpenID Connect Core §5.3): the claims of the user an active access token
-    /// was issued to, for a `Bearer` token in the `Authorization` header only (S43).
+    /// was issued to, for a token in the `Authorization` header only (S43): `Bearer`, or
+    /// `DPoP` with a proof of the key the token is bound to (RFC 9449 §7).
     fn userinfo(&self, request: &RecordedRequest) -> Response {
-        let unauthorized = || {
+        let unauthorized = |scheme: &str| {
             Response::new(
                 401,
                 "application/json",
                 r#"{"error":"invalid_token"}"#.to_owned(),
             )
-            .with("WWW-Authenticate", "Bearer error=\"invalid_token\"")
+            .with(
+                "WWW-Authenticate",
+                format!("{scheme} error=\"invalid_token\""),
+            )
         };
         // The scheme is case-insensitive (RFC 7235 §2.1).
-        let Some(token) = request.header("authorization").and_then(|value| {
-            let scheme = value.get(..7)?;
-            scheme.eq_ignore_ascii_case("bearer ").then(|| &value[7..])
-        }) else {
-            return unauthorized();
+        let presented = request.header("authorization").and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            let dpop = scheme.eq_ignore_ascii_case("dpop");
+            (dpop || scheme.eq_ignore_ascii_case("bearer")).then_some((dpop, token))
+        });
+        let Some((dpop, token)) = presented else {
+            return unauthorized("Bearer");
         };
         if !self.access_token_active(token) {
-            return unauthorized();
+            return unauthorized(if dpop { "DPoP" } else { "Bearer" });
         }
+        let proof = if dpop {
+            match self.dpop_proof(request, "/userinfo", Some(token)) {
+                Ok(Some(jkt)) => Some(jkt),
+                Ok(None) => return dpop::challenge("invalid_dpop_proof"),
+                Err(error) => return error.at_resource(),
+            }
+        } else {
+            None
+        };
         let state = self.lock();
-        let Some(subject) = state
-            .access
-            .get(token)
-            .and_then(|issued| state.subjects.get(&issued.grant))
-        else {
-            return unauthorized();
+        let Some(issued) = state.access.get(token) else {
+            return unauthorized("Bearer");
+        };
+        // A bound token needs its key's proof; a bearer token is not presented as DPoP.
+        if issued.binding.jkt != proof {
+            return match issued.binding.jkt {
+                Some(_) => dpop::challenge("invalid_token"),
+                None => unauthorized("Bearer"),
+            };
+        }
+        let Some(subject) = state.subjects.get(&issued.grant) else {
+            return unauthorized("Bearer");
         };
         let mut claims = subject.claims();
         if *self.forgery.lock().unwrap_or_else(PoisonError::into_inner)
@@ -383,6 +467,25 @@ impl Server {
         let Some(client) = params.get("client_id").and_then(|id| self.client(id)) else {
             return Response::page(400, "The client_id is missing or unknown.");
         };
+        // RFC 9126 §4: a pushed request's parameters are the pushed ones only.
+        let (params, pushed_jkt) = match params.get("request_uri") {
+            Some(uri) => match self.take_pushed(&client.id, uri) {
+                Some(pushed) => pushed,
+                None => {
+                    return Response::page(
+                        400,
+                        "The request_uri is unknown, expired, used, or of another client.",
+                    );
+                }
+            },
+            None if self.config.require_pushed_authorization_requests => {
+                return Response::page(
+                    400,
+                    "This server takes pushed authorization requests only (RFC 9126).",
+                );
+            }
+            None => (params, None),
+        };
         let Some(redirect_uri) = params.get("redirect_uri").filter(|uri| {
             client
                 .redirect_uris
@@ -404,6 +507,7 @@ impl Server {
                 return reply(&[("error", error), ("error_description", description)]);
             }
         };
+        let dpop_jkt = pushed_jkt.or_else(|| params.get("dpop_jkt").map(str::to_owned));
         if self.deny_all.load(Ordering::SeqCst) || params.get("login_hint") == Some("deny") {
             return reply(&[
                 ("error", "access_denied"),
@@ -437,6 +541,8 @@ impl Server {
                         .to_owned(),
                     auth_time: idtoken::unix_now(),
                 },
+                dpop_jkt,
+                resources: params.all("resource").map(str::to_owned).collect(),
             },
         );
         st.stats.codes_issued += 1;
@@ -486,15 +592,22 @@ impl Server {
             Err(failure) => token_failure(failure, false, json),
         };
         response.headers.push(("Pragma", "no-cache".to_owned()));
+        // RFC 9449 §8.2: the nonce to use next, with every answer.
+        if self.config.dpop_nonce && !github && !response.has("DPoP-Nonce") {
+            response = response.with("DPoP-Nonce", self.lock().dpop_nonce.clone());
+        }
         response
     }
 
     /// The revocation endpoint (RFC 7009): the client authenticates as at the token
-    /// endpoint; a refresh token ends its whole grant, an access token only itself; an
-    /// unknown token, or one of another client, is answered 200 like a revoked one.
+    /// endpoint (a DPoP proof, if sent, is checked as there); a refresh token ends its
+    /// whole grant, an access token only itself; an unknown token, or one of another
+    /// client, is answered 200 like a revoked one.
     fn revoke(&self, request: &RecordedRequest) -> Response {
         let outcome = self.form_params(request).and_then(|params| {
-            let client = self.authenticate(request, &params)?;
+            let client = self.authenticate(request, &params, "/revoke")?;
+            self.dpop_proof(request, "/revoke", None)
+                .map_err(dpop::ProofError::at_token_endpoint)?;
             let token = params
                 .get("token")
                 .ok_or(invalid_request("token is missing"))?;
@@ -513,6 +626,64 @@ impl Server {
         });
         match outcome {
             Ok(()) => Response::new(200, "application/json", String::new()),
+            Err(failure) => token_failure(failure, false, true),
+        }
+    }
+
+    /// The introspection endpoint (RFC 7662): for an authenticated client, whether a token
+    /// is active, and for an access token whose it is, its scope, audience (RFC 8707) and
+    /// the DPoP key it is bound to (`cnf.jkt`, RFC 9449 §6.2).
+    fn introspect(&self, request: &RecordedRequest) -> Response {
+        let outcome = self.form_params(request).and_then(|params| {
+            self.authenticate(request, &params, "/introspect")?;
+            let token = params
+                .get("token")
+                .ok_or(invalid_request("token is missing"))?;
+            let lifetime = self.config.token_lifetime;
+            let st = self.lock();
+            let mut answer = Map::new();
+            if let Some(issued) = st
+                .access
+                .get(token)
+                .filter(|t| t.issued.elapsed() < lifetime)
+            {
+                let iat = idtoken::unix_now().saturating_sub(issued.issued.elapsed().as_secs());
+                answer.insert("active".into(), json!(true));
+                answer.insert("client_id".into(), json!(issued.client_id));
+                answer.insert("scope".into(), json!(issued.scope.join(" ")));
+                answer.insert("iss".into(), json!(self.issuer));
+                answer.insert("iat".into(), json!(iat));
+                answer.insert("exp".into(), json!(iat + lifetime.as_secs()));
+                if let Some(subject) = st.subjects.get(&issued.grant) {
+                    answer.insert("sub".into(), json!(subject.sub));
+                }
+                let token_type = if issued.binding.jkt.is_some() {
+                    "DPoP"
+                } else {
+                    "Bearer"
+                };
+                answer.insert("token_type".into(), json!(token_type));
+                if !issued.binding.resources.is_empty() {
+                    answer.insert("aud".into(), json!(issued.binding.resources));
+                }
+                if let Some(jkt) = &issued.binding.jkt {
+                    answer.insert("cnf".into(), json!({ "jkt": jkt }));
+                }
+            } else if let Some(refresh) = st.refresh.get(token) {
+                answer.insert("active".into(), json!(true));
+                answer.insert("client_id".into(), json!(refresh.client_id));
+                answer.insert("scope".into(), json!(refresh.scope.join(" ")));
+                answer.insert("token_type".into(), json!("refresh_token"));
+                if let Some(jkt) = &refresh.jkt {
+                    answer.insert("cnf".into(), json!({ "jkt": jkt }));
+                }
+            } else {
+                answer.insert("active".into(), json!(false));
+            }
+            Ok(Value::Object(answer))
+        });
+        match outcome {
+            Ok(answer) => Response::new(200, "application/json", answer.to_string()),
             Err(failure) => token_failure(failure, false, true),
         }
     }
@@ -541,11 +712,19 @@ impl Server {
             _ => GrantType::Other,
         };
         let outcome = self
-            .authenticate(request, &params)
-            .and_then(|client| match grant {
-                GrantType::AuthorizationCode => self.redeem_code(client, &params),
-                GrantType::RefreshToken => self.refresh(client, &params),
-                GrantType::DeviceCode => self.redeem_device_code(client, &params),
+            .authenticate(request, &params, "/token")
+            .and_then(|client| {
+                // GitHub knows nothing of DPoP: the header is ignored there.
+                if self.config.quirk.is_github() {
+                    return Ok((client, None));
+                }
+                let proof = self.dpop_proof(request, "/token", None);
+                Ok((client, proof.map_err(dpop::ProofError::at_token_endpoint)?))
+            })
+            .and_then(|(client, jkt)| match grant {
+                GrantType::AuthorizationCode => self.redeem_code(client, &params, jkt),
+                GrantType::RefreshToken => self.refresh(client, &params, jkt),
+                GrantType::DeviceCode => self.redeem_device_code(client, &params, jkt),
                 GrantType::Other if params.get("grant_type").is_some() => Err(Failure::new(
                     400,
                     "unsupported_grant_type",
@@ -556,8 +735,14 @@ impl Server {
         (grant, outcome)
     }
 
-    /// Client authentication, exactly by the registered method (RFC 6749 §2.3.1).
-    fn authenticate(&self, request: &RecordedRequest, params: &Params) -> Result<&Client, Failure> {
+    /// Client authentication for a request to `path`, exactly by the registered method
+    /// (RFC 6749 §2.3.1, RFC 7523 §2.2).
+    fn authenticate(
+        &self,
+        request: &RecordedRequest,
+        params: &Params,
+        path: &str,
+    ) -> Result<&Client, Failure> {
         if request.headers_named("authorization").count() > 1 {
             return Err(invalid_client("more than one Authorization header"));
         }
@@ -567,6 +752,18 @@ impl Server {
             }
             None => None,
         };
+        let assertion = params.get("client_assertion");
+        let methods = [
+            basic.is_some(),
+            params.get("client_secret").is_some(),
+            assertion.is_some(),
+        ];
+        if methods.iter().filter(|used| **used).count() > 1 {
+            return Err(invalid_client("more than one client authentication method"));
+        }
+        if let Some(assertion) = assertion {
+            return self.assertion_client(params, assertion, path);
+        }
         let body_id = params.get("client_id");
         let (id, secret, method) = match (basic, params.get("client_secret")) {
             (Some(_), Some(_)) => {
@@ -595,11 +792,7 @@ impl Server {
         };
         let client = self.client(&id).ok_or(invalid_client("unknown client"))?;
         if client.auth != method {
-            return Err(invalid_client(match client.auth {
-                ClientAuth::Basic => "this client must authenticate with HTTP Basic",
-                ClientAuth::Post => "this client must send client_secret in the body",
-                ClientAuth::None => "this public client must not authenticate",
-            }));
+            return Err(wrong_method(client));
         }
         let matches = match (&client.secret, &secret) {
             (Some(expected), Some(given)) => {
@@ -614,7 +807,12 @@ impl Server {
         Ok(client)
     }
 
-    fn redeem_code(&self, client: &Client, params: &Params) -> Result<Tokens, Failure> {
+    fn redeem_code(
+        &self,
+        client: &Client,
+        params: &Params,
+        jkt: Option<String>,
+    ) -> Result<Tokens, Failure> {
         let code = params
             .get("code")
             .ok_or(invalid_request("code is missing"))?;
@@ -652,6 +850,14 @@ impl Server {
         if !is_pkce_string(verifier) || s256(verifier) != entry.challenge {
             return Err(invalid_grant("PKCE verification failed"));
         }
+        // RFC 9449 §10: a code asked for with `dpop_jkt` goes to that key's proof only.
+        if entry.dpop_jkt.is_some() && entry.dpop_jkt != jkt {
+            return Err(invalid_grant(
+                "the DPoP proof's key is not the authorization request's dpop_jkt",
+            ));
+        }
+        let resources = narrowed_resources(params, &entry.resources)?;
+        let grant_resources = entry.resources.clone();
         let scope = entry.scope.clone();
         let (nonce, subject) = (entry.nonce.clone(), entry.subject.clone());
         let grant = st.next_grant;
@@ -660,15 +866,22 @@ impl Server {
             entry.redeemed = Some(grant);
         }
         st.subjects.insert(grant, subject.clone());
+        let binding = Binding { jkt, resources };
+        let refresh = self.issues_refresh_tokens().then_some(grant_resources);
         let mut tokens = st
-            .issue(grant, &client.id, scope, self.issues_refresh_tokens())
+            .issue(grant, client, scope, binding, refresh)
             .ok_or_else(server_error)?;
         drop(st);
         tokens.id_token = self.id_token(&client.id, &subject, nonce.as_deref(), &tokens, false);
         Ok(tokens)
     }
 
-    fn refresh(&self, client: &Client, params: &Params) -> Result<Tokens, Failure> {
+    fn refresh(
+        &self,
+        client: &Client,
+        params: &Params,
+        jkt: Option<String>,
+    ) -> Result<Tokens, Failure> {
         let old = params
             .get("refresh_token")
             .ok_or(invalid_request("refresh_token is missing"))?;
@@ -695,11 +908,20 @@ impl Server {
         {
             return Err(invalid_scope());
         }
+        // RFC 9449 §5: a public client's bound refresh token needs its key's proof.
+        if entry.jkt.is_some() && entry.jkt != jkt {
+            return Err(invalid_grant(
+                "the refresh token is bound to another DPoP key than the proof's",
+            ));
+        }
+        let resources = narrowed_resources(params, &entry.resources)?;
         let (grant, scope) = (entry.grant, entry.scope.clone());
+        let grant_resources = entry.resources.clone();
         st.refresh.remove(old);
         st.retired.insert(old.to_owned(), grant);
+        let binding = Binding { jkt, resources };
         let mut tokens = st
-            .issue(grant, &client.id, scope, true)
+            .issue(grant, client, scope, binding, Some(grant_resources))
             .ok_or_else(server_error)?;
         if let Some(narrower) = requested {
             tokens.scope = narrower;
@@ -750,7 +972,9 @@ impl Server {
         }
         let mut body = Map::new();
         body.insert("access_token".into(), json!(tokens.access));
-        if !matches!(self.config.quirk, Quirk::NoTokenType) {
+        if tokens.dpop {
+            body.insert("token_type".into(), json!("DPoP"));
+        } else if !matches!(self.config.quirk, Quirk::NoTokenType) {
             body.insert("token_type".into(), json!("Bearer"));
         }
         if let Quirk::EntraStringExpiry = self.config.quirk {
@@ -773,36 +997,51 @@ impl Server {
 }
 
 impl State {
-    /// Issues an access token (and a refresh token) for `grant`; `None` without randomness.
+    /// Issues an access token bound as `binding` says for `grant`, and a refresh token for
+    /// the grant's resources when `refresh` has them; `None` without randomness. A public
+    /// client's refresh token is bound to the same DPoP key as the access token (RFC 9449
+    /// §5).
     fn issue(
         &mut self,
         grant: u64,
-        client_id: &str,
+        client: &Client,
         scope: Vec<String>,
-        refresh: bool,
+        binding: Binding,
+        refresh: Option<Vec<String>>,
     ) -> Option<Tokens> {
         let access = random_token()?;
-        let refresh = if refresh { Some(random_token()?) } else { None };
+        let refresh = match refresh {
+            Some(resources) => Some((random_token()?, resources)),
+            None => None,
+        };
+        let dpop = binding.jkt.is_some();
+        if let Some((token, resources)) = &refresh {
+            let public = client.auth == ClientAuth::None;
+            let entry = Refresh {
+                grant,
+                client_id: client.id.clone(),
+                scope: scope.clone(),
+                resources: resources.clone(),
+                jkt: binding.jkt.clone().filter(|_| public),
+            };
+            self.refresh.insert(token.clone(), entry);
+        }
         self.access.insert(
             access.clone(),
             Issued {
                 grant,
                 issued: Instant::now(),
+                client_id: client.id.clone(),
+                scope: scope.clone(),
+                binding,
             },
         );
-        if let Some(token) = &refresh {
-            let entry = Refresh {
-                grant,
-                client_id: client_id.to_owned(),
-                scope: scope.clone(),
-            };
-            self.refresh.insert(token.clone(), entry);
-        }
         Some(Tokens {
             access,
-            refresh,
+            refresh: refresh.map(|(token, _)| token),
             scope,
             id_token: None,
+            dpop,
         })
     }
 
@@ -868,7 +1107,10 @@ fn github_body(fields: &[(&str, Value)], json: bool) -> Response {
 fn token_failure(failure: Failure, github: bool, json: bool) -> Response {
     if !github {
         let body = json!({"error": failure.error, "error_description": failure.description});
-        let response = Response::new(failure.status, "application/json", body.to_string());
+        let mut response = Response::new(failure.status, "application/json", body.to_string());
+        if let Some(nonce) = failure.nonce {
+            response = response.with("DPoP-Nonce", nonce);
+        }
         return match failure.status {
             401 => response.with("WWW-Authenticate", "Basic realm=\"devidp\""),
             _ => response,
@@ -945,6 +1187,21 @@ fn check_authorization<'a>(
             "code_challenge is not a BASE64URL SHA-256 value",
         ));
     }
+    if params.all("resource").any(|uri| !is_resource(uri)) {
+        return Err((
+            "invalid_target",
+            "a resource is not an absolute URI without fragment",
+        ));
+    }
+    if params
+        .get("dpop_jkt")
+        .is_some_and(|jkt| !is_thumbprint(jkt))
+    {
+        return Err((
+            "invalid_request",
+            "dpop_jkt is not a SHA-256 JWK thumbprint",
+        ));
+    }
     let mut scope = match params.get("scope") {
         Some(s) => parse_scope(s).ok_or(("invalid_scope", "scope is malformed"))?,
         None => Vec::new(),
@@ -955,6 +1212,69 @@ fn check_authorization<'a>(
         }
     }
     Ok((challenge, scope))
+}
+
+/// A resource indicator (RFC 8707 §2): an absolute URI (a scheme, then `:`) without a
+/// fragment, of visible ASCII.
+fn is_resource(uri: &str) -> bool {
+    let scheme = uri.split(':').next().unwrap_or_default();
+    uri.len() > scheme.len() + 1
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        && !uri.contains('#')
+        && uri.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A SHA-256 JWK thumbprint: 43 BASE64URL characters.
+fn is_thumbprint(jkt: &str) -> bool {
+    jkt.len() == 43
+        && jkt
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The resources a token request names (RFC 8707 §2.2): each must be one of the grant's
+/// (when the grant has any); none means all of the grant's.
+fn narrowed_resources(params: &Params, granted: &[String]) -> Result<Vec<String>, Failure> {
+    let asked: Vec<String> = params.all("resource").map(str::to_owned).collect();
+    if asked.iter().any(|uri| !is_resource(uri)) {
+        return Err(invalid_target(
+            "a resource is not an absolute URI without fragment",
+        ));
+    }
+    if asked.is_empty() {
+        return Ok(granted.to_vec());
+    }
+    if !granted.is_empty() && asked.iter().any(|uri| !granted.contains(uri)) {
+        return Err(invalid_target("a resource was not part of the grant"));
+    }
+    Ok(asked)
+}
+
+fn invalid_target(description: &'static str) -> Failure {
+    Failure::new(400, "invalid_target", description)
+}
+
+/// The metadata name of every client authentication method the server knows.
+const AUTH_METHODS: [&str; 4] = [
+    "client_secret_basic",
+    "client_secret_post",
+    "none",
+    "private_key_jwt",
+];
+
+/// `invalid_client` for a client that used another method than its registered one.
+fn wrong_method(client: &Client) -> Failure {
+    invalid_client(match client.auth {
+        ClientAuth::Basic => "this client must authenticate with HTTP Basic",
+        ClientAuth::Post => "this client must send client_secret in the body",
+        ClientAuth::None => "this public client must not authenticate",
+        ClientAuth::PrivateKeyJwt { .. } => {
+            "this client must authenticate with a private_key_jwt client assertion"
+        }
+    })
 }
 
 fn invalid_scope() -> Failure {

@@ -610,10 +610,35 @@ fn metadata_documents() {
             serde_json::json!(["S256"])
         );
         assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
-        let methods = doc["token_endpoint_auth_methods_supported"]
-            .as_array()
-            .unwrap();
-        assert_eq!(methods.len(), 3);
+        let methods = serde_json::json!([
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+            "private_key_jwt"
+        ]);
+        assert_eq!(doc["token_endpoint_auth_methods_supported"], methods);
+        assert_eq!(doc["revocation_endpoint_auth_methods_supported"], methods);
+        assert_eq!(
+            doc["introspection_endpoint_auth_methods_supported"],
+            methods
+        );
+        assert_eq!(doc["introspection_endpoint"], idp.introspection_endpoint());
+        assert_eq!(
+            doc["pushed_authorization_request_endpoint"],
+            idp.pushed_authorization_request_endpoint()
+        );
+        assert_eq!(doc["require_pushed_authorization_requests"], false);
+        for member in [
+            "dpop_signing_alg_values_supported",
+            "token_endpoint_auth_signing_alg_values_supported",
+        ] {
+            let algs = doc[member].as_array().unwrap();
+            assert!(algs.contains(&"ES256".into()) && algs.contains(&"EdDSA".into()));
+            assert!(
+                !algs.iter().any(|a| a == "none" || a == "HS256"),
+                "{member}"
+            );
+        }
     }
     let (status, _, _) = agent::get(&format!("{}/favicon.ico", idp.base_url()), &[]).unwrap();
     assert_eq!(status, 404);

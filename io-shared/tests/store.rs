@@ -90,6 +90,37 @@ fn file_store_writes_the_documented_format() {
 }
 
 #[test]
+fn the_audience_is_stored_with_the_tokens_and_old_entries_load_without_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = FileStore::new(dir.path().join("tokens.json"));
+    let audience = vec![
+        "https://api.example.com".to_owned(),
+        "urn:example:billing".to_owned(),
+    ];
+    let api = tokens("at-api").with_audience(audience.clone());
+    store.save("api", &api).expect("save");
+    store.save("plain", &tokens("at-plain")).expect("save");
+    let file: serde_json::Value =
+        serde_json::from_slice(&fs::read(store.path()).expect("read")).expect("JSON");
+    assert_eq!(
+        file["tokens"]["api"]["audience"],
+        serde_json::json!(audience)
+    );
+    assert!(file["tokens"]["plain"].get("audience").is_none(), "{file}");
+    // A fresh store reads them back from the disk.
+    let again = FileStore::new(store.path());
+    let loaded = |key: &str| again.load(key).expect("load").expect("stored");
+    assert_eq!(loaded("api").audience(), audience);
+    assert!(loaded("plain").audience().is_empty());
+
+    // An entry written before the audience was stored loads with none.
+    let old = r#"{"version":1,"tokens":{"old":{"access_token":"at-old","token_type":"Bearer","token_type_defaulted":false,"refresh_token":"rt-at-old","extra":{}}}}"#;
+    fs::write(store.path(), old).expect("write");
+    assert_eq!(access_token(&again, "old").as_deref(), Some("at-old"));
+    assert!(loaded("old").audience().is_empty());
+}
+
+#[test]
 fn deleting_the_last_entry_removes_the_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = FileStore::new(dir.path().join("tokens.json"));

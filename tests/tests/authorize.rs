@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey::{
     Action, ClientAuth, Config, ConfigError, ENTROPY_LEN, Engine, FlowError, FlowOptions, Landing,
-    Provider, StartError, UrlError,
+    Provider, StartError, TokenSet, UrlError,
 };
 use latchkey_tests::harness::{
     self, Harness, entropy_from, query_value, response_to, token_request,
@@ -612,4 +612,46 @@ fn rfc8707_a_resource_is_an_absolute_uri_without_fragment() {
             .err(),
         Some(ConfigError::DuplicateParameter("resource".into()))
     );
+}
+
+#[test]
+fn rfc8707_the_tokens_of_a_login_remember_the_apis_they_are_for() {
+    let with_resources = harness::provider()
+        .resource("https://api.example/")
+        .resource("urn:example:billing")
+        .build()
+        .unwrap();
+    // A whole login whose token endpoint answers `body`: the tokens it stores.
+    let login = |provider: &Provider, body: &str| -> TokenSet {
+        let mut h = Harness::with(harness::config_with(provider.clone()).build().unwrap());
+        let started = h.start();
+        let (_, exchange, _) = h.to_exchange(&started);
+        h.token_response(exchange, &harness::json_response(200, body))
+            .into_iter()
+            .find_map(|action| match action {
+                Action::Persist { flow, tokens } if flow == started.flow => Some(tokens),
+                _ => None,
+            })
+            .expect("the login stores its tokens")
+    };
+    let plain = r#"{"access_token":"at-1","token_type":"Bearer","expires_in":3600}"#;
+    assert_eq!(
+        login(&with_resources, plain).audience(),
+        ["https://api.example/", "urn:example:billing"]
+    );
+    // Entra ID v1 names the API in its answer: that wins, and stays among the extras.
+    let entra =
+        r#"{"access_token":"at-2","token_type":"Bearer","resource":"https://graph.microsoft.com"}"#;
+    let tokens = login(&with_resources, entra);
+    assert_eq!(tokens.audience(), ["https://graph.microsoft.com"]);
+    assert_eq!(tokens.extra()["resource"], "https://graph.microsoft.com");
+    // A `resource` that names nothing usable is no reason to fail the login.
+    let junk = r#"{"access_token":"at-3","token_type":"Bearer","resource":{"uri":1}}"#;
+    assert_eq!(
+        login(&with_resources, junk).audience(),
+        ["https://api.example/", "urn:example:billing"]
+    );
+    // Nothing asked for, nothing named: nothing known.
+    let without = harness::provider().build().unwrap();
+    assert!(login(&without, plain).audience().is_empty());
 }

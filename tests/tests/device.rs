@@ -632,6 +632,34 @@ fn approved_tokens_are_persisted_then_handed_out() {
 }
 
 #[test]
+fn rfc8707_device_tokens_are_for_the_resources_asked_for_unless_the_answer_names_others() {
+    let provider = device_model::provider()
+        .resource("https://api.example/")
+        .build()
+        .unwrap();
+    for (answer, audience) in [
+        (tokens(), "https://api.example/"),
+        (
+            json_response(
+                200,
+                r#"{"access_token":"at-device-1","token_type":"Bearer","resource":["urn:example:billing"]}"#,
+            ),
+            "urn:example:billing",
+        ),
+    ] {
+        let mut h = harness_with(provider.clone());
+        let flow = polling(&mut h);
+        let (exchange, _) = poll_after(&mut h, secs(5));
+        match &h.token_response(exchange, &answer)[..] {
+            [Action::Persist { flow: f, tokens }] if *f == flow => {
+                assert_eq!(tokens.audience(), [audience]);
+            }
+            other => panic!("the tokens are stored: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_store_failure_ends_a_device_login_with_the_storage_error() {
     let mut h = harness();
     let flow = polling(&mut h);

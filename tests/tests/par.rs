@@ -159,19 +159,19 @@ fn a_refused_unusable_failed_or_slow_push_ends_the_login() {
     let cases: [(&str, Expected); 4] = [
         (
             r#"{"error":"invalid_request","error_description":"no"}"#,
-            Box::new(|error| matches!(error, FlowError::TokenRejected { status: 400, .. })),
+            Box::new(|error| matches!(error, FlowError::PushRejected { status: 400, .. })),
         ),
         (
             r#"{"expires_in":60}"#,
-            Box::new(|error| matches!(error, FlowError::BadTokenResponse { .. })),
+            Box::new(|error| matches!(error, FlowError::BadPushResponse { .. })),
         ),
         (
             r#"{"request_uri":"urn:x","expires_in":0}"#,
-            Box::new(|error| matches!(error, FlowError::BadTokenResponse { .. })),
+            Box::new(|error| matches!(error, FlowError::BadPushResponse { .. })),
         ),
         (
             "<html>",
-            Box::new(|error| matches!(error, FlowError::BadTokenResponse { .. })),
+            Box::new(|error| matches!(error, FlowError::BadPushResponse { .. })),
         ),
     ];
     for (body, expected) in cases {

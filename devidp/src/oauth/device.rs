@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{
-    Failure, Server, Tokens, accepts_json, github_body, invalid_grant, invalid_request,
-    invalid_scope, is_form, parse_scope, random_token, server_error, token_failure,
+    Binding, Failure, Server, Tokens, accepts_json, github_body, invalid_grant, invalid_request,
+    invalid_scope, is_form, narrowed_resources, parse_scope, random_token, server_error,
+    token_failure,
 };
 use crate::form::Params;
 use crate::http::Response;
@@ -71,6 +72,8 @@ pub(super) struct Devices {
 struct DeviceGrant {
     client_id: String,
     scope: Vec<String>,
+    /// The resources asked for (RFC 8707).
+    resources: Vec<String>,
     /// Normalized: [`USER_CODE_LEN`] characters of [`USER_CODE_ALPHABET`], no dash.
     user_code: String,
     issued: Instant,
@@ -113,7 +116,7 @@ impl DecideError {
 }
 
 /// Whole seconds, rounded up, so that a client that waits that long waits long enough.
-fn ceil_secs(duration: Duration) -> u64 {
+pub(super) fn ceil_secs(duration: Duration) -> u64 {
     duration
         .as_secs()
         .saturating_add(u64::from(duration.subsec_nanos() > 0))
@@ -139,8 +142,13 @@ impl Server {
     pub(super) fn device_authorization(&self, request: &RecordedRequest) -> Response {
         let github = self.config.quirk.is_github();
         let json = !github || accepts_json(request);
+        let path = match github {
+            true => GITHUB_AUTHORIZATION_PATH,
+            false => AUTHORIZATION_PATH,
+        };
         let outcome = self.form_params(request).and_then(|params| {
-            let client = self.authenticate(request, &params)?;
+            let client = self.authenticate(request, &params, path)?;
+            let resources = narrowed_resources(&params, &[])?;
             let mut scope = match params.get("scope") {
                 Some(s) => parse_scope(s).ok_or_else(invalid_scope)?,
                 None => Vec::new(),
@@ -150,7 +158,7 @@ impl Server {
                     scope.push(added.clone());
                 }
             }
-            self.issue_device_code(client, scope)
+            self.issue_device_code(client, scope, resources)
         });
         let mut response = match outcome {
             Ok((device_code, user_code)) => {
@@ -198,6 +206,7 @@ impl Server {
         &self,
         client: &Client,
         scope: Vec<String>,
+        resources: Vec<String>,
     ) -> Result<(String, String), Failure> {
         let device_code = random_token().ok_or_else(server_error)?;
         let mut st = self.lock();
@@ -225,6 +234,7 @@ impl Server {
             DeviceGrant {
                 client_id: client.id.clone(),
                 scope,
+                resources,
                 user_code: user_code.clone(),
                 issued: Instant::now(),
                 interval: self.config.device_interval,
@@ -241,6 +251,7 @@ impl Server {
         &self,
         client: &Client,
         params: &Params,
+        jkt: Option<String>,
     ) -> Result<Tokens, Failure> {
         let device_code = params
             .get("device_code")
@@ -285,10 +296,15 @@ impl Server {
                 "the user has not approved or denied the request yet",
             ));
         };
+        let resources = narrowed_resources(params, &grant.resources)?;
+        let binding = Binding { jkt, resources };
+        let refresh = self
+            .issues_refresh_tokens()
+            .then(|| grant.resources.clone());
         let (subject, scope) = (subject.clone(), grant.scope.clone());
         let id = st.next_grant;
         let mut tokens = st
-            .issue(id, &client.id, scope, self.issues_refresh_tokens())
+            .issue(id, client, scope, binding, refresh)
             .ok_or_else(server_error)?;
         st.next_grant += 1;
         st.subjects.insert(id, subject.clone());

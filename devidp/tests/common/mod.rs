@@ -109,6 +109,7 @@ pub fn basic(id: &str, secret: &str) -> String {
     )
 }
 
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,

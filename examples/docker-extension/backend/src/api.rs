@@ -637,6 +637,7 @@ fn flow_error_kind(error: &FlowError) -> &'static str {
         FlowError::Denied(_) => "access_denied",
         FlowError::TimedOut(_) => "timeout",
         FlowError::TokenRejected { .. } => "token_rejected",
+        FlowError::PushRejected { .. } => "push_rejected",
         FlowError::Transport(_) => "provider_unreachable",
         FlowError::Storage(_) => "store",
         FlowError::Cancelled | FlowError::Superseded => "cancelled",
