@@ -34,10 +34,14 @@
 //!   ends an adopted flow with [`DirectoryError::Unavailable`] and answers the browser
 //!   `503`; the record stays where it was, so the same callback works once the directory
 //!   is back. A flow started here keeps waiting for its callback.
-//! - **Secrets (S55).** The record holds the PKCE verifier and the nonce; the engine hands
-//!   it over in the clear ([`FlowRecord::expose_bytes`]) and the directory must seal it
-//!   with an AEAD, with the key ([`FlowKey::as_bytes`]) as associated data, before it
-//!   leaves the process.
+//! - **Secrets (S55).** The record holds the PKCE verifier and the nonce, and a DPoP
+//!   login's private key (RFC 9449: its code is bound to that key, so the replica that
+//!   exchanges it must prove the same key); the engine hands it over in the clear
+//!   ([`FlowRecord::expose_bytes`]) and the directory must seal it with an AEAD, with the
+//!   key ([`FlowKey::as_bytes`]) as associated data, before it leaves the process.
+//! - **Pushed requests (RFC 9126).** A shared login of a provider that takes pushed
+//!   requests pushes first and shares its record once the provider answered: the browser
+//!   is sent only when both are done.
 //! - **The replica that started the login learns its outcome.** The adopting engine emits
 //!   [`Action::AnnounceOutcome`]; the directory delivers it to every replica, and the one
 //!   that holds the flow ([`Engine::shared_flow`]) feeds it to
@@ -51,8 +55,10 @@
 //! # The record
 //!
 //! A record is a small JSON document. Every engine of a deployment must share the
-//! provider's client id, token endpoint and redirect URI, which the record names; a record
-//! written for another is refused ([`DirectoryError::Foreign`]).
+//! provider's client id, token endpoint and redirect URI, which the record names, and
+//! whether its logins are DPoP-bound; a record written for another is refused
+//! ([`DirectoryError::Foreign`]). A record with a DPoP key is version 2, so that an engine
+//! that does not know the key refuses it rather than exchange the code without it.
 //!
 //! ```
 //! use std::time::{Duration, Instant, SystemTime};
@@ -126,10 +132,15 @@ use zeroize::Zeroizing;
 
 use crate::callback::Rejection;
 use crate::error::StoreError;
+use crate::keys::PrivateKey;
 use crate::pkce::StateKey;
 
-/// The version written in every record; others are refused as unreadable.
+/// The version written in every record without a DPoP key; others are refused as
+/// unreadable.
 const VERSION: u64 = 1;
+/// The version of a record with a DPoP key (RFC 9449), so that an engine that knows
+/// nothing of it refuses the record rather than exchange the code without the key.
+const VERSION_DPOP: u64 = 2;
 /// The longest reason an announcement carries, in bytes (a longer one is cut).
 const MAX_REASON: usize = 512;
 
@@ -196,8 +207,8 @@ impl fmt::Debug for FlowKey {
     }
 }
 
-/// A pending flow's record, in the clear: the PKCE verifier, the nonce, the owner, the
-/// provider it was started with and its deadline. Seal it before it leaves the process
+/// A pending flow's record, in the clear: the PKCE verifier, the nonce, the DPoP key, the
+/// owner, the provider it was started with and its deadline. Seal it before it leaves the process
 /// (S55). `Debug` shows only its length.
 #[derive(Clone, PartialEq, Eq)]
 pub struct FlowRecord(Zeroizing<Vec<u8>>);
@@ -357,12 +368,18 @@ pub(crate) struct Contents {
     pub owner: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub deadline: u64,
+    /// The login's DPoP key: the code is bound to it (RFC 9449 §10).
+    pub dpop_key: Option<PrivateKey>,
 }
 
 impl Contents {
     pub fn to_record(&self) -> FlowRecord {
         let mut object = Map::new();
-        object.insert("v".into(), VERSION.into());
+        let version = match self.dpop_key {
+            Some(_) => VERSION_DPOP,
+            None => VERSION,
+        };
+        object.insert("v".into(), version.into());
         object.insert("client_id".into(), self.client_id.as_str().into());
         object.insert("token_endpoint".into(), self.token_endpoint.as_str().into());
         object.insert("redirect_uri".into(), self.redirect_uri.as_str().into());
@@ -374,6 +391,9 @@ impl Contents {
             object.insert("owner".into(), owner.as_str().into());
         }
         object.insert("deadline".into(), self.deadline.into());
+        if let Some(key) = &self.dpop_key {
+            object.insert("dpop_key".into(), key.to_stored());
+        }
         let value = Value::Object(object);
         // A map of strings and integers always serializes.
         let bytes = serde_json::to_vec(&value).unwrap_or_default();
@@ -387,9 +407,11 @@ impl Contents {
             .map_err(|_| DirectoryError::Unreadable)?;
         let read = (|| {
             let object = value.as_object()?;
-            if object.get("v")?.as_u64()? != VERSION {
-                return None;
-            }
+            let dpop_key = match (object.get("v")?.as_u64()?, object.get("dpop_key")) {
+                (VERSION, None) => None,
+                (VERSION_DPOP, Some(stored)) => Some(PrivateKey::from_stored(stored.clone()).ok()?),
+                _ => return None,
+            };
             let text = |name: &str| object.get(name)?.as_str().map(str::to_owned);
             let optional = |name: &str| match object.get(name) {
                 None => Some(None),
@@ -403,6 +425,7 @@ impl Contents {
                 nonce: optional("nonce")?.map(Zeroizing::new),
                 owner: optional("owner")?,
                 deadline: object.get("deadline")?.as_u64()?,
+                dpop_key,
             })
         })();
         zero(value);
@@ -424,7 +447,7 @@ pub(crate) fn unix_millis(time: SystemTime) -> u64 {
 }
 
 /// Zeroes every string in `value` before it is dropped.
-fn zero(value: Value) {
+pub(crate) fn zero(value: Value) {
     use zeroize::Zeroize;
     match value {
         Value::String(mut text) => text.zeroize(),
@@ -501,6 +524,7 @@ mod tests {
             nonce: Some(Zeroizing::new("n".repeat(43))),
             owner: Some("alice".into()),
             deadline: 1_800_000_600_000,
+            dpop_key: None,
         };
         let record = contents.to_record();
         let read = Contents::read(&record).expect("round trip");
@@ -525,5 +549,49 @@ mod tests {
             );
         }
         assert!(!format!("{record:?}").contains("vvvv"));
+    }
+
+    /// RFC 8037 §A.1's Ed25519 key.
+    const ED25519: &[u8] = br#"{"kty":"OKP","crv":"Ed25519",
+        "d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A",
+        "x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+
+    #[test]
+    fn a_dpop_key_travels_in_a_version_2_record_only() {
+        let key = PrivateKey::parse(ED25519).expect("RFC 8037's key");
+        let contents = Contents {
+            client_id: "app".into(),
+            token_endpoint: "https://idp.example/token".into(),
+            redirect_uri: "https://app.example/callback".into(),
+            verifier: Zeroizing::new("v".repeat(43)),
+            nonce: None,
+            owner: None,
+            deadline: 1_800_000_600_000,
+            dpop_key: Some(key.clone()),
+        };
+        let record = contents.to_record();
+        let text = String::from_utf8_lossy(record.expose_bytes()).into_owned();
+        assert!(text.contains(r#""v":2"#), "{text}");
+        let read = Contents::read(&record).expect("round trip");
+        let travelled = read.dpop_key.expect("the key travels");
+        assert_eq!(travelled.pkcs8_der(), key.pkcs8_der());
+        assert_eq!(travelled.algorithm(), key.algorithm());
+        assert!(!format!("{record:?}").contains("nWGx"));
+        // A version 1 record with a key, a version 2 one without, or a broken key: refused.
+        let base = r#""client_id":"a","token_endpoint":"t","redirect_uri":"r","verifier":"v","deadline":1"#;
+        let stored = key.to_stored().to_string();
+        for garbage in [
+            format!(r#"{{"v":1,{base},"dpop_key":{stored}}}"#),
+            format!(r#"{{"v":2,{base}}}"#),
+            format!(r#"{{"v":2,{base},"dpop_key":{{"alg":"ES256","pkcs8":"AAAA"}}}}"#),
+            format!(r#"{{"v":2,{base},"dpop_key":"{}"}}"#, "k".repeat(8)),
+        ] {
+            assert!(
+                Contents::read(&FlowRecord::from_bytes(garbage.into_bytes())).is_err(),
+                "refused"
+            );
+        }
+        let good = format!(r#"{{"v":2,{base},"dpop_key":{stored}}}"#);
+        assert!(Contents::read(&FlowRecord::from_bytes(good.into_bytes())).is_ok());
     }
 }

@@ -390,11 +390,6 @@ pub enum StartError {
     NoDeviceEndpoint,
     /// The crypto provider could not make the login's DPoP key.
     DpopKey(KeyError),
-    /// A shared flow (one the flow directory hands to other replicas) cannot be DPoP-bound:
-    /// its key would have to travel with the record.
-    SharedDpop,
-    /// A shared flow cannot push its authorization request (RFC 9126) yet.
-    SharedPush,
 }
 
 impl fmt::Display for StartError {
@@ -408,12 +403,6 @@ impl fmt::Display for StartError {
                 f.write_str("the provider has no device authorization endpoint")
             }
             StartError::DpopKey(error) => write!(f, "no DPoP key for the login: {error}"),
-            StartError::SharedDpop => {
-                f.write_str("a shared flow cannot be DPoP-bound: start it unshared")
-            }
-            StartError::SharedPush => f.write_str(
-                "a shared flow cannot push its authorization request: start it unshared",
-            ),
         }
     }
 }
@@ -471,10 +460,12 @@ enum Phase {
     /// provider once it is there, by this instant at the latest.
     Sharing(Box<Sharing>),
     /// The authorization request is being pushed (RFC 9126); the browser is sent once the
-    /// provider answers, and must have come back by `until`.
+    /// provider answers (a shared flow's once its `record` is in the directory too), and
+    /// must have come back by `until`.
     Pushing {
         exchange: ExchangeId,
         until: Instant,
+        record: Option<Box<(FlowKey, FlowRecord)>>,
     },
     /// Waiting for the browser's callback.
     Waiting,
@@ -777,12 +768,6 @@ impl Engine {
             .provider
             .clone()
             .unwrap_or_else(|| self.config.provider.clone());
-        if provider.dpop().is_some() && options.shared.is_some() {
-            return Err(StartError::SharedDpop);
-        }
-        if provider.pushes_authorization_requests() && options.shared.is_some() {
-            return Err(StartError::SharedPush);
-        }
         let dpop = dpop_key(&provider)?;
         self.supersede(now, &options);
         let id = FlowId::issued(self.fresh_id());
@@ -815,8 +800,33 @@ impl Engine {
             }
             _ => None,
         };
-        let (phase, deadline, share) = match (options.shared, pushed) {
-            (_, Some(request)) => {
+        // A shared flow's record: everything another replica needs to finish the login.
+        let record = options.shared.map(|wall| {
+            let contents = Contents {
+                client_id: provider.client_id().to_owned(),
+                token_endpoint: provider.token_endpoint().to_string(),
+                redirect_uri: self.redirect_uri.clone(),
+                verifier: Zeroizing::new(secrets.verifier.as_str().to_owned()),
+                nonce: nonce
+                    .as_ref()
+                    .map(|nonce| Zeroizing::new(nonce.as_str().to_owned())),
+                owner: options.owner.clone(),
+                deadline: directory::unix_millis(wall + self.config.flow_lifetime),
+                dpop_key: dpop.as_ref().map(|signer| signer.private_key().clone()),
+            };
+            (FlowKey::of(state), contents.to_record())
+        });
+        let share = record.as_ref().map(|(key, _)| {
+            self.shared.insert(state, id);
+            Box::new(Share {
+                key: *key,
+                adopted: false,
+                settled: false,
+            })
+        });
+        let (phase, deadline) = match (record, pushed) {
+            // Pushed first: the record is shared once the URL is known (RFC 9126 §4).
+            (record, Some(request)) => {
                 let exchange = ExchangeId::issued(self.fresh_id());
                 self.exchanges.insert(exchange, id);
                 self.actions.push_back(Action::PushAuthorization {
@@ -825,44 +835,30 @@ impl Engine {
                     request,
                 });
                 let deadline = (now + self.config.exchange_timeout).min(until);
-                (Phase::Pushing { exchange, until }, deadline, None)
+                let record = record.map(Box::new);
+                (
+                    Phase::Pushing {
+                        exchange,
+                        until,
+                        record,
+                    },
+                    deadline,
+                )
             }
-            (Some(wall), None) => {
-                let key = FlowKey::of(state);
-                let contents = Contents {
-                    client_id: provider.client_id().to_owned(),
-                    token_endpoint: provider.token_endpoint().to_string(),
-                    redirect_uri: self.redirect_uri.clone(),
-                    verifier: Zeroizing::new(secrets.verifier.as_str().to_owned()),
-                    nonce: nonce
-                        .as_ref()
-                        .map(|nonce| Zeroizing::new(nonce.as_str().to_owned())),
-                    owner: options.owner.clone(),
-                    deadline: directory::unix_millis(wall + self.config.flow_lifetime),
-                };
+            (Some((key, record)), None) => {
                 self.actions.push_back(Action::ShareFlow {
                     flow: id,
                     key,
-                    record: contents.to_record(),
+                    record,
                     lifetime: self.config.flow_lifetime,
                 });
-                self.shared.insert(state, id);
-                let share = Share {
-                    key,
-                    adopted: false,
-                    settled: false,
-                };
                 let deadline = (now + self.config.exchange_timeout).min(until);
-                (
-                    Phase::Sharing(Box::new(Sharing { url, until })),
-                    deadline,
-                    Some(Box::new(share)),
-                )
+                (Phase::Sharing(Box::new(Sharing { url, until })), deadline)
             }
             (None, None) => {
                 self.actions
                     .push_back(Action::OpenBrowser { flow: id, url });
-                (Phase::Waiting, until, None)
+                (Phase::Waiting, until)
             }
         };
         self.states.insert(state, StateEntry::Pending(id));
@@ -1365,15 +1361,31 @@ impl Engine {
                 Err(FlowError::Directory(DirectoryError::Unavailable(error))),
                 None,
             ),
-            (Phase::Pushing { until, .. }, Event::PushAnswered(Ok(pushed))) => {
+            (Phase::Pushing { until, record, .. }, Event::PushAnswered(Ok(pushed))) => {
                 let Some(flow) = self.flows.get(&id) else {
                     return;
                 };
                 let url = crate::par::browser_url(&flow.provider, &pushed.request_uri);
                 trace_event!(flow = id.get(), "authorization request pushed");
-                self.actions
-                    .push_back(Action::OpenBrowser { flow: id, url });
-                Next::Stay(Phase::Waiting, until)
+                match record.map(|record| *record) {
+                    // A shared flow: its record goes to the directory before the browser
+                    // goes anywhere.
+                    Some((key, record)) => {
+                        self.actions.push_back(Action::ShareFlow {
+                            flow: id,
+                            key,
+                            record,
+                            lifetime: self.config.flow_lifetime,
+                        });
+                        let deadline = (now + self.config.exchange_timeout).min(until);
+                        Next::Stay(Phase::Sharing(Box::new(Sharing { url, until })), deadline)
+                    }
+                    None => {
+                        self.actions
+                            .push_back(Action::OpenBrowser { flow: id, url });
+                        Next::Stay(Phase::Waiting, until)
+                    }
+                }
             }
             (Phase::Pushing { .. }, Event::PushAnswered(Err(error))) => {
                 Next::Finish(Err(error), None)
@@ -1634,7 +1646,7 @@ impl Engine {
                     adopted: true,
                     settled: true,
                 })),
-                // Shared flows are never DPoP-bound (`StartError::SharedDpop`).
+                // Until the record brings the login's DPoP key, if it has one.
                 dpop: None,
                 owner: None,
                 deadline,
@@ -1748,9 +1760,21 @@ impl Engine {
             (Some(_), None) => return Err(DirectoryError::Foreign),
             (None, _) => None,
         };
+        // A DPoP login's code is bound to its key (RFC 9449 §10): the key travels with the
+        // record, and every replica of a DPoP deployment has one.
+        let dpop = match (provider.dpop(), contents.dpop_key) {
+            (Some(_), Some(key)) => {
+                let crypto = provider.inner().crypto.clone();
+                let crypto = crypto.ok_or(DirectoryError::Foreign)?;
+                Some(Signer::new(key, crypto).map_err(|_| DirectoryError::Unreadable)?)
+            }
+            (None, None) => None,
+            _ => return Err(DirectoryError::Foreign),
+        };
         let Some(flow) = self.flows.get_mut(&id) else {
             return Err(DirectoryError::Unreadable);
         };
+        flow.dpop = dpop;
         let state = flow.share.as_ref().map(|share| share.key.state_key());
         let Some(state) = state else {
             return Err(DirectoryError::Unreadable);

@@ -382,6 +382,38 @@ impl PrivateKey {
     pub fn pkcs8_der(&self) -> &[u8] {
         &self.pkcs8
     }
+
+    /// The key as stored with tokens and in shared flow records:
+    /// `{"alg": "ES256", "pkcs8": BASE64URL(DER)}`. Secret: whoever stores it seals it.
+    pub(crate) fn to_stored(&self) -> Value {
+        let der = Zeroizing::new(URL_SAFE_NO_PAD.encode(&self.pkcs8));
+        serde_json::json!({ "alg": self.algorithm().name(), "pkcs8": *der })
+    }
+
+    /// Reads what [`PrivateKey::to_stored`] wrote; the error names what is wrong, never
+    /// the key.
+    pub(crate) fn from_stored(stored: Value) -> Result<PrivateKey, &'static str> {
+        let Value::Object(mut stored) = stored else {
+            return Err("stored `dpop_key` is not an object");
+        };
+        let der = match stored.remove("pkcs8") {
+            Some(Value::String(mut text)) => {
+                let der = URL_SAFE_NO_PAD.decode(&text);
+                text.zeroize();
+                der.map_err(|_| "stored `dpop_key` is not base64url")?
+            }
+            _ => return Err("stored `dpop_key` lacks `pkcs8`"),
+        };
+        let key = PrivateKey::from_pkcs8_der(der).map_err(|_| "stored `dpop_key` is unusable")?;
+        let algorithm = match stored.get("alg").and_then(Value::as_str) {
+            Some(name) => {
+                Algorithm::from_name(name).ok_or("stored `dpop_key` has an unknown `alg`")?
+            }
+            None => key.algorithm(),
+        };
+        key.with_algorithm(algorithm)
+            .map_err(|_| "stored `dpop_key`'s `alg` does not fit the key")
+    }
 }
 
 /// The key type of a PKCS#8 document, read from its algorithm identifier (and, for RSA,

@@ -28,10 +28,6 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde_json::{Map, Value};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-use crate::crypto::Algorithm;
 use crate::error::{BadTokenResponse, FlowError, ProviderError};
 use crate::grammar::{is_error_code, is_vschar_text};
 use crate::keys::PrivateKey;
@@ -899,9 +895,10 @@ impl serde::Serialize for TokenSet {
             map.serialize_entry("identity", identity.claims())?;
         }
         if let Some(key) = &self.0.dpop_key {
-            let der = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.encode(key.pkcs8_der()));
-            let stored = serde_json::json!({ "alg": key.algorithm().name(), "pkcs8": *der });
-            map.serialize_entry("dpop_key", &stored)?;
+            let stored = key.to_stored();
+            let written = map.serialize_entry("dpop_key", &stored);
+            crate::directory::zero(stored);
+            written?;
         }
         map.serialize_entry("extra", &self.0.extra)?;
         map.end()
@@ -994,29 +991,7 @@ fn from_storage(value: Value) -> Result<TokenSet, &'static str> {
     };
     let dpop_key = match map.remove("dpop_key") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(mut stored)) => {
-            let der = match stored.remove("pkcs8") {
-                Some(Value::String(mut text)) => {
-                    let der = URL_SAFE_NO_PAD.decode(&text);
-                    zeroize::Zeroize::zeroize(&mut text);
-                    der.map_err(|_| "stored `dpop_key` is not base64url")?
-                }
-                _ => return Err("stored `dpop_key` lacks `pkcs8`"),
-            };
-            let key =
-                PrivateKey::from_pkcs8_der(der).map_err(|_| "stored `dpop_key` is unusable")?;
-            let algorithm = match stored.get("alg").and_then(Value::as_str) {
-                Some(name) => {
-                    Algorithm::from_name(name).ok_or("stored `dpop_key` has an unknown `alg`")?
-                }
-                None => key.algorithm(),
-            };
-            Some(
-                key.with_algorithm(algorithm)
-                    .map_err(|_| "stored `dpop_key`'s `alg` does not fit the key")?,
-            )
-        }
-        Some(_) => return Err("stored `dpop_key` is not an object"),
+        Some(stored) => Some(PrivateKey::from_stored(stored)?),
     };
     let extra = match map.remove("extra") {
         None | Some(Value::Null) => Map::new(),

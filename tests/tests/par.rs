@@ -2,11 +2,12 @@
 //! provider first, authenticated as token requests are, and the browser's URL carries only
 //! `client_id` and the provider's `request_uri`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
+use latchkey::directory::Taken;
 use latchkey::{
-    Action, ClientAuth, ConfigError, ExchangeId, FlowError, FlowOptions, Metadata, Provider,
-    ProviderRequest, StartError, Step, TransportError, TransportErrorKind,
+    Action, ClientAuth, Config, ConfigError, Engine, ExchangeId, FlowError, FlowOptions, Metadata,
+    Provider, ProviderRequest, Step, TransportError, TransportErrorKind,
 };
 use latchkey_tests::harness::{self, Harness, query_value};
 use secrecy::SecretString;
@@ -209,6 +210,124 @@ fn a_refused_unusable_failed_or_slow_push_ends_the_login() {
     ));
 }
 
+/// Two replicas of a web backend that pushes its requests, sharing a flow directory.
+fn pushing_replicas() -> (Engine, Engine) {
+    let config = Config::builder(pushing(ClientAuth::SecretBasic))
+        .web_redirect_uri("https://app.example/callback")
+        .flow_directory(true)
+        .build()
+        .unwrap();
+    (
+        Engine::new(config.clone()).unwrap(),
+        Engine::new(config).unwrap(),
+    )
+}
+
+fn drain(engine: &mut Engine) -> Vec<Action> {
+    std::iter::from_fn(|| engine.poll_action()).collect()
+}
+
+#[test]
+fn a_shared_login_pushes_first_then_shares_its_record_then_opens_the_browser() {
+    let (mut a, mut b) = pushing_replicas();
+    let (now, wall) = (
+        Instant::now(),
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    );
+    let flow = a
+        .start_with(
+            now,
+            [5; latchkey::ENTROPY_LEN],
+            FlowOptions::new().shared(wall),
+        )
+        .unwrap();
+    let [
+        Action::PushAuthorization {
+            exchange, request, ..
+        },
+    ] = &drain(&mut a)[..]
+    else {
+        panic!("the push comes first, alone");
+    };
+    let body = String::from_utf8(request.request().body().clone()).unwrap();
+    let state = query_value(&body, "state").unwrap();
+    let uri = "urn:ietf:params:oauth:request_uri:shared-1";
+    a.handle_token_response(
+        now,
+        wall,
+        *exchange,
+        harness::parse_response(&answer(
+            201,
+            &format!(r#"{{"request_uri":"{uri}","expires_in":60}}"#),
+        )),
+    );
+    // The record, before any browser: whichever replica the browser comes back to
+    // needs it.
+    let [Action::ShareFlow { record, .. }] = &drain(&mut a)[..] else {
+        panic!("then the record, alone");
+    };
+    let record = record.clone();
+    a.handle_flow_shared(now, flow, Ok(()));
+    let [Action::OpenBrowser { url, .. }] = &drain(&mut a)[..] else {
+        panic!("then the browser");
+    };
+    assert_eq!(query_value(url, "request_uri").as_deref(), Some(uri));
+    assert_eq!(
+        query_value(url, "state"),
+        None,
+        "only client_id and request_uri"
+    );
+    // Replica B finishes the login with the record.
+    b.handle_redirect(
+        now,
+        &format!("code=c&state={state}&iss=https%3A%2F%2Fidp.example"),
+    )
+    .unwrap();
+    let [Action::TakeFlow { take, .. }] = &drain(&mut b)[..] else {
+        panic!("taken");
+    };
+    b.handle_flow_taken(now, wall, *take, Ok(Taken::Record(record)));
+    let actions = drain(&mut b);
+    let (_, request) = harness::token_request(&actions).expect("B exchanges the code");
+    let body = String::from_utf8(request.body().clone()).unwrap();
+    assert_eq!(query_value(&body, "code").as_deref(), Some("c"));
+
+    // A record the directory refuses ends the login: no browser (S58).
+    let (mut a, _) = pushing_replicas();
+    let flow = a
+        .start_with(
+            now,
+            [6; latchkey::ENTROPY_LEN],
+            FlowOptions::new().shared(wall),
+        )
+        .unwrap();
+    let [Action::PushAuthorization { exchange, .. }] = &drain(&mut a)[..] else {
+        panic!("pushed");
+    };
+    a.handle_token_response(
+        now,
+        wall,
+        *exchange,
+        harness::parse_response(&answer(
+            201,
+            &format!(r#"{{"request_uri":"{uri}","expires_in":60}}"#),
+        )),
+    );
+    drain(&mut a);
+    a.handle_flow_shared(now, flow, Err(latchkey::StoreError::new("redis is down")));
+    let actions = drain(&mut a);
+    assert!(
+        !actions
+            .iter()
+            .any(|action| matches!(action, Action::OpenBrowser { .. })),
+        "{actions:?}"
+    );
+    assert!(matches!(
+        finished(&actions),
+        Some(Err(FlowError::Directory(_)))
+    ));
+}
+
 #[test]
 fn pushing_is_configured_with_its_endpoint_or_found_by_discovery() {
     assert_eq!(
@@ -217,17 +336,6 @@ fn pushing_is_configured_with_its_endpoint_or_found_by_discovery() {
             .build()
             .err(),
         Some(ConfigError::MissingParEndpoint)
-    );
-    let mut h = Harness::with(
-        harness::config_with(pushing(ClientAuth::None))
-            .build()
-            .unwrap(),
-    );
-    let entropy = h.entropy();
-    assert_eq!(
-        h.engine
-            .start_with(h.now, entropy, FlowOptions::new().shared(h.wall)),
-        Err(StartError::SharedPush)
     );
     let document = br#"{"issuer":"https://idp.example",
         "authorization_endpoint":"https://idp.example/authorize",

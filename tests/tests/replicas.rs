@@ -42,6 +42,7 @@ on_both_drivers!(
     s58_a_directory_that_cannot_be_reached_fails_clearly_and_loses_nothing,
     a_replica_started_later_verifies_with_the_keys_another_fetched,
     a_token_source_verifies_a_refreshed_id_token_with_the_shared_keys,
+    s61_a_dpop_login_pushed_on_one_replica_is_bound_on_another,
 );
 
 /// Key sets shared in memory, as in Redis.
@@ -118,6 +119,12 @@ struct Replicas<R: Runtime> {
 
 impl<R: Runtime> Replicas<R> {
     fn start(rt: &R) -> Replicas<R> {
+        Replicas::start_with(rt, false)
+    }
+
+    /// With `sender_constrained`, the provider takes pushed requests only (RFC 9126) and
+    /// binds tokens to DPoP keys with nonces (RFC 9449), and the backend does both.
+    fn start_with(rt: &R, sender_constrained: bool) -> Replicas<R> {
         // The public URL users reach the backend by: nothing needs to listen there, the
         // test hands each redirect to a replica itself.
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -131,12 +138,12 @@ impl<R: Runtime> Replicas<R> {
             auth: latchkey_devidp::ClientAuth::Basic,
             redirect_uris: vec![redirect_uri.clone()],
         };
-        let idp = DevIdp::start(
-            latchkey_devidp::Config::new(vec![client]),
-            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        )
-        .expect("start the identity provider");
-        let provider = Provider::builder(
+        let mut idp_config = latchkey_devidp::Config::new(vec![client]);
+        idp_config.dpop_nonce = sender_constrained;
+        idp_config.require_pushed_authorization_requests = sender_constrained;
+        let idp = DevIdp::start(idp_config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .expect("start the identity provider");
+        let mut provider = Provider::builder(
             idp.authorization_endpoint(),
             idp.token_endpoint(),
             CLIENT_ID,
@@ -145,9 +152,14 @@ impl<R: Runtime> Replicas<R> {
         .scopes(["openid", "profile"])
         .issuer(idp.issuer())
         .jwks_uri(idp.jwks_uri())
-        .crypto(latchkey_io::crypto::ring())
-        .build()
-        .expect("provider");
+        .crypto(latchkey_io::crypto::ring());
+        if sender_constrained {
+            provider = provider
+                .dpop(latchkey::oidc::Algorithm::ES256)
+                .pushed_authorization_request_endpoint(idp.pushed_authorization_request_endpoint())
+                .push_authorization_requests(true);
+        }
+        let provider = provider.build().expect("provider");
         let config = Config::builder(provider)
             .web_redirect_uri(&redirect_uri)
             .build()
@@ -284,6 +296,102 @@ async fn s54_a_login_started_on_one_replica_finishes_on_another<R: Runtime>(rt: 
         1,
         "replays reach no provider"
     );
+    fx.shutdown(&rt).await;
+}
+
+/// S61 across replicas: a login whose request is pushed (RFC 9126) and whose tokens are
+/// DPoP-bound starts on replica 0; its record carries the login's key, so replica 1, which
+/// gets the redirect, proves that key (answering the provider's nonce) and the tokens are
+/// bound to it, for replica 0's login and in the shared store alike.
+async fn s61_a_dpop_login_pushed_on_one_replica_is_bound_on_another<R: Runtime>(rt: R) {
+    let fx = Replicas::start_with(&rt, true);
+    let (login, callback) = fx.login(&rt, 0, "carol").await;
+    let url = login.url().expect("an authorization URL");
+    assert!(url.contains("request_uri="), "{url}");
+    assert!(!url.contains("state="), "pushed: {url}");
+    assert_eq!(fx.idp.stats().pushed_authorizations, 1);
+
+    let tokens = within(
+        &rt,
+        STEP,
+        "replica 1 completes",
+        fx.replicas[1].complete(&callback),
+    )
+    .await
+    .expect("replica 1 completes the DPoP login");
+    assert_eq!(*tokens.token_type(), latchkey::TokenType::DPoP);
+    let key = tokens.dpop_key().expect("bound to the login's key");
+    let thumbprint = latchkey::keys::Signer::new(key.clone(), latchkey_io::crypto::ring())
+        .expect("a usable key")
+        .thumbprint()
+        .to_owned();
+    let stats = fx.idp.stats();
+    assert!(stats.dpop_nonce_challenges >= 1, "{stats:?}");
+    assert_eq!(
+        (stats.token_requests, stats.tokens_issued),
+        (2, 1),
+        "{stats:?}"
+    );
+    // The code was bound to the URL's key; the token request proved the same one.
+    let proofs: Vec<String> = fx
+        .idp
+        .requests()
+        .iter()
+        .filter(|request| request.target == "/token")
+        .filter_map(|request| request.header("dpop").map(str::to_owned))
+        .collect();
+    assert_eq!(proofs.len(), 2, "one proof per attempt");
+    for proof in &proofs {
+        let header = proof.split('.').next().unwrap_or_default();
+        let header: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                .expect("base64url"),
+        )
+        .expect("a JSON header");
+        let jwk = match &header["jwk"] {
+            serde_json::Value::Object(jwk) => jwk.clone(),
+            other => panic!("a jwk: {other}"),
+        };
+        let public = latchkey::keys::Signer::new(key.clone(), latchkey_io::crypto::ring())
+            .expect("a usable key")
+            .public_jwk()
+            .clone();
+        assert_eq!(jwk, public, "the login's key");
+    }
+    let started_here = finished(&rt, &login)
+        .await
+        .expect("replica 0's login resolves");
+    assert_eq!(
+        started_here.access_token().expose_secret(),
+        tokens.access_token().expose_secret()
+    );
+    let stored = fx.stored("carol").expect("tokens stored under the user");
+    let stored_key = stored.dpop_key().expect("stored with the key");
+    assert_eq!(stored_key.pkcs8_der(), key.pkcs8_der());
+    // The provider's view: the access token is bound to that key (`cnf.jkt`).
+    let credentials = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{CLIENT_ID}:{SECRET}"),
+    );
+    let introspection = fx.idp.introspection_endpoint();
+    let body = format!("token={}", tokens.access_token().expose_secret());
+    let (status, _, answer) = rt
+        .unblock(move || {
+            agent::post(
+                &introspection,
+                &[
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                    ("Authorization", &format!("Basic {credentials}")),
+                ],
+                body.as_bytes(),
+            )
+        })
+        .await
+        .expect("the provider answers");
+    assert_eq!(status, 200);
+    let answer: serde_json::Value = serde_json::from_slice(&answer).expect("JSON");
+    assert_eq!(answer["active"], true);
+    assert_eq!(answer["cnf"]["jkt"], thumbprint.as_str());
     fx.shutdown(&rt).await;
 }
 

@@ -453,20 +453,27 @@ impl<R: Runtime> Service<R> {
     /// Starts a browser login shared with other replicas through the service's flow
     /// directory ([`ServiceOptions::directory`]): the provider's redirect may reach any
     /// of them, and this [`Login`] learns the outcome wherever it lands. The URL comes
-    /// once the directory has stored the login's record (sealed, S55).
+    /// once the directory has stored the login's record (sealed, S55), after the provider
+    /// took the pushed authorization request (RFC 9126) when the provider pushes them. A
+    /// DPoP login's key travels in the record, so the replica that gets the redirect binds
+    /// the tokens to it.
     ///
     /// # Errors
     ///
     /// [`Error::Flow`] with [`DirectoryError::Unavailable`](latchkey::directory::DirectoryError)
-    /// when the directory could not store the record; as [`start`](Service::start)
-    /// otherwise.
+    /// when the directory could not store the record, or the push's error; as
+    /// [`start`](Service::start) otherwise.
     pub async fn start_shared(&self, options: FlowOptions) -> Result<Login, Error> {
         let entropy = self.shared.runtime.entropy().map_err(Error::Io)?;
         let (events, receiver) = mailbox::mailbox();
         let options = options.shared(self.shared.runtime.wall());
         let (flow, _, work) = self.shared.start(Some(entropy), options, events)?;
-        // The record goes first; the URL comes out of the answer's drain.
-        let url = self.shared.share(flow, work).await;
+        // The record goes first (after the push, when the provider takes pushed requests);
+        // the URL comes out of the answer's drain.
+        let url = match self.shared.pushes(flow) {
+            true => self.shared.push(flow, work).await,
+            false => self.shared.share(flow, work).await,
+        };
         self.login_at(flow, url, receiver).await
     }
 

@@ -764,8 +764,9 @@ impl<R: Runtime> Shared<R> {
     }
 
     /// Pushes `flow`'s authorization request (RFC 9126, the exchange `work` carries) and
-    /// gives the browser's URL once the provider answered; `None` when the push failed, and
-    /// the login then ends with why.
+    /// gives the browser's URL once the provider answered (and, for a shared flow, once
+    /// the directory has its record); `None` when the push or the share failed, and the
+    /// login then ends with why.
     pub async fn push(self: &Arc<Self>, flow: FlowId, mut work: Work) -> Option<String> {
         let push = work.exchange.take();
         spawn_work(self, work);
@@ -787,6 +788,11 @@ impl<R: Runtime> Shared<R> {
             Ok(response) => engine.handle_token_response(now, wall, exchange, response),
             Err(error) => engine.handle_token_failure(now, exchange, error),
         });
+        if !work.shares.is_empty() {
+            // A shared flow: its record goes to the directory before the browser goes
+            // anywhere.
+            return self.share(flow, work).await;
+        }
         let opened = work.opened.take();
         spawn_work(self, work);
         opened
