@@ -90,6 +90,21 @@ fn s55_no_secret_reaches_redis_in_any_encoding() {
             )
             .expect("saved")
     );
+    // A DPoP-bound login's private key is as secret as its tokens.
+    let dpop_key = latchkey::keys::Signer::generate(
+        latchkey::oidc::Algorithm::ES256,
+        latchkey_io::crypto::ring(),
+    )
+    .expect("a key")
+    .private_key()
+    .clone();
+    let pkcs8 = URL_SAFE_NO_PAD.encode(dpop_key.pkcs8_der());
+    store
+        .save(
+            "bob@example.com",
+            &tokens(access_token, refresh_token).with_dpop_key(dpop_key),
+        )
+        .expect("saved");
     let directory = redis.directory();
     directory
         .share(&flow_key(1), &record(verifier, nonce), LIFETIME)
@@ -107,8 +122,18 @@ fn s55_no_secret_reaches_redis_in_any_encoding() {
     directory.spend(&flow_key(3)).expect("spent");
 
     let dump = server.dump().expect("dumped");
-    assert_eq!(dump.len(), 6, "tokens, fence, lock, three flows: {dump:?}");
-    for secret in [access_token, refresh_token, verifier, nonce] {
+    assert_eq!(
+        dump.len(),
+        8,
+        "two tokens, two fences, a lock, three flows: {dump:?}"
+    );
+    for secret in [
+        access_token,
+        refresh_token,
+        verifier,
+        nonce,
+        &pkcs8[pkcs8.len() - 48..],
+    ] {
         for (encoding, needle) in encodings(secret) {
             for (key, value) in &dump {
                 let key_text = String::from_utf8_lossy(key);
