@@ -470,6 +470,11 @@ pub struct LoginArgs {
     /// --client-key, else none)
     #[arg(long, value_name = "METHOD", value_parser = AuthMethodParser)]
     pub auth_method: Option<Result<AuthMethod, String>>,
+    /// What a private_key_jwt assertion names as its audience: the issuer (the default),
+    /// or the URL of the endpoint it is sent to (Okta's and Entra's way; their presets
+    /// choose it themselves)
+    #[arg(long, value_name = "AUD", value_enum, requires = "client_key")]
+    pub assertion_audience: Option<AudienceName>,
     /// Request scope S (repeatable)
     #[arg(long = "scope", value_name = "S")]
     pub scopes: Vec<String>,
@@ -513,7 +518,7 @@ pub struct LoginArgs {
     pub par: bool,
     /// Bind the tokens to a key pair made for this login (DPoP, RFC 9449): a copied token
     /// is of no use without the key, which is stored with the tokens. A P-256 key (ES256)
-    /// unless --dpop=EdDSA asks for Ed25519
+    /// unless --dpop=ES384 or --dpop=EdDSA asks for a P-384 or an Ed25519 one
     #[arg(
         long,
         value_name = "ALG",
@@ -565,12 +570,34 @@ impl LoginArgs {
     }
 }
 
+/// `login --assertion-audience`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AudienceName {
+    /// The issuer identifier
+    Issuer,
+    /// The URL of the endpoint the assertion is sent to
+    Endpoint,
+}
+
+impl AudienceName {
+    /// The library's value.
+    pub fn audience(self) -> latchkey::AssertionAudience {
+        match self {
+            AudienceName::Issuer => latchkey::AssertionAudience::Issuer,
+            AudienceName::Endpoint => latchkey::AssertionAudience::Endpoint,
+        }
+    }
+}
+
 /// The key pair `login --dpop` makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DpopAlg {
     /// ECDSA on P-256 (the one every DPoP provider accepts)
     #[value(name = "ES256")]
     ES256,
+    /// ECDSA on P-384
+    #[value(name = "ES384")]
+    ES384,
     /// Ed25519
     #[value(name = "EdDSA")]
     EdDSA,
@@ -581,6 +608,7 @@ impl DpopAlg {
     pub fn algorithm(self) -> latchkey::oidc::Algorithm {
         match self {
             DpopAlg::ES256 => latchkey::oidc::Algorithm::ES256,
+            DpopAlg::ES384 => latchkey::oidc::Algorithm::ES384,
             DpopAlg::EdDSA => latchkey::oidc::Algorithm::EdDSA,
         }
     }
@@ -1212,6 +1240,24 @@ mod tests {
     }
 
     #[test]
+    fn the_assertion_audience_goes_with_a_client_key() {
+        let base = "login --issuer I --client-id c";
+        assert!(parse_line(&format!("{base} --assertion-audience endpoint")).is_err());
+        let Ok(Command::Login(args)) = parse_line(&format!(
+            "{base} --client-key k.pem --assertion-audience endpoint"
+        )) else {
+            panic!("valid command line");
+        };
+        assert_eq!(args.assertion_audience, Some(AudienceName::Endpoint));
+        assert!(
+            parse_line(&format!(
+                "{base} --client-key k.pem --assertion-audience anyone"
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
     fn dpop_is_es256_unless_eddsa_is_asked_for_with_an_equals_sign() {
         let dpop = |line: &str| match parse_line(line) {
             Ok(Command::Login(args)) => Ok(args.dpop),
@@ -1228,6 +1274,10 @@ mod tests {
         assert_eq!(
             dpop(&format!("{base} --dpop=EdDSA")),
             Ok(Some(DpopAlg::EdDSA))
+        );
+        assert_eq!(
+            dpop(&format!("{base} --dpop=ES384")),
+            Ok(Some(DpopAlg::ES384))
         );
         assert_eq!(
             dpop(&format!("{base} --dpop=ES256")),

@@ -481,6 +481,9 @@ async fn provider<R: Runtime>(
     if let Some(key) = client_key {
         provider = provider.client_key(key);
     }
+    if let Some(audience) = args.assertion_audience {
+        provider = provider.assertion_audience(audience.audience());
+    }
     if let Some(method) = &args.auth_method {
         provider = provider.client_auth(match method {
             Ok(AuthMethod::Basic) => ClientAuth::SecretBasic,

@@ -34,7 +34,8 @@ pub enum ClientAuth {
     /// A client assertion signed with the client's private key (`private_key_jwt`,
     /// RFC 7523 §2.2; S63): no shared secret. Needs
     /// [`ProviderBuilder::client_key`], a [`ProviderBuilder::crypto`] provider that signs and
-    /// an issuer (the assertion's audience).
+    /// an issuer (the assertion's audience), unless the audience is
+    /// [`AssertionAudience::Endpoint`].
     PrivateKeyJwt,
     /// A public client: `client_id` in the body, no secret (`none`).
     None,
@@ -64,6 +65,39 @@ impl ClientAuth {
     }
 }
 
+/// What a `private_key_jwt` client assertion names as its audience (`aud`, RFC 7523 §3):
+/// providers disagree on it, and refuse an assertion that names another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AssertionAudience {
+    /// The issuer identifier, the one value RFC 7523's update (draft-ietf-oauth-rfc7523bis)
+    /// recommends, which no other server can be tricked into accepting: Auth0, Keycloak,
+    /// oidc-provider.
+    #[default]
+    Issuer,
+    /// The URL of the endpoint the request goes to (without its query): Okta ("the full
+    /// URL of the resource you're using the JWT to authenticate to"), Microsoft Entra (its
+    /// token endpoint).
+    Endpoint,
+}
+
+impl AssertionAudience {
+    /// `issuer` or `endpoint`, as records and command lines name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AssertionAudience::Issuer => "issuer",
+            AssertionAudience::Endpoint => "endpoint",
+        }
+    }
+
+    /// The audience named `name`.
+    pub fn from_name(name: &str) -> Option<AssertionAudience> {
+        [AssertionAudience::Issuer, AssertionAudience::Endpoint]
+            .into_iter()
+            .find(|audience| audience.name() == name)
+    }
+}
+
 /// An identity provider and this application's registration with it.
 ///
 /// Cheap to clone (shared). Every flow keeps the provider it was started with, and its
@@ -87,6 +121,8 @@ pub(crate) struct ProviderInner {
     pub client_secret: Option<SecretString>,
     /// The key of `private_key_jwt`, loaded by the crypto provider.
     pub client_key: Option<Signer>,
+    /// What its assertions name as their audience.
+    pub assertion_audience: AssertionAudience,
     /// DPoP (RFC 9449): each login's key pair is of this algorithm.
     pub dpop: Option<Algorithm>,
     /// The crypto provider that makes DPoP keys and proofs (and verifies ID tokens).
@@ -122,6 +158,7 @@ impl Provider {
             client_id: client_id.into(),
             client_secret: None,
             client_key: None,
+            assertion_audience: AssertionAudience::Issuer,
             dpop: None,
             auth: None,
             scopes: Vec::new(),
@@ -155,6 +192,11 @@ impl Provider {
     /// The client authentication method in use.
     pub fn client_auth(&self) -> ClientAuth {
         self.0.auth
+    }
+
+    /// What `private_key_jwt` assertions name as their audience.
+    pub fn assertion_audience(&self) -> AssertionAudience {
+        self.0.assertion_audience
     }
 
     /// The authorization endpoint, as configured (its own query included).
@@ -274,6 +316,7 @@ pub struct ProviderBuilder {
     client_id: String,
     client_secret: Option<SecretString>,
     client_key: Option<PrivateKey>,
+    assertion_audience: AssertionAudience,
     dpop: Option<Algorithm>,
     auth: Option<ClientAuth>,
     scopes: Vec<String>,
@@ -329,6 +372,14 @@ impl ProviderBuilder {
     /// built.
     pub fn client_key(mut self, key: PrivateKey) -> ProviderBuilder {
         self.client_key = Some(key);
+        self
+    }
+
+    /// What `private_key_jwt` assertions name as their audience: the issuer (the default)
+    /// or the URL of the endpoint each request goes to, for the providers that want that
+    /// (the Okta and Entra presets set it).
+    pub fn assertion_audience(mut self, audience: AssertionAudience) -> ProviderBuilder {
+        self.assertion_audience = audience;
         self
     }
 
@@ -534,7 +585,7 @@ impl ProviderBuilder {
         let client_key = match (auth, self.client_key) {
             (ClientAuth::PrivateKeyJwt, None) => return Err(ConfigError::MissingClientKey),
             (ClientAuth::PrivateKeyJwt, Some(key)) => {
-                if self.issuer.is_none() {
+                if self.issuer.is_none() && self.assertion_audience == AssertionAudience::Issuer {
                     return Err(ConfigError::AssertionNeedsIssuer);
                 }
                 let crypto =
@@ -696,6 +747,7 @@ impl ProviderBuilder {
             client_id: self.client_id,
             client_secret: self.client_secret,
             client_key,
+            assertion_audience: self.assertion_audience,
             dpop: self.dpop,
             crypto: self.crypto,
             auth,

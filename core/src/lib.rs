@@ -456,7 +456,8 @@ mod url;
 
 pub use callback::Rejection;
 pub use config::{
-    ClientAuth, Config, ConfigBuilder, ConfigError, Landing, Limits, Provider, ProviderBuilder,
+    AssertionAudience, ClientAuth, Config, ConfigBuilder, ConfigError, Landing, Limits, Provider,
+    ProviderBuilder,
 };
 pub use device::DeviceAuthorization;
 pub use discovery::{Discovery, DiscoveryAction, DiscoveryError, Metadata, MetadataError};

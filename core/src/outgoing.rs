@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use http::HeaderValue;
 
-use crate::config::Provider;
+use crate::config::{AssertionAudience, Provider};
 use crate::crypto::SignatureError;
 use crate::dpop::{self, Proof, ProofError};
 use crate::exchange::Redacted;
@@ -101,8 +101,22 @@ impl ProviderRequest {
         let mut request = self.request;
         if let Some(provider) = self.assertion {
             let inner = provider.inner();
-            // Validation guarantees both for `private_key_jwt`.
-            let (Some(signer), Some(audience)) = (&inner.client_key, &inner.issuer) else {
+            let endpoint;
+            // Validation guarantees the key, and the issuer when it is the audience.
+            let audience = match inner.assertion_audience {
+                AssertionAudience::Issuer => inner.issuer.as_deref(),
+                AssertionAudience::Endpoint => {
+                    let uri = request.uri();
+                    endpoint = format!(
+                        "{}://{}{}",
+                        uri.scheme_str().unwrap_or("https"),
+                        uri.authority().map_or("", |authority| authority.as_str()),
+                        uri.path()
+                    );
+                    Some(endpoint.as_str())
+                }
+            };
+            let (Some(signer), Some(audience)) = (&inner.client_key, audience) else {
                 return Err(SignatureError::Unsupported);
             };
             let assertion = signer.client_assertion(&inner.client_id, audience, wall)?;

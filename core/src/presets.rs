@@ -53,7 +53,7 @@
 //! # Ok::<(), latchkey::ConfigError>(())
 //! ```
 
-use crate::config::{Provider, ProviderBuilder};
+use crate::config::{AssertionAudience, Provider, ProviderBuilder};
 use crate::oidc::Algorithm;
 
 /// Google. Register an OAuth client of type **Desktop app** (Google Cloud console, "APIs &
@@ -128,6 +128,8 @@ pub fn entra(tenant: &str, client_id: impl Into<String>) -> ProviderBuilder {
     .jwks_uri(format!("{host}/{tenant}/discovery/v2.0/keys"))
     .userinfo_endpoint("https://graph.microsoft.com/oidc/userinfo")
     .id_token_algorithms([Algorithm::RS256])
+    // Entra wants its token endpoint as a client assertion's audience.
+    .assertion_audience(AssertionAudience::Endpoint)
 }
 
 /// Okta, at `domain` (such as `dev-123456.okta.com`), through the org's `default`
@@ -147,6 +149,8 @@ pub fn okta(domain: &str, client_id: impl Into<String>) -> ProviderBuilder {
     .jwks_uri(format!("{base}/v1/keys"))
     .userinfo_endpoint(format!("{base}/v1/userinfo"))
     .id_token_algorithms([Algorithm::RS256])
+    // Okta wants the endpoint's URL as a client assertion's audience.
+    .assertion_audience(AssertionAudience::Endpoint)
     .issuer(base)
 }
 

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use latchkey::oidc::Algorithm;
-use latchkey::{ClientAuth, ConfigError, Provider, TokenSet};
+use latchkey::{AssertionAudience, ClientAuth, ConfigError, Provider, TokenSet};
 use latchkey_io::store::{DEFAULT_KEY, FileStore, MemoryStore, ProviderRecord, TokenStore};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -231,8 +231,52 @@ fn a_provider_record_from_before_id_token_verification_rebuilds_without_it() {
         .expect("readable")
         .expect("recorded");
     assert!(!record.verify_id_token);
+    assert_eq!(record.assertion_audience, AssertionAudience::Issuer);
     let provider = record.builder().build().expect("rebuilt");
     assert!(provider.id_token_policy().is_none());
+}
+
+#[test]
+fn a_private_key_jwt_clients_assertion_audience_is_recorded() {
+    let key = latchkey::keys::Signer::generate(Algorithm::ES256, latchkey_io::crypto::ring())
+        .expect("a key")
+        .private_key()
+        .clone();
+    let provider = Provider::builder(
+        "https://idp.example/authorize",
+        "https://idp.example/token",
+        "okta-like",
+    )
+    .client_key(key.clone())
+    .assertion_audience(AssertionAudience::Endpoint)
+    .crypto(latchkey_io::crypto::ring())
+    .build()
+    .expect("no issuer needed for the endpoint audience");
+    let record = ProviderRecord::of(&provider);
+    assert_eq!(record.assertion_audience, AssertionAudience::Endpoint);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = FileStore::new(dir.path().join("tokens.json"));
+    store.save_provider(DEFAULT_KEY, &record).expect("save");
+    let file: serde_json::Value =
+        serde_json::from_slice(&fs::read(store.path()).expect("read")).expect("JSON");
+    assert_eq!(
+        file["providers"][DEFAULT_KEY]["assertion_audience"],
+        "endpoint"
+    );
+    let loaded = store
+        .load_provider(DEFAULT_KEY)
+        .expect("load")
+        .expect("recorded");
+    assert_eq!(loaded, record);
+    // A later run rebuilds it with the key given again, and signs for the endpoint.
+    let rebuilt = loaded.builder().client_key(key).build().expect("rebuilt");
+    assert_eq!(rebuilt.assertion_audience(), AssertionAudience::Endpoint);
+    // A name it does not know is an error, not a guess.
+    let mut tampered = file.clone();
+    tampered["providers"][DEFAULT_KEY]["assertion_audience"] = "anyone".into();
+    fs::write(store.path(), tampered.to_string()).expect("write");
+    let error = store.load_provider(DEFAULT_KEY).expect_err("refused");
+    assert!(error.to_string().contains("assertion_audience"), "{error}");
 }
 
 #[test]

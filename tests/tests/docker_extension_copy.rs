@@ -75,12 +75,20 @@ fn folder_files(folder: &Path) -> Vec<PathBuf> {
 #[test]
 fn the_extension_builds_outside_the_repository_against_the_crates_as_packaged() {
     let started = Instant::now();
-    // The folder builds in the repository first; that also brings every crate its lock file
-    // names into cargo's cache, so that the builds below can be `--offline`.
+    // The folder builds in the repository first, and every crate its lock file names is
+    // fetched into cargo's cache (a build fetches only this platform's, and `cargo
+    // metadata` reads every platform's), so that everything below can be `--offline`.
     extension::binaries();
     let folder = extension::folder()
         .canonicalize()
         .expect("the extension's folder");
+    succeeded(
+        "cargo fetch",
+        cargo()
+            .args(["fetch", "--locked"])
+            .current_dir(&folder)
+            .output(),
+    );
     let repository = folder.join("../..").canonicalize().expect("the repository");
     // A fixed place rather than a fresh temporary name: the unpacked packages' paths go into
     // the hashes cargo names artifacts by, so with a fixed path each run replaces the last

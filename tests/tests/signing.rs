@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey::crypto::{Algorithm, CryptoProvider, Curve, PublicKey, SignatureError, SigningKey};
 use latchkey::dpop::{Proof, ProofError};
 use latchkey::keys::{self, KeyError, KeyType, PrivateKey, Signer};
-use latchkey::{Action, ClientAuth, ConfigError, FlowOptions, TokenSet};
+use latchkey::{Action, AssertionAudience, ClientAuth, ConfigError, FlowOptions, TokenSet};
 use latchkey_tests::harness::{self, Harness};
 use secrecy::SecretString;
 use serde_json::{Map, Value};
@@ -562,6 +562,117 @@ fn s63_refresh_revocation_and_device_requests_are_signed_too() {
                 .all(|(name, _)| name != "client_id" && name != "client_secret")
         );
     }
+}
+
+#[test]
+fn s63_the_assertion_audience_is_the_issuer_or_the_endpoint_each_request_goes_to() {
+    let public = signer("p256.pkcs8.pem").public_key().clone();
+    let audiences = |provider: &latchkey::Provider| -> Vec<(String, Value)> {
+        let mut h = Harness::with(harness::config_with(provider.clone()).build().unwrap());
+        h.engine
+            .start_device(h.now, FlowOptions::new())
+            .expect("a device endpoint");
+        let device = h
+            .drain()
+            .into_iter()
+            .find_map(|action| match action {
+                Action::RequestDeviceCode { request, .. } => Some(request),
+                _ => None,
+            })
+            .unwrap();
+        let tokens = TokenSet::new(SecretString::from("access-1"))
+            .with_refresh_token(SecretString::from("refresh-1"));
+        std::iter::once(device)
+            .chain(support_requests(provider, &tokens))
+            .map(|request| {
+                let sent = request.finish(at()).unwrap();
+                let (_, assertion) = form(&sent)
+                    .into_iter()
+                    .find(|(name, _)| name == "client_assertion")
+                    .expect("an assertion");
+                let Checked { claims, .. } = check(&assertion, &public);
+                (sent.uri().to_string(), claims["aud"].clone())
+            })
+            .collect()
+    };
+    // The default: the issuer, whatever the endpoint.
+    let by_issuer = audiences(&jwt_provider().build().unwrap());
+    assert_eq!(by_issuer.len(), 4, "device, refresh, two revocations");
+    for (uri, aud) in &by_issuer {
+        assert_eq!(aud, harness::ISSUER, "{uri}");
+    }
+    // Okta's and Entra's way: the URL each request is sent to, without a query.
+    let by_endpoint = jwt_provider()
+        .assertion_audience(AssertionAudience::Endpoint)
+        .build()
+        .unwrap();
+    assert_eq!(
+        by_endpoint.assertion_audience(),
+        AssertionAudience::Endpoint
+    );
+    let sent = audiences(&by_endpoint);
+    let uris: Vec<&str> = sent.iter().map(|(uri, _)| uri.as_str()).collect();
+    assert_eq!(
+        uris,
+        [
+            "https://idp.example/device",
+            harness::TOKEN,
+            "https://idp.example/revoke",
+            "https://idp.example/revoke"
+        ]
+    );
+    for (uri, aud) in &sent {
+        assert_eq!(aud, uri.as_str());
+    }
+    // The endpoint needs no issuer; the issuer does.
+    let without_issuer = || {
+        latchkey::Provider::builder(
+            "https://idp.example/authorize",
+            "https://idp.example/token?tenant=a",
+            "cli",
+        )
+        .revocation_endpoint("https://idp.example/revoke")
+        .client_key(PrivateKey::parse(&key_file("p256.pkcs8.pem")).unwrap())
+        .crypto(ring())
+    };
+    assert_eq!(
+        without_issuer().build().err(),
+        Some(ConfigError::AssertionNeedsIssuer)
+    );
+    let provider = without_issuer()
+        .assertion_audience(AssertionAudience::Endpoint)
+        .build()
+        .expect("no issuer needed");
+    let tokens = TokenSet::new(SecretString::from("access-1"))
+        .with_refresh_token(SecretString::from("refresh-1"));
+    let refresh = support_requests(&provider, &tokens).remove(0);
+    let sent = refresh.finish(at()).unwrap();
+    let (_, assertion) = form(&sent)
+        .into_iter()
+        .find(|(name, _)| name == "client_assertion")
+        .unwrap();
+    let Checked { claims, .. } = check(&assertion, &public);
+    assert_eq!(
+        claims["aud"], "https://idp.example/token",
+        "the endpoint without its query"
+    );
+    // The presets of the providers that want it.
+    for preset in [
+        latchkey::presets::okta("dev-1.okta.com", "cli"),
+        latchkey::presets::entra("organizations", "cli"),
+    ] {
+        let provider = preset
+            .client_key(PrivateKey::parse(&key_file("p256.pkcs8.pem")).unwrap())
+            .crypto(ring())
+            .build()
+            .unwrap();
+        assert_eq!(provider.assertion_audience(), AssertionAudience::Endpoint);
+    }
+    assert_eq!(
+        AssertionAudience::from_name("endpoint"),
+        Some(AssertionAudience::Endpoint)
+    );
+    assert_eq!(AssertionAudience::from_name("Issuer"), None);
 }
 
 /// A refresh and a logout's two revocations of `tokens`, as a session emits them.

@@ -1,7 +1,7 @@
 //! [`ProviderRecord`]: what a later run needs to refresh or revoke stored tokens.
 
 use latchkey::oidc::Algorithm;
-use latchkey::{ClientAuth, Provider, ProviderBuilder};
+use latchkey::{AssertionAudience, ClientAuth, Provider, ProviderBuilder};
 use serde_json::{Value, json};
 
 /// The settings of a provider registration that are not secret: enough to refresh or revoke
@@ -21,6 +21,9 @@ pub struct ProviderRecord {
     pub client_id: String,
     /// How the client authenticates; anything but [`ClientAuth::None`] needs the secret.
     pub client_auth: ClientAuth,
+    /// What a `private_key_jwt` client's assertions name as their audience. Records
+    /// written before it was kept say [`AssertionAudience::Issuer`].
+    pub assertion_audience: AssertionAudience,
     /// The scopes requested at login.
     pub scopes: Vec<String>,
     /// The APIs tokens were asked for (RFC 8707); refreshes ask for the same.
@@ -48,6 +51,7 @@ impl ProviderRecord {
             revocation_endpoint: provider.revocation_endpoint().map(ToString::to_string),
             client_id: provider.client_id().to_owned(),
             client_auth: provider.client_auth(),
+            assertion_audience: provider.assertion_audience(),
             scopes: provider.scopes().to_vec(),
             resources: provider.resources().to_vec(),
             verify_id_token: provider.id_token_policy().is_some(),
@@ -75,6 +79,7 @@ impl ProviderRecord {
             &self.client_id,
         )
         .client_auth(self.client_auth)
+        .assertion_audience(self.assertion_audience)
         .scopes(self.scopes.iter().cloned());
         for resource in &self.resources {
             builder = builder.resource(resource);
@@ -112,6 +117,7 @@ impl ProviderRecord {
             "revocation_endpoint": self.revocation_endpoint,
             "client_id": self.client_id,
             "token_endpoint_auth_method": self.client_auth.name(),
+            "assertion_audience": self.assertion_audience.name(),
             "scopes": self.scopes,
             "resources": self.resources,
             "verify_id_token": self.verify_id_token,
@@ -132,6 +138,11 @@ impl ProviderRecord {
         let method = required("token_endpoint_auth_method")?;
         let client_auth = ClientAuth::from_name(&method)
             .ok_or("token_endpoint_auth_method is not one latchkey knows")?;
+        let assertion_audience = match text("assertion_audience")? {
+            None => AssertionAudience::Issuer,
+            Some(name) => AssertionAudience::from_name(&name)
+                .ok_or("assertion_audience is neither issuer nor endpoint")?,
+        };
         let list = |name: &str| match value.get(name) {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(items)) => items
@@ -153,6 +164,7 @@ impl ProviderRecord {
             revocation_endpoint: text("revocation_endpoint")?,
             client_id: required("client_id")?,
             client_auth,
+            assertion_audience,
             scopes: list("scopes")?,
             resources: list("resources")?,
             verify_id_token: flag("verify_id_token")?,
