@@ -197,6 +197,11 @@ pub struct SecretArgs {
         conflicts_with_all = ["client_secret_env", "client_secret_file"]
     )]
     pub client_key: Option<PathBuf>,
+    /// The X.509 certificate of --client-key (PEM or DER), for providers that know the
+    /// client by it (Microsoft Entra's certificate credentials): assertions name it by its
+    /// SHA-256 thumbprint (x5t#S256), and an RSA key signs PS256
+    #[arg(long, value_name = "PATH", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
 }
 
 impl SecretArgs {

@@ -22,7 +22,8 @@ use latchkey_io::transport::Transport;
 use secrecy::SecretString;
 
 use crate::args::{
-    AuthMethod, BROWSER_TIMEOUT, Common, LoginArgs, Preset, ProviderChoice, SecretSource, Way,
+    AuthMethod, BROWSER_TIMEOUT, Common, LoginArgs, Preset, ProviderChoice, SecretArgs,
+    SecretSource, Way,
 };
 use crate::paste;
 use crate::report::{Place, Reporter, describe_failure};
@@ -406,13 +407,7 @@ async fn provider<R: Runtime>(
         .source()
         .map(|source| read_secret(&source))
         .transpose()?;
-    let client_key = args
-        .common
-        .secret
-        .client_key
-        .as_deref()
-        .map(read_client_key)
-        .transpose()?;
+    let client_key = read_client_credentials(&args.common.secret)?;
     let mut provider = match &args.provider() {
         ProviderChoice::Endpoints {
             authorization_endpoint,
@@ -554,6 +549,42 @@ fn config(provider: Provider, args: &LoginArgs, redirect_uri: &str) -> Result<Co
         config = config.on_success(Landing::Redirect(then.clone()));
     }
     config.build().map_err(|e| invalid("configuration", &e))
+}
+
+/// The private key of `private_key_jwt` and its certificate, when the command was given
+/// them (`--client-key`, `--client-cert`). With a certificate, an RSA key signs PS256, as
+/// Microsoft Entra's certificate credentials ask.
+pub fn read_client_credentials(secret: &SecretArgs) -> Result<Option<PrivateKey>, Failure> {
+    let Some(path) = &secret.client_key else {
+        return Ok(None);
+    };
+    let key = read_client_key(path)?;
+    let Some(certificate) = &secret.client_cert else {
+        return Ok(Some(key));
+    };
+    let bytes = std::fs::read(certificate).map_err(|e| {
+        Failure::Config(format!(
+            "cannot read the client certificate from {}: {e}; check the path and that the \
+             file is readable",
+            certificate.display()
+        ))
+    })?;
+    let certified = |error: latchkey::keys::KeyError| {
+        Failure::Config(format!(
+            "client certificate {}: {error}",
+            certificate.display()
+        ))
+    };
+    let key = key.with_certificate(&bytes).map_err(certified)?;
+    let key = match key.key_type() {
+        latchkey::keys::KeyType::Rsa { .. } => key
+            .with_algorithm(latchkey::oidc::Algorithm::PS256)
+            .map_err(certified)?,
+        _ => key,
+    };
+    // The certificate must be the key's: checked now, before any request.
+    latchkey::keys::Signer::new(key.clone(), latchkey_io::crypto::ring()).map_err(certified)?;
+    Ok(Some(key))
 }
 
 /// The private key of `private_key_jwt`, read from `path` (PEM, JWK or DER) and checked

@@ -16,7 +16,9 @@ use latchkey_io::transport::Transport;
 use secrecy::ExposeSecret;
 
 use crate::args::{Common, DEFAULT_PROFILE, SessionArgs, TokenArgs};
-use crate::login::{Failure, file_store, http_client, read_client_key, read_secret, store_failure};
+use crate::login::{
+    Failure, file_store, http_client, read_client_credentials, read_secret, store_failure,
+};
 use crate::report::{Place, Reporter};
 use crate::show;
 
@@ -168,8 +170,8 @@ async fn source<R: Runtime>(
     if let Some(secret) = &common.secret.source() {
         builder = builder.client_secret(read_secret(secret)?);
     }
-    if let Some(path) = &common.secret.client_key {
-        builder = builder.client_key(read_client_key(path)?);
+    if let Some(key) = read_client_credentials(&common.secret)? {
+        builder = builder.client_key(key);
     }
     let provider = builder.build().map_err(|error| match error {
         ConfigError::MissingClientKey => Failure::Config(format!(

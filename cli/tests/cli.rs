@@ -16,6 +16,8 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{Finished, Guard, Running, latchkey_command, lock};
 use latchkey_devidp::agent::{self, Hop};
 use latchkey_devidp::{Client, ClientAuth, Config, DevIdp, Forgery, IdTokenAlg, Quirk};
@@ -2740,4 +2742,100 @@ fn latchkey_dev_idp_refuses_a_client_key_it_cannot_use_with_exit_2() {
             );
         }
     }
+}
+
+#[test]
+fn a_client_certificate_is_named_in_every_assertion_and_an_rsa_key_signs_ps256() {
+    let text = std::fs::read_to_string(key_fixture("rsa2048.jwk.json")).expect("the JWK");
+    let mut jwk: Map<String, Value> = serde_json::from_str(&text).expect("a JWK");
+    for private in ["d", "p", "q", "dp", "dq", "qi"] {
+        jwk.remove(private);
+    }
+    let idp = start_sender_constrained_idp(Value::Object(jwk).to_string());
+    let (_dir, path) = store();
+    let key = key_fixture("rsa2048.pkcs8.pem");
+    let cert = key_fixture("rsa2048.cert.pem");
+    let browsed = login_with_browser(login_discovering(
+        &idp,
+        &path,
+        &[
+            "--auth-method",
+            "private_key_jwt",
+            "--client-key",
+            &key,
+            "--client-cert",
+            &cert,
+        ],
+    ));
+    browsed.finished.assert_code(0);
+    // Every assertion the provider saw (the push and the code exchange) names the
+    // certificate and is PS256.
+    let assertions: Vec<Value> = idp
+        .requests()
+        .iter()
+        .filter(|request| request.method == "POST")
+        .filter_map(|request| {
+            let body = String::from_utf8_lossy(&request.body).into_owned();
+            let assertion = body
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("client_assertion="))?
+                .to_owned();
+            let header = assertion.split('.').next()?.to_owned();
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()
+        })
+        .collect();
+    assert!(assertions.len() >= 2, "{assertions:?}");
+    for header in &assertions {
+        assert_eq!(header["alg"], "PS256", "{header}");
+        assert_eq!(
+            header["x5t#S256"].as_str().map(str::len),
+            Some(43),
+            "{header}"
+        );
+    }
+    // Another key's certificate, or no certificate at all, is a configuration error that
+    // names the file, before any request.
+    let (_other_dir, other_path) = store();
+    let before = idp.stats().requests;
+    let mismatched = run(login_discovering(
+        &idp,
+        &other_path,
+        &[
+            "--client-key",
+            &key,
+            "--client-cert",
+            &key_fixture("p256.cert.pem"),
+        ],
+    ));
+    mismatched.assert_code(2);
+    assert!(
+        mismatched.stdout_text().contains("p256.cert.pem")
+            && mismatched
+                .stdout_text()
+                .contains("not the certificate of this key"),
+        "{}",
+        mismatched.describe()
+    );
+    let not_a_cert = run(login_discovering(
+        &idp,
+        &other_path,
+        &["--client-key", &key, "--client-cert", &key],
+    ));
+    not_a_cert.assert_code(2);
+    assert!(
+        not_a_cert.stdout_text().contains("unusable certificate"),
+        "{}",
+        not_a_cert.describe()
+    );
+    assert_eq!(idp.stats().requests, before, "nothing was sent");
+    let without_key = run(latchkey([
+        "login",
+        "--issuer",
+        "http://127.0.0.1:1",
+        "--client-id",
+        "c",
+        "--client-cert",
+        &cert,
+    ]));
+    without_key.assert_code(2);
 }

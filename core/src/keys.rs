@@ -151,6 +151,11 @@ pub enum KeyError {
     NotForSigning,
     /// The structure is broken: what is missing or wrong.
     Malformed(&'static str),
+    /// [`PrivateKey::with_certificate`] was given something else than a certificate of a
+    /// key type latchkey signs with.
+    Certificate(&'static str),
+    /// The certificate certifies another key than this one.
+    CertificateMismatch,
     /// The crypto provider refused the key, or cannot sign at all.
     Provider(SignatureError),
 }
@@ -187,6 +192,10 @@ impl fmt::Display for KeyError {
             }
             KeyError::NotForSigning => f.write_str("the key is not for signatures"),
             KeyError::Malformed(what) => write!(f, "malformed key: {what}"),
+            KeyError::Certificate(what) => write!(f, "unusable certificate: {what}"),
+            KeyError::CertificateMismatch => {
+                f.write_str("the certificate is not the certificate of this key")
+            }
             KeyError::Provider(error) => write!(f, "the crypto provider refused the key: {error}"),
         }
     }
@@ -204,6 +213,16 @@ pub struct PrivateKey {
     kid: Option<String>,
     /// The public half a JWK stated, checked against the one the provider derives.
     stated: Option<PublicKey>,
+    /// The key's X.509 certificate, when its assertions name it.
+    certificate: Option<Certified>,
+}
+
+/// What a key's certificate contributes: its SHA-256 thumbprint, and the public key it
+/// certifies (checked against the key's own when the key is loaded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Certified {
+    thumbprint: String,
+    public: PublicKey,
 }
 
 impl fmt::Debug for PrivateKey {
@@ -212,6 +231,10 @@ impl fmt::Debug for PrivateKey {
             .field("type", &self.key_type)
             .field("algorithm", &self.algorithm)
             .field("kid", &self.kid)
+            .field(
+                "x5t#S256",
+                &self.certificate.as_ref().map(|c| c.thumbprint.as_str()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -310,6 +333,7 @@ impl PrivateKey {
             algorithm: key_type.default_algorithm(),
             kid: None,
             stated: None,
+            certificate: None,
         })
     }
 
@@ -360,6 +384,33 @@ impl PrivateKey {
     pub fn with_kid(mut self, kid: impl Into<String>) -> PrivateKey {
         self.kid = Some(kid.into());
         self
+    }
+
+    /// The same key with its X.509 `certificate` (PEM or DER), for providers that know a
+    /// client by its certificate: Microsoft Entra's certificate credentials. Client
+    /// assertions then name the certificate by its SHA-256 thumbprint (`x5t#S256`, RFC 7515
+    /// §4.1.8). The certificate must certify this key: that is checked when the key is
+    /// loaded ([`Signer::new`]), and is [`KeyError::CertificateMismatch`] otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Certificate`] when `certificate` is not a certificate of a key type
+    /// latchkey signs with.
+    pub fn with_certificate(mut self, certificate: &[u8]) -> Result<PrivateKey, KeyError> {
+        let der = certificate_der(certificate)?;
+        let public = certified_key(&der).ok_or(KeyError::Certificate(
+            "not an X.509 certificate of an RSA, P-256, P-384 or Ed25519 key",
+        ))?;
+        self.certificate = Some(Certified {
+            thumbprint: URL_SAFE_NO_PAD.encode(Sha256::digest(&der)),
+            public,
+        });
+        Ok(self)
+    }
+
+    /// The SHA-256 thumbprint of the key's certificate (`x5t#S256`), when it has one.
+    pub fn certificate_thumbprint(&self) -> Option<&str> {
+        self.certificate.as_ref().map(|c| c.thumbprint.as_str())
     }
 
     /// The algorithm signatures are made with.
@@ -459,6 +510,86 @@ fn pkcs8_type(der: &[u8]) -> Result<KeyType, KeyError> {
         )),
         ED448 => Err(KeyError::UnsupportedType("Ed448".into())),
         _ => Err(KeyError::UnsupportedType("an unknown key algorithm".into())),
+    }
+}
+
+/// The DER of a certificate given as PEM (its `CERTIFICATE` block) or DER.
+fn certificate_der(certificate: &[u8]) -> Result<Vec<u8>, KeyError> {
+    const NOT: KeyError = KeyError::Certificate("neither a PEM CERTIFICATE block nor DER");
+    if certificate.len() > MAX_KEY_FILE_BYTES {
+        return Err(KeyError::Certificate(
+            "larger than a certificate file can be",
+        ));
+    }
+    if certificate.first() == Some(&der::SEQUENCE) {
+        return Ok(certificate.to_vec());
+    }
+    let text = std::str::from_utf8(certificate).map_err(|_| NOT)?;
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let body = text
+        .find(BEGIN)
+        .map(|start| &text[start + BEGIN.len()..])
+        .and_then(|rest| rest.find(END).map(|end| &rest[..end]))
+        .ok_or(NOT)?;
+    STANDARD
+        .decode(body.split_ascii_whitespace().collect::<String>())
+        .map_err(|_| KeyError::Certificate("PEM contents that are not base64"))
+}
+
+/// The public key an X.509 certificate (RFC 5280 §4.1) certifies: its
+/// `subjectPublicKeyInfo`, read as far as needed.
+fn certified_key(der: &[u8]) -> Option<PublicKey> {
+    let (certificate, trailing) = der::expect(der, der::SEQUENCE)?;
+    if !trailing.is_empty() {
+        return None;
+    }
+    let (tbs, _) = der::expect(certificate, der::SEQUENCE)?;
+    // version [0] EXPLICIT (absent for v1), serialNumber, signature, issuer, validity,
+    // subject, then subjectPublicKeyInfo.
+    let mut rest = match der::read(tbs)? {
+        (der::CONTEXT_0, _, rest) => rest,
+        _ => tbs,
+    };
+    rest = der::expect(rest, der::INTEGER)?.1;
+    for _ in 0..4 {
+        rest = der::expect(rest, der::SEQUENCE)?.1;
+    }
+    let (info, _) = der::expect(rest, der::SEQUENCE)?;
+    let (algorithm, rest) = der::expect(info, der::SEQUENCE)?;
+    let (bits, _) = der::expect(rest, der::BIT_STRING)?;
+    let (0, key) = bits.split_first().map(|(unused, key)| (*unused, key))? else {
+        return None;
+    };
+    let (oid, parameters) = der::expect(algorithm, der::OID)?;
+    match oid {
+        RSA_ENCRYPTION => {
+            let (rsa, _) = der::expect(key, der::SEQUENCE)?;
+            let (n, rest) = der::expect(rsa, der::INTEGER)?;
+            let (e, _) = der::expect(rest, der::INTEGER)?;
+            Some(PublicKey::Rsa {
+                n: der::unsigned(n)?.to_vec(),
+                e: der::unsigned(e)?.to_vec(),
+            })
+        }
+        EC_PUBLIC_KEY => {
+            let curve = match der::expect(parameters, der::OID)?.0 {
+                P256 => Curve::P256,
+                P384 => Curve::P384,
+                _ => return None,
+            };
+            let length = curve.coordinate_len();
+            let (4, point) = key.split_first().map(|(form, point)| (*form, point))? else {
+                return None;
+            };
+            (point.len() == 2 * length).then(|| PublicKey::Ec {
+                curve,
+                x: point[..length].to_vec(),
+                y: point[length..].to_vec(),
+            })
+        }
+        ED25519 => Some(PublicKey::Ed25519(key.try_into().ok()?)),
+        _ => None,
     }
 }
 
@@ -688,6 +819,9 @@ impl Signer {
         {
             return Err(KeyError::PublicKeyMismatch);
         }
+        if key.certificate.as_ref().is_some_and(|c| c.public != public) {
+            return Err(KeyError::CertificateMismatch);
+        }
         let jwk = public_jwk(&public);
         let thumbprint = thumbprint(&public);
         Ok(Signer(Arc::new(SignerInner {
@@ -745,8 +879,9 @@ impl Signer {
     }
 
     /// A client assertion (RFC 7523 §2.2, `private_key_jwt`; S63) made at `wall`: `iss` and
-    /// `sub` the client id, `aud` the issuer, `exp` [`ASSERTION_LIFETIME`] after `iat`, a
-    /// fresh `jti`; the header names the key's `kid` when it has one.
+    /// `sub` the client id, `aud` the `audience` (the issuer, or the endpoint's URL), `exp`
+    /// [`ASSERTION_LIFETIME`] after `iat`, a fresh `jti`; the header names the key's `kid`
+    /// when it has one, and its certificate (`x5t#S256`) when it has one.
     pub fn client_assertion(
         &self,
         client_id: &str,
@@ -761,7 +896,11 @@ impl Signer {
         claims.insert("iat".into(), iat.into());
         claims.insert("exp".into(), (iat + ASSERTION_LIFETIME.as_secs()).into());
         claims.insert("jti".into(), self.jti()?.into());
-        self.jws(Map::new(), &claims, true)
+        let mut header = Map::new();
+        if let Some(certificate) = &self.0.key.certificate {
+            header.insert("x5t#S256".into(), certificate.thumbprint.as_str().into());
+        }
+        self.jws(header, &claims, true)
     }
 
     /// A fresh `jti`: 128 bits from the provider's random source, base64url.

@@ -23,8 +23,8 @@
 //! |---|---|---|---|
 //! | Google | no (desktop clients have a secret) | no | no |
 //! | GitHub | no | no | no |
-//! | Microsoft Entra | certificate credentials only, whose assertions name the certificate (`x5t`), which latchkey does not send | no | no |
-//! | Okta | yes | yes | yes |
+//! | Microsoft Entra | certificate credentials: the key [`with_certificate`](crate::keys::PrivateKey::with_certificate) (assertions then name it, `x5t#S256`) and signing `PS256`; the preset names the token endpoint as the audience | no | no |
+//! | Okta | yes; the preset names the endpoint as the audience | yes | yes |
 //! | Auth0 | yes | yes (on plans that include it) | yes (on plans that include it) |
 //! | Keycloak | yes ("signed JWT" client authenticator) | yes (recent versions) | yes |
 //! | GitLab | no | no | no |

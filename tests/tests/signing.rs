@@ -675,6 +675,79 @@ fn s63_the_assertion_audience_is_the_issuer_or_the_endpoint_each_request_goes_to
     assert_eq!(AssertionAudience::from_name("Issuer"), None);
 }
 
+#[test]
+fn s63_a_certificate_is_named_in_the_assertion_by_its_sha256_thumbprint() {
+    use sha2::Digest as _;
+    for name in ["rsa2048", "p256", "ed25519"] {
+        let pem = key_file(&format!("{name}.cert.pem"));
+        let key = PrivateKey::parse(&key_file(&format!("{name}.pkcs8.pem")))
+            .unwrap()
+            .with_certificate(&pem)
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
+        // Computed here from the certificate's DER, independently of latchkey.
+        let body: String = String::from_utf8(pem)
+            .unwrap()
+            .lines()
+            .filter(|line| !line.starts_with("-----"))
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap();
+        let expected = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&der));
+        assert_eq!(key.certificate_thumbprint(), Some(expected.as_str()));
+        assert!(format!("{key:?}").contains(&expected), "Debug names it");
+        let signer = Signer::new(key, ring()).unwrap_or_else(|error| panic!("{name}: {error}"));
+        let assertion = signer
+            .client_assertion("cli", "https://idp.example/token", at())
+            .unwrap();
+        let Checked { header, claims } = check(&assertion, signer.public_key());
+        assert_eq!(header["x5t#S256"], expected.as_str(), "{name}");
+        assert_eq!(claims["aud"], "https://idp.example/token");
+    }
+    // The same certificate as DER, and as pinned (openssl x509 -fingerprint -sha256).
+    let der = PrivateKey::parse(&key_file("p256.pkcs8.pem"))
+        .unwrap()
+        .with_certificate(&key_file("p256.cert.der"))
+        .unwrap();
+    assert_eq!(
+        der.certificate_thumbprint(),
+        Some("xX1nCtTtz8IcIN8R_SHwSJy7dK1xohkPYg0-M3c6r2k")
+    );
+    // Without a certificate, no such header.
+    let plain = signer("p256.pkcs8.pem")
+        .client_assertion("cli", harness::ISSUER, at())
+        .unwrap();
+    let Checked { header, .. } = check(&plain, signer("p256.pkcs8.pem").public_key());
+    assert!(!header.contains_key("x5t#S256"));
+    // Another key's certificate is refused when the key is loaded.
+    let other = PrivateKey::parse(&key_file("p256.pkcs8.pem"))
+        .unwrap()
+        .with_certificate(&key_file("rsa2048.cert.pem"))
+        .expect("a certificate");
+    assert_eq!(
+        Signer::new(other, ring()).err(),
+        Some(KeyError::CertificateMismatch)
+    );
+    // Not certificates.
+    let key = || PrivateKey::parse(&key_file("p256.pkcs8.pem")).unwrap();
+    let truncated = &key_file("p256.cert.der")[..200];
+    for (what, bytes) in [
+        ("a private key", key_file("p256.pkcs8.pem")),
+        ("a public key", key_file("p256.public.pem")),
+        ("truncated DER", truncated.to_vec()),
+        ("text", b"hello".to_vec()),
+        ("empty", Vec::new()),
+    ] {
+        assert!(
+            matches!(
+                key().with_certificate(&bytes),
+                Err(KeyError::Certificate(_))
+            ),
+            "{what}"
+        );
+    }
+}
+
 /// A refresh and a logout's two revocations of `tokens`, as a session emits them.
 fn support_requests(
     provider: &latchkey::Provider,

@@ -36,3 +36,9 @@ jwk = {"kty": "EC", "crv": "P-256", "kid": "ec-1", "alg": "ES256", "use": "sig",
        "d": b64(ec.private_value, 32)}
 json.dump(jwk, open("p256.jwk.json", "w"), indent=1)
 PY
+# Self-signed certificates of three of them (Entra's certificate credentials name theirs).
+for key in rsa2048 p256 ed25519; do
+    openssl req -new -x509 -key "$key.pkcs8.pem" -subj "/CN=latchkey test $key" -days 36500 \
+        -out "$key.cert.pem"
+done
+openssl x509 -in p256.cert.pem -outform DER -out p256.cert.der
