@@ -4,6 +4,8 @@
 //! Checks:
 //! - a key file: no panic; a key that parses reads back from its own PKCS#8 as the same
 //!   type and algorithm, and loading it with `ring` does not panic;
+//! - the same bytes as a key's certificate: no panic; one that is taken has a thumbprint
+//!   of 43 base64url characters, and loading the key with it does not panic;
 //! - a proof: no panic; a URI that is accepted leaves `htu` without query or fragment;
 //!   a signed proof verifies with `ring` and says exactly the method, `htu`, `iat`, nonce
 //!   and `ath` it was made for (S61).
@@ -44,8 +46,13 @@ fuzz_target!(|input: Input| {
         let _ = Signer::new(key, ring.clone());
     }
 
-    let signer = Signer::new(PrivateKey::parse(KEY).expect("the RFC key"), ring.clone())
-        .expect("ring loads it");
+    let rfc_key = PrivateKey::parse(KEY).expect("the RFC key");
+    if let Ok(certified) = rfc_key.clone().with_certificate(&input.key_file) {
+        let thumbprint = certified.certificate_thumbprint().expect("a thumbprint");
+        assert_eq!(thumbprint.len(), 43, "{thumbprint}");
+        let _ = Signer::new(certified, ring.clone());
+    }
+    let signer = Signer::new(rfc_key, ring.clone()).expect("ring loads it");
     let Ok(mut proof) = Proof::new(&input.method, &input.uri) else {
         return;
     };
