@@ -845,21 +845,7 @@ impl Engine {
                     deadline,
                 )
             }
-            (Some((key, record)), None) => {
-                self.actions.push_back(Action::ShareFlow {
-                    flow: id,
-                    key,
-                    record,
-                    lifetime: self.config.flow_lifetime,
-                });
-                let deadline = (now + self.config.exchange_timeout).min(until);
-                (Phase::Sharing(Box::new(Sharing { url, until })), deadline)
-            }
-            (None, None) => {
-                self.actions
-                    .push_back(Action::OpenBrowser { flow: id, url });
-                (Phase::Waiting, until)
-            }
+            (record, None) => self.send_browser(now, id, url, until, record),
         };
         self.states.insert(state, StateEntry::Pending(id));
         self.timers.insert((deadline, Timer::Flow(id)));
@@ -1333,6 +1319,36 @@ impl Engine {
 
     // ----- internals -----
 
+    /// Sends the browser of flow `id` to `url`, which must come back by `until`; a shared
+    /// flow's `record` goes to the directory first, and the browser once it is there. The
+    /// phase the flow then waits in, and until when.
+    fn send_browser(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        url: String,
+        until: Instant,
+        record: Option<(FlowKey, FlowRecord)>,
+    ) -> (Phase, Instant) {
+        match record {
+            Some((key, record)) => {
+                self.actions.push_back(Action::ShareFlow {
+                    flow: id,
+                    key,
+                    record,
+                    lifetime: self.config.flow_lifetime,
+                });
+                let deadline = (now + self.config.exchange_timeout).min(until);
+                (Phase::Sharing(Box::new(Sharing { url, until })), deadline)
+            }
+            None => {
+                self.actions
+                    .push_back(Action::OpenBrowser { flow: id, url });
+                (Phase::Waiting, until)
+            }
+        }
+    }
+
     /// The one place a flow changes phase.
     fn advance(&mut self, now: Instant, id: FlowId, event: Event<'_>) {
         // The flow stays in place unless it finishes.
@@ -1367,25 +1383,9 @@ impl Engine {
                 };
                 let url = crate::par::browser_url(&flow.provider, &pushed.request_uri);
                 trace_event!(flow = id.get(), "authorization request pushed");
-                match record.map(|record| *record) {
-                    // A shared flow: its record goes to the directory before the browser
-                    // goes anywhere.
-                    Some((key, record)) => {
-                        self.actions.push_back(Action::ShareFlow {
-                            flow: id,
-                            key,
-                            record,
-                            lifetime: self.config.flow_lifetime,
-                        });
-                        let deadline = (now + self.config.exchange_timeout).min(until);
-                        Next::Stay(Phase::Sharing(Box::new(Sharing { url, until })), deadline)
-                    }
-                    None => {
-                        self.actions
-                            .push_back(Action::OpenBrowser { flow: id, url });
-                        Next::Stay(Phase::Waiting, until)
-                    }
-                }
+                let (phase, deadline) =
+                    self.send_browser(now, id, url, until, record.map(|record| *record));
+                Next::Stay(phase, deadline)
             }
             (Phase::Pushing { .. }, Event::PushAnswered(Err(error))) => {
                 Next::Finish(Err(error), None)

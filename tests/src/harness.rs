@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use latchkey::directory::{FlowRecord, Taken};
 use latchkey::{
     Action, ClientAuth, Config, ConfigBuilder, ConnId, Engine, ExchangeId, FlowId, FlowOptions,
     Provider, ProviderBuilder,
@@ -473,4 +474,78 @@ pub fn decode_ops<T: for<'a> arbitrary::Arbitrary<'a>>(data: &[u8], max: usize) 
         }
     }
     ops
+}
+
+/// Replicas of a web backend of `provider` at `https://app.example/callback`, sharing a
+/// flow directory that the test plays by hand.
+pub struct Replicas {
+    /// The replica that starts logins.
+    pub a: Engine,
+    /// The replica the provider's redirect reaches.
+    pub b: Engine,
+    /// The clock, shared.
+    pub now: Instant,
+    /// The wall clock, shared.
+    pub wall: SystemTime,
+}
+
+impl Replicas {
+    /// Two replicas of `provider`'s backend at `wall`.
+    pub fn new(provider: Provider, wall: SystemTime) -> Replicas {
+        let config = Config::builder(provider)
+            .web_redirect_uri("https://app.example/callback")
+            .flow_directory(true)
+            .build()
+            .expect("a web backend with a flow directory");
+        Replicas {
+            a: Engine::new(config.clone()).expect("replica a"),
+            b: Engine::new(config).expect("replica b"),
+            now: Instant::now(),
+            wall,
+        }
+    }
+
+    /// Every action replica a has, in order.
+    pub fn drain_a(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.a.poll_action()).collect()
+    }
+
+    /// Every action replica b has, in order.
+    pub fn drain_b(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.b.poll_action()).collect()
+    }
+
+    /// Replica a's `ShareFlow` among its actions now, acknowledged as stored: the record,
+    /// and the browser's URL it then opens.
+    pub fn shared(&mut self, flow: FlowId) -> (FlowRecord, String) {
+        let actions = self.drain_a();
+        let [Action::ShareFlow { record, .. }] = &actions[..] else {
+            panic!("the record goes first, alone: {actions:?}");
+        };
+        let record = record.clone();
+        self.a.handle_flow_shared(self.now, flow, Ok(()));
+        let opened = self.drain_a();
+        let [Action::OpenBrowser { url, .. }] = &opened[..] else {
+            panic!("then the browser: {opened:?}");
+        };
+        (record, url.clone())
+    }
+
+    /// Replica b gets the provider's redirect with a code for `state`, and `record` from
+    /// the directory: what it does then.
+    pub fn adopt(&mut self, state: &str, record: FlowRecord) -> Vec<Action> {
+        self.b
+            .handle_redirect(
+                self.now,
+                &format!("code=c&state={state}&iss=https%3A%2F%2Fidp.example"),
+            )
+            .expect("a callback to adopt");
+        let actions = self.drain_b();
+        let [Action::TakeFlow { take, .. }] = &actions[..] else {
+            panic!("the record is asked for: {actions:?}");
+        };
+        self.b
+            .handle_flow_taken(self.now, self.wall, *take, Ok(Taken::Record(record)));
+        self.drain_b()
+    }
 }

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey::crypto::{Algorithm, CryptoProvider, Curve, PublicKey};
-use latchkey::directory::{DirectoryError, Taken};
+use latchkey::directory::DirectoryError;
 use latchkey::keys;
 use latchkey::session::{Purpose, Session, SessionAction};
 use latchkey::{
-    Action, BadTokenResponse, Config, ConfigError, Engine, ExchangeId, FlowError, FlowOptions,
-    Provider, ProviderRequest, RefreshError, TokenSet, TokenType,
+    Action, BadTokenResponse, ConfigError, ExchangeId, FlowError, FlowOptions, Provider,
+    ProviderRequest, RefreshError, TokenSet, TokenType,
 };
-use latchkey_tests::harness::{self, Harness};
+use latchkey_tests::harness::{self, Harness, Replicas};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
@@ -258,65 +258,29 @@ fn dpop_is_configured_with_a_key_algorithm_and_a_crypto_provider() {
     }
 }
 
-/// Two replicas of a DPoP web backend sharing a flow directory (S61 across replicas).
-fn dpop_replicas() -> (Engine, Engine) {
-    let config = Config::builder(dpop_provider())
-        .web_redirect_uri("https://app.example/callback")
-        .flow_directory(true)
-        .build()
-        .unwrap();
-    (
-        Engine::new(config.clone()).unwrap(),
-        Engine::new(config).unwrap(),
-    )
-}
-
-fn drain(engine: &mut Engine) -> Vec<Action> {
-    std::iter::from_fn(|| engine.poll_action()).collect()
-}
-
 #[test]
 fn s61_a_shared_login_carries_its_key_to_the_replica_that_gets_the_callback() {
-    let (mut a, mut b) = dpop_replicas();
-    let now = Instant::now();
-    let flow = a
-        .start_with(
-            now,
+    let mut r = Replicas::new(dpop_provider(), at());
+    let flow =
+        r.a.start_with(
+            r.now,
             [9; latchkey::ENTROPY_LEN],
             FlowOptions::new().shared(at()),
         )
         .unwrap();
-    let [Action::ShareFlow { key, record, .. }] = &drain(&mut a)[..] else {
-        panic!("a shared start shares its record first");
-    };
-    let (key, record) = (*key, record.clone());
-    let text = String::from_utf8_lossy(record.expose_bytes()).into_owned();
-    let stored: Value = serde_json::from_str(&text).unwrap();
+    let (record, url) = r.shared(flow);
+    let stored: Value = serde_json::from_slice(record.expose_bytes()).unwrap();
     assert_eq!(stored["v"], 2, "a record with a key is version 2");
     assert_eq!(stored["dpop_key"]["alg"], "ES256");
     assert!(
         !format!("{record:?}").contains("pkcs8"),
         "redacted in Debug"
     );
-    a.handle_flow_shared(now, flow, Ok(()));
-    let [Action::OpenBrowser { url, .. }] = &drain(&mut a)[..] else {
-        panic!("the browser once the record is shared");
-    };
-    let jkt = harness::query_value(url, "dpop_jkt").expect("dpop_jkt");
-    let state = harness::query_value(url, "state").unwrap();
+    let jkt = harness::query_value(&url, "dpop_jkt").expect("dpop_jkt");
+    let state = harness::query_value(&url, "state").unwrap();
 
     // Replica B gets the callback, takes the record and proves the same key.
-    let adopted = b
-        .handle_redirect(
-            now,
-            &format!("code=c&state={state}&iss=https%3A%2F%2Fidp.example"),
-        )
-        .unwrap();
-    let [Action::TakeFlow { take, .. }] = &drain(&mut b)[..] else {
-        panic!("the record is asked for");
-    };
-    b.handle_flow_taken(now, at(), *take, Ok(Taken::Record(record.clone())));
-    let (exchange, request) = token_request(drain(&mut b));
+    let (exchange, request) = token_request(r.adopt(&state, record));
     let sent = request.clone().finish(at()).unwrap();
     let (_, claims, public) = proof_of(&sent);
     assert_eq!(
@@ -327,26 +291,19 @@ fn s61_a_shared_login_carries_its_key_to_the_replica_that_gets_the_callback() {
     assert_eq!(claims["htu"], "https://idp.example/token");
 
     // Its nonce retry and its tokens are B's as for any login: bound to that key.
-    b.handle_token_response(
-        now,
+    let answer =
+        |status, body: &str, nonce| harness::parse_response(&dpop_answer(status, body, nonce));
+    r.b.handle_token_response(
+        r.now,
         at(),
         exchange,
-        harness::parse_response(&dpop_answer(
-            400,
-            r#"{"error":"use_dpop_nonce"}"#,
-            Some("n-1"),
-        )),
+        answer(400, r#"{"error":"use_dpop_nonce"}"#, Some("n-1")),
     );
-    let (exchange, retry) = token_request(drain(&mut b));
+    let (exchange, retry) = token_request(r.drain_b());
     let (_, claims, _) = proof_of(&retry.finish(at()).unwrap());
     assert_eq!(claims["nonce"], "n-1");
-    b.handle_token_response(
-        now,
-        at(),
-        exchange,
-        harness::parse_response(&dpop_answer(200, BOUND, None)),
-    );
-    let actions = drain(&mut b);
+    r.b.handle_token_response(r.now, at(), exchange, answer(200, BOUND, None));
+    let actions = r.drain_b();
     let Some(Action::Persist { tokens, .. }) = actions
         .iter()
         .find(|action| matches!(action, Action::Persist { .. }))
@@ -356,45 +313,23 @@ fn s61_a_shared_login_carries_its_key_to_the_replica_that_gets_the_callback() {
     let stored_key = tokens.dpop_key().expect("the tokens keep the login's key");
     let signer = keys::Signer::new(stored_key.clone(), ring()).unwrap();
     assert_eq!(signer.thumbprint(), jkt);
-    let _ = (adopted, key);
 
     // A bearer answer to a DPoP login is refused on B too (S61).
-    let (mut a, mut b) = dpop_replicas();
-    let flow = a
-        .start_with(
-            now,
+    let mut r = Replicas::new(dpop_provider(), at());
+    let flow =
+        r.a.start_with(
+            r.now,
             [10; latchkey::ENTROPY_LEN],
             FlowOptions::new().shared(at()),
         )
         .unwrap();
-    let [Action::ShareFlow { record, .. }] = &drain(&mut a)[..] else {
-        panic!("shared first");
-    };
-    let record = record.clone();
-    a.handle_flow_shared(now, flow, Ok(()));
-    let [Action::OpenBrowser { url, .. }] = &drain(&mut a)[..] else {
-        panic!("then the browser");
-    };
-    let state = harness::query_value(url, "state").unwrap();
-    b.handle_redirect(
-        now,
-        &format!("code=c&state={state}&iss=https%3A%2F%2Fidp.example"),
-    )
-    .unwrap();
-    let [Action::TakeFlow { take, .. }] = &drain(&mut b)[..] else {
-        panic!("taken");
-    };
-    b.handle_flow_taken(now, at(), *take, Ok(Taken::Record(record)));
-    let (exchange, _) = token_request(drain(&mut b));
+    let (record, url) = r.shared(flow);
+    let state = harness::query_value(&url, "state").unwrap();
+    let (exchange, _) = token_request(r.adopt(&state, record));
     let bearer = BOUND.replace(r#""DPoP""#, r#""Bearer""#);
-    b.handle_token_response(
-        now,
-        at(),
-        exchange,
-        harness::parse_response(&dpop_answer(200, &bearer, None)),
-    );
+    r.b.handle_token_response(r.now, at(), exchange, answer(200, &bearer, None));
     assert!(matches!(
-        finished(&drain(&mut b)),
+        finished(&r.drain_b()),
         Some(Err(FlowError::BadTokenResponse {
             reason: BadTokenResponse::NotDpopBound,
             ..
@@ -405,40 +340,19 @@ fn s61_a_shared_login_carries_its_key_to_the_replica_that_gets_the_callback() {
 #[test]
 fn a_shared_record_without_the_key_a_dpop_replica_needs_is_foreign() {
     // A replica without DPoP wrote the record; this one binds its tokens: not alike.
-    let plain = Config::builder(harness::provider().build().unwrap())
-        .web_redirect_uri("https://app.example/callback")
-        .flow_directory(true)
-        .build()
-        .unwrap();
-    let mut a = Engine::new(plain).unwrap();
-    let (_, mut b) = dpop_replicas();
-    let now = Instant::now();
-    let flow = a
+    let mut plain = Replicas::new(harness::provider().build().unwrap(), at());
+    let flow = plain
+        .a
         .start_with(
-            now,
+            plain.now,
             [11; latchkey::ENTROPY_LEN],
             FlowOptions::new().shared(at()),
         )
         .unwrap();
-    let [Action::ShareFlow { record, .. }] = &drain(&mut a)[..] else {
-        panic!("shared first");
-    };
-    let record = record.clone();
-    a.handle_flow_shared(now, flow, Ok(()));
-    let [Action::OpenBrowser { url, .. }] = &drain(&mut a)[..] else {
-        panic!("then the browser");
-    };
-    let state = harness::query_value(url, "state").unwrap();
-    b.handle_redirect(
-        now,
-        &format!("code=c&state={state}&iss=https%3A%2F%2Fidp.example"),
-    )
-    .unwrap();
-    let [Action::TakeFlow { take, .. }] = &drain(&mut b)[..] else {
-        panic!("taken");
-    };
-    b.handle_flow_taken(now, at(), *take, Ok(Taken::Record(record)));
-    let actions = drain(&mut b);
+    let (record, url) = plain.shared(flow);
+    let state = harness::query_value(&url, "state").unwrap();
+    let mut r = Replicas::new(dpop_provider(), at());
+    let actions = r.adopt(&state, record);
     assert!(
         !actions
             .iter()

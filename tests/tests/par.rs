@@ -2,14 +2,13 @@
 //! provider first, authenticated as token requests are, and the browser's URL carries only
 //! `client_id` and the provider's `request_uri`.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use latchkey::directory::Taken;
 use latchkey::{
-    Action, ClientAuth, Config, ConfigError, Engine, ExchangeId, FlowError, FlowOptions, Metadata,
-    Provider, ProviderRequest, Step, TransportError, TransportErrorKind,
+    Action, ClientAuth, ConfigError, ExchangeId, FlowError, FlowOptions, Metadata, Provider,
+    ProviderRequest, Step, TransportError, TransportErrorKind,
 };
-use latchkey_tests::harness::{self, Harness, query_value};
+use latchkey_tests::harness::{self, Harness, Replicas, query_value};
 use secrecy::SecretString;
 
 const PAR_ENDPOINT: &str = "https://idp.example/par";
@@ -210,112 +209,69 @@ fn a_refused_unusable_failed_or_slow_push_ends_the_login() {
     ));
 }
 
-/// Two replicas of a web backend that pushes its requests, sharing a flow directory.
-fn pushing_replicas() -> (Engine, Engine) {
-    let config = Config::builder(pushing(ClientAuth::SecretBasic))
-        .web_redirect_uri("https://app.example/callback")
-        .flow_directory(true)
-        .build()
-        .unwrap();
-    (
-        Engine::new(config.clone()).unwrap(),
-        Engine::new(config).unwrap(),
-    )
-}
-
-fn drain(engine: &mut Engine) -> Vec<Action> {
-    std::iter::from_fn(|| engine.poll_action()).collect()
+/// The provider's `201` with `uri`.
+fn pushed_answer(uri: &str) -> http::Response<Vec<u8>> {
+    harness::parse_response(&answer(
+        201,
+        &format!(r#"{{"request_uri":"{uri}","expires_in":60}}"#),
+    ))
 }
 
 #[test]
 fn a_shared_login_pushes_first_then_shares_its_record_then_opens_the_browser() {
-    let (mut a, mut b) = pushing_replicas();
-    let (now, wall) = (
-        Instant::now(),
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-    );
-    let flow = a
-        .start_with(
-            now,
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut r = Replicas::new(pushing(ClientAuth::SecretBasic), wall);
+    let flow =
+        r.a.start_with(
+            r.now,
             [5; latchkey::ENTROPY_LEN],
             FlowOptions::new().shared(wall),
         )
         .unwrap();
+    let actions = r.drain_a();
     let [
         Action::PushAuthorization {
             exchange, request, ..
         },
-    ] = &drain(&mut a)[..]
+    ] = &actions[..]
     else {
-        panic!("the push comes first, alone");
+        panic!("the push comes first, alone: {actions:?}");
     };
     let body = String::from_utf8(request.request().body().clone()).unwrap();
     let state = query_value(&body, "state").unwrap();
     let uri = "urn:ietf:params:oauth:request_uri:shared-1";
-    a.handle_token_response(
-        now,
-        wall,
-        *exchange,
-        harness::parse_response(&answer(
-            201,
-            &format!(r#"{{"request_uri":"{uri}","expires_in":60}}"#),
-        )),
-    );
+    r.a.handle_token_response(r.now, wall, *exchange, pushed_answer(uri));
     // The record, before any browser: whichever replica the browser comes back to
     // needs it.
-    let [Action::ShareFlow { record, .. }] = &drain(&mut a)[..] else {
-        panic!("then the record, alone");
-    };
-    let record = record.clone();
-    a.handle_flow_shared(now, flow, Ok(()));
-    let [Action::OpenBrowser { url, .. }] = &drain(&mut a)[..] else {
-        panic!("then the browser");
-    };
-    assert_eq!(query_value(url, "request_uri").as_deref(), Some(uri));
+    let (record, url) = r.shared(flow);
+    assert_eq!(query_value(&url, "request_uri").as_deref(), Some(uri));
     assert_eq!(
-        query_value(url, "state"),
+        query_value(&url, "state"),
         None,
         "only client_id and request_uri"
     );
     // Replica B finishes the login with the record.
-    b.handle_redirect(
-        now,
-        &format!("code=c&state={state}&iss=https%3A%2F%2Fidp.example"),
-    )
-    .unwrap();
-    let [Action::TakeFlow { take, .. }] = &drain(&mut b)[..] else {
-        panic!("taken");
-    };
-    b.handle_flow_taken(now, wall, *take, Ok(Taken::Record(record)));
-    let actions = drain(&mut b);
+    let actions = r.adopt(&state, record);
     let (_, request) = harness::token_request(&actions).expect("B exchanges the code");
     let body = String::from_utf8(request.body().clone()).unwrap();
     assert_eq!(query_value(&body, "code").as_deref(), Some("c"));
 
     // A record the directory refuses ends the login: no browser (S58).
-    let (mut a, _) = pushing_replicas();
-    let flow = a
-        .start_with(
-            now,
+    let mut r = Replicas::new(pushing(ClientAuth::SecretBasic), wall);
+    let flow =
+        r.a.start_with(
+            r.now,
             [6; latchkey::ENTROPY_LEN],
             FlowOptions::new().shared(wall),
         )
         .unwrap();
-    let [Action::PushAuthorization { exchange, .. }] = &drain(&mut a)[..] else {
+    let [Action::PushAuthorization { exchange, .. }] = &r.drain_a()[..] else {
         panic!("pushed");
     };
-    a.handle_token_response(
-        now,
-        wall,
-        *exchange,
-        harness::parse_response(&answer(
-            201,
-            &format!(r#"{{"request_uri":"{uri}","expires_in":60}}"#),
-        )),
-    );
-    drain(&mut a);
-    a.handle_flow_shared(now, flow, Err(latchkey::StoreError::new("redis is down")));
-    let actions = drain(&mut a);
+    r.a.handle_token_response(r.now, wall, *exchange, pushed_answer(uri));
+    r.drain_a();
+    r.a.handle_flow_shared(r.now, flow, Err(latchkey::StoreError::new("redis is down")));
+    let actions = r.drain_a();
     assert!(
         !actions
             .iter()

@@ -533,22 +533,7 @@ fn s63_private_key_jwt_requests_carry_an_assertion_made_when_they_are_sent() {
 #[test]
 fn s63_refresh_revocation_and_device_requests_are_signed_too() {
     let provider = jwt_provider().build().unwrap();
-    let mut h = Harness::with(harness::config_with(provider.clone()).build().unwrap());
-    h.engine
-        .start_device(h.now, FlowOptions::new())
-        .expect("a device endpoint");
-    let device = h
-        .drain()
-        .into_iter()
-        .find_map(|action| match action {
-            Action::RequestDeviceCode { request, .. } => Some(request),
-            _ => None,
-        })
-        .unwrap();
-    let tokens = TokenSet::new(SecretString::from("access-1"))
-        .with_refresh_token(SecretString::from("refresh-1"));
-    let requests = support_requests(&provider, &tokens);
-    for request in std::iter::once(device).chain(requests) {
+    for request in client_requests(&provider) {
         assert!(request.is_signed(), "{request:?}");
         let sent = request.finish(at()).unwrap();
         let pairs = form(&sent);
@@ -568,22 +553,8 @@ fn s63_refresh_revocation_and_device_requests_are_signed_too() {
 fn s63_the_assertion_audience_is_the_issuer_or_the_endpoint_each_request_goes_to() {
     let public = signer("p256.pkcs8.pem").public_key().clone();
     let audiences = |provider: &latchkey::Provider| -> Vec<(String, Value)> {
-        let mut h = Harness::with(harness::config_with(provider.clone()).build().unwrap());
-        h.engine
-            .start_device(h.now, FlowOptions::new())
-            .expect("a device endpoint");
-        let device = h
-            .drain()
+        client_requests(provider)
             .into_iter()
-            .find_map(|action| match action {
-                Action::RequestDeviceCode { request, .. } => Some(request),
-                _ => None,
-            })
-            .unwrap();
-        let tokens = TokenSet::new(SecretString::from("access-1"))
-            .with_refresh_token(SecretString::from("refresh-1"));
-        std::iter::once(device)
-            .chain(support_requests(provider, &tokens))
             .map(|request| {
                 let sent = request.finish(at()).unwrap();
                 let (_, assertion) = form(&sent)
@@ -746,6 +717,28 @@ fn s63_a_certificate_is_named_in_the_assertion_by_its_sha256_thumbprint() {
             "{what}"
         );
     }
+}
+
+/// Every request but the code exchange that authenticates the client: a device
+/// authorization request, then a refresh and a logout's two revocations.
+fn client_requests(provider: &latchkey::Provider) -> Vec<latchkey::ProviderRequest> {
+    let mut h = Harness::with(harness::config_with(provider.clone()).build().unwrap());
+    h.engine
+        .start_device(h.now, FlowOptions::new())
+        .expect("a device endpoint");
+    let device = h
+        .drain()
+        .into_iter()
+        .find_map(|action| match action {
+            Action::RequestDeviceCode { request, .. } => Some(request),
+            _ => None,
+        })
+        .unwrap();
+    let tokens = TokenSet::new(SecretString::from("access-1"))
+        .with_refresh_token(SecretString::from("refresh-1"));
+    std::iter::once(device)
+        .chain(support_requests(provider, &tokens))
+        .collect()
 }
 
 /// A refresh and a logout's two revocations of `tokens`, as a session emits them.
