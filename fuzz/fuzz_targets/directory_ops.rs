@@ -5,14 +5,15 @@
 //! flow directory (S54–S58).
 //!
 //! The model (`latchkey_tests::directory_model`) is the one the quickcheck properties use:
-//! the first byte picks the deployment (web backends, or loopback listeners whose callbacks
-//! arrive as browser connections), the rest decodes to `DirectoryOp`s; `DirectorySim::apply`
+//! the first byte picks the deployment (web backends, loopback listeners whose callbacks
+//! arrive as browser connections, or web backends whose logins are DPoP-bound), the rest
+//! decodes to `DirectoryOp`s; `DirectorySim::apply`
 //! returns `Err` on the first broken rule, and `settle` lets two hours pass, checks that
 //! every engine is idle, and answers everything left late.
 #![no_main]
 #![forbid(unsafe_code)]
 
-use latchkey_tests::directory_model::{DirectoryOp, DirectorySim, LoopbackSim};
+use latchkey_tests::directory_model::{DirectoryOp, DirectorySim, DpopSim, LoopbackSim};
 use latchkey_tests::harness::{decode_ops, run_ops};
 use libfuzzer_sys::fuzz_target;
 
@@ -24,9 +25,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let ops: Vec<DirectoryOp> = decode_ops(rest, MAX_OPS);
-    let verdict = match deployment % 2 {
+    let verdict = match deployment % 3 {
         0 => run_ops::<DirectorySim>(&ops),
-        _ => run_ops::<LoopbackSim>(&ops),
+        1 => run_ops::<LoopbackSim>(&ops),
+        _ => run_ops::<DpopSim>(&ops),
     };
     if let Err(violation) = verdict {
         panic!("rule broken: {violation}\nops: {ops:#?}");

@@ -118,12 +118,24 @@ impl Deployment {
     /// The configuration every replica shares: the test provider ([`harness::provider`]),
     /// this redirect URI, the flow directory on, [`EXCHANGE_TIMEOUT`], [`FLOW_LIFETIME`].
     pub fn config(self) -> Config {
+        self.config_of(harness::provider().build().expect("a valid provider"))
+    }
+
+    /// [`config`](Deployment::config) with logins DPoP-bound (ES256, RFC 9449): each
+    /// login's key travels in its record.
+    pub fn dpop_config(self) -> Config {
+        let provider = harness::provider()
+            .dpop(latchkey::crypto::Algorithm::ES256)
+            .crypto(latchkey_io::crypto::ring())
+            .build()
+            .expect("a valid DPoP provider");
+        self.config_of(provider)
+    }
+
+    fn config_of(self, provider: latchkey::Provider) -> Config {
         let builder = match self {
-            Deployment::Web => {
-                Config::builder(harness::provider().build().expect("a valid provider"))
-                    .web_redirect_uri(WEB_REDIRECT_URI)
-            }
-            Deployment::Loopback => harness::config(),
+            Deployment::Web => Config::builder(provider).web_redirect_uri(WEB_REDIRECT_URI),
+            Deployment::Loopback => harness::config_with(provider),
         };
         builder
             .flow_directory(true)
@@ -603,6 +615,8 @@ enum Message {
 #[derive(Clone)]
 pub struct DirectorySim {
     deployment: Deployment,
+    /// Whether logins are DPoP-bound: then every login's key thumbprint, by state.
+    dpop: Option<BTreeMap<String, String>>,
     /// The engines.
     pub replicas: Vec<Replica>,
     /// The clock.
@@ -637,7 +651,17 @@ impl DirectorySim {
     /// [`REPLICAS`] engines of `deployment`'s configuration, an empty directory that is up,
     /// and the clocks.
     pub fn new(deployment: Deployment) -> DirectorySim {
-        let config = deployment.config();
+        DirectorySim::with_config(deployment, deployment.config(), false)
+    }
+
+    /// [`new`](DirectorySim::new) with DPoP-bound logins: a login's URL carries its key's
+    /// thumbprint (`dpop_jkt`), its record the key (version 2), its token request a proof
+    /// of that key wherever it is made, and its tokens the key (S61).
+    pub fn dpop(deployment: Deployment) -> DirectorySim {
+        DirectorySim::with_config(deployment, deployment.dpop_config(), true)
+    }
+
+    fn with_config(deployment: Deployment, config: Config, dpop: bool) -> DirectorySim {
         let replica = Replica {
             engine: Engine::new(config).expect("a valid engine"),
             flows: BTreeMap::new(),
@@ -646,6 +670,7 @@ impl DirectorySim {
         };
         DirectorySim {
             deployment,
+            dpop: dpop.then(BTreeMap::new),
             replicas: vec![replica; REPLICAS],
             now: Instant::now(),
             wall: UNIX_EPOCH + Duration::from_secs(1_790_000_000),
@@ -1144,10 +1169,15 @@ impl DirectorySim {
             TokenReply::Tokens => {
                 self.tokens += 1;
                 let n = self.tokens;
+                let token_type = if self.dpop.is_some() {
+                    "DPoP"
+                } else {
+                    "Bearer"
+                };
                 let raw = json_response(
                     200,
                     &format!(
-                        r#"{{"access_token":"at-{n}","token_type":"Bearer","expires_in":3600,"refresh_token":"rt-{n}","scope":"openid email"}}"#
+                        r#"{{"access_token":"at-{n}","token_type":"{token_type}","expires_in":3600,"refresh_token":"rt-{n}","scope":"openid email"}}"#
                     ),
                 );
                 engine.handle_token_response(
@@ -1534,6 +1564,18 @@ impl DirectorySim {
                 if let Some(owner) = own.owner {
                     expected["owner"] = json!(owner);
                 }
+                if self.dpop.is_some() {
+                    let stored = &value["dpop_key"];
+                    let pkcs8 = stored["pkcs8"].as_str().unwrap_or_default();
+                    if stored["alg"] != "ES256" || pkcs8.len() < 64 || debug.contains(pkcs8) {
+                        return Err(format!(
+                            "S55/S61: the record of {flow} carries the DPoP key {stored} (or \
+                             shows it in Debug)"
+                        ));
+                    }
+                    expected["v"] = json!(2);
+                    expected["dpop_key"] = stored.clone();
+                }
                 if value != expected {
                     return Err(format!(
                         "the record of {flow} is {value}, expected {expected}"
@@ -1563,6 +1605,17 @@ impl DirectorySim {
                     return Err(format!("OpenBrowser for {flow} with another redirect URI"));
                 }
                 let text = query_value(url, "state").ok_or("an authorization URL without state")?;
+                let jkt = query_value(url, "dpop_jkt");
+                match (&mut self.dpop, jkt) {
+                    (Some(jkts), Some(jkt)) => {
+                        jkts.insert(text.clone(), jkt);
+                    }
+                    (None, None) => {}
+                    (Some(_), None) => {
+                        return Err(format!("S61: the URL of {flow} lacks dpop_jkt"));
+                    }
+                    (None, Some(_)) => return Err(format!("a dpop_jkt in the URL of {flow}")),
+                }
                 let own = state
                     .own
                     .as_ref()
@@ -1664,6 +1717,27 @@ impl DirectorySim {
                         ));
                     }
                 }
+                match &self.dpop {
+                    Some(jkts) => {
+                        let sent = request
+                            .clone()
+                            .finish(wall)
+                            .map_err(|error| format!("the proof of {flow}: {error}"))?;
+                        let proven = proof_thumbprint(&sent).ok_or(format!(
+                            "S61: the token request of {flow} has no valid proof"
+                        ))?;
+                        if jkts.get(&login) != Some(&proven) {
+                            return Err(format!(
+                                "S61: the token request of {flow} proves another key than the \
+                                 URL's dpop_jkt"
+                            ));
+                        }
+                    }
+                    None if request.has_dpop() => {
+                        return Err(format!("a DPoP proof in the token request of {flow}"));
+                    }
+                    None => {}
+                }
                 state.phase = Phase::Exchanging {
                     exchange: *exchange,
                 };
@@ -1682,6 +1756,19 @@ impl DirectorySim {
                 }
                 if !tokens.access_token().expose_secret().starts_with("at-") {
                     return Err(format!("Persist for {flow} with other tokens"));
+                }
+                if let Some(jkts) = &self.dpop {
+                    let jkt = tokens.dpop_key().and_then(|key| {
+                        latchkey::keys::Signer::new(key.clone(), latchkey_io::crypto::ring())
+                            .ok()
+                            .map(|signer| signer.thumbprint().to_owned())
+                    });
+                    let login = state.state.as_ref();
+                    if jkt.is_none() || login.and_then(|login| jkts.get(login)) != jkt.as_ref() {
+                        return Err(format!(
+                            "S61: Persist for {flow} without the key its code is bound to"
+                        ));
+                    }
                 }
                 state.phase = Phase::Persisting;
                 state.deadline = now + EXCHANGE_TIMEOUT;
@@ -1857,7 +1944,7 @@ pub fn tampered(original: &[u8], tamper: Tamper) -> Vec<u8> {
     match tamper {
         Tamper::None | Tamper::Stale => return original.to_vec(),
         Tamper::Foreign => value["client_id"] = json!("another-client"),
-        Tamper::Unreadable => value["v"] = json!(2),
+        Tamper::Unreadable => value["v"] = json!(99),
         Tamper::Verifier { well_formed } => {
             value["verifier"] = json!(if well_formed {
                 TAMPERED_VERIFIER
@@ -1907,6 +1994,51 @@ impl crate::harness::OpModel for DirectorySim {
     fn finish(&mut self) -> Result<(), String> {
         self.settle()
     }
+}
+
+/// [`DirectorySim`] on the web deployment with DPoP-bound logins
+/// ([`DirectorySim::dpop`]), for [`run_ops`](crate::harness::run_ops).
+#[derive(Clone)]
+pub struct DpopSim(pub DirectorySim);
+
+impl Default for DpopSim {
+    fn default() -> DpopSim {
+        DpopSim(DirectorySim::dpop(Deployment::Web))
+    }
+}
+
+impl crate::harness::OpModel for DpopSim {
+    type Op = DirectoryOp;
+
+    fn step(&mut self, op: &DirectoryOp) -> Result<(), String> {
+        self.0.step(op)
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        self.0.settle()
+    }
+}
+
+/// The RFC 7638 thumbprint of the key in the DPoP proof of `request` (a P-256 `jwk`), when
+/// the proof is made for a POST to the token endpoint.
+fn proof_thumbprint(request: &http::Request<Vec<u8>>) -> Option<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let proof = request.headers().get("dpop")?.to_str().ok()?;
+    let part = |i: usize| -> Option<Value> {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(proof.split('.').nth(i)?).ok()?).ok()
+    };
+    let (header, claims) = (part(0)?, part(1)?);
+    if header["typ"] != "dpop+jwt" || claims["htm"] != "POST" || claims["htu"] != harness::TOKEN {
+        return None;
+    }
+    let coordinate = |name: &str| URL_SAFE_NO_PAD.decode(header["jwk"][name].as_str()?).ok();
+    let public = latchkey::crypto::PublicKey::Ec {
+        curve: latchkey::crypto::Curve::P256,
+        x: coordinate("x")?,
+        y: coordinate("y")?,
+    };
+    Some(latchkey::keys::thumbprint(&public))
 }
 
 /// [`DirectorySim`] on the [`Deployment::Loopback`] deployment, for

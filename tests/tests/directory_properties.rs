@@ -4,12 +4,12 @@
 //! several, shares and takes answered in any order, late, stale or tampered, the directory
 //! down and back, token answers, store reports, cancellations, "ended" marks and
 //! announcements delivered or lost, and time, punctual or waking late: 2,000 cases per
-//! deployment. The operations and the rules are `latchkey_tests::directory_model`, shared
+//! deployment, and for DPoP-bound logins (S61). The operations and the rules are `latchkey_tests::directory_model`, shared
 //! with the `directory_ops` fuzz target.
 
 use latchkey::Action;
 use latchkey_tests::directory_model::{
-    CallbackKind, DirectoryOp, DirectorySim, LoopbackSim, Tamper, TokenReply, Via,
+    CallbackKind, DirectoryOp, DirectorySim, DpopSim, LoopbackSim, Tamper, TokenReply, Via,
 };
 use latchkey_tests::harness::{check_2000, ops_hold};
 use quickcheck::{Gen, QuickCheck, TestResult};
@@ -37,6 +37,18 @@ fn s54_s58_the_directory_rules_hold_on_a_web_backend_under_any_interleaving() {
 fn s54_s58_the_directory_rules_hold_on_loopback_listeners_under_any_interleaving() {
     fn property(ops: Vec<DirectoryOp>) -> TestResult {
         ops_hold::<LoopbackSim>(&ops)
+    }
+    check_2000(property as fn(Vec<DirectoryOp>) -> TestResult);
+}
+
+/// The same with DPoP-bound logins on a web backend (S61 across replicas): the URL names
+/// the login's key (`dpop_jkt`), the record carries the key (version 2, never in `Debug`),
+/// the token request, on whichever replica takes the record, proves that key, and the
+/// tokens stored keep it.
+#[test]
+fn s54_s58_s61_the_directory_rules_hold_for_dpop_logins_under_any_interleaving() {
+    fn property(ops: Vec<DirectoryOp>) -> TestResult {
+        ops_hold::<DpopSim>(&ops)
     }
     check_2000(property as fn(Vec<DirectoryOp>) -> TestResult);
 }
