@@ -142,7 +142,7 @@ impl<'a> Proof<'a> {
         }
         Ok(Proof {
             method,
-            htu: htu(uri)?,
+            htu: target_uri(uri)?,
             access_token: None,
             nonce: None,
         })
@@ -229,8 +229,9 @@ pub fn is_nonce(nonce: &str) -> bool {
     nonce.len() <= MAX_NONCE_LEN && crate::grammar::is_scope_token(nonce)
 }
 
-/// The target URI without query and fragment: `scheme://authority/path`.
-fn htu(uri: &str) -> Result<String, ProofError> {
+/// The target URI without query and fragment: `scheme://authority/path` (a proof's `htu`,
+/// and a client assertion's audience when that is the endpoint).
+pub(crate) fn target_uri(uri: &str) -> Result<String, ProofError> {
     let uri = uri.split('#').next().unwrap_or_default();
     let parsed: http::Uri = uri.parse().map_err(|_| ProofError::Uri)?;
     let scheme = match parsed.scheme_str() {

@@ -279,21 +279,9 @@ impl PrivateKey {
     pub fn from_pem(text: &str) -> Result<PrivateKey, KeyError> {
         let mut rest = text;
         loop {
-            let Some(start) = rest.find("-----BEGIN ") else {
+            let Some((label, body)) = pem_block(&mut rest)? else {
                 return Err(KeyError::NotAKey("no PEM private key block".into()));
             };
-            let after = &rest[start + 11..];
-            let label_end = after
-                .find("-----")
-                .ok_or(KeyError::Malformed("a PEM line without its closing dashes"))?;
-            let label = &after[..label_end];
-            let body_start = &after[label_end + 5..];
-            let end_line = format!("-----END {label}-----");
-            let body_len = body_start
-                .find(&end_line)
-                .ok_or(KeyError::Malformed("a PEM block without its END line"))?;
-            let body = &body_start[..body_len];
-            rest = &body_start[body_len + end_line.len()..];
             if label == "EC PARAMETERS" {
                 continue;
             }
@@ -513,6 +501,26 @@ fn pkcs8_type(der: &[u8]) -> Result<KeyType, KeyError> {
     }
 }
 
+/// The next PEM block of `rest` (RFC 7468): its label and its base64 body, `rest` moved
+/// past it; `None` when there is none.
+fn pem_block<'a>(rest: &mut &'a str) -> Result<Option<(&'a str, &'a str)>, KeyError> {
+    let Some(start) = rest.find("-----BEGIN ") else {
+        return Ok(None);
+    };
+    let after = &rest[start + 11..];
+    let label_end = after
+        .find("-----")
+        .ok_or(KeyError::Malformed("a PEM line without its closing dashes"))?;
+    let label = &after[..label_end];
+    let body_start = &after[label_end + 5..];
+    let end_line = format!("-----END {label}-----");
+    let body_len = body_start
+        .find(&end_line)
+        .ok_or(KeyError::Malformed("a PEM block without its END line"))?;
+    *rest = &body_start[body_len + end_line.len()..];
+    Ok(Some((label, &body_start[..body_len])))
+}
+
 /// The DER of a certificate given as PEM (its `CERTIFICATE` block) or DER.
 fn certificate_der(certificate: &[u8]) -> Result<Vec<u8>, KeyError> {
     const NOT: KeyError = KeyError::Certificate("neither a PEM CERTIFICATE block nor DER");
@@ -524,14 +532,14 @@ fn certificate_der(certificate: &[u8]) -> Result<Vec<u8>, KeyError> {
     if certificate.first() == Some(&der::SEQUENCE) {
         return Ok(certificate.to_vec());
     }
-    let text = std::str::from_utf8(certificate).map_err(|_| NOT)?;
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let body = text
-        .find(BEGIN)
-        .map(|start| &text[start + BEGIN.len()..])
-        .and_then(|rest| rest.find(END).map(|end| &rest[..end]))
-        .ok_or(NOT)?;
+    let mut rest = std::str::from_utf8(certificate).map_err(|_| NOT)?;
+    let body = loop {
+        match pem_block(&mut rest) {
+            Ok(Some(("CERTIFICATE", body))) => break body,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return Err(NOT),
+        }
+    };
     STANDARD
         .decode(body.split_ascii_whitespace().collect::<String>())
         .map_err(|_| KeyError::Certificate("PEM contents that are not base64"))

@@ -106,14 +106,8 @@ impl ProviderRequest {
             let audience = match inner.assertion_audience {
                 AssertionAudience::Issuer => inner.issuer.as_deref(),
                 AssertionAudience::Endpoint => {
-                    let uri = request.uri();
-                    endpoint = format!(
-                        "{}://{}{}",
-                        uri.scheme_str().unwrap_or("https"),
-                        uri.authority().map_or("", |authority| authority.as_str()),
-                        uri.path()
-                    );
-                    Some(endpoint.as_str())
+                    endpoint = dpop::target_uri(&request.uri().to_string()).ok();
+                    endpoint.as_deref()
                 }
             };
             let (Some(signer), Some(audience)) = (&inner.client_key, audience) else {
